@@ -1,0 +1,98 @@
+/*
+ * schema.c - the versioned schema. migrations[i] takes a database from user_version i to i+1;
+ * store.c applies the missing ones in order at open, each in its own transaction together with
+ * the new PRAGMA user_version, so a crash mid-migration leaves the previous version intact.
+ * Never edit a migration that has shipped: add a new one.
+ */
+#include "storage/schema.h"
+
+#include <stddef.h>
+
+static const char *const migrations[] = {
+    /* 1: local domains, users, trusted networks. */
+    "CREATE TABLE domains ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  created_ms INTEGER NOT NULL);"
+    "CREATE TABLE users ("
+    "  id INTEGER PRIMARY KEY,"
+    "  address TEXT NOT NULL UNIQUE,"
+    "  domain_id INTEGER NOT NULL REFERENCES domains(id) ON DELETE RESTRICT,"
+    "  password_hash TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL);"
+    "CREATE INDEX users_domain ON users(domain_id);"
+    "CREATE TABLE networks ("
+    "  id INTEGER PRIMARY KEY,"
+    "  cidr TEXT NOT NULL UNIQUE,"
+    "  family INTEGER NOT NULL CHECK (family IN (4, 6)),"
+    "  net BLOB NOT NULL,"
+    "  prefix INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL);",
+
+    /* 2: POP-before-SMTP. pop_logins is the history of successful logins; windows holds one row
+     * per client key (IPv4 address or IPv6 network), renewed by each login. */
+    "CREATE TABLE pop_logins ("
+    "  id INTEGER PRIMARY KEY,"
+    "  ip_key TEXT NOT NULL,"
+    "  user TEXT NOT NULL,"
+    "  at_ms INTEGER NOT NULL);"
+    "CREATE INDEX pop_logins_at ON pop_logins(at_ms);"
+    "CREATE TABLE windows ("
+    "  ip_key TEXT PRIMARY KEY,"
+    "  user TEXT NOT NULL,"
+    "  opened_ms INTEGER NOT NULL,"
+    "  expires_ms INTEGER NOT NULL,"
+    "  relayed INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;",
+
+    /* 3: messages stored once, mailbox entries and the outbound queue referring to them. A
+     * message row goes when its last reference goes (the triggers). AUTOINCREMENT keeps mailbox
+     * ids, and so UIDLs, from ever being reused. */
+    "CREATE TABLE messages ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  sender TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  received_ms INTEGER NOT NULL,"
+    "  body BLOB NOT NULL);"
+    "CREATE TABLE mailbox ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  message_id INTEGER NOT NULL REFERENCES messages(id),"
+    "  uidl TEXT NOT NULL UNIQUE,"
+    "  size INTEGER NOT NULL,"
+    "  added_ms INTEGER NOT NULL);"
+    "CREATE INDEX mailbox_user ON mailbox(user_id, id);"
+    "CREATE INDEX mailbox_message ON mailbox(message_id);"
+    "CREATE TABLE queue ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  message_id INTEGER NOT NULL REFERENCES messages(id),"
+    "  sender TEXT NOT NULL,"
+    "  recipient TEXT NOT NULL,"
+    "  domain TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  next_attempt_ms INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  last_error TEXT NOT NULL DEFAULT '',"
+    "  claimed_ms INTEGER);"
+    "CREATE INDEX queue_due ON queue(next_attempt_ms);"
+    "CREATE INDEX queue_message ON queue(message_id);"
+    "CREATE TRIGGER mailbox_release AFTER DELETE ON mailbox BEGIN"
+    "  DELETE FROM messages WHERE id = OLD.message_id"
+    "    AND NOT EXISTS (SELECT 1 FROM mailbox WHERE message_id = OLD.message_id)"
+    "    AND NOT EXISTS (SELECT 1 FROM queue WHERE message_id = OLD.message_id);"
+    "END;"
+    "CREATE TRIGGER queue_release AFTER DELETE ON queue BEGIN"
+    "  DELETE FROM messages WHERE id = OLD.message_id"
+    "    AND NOT EXISTS (SELECT 1 FROM mailbox WHERE message_id = OLD.message_id)"
+    "    AND NOT EXISTS (SELECT 1 FROM queue WHERE message_id = OLD.message_id);"
+    "END;",
+};
+
+_Static_assert(sizeof(migrations) / sizeof(migrations[0]) == SCHEMA_VERSION,
+               "one migration per schema version");
+
+const char *schema_migration(int to_version)
+{
+    if (to_version < 1 || to_version > SCHEMA_VERSION)
+        return NULL;
+    return migrations[to_version - 1];
+}

@@ -1,0 +1,12 @@
+/*
+ * schema.h - the SQL of each schema version, for store.c.
+ */
+#ifndef POSTERN_SCHEMA_H
+#define POSTERN_SCHEMA_H
+
+#define SCHEMA_VERSION 3
+
+/* The SQL that takes the schema from to_version-1 to to_version; NULL when out of range. */
+const char *schema_migration(int to_version);
+
+#endif

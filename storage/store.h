@@ -1,0 +1,142 @@
+/*
+ * store.h - the SQLite store: opening, pragmas, migrations, and the functions the rest of postern
+ * uses to read and change it. All SQL lives in storage/; callers never see a statement.
+ *
+ * A struct store is one SQLite connection with its prepared statements. It is used by one thread
+ * at a time: the loop thread has its own (reads), the writer thread its own (writes), and each
+ * admin command opens one. WAL lets the readers run beside the writer; synchronous=FULL makes a
+ * COMMIT durable before it returns, which is what "250 Ok: queued" promises.
+ *
+ * Times are milliseconds since the Unix epoch (int64_t, "_ms").
+ */
+#ifndef POSTERN_STORE_H
+#define POSTERN_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The schema version this binary writes; older databases are migrated at open. */
+#define STORE_SCHEMA_VERSION 3
+/* How long a statement waits for a lock held by another connection or process. */
+#define STORE_BUSY_TIMEOUT_MS 10000
+
+enum store_status {
+    STORE_OK = 0,
+    STORE_ERR = -1,       /* SQLite or I/O failure; store_errmsg() says which */
+    STORE_EXISTS = -2,    /* unique key already present */
+    STORE_NOT_FOUND = -3, /* no such row */
+    STORE_NO_DOMAIN = -4, /* a user's domain is not a local domain */
+    STORE_IN_USE = -5,    /* still referenced (a domain that has users) */
+    STORE_TOO_NEW = -6,   /* database schema is newer than this binary */
+};
+
+struct store;
+
+/* Opens (creating if missing) and migrates to STORE_SCHEMA_VERSION. On failure *out is NULL and
+ * err holds one line naming the file and the reason. */
+int store_open(const char *path, struct store **out, char *err, size_t errlen);
+/* Opens without migrating; for tests of migrations only. */
+int store_open_at_version(const char *path, int version, struct store **out, char *err,
+                          size_t errlen);
+void store_close(struct store **s);
+/* The reason for the last failure on this connection. */
+const char *store_errmsg(const struct store *s);
+int store_schema_version(struct store *s);
+int64_t store_now_ms(void);
+
+/* Runs raw SQL; for unit tests only (server code calls named functions). */
+int store_exec_for_tests(struct store *s, const char *sql);
+
+/* Transactions for batching (the writer uses these; one admin command is one statement). */
+int store_begin(struct store *s);
+int store_commit(struct store *s);
+int store_rollback(struct store *s);
+int store_savepoint(struct store *s);
+int store_savepoint_release(struct store *s);
+int store_savepoint_rollback(struct store *s);
+
+/* Row callbacks for list functions: return 0 to go on, non-zero to stop. */
+
+/* ---- domains (storage/domains.c) ---- */
+struct store_domain {
+    const char *name;
+    int64_t created_ms;
+    int64_t users;
+};
+typedef int (*store_domain_fn)(void *ctx, const struct store_domain *d);
+int store_domain_add(struct store *s, const char *name);
+int store_domain_del(struct store *s, const char *name); /* STORE_IN_USE while it has users */
+int store_domain_list(struct store *s, store_domain_fn fn, void *ctx);
+int store_domain_is_local(struct store *s, const char *name, bool *local_out);
+
+/* ---- users (storage/users.c) ---- */
+struct store_user {
+    int64_t id;
+    const char *address;
+    int64_t created_ms;
+    int64_t messages;
+    int64_t bytes;
+};
+typedef int (*store_user_fn)(void *ctx, const struct store_user *u);
+int store_user_add(struct store *s, const char *address, const char *domain,
+                   const char *password_hash);
+int store_user_set_password(struct store *s, const char *address, const char *password_hash);
+int store_user_del(struct store *s, const char *address);
+int store_user_list(struct store *s, const char *domain_or_null, store_user_fn fn, void *ctx);
+/* Copies the argon2id hash string into hash_out (>= 128 bytes) and the id into *id_out. */
+int store_user_get(struct store *s, const char *address, int64_t *id_out, char *hash_out,
+                   size_t hashlen);
+
+/* ---- trusted networks (storage/networks.c) ---- */
+struct cidr;
+struct ip_addr;
+struct store_network {
+    const char *cidr; /* canonical text */
+    int64_t created_ms;
+};
+typedef int (*store_network_fn)(void *ctx, const struct store_network *n);
+int store_network_add(struct store *s, const struct cidr *c);
+int store_network_del(struct store *s, const struct cidr *c);
+int store_network_list(struct store *s, store_network_fn fn, void *ctx);
+/* The first trusted network holding ip, as text into match_out ("" and false when none). */
+int store_network_match(struct store *s, const struct ip_addr *ip, bool *trusted_out,
+                        char *match_out, size_t matchlen);
+
+/* ---- POP-before-SMTP windows (storage/windows.c) ---- */
+struct store_window {
+    const char *key; /* ip_window_key(): an IPv4 address or an IPv6 network */
+    const char *user;
+    int64_t opened_ms;
+    int64_t expires_ms;
+    int64_t relayed; /* recipients relayed through this window */
+};
+typedef int (*store_window_fn)(void *ctx, const struct store_window *w);
+/* Opens or renews: opened = now, expires = now + duration; a renewal keeps the relayed count
+ * unless the user changed. Also records the login in pop_logins. */
+int store_window_open(struct store *s, const char *key, const char *user, int64_t now_ms,
+                      int64_t duration_ms);
+int store_window_close(struct store *s, const char *key);
+/* Only windows with expires > now_ms. */
+int store_window_list(struct store *s, int64_t now_ms, store_window_fn fn, void *ctx);
+/* The open window for key at now_ms; STORE_NOT_FOUND when none or expired. user_out >= 256. */
+int store_window_lookup(struct store *s, const char *key, int64_t now_ms, char *user_out,
+                        size_t userlen, int64_t *expires_out, int64_t *relayed_out);
+/* Housekeeping only: lookups check expiry themselves. */
+int store_window_purge(struct store *s, int64_t now_ms);
+
+/* ---- outbound queue (storage/queue.c) ---- */
+struct store_queue_entry {
+    int64_t id;
+    const char *sender;
+    const char *recipient;
+    int64_t created_ms;
+    int64_t next_attempt_ms;
+    int64_t attempts;
+    const char *last_error; /* "" when none */
+};
+typedef int (*store_queue_fn)(void *ctx, const struct store_queue_entry *q);
+int store_queue_list(struct store *s, store_queue_fn fn, void *ctx);
+int store_queue_drop(struct store *s, int64_t id);
+
+#endif

@@ -1,0 +1,109 @@
+/*
+ * windows.c - POP-before-SMTP relay windows and the login history behind them. A window is keyed
+ * by ip_window_key() (an IPv4 address, or an IPv6 network of relay.window_ipv6_prefix). Every
+ * lookup compares expires_ms with the caller's clock itself: purging old rows is housekeeping and
+ * never what makes a window close.
+ */
+#include "storage/store_internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int store_window_open(struct store *s, const char *key, const char *user, int64_t now_ms,
+                      int64_t duration_ms)
+{
+    sqlite3_stmt *st = store_prepare(
+        s, "INSERT INTO windows(ip_key, user, opened_ms, expires_ms, relayed)"
+           " VALUES (?1, ?2, ?3, ?4, 0)"
+           " ON CONFLICT(ip_key) DO UPDATE SET"
+           "  relayed = CASE WHEN user = excluded.user AND expires_ms > excluded.opened_ms"
+           "            THEN relayed ELSE 0 END,"
+           "  user = excluded.user, opened_ms = excluded.opened_ms,"
+           "  expires_ms = excluded.expires_ms");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, user, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now_ms);
+    sqlite3_bind_int64(st, 4, now_ms + duration_ms);
+    int status = store_step_done(s, st, "open window");
+    if (status != STORE_OK)
+        return status;
+    st = store_prepare(s, "INSERT INTO pop_logins(ip_key, user, at_ms) VALUES (?1, ?2, ?3)");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, user, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now_ms);
+    return store_step_done(s, st, "record login");
+}
+
+int store_window_close(struct store *s, const char *key)
+{
+    sqlite3_stmt *st = store_prepare(s, "DELETE FROM windows WHERE ip_key = ?1");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    int status = store_step_done(s, st, "close window");
+    if (status == STORE_OK && sqlite3_changes(s->db) == 0)
+        status = STORE_NOT_FOUND;
+    return status;
+}
+
+int store_window_list(struct store *s, int64_t now_ms, store_window_fn fn, void *ctx)
+{
+    sqlite3_stmt *st =
+        store_prepare(s, "SELECT ip_key, user, opened_ms, expires_ms, relayed FROM windows"
+                         " WHERE expires_ms > ?1 ORDER BY opened_ms, ip_key");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_int64(st, 1, now_ms);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct store_window w = {
+            .key = (const char *)sqlite3_column_text(st, 0),
+            .user = (const char *)sqlite3_column_text(st, 1),
+            .opened_ms = sqlite3_column_int64(st, 2),
+            .expires_ms = sqlite3_column_int64(st, 3),
+            .relayed = sqlite3_column_int64(st, 4),
+        };
+        if (fn(ctx, &w) != 0)
+            break;
+    }
+    int status = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? STORE_OK : store_fail(s, "list windows");
+    store_reset(st);
+    return status;
+}
+
+int store_window_lookup(struct store *s, const char *key, int64_t now_ms, char *user_out,
+                        size_t userlen, int64_t *expires_out, int64_t *relayed_out)
+{
+    sqlite3_stmt *st = store_prepare(
+        s, "SELECT user, expires_ms, relayed FROM windows WHERE ip_key = ?1 AND expires_ms > ?2");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now_ms);
+    int rc = sqlite3_step(st);
+    int status = STORE_OK;
+    if (rc == SQLITE_ROW) {
+        snprintf(user_out, userlen, "%s", (const char *)sqlite3_column_text(st, 0));
+        *expires_out = sqlite3_column_int64(st, 1);
+        *relayed_out = sqlite3_column_int64(st, 2);
+    } else if (rc == SQLITE_DONE) {
+        status = STORE_NOT_FOUND;
+    } else {
+        status = store_fail(s, "look up window");
+    }
+    store_reset(st);
+    return status;
+}
+
+int store_window_purge(struct store *s, int64_t now_ms)
+{
+    sqlite3_stmt *st = store_prepare(s, "DELETE FROM windows WHERE expires_ms <= ?1");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_int64(st, 1, now_ms);
+    return store_step_done(s, st, "purge windows");
+}

@@ -1,0 +1,402 @@
+/*
+ * test_store.c - storage/store.c and the table files: open and migrations (an older database is
+ * migrated in order and keeps its data, a newer one is refused, two openers of a fresh file
+ * migrate it once), and the behaviour of domains, users, networks, windows and the queue that
+ * the admin CLI and the relay decision rely on.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/cidr.h"
+#include "storage/store.h"
+
+struct fixture {
+    char dir[64];
+    char path[128];
+    struct store *s;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    snprintf(f->dir, sizeof(f->dir), "/tmp/postern-store-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->path, sizeof(f->path), "%s/t.db", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    store_close(&f->s);
+    char cmd[160];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+static struct store *open_ok(struct fixture *f)
+{
+    char err[512] = "";
+    struct store *s = NULL;
+    int rc = store_open(f->path, &s, err, sizeof(err));
+    if (rc != STORE_OK)
+        fail_msg("store_open: %s", err);
+    return s;
+}
+
+/* Reads one integer with a separate plain SQLite connection: what is on disk. */
+static long long query_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    long long v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+static void test_fresh_database_has_current_schema(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_ok(f);
+    assert_int_equal(store_schema_version(f->s), STORE_SCHEMA_VERSION);
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type='table'"
+                                        " AND name IN ('domains','users','networks','pop_logins',"
+                                        "'windows','messages','mailbox','queue')"),
+                     8);
+    /* Reopening changes nothing. */
+    store_close(&f->s);
+    f->s = open_ok(f);
+    assert_int_equal(store_schema_version(f->s), STORE_SCHEMA_VERSION);
+}
+
+static void test_older_database_is_migrated_in_order(void **state)
+{
+    struct fixture *f = *state;
+    char err[512];
+    for (int from = 1; from < STORE_SCHEMA_VERSION; from++) {
+        unlink(f->path);
+        struct store *old = NULL;
+        assert_int_equal(store_open_at_version(f->path, from, &old, err, sizeof(err)), STORE_OK);
+        assert_int_equal(store_schema_version(old), from);
+        /* Tables of later versions do not exist yet. */
+        assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
+                                            "name = 'queue'"),
+                         0);
+        assert_int_equal(store_domain_add(old, "old.test"), STORE_OK);
+        store_close(&old);
+
+        f->s = open_ok(f);
+        assert_int_equal(store_schema_version(f->s), STORE_SCHEMA_VERSION);
+        bool local = false;
+        assert_int_equal(store_domain_is_local(f->s, "old.test", &local), STORE_OK);
+        assert_true(local);
+        assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
+                                            "name = 'queue'"),
+                         1);
+        store_close(&f->s);
+        unlink(f->path);
+        char side[160];
+        snprintf(side, sizeof(side), "%s-wal", f->path);
+        unlink(side);
+        snprintf(side, sizeof(side), "%s-shm", f->path);
+        unlink(side);
+    }
+}
+
+static void test_newer_database_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_ok(f);
+    assert_int_equal(store_exec_for_tests(f->s, "PRAGMA user_version = 99"), STORE_OK);
+    store_close(&f->s);
+    char err[512] = "";
+    struct store *s = NULL;
+    assert_int_equal(store_open(f->path, &s, err, sizeof(err)), STORE_TOO_NEW);
+    assert_null(s);
+    assert_non_null(strstr(err, "newer than this postern"));
+    assert_non_null(strstr(err, f->path));
+}
+
+static void test_unopenable_path_names_the_file(void **state)
+{
+    (void)state;
+    char err[512] = "";
+    struct store *s = NULL;
+    assert_int_equal(store_open("/nonexistent-dir/x/y.db", &s, err, sizeof(err)), STORE_ERR);
+    assert_null(s);
+    assert_non_null(strstr(err, "/nonexistent-dir/x/y.db"));
+}
+
+static void *open_in_thread(void *arg)
+{
+    const char *path = arg;
+    char err[512];
+    struct store *s = NULL;
+    intptr_t rc = store_open(path, &s, err, sizeof(err));
+    store_close(&s);
+    return (void *)rc;
+}
+
+static void test_concurrent_first_open_migrates_once(void **state)
+{
+    struct fixture *f = *state;
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, open_in_thread, f->path), 0);
+    for (int i = 0; i < 4; i++) {
+        void *rc = NULL;
+        assert_int_equal(pthread_join(t[i], &rc), 0);
+        assert_int_equal((intptr_t)rc, STORE_OK);
+    }
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+}
+
+static void test_pragmas(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_ok(f);
+    /* WAL is persistent in the file; the others are per connection, checked through errors:
+     * a foreign key violation must be refused. */
+    assert_int_equal(query_int(f->path, "PRAGMA journal_mode = WAL") >= 0, 1);
+    assert_int_equal(store_exec_for_tests(f->s, "INSERT INTO users(address, domain_id, "
+                                                "password_hash, created_ms) VALUES "
+                                                "('a@x.test', 12345, 'h', 0)"),
+                     STORE_ERR);
+    assert_non_null(strstr(store_errmsg(f->s), "FOREIGN KEY"));
+}
+
+static int count_domains(void *ctx, const struct store_domain *d)
+{
+    (void)d;
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static void test_domains_and_users(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_ok(f);
+    assert_int_equal(store_domain_add(f->s, "example.test"), STORE_OK);
+    assert_int_equal(store_domain_add(f->s, "example.test"), STORE_EXISTS);
+    assert_int_equal(store_user_add(f->s, "a@example.test", "example.test", "$h1"), STORE_OK);
+    assert_int_equal(store_user_add(f->s, "a@example.test", "example.test", "$h1"), STORE_EXISTS);
+    assert_int_equal(store_user_add(f->s, "b@nowhere.test", "nowhere.test", "$h"), STORE_NO_DOMAIN);
+    assert_int_equal(store_domain_del(f->s, "example.test"), STORE_IN_USE);
+    assert_int_equal(store_domain_del(f->s, "nowhere.test"), STORE_NOT_FOUND);
+
+    int64_t id = 0;
+    char hash[128];
+    assert_int_equal(store_user_get(f->s, "a@example.test", &id, hash, sizeof(hash)), STORE_OK);
+    assert_string_equal(hash, "$h1");
+    assert_true(id > 0);
+    assert_int_equal(store_user_set_password(f->s, "a@example.test", "$h2"), STORE_OK);
+    assert_int_equal(store_user_get(f->s, "a@example.test", &id, hash, sizeof(hash)), STORE_OK);
+    assert_string_equal(hash, "$h2");
+    assert_int_equal(store_user_set_password(f->s, "z@example.test", "$h2"), STORE_NOT_FOUND);
+    assert_int_equal(store_user_get(f->s, "z@example.test", &id, hash, sizeof(hash)),
+                     STORE_NOT_FOUND);
+
+    assert_int_equal(store_user_del(f->s, "a@example.test"), STORE_OK);
+    assert_int_equal(store_user_del(f->s, "a@example.test"), STORE_NOT_FOUND);
+    assert_int_equal(store_domain_del(f->s, "example.test"), STORE_OK);
+    int n = 0;
+    assert_int_equal(store_domain_list(f->s, count_domains, &n), STORE_OK);
+    assert_int_equal(n, 0);
+}
+
+static void test_user_delete_frees_unshared_bodies(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_ok(f);
+    assert_int_equal(store_domain_add(f->s, "example.test"), STORE_OK);
+    assert_int_equal(store_user_add(f->s, "a@example.test", "example.test", "$h"), STORE_OK);
+    assert_int_equal(store_user_add(f->s, "b@example.test", "example.test", "$h"), STORE_OK);
+    /* Message 1 is shared by a and b, message 2 only a's. */
+    assert_int_equal(store_exec_for_tests(
+                         f->s,
+                         "INSERT INTO messages(id, sender, size, received_ms, body) VALUES"
+                         " (1, 's@x', 1, 0, x'41'), (2, 's@x', 1, 0, x'42');"
+                         "INSERT INTO mailbox(user_id, message_id, uidl, size, added_ms)"
+                         " SELECT id, 1, 'u1-' || id, 1, 0 FROM users;"
+                         "INSERT INTO mailbox(user_id, message_id, uidl, size, added_ms)"
+                         " SELECT id, 2, 'u2', 1, 0 FROM users WHERE address = 'a@example.test';"),
+                     STORE_OK);
+    assert_int_equal(store_user_del(f->s, "a@example.test"), STORE_OK);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM messages"), 1);
+    assert_int_equal(query_int(f->path, "SELECT id FROM messages"), 1);
+    assert_int_equal(store_user_del(f->s, "b@example.test"), STORE_OK);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM messages"), 0);
+}
+
+struct net_case {
+    const char *net;
+    const char *ip;
+    bool trusted;
+    const char *match;
+};
+
+static void test_networks_match(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_ok(f);
+    const char *nets[] = {"192.0.2.0/24", "192.0.2.128/25", "2001:db8::/32", "198.51.100.7"};
+    for (size_t i = 0; i < sizeof(nets) / sizeof(nets[0]); i++) {
+        struct cidr c;
+        assert_int_equal(cidr_parse(nets[i], &c, NULL), 0);
+        assert_int_equal(store_network_add(f->s, &c), STORE_OK);
+        assert_int_equal(store_network_add(f->s, &c), STORE_EXISTS);
+    }
+    static const struct net_case cases[] = {
+        {"192.0.2.1", "192.0.2.1", true, "192.0.2.0/24"},
+        {"most specific first", "192.0.2.200", true, "192.0.2.128/25"},
+        {"::ffff:192.0.2.5", "::ffff:192.0.2.5", true, "192.0.2.0/24"},
+        {"192.0.3.0", "192.0.3.0", false, ""},
+        {"2001:db8:ffff::1", "2001:db8:ffff::1", true, "2001:db8::/32"},
+        {"2001:db9::1", "2001:db9::1", false, ""},
+        {"198.51.100.7", "198.51.100.7", true, "198.51.100.7/32"},
+        {"198.51.100.8", "198.51.100.8", false, ""},
+        {"127.0.0.1", "127.0.0.1", false, ""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct ip_addr ip;
+        assert_int_equal(ip_parse(cases[i].ip, &ip), 0);
+        bool trusted = !cases[i].trusted;
+        char match[64];
+        assert_int_equal(store_network_match(f->s, &ip, &trusted, match, sizeof(match)), STORE_OK);
+        if (trusted != cases[i].trusted || strcmp(match, cases[i].match) != 0)
+            fail_msg("%s: got %d %s, want %d %s", cases[i].net, trusted, match, cases[i].trusted,
+                     cases[i].match);
+    }
+    struct cidr c;
+    assert_int_equal(cidr_parse("192.0.2.0/24", &c, NULL), 0);
+    assert_int_equal(store_network_del(f->s, &c), STORE_OK);
+    assert_int_equal(store_network_del(f->s, &c), STORE_NOT_FOUND);
+}
+
+static void test_windows_expire_by_lookup_not_purge(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_ok(f);
+    const int64_t t0 = 1700000000000;
+    char user[256];
+    int64_t expires = 0, relayed = -1;
+    assert_int_equal(store_window_open(f->s, "192.0.2.7", "a@x.test", t0, 60000), STORE_OK);
+    assert_int_equal(
+        store_window_lookup(f->s, "192.0.2.7", t0 + 59999, user, sizeof(user), &expires, &relayed),
+        STORE_OK);
+    assert_string_equal(user, "a@x.test");
+    assert_int_equal(expires, t0 + 60000);
+    assert_int_equal(relayed, 0);
+    /* At the expiry instant the window is closed, though the row is still there. */
+    assert_int_equal(
+        store_window_lookup(f->s, "192.0.2.7", t0 + 60000, user, sizeof(user), &expires, &relayed),
+        STORE_NOT_FOUND);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM windows"), 1);
+    assert_int_equal(
+        store_window_lookup(f->s, "192.0.2.8", t0, user, sizeof(user), &expires, &relayed),
+        STORE_NOT_FOUND);
+
+    /* A renewal by the same user keeps the count; another user starts from 0. */
+    assert_int_equal(store_exec_for_tests(f->s, "UPDATE windows SET relayed = 5"), STORE_OK);
+    assert_int_equal(store_window_open(f->s, "192.0.2.7", "a@x.test", t0 + 1000, 60000), STORE_OK);
+    assert_int_equal(
+        store_window_lookup(f->s, "192.0.2.7", t0 + 2000, user, sizeof(user), &expires, &relayed),
+        STORE_OK);
+    assert_int_equal(relayed, 5);
+    assert_int_equal(expires, t0 + 61000);
+    assert_int_equal(store_window_open(f->s, "192.0.2.7", "b@x.test", t0 + 3000, 60000), STORE_OK);
+    assert_int_equal(
+        store_window_lookup(f->s, "192.0.2.7", t0 + 4000, user, sizeof(user), &expires, &relayed),
+        STORE_OK);
+    assert_string_equal(user, "b@x.test");
+    assert_int_equal(relayed, 0);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM pop_logins"), 3);
+
+    assert_int_equal(store_window_purge(f->s, t0 + 63000), STORE_OK);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM windows"), 0);
+    assert_int_equal(store_window_close(f->s, "192.0.2.7"), STORE_NOT_FOUND);
+}
+
+static int count_queue(void *ctx, const struct store_queue_entry *q)
+{
+    (void)q;
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static void test_queue_drop(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_ok(f);
+    assert_int_equal(
+        store_exec_for_tests(f->s,
+                             "INSERT INTO messages(id, sender, size, received_ms, body) VALUES"
+                             " (7, 's@x', 1, 0, x'41');"
+                             "INSERT INTO queue(id, message_id, sender, recipient, domain,"
+                             " created_ms, next_attempt_ms) VALUES (1, 7, 's@x', 'r@y', 'y', 0, 0),"
+                             " (2, 7, 's@x', 'q@y', 'y', 0, 0);"),
+        STORE_OK);
+    int n = 0;
+    assert_int_equal(store_queue_list(f->s, count_queue, &n), STORE_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(store_queue_drop(f->s, 1), STORE_OK);
+    assert_int_equal(store_queue_drop(f->s, 1), STORE_NOT_FOUND);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM messages"), 1);
+    assert_int_equal(store_queue_drop(f->s, 2), STORE_OK);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM messages"), 0);
+}
+
+static void test_transactions_and_savepoints(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_ok(f);
+    assert_int_equal(store_begin(f->s), STORE_OK);
+    assert_int_equal(store_domain_add(f->s, "kept.test"), STORE_OK);
+    assert_int_equal(store_savepoint(f->s), STORE_OK);
+    assert_int_equal(store_domain_add(f->s, "undone.test"), STORE_OK);
+    assert_int_equal(store_savepoint_rollback(f->s), STORE_OK);
+    assert_int_equal(store_commit(f->s), STORE_OK);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM domains WHERE name='kept.test'"), 1);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM domains WHERE name='undone.test'"),
+                     0);
+    /* Rollback with no transaction open is harmless. */
+    assert_int_equal(store_rollback(f->s), STORE_OK);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_fresh_database_has_current_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_older_database_is_migrated_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_newer_database_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unopenable_path_names_the_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_first_open_migrates_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pragmas, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_domains_and_users, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_delete_frees_unshared_bodies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_networks_match, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_windows_expire_by_lookup_not_purge, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_drop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transactions_and_savepoints, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
