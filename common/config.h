@@ -1,0 +1,179 @@
+/*
+ * config.h - the whole configuration of postern (INTERFACE.md, "Configuration") in one struct.
+ *
+ * config.c reads an INI file with inih into struct cfg. Every parameter is declared once, in
+ * one constant table inside config.c (section, key, type, field, default text, bounds), so
+ * parsing, defaults, range checks and cfg_print() can never disagree. Field names are the INI
+ * keys, with the unit appended: durations are uint64_t milliseconds (`_ms`), sizes uint64_t
+ * bytes (`_bytes`). This module only reads and checks text; it opens no socket, resolves no
+ * name and looks up no user (serve.c does that with the values given here).
+ *
+ * File syntax (stricter than inih alone, on purpose):
+ *   - `key = value`, `[section]`, comments starting with `;` or `#` on their own line or after
+ *     whitespace at the end of a line (`timeout = 5m ; idle limit`). `key: value` and
+ *     multi-line (indented continuation) values are syntax errors.
+ *   - Section and key names are lower case and exact. Keys before the first [section], unknown
+ *     sections (even empty ones), unknown keys, a key given twice in a file and lines longer
+ *     than CFG_LINE_MAX_BYTES are errors. Every error stops the load: nothing half-read is used.
+ *   - Booleans: yes/no, true/false, on/off, 1/0 (printed as yes/no).
+ *   - Relative paths (database, tls certificate and key) resolve against the folder of the
+ *     config file, including the default database "postern.db".
+ * Error texts (err of cfg_load*), one line, no trailing newline:
+ *   FILE:LINE: unknown section [NAME]
+ *   FILE:LINE: unknown key "KEY" in [SECTION]
+ *   FILE:LINE: key "KEY" outside any [section]
+ *   FILE:LINE: duplicate key "KEY" in [SECTION] (first set on line N)
+ *   FILE:LINE: bad value "VALUE" for KEY in [SECTION]: REASON
+ *   FILE:LINE: line too long (limit 8192 bytes)
+ *   FILE:LINE: syntax error
+ *   FILE: cannot open: STRERROR
+ *   FILE: [tls] certificate and key must be set together
+ *   FILE: ADDR is in both [S1] K1 and [S2] K2        (one address:port on two listeners)
+ *
+ * Not thread-safe: inih's options are process-wide variables that cfg_load* sets (and restores)
+ * around each parse. Load the configuration from one thread, before starting others.
+ */
+#ifndef POSTERN_CONFIG_H
+#define POSTERN_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/log.h"
+
+/* Longest accepted line, without its line ending; longer is an error, never truncation. Room
+ * for a PATH_MAX (4096) path and its key, so whatever cfg_print writes loads back. */
+#define CFG_LINE_MAX_BYTES 8192
+/* Addresses per listen key; more is a config error. */
+#define CFG_LISTEN_MAX 8
+/* Room for a host name (RFC 1035 2.3.4: 253 octets as text) and its NUL. */
+#define CFG_HOST_MAX_BYTES    256
+#define CFG_WARNINGS_MAX      8
+#define CFG_WARNING_MAX_BYTES 256
+
+/*
+ * One listening address. host is "*" (every address, IPv4 and IPv6: the server decides how
+ * to bind), or a numeric IPv4 or IPv6 address in canonical inet_ntop form without brackets
+ * ("127.0.0.1", "::1", "0.0.0.0"). port is 1..65535.
+ */
+struct cfg_listen {
+    char host[64];
+    uint16_t port;
+};
+
+/* A comma-separated listen key; count 0 means the service is disabled (empty value). */
+struct cfg_listen_list {
+    struct cfg_listen addrs[CFG_LISTEN_MAX];
+    size_t count;
+};
+
+/*
+ * smarthost (a domain name, an IPv4 address or an IPv6 address without brackets; default port
+ * 25) or dns_server (numeric IPv4 or IPv6 only; default port 53). host "" means not set, and
+ * then port is 0.
+ */
+struct cfg_hostport {
+    char host[CFG_HOST_MAX_BYTES];
+    uint16_t port;
+};
+
+enum cfg_sender_check {
+    CFG_SENDER_CHECK_OFF = 0,
+    CFG_SENDER_CHECK_DOMAIN,
+    CFG_SENDER_CHECK_ADDRESS,
+};
+
+enum cfg_denied_style {
+    CFG_DENIED_STYLE_SENDMAIL = 0,
+    CFG_DENIED_STYLE_QMAIL,
+};
+
+/*
+ * Every string is owned by the struct (heap, freed by cfg_free) and is never NULL after a
+ * successful cfg_init_defaults/cfg_load*: "" means "not set".
+ */
+struct cfg {
+    struct {
+        char *hostname; /* default: gethostname(), "localhost" if that is unusable */
+        char *database; /* path */
+        char *user;     /* "" = do not drop privileges */
+        enum log_level log_level;
+        bool transcript;
+        unsigned max_connections;        /* 1..1000000 */
+        unsigned max_connections_per_ip; /* 1..1000000 */
+    } server;
+    struct {
+        struct cfg_listen_list listen;
+        struct cfg_listen_list submission;
+        struct cfg_listen_list submissions;
+        uint64_t max_message_size_bytes; /* 1K..512M */
+        unsigned max_recipients;         /* 1..100000; below 100 warns (RFC 5321 4.5.3.1.8) */
+        bool plaintext_auth;
+        uint64_t timeout_ms; /* 1s..1d */
+    } smtp;
+    struct {
+        struct cfg_listen_list listen;
+        struct cfg_listen_list pop3s;
+        bool plaintext_auth;
+        uint64_t timeout_ms; /* 1s..1d */
+    } pop3;
+    struct {
+        char *certificate; /* path; "" = no TLS at all */
+        char *key;         /* path; set exactly when certificate is */
+    } tls;
+    struct {
+        uint64_t window_ms;             /* 0 (no POP-before-SMTP) .. 365d */
+        unsigned window_ipv6_prefix;    /* 32..128 */
+        unsigned window_max_recipients; /* 1..1000000 */
+        enum cfg_sender_check sender_check;
+        enum cfg_denied_style denied_style;
+        struct cfg_hostport smarthost;
+        struct cfg_hostport dns_server;
+        uint16_t outbound_port; /* 1..65535 */
+        uint64_t max_age_ms;    /* 1s..365d */
+    } relay;
+    /* Allowed but doubtful values, "FILE:LINE: text", for the caller to log or print. */
+    char warnings[CFG_WARNINGS_MAX][CFG_WARNING_MAX_BYTES];
+    size_t warning_count;
+};
+
+/*
+ * Sets every default, with no file: relative paths stay relative to the current folder.
+ * *cfg is overwritten without freeing (it must not hold strings still to be freed).
+ * 0, or -1 when out of memory (then *cfg holds nothing to free).
+ */
+int cfg_init_defaults(struct cfg *cfg);
+
+/*
+ * Defaults, then the file at path. 0 on success. -1 on any error, with the message (see the
+ * list above) in err; then *cfg holds nothing to free, and cfg_free is still safe.
+ * *cfg is overwritten without freeing, as for cfg_init_defaults.
+ */
+int cfg_load(struct cfg *cfg, const char *path, char *err, size_t errlen);
+
+/*
+ * Like cfg_load on a NUL-terminated text; errors name name_for_errors as FILE. Relative paths
+ * resolve against base_dir, or stay as written when base_dir is NULL.
+ */
+int cfg_load_string(struct cfg *cfg, const char *text, const char *name_for_errors,
+                    const char *base_dir, char *err, size_t errlen);
+
+/*
+ * Writes the effective configuration as an INI file that cfg_load accepts back and that gives
+ * an identical struct: every section and key in table order, canonical values ("30m", "25M",
+ * "yes"/"no", absolute paths when they were resolved). 0, or -1 when a write failed.
+ */
+int cfg_print(const struct cfg *cfg, FILE *out);
+
+/* Frees the strings and sets them to NULL; safe to call twice and on a zeroed struct. */
+void cfg_free(struct cfg *cfg);
+
+/* True when certificate and key are set: STARTTLS/STLS and the implicit-TLS ports are on. */
+bool cfg_has_tls(const struct cfg *cfg);
+
+/* "127.0.0.1:2525", "[::1]:2525" or "*:25" into buf (cut at len-1 bytes). */
+void cfg_listen_format(const struct cfg_listen *addr, char *buf, size_t len);
+
+#endif
