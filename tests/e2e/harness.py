@@ -1,0 +1,151 @@
+"""Shared helpers for postern's black-box tests (Python standard library only).
+
+Each test gets a temporary folder with its own postern.conf and database, runs the real
+binary ($POSTERN_BIN, default build/postern) as a user would, and starts `postern serve` on free
+loopback ports when it needs a server. Nothing here talks to anything but 127.0.0.0/8, and every
+wait is bounded.
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+BIN = os.environ.get("POSTERN_BIN", os.path.join(ROOT, "build", "postern"))
+# Test-only cheap argon2id limits (common/password.h).
+os.environ.setdefault("POSTERN_TEST_FAST_HASH", "1")
+
+
+def free_port(host="127.0.0.1"):
+    """A port that was free a moment ago on host (the kernel picks it)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Result:
+    def __init__(self, proc):
+        self.code = proc.returncode
+        self.out = proc.stdout
+        self.err = proc.stderr
+
+    def __repr__(self):
+        return f"Result(code={self.code}, out={self.out!r}, err={self.err!r})"
+
+
+class PosternTest(unittest.TestCase):
+    """A temporary postern setup: self.dir, self.conf, self.db; self.cli(...) runs a command."""
+
+    # Extra config text appended after the defaults below, per test class.
+    extra_config = ""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="postern-e2e-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.db = os.path.join(self.dir, "postern.db")
+        self.conf = os.path.join(self.dir, "postern.conf")
+        self.ports = {k: free_port() for k in ("smtp", "submission", "submissions", "pop3", "pop3s")}
+        self.write_config(self.extra_config)
+        self.server = None
+
+    def write_config(self, extra=""):
+        p = self.ports
+        text = (
+            "[server]\nhostname = mail.example.test\ndatabase = postern.db\n"
+            f"[smtp]\nlisten = 127.0.0.1:{p['smtp']}\nsubmission = 127.0.0.1:{p['submission']}\n"
+            f"submissions = 127.0.0.1:{p['submissions']}\n"
+            f"[pop3]\nlisten = 127.0.0.1:{p['pop3']}\npop3s = 127.0.0.1:{p['pop3s']}\n"
+        )
+        with open(self.conf, "w") as f:
+            f.write(merge_ini(text, extra))
+
+    def cli(self, *args, input=None, timeout=60, config=True):
+        cmd = [BIN] + (["-c", self.conf] if config else []) + [str(a) for a in args]
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True,
+                              timeout=timeout, cwd=self.dir)
+        return Result(proc)
+
+    def ok(self, *args, input=None):
+        r = self.cli(*args, input=input)
+        self.assertEqual(r.code, 0, f"{args}: {r}")
+        return r
+
+    # ---- the server ----
+    def start_server(self, env=None, wait_for="event=ready"):
+        log = open(os.path.join(self.dir, "serve.log"), "w+")
+        self.addCleanup(log.close)
+        self.server = subprocess.Popen([BIN, "-c", self.conf, "serve"], stdout=log,
+                                       stderr=subprocess.STDOUT, cwd=self.dir,
+                                       env=dict(os.environ, **(env or {})))
+        self.server_log = log
+        self.addCleanup(self.stop_server)
+        self.wait_log(wait_for)
+        return self.server
+
+    def read_log(self):
+        with open(os.path.join(self.dir, "serve.log")) as f:
+            return f.read()
+
+    def wait_log(self, needle, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.read_log()
+            if needle in text:
+                return text
+            if self.server is not None and self.server.poll() is not None:
+                self.fail(f"server exited with {self.server.returncode} before {needle!r}:\n{text}")
+            time.sleep(0.05)
+        self.fail(f"no {needle!r} in the server log within {timeout}s:\n{self.read_log()}")
+
+    def stop_server(self, sig=signal.SIGTERM, timeout=20.0):
+        """Stops the server and returns its exit code (None if it was not running)."""
+        if self.server is None:
+            return None
+        if self.server.poll() is None:
+            self.server.send_signal(sig)
+            try:
+                self.server.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
+                self.server.wait(timeout=10)
+                self.fail(f"server did not stop within {timeout}s after signal {sig}")
+        code = self.server.returncode
+        self.server = None
+        return code
+
+
+def merge_ini(base, extra):
+    """base with extra's keys set (extra wins), keeping sections; both are simple INI texts."""
+    def parse(text):
+        sections, order, cur = {}, [], None
+        for line in text.splitlines():
+            s = line.strip()
+            if not s or s[0] in ";#":
+                continue
+            if s.startswith("["):
+                cur = s[1:-1]
+                if cur not in sections:
+                    sections[cur] = {}
+                    order.append(cur)
+                continue
+            k, _, v = s.partition("=")
+            sections[cur][k.strip()] = v.strip()
+        return sections, order
+
+    a, order = parse(base)
+    b, border = parse(extra)
+    for sec in border:
+        if sec not in a:
+            a[sec] = {}
+            order.append(sec)
+        a[sec].update(b[sec])
+    out = []
+    for sec in order:
+        out.append(f"[{sec}]")
+        out.extend(f"{k} = {v}" for k, v in a[sec].items())
+    return "\n".join(out) + "\n"
