@@ -133,6 +133,22 @@ static int need_args(int argc, char **argv, const char *usage, size_t want, cons
     return 0;
 }
 
+/* The index of the action word argv[1] in actions (NULL-terminated), or -1 after printing the
+ * usage. */
+static int pick_action(int argc, char **argv, const char *usage, const char *const *actions)
+{
+    if (argc < 2) {
+        say_error("usage: %s", usage);
+        return -1;
+    }
+    for (int i = 0; actions[i] != NULL; i++) {
+        if (strcmp(argv[1], actions[i]) == 0)
+            return i;
+    }
+    say_error("unknown action \"%s\"; usage: %s", argv[1], usage);
+    return -1;
+}
+
 /* ---------------------------------------------------------------- domain */
 
 static int print_domain(void *ctx, const struct store_domain *d)
@@ -156,19 +172,14 @@ static int normalize_domain_arg(const char *in, char *out, size_t outlen)
 int admin_domain(const struct cfg *cfg, int argc, char **argv)
 {
     static const char usage[] = "postern domain add|del DOMAIN | postern domain list";
-    if (argc < 2) {
-        say_error("usage: %s", usage);
+    static const char *const actions[] = {"list", "add", "del", NULL};
+    int act = pick_action(argc, argv, usage, actions);
+    if (act < 0)
         return ADMIN_USAGE;
-    }
-    const char *action = argv[1];
+    bool is_list = act == 0;
+    bool is_add = act == 1;
     const char *pos[1] = {NULL};
     char name[ADDRESS_DOMAIN_MAX_BYTES + 1];
-    bool is_list = strcmp(action, "list") == 0;
-    bool is_add = strcmp(action, "add") == 0, is_del = strcmp(action, "del") == 0;
-    if (!is_list && !is_add && !is_del) {
-        say_error("unknown action \"%s\"; usage: %s", action, usage);
-        return ADMIN_USAGE;
-    }
     if (need_args(argc - 2, argv + 2, usage, is_list ? 0 : 1, pos) != 0)
         return ADMIN_USAGE;
     if (!is_list && normalize_domain_arg(pos[0], name, sizeof(name)) != 0)
@@ -302,21 +313,17 @@ static int print_user(void *ctx, const struct store_user *u)
 int admin_user(const struct cfg *cfg, int argc, char **argv)
 {
     static const char usage[] = "postern user add|del|passwd ADDRESS | postern user list [DOMAIN]";
-    if (argc < 2) {
-        say_error("usage: %s", usage);
+    static const char *const actions[] = {"list", "add", "del", "passwd", NULL};
+    int act = pick_action(argc, argv, usage, actions);
+    if (act < 0)
         return ADMIN_USAGE;
-    }
-    const char *action = argv[1];
+    bool is_list = act == 0;
+    bool is_add = act == 1;
+    bool is_del = act == 2;
+    bool is_passwd = act == 3;
     const char *pos[1] = {NULL};
     size_t npos = 0;
     char addr[ADDRESS_PATH_MAX_BYTES + 1], domain[ADDRESS_DOMAIN_MAX_BYTES + 1];
-    bool is_list = strcmp(action, "list") == 0;
-    bool is_add = strcmp(action, "add") == 0, is_del = strcmp(action, "del") == 0;
-    bool is_passwd = strcmp(action, "passwd") == 0;
-    if (!is_list && !is_add && !is_del && !is_passwd) {
-        say_error("unknown action \"%s\"; usage: %s", action, usage);
-        return ADMIN_USAGE;
-    }
     if (is_list) {
         if (parse_args(argc - 2, argv + 2, NULL, 0, pos, 1, &npos) != 0)
             return ADMIN_USAGE;
@@ -396,18 +403,13 @@ static int print_network(void *ctx, const struct store_network *n)
 int admin_network(const struct cfg *cfg, int argc, char **argv)
 {
     static const char usage[] = "postern network add|del CIDR | postern network list";
-    if (argc < 2) {
-        say_error("usage: %s", usage);
+    static const char *const actions[] = {"list", "add", "del", NULL};
+    int act = pick_action(argc, argv, usage, actions);
+    if (act < 0)
         return ADMIN_USAGE;
-    }
-    const char *action = argv[1];
+    bool is_list = act == 0;
+    bool is_add = act == 1;
     const char *pos[1] = {NULL};
-    bool is_list = strcmp(action, "list") == 0;
-    bool is_add = strcmp(action, "add") == 0, is_del = strcmp(action, "del") == 0;
-    if (!is_list && !is_add && !is_del) {
-        say_error("unknown action \"%s\"; usage: %s", action, usage);
-        return ADMIN_USAGE;
-    }
     if (need_args(argc - 2, argv + 2, usage, is_list ? 0 : 1, pos) != 0)
         return ADMIN_USAGE;
     struct cidr c;
@@ -458,17 +460,13 @@ int admin_window(const struct cfg *cfg, int argc, char **argv)
 {
     static const char usage[] = "postern window list | postern window open IP [--user ADDRESS] "
                                 "[--for DURATION] | postern window close IP";
-    if (argc < 2) {
-        say_error("usage: %s", usage);
+    static const char *const actions[] = {"list", "open", "close", NULL};
+    int act = pick_action(argc, argv, usage, actions);
+    if (act < 0)
         return ADMIN_USAGE;
-    }
-    const char *action = argv[1];
-    bool is_list = strcmp(action, "list") == 0;
-    bool is_open = strcmp(action, "open") == 0, is_close = strcmp(action, "close") == 0;
-    if (!is_list && !is_open && !is_close) {
-        say_error("unknown action \"%s\"; usage: %s", action, usage);
-        return ADMIN_USAGE;
-    }
+    bool is_list = act == 0;
+    bool is_open = act == 1;
+    bool is_close = act == 2;
     struct opt opts[] = {{"user", NULL}, {"for", NULL}};
     const char *pos[1] = {NULL};
     size_t npos = 0;
@@ -556,16 +554,12 @@ static int print_queue_entry(void *ctx, const struct store_queue_entry *q)
 int admin_queue(const struct cfg *cfg, int argc, char **argv)
 {
     static const char usage[] = "postern queue list | postern queue drop ID";
-    if (argc < 2) {
-        say_error("usage: %s", usage);
+    static const char *const actions[] = {"list", "drop", NULL};
+    int act = pick_action(argc, argv, usage, actions);
+    if (act < 0)
         return ADMIN_USAGE;
-    }
-    const char *action = argv[1];
-    bool is_list = strcmp(action, "list") == 0, is_drop = strcmp(action, "drop") == 0;
-    if (!is_list && !is_drop) {
-        say_error("unknown action \"%s\"; usage: %s", action, usage);
-        return ADMIN_USAGE;
-    }
+    bool is_list = act == 0;
+    bool is_drop = act == 1;
     const char *pos[1] = {NULL};
     if (need_args(argc - 2, argv + 2, usage, is_list ? 0 : 1, pos) != 0)
         return ADMIN_USAGE;

@@ -43,9 +43,7 @@ int store_domain_list(struct store *s, store_domain_fn fn, void *ctx)
         if (fn(ctx, &d) != 0)
             break;
     }
-    int status = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? STORE_OK : store_fail(s, "list domains");
-    store_reset(st);
-    return status;
+    return store_rows_end(s, st, rc, "list domains");
 }
 
 int store_domain_is_local(struct store *s, const char *name, bool *local_out)

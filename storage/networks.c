@@ -59,10 +59,7 @@ int store_network_list(struct store *s, store_network_fn fn, void *ctx)
         if (fn(ctx, &n) != 0)
             break;
     }
-    int status =
-        (rc == SQLITE_ROW || rc == SQLITE_DONE) ? STORE_OK : store_fail(s, "list networks");
-    store_reset(st);
-    return status;
+    return store_rows_end(s, st, rc, "list networks");
 }
 
 int store_network_match(struct store *s, const struct ip_addr *ip, bool *trusted_out,
@@ -95,8 +92,5 @@ int store_network_match(struct store *s, const struct ip_addr *ip, bool *trusted
             break;
         }
     }
-    int status =
-        (rc == SQLITE_ROW || rc == SQLITE_DONE) ? STORE_OK : store_fail(s, "match networks");
-    store_reset(st);
-    return status;
+    return store_rows_end(s, st, rc, "match networks");
 }

@@ -25,9 +25,7 @@ int store_queue_list(struct store *s, store_queue_fn fn, void *ctx)
         if (fn(ctx, &q) != 0)
             break;
     }
-    int status = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? STORE_OK : store_fail(s, "list queue");
-    store_reset(st);
-    return status;
+    return store_rows_end(s, st, rc, "list queue");
 }
 
 int store_queue_drop(struct store *s, int64_t id)

@@ -86,6 +86,13 @@ int store_step_done(struct store *s, sqlite3_stmt *st, const char *what)
     return status;
 }
 
+int store_rows_end(struct store *s, sqlite3_stmt *st, int rc, const char *what)
+{
+    int status = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? STORE_OK : store_fail(s, what);
+    sqlite3_reset(st);
+    return status;
+}
+
 int store_exec(struct store *s, const char *sql)
 {
     char *msg = NULL;

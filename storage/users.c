@@ -78,9 +78,7 @@ int store_user_list(struct store *s, const char *domain_or_null, store_user_fn f
         if (fn(ctx, &u) != 0)
             break;
     }
-    int status = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? STORE_OK : store_fail(s, "list users");
-    store_reset(st);
-    return status;
+    return store_rows_end(s, st, rc, "list users");
 }
 
 int store_user_get(struct store *s, const char *address, int64_t *id_out, char *hash_out,

@@ -70,9 +70,7 @@ int store_window_list(struct store *s, int64_t now_ms, store_window_fn fn, void 
         if (fn(ctx, &w) != 0)
             break;
     }
-    int status = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? STORE_OK : store_fail(s, "list windows");
-    store_reset(st);
-    return status;
+    return store_rows_end(s, st, rc, "list windows");
 }
 
 int store_window_lookup(struct store *s, const char *key, int64_t now_ms, char *user_out,
