@@ -85,6 +85,14 @@ static const char *const migrations[] = {
     "    AND NOT EXISTS (SELECT 1 FROM mailbox WHERE message_id = OLD.message_id)"
     "    AND NOT EXISTS (SELECT 1 FROM queue WHERE message_id = OLD.message_id);"
     "END;",
+
+    /* 4: per-database facts. uidl_tag is 64 random bits (SQLite's PRNG, seeded from the OS),
+     * made once, that every UIDL carries (storage/mailbox.h): a database recreated from scratch
+     * numbers its mailbox entries from 1 again but under another tag. */
+    "CREATE TABLE meta ("
+    "  key TEXT PRIMARY KEY,"
+    "  value TEXT NOT NULL) WITHOUT ROWID;"
+    "INSERT INTO meta(key, value) VALUES ('uidl_tag', lower(hex(randomblob(8))));",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == SCHEMA_VERSION,

@@ -52,9 +52,12 @@ sqlite3_stmt *store_prepare(struct store *s, const char *sql)
         return NULL;
     }
     if (free_slot == STORE_STMT_CACHE) {
-        /* Full: evict slot 0. Only reachable if storage/ grows past the cache size. */
-        sqlite3_finalize(s->cache[0].stmt);
-        free_slot = 0;
+        /* storage/ has more distinct statements than the cache holds. Evicting one could
+         * finalize a statement a caller is still stepping, so refuse instead: raise the size. */
+        sqlite3_finalize(st);
+        snprintf(s->errmsg, sizeof(s->errmsg), "statement cache full (%d): raise STORE_STMT_CACHE",
+                 STORE_STMT_CACHE);
+        return NULL;
     }
     s->cache[free_slot].sql = sql;
     s->cache[free_slot].stmt = st;

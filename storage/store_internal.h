@@ -13,7 +13,7 @@
 
 /* Prepared statements are cached by the address of their SQL text, which is always a string
  * literal in storage/, so the hot paths (RCPT lookups, window checks) prepare once. */
-#define STORE_STMT_CACHE 48
+#define STORE_STMT_CACHE 128
 
 struct store {
     sqlite3 *db; /* owned */

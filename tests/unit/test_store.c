@@ -99,7 +99,7 @@ static void test_older_database_is_migrated_in_order(void **state)
         assert_int_equal(store_schema_version(old), from);
         /* Tables of later versions do not exist yet. */
         assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
-                                            "name = 'queue'"),
+                                            "name = 'meta'"),
                          0);
         assert_int_equal(store_domain_add(old, "old.test"), STORE_OK);
         store_close(&old);
@@ -110,7 +110,7 @@ static void test_older_database_is_migrated_in_order(void **state)
         assert_int_equal(store_domain_is_local(f->s, "old.test", &local), STORE_OK);
         assert_true(local);
         assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
-                                            "name = 'queue'"),
+                                            "name = 'meta'"),
                          1);
         store_close(&f->s);
         unlink(f->path);

@@ -1,0 +1,529 @@
+/*
+ * mailbox.c - see mailbox.h: storing accepted messages (body once, mailbox entries, queue rows),
+ * the POP3 maildrop snapshot, streaming a body, and deletions.
+ *
+ * Bodies go in with a zeroblob placeholder that is then filled through sqlite3_blob_write: SQLite
+ * writes the caller's buffer straight into the database pages. Binding the buffer instead, even
+ * with SQLITE_STATIC, makes SQLite assemble the whole row in one allocation first, a second copy
+ * of the body: measured for a 20 MiB body, SQLite's memory high water is about 22 MiB bound and
+ * about 2 MiB (the page cache) with the zeroblob.
+ *
+ * What it does not do: decide who is local (the session does), run the queue, or log.
+ */
+#include "storage/mailbox.h"
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "storage/store_internal.h"
+
+/* Body bytes per sqlite3_blob_write call (its length and offset are ints). */
+#define MAILBOX_WRITE_CHUNK_BYTES (1024 * 1024)
+/* The uidl_tag in table meta: 16 hex digits as made by migration 4; anything else is refused. */
+#define MAILBOX_TAG_MAX_CHARS 32
+/* Page cache of a reader's private connection: a body is read once, front to back, so caching
+ * helps nothing; a negative cache_size is KiB. */
+#define MAILBOX_READER_CACHE_PRAGMA "PRAGMA cache_size = -64"
+/* A snapshot array starts with room for this many entries and doubles. */
+#define MAILBOX_SNAPSHOT_FIRST 64
+
+/* ---- a nested savepoint: each call is atomic inside whatever the caller has open ---- */
+
+static int sp_begin(struct store *s)
+{
+    return store_exec(s, "SAVEPOINT mailbox");
+}
+
+static int sp_release(struct store *s)
+{
+    return store_exec(s, "RELEASE mailbox");
+}
+
+/* Undoes this call's changes and keeps the error text of the failure that caused it. An error
+ * that already rolled back the whole transaction (I/O error, disk full) leaves no savepoint. */
+static void sp_undo(struct store *s)
+{
+    char why[STORE_ERRMSG_BYTES];
+    memcpy(why, s->errmsg, sizeof(why));
+    if (!sqlite3_get_autocommit(s->db)) {
+        if (store_exec(s, "ROLLBACK TO mailbox") == STORE_OK)
+            (void)store_exec(s, "RELEASE mailbox");
+    }
+    memcpy(s->errmsg, why, sizeof(why));
+}
+
+/* ---- delivery ---- */
+
+static int check_delivery(struct store *s, const struct store_delivery *d)
+{
+    if (d->n_local == 0 && d->n_remote == 0) {
+        snprintf(s->errmsg, sizeof(s->errmsg), "deliver: no recipients");
+        return STORE_ERR;
+    }
+    if ((d->body == NULL && d->body_len > 0) || (d->n_local > 0 && d->local_user_ids == NULL) ||
+        (d->n_remote > 0 && d->remote_rcpts == NULL)) {
+        snprintf(s->errmsg, sizeof(s->errmsg), "deliver: missing body or recipient array");
+        return STORE_ERR;
+    }
+    /* SQLITE_LIMIT_LENGTH caps a blob (1e9 by default); sqlite3_blob_write offsets are ints. */
+    int limit = sqlite3_limit(s->db, SQLITE_LIMIT_LENGTH, -1);
+    if (d->body_len > (size_t)limit || d->body_len > (size_t)INT_MAX) {
+        snprintf(s->errmsg, sizeof(s->errmsg), "deliver: body of %zu bytes exceeds the limit of %d",
+                 d->body_len, limit);
+        return STORE_ERR;
+    }
+    for (size_t i = 0; i < d->n_remote; i++) {
+        const char *r = d->remote_rcpts[i];
+        const char *at = r != NULL ? strrchr(r, '@') : NULL;
+        if (at == NULL || at == r || at[1] == '\0') {
+            snprintf(s->errmsg, sizeof(s->errmsg),
+                     "deliver: remote recipient %zu is not local@domain", i);
+            return STORE_ERR;
+        }
+    }
+    return STORE_OK;
+}
+
+/* Reads the per-database UIDL tag and checks it is usable in a UIDL. */
+static int read_uidl_tag(struct store *s, char *tag_out, size_t taglen)
+{
+    sqlite3_stmt *st = store_prepare(s, "SELECT value FROM meta WHERE key = 'uidl_tag'");
+    if (st == NULL)
+        return STORE_ERR;
+    int rc = sqlite3_step(st);
+    int status = STORE_OK;
+    if (rc == SQLITE_ROW) {
+        const unsigned char *v = sqlite3_column_text(st, 0);
+        size_t len = v != NULL ? strlen((const char *)v) : 0;
+        bool ok = len > 0 && len <= MAILBOX_TAG_MAX_CHARS && len < taglen;
+        for (size_t i = 0; ok && i < len; i++)
+            ok = v[i] >= 0x21 && v[i] <= 0x7e && v[i] != '.';
+        if (ok) {
+            memcpy(tag_out, v, len + 1);
+        } else {
+            snprintf(s->errmsg, sizeof(s->errmsg), "deliver: meta uidl_tag is unusable");
+            status = STORE_ERR;
+        }
+    } else if (rc == SQLITE_DONE) {
+        snprintf(s->errmsg, sizeof(s->errmsg), "deliver: meta uidl_tag is missing");
+        status = STORE_ERR;
+    } else {
+        status = store_fail(s, "read uidl tag");
+    }
+    store_reset(st);
+    return status;
+}
+
+/* Inserts the message row with a zeroblob body and fills it in place. */
+static int insert_message(struct store *s, const struct store_delivery *d, int64_t *id_out)
+{
+    sqlite3_stmt *st = store_prepare(s, "INSERT INTO messages(sender, size, received_ms, body)"
+                                        " VALUES (?1, ?2, ?3, ?4)");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_text(st, 1, d->sender != NULL ? d->sender : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)d->body_len);
+    sqlite3_bind_int64(st, 3, d->received_ms);
+    if (sqlite3_bind_zeroblob64(st, 4, (sqlite3_uint64)d->body_len) != SQLITE_OK) {
+        int status = store_fail(s, "deliver: bind body");
+        store_reset(st);
+        return status;
+    }
+    int status = store_step_done(s, st, "deliver: insert message");
+    if (status != STORE_OK)
+        return status;
+    int64_t id = sqlite3_last_insert_rowid(s->db);
+    if (d->body_len > 0) {
+        sqlite3_blob *blob = NULL;
+        if (sqlite3_blob_open(s->db, "main", "messages", "body", id, 1, &blob) != SQLITE_OK) {
+            return store_fail(s, "deliver: open body");
+        }
+        for (size_t off = 0; off < d->body_len && status == STORE_OK;
+             off += MAILBOX_WRITE_CHUNK_BYTES) {
+            size_t n = d->body_len - off;
+            if (n > MAILBOX_WRITE_CHUNK_BYTES)
+                n = MAILBOX_WRITE_CHUNK_BYTES;
+            if (sqlite3_blob_write(blob, d->body + off, (int)n, (int)off) != SQLITE_OK)
+                status = store_fail(s, "deliver: write body");
+        }
+        if (sqlite3_blob_close(blob) != SQLITE_OK && status == STORE_OK)
+            status = store_fail(s, "deliver: close body");
+        if (status != STORE_OK)
+            return status;
+    }
+    *id_out = id;
+    return STORE_OK;
+}
+
+/* One mailbox entry for user_id unless the user already has one for this message. The UIDL needs
+ * the entry's id, so the row goes in with '' and gets its UIDL by the next statement; this runs
+ * inside the savepoint, so no '' row ever outlives the call. */
+static int insert_entry(struct store *s, const struct store_delivery *d, int64_t message_id,
+                        int64_t user_id, const char *tag)
+{
+    sqlite3_stmt *st =
+        store_prepare(s, "INSERT INTO mailbox(user_id, message_id, uidl, size, added_ms)"
+                         " SELECT ?1, ?2, '', ?3, ?4 WHERE NOT EXISTS"
+                         " (SELECT 1 FROM mailbox WHERE message_id = ?2 AND user_id = ?1)");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_int64(st, 1, user_id);
+    sqlite3_bind_int64(st, 2, message_id);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)d->body_len);
+    sqlite3_bind_int64(st, 4, d->received_ms);
+    int status = store_step_done(s, st, "deliver: insert mailbox entry");
+    if (status == STORE_IN_USE) {
+        /* users(id) is the only foreign key a new entry can break: the message was just made. */
+        snprintf(s->errmsg, sizeof(s->errmsg), "deliver: no user with id %lld", (long long)user_id);
+        return STORE_NOT_FOUND;
+    }
+    if (status != STORE_OK || sqlite3_changes(s->db) == 0)
+        return status; /* failed, or a repeated user */
+    int64_t entry_id = sqlite3_last_insert_rowid(s->db);
+
+    char uidl[STORE_UIDL_MAX_CHARS + 1];
+    int len = snprintf(uidl, sizeof(uidl), "%s.%lld.%lld", tag, (long long)entry_id,
+                       (long long)d->received_ms);
+    if (len < 0 || (size_t)len >= sizeof(uidl)) {
+        snprintf(s->errmsg, sizeof(s->errmsg), "deliver: uidl too long");
+        return STORE_ERR;
+    }
+    st = store_prepare(s, "UPDATE mailbox SET uidl = ?2 WHERE id = ?1");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_int64(st, 1, entry_id);
+    sqlite3_bind_text(st, 2, uidl, len, SQLITE_STATIC);
+    return store_step_done(s, st, "deliver: set uidl");
+}
+
+static int insert_queue_row(struct store *s, const struct store_delivery *d, int64_t message_id,
+                            const char *rcpt)
+{
+    sqlite3_stmt *st = store_prepare(
+        s, "INSERT INTO queue(message_id, sender, recipient, domain, created_ms, next_attempt_ms)"
+           " SELECT ?1, ?2, ?3, ?4, ?5, ?5 WHERE NOT EXISTS"
+           " (SELECT 1 FROM queue WHERE message_id = ?1 AND recipient = ?3)");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_int64(st, 1, message_id);
+    sqlite3_bind_text(st, 2, d->sender != NULL ? d->sender : "", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, rcpt, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, strrchr(rcpt, '@') + 1, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, d->received_ms);
+    return store_step_done(s, st, "deliver: insert queue row");
+}
+
+int store_deliver(struct store *s, struct store_delivery *d)
+{
+    int status = check_delivery(s, d);
+    char tag[MAILBOX_TAG_MAX_CHARS + 1] = "";
+    if (status == STORE_OK && d->n_local > 0)
+        status = read_uidl_tag(s, tag, sizeof(tag));
+    if (status != STORE_OK)
+        return status;
+    if (sp_begin(s) != STORE_OK)
+        return STORE_ERR;
+    int64_t message_id = 0;
+    status = insert_message(s, d, &message_id);
+    for (size_t i = 0; status == STORE_OK && i < d->n_local; i++)
+        status = insert_entry(s, d, message_id, d->local_user_ids[i], tag);
+    for (size_t i = 0; status == STORE_OK && i < d->n_remote; i++)
+        status = insert_queue_row(s, d, message_id, d->remote_rcpts[i]);
+    if (status == STORE_OK)
+        status = sp_release(s);
+    if (status != STORE_OK) {
+        sp_undo(s);
+        return status;
+    }
+    d->message_id_out = message_id;
+    return STORE_OK;
+}
+
+/* ---- the maildrop ---- */
+
+int store_mailbox_snapshot(struct store *s, int64_t user_id, struct store_mail_entry **entries_out,
+                           size_t *count_out)
+{
+    *entries_out = NULL;
+    *count_out = 0;
+    /* mailbox_user (user_id, id) gives the order without a sort. */
+    sqlite3_stmt *st = store_prepare(s, "SELECT id, size, uidl, message_id FROM mailbox"
+                                        " WHERE user_id = ?1 ORDER BY id");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_int64(st, 1, user_id);
+    struct store_mail_entry *v = NULL;
+    size_t n = 0, cap = 0;
+    int status = STORE_OK;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t ncap = cap == 0 ? MAILBOX_SNAPSHOT_FIRST : cap * 2;
+            struct store_mail_entry *nv =
+                ncap > SIZE_MAX / sizeof(*nv) ? NULL : realloc(v, ncap * sizeof(*nv));
+            if (nv == NULL) {
+                snprintf(s->errmsg, sizeof(s->errmsg), "mailbox snapshot: out of memory");
+                status = STORE_ERR;
+                break;
+            }
+            v = nv;
+            cap = ncap;
+        }
+        struct store_mail_entry *e = &v[n];
+        e->id = sqlite3_column_int64(st, 0);
+        e->size = sqlite3_column_int64(st, 1);
+        const unsigned char *u = sqlite3_column_text(st, 2);
+        int ulen = sqlite3_column_bytes(st, 2);
+        if (u == NULL || ulen < 1 || ulen > STORE_UIDL_MAX_CHARS) {
+            /* Truncating could make two entries alike: refuse instead. */
+            snprintf(s->errmsg, sizeof(s->errmsg), "mailbox snapshot: entry %lld has a bad uidl",
+                     (long long)e->id);
+            status = STORE_ERR;
+            break;
+        }
+        memcpy(e->uidl, u, (size_t)ulen);
+        e->uidl[ulen] = '\0';
+        e->message_id = sqlite3_column_int64(st, 3);
+        n++;
+    }
+    int end = store_rows_end(s, st, rc, "mailbox snapshot");
+    if (status == STORE_OK)
+        status = end;
+    if (status != STORE_OK) {
+        free(v);
+        return status;
+    }
+    *entries_out = v;
+    *count_out = n;
+    return STORE_OK;
+}
+
+/* ---- reading a body ---- */
+
+struct store_message_reader {
+    struct store *s;      /* borrowed: the path came from it, errors are recorded in it */
+    sqlite3 *db;          /* owned: private read-only connection */
+    sqlite3_stmt *lookup; /* owned: the entry, by id and owner */
+    sqlite3_blob *blob;   /* owned; NULL while no snapshot is held */
+    int64_t user_id;
+    int64_t entry_id;
+    int64_t message_id;
+    int64_t size_bytes;
+    int64_t offset_bytes;   /* next byte to hand out */
+    int64_t hold_ms;        /* longest a blob handle is kept */
+    int64_t blob_opened_ms; /* monotonic, when blob was opened */
+    bool failed;            /* a read failed: only close is allowed */
+};
+
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+        return 0;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int reader_fail(struct store_message_reader *r, const char *what)
+{
+    snprintf(r->s->errmsg, sizeof(r->s->errmsg), "%s (entry %lld): %s", what,
+             (long long)r->entry_id, sqlite3_errmsg(r->db));
+    return STORE_ERR;
+}
+
+static int reader_gone(struct store_message_reader *r)
+{
+    snprintf(r->s->errmsg, sizeof(r->s->errmsg), "mailbox entry %lld of user %lld is gone",
+             (long long)r->entry_id, (long long)r->user_id);
+    return STORE_NOT_FOUND;
+}
+
+static void reader_drop_blob(struct store_message_reader *r)
+{
+    /* Closing a read-only handle cannot lose anything; its result is only about the handle. */
+    (void)sqlite3_blob_close(r->blob);
+    r->blob = NULL;
+}
+
+/* Looks the entry up again (it must still be this user's and point at the same message) and
+ * opens a fresh blob handle: a new read snapshot. */
+static int reader_attach(struct store_message_reader *r)
+{
+    sqlite3_reset(r->lookup);
+    sqlite3_bind_int64(r->lookup, 1, r->entry_id);
+    sqlite3_bind_int64(r->lookup, 2, r->user_id);
+    int rc = sqlite3_step(r->lookup);
+    int64_t message_id = rc == SQLITE_ROW ? sqlite3_column_int64(r->lookup, 0) : 0;
+    int64_t size = rc == SQLITE_ROW ? sqlite3_column_int64(r->lookup, 1) : 0;
+    sqlite3_reset(r->lookup);
+    if (rc == SQLITE_DONE)
+        return reader_gone(r);
+    if (rc != SQLITE_ROW)
+        return reader_fail(r, "look up mailbox entry");
+    if (r->message_id != 0 && (message_id != r->message_id || size != r->size_bytes))
+        return reader_gone(r); /* cannot happen (entries never change); never mix bodies */
+
+    if (sqlite3_blob_open(r->db, "main", "messages", "body", message_id, 0, &r->blob) !=
+        SQLITE_OK) {
+        int status = reader_fail(r, "open message body");
+        reader_drop_blob(r);
+        /* The entry was there a moment ago: its message may have gone between the two reads. */
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(r->db, "SELECT 1 FROM messages WHERE id = ?1", -1, &st, NULL) ==
+            SQLITE_OK) {
+            sqlite3_bind_int64(st, 1, message_id);
+            if (sqlite3_step(st) == SQLITE_DONE)
+                status = reader_gone(r);
+        }
+        sqlite3_finalize(st);
+        return status;
+    }
+    if (sqlite3_blob_bytes(r->blob) != size) {
+        reader_drop_blob(r);
+        snprintf(r->s->errmsg, sizeof(r->s->errmsg),
+                 "mailbox entry %lld: size %lld but the body has another length",
+                 (long long)r->entry_id, (long long)size);
+        return STORE_ERR;
+    }
+    r->message_id = message_id;
+    r->size_bytes = size;
+    r->blob_opened_ms = monotonic_ms();
+    return STORE_OK;
+}
+
+int store_message_open(struct store *s, int64_t user_id, int64_t entry_id, int64_t hold_ms,
+                       struct store_message_reader **reader_out, int64_t *size_out)
+{
+    *reader_out = NULL;
+    struct store_message_reader *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        snprintf(s->errmsg, sizeof(s->errmsg), "open message: out of memory");
+        return STORE_ERR;
+    }
+    r->s = s;
+    r->user_id = user_id;
+    r->entry_id = entry_id;
+    r->hold_ms = hold_ms < 0 ? 0 : hold_ms;
+    int status = STORE_OK;
+    /* Read-only, no CREATE: the database exists (s is open on it), and this connection must
+     * never write. */
+    if (sqlite3_open_v2(s->path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        if (r->db != NULL) {
+            status = reader_fail(r, "open database for reading");
+        } else {
+            snprintf(s->errmsg, sizeof(s->errmsg), "open database for reading: out of memory");
+            status = STORE_ERR;
+        }
+    }
+    if (status == STORE_OK) {
+        sqlite3_extended_result_codes(r->db, 1);
+        if (sqlite3_busy_timeout(r->db, STORE_BUSY_TIMEOUT_MS) != SQLITE_OK ||
+            sqlite3_exec(r->db, MAILBOX_READER_CACHE_PRAGMA, NULL, NULL, NULL) != SQLITE_OK)
+            status = reader_fail(r, "set up reader connection");
+    }
+    if (status == STORE_OK &&
+        sqlite3_prepare_v2(r->db,
+                           "SELECT message_id, size FROM mailbox WHERE id = ?1 AND user_id = ?2",
+                           -1, &r->lookup, NULL) != SQLITE_OK)
+        status = reader_fail(r, "prepare mailbox lookup");
+    if (status == STORE_OK)
+        status = reader_attach(r);
+    if (status != STORE_OK) {
+        store_message_close(&r);
+        return status;
+    }
+    if (r->hold_ms == 0 || r->size_bytes == 0)
+        reader_drop_blob(r);
+    if (size_out != NULL)
+        *size_out = r->size_bytes;
+    *reader_out = r;
+    return STORE_OK;
+}
+
+int store_message_read(struct store_message_reader *r, void *buf, size_t cap, size_t *n_out)
+{
+    *n_out = 0;
+    if (r->failed) {
+        snprintf(r->s->errmsg, sizeof(r->s->errmsg), "read message: reader already failed");
+        return STORE_ERR;
+    }
+    if (r->offset_bytes >= r->size_bytes || cap == 0)
+        return STORE_OK;
+    if (r->blob != NULL && monotonic_ms() - r->blob_opened_ms >= r->hold_ms)
+        reader_drop_blob(r); /* let the WAL move on; the next line takes a fresh snapshot */
+    int status = r->blob == NULL ? reader_attach(r) : STORE_OK;
+    if (status == STORE_OK) {
+        uint64_t left = (uint64_t)(r->size_bytes - r->offset_bytes); /* > 0 here */
+        size_t n = cap > left ? (size_t)left : cap;
+        /* Fits an int: size equals sqlite3_blob_bytes (checked on attach), an int. */
+        int rc = sqlite3_blob_read(r->blob, buf, (int)n, (int)r->offset_bytes);
+        if (rc == SQLITE_OK) {
+            r->offset_bytes += (int64_t)n;
+            *n_out = n;
+        } else if (rc == SQLITE_ABORT) {
+            status = reader_gone(r); /* the row changed under this connection's handle */
+        } else {
+            status = reader_fail(r, "read message body");
+        }
+    }
+    if (r->blob != NULL &&
+        (status != STORE_OK || r->hold_ms == 0 || r->offset_bytes >= r->size_bytes))
+        reader_drop_blob(r);
+    if (status != STORE_OK)
+        r->failed = true;
+    return status;
+}
+
+void store_message_close(struct store_message_reader **rp)
+{
+    struct store_message_reader *r = *rp;
+    if (r == NULL)
+        return;
+    reader_drop_blob(r);
+    sqlite3_finalize(r->lookup);
+    /* Only unfinalized statements make close fail, and there are none left. */
+    if (r->db != NULL && sqlite3_close(r->db) != SQLITE_OK)
+        sqlite3_close_v2(r->db);
+    free(r);
+    *rp = NULL;
+}
+
+/* ---- deletions ---- */
+
+int store_mailbox_delete(struct store *s, int64_t user_id, const int64_t *entry_ids, size_t n,
+                         size_t *deleted_out)
+{
+    *deleted_out = 0;
+    if (n == 0)
+        return STORE_OK;
+    if (entry_ids == NULL) {
+        snprintf(s->errmsg, sizeof(s->errmsg), "mailbox delete: no id array");
+        return STORE_ERR;
+    }
+    if (sp_begin(s) != STORE_OK)
+        return STORE_ERR;
+    /* The user_id condition is what keeps one user from deleting another's mail. */
+    sqlite3_stmt *st = store_prepare(s, "DELETE FROM mailbox WHERE id = ?1 AND user_id = ?2");
+    int status = st != NULL ? STORE_OK : STORE_ERR;
+    size_t deleted = 0;
+    for (size_t i = 0; status == STORE_OK && i < n; i++) {
+        sqlite3_bind_int64(st, 1, entry_ids[i]);
+        sqlite3_bind_int64(st, 2, user_id);
+        status = store_step_done(s, st, "mailbox delete");
+        /* Direct changes only: the trigger's message deletions are not counted. */
+        if (status == STORE_OK)
+            deleted += (size_t)sqlite3_changes(s->db);
+    }
+    if (status == STORE_OK)
+        status = sp_release(s);
+    if (status != STORE_OK) {
+        sp_undo(s);
+        return status;
+    }
+    *deleted_out = deleted;
+    return STORE_OK;
+}

@@ -1,0 +1,142 @@
+/*
+ * mailbox.h - accepted messages and the POP3 maildrop: storing a message once for all its
+ * recipients, listing a user's mailbox, reading a body in chunks, applying deletions.
+ *
+ * Who calls what, on which connection:
+ *   - store_deliver and store_mailbox_delete change the database: they run in a writer job
+ *     (storage/writer.h) on the writer's connection, inside the batch transaction. Each also takes
+ *     its own nested savepoint, so a call that fails leaves nothing of itself behind and the
+ *     caller's transaction goes on intact; outside any transaction each call is atomic by itself.
+ *   - store_mailbox_snapshot runs on the loop thread's read connection (one SELECT: one
+ *     consistent view).
+ *   - store_message_open/read/close stream a body on the loop thread through a private read-only
+ *     connection of their own (see "Reading a body" below).
+ *
+ * What it does not do: dot-stuffing, headers, sizes in lines (the body is stored exactly as POP3
+ * serves it: CRLF line ends, headers included, not dot-stuffed), the POP3 lock (one session per
+ * maildrop is the session's business), or running the outbound queue (only its rows are created
+ * here).
+ *
+ * UIDL (RFC 1939 section 7: unique within the maildrop, persistent across sessions, 1-70
+ * characters in 0x21-0x7E) is "<tag>.<entry id>.<received_ms>", e.g.
+ * "3f9a0c1d2e4b5a69.42.1717171717171", at most 16+1+19+1+20 = 57 characters:
+ *   - entry id: the mailbox row id, AUTOINCREMENT, so never reused within one database, not even
+ *     after the newest entry is deleted;
+ *   - tag: 64 random bits made once per database (table meta, key 'uidl_tag', schema version 4),
+ *     so a database recreated from scratch, whose ids start again at 1, does not hand a client
+ *     UIDLs it remembers from the old one;
+ *   - received_ms: covers the case the tag cannot, a database restored from a backup (same tag,
+ *     ids after the backup handed out again, but at a later time).
+ */
+#ifndef POSTERN_MAILBOX_H
+#define POSTERN_MAILBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "storage/store.h"
+
+/* RFC 1939 section 7: a unique-id is 1 to 70 characters. */
+#define STORE_UIDL_MAX_CHARS 70
+/* How long a body reader keeps one read snapshot open between calls (see below). */
+#define STORE_MESSAGE_HOLD_MS 5000
+
+/* ---- delivery (writer thread) ---- */
+
+struct store_delivery {
+    const char *sender; /* reverse-path, "" for the null sender (NULL is taken as "") */
+    /* The whole message as it will be served: CRLF line ends, not dot-stuffed, headers
+     * included. Borrowed for the call only; written into the database in place, never copied. */
+    const unsigned char *body;
+    size_t body_len;
+    /* Local recipients as user ids; a user listed twice gets one entry. An id that is not a user
+     * fails the whole delivery with STORE_NOT_FOUND. */
+    const int64_t *local_user_ids;
+    size_t n_local;
+    /* Remote recipients, normalised "local@domain"; one queue row each (a recipient listed twice
+     * gets one). The row's domain is the part after the last '@'. */
+    const char *const *remote_rcpts;
+    size_t n_remote;
+    int64_t received_ms;
+    /* Set on success. A writer job whose COMMIT is retried runs again and sets it again, so read
+     * it in the done callback, not in run. */
+    int64_t message_id_out;
+};
+
+/*
+ * Stores the body once (messages.size = body_len), one mailbox entry per distinct local user and
+ * one queue row per distinct remote recipient (next attempt = received_ms), in the caller's
+ * transaction. At least one recipient is required. Returns STORE_OK, STORE_NOT_FOUND (a local
+ * user id does not exist), or STORE_ERR (bad argument, body too large for the database, SQLite
+ * failure; store_errmsg says which). On failure nothing of this delivery is left.
+ */
+int store_deliver(struct store *s, struct store_delivery *d);
+
+/* ---- the maildrop (loop thread) ---- */
+
+struct store_mail_entry {
+    int64_t id;   /* mailbox entry id: what RETR/DELE refer to and store_mailbox_delete takes */
+    int64_t size; /* exact octets of the body as served (RFC 1939 LIST) */
+    char uidl[STORE_UIDL_MAX_CHARS + 1];
+    int64_t message_id;
+};
+
+/*
+ * The user's entries in id order (oldest first) into a malloc'd array the caller frees; an empty
+ * mailbox gives *entries_out == NULL and *count_out == 0. One statement, so one consistent view.
+ */
+int store_mailbox_snapshot(struct store *s, int64_t user_id, struct store_mail_entry **entries_out,
+                           size_t *count_out);
+
+/*
+ * Reading a body: a reader streams one mailbox entry's body in caller-sized chunks without ever
+ * holding it whole: about 150 KiB of SQLite memory per open reader (measured on a 20 MiB body:
+ * a 64 KiB page cache, the schema, the handle), plus the caller's buffer.
+ *
+ * Why a reader object and a private connection rather than "reopen the blob per chunk on the
+ * loop's connection": a freshly opened blob handle reaches offset X by walking the body's
+ * overflow-page chain from the start, so reading a 20 MiB body in 64 KiB chunks that way costs
+ * about 0.5 s of CPU (measured, 4 KiB pages; the walk is O(X), the whole read O(n^2)), while one
+ * handle kept open reads it in about 4 ms. But a handle kept open holds a read transaction, and on
+ * the loop's shared connection that would freeze the view of every other session (a POP3 login's
+ * relay window invisible to SMTP, new mail invisible to the next login) for as long as any RETR
+ * runs. So each reader has its own read-only connection (about 50 us to open), keeps its handle
+ * open between calls, and drops and reopens it once it is older than hold_ms: a slow client pins
+ * the WAL (delays checkpoints) for at most hold_ms at a time, and pays one chain walk per hold_ms.
+ * hold_ms = 0 reopens per call (no snapshot is ever held between calls). The handle is also
+ * dropped as soon as the end of the body has been read.
+ *
+ * If the entry or its message is deleted meanwhile (an admin deleting the user; the POP3 lock
+ * prevents the rest), reads inside the current snapshot still return the right bytes, and the
+ * next reopen fails cleanly with STORE_NOT_FOUND: never bytes of anything else (message ids are
+ * never reused).
+ */
+struct store_message_reader;
+
+/*
+ * Opens a reader on entry `entry_id`, which must belong to user_id (else STORE_NOT_FOUND), and
+ * sets *size_out to the body size. s is borrowed: it gives the database path, receives the error
+ * text of this reader's failures (store_errmsg), and must outlive the reader. Use the reader on
+ * the thread that uses s.
+ */
+int store_message_open(struct store *s, int64_t user_id, int64_t entry_id, int64_t hold_ms,
+                       struct store_message_reader **reader_out, int64_t *size_out);
+/*
+ * Copies the next up to cap bytes into buf and sets *n_out (< cap only at the end; 0 once the
+ * whole body has been read). STORE_NOT_FOUND when the entry was deleted (see above), STORE_ERR
+ * on a SQLite failure; after a failure the reader can only be closed.
+ */
+int store_message_read(struct store_message_reader *r, void *buf, size_t cap, size_t *n_out);
+void store_message_close(struct store_message_reader **r);
+
+/* ---- deletions (writer thread) ---- */
+
+/*
+ * Deletes those of entry_ids that belong to user_id (an id of another user, an unknown id or a
+ * repeated id is ignored) and sets *deleted_out to how many entries went. Message bodies nobody
+ * refers to any more (no mailbox entry, no queue row) go with them (schema triggers).
+ */
+int store_mailbox_delete(struct store *s, int64_t user_id, const int64_t *entry_ids, size_t n,
+                         size_t *deleted_out);
+
+#endif
