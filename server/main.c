@@ -10,6 +10,7 @@
 #include "common/config.h"
 #include "common/password.h"
 #include "server/admin.h"
+#include "server/relay_check.h"
 #include "server/serve.h"
 
 #define DEFAULT_CONFIG "postern.conf"
@@ -27,6 +28,8 @@ static void usage(FILE *out)
           "  window list|open|close [IP] [--user ADDRESS] [--for DURATION]\n"
           "                                        POP-before-SMTP relay windows\n"
           "  queue list|drop [ID]                  the outbound queue\n"
+          "  relay-check --ip IP [--user ADDRESS] --from ADDR --to ADDR\n"
+          "                                        the relay decision and its reason\n"
           "\n"
           "-c FILE defaults to ./postern.conf when it exists, otherwise built-in defaults.\n"
           "exit codes: 0 ok, 1 negative answer, 2 bad usage or configuration, 3 runtime failure\n",
@@ -119,6 +122,8 @@ int main(int argc, char **argv)
         rc = admin_window(&cfg, n, args);
     } else if (strcmp(cmd, "queue") == 0) {
         rc = admin_queue(&cfg, n, args);
+    } else if (strcmp(cmd, "relay-check") == 0) {
+        rc = relay_check_main(&cfg, n, args);
     } else {
         fprintf(stderr, "postern: unknown command \"%s\"\n", cmd);
         usage(stderr);

@@ -1,0 +1,67 @@
+/*
+ * relay_check.h - the facts behind a relay decision, gathered from the store and the
+ * configuration, and the `postern relay-check` command that shows the decision.
+ *
+ * relay_gather() is the one place that turns (client IP, AUTH identity, MAIL FROM, RCPT TO,
+ * time) into struct relay_facts for server/relay_policy.c: the SMTP session calls it for every
+ * RCPT and `postern relay-check` calls it once, so both decide from the same facts. It reads the
+ * store (local domains, users, trusted networks, windows) and writes nothing; counting a relayed
+ * recipient against its window is the caller's job.
+ *
+ * How each fact is found:
+ *  - rcpt_domain_is_local: the recipient's normalised domain is in the domains table (equality
+ *    only). An address literal is never looked up and never local (see relay_policy.h).
+ *  - rcpt_mailbox_exists: only in a local domain and only for a Dot-string local part: the user
+ *    "lower-cased local part@domain" exists. A quoted local part is never looked up: postern's
+ *    users are Dot-strings, so "user@remote"@local can only ever be "User unknown".
+ *  - trusted_network: the first trusted network (longest prefix first) holding the IP.
+ *  - window: the unexpired window for ip_window_key(ip, relay.window_ipv6_prefix). Windows
+ *    opened by hand count even when relay.window is 0 (that key only stops POP3 logins from
+ *    opening them).
+ */
+#ifndef POSTERN_RELAY_CHECK_H
+#define POSTERN_RELAY_CHECK_H
+
+#include <stdint.h>
+
+#include "common/address.h"
+#include "common/cidr.h"
+#include "server/relay_policy.h"
+
+struct cfg;
+struct store;
+
+/* Caller-owned room for the strings relay_facts points to; keep it as long as the facts. */
+struct relay_scratch {
+    char trusted_network[CIDR_STRLEN];
+    char window_user[ADDRESS_STRLEN]; /* store_window_lookup wants at least 256 */
+};
+
+/*
+ * Fills *facts_out for (ip, auth_user, sender, rcpt) from the store and cfg at now_ms. ip,
+ * auth_user (NULL: no AUTH in this session), sender and rcpt are borrowed by the facts, as is
+ * *scratch. Returns 0, or a STORE_* error (store_errmsg says which); *facts_out is then
+ * incomplete and must not be decided on.
+ */
+int relay_gather(struct store *s, const struct cfg *cfg, const struct ip_addr *ip,
+                 const char *auth_user, const struct address *sender,
+                 enum address_path_kind sender_kind, const struct address *rcpt,
+                 enum address_path_kind rcpt_kind, int64_t now_ms, struct relay_scratch *scratch,
+                 struct relay_facts *facts_out);
+
+/*
+ * `postern relay-check --ip IP [--user ADDRESS] --from ADDR --to ADDR` (argv[0] is
+ * "relay-check"; options as --name VALUE or --name=VALUE, each at most once). Prints the reply
+ * line the server would send now, then the log line (relay_format_log), on stdout.
+ *  - --user: as if authenticated with SMTP AUTH as this user; it must exist (exit 1 with
+ *    "postern: no such user: ADDRESS" otherwise), since AUTH can only succeed for a user.
+ *  - --from and --to take an address with or without angle brackets, source routes included.
+ *    --from '' or --from '<>' is the null sender; --from Postmaster is refused (exit 2), as the
+ *    server refuses it in MAIL FROM (RFC 5321 4.5.1 names it as a recipient only); --to '' or
+ *    --to '<>' is refused (exit 2): the null path is never a recipient.
+ * Exit: 0 allowed, 1 refused (or no such --user), 2 bad usage (missing or repeated option, bad
+ * IP, bad address), 3 database failure.
+ */
+int relay_check_main(const struct cfg *cfg, int argc, char **argv);
+
+#endif
