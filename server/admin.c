@@ -21,6 +21,7 @@
 #include "common/config.h"
 #include "common/duration.h"
 #include "common/password.h"
+#include "storage/queue.h"
 #include "storage/store.h"
 
 static void say_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -553,15 +554,16 @@ static int print_queue_entry(void *ctx, const struct store_queue_entry *q)
 
 int admin_queue(const struct cfg *cfg, int argc, char **argv)
 {
-    static const char usage[] = "postern queue list | postern queue drop ID";
-    static const char *const actions[] = {"list", "drop", NULL};
+    static const char usage[] = "postern queue list | postern queue flush | postern queue drop ID";
+    static const char *const actions[] = {"list", "flush", "drop", NULL};
     int act = pick_action(argc, argv, usage, actions);
     if (act < 0)
         return ADMIN_USAGE;
     bool is_list = act == 0;
-    bool is_drop = act == 1;
+    bool is_flush = act == 1;
+    bool is_drop = act == 2;
     const char *pos[1] = {NULL};
-    if (need_args(argc - 2, argv + 2, usage, is_list ? 0 : 1, pos) != 0)
+    if (need_args(argc - 2, argv + 2, usage, is_drop ? 1 : 0, pos) != 0)
         return ADMIN_USAGE;
     long long id = 0;
     if (is_drop) {
@@ -580,6 +582,13 @@ int admin_queue(const struct cfg *cfg, int argc, char **argv)
     char msg[100];
     if (is_list) {
         rc = store_result(s, store_queue_list(s, print_queue_entry, NULL), "");
+    } else if (is_flush) {
+        /* The running server sees the change at its next scan (queue.h, STORE_QUEUE_RESCAN_MS):
+         * the database is the only channel between the two processes. */
+        size_t due = 0;
+        rc = store_result(s, store_queue_flush(s, store_now_ms(), &due), "");
+        if (rc == ADMIN_OK)
+            printf("flushed: %zu queue entries due now\n", due);
     } else {
         snprintf(msg, sizeof(msg), "no such queue entry: %lld", id);
         rc = store_result(s, store_queue_drop(s, id), msg);

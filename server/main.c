@@ -27,7 +27,7 @@ static void usage(FILE *out)
           "  network add|del|list [CIDR]           trusted networks allowed to relay\n"
           "  window list|open|close [IP] [--user ADDRESS] [--for DURATION]\n"
           "                                        POP-before-SMTP relay windows\n"
-          "  queue list|drop [ID]                  the outbound queue\n"
+          "  queue list|flush|drop [ID]            the outbound queue (flush: try all now)\n"
           "  relay-check --ip IP [--user ADDRESS] --from ADDR --to ADDR\n"
           "                                        the relay decision and its reason\n"
           "\n"

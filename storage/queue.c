@@ -1,8 +1,111 @@
 /*
- * queue.c - the outbound queue: one row per remote recipient of a stored message. The runner's
- * claim and result functions arrive with outbound delivery; here are the admin views.
+ * queue.c - the outbound queue: one row per remote recipient of a stored message. The admin views
+ * (store.h: list, drop) and the runner's side (queue.h: claims, results, bounces, flush, reading a
+ * queued body). See queue.h for the claim and crash-safety rules.
+ *
+ * What it does not do: SMTP, DNS, timers or concurrency limits (server/queue_runner.c), or the
+ * text of a bounce (common/dsn.c builds it; here it is only routed and stored).
  */
+#include "storage/queue.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "storage/mailbox.h"
 #include "storage/store_internal.h"
+
+/* The claims array starts with room for this many entries and doubles. */
+#define QUEUE_CLAIMS_FIRST 16
+/* Page cache of a body reader's private connection (KiB when negative): a body is read once. */
+#define QUEUE_READER_CACHE_PRAGMA "PRAGMA cache_size = -64"
+/* What release_stale records as the error of an attempt that died with the process. */
+#define QUEUE_INTERRUPTED_TEXT "attempt interrupted: postern stopped before it finished"
+
+/* ---- the retry schedule ---- */
+
+#define MINUTE_MS ((int64_t)60 * 1000)
+
+int64_t store_queue_backoff_ms(int64_t attempts)
+{
+    /* Quick retries first (greylisting usually lets the second or third attempt through after
+     * 1-15 minutes), then slower, capped at 4h so a server that comes back is not left waiting
+     * for days. */
+    static const int64_t schedule_ms[] = {
+        1 * MINUTE_MS,  5 * MINUTE_MS,   15 * MINUTE_MS,  30 * MINUTE_MS,
+        60 * MINUTE_MS, 120 * MINUTE_MS, 240 * MINUTE_MS,
+    };
+    const size_t n = sizeof(schedule_ms) / sizeof(schedule_ms[0]);
+    if (attempts < 1)
+        return schedule_ms[0];
+    if ((uint64_t)attempts > n)
+        return schedule_ms[n - 1];
+    return schedule_ms[attempts - 1];
+}
+
+bool store_queue_is_expired(int64_t created_ms, int64_t now_ms, int64_t max_age_ms)
+{
+    /* created + max_age <= now, written so that neither side can overflow. */
+    if (max_age_ms <= 0)
+        return true;
+    if (now_ms < created_ms)
+        return false; /* the clock went back: not expired by a negative age */
+    /* The difference of two int64 values always fits a uint64. */
+    return (uint64_t)now_ms - (uint64_t)created_ms >= (uint64_t)max_age_ms;
+}
+
+/* ---- a nested savepoint: each call is atomic inside whatever the caller has open ---- */
+
+static int sp_begin(struct store *s)
+{
+    return store_exec(s, "SAVEPOINT queue");
+}
+
+static int sp_release(struct store *s)
+{
+    return store_exec(s, "RELEASE queue");
+}
+
+/* Undoes this call's changes and keeps the error text of the failure that caused it. An error
+ * that already rolled back the whole transaction leaves no savepoint to roll back to. */
+static void sp_undo(struct store *s)
+{
+    char why[STORE_ERRMSG_BYTES];
+    memcpy(why, s->errmsg, sizeof(why));
+    if (!sqlite3_get_autocommit(s->db)) {
+        if (store_exec(s, "ROLLBACK TO queue") == STORE_OK)
+            (void)store_exec(s, "RELEASE queue");
+    }
+    memcpy(s->errmsg, why, sizeof(why));
+}
+
+static int fail_text(struct store *s, int status, const char *what)
+{
+    snprintf(s->errmsg, sizeof(s->errmsg), "%s", what);
+    return status;
+}
+
+/* Runs st (its ?1 bound to each id in turn; any other parameters already bound) once per id,
+ * adding up the rows it changed. */
+static int each_id(struct store *s, sqlite3_stmt *st, const int64_t *ids, size_t n,
+                   const char *what, size_t *changed_out)
+{
+    size_t changed = 0;
+    int status = STORE_OK;
+    for (size_t i = 0; status == STORE_OK && i < n; i++) {
+        sqlite3_bind_int64(st, 1, ids[i]);
+        status = store_step_done(s, st, what);
+        if (status == STORE_OK)
+            changed += (size_t)sqlite3_changes(s->db);
+    }
+    if (changed_out != NULL)
+        *changed_out = changed;
+    return status;
+}
+
+/* ---- admin views ---- */
 
 int store_queue_list(struct store *s, store_queue_fn fn, void *ctx)
 {
@@ -39,4 +142,748 @@ int store_queue_drop(struct store *s, int64_t id)
     if (status == STORE_OK && sqlite3_changes(s->db) == 0)
         status = STORE_NOT_FOUND;
     return status;
+}
+
+/* ---- claiming ---- */
+
+void store_queue_claims_free(struct store_queue_claims *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        free(c->v[i].text);
+    free(c->v);
+    c->v = NULL;
+    c->n = 0;
+}
+
+/* A JSON array of the strings (for json_each in the claim's domain filter); malloc'd, NULL when
+ * out of memory. */
+static char *json_string_array(const char *const *v, size_t n)
+{
+    size_t cap = 3;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(v[i]);
+        if (len > (SIZE_MAX - cap) / 6 - 4)
+            return NULL;
+        cap += 6 * len + 3; /* worst case: every octet as \u00XX, quotes, comma */
+    }
+    char *out = malloc(cap);
+    if (out == NULL)
+        return NULL;
+    size_t k = 0;
+    out[k++] = '[';
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            out[k++] = ',';
+        out[k++] = '"';
+        for (const unsigned char *p = (const unsigned char *)v[i]; *p != '\0'; p++) {
+            if (*p == '"' || *p == '\\') {
+                out[k++] = '\\';
+                out[k++] = (char)*p;
+            } else if (*p < 0x20) {
+                k += (size_t)snprintf(out + k, cap - k, "\\u%04x", *p);
+            } else {
+                out[k++] = (char)*p;
+            }
+        }
+        out[k++] = '"';
+    }
+    out[k++] = ']';
+    out[k] = '\0';
+    return out;
+}
+
+/* Copies the three strings of a claim into one allocation. */
+static int claim_fill(struct store_queue_claim *c, const char *sender, const char *rcpt,
+                      const char *domain)
+{
+    size_t ls = strlen(sender), lr = strlen(rcpt), ld = strlen(domain);
+    c->text = malloc(ls + lr + ld + 3);
+    if (c->text == NULL)
+        return -1;
+    memcpy(c->text, sender, ls + 1);
+    memcpy(c->text + ls + 1, rcpt, lr + 1);
+    memcpy(c->text + ls + lr + 2, domain, ld + 1);
+    c->sender = c->text;
+    c->recipient = c->text + ls + 1;
+    c->domain = c->text + ls + lr + 2;
+    return 0;
+}
+
+/* Appends one row of the claim query to out. */
+static int claims_push(struct store *s, struct store_queue_claims *out, size_t *cap,
+                       sqlite3_stmt *st)
+{
+    if (out->n == *cap) {
+        size_t ncap = *cap == 0 ? QUEUE_CLAIMS_FIRST : *cap * 2;
+        struct store_queue_claim *nv =
+            ncap > SIZE_MAX / sizeof(*nv) ? NULL : realloc(out->v, ncap * sizeof(*nv));
+        if (nv == NULL)
+            return fail_text(s, STORE_ERR, "claim queue entries: out of memory");
+        out->v = nv;
+        *cap = ncap;
+    }
+    struct store_queue_claim *c = &out->v[out->n];
+    memset(c, 0, sizeof(*c));
+    c->id = sqlite3_column_int64(st, 0);
+    c->message_id = sqlite3_column_int64(st, 1);
+    const char *sender = (const char *)sqlite3_column_text(st, 2);
+    const char *rcpt = (const char *)sqlite3_column_text(st, 3);
+    const char *domain = (const char *)sqlite3_column_text(st, 4);
+    c->created_ms = sqlite3_column_int64(st, 5);
+    c->attempts = sqlite3_column_int64(st, 6);
+    if (claim_fill(c, sender != NULL ? sender : "", rcpt != NULL ? rcpt : "",
+                   domain != NULL ? domain : "") != 0)
+        return fail_text(s, STORE_ERR, "claim queue entries: out of memory");
+    out->n++;
+    return STORE_OK;
+}
+
+/* The rows that claim_due hands out; see queue.h for which. ?1 now, ?2 the newest claim time that
+ * counts as expired, ?3 the limit, ?4 a JSON array of domains to skip. `pick` is the groups of
+ * the first ?3 due entries in due order (the queue_due index); the outer query completes each
+ * group with its other due entries (the queue_message index). */
+static const char claim_sql[] =
+    "WITH pick AS (SELECT DISTINCT message_id, domain FROM"
+    "  (SELECT message_id, domain FROM queue"
+    "   WHERE next_attempt_ms <= ?1 AND (claimed_ms IS NULL OR claimed_ms <= ?2)"
+    "     AND domain NOT IN (SELECT value FROM json_each(?4))"
+    "   ORDER BY next_attempt_ms, id LIMIT ?3))"
+    " SELECT q.id, q.message_id, q.sender, q.recipient, q.domain, q.created_ms, q.attempts"
+    " FROM queue q JOIN pick p ON q.message_id = p.message_id AND q.domain = p.domain"
+    " WHERE q.next_attempt_ms <= ?1 AND (q.claimed_ms IS NULL OR q.claimed_ms <= ?2)"
+    " ORDER BY q.domain, q.message_id, q.id LIMIT ?3";
+
+int store_queue_claim_due(struct store *s, int64_t now_ms, int64_t lease_ms, size_t limit,
+                          const char *const *skip_domains, size_t n_skip,
+                          struct store_queue_claims *out)
+{
+    store_queue_claims_free(out);
+    if (limit == 0)
+        return STORE_OK;
+    if (n_skip > 0 && skip_domains == NULL)
+        return fail_text(s, STORE_ERR, "claim queue entries: no skip list");
+    char *skip = json_string_array(skip_domains, n_skip);
+    if (skip == NULL)
+        return fail_text(s, STORE_ERR, "claim queue entries: out of memory");
+    if (lease_ms < 0)
+        lease_ms = 0;
+    int64_t stale_ms = now_ms >= INT64_MIN + lease_ms ? now_ms - lease_ms : INT64_MIN;
+    if (sp_begin(s) != STORE_OK) {
+        free(skip);
+        return STORE_ERR;
+    }
+    int status = STORE_OK;
+    sqlite3_stmt *st = store_prepare(s, claim_sql);
+    if (st == NULL)
+        status = STORE_ERR;
+    if (status == STORE_OK) {
+        sqlite3_bind_int64(st, 1, now_ms);
+        sqlite3_bind_int64(st, 2, stale_ms);
+        sqlite3_bind_int64(st, 3, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
+        sqlite3_bind_text(st, 4, skip, -1, SQLITE_STATIC);
+        size_t cap = 0;
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            status = claims_push(s, out, &cap, st);
+            if (status != STORE_OK)
+                break;
+        }
+        int end = store_rows_end(s, st, rc, "claim queue entries");
+        if (status == STORE_OK)
+            status = end;
+    }
+    free(skip);
+    if (status == STORE_OK && out->n > 0) {
+        st = store_prepare(s, "UPDATE queue SET claimed_ms = ?2 WHERE id = ?1");
+        if (st == NULL)
+            status = STORE_ERR;
+        for (size_t i = 0; status == STORE_OK && i < out->n; i++) {
+            sqlite3_bind_int64(st, 1, out->v[i].id);
+            sqlite3_bind_int64(st, 2, now_ms);
+            status = store_step_done(s, st, "claim queue entry");
+        }
+    }
+    if (status == STORE_OK)
+        status = sp_release(s);
+    if (status != STORE_OK) {
+        sp_undo(s);
+        store_queue_claims_free(out);
+    }
+    return status;
+}
+
+int store_queue_release(struct store *s, const int64_t *ids, size_t n)
+{
+    if (n == 0)
+        return STORE_OK;
+    if (ids == NULL)
+        return fail_text(s, STORE_ERR, "release queue entries: no id array");
+    sqlite3_stmt *st = store_prepare(s, "UPDATE queue SET claimed_ms = NULL WHERE id = ?1");
+    if (st == NULL)
+        return STORE_ERR;
+    if (sp_begin(s) != STORE_OK)
+        return STORE_ERR;
+    int status = each_id(s, st, ids, n, "release queue entry", NULL);
+    if (status == STORE_OK)
+        status = sp_release(s);
+    if (status != STORE_OK)
+        sp_undo(s);
+    return status;
+}
+
+int store_queue_release_stale(struct store *s, int64_t now_ms, size_t *released_out)
+{
+    if (released_out != NULL)
+        *released_out = 0;
+    /* The attempt counts (it was made, and a message that crashes the server each time must not
+     * be retried at full speed forever without anyone seeing it in `queue list`), but the entry
+     * is due at once: the restart itself is no reason to wait. */
+    sqlite3_stmt *st = store_prepare(
+        s, "UPDATE queue SET claimed_ms = NULL, attempts = attempts + 1,"
+           " last_error = '" QUEUE_INTERRUPTED_TEXT "', next_attempt_ms = min(next_attempt_ms, ?1)"
+           " WHERE claimed_ms IS NOT NULL AND claimed_ms <= ?1");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_int64(st, 1, now_ms);
+    int status = store_step_done(s, st, "release stale claims");
+    if (status == STORE_OK && released_out != NULL)
+        *released_out = (size_t)sqlite3_changes(s->db);
+    return status;
+}
+
+/* ---- results ---- */
+
+int store_queue_delivered(struct store *s, const int64_t *ids, size_t n, size_t *deleted_out)
+{
+    if (deleted_out != NULL)
+        *deleted_out = 0;
+    if (n == 0)
+        return STORE_OK;
+    if (ids == NULL)
+        return fail_text(s, STORE_ERR, "delivered: no id array");
+    /* The queue_release trigger drops the body with its last reference. */
+    sqlite3_stmt *st = store_prepare(s, "DELETE FROM queue WHERE id = ?1");
+    if (st == NULL)
+        return STORE_ERR;
+    if (sp_begin(s) != STORE_OK)
+        return STORE_ERR;
+    size_t deleted = 0;
+    int status = each_id(s, st, ids, n, "delete delivered queue entry", &deleted);
+    if (status == STORE_OK)
+        status = sp_release(s);
+    if (status != STORE_OK) {
+        sp_undo(s);
+        return status;
+    }
+    if (deleted_out != NULL)
+        *deleted_out = deleted;
+    return STORE_OK;
+}
+
+int store_queue_defer(struct store *s, int64_t id, int64_t now_ms, int64_t max_age_ms,
+                      const char *error, bool *expired_out)
+{
+    *expired_out = false;
+    sqlite3_stmt *st = store_prepare(s, "SELECT created_ms, attempts FROM queue WHERE id = ?1");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    int64_t created_ms = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    int64_t attempts = rc == SQLITE_ROW ? sqlite3_column_int64(st, 1) : 0;
+    int status = store_rows_end(s, st, rc, "defer: read queue entry");
+    if (status != STORE_OK)
+        return status;
+    if (rc == SQLITE_DONE) {
+        snprintf(s->errmsg, sizeof(s->errmsg), "defer: no queue entry %lld", (long long)id);
+        return STORE_NOT_FOUND;
+    }
+    if (attempts < INT64_MAX)
+        attempts++;
+    bool expired = store_queue_is_expired(created_ms, now_ms, max_age_ms);
+    int64_t wait_ms = store_queue_backoff_ms(attempts);
+    int64_t next_ms = now_ms <= INT64_MAX - wait_ms ? now_ms + wait_ms : INT64_MAX;
+    if (error == NULL)
+        error = "";
+    size_t elen = strlen(error);
+    if (elen > STORE_QUEUE_ERROR_MAX_BYTES)
+        elen = STORE_QUEUE_ERROR_MAX_BYTES;
+
+    /* An expired entry stays claimed: the caller bounces it next (queue.h). */
+    st = store_prepare(s, "UPDATE queue SET attempts = ?2, last_error = ?3, next_attempt_ms = ?4,"
+                          " claimed_ms = CASE WHEN ?5 THEN claimed_ms ELSE NULL END"
+                          " WHERE id = ?1");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, attempts);
+    sqlite3_bind_text(st, 3, error, (int)elen, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, next_ms);
+    sqlite3_bind_int(st, 5, expired ? 1 : 0);
+    status = store_step_done(s, st, "defer queue entry");
+    if (status == STORE_OK)
+        *expired_out = expired;
+    return status;
+}
+
+/* ---- permanent failure and the bounce ---- */
+
+/* The entry's message, sender and creation time; STORE_NOT_FOUND when it is gone. sender_out is
+ * malloc'd. */
+static int read_entry(struct store *s, int64_t id, int64_t *message_id_out, int64_t *created_out,
+                      char **sender_out)
+{
+    sqlite3_stmt *st =
+        store_prepare(s, "SELECT message_id, created_ms, sender FROM queue WHERE id = ?1");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    int status = STORE_OK;
+    if (rc == SQLITE_ROW) {
+        *message_id_out = sqlite3_column_int64(st, 0);
+        *created_out = sqlite3_column_int64(st, 1);
+        const char *sender = (const char *)sqlite3_column_text(st, 2);
+        *sender_out = strdup(sender != NULL ? sender : "");
+        if (*sender_out == NULL)
+            status = fail_text(s, STORE_ERR, "fail: out of memory");
+    } else if (rc == SQLITE_DONE) {
+        status = STORE_NOT_FOUND;
+    }
+    int end = store_rows_end(s, st, rc, "fail: read queue entry");
+    return status != STORE_OK ? status : end;
+}
+
+/* Where a bounce to sender goes; *user_id_out is set for STORE_BOUNCE_LOCAL. */
+static int route_bounce(struct store *s, const char *sender, enum store_bounce_route *route_out,
+                        int64_t *user_id_out)
+{
+    if (sender[0] == '\0') {
+        *route_out = STORE_BOUNCE_NULL_SENDER;
+        return STORE_OK;
+    }
+    const char *at = strrchr(sender, '@');
+    if (at == NULL || at == sender || at[1] == '\0') {
+        *route_out = STORE_BOUNCE_BAD_SENDER;
+        return STORE_OK;
+    }
+    /* Users are keyed "local@domain" in ASCII lower case (address_normalize; RCPT TO looks a
+     * Dot-string local part up the same way), whatever case the sender used in MAIL FROM. */
+    char *key = strdup(sender);
+    if (key == NULL)
+        return fail_text(s, STORE_ERR, "fail: out of memory");
+    for (char *p = key; *p != '\0'; p++) {
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+    }
+    bool local = false;
+    int status = store_domain_is_local(s, key + (at + 1 - sender), &local);
+    if (status != STORE_OK || !local) {
+        free(key);
+        if (status == STORE_OK)
+            *route_out = STORE_BOUNCE_QUEUED;
+        return status;
+    }
+    sqlite3_stmt *st = store_prepare(s, "SELECT id FROM users WHERE address = ?1");
+    if (st == NULL) {
+        free(key);
+        return STORE_ERR;
+    }
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+    free(key);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *user_id_out = sqlite3_column_int64(st, 0);
+        *route_out = STORE_BOUNCE_LOCAL;
+    } else {
+        *route_out = STORE_BOUNCE_NO_MAILBOX;
+    }
+    return store_rows_end(s, st, rc, "fail: look up sender");
+}
+
+/* The first octets of the body, enough for its header section (dsn_header_length never needs
+ * more than DSN_ORIG_HEADERS_MAX_BYTES; one more lets it see that a line goes on past the cap). */
+static int read_head(struct store *s, int64_t message_id, unsigned char **out, size_t *len_out)
+{
+    *out = NULL;
+    *len_out = 0;
+    sqlite3_blob *blob = NULL;
+    if (sqlite3_blob_open(s->db, "main", "messages", "body", message_id, 0, &blob) != SQLITE_OK) {
+        int status = store_fail(s, "fail: open original body");
+        (void)sqlite3_blob_close(blob);
+        return status;
+    }
+    int size = sqlite3_blob_bytes(blob);
+    size_t n = size < 0 ? 0 : (size_t)size;
+    if (n > DSN_ORIG_HEADERS_MAX_BYTES + 1)
+        n = DSN_ORIG_HEADERS_MAX_BYTES + 1;
+    unsigned char *buf = malloc(n > 0 ? n : 1);
+    int status = STORE_OK;
+    if (buf == NULL)
+        status = fail_text(s, STORE_ERR, "fail: out of memory");
+    else if (n > 0 && sqlite3_blob_read(blob, buf, (int)n, 0) != SQLITE_OK)
+        status = store_fail(s, "fail: read original body");
+    /* A read-only handle loses nothing on close. */
+    (void)sqlite3_blob_close(blob);
+    if (status != STORE_OK) {
+        free(buf);
+        return status;
+    }
+    *out = buf;
+    *len_out = n;
+    return STORE_OK;
+}
+
+/* Builds the bounce and stores it by route. keep[i] says whether f->ids[i] is still there. */
+static int store_bounce(struct store *s, struct store_queue_failure *f, const bool *keep,
+                        size_t n_keep, int64_t message_id, int64_t created_ms, const char *sender,
+                        int64_t user_id)
+{
+    struct dsn_recipient *rcpts = calloc(n_keep, sizeof(*rcpts));
+    if (rcpts == NULL)
+        return fail_text(s, STORE_ERR, "fail: out of memory");
+    for (size_t i = 0, k = 0; i < f->n; i++) {
+        if (keep[i])
+            rcpts[k++] = f->rcpts[i];
+    }
+    unsigned char *head = NULL;
+    size_t head_len = 0;
+    int status = read_head(s, message_id, &head, &head_len);
+    unsigned char *dsn = NULL;
+    size_t dsn_len = 0;
+    if (status == STORE_OK) {
+        struct dsn_info info = {
+            .hostname = f->hostname,
+            .sender = sender,
+            .arrival_ms = created_ms,
+            .now_ms = f->now_ms,
+            .return_path = f->route_out == STORE_BOUNCE_LOCAL,
+            .rcpts = rcpts,
+            .n_rcpts = n_keep,
+        };
+        int rc = dsn_build(&info, head, head_len, &dsn, &dsn_len);
+        if (rc != DSN_OK) {
+            snprintf(s->errmsg, sizeof(s->errmsg), "fail: building the bounce failed (%d)", rc);
+            status = STORE_ERR;
+        }
+    }
+    if (status == STORE_OK) {
+        const char *remote[1] = {sender};
+        struct store_delivery d = {
+            .sender = "", /* the null sender: a bounce is never bounced (RFC 5321 6.1) */
+            .body = dsn,
+            .body_len = dsn_len,
+            .local_user_ids = &user_id,
+            .n_local = f->route_out == STORE_BOUNCE_LOCAL ? 1 : 0,
+            .remote_rcpts = remote,
+            .n_remote = f->route_out == STORE_BOUNCE_QUEUED ? 1 : 0,
+            .received_ms = f->now_ms,
+        };
+        status = store_deliver(s, &d);
+        if (status == STORE_OK)
+            f->bounce_message_id_out = d.message_id_out;
+    }
+    free(dsn);
+    free(head);
+    free(rcpts);
+    return status;
+}
+
+int store_queue_fail(struct store *s, struct store_queue_failure *f)
+{
+    f->route_out = STORE_BOUNCE_NONE;
+    f->bounce_message_id_out = 0;
+    f->removed_out = 0;
+    if (f->n == 0 || f->ids == NULL || f->rcpts == NULL || f->hostname == NULL)
+        return fail_text(s, STORE_ERR, "fail: no entries, recipients or hostname");
+    bool *keep = calloc(f->n, sizeof(*keep));
+    if (keep == NULL)
+        return fail_text(s, STORE_ERR, "fail: out of memory");
+    if (sp_begin(s) != STORE_OK) {
+        free(keep);
+        return STORE_ERR;
+    }
+    int status = STORE_OK;
+    size_t n_keep = 0;
+    int64_t message_id = 0, created_ms = 0;
+    char *sender = NULL;
+    for (size_t i = 0; status == STORE_OK && i < f->n; i++) {
+        int64_t mid = 0, created = 0;
+        char *snd = NULL;
+        int rc = read_entry(s, f->ids[i], &mid, &created, &snd);
+        if (rc == STORE_NOT_FOUND)
+            continue; /* dropped meanwhile: not bounced */
+        if (rc != STORE_OK) {
+            status = rc;
+            break;
+        }
+        if (sender == NULL) {
+            message_id = mid;
+            created_ms = created;
+            sender = snd;
+        } else {
+            free(snd);
+            if (mid != message_id) {
+                status = fail_text(s, STORE_ERR, "fail: entries of more than one message");
+                break;
+            }
+        }
+        keep[i] = true;
+        n_keep++;
+    }
+    if (status == STORE_OK && n_keep == 0)
+        status = fail_text(s, STORE_NOT_FOUND, "fail: none of the entries is left");
+
+    int64_t user_id = 0;
+    enum store_bounce_route route = STORE_BOUNCE_NONE;
+    if (status == STORE_OK)
+        status = route_bounce(s, sender, &route, &user_id);
+    f->route_out = route;
+    if (status == STORE_OK && (route == STORE_BOUNCE_LOCAL || route == STORE_BOUNCE_QUEUED))
+        status = store_bounce(s, f, keep, n_keep, message_id, created_ms, sender, user_id);
+
+    /* Deleted after the bounce is stored: the body the bounce quotes goes with the last row. */
+    size_t removed = 0;
+    if (status == STORE_OK) {
+        sqlite3_stmt *st = store_prepare(s, "DELETE FROM queue WHERE id = ?1");
+        if (st == NULL)
+            status = STORE_ERR;
+        for (size_t i = 0; status == STORE_OK && i < f->n; i++) {
+            if (!keep[i])
+                continue;
+            sqlite3_bind_int64(st, 1, f->ids[i]);
+            status = store_step_done(s, st, "fail: delete queue entry");
+            if (status == STORE_OK)
+                removed += (size_t)sqlite3_changes(s->db);
+        }
+    }
+    if (status == STORE_OK)
+        status = sp_release(s);
+    if (status != STORE_OK) {
+        sp_undo(s);
+        f->route_out = STORE_BOUNCE_NONE;
+        f->bounce_message_id_out = 0;
+    } else {
+        f->removed_out = removed;
+    }
+    free(sender);
+    free(keep);
+    return status;
+}
+
+/* ---- flush ---- */
+
+int store_queue_flush(struct store *s, int64_t now_ms, size_t *due_out)
+{
+    if (due_out != NULL)
+        *due_out = 0;
+    sqlite3_stmt *st = store_prepare(s, "UPDATE queue SET next_attempt_ms = ?1"
+                                        " WHERE next_attempt_ms > ?1 AND claimed_ms IS NULL");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_int64(st, 1, now_ms);
+    int status = store_step_done(s, st, "flush queue");
+    if (status != STORE_OK || due_out == NULL)
+        return status;
+    st = store_prepare(s, "SELECT count(*) FROM queue WHERE next_attempt_ms <= ?1"
+                          " AND claimed_ms IS NULL");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_int64(st, 1, now_ms);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *due_out = (size_t)sqlite3_column_int64(st, 0);
+    return store_rows_end(s, st, rc, "count due queue entries");
+}
+
+int store_queue_next_due(struct store *s, int64_t *due_ms_out)
+{
+    *due_ms_out = INT64_MAX;
+    /* The queue_due index gives the order; claimed rows (a few in flight) are stepped over. */
+    sqlite3_stmt *st = store_prepare(s, "SELECT next_attempt_ms FROM queue WHERE claimed_ms IS NULL"
+                                        " ORDER BY next_attempt_ms LIMIT 1");
+    if (st == NULL)
+        return STORE_ERR;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *due_ms_out = sqlite3_column_int64(st, 0);
+    return store_rows_end(s, st, rc, "next due queue entry");
+}
+
+/* ---- reading a queued body ---- */
+
+/*
+ * The same design as the mailbox reader (mailbox.c, see mailbox.h "Reading a body"), looked up by
+ * message instead of by mailbox entry.
+ * XXX(queue): the two differ only in the lookup statement; one reader with the lookup as a
+ * parameter would do for both.
+ */
+struct store_queue_reader {
+    struct store *s;      /* borrowed: the path came from it, errors are recorded in it */
+    sqlite3 *db;          /* owned: private read-only connection */
+    sqlite3_stmt *lookup; /* owned: the message's size, while a queue row refers to it */
+    sqlite3_blob *blob;   /* owned; NULL while no snapshot is held */
+    int64_t message_id;
+    int64_t size_bytes;
+    int64_t offset_bytes;   /* next byte to hand out */
+    int64_t hold_ms;        /* longest a blob handle is kept */
+    int64_t blob_opened_ms; /* monotonic, when blob was opened */
+    bool attached_once;     /* size_bytes is known */
+    bool failed;            /* a read failed: only close is allowed */
+};
+
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+        return 0;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int reader_fail(struct store_queue_reader *r, const char *what)
+{
+    snprintf(r->s->errmsg, sizeof(r->s->errmsg), "%s (message %lld): %s", what,
+             (long long)r->message_id, sqlite3_errmsg(r->db));
+    return STORE_ERR;
+}
+
+static int reader_gone(struct store_queue_reader *r)
+{
+    snprintf(r->s->errmsg, sizeof(r->s->errmsg), "queued message %lld is gone",
+             (long long)r->message_id);
+    return STORE_NOT_FOUND;
+}
+
+static void reader_drop_blob(struct store_queue_reader *r)
+{
+    /* Closing a read-only handle cannot lose anything. */
+    (void)sqlite3_blob_close(r->blob);
+    r->blob = NULL;
+}
+
+/* Checks that the message is still queued with the same size and opens a fresh blob handle: a
+ * new read snapshot. */
+static int reader_attach(struct store_queue_reader *r)
+{
+    sqlite3_reset(r->lookup);
+    sqlite3_bind_int64(r->lookup, 1, r->message_id);
+    int rc = sqlite3_step(r->lookup);
+    int64_t size = rc == SQLITE_ROW ? sqlite3_column_int64(r->lookup, 0) : 0;
+    sqlite3_reset(r->lookup);
+    if (rc == SQLITE_DONE)
+        return reader_gone(r);
+    if (rc != SQLITE_ROW)
+        return reader_fail(r, "look up queued message");
+    if (r->attached_once && size != r->size_bytes)
+        return reader_gone(r); /* cannot happen (bodies never change); never mix bodies */
+    if (sqlite3_blob_open(r->db, "main", "messages", "body", r->message_id, 0, &r->blob) !=
+        SQLITE_OK) {
+        int status = reader_fail(r, "open queued message body");
+        reader_drop_blob(r);
+        return status;
+    }
+    if (sqlite3_blob_bytes(r->blob) != size) {
+        reader_drop_blob(r);
+        snprintf(r->s->errmsg, sizeof(r->s->errmsg),
+                 "queued message %lld: size %lld but the body has another length",
+                 (long long)r->message_id, (long long)size);
+        return STORE_ERR;
+    }
+    r->size_bytes = size;
+    r->attached_once = true;
+    r->blob_opened_ms = monotonic_ms();
+    return STORE_OK;
+}
+
+int store_queue_body_open(struct store *s, int64_t message_id, int64_t hold_ms,
+                          struct store_queue_reader **reader_out, int64_t *size_out)
+{
+    *reader_out = NULL;
+    struct store_queue_reader *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return fail_text(s, STORE_ERR, "open queued message: out of memory");
+    r->s = s;
+    r->message_id = message_id;
+    r->hold_ms = hold_ms < 0 ? 0 : hold_ms;
+    int status = STORE_OK;
+    /* Read-only, no CREATE: the database exists (s is open on it); this never writes. */
+    if (sqlite3_open_v2(s->path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        if (r->db != NULL)
+            status = reader_fail(r, "open database for reading");
+        else
+            status = fail_text(s, STORE_ERR, "open database for reading: out of memory");
+    }
+    if (status == STORE_OK) {
+        sqlite3_extended_result_codes(r->db, 1);
+        if (sqlite3_busy_timeout(r->db, STORE_BUSY_TIMEOUT_MS) != SQLITE_OK ||
+            sqlite3_exec(r->db, QUEUE_READER_CACHE_PRAGMA, NULL, NULL, NULL) != SQLITE_OK)
+            status = reader_fail(r, "set up reader connection");
+    }
+    if (status == STORE_OK &&
+        sqlite3_prepare_v2(r->db,
+                           "SELECT size FROM messages WHERE id = ?1"
+                           " AND EXISTS (SELECT 1 FROM queue WHERE message_id = ?1)",
+                           -1, &r->lookup, NULL) != SQLITE_OK)
+        status = reader_fail(r, "prepare queued message lookup");
+    if (status == STORE_OK)
+        status = reader_attach(r);
+    if (status != STORE_OK) {
+        store_queue_body_close(&r);
+        return status;
+    }
+    if (r->hold_ms == 0 || r->size_bytes == 0)
+        reader_drop_blob(r);
+    if (size_out != NULL)
+        *size_out = r->size_bytes;
+    *reader_out = r;
+    return STORE_OK;
+}
+
+int store_queue_body_read(struct store_queue_reader *r, void *buf, size_t cap, size_t *n_out)
+{
+    *n_out = 0;
+    if (r->failed)
+        return fail_text(r->s, STORE_ERR, "read queued message: reader already failed");
+    if (r->offset_bytes >= r->size_bytes || cap == 0)
+        return STORE_OK;
+    if (r->blob != NULL && monotonic_ms() - r->blob_opened_ms >= r->hold_ms)
+        reader_drop_blob(r); /* let the WAL move on; the next line takes a fresh snapshot */
+    int status = r->blob == NULL ? reader_attach(r) : STORE_OK;
+    if (status == STORE_OK) {
+        uint64_t left = (uint64_t)(r->size_bytes - r->offset_bytes); /* > 0 here */
+        size_t n = cap > left ? (size_t)left : cap;
+        if (n > INT_MAX)
+            n = INT_MAX;
+        /* offset fits an int: size equals sqlite3_blob_bytes (checked on attach), an int. */
+        int rc = sqlite3_blob_read(r->blob, buf, (int)n, (int)r->offset_bytes);
+        if (rc == SQLITE_OK) {
+            r->offset_bytes += (int64_t)n;
+            *n_out = n;
+        } else if (rc == SQLITE_ABORT) {
+            status = reader_gone(r); /* the row changed under this connection's handle */
+        } else {
+            status = reader_fail(r, "read queued message body");
+        }
+    }
+    if (r->blob != NULL &&
+        (status != STORE_OK || r->hold_ms == 0 || r->offset_bytes >= r->size_bytes))
+        reader_drop_blob(r);
+    if (status != STORE_OK)
+        r->failed = true;
+    return status;
+}
+
+void store_queue_body_close(struct store_queue_reader **rp)
+{
+    struct store_queue_reader *r = *rp;
+    if (r == NULL)
+        return;
+    reader_drop_blob(r);
+    sqlite3_finalize(r->lookup);
+    /* Only unfinalized statements make close fail, and there are none left. */
+    if (r->db != NULL && sqlite3_close(r->db) != SQLITE_OK)
+        sqlite3_close_v2(r->db);
+    free(r);
+    *rp = NULL;
 }

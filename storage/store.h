@@ -125,7 +125,7 @@ int store_window_lookup(struct store *s, const char *key, int64_t now_ms, char *
 /* Housekeeping only: lookups check expiry themselves. */
 int store_window_purge(struct store *s, int64_t now_ms);
 
-/* ---- outbound queue (storage/queue.c) ---- */
+/* ---- outbound queue (storage/queue.c): admin views; the runner's side is storage/queue.h ---- */
 struct store_queue_entry {
     int64_t id;
     const char *sender;

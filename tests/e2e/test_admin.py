@@ -279,6 +279,29 @@ class QueueTest(PosternTest):
         for bad in ["x", "-1", "0", "+3", "1.5", ""]:
             self.assertEqual(self.cli("queue", "drop", bad).code, 2, bad)
 
+    def test_flush_makes_waiting_entries_due(self):
+        self.assertRegex(self.ok("queue", "flush").out, r"^flushed: 0 queue entries due now")
+        far = 4102444800000  # 2100-01-01
+        with sqlite3.connect(self.db) as c:
+            c.execute("INSERT INTO messages(sender, size, received_ms, body) "
+                      "VALUES ('a@example.test', 3, 0, x'414243')")
+            mid = c.execute("SELECT max(id) FROM messages").fetchone()[0]
+            for rcpt, claimed in (("x@remote.test", None), ("y@remote.test", None),
+                                  ("z@remote.test", 1)):
+                c.execute("INSERT INTO queue(message_id, sender, recipient, domain, created_ms,"
+                          " next_attempt_ms, attempts, claimed_ms) VALUES (?, 'a@example.test',"
+                          " ?, 'remote.test', 0, ?, 1, ?)", (mid, rcpt, far, claimed))
+        before = int(time.time() * 1000)
+        r = self.ok("queue", "flush")
+        self.assertRegex(r.out, r"^flushed: 2 queue entries due now")
+        with sqlite3.connect(self.db) as c:
+            rows = dict(c.execute("SELECT recipient, next_attempt_ms FROM queue").fetchall())
+        for rcpt in ("x@remote.test", "y@remote.test"):
+            self.assertGreaterEqual(rows[rcpt], before)
+            self.assertLessEqual(rows[rcpt], int(time.time() * 1000))
+        self.assertEqual(rows["z@remote.test"], far)  # being tried: its attempt decides
+        self.assertEqual(self.cli("queue", "flush", "extra").code, 2)
+
 
 class ConfigTest(PosternTest):
     def test_check_prints_effective_values(self):

@@ -1,0 +1,227 @@
+/*
+ * queue.h - the outbound queue as the queue runner sees it: claiming due entries, recording the
+ * result of an attempt (delivered, deferred, failed with a bounce), crash-safe claims, flushing,
+ * and reading the body of a queued message. The admin views (store_queue_list, store_queue_drop)
+ * are declared in store.h with the other admin functions.
+ *
+ * One queue row is one remote recipient of one stored message (storage/mailbox.h, store_deliver).
+ * A row is deleted only when its recipient's server accepted the message (250 to the end of
+ * data) or when it is bounced; the message body goes with its last row (schema triggers).
+ *
+ * Who calls what:
+ *   - Everything that changes rows (claim, delivered, defer, fail, release, release_stale, flush)
+ *     runs on the writer thread in a writer job (storage/writer.h), or in an admin command. Each
+ *     takes its own nested savepoint, so a call that fails leaves nothing of itself behind and the
+ *     caller's transaction goes on. A writer job's run may be called twice (a retried COMMIT);
+ *     these functions keep no state outside the database and reset their outputs, so that is safe.
+ *   - store_queue_next_due and the body reader run on the loop thread (its read connection; the
+ *     reader opens a private one).
+ *
+ * Claims and crash safety. A claim is a lease: claim_due sets claimed_ms = now on the rows it
+ * hands out, and no other claim returns them until claimed_ms + lease_ms has passed. The runner
+ * ends every claim with exactly one of delivered, defer, fail or release. At startup, before the
+ * first claim, serve calls store_queue_release_stale: a claim left in the database then belongs to
+ * an attempt that died with the previous process, and its entry becomes due at once. So:
+ *   - never lost: a row is deleted only after the remote's 250 (delivered) or together with the
+ *     bounce that reports it (fail), in one transaction; an attempt that never finished leaves its
+ *     row claimed, and the row is tried again after a restart (or once the lease runs out);
+ *   - at most twice: the only moment at which a crash makes us send a message the remote already
+ *     has is after the remote's 250 to the end of data and before the COMMIT of
+ *     store_queue_delivered (a few milliseconds plus one fsync). Before the 250 the remote has not
+ *     taken responsibility (RFC 5321 4.1.1.4, 6.1), so a retry is the first delivery; after the
+ *     commit the row is gone. Each crash inside that window adds one copy (RFC 1047 describes the
+ *     same window on the remote side: a 250 lost on the way back). The runner must therefore
+ *     record a 250 promptly and never batch it behind the next attempt.
+ *   - the lease must be longer than any attempt: the runner gives up an attempt (a hard deadline
+ *     over the whole SMTP transaction) well before STORE_QUEUE_LEASE_MS, or a second claim could
+ *     start a concurrent second attempt while the first still runs.
+ * Only one serve process may use a database at a time: release_stale takes every claim.
+ *
+ * Retries and bouncing. A transient failure (4xx, a lost connection, a DNS timeout) is recorded
+ * by store_queue_defer, which counts the attempt and sets the next one by the backoff schedule
+ * (store_queue_backoff_ms, the one place it is defined). When the entry is older than relay.max_age
+ * defer says so and keeps the claim: the runner then bounces it with store_queue_fail (Status
+ * 5.4.7). A permanent failure (5xx, a null MX) goes straight to store_queue_fail. store_queue_fail
+ * builds the RFC 3464 bounce (common/dsn.h) from the original's headers, stores it with the null
+ * sender for the original sender (their mailbox here when the sender is a local user, else a new
+ * queue row) and deletes the failed entries, all in one savepoint. It is also the one place that
+ * enforces "a bounce is never bounced": an entry whose sender is the null sender is removed
+ * without a bounce (RFC 5321 6.1, RFC 3464 2.4.3).
+ *
+ * Flush. `postern queue flush` (another process) makes every unclaimed entry due now. The runner
+ * learns of it only from the database: it rescans at least every STORE_QUEUE_RESCAN_MS, so the
+ * flush takes effect within that time.
+ *
+ * Times are milliseconds since the Unix epoch.
+ */
+#ifndef POSTERN_QUEUE_H
+#define POSTERN_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/dsn.h"
+#include "storage/store.h"
+
+/* How long a claim holds. Far longer than any attempt may last (the runner's hard deadline per
+ * SMTP transaction must stay well below it); only an attempt lost without a crash (a bug) waits
+ * this long to be retried. A crash is covered sooner, by store_queue_release_stale at startup. */
+#define STORE_QUEUE_LEASE_MS (60 * 60 * 1000)
+/* The runner looks for due entries at least this often, so that `postern queue flush` and rows
+ * added by other processes take effect within it. */
+#define STORE_QUEUE_RESCAN_MS 5000
+/* last_error is cut to this many octets: a few lines of a remote reply (RFC 5321 4.5.3.1.5). */
+#define STORE_QUEUE_ERROR_MAX_BYTES 1000
+
+/* ---- the retry schedule (pure) ---- */
+
+/*
+ * The wait after the attempts-th failed attempt: 1m, 5m, 15m, 30m, 1h, 2h, 4h, then 4h each
+ * time. No jitter: the schedule is per entry and entries arrive spread out already; a flush
+ * that makes thousands due at once is spread by the runner's concurrency limits instead.
+ */
+int64_t store_queue_backoff_ms(int64_t attempts);
+/* Whether an entry created at created_ms has been queued for max_age_ms or more at now_ms. */
+bool store_queue_is_expired(int64_t created_ms, int64_t now_ms, int64_t max_age_ms);
+
+/* ---- claiming (writer thread) ---- */
+
+struct store_queue_claim {
+    int64_t id;
+    int64_t message_id;
+    int64_t created_ms; /* when the message was received: the max_age clock */
+    int64_t attempts;   /* failed attempts so far */
+    const char *sender; /* "" for the null sender; these three point into text */
+    const char *recipient;
+    const char *domain; /* the recipient's domain, as stored */
+    char *text;         /* owned: the three strings above, NUL-separated */
+};
+
+struct store_queue_claims {
+    struct store_queue_claim *v; /* owned; n entries */
+    size_t n;
+};
+
+/* Frees what a claims struct holds and empties it (it can be filled again). */
+void store_queue_claims_free(struct store_queue_claims *c);
+
+/*
+ * Claims up to limit due entries (next_attempt_ms <= now_ms, not claimed or claimed at or before
+ * now_ms - lease_ms) whose domain is not one of skip_domains (the domains already at the runner's
+ * per-domain limit; NULL when n_skip is 0), sets their claimed_ms to now_ms and returns them in
+ * *out (emptied first), ordered by domain, then message, then id: the entries the runner sends
+ * in one SMTP transaction (one message, one domain) come together, and one domain's messages
+ * come together.
+ *
+ * Which entries: the groups (message, domain) of the earliest due entries, each with all of its
+ * due entries, up to limit in all (a group larger than limit is cut; the rest comes with the next
+ * claim). Returns STORE_OK (also with nothing due: out->n == 0) or STORE_ERR.
+ */
+int store_queue_claim_due(struct store *s, int64_t now_ms, int64_t lease_ms, size_t limit,
+                          const char *const *skip_domains, size_t n_skip,
+                          struct store_queue_claims *out);
+
+/*
+ * Gives claims back without counting an attempt (the runner is stopping, or could not start the
+ * attempt): the entries are due again at once. Unknown ids are ignored.
+ */
+int store_queue_release(struct store *s, const int64_t *ids, size_t n);
+
+/*
+ * At startup: every claim made at or before now_ms is an attempt that never finished (the process
+ * that made it is gone). Counts the attempt (attempts + 1, last_error says it was interrupted),
+ * makes the entry due at now_ms and unclaims it. *released_out (may be NULL) is how many.
+ */
+int store_queue_release_stale(struct store *s, int64_t now_ms, size_t *released_out);
+
+/* ---- results (writer thread) ---- */
+
+/*
+ * The remote accepted these entries (250 to the end of data, each of them accepted at RCPT):
+ * deletes them; the body goes with the last reference. Ids already gone are ignored;
+ * *deleted_out (may be NULL) is how many rows went.
+ */
+int store_queue_delivered(struct store *s, const int64_t *ids, size_t n, size_t *deleted_out);
+
+/*
+ * A transient failure of entry id at now_ms: attempts + 1, last_error = error (cut to
+ * STORE_QUEUE_ERROR_MAX_BYTES; say what failed and the remote reply with its code, e.g.
+ * "mx.example.net: 451 4.3.0 try later"), next attempt now_ms + store_queue_backoff_ms(attempts).
+ * Sets *expired_out to whether the entry is now max_age_ms old or older
+ * (store_queue_is_expired): then the claim is kept, and the caller bounces it with
+ * store_queue_fail (expired = true) in the same or the next job; otherwise the claim ends.
+ * STORE_NOT_FOUND when the entry is gone (dropped by an admin meanwhile).
+ */
+int store_queue_defer(struct store *s, int64_t id, int64_t now_ms, int64_t max_age_ms,
+                      const char *error, bool *expired_out);
+
+enum store_bounce_route {
+    STORE_BOUNCE_NONE = 0,    /* nothing was done (no entry of ids was left) */
+    STORE_BOUNCE_LOCAL,       /* stored in the sender's mailbox here (with Return-Path: <>) */
+    STORE_BOUNCE_QUEUED,      /* queued for the sender's server, with the null sender */
+    STORE_BOUNCE_NULL_SENDER, /* the original had the null sender: never bounced */
+    STORE_BOUNCE_NO_MAILBOX,  /* the sender's domain is local but no such user: nowhere to go */
+    STORE_BOUNCE_BAD_SENDER,  /* the sender is not local@domain: nowhere to go */
+};
+
+struct store_queue_failure {
+    const char *hostname; /* the reporting MTA: From: MAILER-DAEMON@hostname */
+    int64_t now_ms;
+    /* The entries that failed for good, all of one message; rcpts[i] describes ids[i] (address,
+     * remote host and reply, expired; see common/dsn.h). */
+    const int64_t *ids;
+    const struct dsn_recipient *rcpts;
+    size_t n;
+    /* Set by store_queue_fail, also on a repeated run; read them in the writer job's done. */
+    enum store_bounce_route route_out;
+    int64_t bounce_message_id_out; /* the stored bounce, 0 when none was stored */
+    size_t removed_out;            /* entries deleted */
+};
+
+/*
+ * Permanent failure (or expiry) of f->ids: in one savepoint, builds and stores the bounce for the
+ * entries still present (see enum store_bounce_route for where it goes; the original's headers
+ * come from the stored body) and deletes them. Entries already gone are left out of the bounce;
+ * STORE_NOT_FOUND when none is left. STORE_ERR (nothing changed) when the ids belong to more
+ * than one message, or on a SQLite or memory failure.
+ */
+int store_queue_fail(struct store *s, struct store_queue_failure *f);
+
+/* ---- flush (admin command or writer thread) ---- */
+
+/*
+ * Makes every unclaimed entry due at now_ms (entries being tried right now keep their claim:
+ * their attempt decides). *due_out (may be NULL) is how many entries are due at now_ms after it.
+ */
+int store_queue_flush(struct store *s, int64_t now_ms, size_t *due_out);
+
+/* ---- for the runner's timer (loop thread) ---- */
+
+/*
+ * The next_attempt_ms of the earliest unclaimed entry (possibly in the past: due now), or
+ * INT64_MAX when there is none. Expired leases are not looked at; the periodic rescan finds them.
+ */
+int store_queue_next_due(struct store *s, int64_t *due_ms_out);
+
+/* ---- reading a queued message's body (loop thread) ---- */
+
+/*
+ * Streams the body of message message_id, as stored (CRLF line ends, not dot-stuffed: the SMTP
+ * client stuffs it), in caller-sized chunks, with the same design as the mailbox reader
+ * (storage/mailbox.h, "Reading a body"): a private read-only connection, a blob handle kept for at
+ * most hold_ms between calls. The message must still be referred to by a queue row; once none is
+ * left (every entry dropped or done) the next reopen fails with STORE_NOT_FOUND, never with the
+ * bytes of another message (message ids are never reused). s is borrowed: it gives the path,
+ * receives the error text, and must outlive the reader.
+ */
+struct store_queue_reader;
+
+int store_queue_body_open(struct store *s, int64_t message_id, int64_t hold_ms,
+                          struct store_queue_reader **reader_out, int64_t *size_out);
+/* The next up to cap bytes into buf, *n_out of them (0 at the end). STORE_NOT_FOUND or STORE_ERR
+ * as described above; after a failure the reader can only be closed. */
+int store_queue_body_read(struct store_queue_reader *r, void *buf, size_t cap, size_t *n_out);
+void store_queue_body_close(struct store_queue_reader **r);
+
+#endif
