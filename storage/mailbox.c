@@ -27,7 +27,6 @@
 #define MAILBOX_TAG_MAX_CHARS 32
 /* Page cache of a reader's private connection: a body is read once, front to back, so caching
  * helps nothing; a negative cache_size is KiB. */
-#define MAILBOX_READER_CACHE_PRAGMA "PRAGMA cache_size = -64"
 /* A snapshot array starts with room for this many entries and doubles. */
 #define MAILBOX_SNAPSHOT_FIRST 64
 
@@ -304,192 +303,16 @@ int store_mailbox_snapshot(struct store *s, int64_t user_id, struct store_mail_e
 
 /* ---- reading a body ---- */
 
-struct store_message_reader {
-    struct store *s;      /* borrowed: the path came from it, errors are recorded in it */
-    sqlite3 *db;          /* owned: private read-only connection */
-    sqlite3_stmt *lookup; /* owned: the entry, by id and owner */
-    sqlite3_blob *blob;   /* owned; NULL while no snapshot is held */
-    int64_t user_id;
-    int64_t entry_id;
-    int64_t message_id;
-    int64_t size_bytes;
-    int64_t offset_bytes;   /* next byte to hand out */
-    int64_t hold_ms;        /* longest a blob handle is kept */
-    int64_t blob_opened_ms; /* monotonic, when blob was opened */
-    bool failed;            /* a read failed: only close is allowed */
-};
-
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-        return 0;
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int reader_fail(struct store_message_reader *r, const char *what)
-{
-    snprintf(r->s->errmsg, sizeof(r->s->errmsg), "%s (entry %lld): %s", what,
-             (long long)r->entry_id, sqlite3_errmsg(r->db));
-    return STORE_ERR;
-}
-
-static int reader_gone(struct store_message_reader *r)
-{
-    snprintf(r->s->errmsg, sizeof(r->s->errmsg), "mailbox entry %lld of user %lld is gone",
-             (long long)r->entry_id, (long long)r->user_id);
-    return STORE_NOT_FOUND;
-}
-
-static void reader_drop_blob(struct store_message_reader *r)
-{
-    /* Closing a read-only handle cannot lose anything; its result is only about the handle. */
-    (void)sqlite3_blob_close(r->blob);
-    r->blob = NULL;
-}
-
-/* Looks the entry up again (it must still be this user's and point at the same message) and
- * opens a fresh blob handle: a new read snapshot. */
-static int reader_attach(struct store_message_reader *r)
-{
-    sqlite3_reset(r->lookup);
-    sqlite3_bind_int64(r->lookup, 1, r->entry_id);
-    sqlite3_bind_int64(r->lookup, 2, r->user_id);
-    int rc = sqlite3_step(r->lookup);
-    int64_t message_id = rc == SQLITE_ROW ? sqlite3_column_int64(r->lookup, 0) : 0;
-    int64_t size = rc == SQLITE_ROW ? sqlite3_column_int64(r->lookup, 1) : 0;
-    sqlite3_reset(r->lookup);
-    if (rc == SQLITE_DONE)
-        return reader_gone(r);
-    if (rc != SQLITE_ROW)
-        return reader_fail(r, "look up mailbox entry");
-    if (r->message_id != 0 && (message_id != r->message_id || size != r->size_bytes))
-        return reader_gone(r); /* cannot happen (entries never change); never mix bodies */
-
-    if (sqlite3_blob_open(r->db, "main", "messages", "body", message_id, 0, &r->blob) !=
-        SQLITE_OK) {
-        int status = reader_fail(r, "open message body");
-        reader_drop_blob(r);
-        /* The entry was there a moment ago: its message may have gone between the two reads. */
-        sqlite3_stmt *st = NULL;
-        if (sqlite3_prepare_v2(r->db, "SELECT 1 FROM messages WHERE id = ?1", -1, &st, NULL) ==
-            SQLITE_OK) {
-            sqlite3_bind_int64(st, 1, message_id);
-            if (sqlite3_step(st) == SQLITE_DONE)
-                status = reader_gone(r);
-        }
-        sqlite3_finalize(st);
-        return status;
-    }
-    if (sqlite3_blob_bytes(r->blob) != size) {
-        reader_drop_blob(r);
-        snprintf(r->s->errmsg, sizeof(r->s->errmsg),
-                 "mailbox entry %lld: size %lld but the body has another length",
-                 (long long)r->entry_id, (long long)size);
-        return STORE_ERR;
-    }
-    r->message_id = message_id;
-    r->size_bytes = size;
-    r->blob_opened_ms = monotonic_ms();
-    return STORE_OK;
-}
-
 int store_message_open(struct store *s, int64_t user_id, int64_t entry_id, int64_t hold_ms,
-                       struct store_message_reader **reader_out, int64_t *size_out)
+                       struct store_body_reader **reader_out, int64_t *size_out)
 {
-    *reader_out = NULL;
-    struct store_message_reader *r = calloc(1, sizeof(*r));
-    if (r == NULL) {
-        snprintf(s->errmsg, sizeof(s->errmsg), "open message: out of memory");
-        return STORE_ERR;
-    }
-    r->s = s;
-    r->user_id = user_id;
-    r->entry_id = entry_id;
-    r->hold_ms = hold_ms < 0 ? 0 : hold_ms;
-    int status = STORE_OK;
-    /* Read-only, no CREATE: the database exists (s is open on it), and this connection must
-     * never write. */
-    if (sqlite3_open_v2(s->path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
-        if (r->db != NULL) {
-            status = reader_fail(r, "open database for reading");
-        } else {
-            snprintf(s->errmsg, sizeof(s->errmsg), "open database for reading: out of memory");
-            status = STORE_ERR;
-        }
-    }
-    if (status == STORE_OK) {
-        sqlite3_extended_result_codes(r->db, 1);
-        if (sqlite3_busy_timeout(r->db, STORE_BUSY_TIMEOUT_MS) != SQLITE_OK ||
-            sqlite3_exec(r->db, MAILBOX_READER_CACHE_PRAGMA, NULL, NULL, NULL) != SQLITE_OK)
-            status = reader_fail(r, "set up reader connection");
-    }
-    if (status == STORE_OK &&
-        sqlite3_prepare_v2(r->db,
-                           "SELECT message_id, size FROM mailbox WHERE id = ?1 AND user_id = ?2",
-                           -1, &r->lookup, NULL) != SQLITE_OK)
-        status = reader_fail(r, "prepare mailbox lookup");
-    if (status == STORE_OK)
-        status = reader_attach(r);
-    if (status != STORE_OK) {
-        store_message_close(&r);
-        return status;
-    }
-    if (r->hold_ms == 0 || r->size_bytes == 0)
-        reader_drop_blob(r);
-    if (size_out != NULL)
-        *size_out = r->size_bytes;
-    *reader_out = r;
-    return STORE_OK;
-}
-
-int store_message_read(struct store_message_reader *r, void *buf, size_t cap, size_t *n_out)
-{
-    *n_out = 0;
-    if (r->failed) {
-        snprintf(r->s->errmsg, sizeof(r->s->errmsg), "read message: reader already failed");
-        return STORE_ERR;
-    }
-    if (r->offset_bytes >= r->size_bytes || cap == 0)
-        return STORE_OK;
-    if (r->blob != NULL && monotonic_ms() - r->blob_opened_ms >= r->hold_ms)
-        reader_drop_blob(r); /* let the WAL move on; the next line takes a fresh snapshot */
-    int status = r->blob == NULL ? reader_attach(r) : STORE_OK;
-    if (status == STORE_OK) {
-        uint64_t left = (uint64_t)(r->size_bytes - r->offset_bytes); /* > 0 here */
-        size_t n = cap > left ? (size_t)left : cap;
-        /* Fits an int: size equals sqlite3_blob_bytes (checked on attach), an int. */
-        int rc = sqlite3_blob_read(r->blob, buf, (int)n, (int)r->offset_bytes);
-        if (rc == SQLITE_OK) {
-            r->offset_bytes += (int64_t)n;
-            *n_out = n;
-        } else if (rc == SQLITE_ABORT) {
-            status = reader_gone(r); /* the row changed under this connection's handle */
-        } else {
-            status = reader_fail(r, "read message body");
-        }
-    }
-    if (r->blob != NULL &&
-        (status != STORE_OK || r->hold_ms == 0 || r->offset_bytes >= r->size_bytes))
-        reader_drop_blob(r);
-    if (status != STORE_OK)
-        r->failed = true;
-    return status;
-}
-
-void store_message_close(struct store_message_reader **rp)
-{
-    struct store_message_reader *r = *rp;
-    if (r == NULL)
-        return;
-    reader_drop_blob(r);
-    sqlite3_finalize(r->lookup);
-    /* Only unfinalized statements make close fail, and there are none left. */
-    if (r->db != NULL && sqlite3_close(r->db) != SQLITE_OK)
-        sqlite3_close_v2(r->db);
-    free(r);
-    *rp = NULL;
+    char what[96];
+    snprintf(what, sizeof(what), "mailbox entry %lld of user %lld", (long long)entry_id,
+             (long long)user_id);
+    return store_body_reader_open(s,
+                                  "SELECT message_id, size FROM mailbox WHERE id = ?1 AND "
+                                  "user_id = ?2",
+                                  entry_id, user_id, what, hold_ms, reader_out, size_out);
 }
 
 /* ---- deletions ---- */

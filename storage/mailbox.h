@@ -111,8 +111,6 @@ int store_mailbox_snapshot(struct store *s, int64_t user_id, struct store_mail_e
  * next reopen fails cleanly with STORE_NOT_FOUND: never bytes of anything else (message ids are
  * never reused).
  */
-struct store_message_reader;
-
 /*
  * Opens a reader on entry `entry_id`, which must belong to user_id (else STORE_NOT_FOUND), and
  * sets *size_out to the body size. s is borrowed: it gives the database path, receives the error
@@ -120,14 +118,8 @@ struct store_message_reader;
  * the thread that uses s.
  */
 int store_message_open(struct store *s, int64_t user_id, int64_t entry_id, int64_t hold_ms,
-                       struct store_message_reader **reader_out, int64_t *size_out);
-/*
- * Copies the next up to cap bytes into buf and sets *n_out (< cap only at the end; 0 once the
- * whole body has been read). STORE_NOT_FOUND when the entry was deleted (see above), STORE_ERR
- * on a SQLite failure; after a failure the reader can only be closed.
- */
-int store_message_read(struct store_message_reader *r, void *buf, size_t cap, size_t *n_out);
-void store_message_close(struct store_message_reader **r);
+                       struct store_body_reader **reader_out, int64_t *size_out);
+/* Read and close it with store_body_read and store_body_close (store.h). */
 
 /* ---- deletions (writer thread) ---- */
 

@@ -19,8 +19,6 @@
 
 /* The claims array starts with room for this many entries and doubles. */
 #define QUEUE_CLAIMS_FIRST 16
-/* Page cache of a body reader's private connection (KiB when negative): a body is read once. */
-#define QUEUE_READER_CACHE_PRAGMA "PRAGMA cache_size = -64"
 /* What release_stale records as the error of an attempt that died with the process. */
 #define QUEUE_INTERRUPTED_TEXT "attempt interrupted: postern stopped before it finished"
 
@@ -712,178 +710,13 @@ int store_queue_next_due(struct store *s, int64_t *due_ms_out)
 
 /* ---- reading a queued body ---- */
 
-/*
- * The same design as the mailbox reader (mailbox.c, see mailbox.h "Reading a body"), looked up by
- * message instead of by mailbox entry.
- * XXX(queue): the two differ only in the lookup statement; one reader with the lookup as a
- * parameter would do for both.
- */
-struct store_queue_reader {
-    struct store *s;      /* borrowed: the path came from it, errors are recorded in it */
-    sqlite3 *db;          /* owned: private read-only connection */
-    sqlite3_stmt *lookup; /* owned: the message's size, while a queue row refers to it */
-    sqlite3_blob *blob;   /* owned; NULL while no snapshot is held */
-    int64_t message_id;
-    int64_t size_bytes;
-    int64_t offset_bytes;   /* next byte to hand out */
-    int64_t hold_ms;        /* longest a blob handle is kept */
-    int64_t blob_opened_ms; /* monotonic, when blob was opened */
-    bool attached_once;     /* size_bytes is known */
-    bool failed;            /* a read failed: only close is allowed */
-};
-
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-        return 0;
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int reader_fail(struct store_queue_reader *r, const char *what)
-{
-    snprintf(r->s->errmsg, sizeof(r->s->errmsg), "%s (message %lld): %s", what,
-             (long long)r->message_id, sqlite3_errmsg(r->db));
-    return STORE_ERR;
-}
-
-static int reader_gone(struct store_queue_reader *r)
-{
-    snprintf(r->s->errmsg, sizeof(r->s->errmsg), "queued message %lld is gone",
-             (long long)r->message_id);
-    return STORE_NOT_FOUND;
-}
-
-static void reader_drop_blob(struct store_queue_reader *r)
-{
-    /* Closing a read-only handle cannot lose anything. */
-    (void)sqlite3_blob_close(r->blob);
-    r->blob = NULL;
-}
-
-/* Checks that the message is still queued with the same size and opens a fresh blob handle: a
- * new read snapshot. */
-static int reader_attach(struct store_queue_reader *r)
-{
-    sqlite3_reset(r->lookup);
-    sqlite3_bind_int64(r->lookup, 1, r->message_id);
-    int rc = sqlite3_step(r->lookup);
-    int64_t size = rc == SQLITE_ROW ? sqlite3_column_int64(r->lookup, 0) : 0;
-    sqlite3_reset(r->lookup);
-    if (rc == SQLITE_DONE)
-        return reader_gone(r);
-    if (rc != SQLITE_ROW)
-        return reader_fail(r, "look up queued message");
-    if (r->attached_once && size != r->size_bytes)
-        return reader_gone(r); /* cannot happen (bodies never change); never mix bodies */
-    if (sqlite3_blob_open(r->db, "main", "messages", "body", r->message_id, 0, &r->blob) !=
-        SQLITE_OK) {
-        int status = reader_fail(r, "open queued message body");
-        reader_drop_blob(r);
-        return status;
-    }
-    if (sqlite3_blob_bytes(r->blob) != size) {
-        reader_drop_blob(r);
-        snprintf(r->s->errmsg, sizeof(r->s->errmsg),
-                 "queued message %lld: size %lld but the body has another length",
-                 (long long)r->message_id, (long long)size);
-        return STORE_ERR;
-    }
-    r->size_bytes = size;
-    r->attached_once = true;
-    r->blob_opened_ms = monotonic_ms();
-    return STORE_OK;
-}
-
 int store_queue_body_open(struct store *s, int64_t message_id, int64_t hold_ms,
-                          struct store_queue_reader **reader_out, int64_t *size_out)
+                          struct store_body_reader **reader_out, int64_t *size_out)
 {
-    *reader_out = NULL;
-    struct store_queue_reader *r = calloc(1, sizeof(*r));
-    if (r == NULL)
-        return fail_text(s, STORE_ERR, "open queued message: out of memory");
-    r->s = s;
-    r->message_id = message_id;
-    r->hold_ms = hold_ms < 0 ? 0 : hold_ms;
-    int status = STORE_OK;
-    /* Read-only, no CREATE: the database exists (s is open on it); this never writes. */
-    if (sqlite3_open_v2(s->path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
-        if (r->db != NULL)
-            status = reader_fail(r, "open database for reading");
-        else
-            status = fail_text(s, STORE_ERR, "open database for reading: out of memory");
-    }
-    if (status == STORE_OK) {
-        sqlite3_extended_result_codes(r->db, 1);
-        if (sqlite3_busy_timeout(r->db, STORE_BUSY_TIMEOUT_MS) != SQLITE_OK ||
-            sqlite3_exec(r->db, QUEUE_READER_CACHE_PRAGMA, NULL, NULL, NULL) != SQLITE_OK)
-            status = reader_fail(r, "set up reader connection");
-    }
-    if (status == STORE_OK &&
-        sqlite3_prepare_v2(r->db,
-                           "SELECT size FROM messages WHERE id = ?1"
-                           " AND EXISTS (SELECT 1 FROM queue WHERE message_id = ?1)",
-                           -1, &r->lookup, NULL) != SQLITE_OK)
-        status = reader_fail(r, "prepare queued message lookup");
-    if (status == STORE_OK)
-        status = reader_attach(r);
-    if (status != STORE_OK) {
-        store_queue_body_close(&r);
-        return status;
-    }
-    if (r->hold_ms == 0 || r->size_bytes == 0)
-        reader_drop_blob(r);
-    if (size_out != NULL)
-        *size_out = r->size_bytes;
-    *reader_out = r;
-    return STORE_OK;
-}
-
-int store_queue_body_read(struct store_queue_reader *r, void *buf, size_t cap, size_t *n_out)
-{
-    *n_out = 0;
-    if (r->failed)
-        return fail_text(r->s, STORE_ERR, "read queued message: reader already failed");
-    if (r->offset_bytes >= r->size_bytes || cap == 0)
-        return STORE_OK;
-    if (r->blob != NULL && monotonic_ms() - r->blob_opened_ms >= r->hold_ms)
-        reader_drop_blob(r); /* let the WAL move on; the next line takes a fresh snapshot */
-    int status = r->blob == NULL ? reader_attach(r) : STORE_OK;
-    if (status == STORE_OK) {
-        uint64_t left = (uint64_t)(r->size_bytes - r->offset_bytes); /* > 0 here */
-        size_t n = cap > left ? (size_t)left : cap;
-        if (n > INT_MAX)
-            n = INT_MAX;
-        /* offset fits an int: size equals sqlite3_blob_bytes (checked on attach), an int. */
-        int rc = sqlite3_blob_read(r->blob, buf, (int)n, (int)r->offset_bytes);
-        if (rc == SQLITE_OK) {
-            r->offset_bytes += (int64_t)n;
-            *n_out = n;
-        } else if (rc == SQLITE_ABORT) {
-            status = reader_gone(r); /* the row changed under this connection's handle */
-        } else {
-            status = reader_fail(r, "read queued message body");
-        }
-    }
-    if (r->blob != NULL &&
-        (status != STORE_OK || r->hold_ms == 0 || r->offset_bytes >= r->size_bytes))
-        reader_drop_blob(r);
-    if (status != STORE_OK)
-        r->failed = true;
-    return status;
-}
-
-void store_queue_body_close(struct store_queue_reader **rp)
-{
-    struct store_queue_reader *r = *rp;
-    if (r == NULL)
-        return;
-    reader_drop_blob(r);
-    sqlite3_finalize(r->lookup);
-    /* Only unfinalized statements make close fail, and there are none left. */
-    if (r->db != NULL && sqlite3_close(r->db) != SQLITE_OK)
-        sqlite3_close_v2(r->db);
-    free(r);
-    *rp = NULL;
+    char what[64];
+    snprintf(what, sizeof(what), "queued message %lld", (long long)message_id);
+    return store_body_reader_open(s,
+                                  "SELECT id, size FROM messages WHERE id = ?1"
+                                  " AND EXISTS (SELECT 1 FROM queue WHERE message_id = ?1)",
+                                  message_id, 0, what, hold_ms, reader_out, size_out);
 }

@@ -215,13 +215,8 @@ int store_queue_next_due(struct store *s, int64_t *due_ms_out);
  * bytes of another message (message ids are never reused). s is borrowed: it gives the path,
  * receives the error text, and must outlive the reader.
  */
-struct store_queue_reader;
-
 int store_queue_body_open(struct store *s, int64_t message_id, int64_t hold_ms,
-                          struct store_queue_reader **reader_out, int64_t *size_out);
-/* The next up to cap bytes into buf, *n_out of them (0 at the end). STORE_NOT_FOUND or STORE_ERR
- * as described above; after a failure the reader can only be closed. */
-int store_queue_body_read(struct store_queue_reader *r, void *buf, size_t cap, size_t *n_out);
-void store_queue_body_close(struct store_queue_reader **r);
+                          struct store_body_reader **reader_out, int64_t *size_out);
+/* Read and close it with store_body_read and store_body_close (store.h). */
 
 #endif

@@ -56,6 +56,17 @@ int store_savepoint(struct store *s);
 int store_savepoint_release(struct store *s);
 int store_savepoint_rollback(struct store *s);
 
+/*
+ * Streaming a stored message body (storage/body_reader.c): opened by store_message_open
+ * (mailbox.h) or store_queue_body_open (queue.h). Copies the next up to cap bytes into buf and
+ * sets *n_out (< cap only at the end; 0 once the whole body has been read). STORE_NOT_FOUND when
+ * what was being read has been deleted meanwhile, STORE_ERR on a SQLite failure; after a failure
+ * the reader can only be closed. Use a reader on the thread that opened it.
+ */
+struct store_body_reader;
+int store_body_read(struct store_body_reader *r, void *buf, size_t cap, size_t *n_out);
+void store_body_close(struct store_body_reader **r);
+
 /* Row callbacks for list functions: return 0 to go on, non-zero to stop. */
 
 /* ---- domains (storage/domains.c) ---- */

@@ -38,4 +38,11 @@ int store_exec(struct store *s, const char *sql);
  * Resets the statement; STORE_OK, or STORE_ERR with the error recorded under `what`. */
 int store_rows_end(struct store *s, sqlite3_stmt *st, int rc, const char *what);
 
+/* Opens a body reader (body_reader.c). lookup_sql returns (message id, size) of the body to read
+ * given key1 as ?1 and, when it has a second parameter, key2 as ?2; no row means "gone". what
+ * names it in error texts ("mailbox entry 5 of user 3"). */
+int store_body_reader_open(struct store *s, const char *lookup_sql, int64_t key1, int64_t key2,
+                           const char *what, int64_t hold_ms, struct store_body_reader **reader_out,
+                           int64_t *size_out);
+
 #endif

@@ -211,7 +211,7 @@ static bool uidl_is_valid(const char *u)
 static void read_and_compare(struct store *s, int64_t user_id, int64_t entry_id, int64_t hold_ms,
                              size_t chunk, const unsigned char *want, size_t len)
 {
-    struct store_message_reader *r = NULL;
+    struct store_body_reader *r = NULL;
     int64_t size = -1;
     int rc = store_message_open(s, user_id, entry_id, hold_ms, &r, &size);
     if (rc != STORE_OK)
@@ -222,7 +222,7 @@ static void read_and_compare(struct store *s, int64_t user_id, int64_t entry_id,
     size_t off = 0;
     for (size_t iter = 0; iter <= len / chunk + 1; iter++) {
         size_t n = 12345678;
-        rc = store_message_read(r, buf, chunk, &n);
+        rc = store_body_read(r, buf, chunk, &n);
         if (rc != STORE_OK)
             fail_msg("read at %zu chunk %zu: %s", off, chunk, store_errmsg(s));
         size_t expect = len - off < chunk ? len - off : chunk;
@@ -236,10 +236,10 @@ static void read_and_compare(struct store *s, int64_t user_id, int64_t entry_id,
     }
     assert_int_equal(off, len);
     size_t n = 1;
-    assert_int_equal(store_message_read(r, buf, chunk, &n), STORE_OK);
+    assert_int_equal(store_body_read(r, buf, chunk, &n), STORE_OK);
     assert_int_equal(n, 0);
     free(buf);
-    store_message_close(&r);
+    store_body_close(&r);
     assert_null(r);
 }
 
@@ -427,7 +427,7 @@ static void test_read_not_owner_or_unknown(void **state)
     int64_t locals[1] = {f->uid[0]};
     int64_t mid = deliver_ok(f->s, body, 50, locals, 1, NULL, 0, 12);
     int64_t entry = entry_of(f->rd, f->uid[0], mid);
-    struct store_message_reader *r = NULL;
+    struct store_body_reader *r = NULL;
     int64_t size = -1;
     assert_int_equal(store_message_open(f->rd, f->uid[1], entry, 0, &r, &size), STORE_NOT_FOUND);
     assert_null(r);
@@ -516,11 +516,11 @@ static void test_read_entry_deleted_meanwhile(void **state)
         int64_t mid = deliver_ok(f->s, body, len, &victim, 1, NULL, 0, 14);
         int64_t entry = entry_of(f->rd, victim, mid);
 
-        struct store_message_reader *r = NULL;
+        struct store_body_reader *r = NULL;
         int64_t size = 0;
         assert_int_equal(store_message_open(f->rd, victim, entry, v->hold_ms, &r, &size), STORE_OK);
         size_t n = 0;
-        assert_int_equal(store_message_read(r, buf, chunk, &n), STORE_OK);
+        assert_int_equal(store_body_read(r, buf, chunk, &n), STORE_OK);
         assert_int_equal(n, chunk);
         assert_memory_equal(buf, body, chunk);
 
@@ -536,7 +536,7 @@ static void test_read_entry_deleted_meanwhile(void **state)
 
         size_t off = chunk;
         for (size_t i = 0; i < v->same_snapshot_reads; i++) {
-            assert_int_equal(store_message_read(r, buf, chunk, &n), STORE_OK);
+            assert_int_equal(store_body_read(r, buf, chunk, &n), STORE_OK);
             assert_int_equal(n, chunk);
             assert_memory_equal(buf, body + off, chunk);
             off += chunk;
@@ -545,16 +545,16 @@ static void test_read_entry_deleted_meanwhile(void **state)
             usleep((useconds_t)(v->hold_ms + 20) * 1000);
         if (v->hold_ms < 100) {
             n = 99;
-            int rc = store_message_read(r, buf, chunk, &n);
+            int rc = store_body_read(r, buf, chunk, &n);
             if (rc != STORE_NOT_FOUND)
                 fail_msg("%s: got %d, want STORE_NOT_FOUND", v->name, rc);
             assert_int_equal(n, 0);
             assert_non_null(strstr(store_errmsg(f->rd), "gone"));
             /* The reader stays failed. */
-            assert_int_equal(store_message_read(r, buf, chunk, &n), STORE_ERR);
+            assert_int_equal(store_body_read(r, buf, chunk, &n), STORE_ERR);
             assert_int_equal(n, 0);
         }
-        store_message_close(&r);
+        store_body_close(&r);
         /* Opening it now fails cleanly too. */
         assert_int_equal(store_message_open(f->rd, victim, entry, v->hold_ms, &r, &size),
                          STORE_NOT_FOUND);
@@ -651,7 +651,7 @@ static void test_uidl_unique_and_never_reused(void **state)
         assert_int_equal(n, UIDL_DELIVERIES);
         for (size_t i = 0; i < n; i++) {
             assert_true(uidl_is_valid(e[i].uidl));
-            char want[80];
+            char want[128];
             snprintf(want, sizeof(want), "%s.%lld.%lld", tag, (long long)e[i].id,
                      (long long)(1700000000000 + (int64_t)i / 10));
             assert_string_equal(e[i].uidl, want);

@@ -791,7 +791,7 @@ static void test_body_reader(void **state)
     static const int64_t holds[] = {0, 5000};
     for (size_t ci = 0; ci < ARRAY_LEN(chunks); ci++) {
         for (size_t hi = 0; hi < ARRAY_LEN(holds); hi++) {
-            struct store_queue_reader *rd = NULL;
+            struct store_body_reader *rd = NULL;
             int64_t size = 0;
             assert_int_equal(store_queue_body_open(f->s, mid, holds[hi], &rd, &size), STORE_OK);
             assert_int_equal(size, sizeof(body_text) - 1);
@@ -800,7 +800,7 @@ static void test_body_reader(void **state)
             for (int i = 0; i < 1000; i++) {
                 size_t n = 0;
                 assert_int_equal(
-                    store_queue_body_read(
+                    store_body_read(
                         rd, got + total,
                         chunks[ci] < sizeof(got) - total ? chunks[ci] : sizeof(got) - total, &n),
                     STORE_OK);
@@ -810,25 +810,25 @@ static void test_body_reader(void **state)
             }
             assert_int_equal(total, sizeof(body_text) - 1);
             assert_memory_equal(got, body_text, total);
-            store_queue_body_close(&rd);
+            store_body_close(&rd);
             assert_null(rd);
         }
     }
     /* Every entry dropped while a reader is open: the next reopen fails cleanly. */
-    struct store_queue_reader *rd = NULL;
+    struct store_body_reader *rd = NULL;
     assert_int_equal(store_queue_body_open(f->s, mid, 0, &rd, NULL), STORE_OK);
     char buf[8];
     size_t n = 0;
-    assert_int_equal(store_queue_body_read(rd, buf, sizeof(buf), &n), STORE_OK);
+    assert_int_equal(store_body_read(rd, buf, sizeof(buf), &n), STORE_OK);
     assert_int_equal(n, sizeof(buf));
     int64_t ids[2] = {entry_id(f, mid, "a@a.test"), entry_id(f, mid, "b@a.test")};
     assert_int_equal(store_queue_delivered(f->s, ids, 1, NULL), STORE_OK);
-    assert_int_equal(store_queue_body_read(rd, buf, sizeof(buf), &n), STORE_OK); /* one left */
+    assert_int_equal(store_body_read(rd, buf, sizeof(buf), &n), STORE_OK); /* one left */
     assert_int_equal(store_queue_delivered(f->s, ids + 1, 1, NULL), STORE_OK);
-    assert_int_equal(store_queue_body_read(rd, buf, sizeof(buf), &n), STORE_NOT_FOUND);
+    assert_int_equal(store_body_read(rd, buf, sizeof(buf), &n), STORE_NOT_FOUND);
     assert_int_equal(n, 0);
-    assert_int_equal(store_queue_body_read(rd, buf, sizeof(buf), &n), STORE_ERR);
-    store_queue_body_close(&rd);
+    assert_int_equal(store_body_read(rd, buf, sizeof(buf), &n), STORE_ERR);
+    store_body_close(&rd);
     assert_int_equal(store_queue_body_open(f->s, mid, 0, &rd, NULL), STORE_NOT_FOUND);
     assert_null(rd);
     /* A message that is only in a mailbox is not the queue's to read. */
