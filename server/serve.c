@@ -1,40 +1,81 @@
 /*
  * serve.c - `postern serve`: opens the store (a read connection for the loop thread), starts the
- * writer thread, installs the signal handlers and runs the libuv loop. The listeners and sessions
- * plug in here (conn.c, smtp_session.c, pop3_session.c).
+ * writer thread, loads the TLS context, binds the listeners (listener.c), drops root, installs
+ * the signal handlers and runs the libuv loop. Connections and sessions are conn.c,
+ * smtp_session.c and pop3_session.c.
  *
- * Shutdown (SIGTERM, SIGINT): stop the housekeeping timer and signal handlers, drain the writer
- * (every job already handed over is committed and its callback delivered), close every handle,
- * let the loop finish its close callbacks, exit 0. SIGHUP reloads what can be reloaded without
- * dropping sessions (certificates, with the TLS layer).
+ * Start order and why:
+ *   1. store and writer: the database is opened (and created, with its -wal and -shm files) while
+ *      still root, so the dropped process never needs to create a file beside it;
+ *   2. TLS context: the key is often readable by root only;
+ *   3. listeners: ports below 1024 need root;
+ *   4. privilege drop ([server] user, only when running as root): the database file and its -wal
+ *      and -shm files are chowned to the user first, so they stay writable (the connections opened
+ *      in step 1 stay open for the life of the process; the chown also keeps admin commands run as
+ *      that user and a later start working). initgroups, setgid, setuid, each checked, then a
+ *      check that root cannot be regained. A user that does not exist is a configuration error:
+ *      exit 2 before anything is bound. Started as a non-root user, `user` must name that user
+ *      or is ignored with a warning (there is nothing to drop).
+ *   After the drop a SIGHUP reload reads the certificate and key as the user: keep them readable
+ *   by it, or the reload fails (logged; the old context stays in use).
+ *
+ * Shutdown (SIGTERM, SIGINT): stop the housekeeping timer, close the listening sockets, tell every
+ * session (421 4.3.2 / -ERR), flush their output (bounded by conn.c: CONN_CLOSE_FLUSH_MS plus
+ * CONN_LINGER_MS, so a client that never reads is cut off), then drain the writer (every job
+ * already handed over is committed and its callback delivered), close every handle, exit 0. A
+ * second signal aborts the remaining connections at once. SIGHUP reloads the certificate and
+ * key: new connections get the new context, open ones keep theirs.
+ *
+ * Exit codes: 0 after a clean stop; 2 for a [server] user that does not exist; 3 when the
+ * database, the TLS files, a listening address, the loop or the privilege drop fail (with one
+ * line on stderr such as "postern: cannot listen on 127.0.0.1:2525 (smtp): address already in
+ * use").
  */
 #include "server/serve.h"
 
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "common/config.h"
 #include "common/log.h"
 #include "common/password.h"
+#include "server/conn.h"
+#include "server/listener.h"
+#include "server/pop3_session.h"
+#include "server/smtp_session.h"
+#include "server/tls.h"
 #include "storage/store.h"
 #include "storage/writer.h"
 
 /* Expired windows are dropped this often; lookups check expiry themselves, so this only keeps
  * the table small. */
 #define HOUSEKEEPING_INTERVAL_MS (60 * 1000)
+/* Descriptors kept beyond max_connections: listeners, the database, the writer, logs. */
+#define SERVE_SPARE_FDS 64
+/* Upper bound when the hard RLIMIT_NOFILE is unlimited (Linux refuses more than nr_open). */
+#define SERVE_NOFILE_CAP (1024 * 1024)
 
 struct server {
     uv_loop_t loop;
-    struct cfg *cfg;         /* borrowed from main */
-    const char *config_path; /* borrowed; NULL with built-in defaults */
-    struct store *reads;     /* owned: the loop thread's read connection */
-    struct writer *writer;   /* owned */
-    uv_signal_t sigterm, sigint, sighup;
+    struct cfg *cfg;                /* borrowed from main */
+    const char *config_path;        /* borrowed; NULL with built-in defaults */
+    struct store *reads;            /* owned: the loop thread's read connection */
+    struct writer *writer;          /* owned */
+    struct tls_ctx *tls;            /* owned reference; NULL without [tls] */
+    struct conn_set *conns;         /* owned */
+    struct listener_set *listeners; /* owned */
+    uv_signal_t signals[3];         /* SIGTERM, SIGINT, SIGHUP */
+    size_t signals_open;            /* initialised (and not yet closed) entries of signals */
     uv_timer_t housekeeping;
+    bool housekeeping_open;
     struct writer_job purge_job;
     bool purge_busy; /* purge_job is with the writer */
     bool stopping;
@@ -64,19 +105,66 @@ static void on_housekeeping(uv_timer_t *t)
         srv->purge_busy = true;
 }
 
-static void shutdown_server(struct server *srv, const char *why)
+/* The last step of a stop: every connection is gone. */
+static void on_connections_closed(void *arg)
 {
-    if (srv->stopping)
-        return;
-    srv->stopping = true;
-    log_info("serve", 0, "event=stopping reason=%s", why);
-    uv_timer_stop(&srv->housekeeping);
-    uv_close((uv_handle_t *)&srv->housekeeping, NULL);
-    uv_close((uv_handle_t *)&srv->sigterm, NULL);
-    uv_close((uv_handle_t *)&srv->sigint, NULL);
-    uv_close((uv_handle_t *)&srv->sighup, NULL);
+    struct server *srv = arg;
+    for (size_t i = 0; i < srv->signals_open; i++)
+        uv_close((uv_handle_t *)&srv->signals[i], NULL);
+    srv->signals_open = 0;
+    listener_set_free(&srv->listeners);
+    conn_set_free(&srv->conns);
     /* Every job already handed to the writer is committed and answered before we go. */
     writer_stop(&srv->writer);
+}
+
+static void shutdown_server(struct server *srv, const char *why)
+{
+    if (srv->stopping) {
+        if (srv->conns != NULL && conn_set_count(srv->conns) > 0) {
+            log_info("serve", 0, "event=stopping-now reason=%s connections=%zu", why,
+                     conn_set_count(srv->conns));
+            conn_set_abort_all(srv->conns, "shutdown");
+        }
+        return;
+    }
+    srv->stopping = true;
+    log_info("serve", 0, "event=stopping reason=%s connections=%zu", why,
+             srv->conns != NULL ? conn_set_count(srv->conns) : (size_t)0);
+    if (srv->housekeeping_open) {
+        srv->housekeeping_open = false;
+        uv_timer_stop(&srv->housekeeping);
+        uv_close((uv_handle_t *)&srv->housekeeping, NULL);
+    }
+    if (srv->listeners != NULL)
+        listener_set_stop(srv->listeners); /* no new clients while the others are told */
+    if (srv->conns != NULL)
+        conn_set_shutdown(srv->conns, on_connections_closed, srv);
+    else
+        on_connections_closed(srv);
+}
+
+/* SIGHUP: a new TLS context from the same files; on failure the old one stays. */
+static void reload(struct server *srv)
+{
+    if (!cfg_has_tls(srv->cfg)) {
+        log_info("serve", 0, "event=reload tls=none");
+        return;
+    }
+    char err[TLS_ERR_MAX_BYTES * 2];
+    struct tls_ctx *fresh =
+        tls_ctx_new_server(srv->cfg->tls.certificate, srv->cfg->tls.key, err, sizeof(err));
+    if (fresh == NULL) {
+        char esc[sizeof(err) + 32];
+        log_error("serve", 0, "event=reload tls=failed error=%s",
+                  log_escape(esc, sizeof(esc), err, strlen(err)));
+        return;
+    }
+    if (srv->listeners != NULL)
+        listener_set_tls(srv->listeners, fresh);
+    tls_ctx_unref(&srv->tls);
+    srv->tls = fresh;
+    log_info("serve", 0, "event=reload tls=ok");
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -84,15 +172,19 @@ static void on_signal(uv_signal_t *h, int signum)
     struct server *srv = h->data;
     if (signum == SIGHUP) {
         log_info("serve", 0, "event=reload signal=HUP");
+        if (!srv->stopping)
+            reload(srv);
         return;
     }
     shutdown_server(srv, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
-static int start_signal(struct server *srv, uv_signal_t *h, int signum)
+static int start_signal(struct server *srv, int signum)
 {
+    uv_signal_t *h = &srv->signals[srv->signals_open];
     int rc = uv_signal_init(&srv->loop, h);
     if (rc == 0) {
+        srv->signals_open++; /* initialised: must be closed, even if starting it fails */
         h->data = srv;
         rc = uv_signal_start(h, on_signal, signum);
     }
@@ -100,6 +192,120 @@ static int start_signal(struct server *srv, uv_signal_t *h, int signum)
         log_error("serve", 0, "event=signal-failed signal=%d error=\"%s\"", signum,
                   uv_strerror(rc));
     return rc;
+}
+
+/* One line on stderr for the operator, as INTERFACE.md promises, plus the log line. */
+static void fail_line(const char *event, const char *msg)
+{
+    char esc[1400];
+    log_error("serve", 0, "event=%s error=%s", event,
+              log_escape(esc, sizeof(esc), msg, strlen(msg)));
+    fprintf(stderr, "postern: %s\n", msg);
+}
+
+/* Raises the descriptor limit to the hard limit: each connection needs one. */
+static void raise_fd_limit(const struct cfg *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY ? SERVE_NOFILE_CAP : rl.rlim_max;
+    if (rl.rlim_cur < want) {
+        rlim_t old = rl.rlim_cur;
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            rl.rlim_cur = old;
+    }
+    if ((rlim_t)cfg->server.max_connections + SERVE_SPARE_FDS > rl.rlim_cur)
+        log_warn("serve", 0,
+                 "event=warning text=\"max_connections=%u but only %llu file descriptors: "
+                 "accepting pauses when they run out\"",
+                 cfg->server.max_connections, (unsigned long long)rl.rlim_cur);
+}
+
+/* chown one database file if it exists. 0 or -1 with err set. */
+static int chown_if_exists(const char *path, uid_t uid, gid_t gid, char *err, size_t errlen)
+{
+    if (chown(path, uid, gid) == 0 || errno == ENOENT)
+        return 0;
+    snprintf(err, errlen, "cannot chown %s: %s", path, strerror(errno));
+    return -1;
+}
+
+/*
+ * See the head comment. Returns 0, 2 (no such user) or 3 (a call failed), with the message in err.
+ */
+static int drop_privileges(const struct cfg *cfg, char *err, size_t errlen)
+{
+    const char *user = cfg->server.user;
+    if (user[0] == '\0') {
+        if (geteuid() == 0)
+            log_warn("serve", 0,
+                     "event=warning text=\"running as root: set [server] user to "
+                     "drop privileges after binding\"");
+        return 0;
+    }
+    errno = 0;
+    struct passwd *pw = getpwnam(user);
+    if (pw == NULL) {
+        if (errno != 0)
+            snprintf(err, errlen, "cannot look up user \"%s\": %s", user, strerror(errno));
+        else
+            snprintf(err, errlen, "no such user \"%s\" ([server] user)", user);
+        return errno != 0 ? 3 : 2;
+    }
+    uid_t uid = pw->pw_uid;
+    gid_t gid = pw->pw_gid;
+    if (geteuid() != 0) {
+        if (geteuid() != uid)
+            log_warn("serve", 0,
+                     "event=warning text=\"not started as root: [server] user=%s "
+                     "ignored, running as uid %ld\"",
+                     user, (long)geteuid());
+        return 0;
+    }
+    if (uid == 0) {
+        log_warn("serve", 0, "event=warning text=\"[server] user=%s is root: nothing dropped\"",
+                 user);
+        return 0;
+    }
+    const char *db = cfg->server.database;
+    size_t dblen = strlen(db);
+    char *side = malloc(dblen + 8);
+    if (side == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return 3;
+    }
+    int rc = chown_if_exists(db, uid, gid, err, errlen);
+    static const char *const suffixes[] = {"-wal", "-shm", "-journal"};
+    for (size_t i = 0; rc == 0 && i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+        snprintf(side, dblen + 8, "%s%s", db, suffixes[i]);
+        rc = chown_if_exists(side, uid, gid, err, errlen);
+    }
+    free(side);
+    if (rc != 0)
+        return 3;
+    if (initgroups(pw->pw_name, gid) != 0) {
+        snprintf(err, errlen, "initgroups(%s): %s", user, strerror(errno));
+        return 3;
+    }
+    if (setgid(gid) != 0) {
+        snprintf(err, errlen, "setgid(%ld): %s", (long)gid, strerror(errno));
+        return 3;
+    }
+    if (setuid(uid) != 0) {
+        snprintf(err, errlen, "setuid(%ld): %s", (long)uid, strerror(errno));
+        return 3;
+    }
+    /* glibc applies setuid to every thread (the writer is running); make sure it stuck. */
+    if (getuid() != uid || geteuid() != uid || getgid() != gid || getegid() != gid ||
+        setuid(0) == 0) {
+        snprintf(err, errlen, "privilege drop to %s did not take effect", user);
+        return 3;
+    }
+    log_info("serve", 0, "event=privileges-dropped user=%s uid=%ld gid=%ld", user, (long)uid,
+             (long)gid);
+    return 0;
 }
 
 int serve_main(struct cfg *cfg, const char *config_path)
@@ -127,6 +333,7 @@ int serve_main(struct cfg *cfg, const char *config_path)
         log_warn("serve", 0,
                  "event=insecure-hash text=\"POSTERN_TEST_FAST_HASH=1: new "
                  "password hashes use test-only cheap argon2id limits\"");
+    raise_fd_limit(cfg);
 
     if (store_open(cfg->server.database, &srv->reads, err, sizeof(err)) != STORE_OK) {
         log_error("store", 0, "event=open-failed error=\"%s\"", err);
@@ -136,26 +343,56 @@ int serve_main(struct cfg *cfg, const char *config_path)
         log_error("store", 0, "event=writer-failed error=\"%s\"", err);
         goto out;
     }
-    if (start_signal(srv, &srv->sigterm, SIGTERM) != 0 ||
-        start_signal(srv, &srv->sigint, SIGINT) != 0 ||
-        start_signal(srv, &srv->sighup, SIGHUP) != 0)
+    if (cfg_has_tls(cfg)) {
+        srv->tls = tls_ctx_new_server(cfg->tls.certificate, cfg->tls.key, err, sizeof(err));
+        if (srv->tls == NULL) {
+            fail_line("tls-failed", err);
+            goto out_stop;
+        }
+    }
+    rc = conn_set_new(&srv->loop, cfg, srv, cfg->server.transcript, &srv->conns);
+    if (rc != 0) {
+        snprintf(err, sizeof(err), "cannot set up connections: %s", uv_strerror(rc));
+        fail_line("start-failed", err);
         goto out_stop;
-    if ((rc = uv_timer_init(&srv->loop, &srv->housekeeping)) != 0 ||
-        (srv->housekeeping.data = srv,
-         rc = uv_timer_start(&srv->housekeeping, on_housekeeping, HOUSEKEEPING_INTERVAL_MS,
+    }
+    rc = listener_set_new(srv->conns, cfg, &smtp_session_handler, &pop3_session_handler, srv->tls,
+                          &srv->listeners, err, sizeof(err));
+    if (rc != 0) {
+        fail_line("listen-failed", err);
+        goto out_stop;
+    }
+    int drop = drop_privileges(cfg, err, sizeof(err));
+    if (drop != 0) {
+        fail_line("privilege-drop-failed", err);
+        exit_code = drop;
+        goto out_stop;
+    }
+    if (start_signal(srv, SIGTERM) != 0 || start_signal(srv, SIGINT) != 0 ||
+        start_signal(srv, SIGHUP) != 0)
+        goto out_stop;
+    if ((rc = uv_timer_init(&srv->loop, &srv->housekeeping)) != 0) {
+        log_error("serve", 0, "event=start-failed error=\"%s\"", uv_strerror(rc));
+        goto out_stop;
+    }
+    srv->housekeeping.data = srv;
+    srv->housekeeping_open = true;
+    if ((rc = uv_timer_start(&srv->housekeeping, on_housekeeping, HOUSEKEEPING_INTERVAL_MS,
                              HOUSEKEEPING_INTERVAL_MS)) != 0) {
         log_error("serve", 0, "event=start-failed error=\"%s\"", uv_strerror(rc));
         goto out_stop;
     }
 
-    log_info("serve", 0, "event=ready version=%s database=\"%s\" config=\"%s\" pid=%ld",
+    log_info("serve", 0,
+             "event=ready version=%s database=\"%s\" config=\"%s\" pid=%ld listeners=%zu tls=%s",
              POSTERN_VERSION, cfg->server.database, config_path ? config_path : "(defaults)",
-             (long)getpid());
-    rc = uv_run(&srv->loop, UV_RUN_DEFAULT);
+             (long)getpid(), listener_set_sockets(srv->listeners), srv->tls != NULL ? "yes" : "no");
+    uv_run(&srv->loop, UV_RUN_DEFAULT);
     exit_code = 0;
     goto out;
 
 out_stop:
+    /* Start failed after some handles exist: close them the same way a stop does. */
     shutdown_server(srv, "start-failed");
     uv_run(&srv->loop, UV_RUN_DEFAULT);
 out:
@@ -163,6 +400,7 @@ out:
         writer_stop(&srv->writer);
         uv_run(&srv->loop, UV_RUN_DEFAULT);
     }
+    tls_ctx_unref(&srv->tls);
     store_close(&srv->reads);
     if (uv_loop_close(&srv->loop) != 0)
         log_warn("serve", 0, "event=loop-close-failed text=\"handles still open\"");
