@@ -47,6 +47,8 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/password.h"
+#include "server/app.h"
+#include "server/auth.h"
 #include "server/conn.h"
 #include "server/listener.h"
 #include "server/pop3_session.h"
@@ -79,6 +81,7 @@ struct server {
     struct writer_job purge_job;
     bool purge_busy; /* purge_job is with the writer */
     bool stopping;
+    struct app app; /* what sessions borrow (app.h); points into the fields above */
 };
 
 static int purge_run(struct store *st, struct writer_job *job)
@@ -114,7 +117,10 @@ static void on_connections_closed(void *arg)
     srv->signals_open = 0;
     listener_set_free(&srv->listeners);
     conn_set_free(&srv->conns);
+    /* No session is left to cancel a check: outstanding ones finish and are dropped. */
+    auth_free(&srv->app.auth);
     /* Every job already handed to the writer is committed and answered before we go. */
+    srv->app.writer = NULL;
     writer_stop(&srv->writer);
 }
 
@@ -350,7 +356,14 @@ int serve_main(struct cfg *cfg, const char *config_path)
             goto out_stop;
         }
     }
-    rc = conn_set_new(&srv->loop, cfg, srv, cfg->server.transcript, &srv->conns);
+    if ((rc = auth_new(&srv->loop, &srv->app.auth)) != 0) {
+        fail_line("start-failed", "cannot set up password checks");
+        goto out_stop;
+    }
+    srv->app.cfg = cfg;
+    srv->app.reads = srv->reads;
+    srv->app.writer = srv->writer;
+    rc = conn_set_new(&srv->loop, cfg, &srv->app, cfg->server.transcript, &srv->conns);
     if (rc != 0) {
         snprintf(err, sizeof(err), "cannot set up connections: %s", uv_strerror(rc));
         fail_line("start-failed", err);
@@ -401,6 +414,10 @@ out:
         uv_run(&srv->loop, UV_RUN_DEFAULT);
     }
     tls_ctx_unref(&srv->tls);
+    if (srv->app.auth != NULL) {
+        auth_free(&srv->app.auth);
+        uv_run(&srv->loop, UV_RUN_DEFAULT);
+    }
     store_close(&srv->reads);
     if (uv_loop_close(&srv->loop) != 0)
         log_warn("serve", 0, "event=loop-close-failed text=\"handles still open\"");
