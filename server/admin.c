@@ -238,13 +238,12 @@ static long read_line(FILE *f, char *buf, size_t cap)
     return (long)n;
 }
 
-/* Prompts on the terminal with echo off. */
+/* Prompts on the terminal with echo off. Echo goes off before the prompt is shown: TCSAFLUSH
+ * discards typed-ahead input, so switching after the prompt could drop an answer typed quickly. */
 static long prompt_password(FILE *tty, const char *prompt, char *buf, size_t cap)
 {
     struct termios old, quiet;
     int fd = fileno(tty);
-    fputs(prompt, stderr);
-    fflush(stderr);
     bool restore = tcgetattr(fd, &old) == 0;
     if (restore) {
         quiet = old;
@@ -253,6 +252,8 @@ static long prompt_password(FILE *tty, const char *prompt, char *buf, size_t cap
         if (tcsetattr(fd, TCSAFLUSH, &quiet) != 0)
             restore = false;
     }
+    fputs(prompt, stderr);
+    fflush(stderr);
     long n = read_line(tty, buf, cap);
     if (restore)
         tcsetattr(fd, TCSAFLUSH, &old);

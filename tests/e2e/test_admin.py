@@ -152,7 +152,15 @@ class UserTest(PosternTest):
                 if pending and output.rstrip().endswith(b":"):
                     os.write(fd, pending.pop(0).encode() + b"\n")
                     output += b"<answered>"
-        _, status = os.waitpid(pid, 0)
+        # Bounded: a child still waiting for input after the deadline is killed.
+        for _ in range(100):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, 9)
+            _, status = os.waitpid(pid, 0)
         os.close(fd)
         return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
 
