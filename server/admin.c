@@ -21,6 +21,8 @@
 #include "common/config.h"
 #include "common/duration.h"
 #include "common/password.h"
+#include "server/relay_check.h"
+#include "server/relay_policy.h"
 #include "storage/queue.h"
 #include "storage/store.h"
 
@@ -101,6 +103,10 @@ static int parse_args(int argc, char **argv, struct opt *opts, size_t nopts, con
             }
             if (o == NULL) {
                 say_error("unknown option %.*s", (int)(nlen + 2), a);
+                return -1;
+            }
+            if (o->value != NULL) {
+                say_error("option --%s given twice", o->name);
                 return -1;
             }
             if (eq != NULL) {
@@ -615,4 +621,124 @@ int admin_config(const struct cfg *cfg, int argc, char **argv)
         return ADMIN_RUNTIME;
     }
     return ADMIN_OK;
+}
+
+/* ---------------------------------------------------------------- relay-check */
+
+/*
+ * An address given on the command line, read as the server reads a path: "" and "<>" are the
+ * null path; anything without a leading '<' gets the brackets added. The whole argument must be
+ * the path (nothing after the '>').
+ */
+static int parse_path_arg(const char *opt, const char *in, struct address *out,
+                          enum address_path_kind *kind_out)
+{
+    char path[ADDRESS_PATH_MAX_BYTES + 3];
+    size_t in_len = strnlen(in, sizeof(path));
+    int n = in[0] == '<' ? snprintf(path, sizeof(path), "%s", in)
+                         : snprintf(path, sizeof(path), "<%s>", in);
+    const char *why = NULL;
+    size_t consumed = 0;
+    if (n < 0 || (size_t)n >= sizeof(path) || in_len >= sizeof(path)) {
+        why = "path too long";
+    } else if (address_parse_path(path, (size_t)n, out, kind_out, &consumed, &why) == 0 &&
+               consumed != (size_t)n) {
+        why = "junk after the address";
+    }
+    if (why != NULL) {
+        say_error("invalid --%s address \"%s\": %s", opt, in, why);
+        return -1;
+    }
+    return 0;
+}
+
+int admin_relay_check(const struct cfg *cfg, int argc, char **argv)
+{
+    static const char usage[] =
+        "postern relay-check --ip IP [--user ADDRESS] --from ADDR --to ADDR";
+    enum { OPT_IP, OPT_USER, OPT_FROM, OPT_TO };
+    struct opt opts[] = {{"ip", NULL}, {"user", NULL}, {"from", NULL}, {"to", NULL}};
+    size_t npos = 0;
+    if (parse_args(argc - 1, argv + 1, opts, 4, NULL, 0, &npos) != 0)
+        return ADMIN_USAGE;
+    const char *values[4];
+    for (int k = 0; k < 4; k++) {
+        values[k] = opts[k].value;
+        if (k != OPT_USER && values[k] == NULL) {
+            say_error("missing --%s; usage: %s", opts[k].name, usage);
+            return ADMIN_USAGE;
+        }
+    }
+
+    struct ip_addr ip;
+    if (ip_parse(values[OPT_IP], &ip) != 0) {
+        say_error("invalid IP address \"%s\"", values[OPT_IP]);
+        return ADMIN_USAGE;
+    }
+    char user[ADDRESS_STRLEN] = "";
+    if (values[OPT_USER] != NULL) {
+        const char *why = NULL;
+        if (address_normalize(values[OPT_USER], user, sizeof(user), &why) != 0) {
+            say_error("invalid --user address \"%s\": %s", values[OPT_USER],
+                      why != NULL ? why : "bad syntax");
+            return ADMIN_USAGE;
+        }
+    }
+    struct address sender, rcpt;
+    enum address_path_kind sender_kind, rcpt_kind;
+    if (parse_path_arg("from", values[OPT_FROM], &sender, &sender_kind) != 0 ||
+        parse_path_arg("to", values[OPT_TO], &rcpt, &rcpt_kind) != 0)
+        return ADMIN_USAGE;
+    if (sender_kind == ADDRESS_PATH_POSTMASTER) {
+        say_error("invalid --from address \"%s\": <Postmaster> is a recipient only (RFC 5321 "
+                  "4.5.1); give an address with a domain",
+                  values[OPT_FROM]);
+        return ADMIN_USAGE;
+    }
+    if (rcpt_kind == ADDRESS_PATH_NULL) {
+        say_error("invalid --to address \"%s\": the null path is not a recipient", values[OPT_TO]);
+        return ADMIN_USAGE;
+    }
+
+    struct store *s = NULL;
+    char err[600];
+    if (store_open(cfg->server.database, &s, err, sizeof(err)) != STORE_OK) {
+        say_error("%s", err);
+        return ADMIN_RUNTIME;
+    }
+    int rc = ADMIN_OK;
+    if (user[0] != '\0') {
+        int64_t id;
+        char hash[PASSWORD_HASH_BYTES];
+        int st = store_user_get(s, user, &id, hash, sizeof(hash));
+        if (st == STORE_NOT_FOUND) {
+            say_error("no such user: %s", user);
+            rc = ADMIN_NEGATIVE;
+        } else if (st != STORE_OK) {
+            say_error("database error: %s", store_errmsg(s));
+            rc = ADMIN_RUNTIME;
+        }
+    }
+    struct relay_scratch scratch;
+    struct relay_facts facts;
+    if (rc == ADMIN_OK &&
+        relay_gather(s, cfg, &ip, user[0] != '\0' ? user : NULL, &sender, sender_kind, &rcpt,
+                     rcpt_kind, store_now_ms(), &scratch, &facts) != STORE_OK) {
+        say_error("database error: %s", store_errmsg(s));
+        rc = ADMIN_RUNTIME;
+    }
+    if (rc == ADMIN_OK) {
+        struct relay_decision d;
+        char line[RELAY_LOG_MAX_BYTES];
+        relay_decide(&facts, &d);
+        relay_format_log(&facts, &d, line, sizeof(line));
+        if (printf("%s\n%s\n", d.reply, line) < 0 || fflush(stdout) != 0) {
+            say_error("cannot write the answer");
+            rc = ADMIN_RUNTIME;
+        } else {
+            rc = d.verdict == RELAY_ALLOW ? ADMIN_OK : ADMIN_NEGATIVE;
+        }
+    }
+    store_close(&s);
+    return rc;
 }

@@ -24,5 +24,8 @@ int admin_network(const struct cfg *cfg, int argc, char **argv);
 int admin_window(const struct cfg *cfg, int argc, char **argv);
 int admin_queue(const struct cfg *cfg, int argc, char **argv);
 int admin_config(const struct cfg *cfg, int argc, char **argv);
+/* postern relay-check: the relay decision and its reason, as the server would take it now;
+ * 0 allowed, 1 refused. */
+int admin_relay_check(const struct cfg *cfg, int argc, char **argv);
 
 #endif

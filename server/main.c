@@ -10,7 +10,6 @@
 #include "common/config.h"
 #include "common/password.h"
 #include "server/admin.h"
-#include "server/relay_check.h"
 #include "server/serve.h"
 
 #define DEFAULT_CONFIG "postern.conf"
@@ -123,7 +122,7 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd, "queue") == 0) {
         rc = admin_queue(&cfg, n, args);
     } else if (strcmp(cmd, "relay-check") == 0) {
-        rc = relay_check_main(&cfg, n, args);
+        rc = admin_relay_check(&cfg, n, args);
     } else {
         fprintf(stderr, "postern: unknown command \"%s\"\n", cmd);
         usage(stderr);

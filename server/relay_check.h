@@ -49,19 +49,4 @@ int relay_gather(struct store *s, const struct cfg *cfg, const struct ip_addr *i
                  enum address_path_kind rcpt_kind, int64_t now_ms, struct relay_scratch *scratch,
                  struct relay_facts *facts_out);
 
-/*
- * `postern relay-check --ip IP [--user ADDRESS] --from ADDR --to ADDR` (argv[0] is
- * "relay-check"; options as --name VALUE or --name=VALUE, each at most once). Prints the reply
- * line the server would send now, then the log line (relay_format_log), on stdout.
- *  - --user: as if authenticated with SMTP AUTH as this user; it must exist (exit 1 with
- *    "postern: no such user: ADDRESS" otherwise), since AUTH can only succeed for a user.
- *  - --from and --to take an address with or without angle brackets, source routes included.
- *    --from '' or --from '<>' is the null sender; --from Postmaster is refused (exit 2), as the
- *    server refuses it in MAIL FROM (RFC 5321 4.5.1 names it as a recipient only); --to '' or
- *    --to '<>' is refused (exit 2): the null path is never a recipient.
- * Exit: 0 allowed, 1 refused (or no such --user), 2 bad usage (missing or repeated option, bad
- * IP, bad address), 3 database failure.
- */
-int relay_check_main(const struct cfg *cfg, int argc, char **argv);
-
 #endif
