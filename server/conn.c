@@ -1017,6 +1017,11 @@ uv_loop_t *conn_set_loop(const struct conn_set *set)
     return set->loop;
 }
 
+uv_loop_t *conn_loop(const struct conn *c)
+{
+    return c->set->loop;
+}
+
 void conn_set_free(struct conn_set **setp)
 {
     struct conn_set *set = *setp;

@@ -271,6 +271,8 @@ const char *conn_peer_text(const struct conn *c); /* "192.0.2.1" */
 uint16_t conn_peer_port(const struct conn *c);
 const struct cfg *conn_cfg(const struct conn *c);
 void *conn_app(const struct conn *c);
+/* The loop the connection runs on (for a session's own timers). */
+uv_loop_t *conn_loop(const struct conn *c);
 bool conn_transcript(const struct conn *c);
 
 /* Statistics and test hooks. */

@@ -133,6 +133,12 @@ int store_window_list(struct store *s, int64_t now_ms, store_window_fn fn, void 
 /* The open window for key at now_ms; STORE_NOT_FOUND when none or expired. user_out >= 256. */
 int store_window_lookup(struct store *s, const char *key, int64_t now_ms, char *user_out,
                         size_t userlen, int64_t *expires_out, int64_t *relayed_out);
+/*
+ * Adds n to the relayed count of the window for key (the SMTP session, after a recipient was
+ * accepted on reason pop-window), whether or not it has expired meanwhile. STORE_NOT_FOUND when
+ * there is no such window (closed by hand in between).
+ */
+int store_window_count_relayed(struct store *s, const char *key, int64_t n);
 /* Housekeeping only: lookups check expiry themselves. */
 int store_window_purge(struct store *s, int64_t now_ms);
 

@@ -97,6 +97,20 @@ int store_window_lookup(struct store *s, const char *key, int64_t now_ms, char *
     return status;
 }
 
+int store_window_count_relayed(struct store *s, const char *key, int64_t n)
+{
+    sqlite3_stmt *st =
+        store_prepare(s, "UPDATE windows SET relayed = relayed + ?2 WHERE ip_key = ?1");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, n);
+    int status = store_step_done(s, st, "count relayed");
+    if (status == STORE_OK && sqlite3_changes(s->db) == 0)
+        status = STORE_NOT_FOUND;
+    return status;
+}
+
 int store_window_purge(struct store *s, int64_t now_ms)
 {
     sqlite3_stmt *st = store_prepare(s, "DELETE FROM windows WHERE expires_ms <= ?1");

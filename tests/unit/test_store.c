@@ -336,6 +336,35 @@ static void test_windows_expire_by_lookup_not_purge(void **state)
     assert_int_equal(store_window_close(f->s, "192.0.2.7"), STORE_NOT_FOUND);
 }
 
+static void test_window_count_relayed(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_ok(f);
+    const int64_t t0 = 1700000000000;
+    char user[256];
+    int64_t expires = 0, relayed = -1;
+    assert_int_equal(store_window_open(f->s, "192.0.2.7", "a@x.test", t0, 60000), STORE_OK);
+    assert_int_equal(store_window_count_relayed(f->s, "192.0.2.7", 1), STORE_OK);
+    assert_int_equal(store_window_count_relayed(f->s, "192.0.2.7", 3), STORE_OK);
+    assert_int_equal(
+        store_window_lookup(f->s, "192.0.2.7", t0 + 1, user, sizeof(user), &expires, &relayed),
+        STORE_OK);
+    assert_int_equal(relayed, 4);
+    /* Another window is not touched; no window at all is STORE_NOT_FOUND. */
+    assert_int_equal(store_window_open(f->s, "192.0.2.8", "b@x.test", t0, 60000), STORE_OK);
+    assert_int_equal(store_window_count_relayed(f->s, "192.0.2.9", 1), STORE_NOT_FOUND);
+    assert_int_equal(
+        store_window_lookup(f->s, "192.0.2.8", t0 + 1, user, sizeof(user), &expires, &relayed),
+        STORE_OK);
+    assert_int_equal(relayed, 0);
+    /* The same user's renewal keeps the count. */
+    assert_int_equal(store_window_open(f->s, "192.0.2.7", "a@x.test", t0 + 10, 60000), STORE_OK);
+    assert_int_equal(
+        store_window_lookup(f->s, "192.0.2.7", t0 + 20, user, sizeof(user), &expires, &relayed),
+        STORE_OK);
+    assert_int_equal(relayed, 4);
+}
+
 static int count_queue(void *ctx, const struct store_queue_entry *q)
 {
     (void)q;
@@ -395,6 +424,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_user_delete_frees_unshared_bodies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_networks_match, setup, teardown),
         cmocka_unit_test_setup_teardown(test_windows_expire_by_lookup_not_purge, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_window_count_relayed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_drop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transactions_and_savepoints, setup, teardown),
     };
