@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -246,13 +247,48 @@ static void transcript_send(struct conn *c, const unsigned char *data, size_t le
     }
 }
 
+/*
+ * How much of a received command line may be logged: secrets are masked before the session sees
+ * the line, so no session can forget. "AUTH MECH <initial response>" (SMTP RFC 4954, POP3 RFC
+ * 5034) keeps the verb and mechanism; "PASS <password>" (POP3, RFC 1939) keeps the verb. Returns
+ * len when nothing needs masking.
+ */
+static size_t transcript_visible_bytes(const char *line, size_t len)
+{
+    size_t words = 0;
+    if (len >= 5 && strncasecmp(line, "AUTH ", 5) == 0)
+        words = 2;
+    else if (len >= 5 && strncasecmp(line, "PASS ", 5) == 0)
+        words = 1;
+    if (words == 0)
+        return len;
+    size_t i = 0;
+    for (size_t w = 0; w < words && i < len; w++) {
+        while (i < len && line[i] == ' ')
+            i++;
+        while (i < len && line[i] != ' ')
+            i++;
+    }
+    return i;
+}
+
 static void transcript_recv(struct conn *c, const char *event, const char *line, size_t len)
 {
     char esc[CONN_TRANSCRIPT_LINE_BYTES];
-    if (c->mask_next)
+    size_t visible = transcript_visible_bytes(line, len);
+    if (c->mask_next) {
         snprintf(esc, sizeof(esc), "\"***\"");
-    else
+    } else if (visible < len) {
+        char head[CONN_TRANSCRIPT_LINE_BYTES / 2];
+        /* log_escape quotes text with a space ("AUTH PLAIN"); the quotes are added here. */
+        log_escape(head, sizeof(head), line, visible);
+        size_t hlen = strlen(head);
+        bool quoted = hlen >= 2 && head[0] == '"' && head[hlen - 1] == '"';
+        snprintf(esc, sizeof(esc), "\"%.*s ***\"", (int)(quoted ? hlen - 2 : hlen),
+                 quoted ? head + 1 : head);
+    } else {
         log_escape(esc, sizeof(esc), line, len);
+    }
     log_info(c->handler->proto, c->sid, "event=%s line=%s", event, esc);
 }
 

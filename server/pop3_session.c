@@ -19,10 +19,8 @@
  * What it does not do: sockets, line buffering, TLS, idle timers (conn.c); password checks
  * (auth.c); the TRANSACTION commands and UPDATE (pop3_maildrop.c); SQL (storage/).
  *
- * XXX(pop3): the transcript masks the line after USER and every SASL response, but an AUTH
- * command's initial response is on the command line itself, which conn.c logs before the session
- * sees it; with transcript = yes that base64 is logged. Fixing it needs conn.c to ask the
- * handler which lines to mask.
+ * Transcript: the session masks the line after USER and every SASL response; conn.c itself masks
+ * the argument of PASS and an AUTH command's initial response.
  */
 #include "server/pop3_session.h"
 

@@ -361,6 +361,19 @@ class Logins(Pop3Test):
         self.assertNotIn(PW[ALICE], log)
         self.assertIn('line="***"', log)
 
+    def test_transcript_masks_auth_initial_response(self):
+        import base64
+        self.write_config(PLAINTEXT + "[server]\ntranscript = yes\n")
+        self.start_server()
+        c = self.raw()
+        token = base64.b64encode(f"\0{ALICE}\0{PW[ALICE]}".encode()).decode()
+        self.assertTrue(self.cmd(c, f"AUTH PLAIN {token}").startswith("+OK"))
+        self.cmd(c, "QUIT")
+        log = self.wait_log("event=disconnected")
+        self.assertNotIn(token, log)
+        self.assertNotIn(PW[ALICE], log)
+        self.assertIn('event=recv line="AUTH PLAIN ***"', log)
+
 
 class Windows(Pop3Test):
     def test_window_opened_by_login_not_by_failure(self):

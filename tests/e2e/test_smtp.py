@@ -600,6 +600,21 @@ class Relay(SmtpTest):
 
 
 class Auth(SmtpTest):
+    def test_transcript_masks_auth_initial_response(self):
+        import base64
+        self.write_config(TLS_CONFIG + "[server]\ntranscript = yes\n[smtp]\nplaintext_auth = yes\n")
+        self.start()
+        c = self.connect()
+        self.ehlo(c)
+        token = base64.b64encode(b"\0alice@example.test\0" + PASSWORD.encode()).decode()
+        self.assertEqual(self.cmd(c, f"AUTH PLAIN {token}"),
+                         ["235 2.7.0 Authentication successful"])
+        self.cmd(c, "QUIT")
+        log = self.wait_log("event=disconnected")
+        self.assertNotIn(token, log)
+        self.assertNotIn(PASSWORD, log)
+        self.assertIn('event=recv line="AUTH PLAIN ***"', log)
+
     def test_seed_auth_on_587_after_starttls_relays(self):
         self.start()
         s = self.smtp("submission")
