@@ -1,0 +1,73 @@
+/*
+ * fuzz_smtp_parse.c - libFuzzer target for server/smtp_parse.c: the MAIL/RCPT argument parser,
+ * the ESMTP parameter parsers and the HELO sanitiser, fed the text a client can send (one
+ * NUL-terminated command argument, as conn.c hands it over: no CR, LF or NUL inside).
+ *
+ * Checks: nothing crashes or reads past the string (ASan); a parsed path's params point inside
+ * the input; a parsed mailbox formats and parses again to the same address; the sanitised HELO
+ * holds only the allowed characters and fits its buffer. Violations trap.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/address.h"
+#include "server/smtp_parse.h"
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            __builtin_trap();                                                                      \
+    } while (0)
+
+static void check_path(const char *text, const char *keyword)
+{
+    struct address a;
+    enum address_path_kind kind;
+    const char *params = NULL, *why = NULL;
+    if (smtp_parse_path_arg(text, keyword, &a, &kind, &params, &why) != SMTP_PARSE_OK)
+        return;
+    CHECK(params != NULL && params >= text && params <= text + strlen(text));
+    struct smtp_mail_params mp;
+    (void)smtp_parse_mail_params(params, &mp, &why);
+    (void)smtp_parse_rcpt_params(params, &why);
+    if (kind != ADDRESS_PATH_MAILBOX)
+        return;
+    char formatted[ADDRESS_STRLEN + 2];
+    address_format(&a, formatted, sizeof(formatted));
+    struct address again;
+    CHECK(address_parse(formatted, strlen(formatted), &again, &why) == 0);
+    CHECK(strcmp(again.local, a.local) == 0 && strcmp(again.domain, a.domain) == 0);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char *text = malloc(size + 1);
+    if (text == NULL)
+        return 0;
+    /* conn.c never hands over a line holding NUL, CR or LF. */
+    size_t n = 0;
+    for (size_t i = 0; i < size; i++) {
+        if (data[i] != 0 && data[i] != '\r' && data[i] != '\n')
+            text[n++] = (char)data[i];
+    }
+    text[n] = '\0';
+    check_path(text, "FROM:");
+    check_path(text, "TO:");
+
+    char helo[SMTP_HELO_MAX_BYTES + 1];
+    smtp_helo_sanitize(text, helo, sizeof(helo));
+    size_t hlen = strlen(helo);
+    CHECK(hlen < sizeof(helo));
+    for (size_t i = 0; i < hlen; i++) {
+        unsigned char c = (unsigned char)helo[i];
+        CHECK((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              strchr(".-_:[]?", c) != NULL);
+    }
+    free(text);
+    return 0;
+}
