@@ -28,6 +28,21 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def free_ports(n, host="127.0.0.1"):
+    """n distinct ports that were free a moment ago: all are held open while the kernel picks,
+    so it cannot hand out the same one twice."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+            socks.append(s)
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 class Result:
     def __init__(self, proc):
         self.code = proc.returncode
@@ -49,7 +64,7 @@ class PosternTest(unittest.TestCase):
         self.addCleanup(shutil.rmtree, self.dir, True)
         self.db = os.path.join(self.dir, "postern.db")
         self.conf = os.path.join(self.dir, "postern.conf")
-        self.ports = {k: free_port() for k in ("smtp", "submission", "submissions", "pop3", "pop3s")}
+        self.ports = dict(zip(("smtp", "submission", "submissions", "pop3", "pop3s"), free_ports(5)))
         self.write_config(self.extra_config)
         self.server = None
 
