@@ -52,6 +52,7 @@
 #include "server/conn.h"
 #include "server/listener.h"
 #include "server/pop3_session.h"
+#include "server/queue_runner.h" /* outbound delivery (issue 6) */
 #include "server/smtp_session.h"
 #include "server/tls.h"
 #include "storage/store.h"
@@ -74,6 +75,7 @@ struct server {
     struct tls_ctx *tls;            /* owned reference; NULL without [tls] */
     struct conn_set *conns;         /* owned */
     struct listener_set *listeners; /* owned */
+    struct queue_runner *runner;    /* owned: outbound delivery (issue 6) */
     uv_signal_t signals[3];         /* SIGTERM, SIGINT, SIGHUP */
     size_t signals_open;            /* initialised (and not yet closed) entries of signals */
     uv_timer_t housekeeping;
@@ -122,6 +124,7 @@ static void on_connections_closed(void *arg)
     /* Every job already handed to the writer is committed and answered before we go. */
     srv->app.writer = NULL;
     writer_stop(&srv->writer);
+    queue_runner_free(&srv->runner); /* issue 6: after writer_stop delivered its last callbacks */
 }
 
 static void shutdown_server(struct server *srv, const char *why)
@@ -144,6 +147,8 @@ static void shutdown_server(struct server *srv, const char *why)
     }
     if (srv->listeners != NULL)
         listener_set_stop(srv->listeners); /* no new clients while the others are told */
+    /* issue 6: no new claims; attempts in flight are abandoned and their claims released. */
+    queue_runner_stop(srv->runner, NULL, NULL);
     if (srv->conns != NULL)
         conn_set_shutdown(srv->conns, on_connections_closed, srv);
     else
@@ -393,6 +398,11 @@ int serve_main(struct cfg *cfg, const char *config_path)
     if ((rc = uv_timer_start(&srv->housekeeping, on_housekeeping, HOUSEKEEPING_INTERVAL_MS,
                              HOUSEKEEPING_INTERVAL_MS)) != 0) {
         log_error("serve", 0, "event=start-failed error=\"%s\"", uv_strerror(rc));
+        goto out_stop;
+    }
+    /* issue 6: outbound delivery, once the writer and the connection set exist. */
+    if (queue_runner_new(&srv->loop, &srv->app, srv->conns, &srv->runner, err, sizeof(err)) != 0) {
+        fail_line("start-failed", err);
         goto out_stop;
     }
 

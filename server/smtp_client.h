@@ -1,0 +1,173 @@
+/*
+ * smtp_client.h - one outbound SMTP transaction on one connection: the client side of RFC 5321
+ * for the queue runner, on the shared connection layer (server/conn.h, CONN_SERVICE_OUTBOUND).
+ *
+ * What it does: connects to one address, reads the greeting, says EHLO (HELO when EHLO is
+ * refused with 5xx), switches to TLS when the server offers STARTTLS (opportunistic, RFC 7435:
+ * the certificate is not verified), sends MAIL FROM with SIZE= (RFC 1870) and BODY=8BITMIME
+ * (RFC 6152) when offered, the RCPTs and DATA (all in one go when PIPELINING is offered, RFC
+ * 2920), streams the stored body dot-stuffed (common/dotstuff.h) with backpressure, and reports
+ * one result per recipient: sent (250 to the end of data), deferred (4xx) or bounced (5xx).
+ *
+ * What it does not do: choose the address (the runner resolves MX hosts and walks them), retry,
+ * touch the queue, verify certificates, AUTH (smarthost credentials are not in the config yet),
+ * SMTPUTF8, DSN extension parameters, or CHUNKING.
+ *
+ * Result timing: done runs once, as soon as the outcome is known, and in particular right after
+ * the 250 to the end of data, before QUIT: the queue must record a delivery promptly (queue.h,
+ * "at most twice"). The client then says QUIT and closes on its own and frees itself; the caller
+ * must forget the handle when done runs.
+ *
+ * A host-level failure (no connection, a greeting other than 220, 421 at any point, a malformed
+ * reply, a lost connection or a timeout before the outcome was known, a failed TLS handshake) is
+ * reported with host_failed: nothing is decided for the recipients still open (their status stays
+ * SMTP_RCPT_PENDING) and the runner tries the next address. Recipients refused at RCPT keep
+ * their result.
+ *
+ * 8-bit bodies: BODY=8BITMIME is declared when the body has an octet above 127 and the server
+ * offers 8BITMIME. When it does not offer it, the body is sent as it is anyway (what Postfix does
+ * by default; downgrading to quoted-printable would change the signed bytes, and bouncing would
+ * punish the sender for the receiver's age).
+ *
+ * Return-Path: a first line of the stored body that starts with "Return-Path:" (added by a final
+ * delivery, RFC 5321 4.4) is not sent: a relay must not add one.
+ *
+ * Timeouts (RFC 5321 4.5.3.2): 5 min for the greeting, EHLO, MAIL, RCPT; 2 min for the DATA
+ * command; 3 min per data block; 10 min for the reply to the final dot. The runner adds a hard
+ * deadline over the whole attempt (queue_runner.h).
+ *
+ * Threading: loop thread only.
+ */
+#ifndef POSTERN_SMTP_CLIENT_H
+#define POSTERN_SMTP_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "common/dsn.h"
+
+struct conn_set;
+struct store;
+struct tls_ctx;
+
+/* RFC 5321 4.5.3.2. */
+#define SMTP_CLIENT_INITIAL_TIMEOUT_MS    (5 * 60 * 1000)
+#define SMTP_CLIENT_COMMAND_TIMEOUT_MS    (5 * 60 * 1000)
+#define SMTP_CLIENT_DATA_INIT_TIMEOUT_MS  (2 * 60 * 1000)
+#define SMTP_CLIENT_DATA_BLOCK_TIMEOUT_MS (3 * 60 * 1000)
+#define SMTP_CLIENT_FINAL_DOT_TIMEOUT_MS  (10 * 60 * 1000)
+/* The text kept of one reply, all its lines (joined by LF): enough for a log line and a bounce
+ * (DSN_DIAGNOSTIC_MAX_BYTES cuts there anyway); a longer reply is cut, its code is kept. */
+#define SMTP_CLIENT_REPLY_MAX_BYTES 1024
+/* Body octets read from the store per read. */
+#define SMTP_CLIENT_CHUNK_BYTES (16 * 1024)
+/* How long the body reader may keep its blob open between reads (storage/queue.h). */
+#define SMTP_CLIENT_BODY_HOLD_MS 1000
+
+/* ---- replies (pure) ---- */
+
+enum smtp_reply_status {
+    SMTP_REPLY_MORE = 0, /* a continuation line ("250-..."): more lines follow */
+    SMTP_REPLY_DONE = 1, /* the last line ("250 ..." or "250"): the reply is complete */
+    SMTP_REPLY_BAD = -1, /* not a reply line (RFC 5321 4.2: three digits, then SP, "-" or end) */
+};
+
+/*
+ * One reply being read, possibly over several lines (RFC 5321 4.2.1). code is the first line's;
+ * a continuation with another code is taken as part of the same reply (RFC 5321 4.2.1 says
+ * the codes should be equal; a few servers differ, and the first line decides).
+ */
+struct smtp_reply {
+    int code;                               /* 200..599; 0 before the first line */
+    size_t lines;                           /* lines of this reply so far */
+    size_t len;                             /* of text */
+    char text[SMTP_CLIENT_REPLY_MAX_BYTES]; /* the lines as received, joined by LF, NUL-ended */
+};
+
+void smtp_reply_reset(struct smtp_reply *r);
+/*
+ * Adds one line (without CRLF) to r, which the caller resets before the first line of every
+ * reply. Returns SMTP_REPLY_MORE, SMTP_REPLY_DONE or SMTP_REPLY_BAD (r is unchanged then).
+ */
+int smtp_reply_feed(struct smtp_reply *r, const char *line, size_t len);
+/*
+ * The enhanced status code of a reply (RFC 3463, RFC 2034): "x.y.z" right after the code on the
+ * first line when its class matches the code's first digit, else "2.0.0", "4.0.0" or "5.0.0" by
+ * the code. out has DSN_STATUS_BYTES.
+ */
+void smtp_reply_enhanced(int code, const char *text, char out[DSN_STATUS_BYTES]);
+
+/* What a server's EHLO reply offers (only what the client uses). */
+struct smtp_ehlo_caps {
+    bool pipelining;         /* RFC 2920 */
+    bool starttls;           /* RFC 3207 */
+    bool eightbitmime;       /* RFC 6152 */
+    bool size;               /* RFC 1870 */
+    uint64_t size_max_bytes; /* SIZE's argument; 0 = no fixed limit given */
+};
+
+/*
+ * One line of an EHLO reply after the code and separator ("PIPELINING", "SIZE 1000000"); the
+ * caller skips the first line (the server's name). Keywords are case-insensitive (RFC 5321
+ * 4.1.1.1); unknown ones and malformed SIZE arguments are ignored.
+ */
+void smtp_ehlo_parse_line(struct smtp_ehlo_caps *caps, const char *text, size_t len);
+
+/* ---- one transaction ---- */
+
+enum smtp_rcpt_status {
+    SMTP_RCPT_PENDING = 0, /* not decided at this host (host-level failure): try elsewhere */
+    SMTP_RCPT_SENT,        /* the server took it: 250 to the end of data */
+    SMTP_RCPT_DEFER,       /* 4xx at RCPT or for the data: retry later */
+    SMTP_RCPT_BOUNCE,      /* 5xx at MAIL, RCPT or for the data: permanent */
+};
+
+struct smtp_client_rcpt {
+    const char *address;                     /* borrowed: "local@domain" */
+    enum smtp_rcpt_status status;            /* set by the client */
+    int code;                                /* the deciding reply's code; 0 for our own text */
+    char reply[SMTP_CLIENT_REPLY_MAX_BYTES]; /* that reply, or our own text */
+    char dsn[DSN_STATUS_BYTES];              /* with our own text (code 0): its status; else "" */
+};
+
+struct smtp_client_result {
+    bool host_failed; /* see the head comment; the recipients still PENDING were not decided */
+    bool tls_failed;  /* TLS failed (handshake or a TLS error): retry this host without it */
+    bool used_tls;
+    int code;                                /* host_failed: the reply that failed, or 0 */
+    char error[SMTP_CLIENT_REPLY_MAX_BYTES]; /* host_failed: the reply, or our own text */
+};
+
+struct smtp_client_params {
+    struct conn_set *conns;         /* borrowed */
+    const struct sockaddr *addr;    /* copied */
+    const char *remote_host;        /* for SNI (unless an IP address) and errors (copied) */
+    struct tls_ctx *tls_ctx;        /* client context for STARTTLS; NULL: never STARTTLS */
+    const char *helo_name;          /* our hostname for EHLO (copied) */
+    const char *sender;             /* "" for the null sender (copied) */
+    struct smtp_client_rcpt *rcpts; /* borrowed until done runs; statuses are written there */
+    size_t n_rcpts;                 /* at least 1 */
+    struct store *store;            /* borrowed: for store_queue_body_open */
+    int64_t message_id;
+    void (*done)(void *arg, const struct smtp_client_result *res);
+    void *arg;
+};
+
+struct smtp_client;
+
+/*
+ * Starts the transaction: scans the body (size, 8-bit octets, a Return-Path line) and connects.
+ * 0 and *out, then done runs exactly once, later, unless smtp_client_cancel is called first. A
+ * negative code (the body is gone: STORE_NOT_FOUND; the connection could not be started; memory),
+ * then done never runs and *out is NULL.
+ */
+int smtp_client_start(const struct smtp_client_params *p, struct smtp_client **out);
+/*
+ * Abandons a transaction whose done has not run: the connection is aborted (no end of data is
+ * sent, so nothing was delivered by it), done never runs, and *c is set to NULL.
+ */
+void smtp_client_cancel(struct smtp_client **c);
+
+#endif

@@ -1,0 +1,251 @@
+"""Loopback fakes for the outbound tests (Python standard library only): an SMTP sink that plays
+a smarthost or an MX host, and a small DNS responder that answers MX and A questions for test
+domains. Both run in daemon threads on 127.0.0.1 and are stopped by close().
+"""
+import socket
+import socketserver
+import ssl
+import struct
+import threading
+import time
+
+
+class SmtpSink:
+    """A tiny SMTP server. Per-test knobs (change them any time, they are read per command):
+
+    extensions   EHLO keywords offered (list of str)
+    ehlo_reply   None, or a reply to EHLO such as "502 5.5.1 no" (then HELO is expected)
+    greeting     the greeting line
+    rcpt_replies {address: [reply, ...]} replies used in order, the last one repeated
+    data_replies [reply, ...] replies to the final dot, used in order, the last one repeated
+    stall_data   True: never answer the final dot (the message counts as not accepted)
+    tls_context  an ssl.SSLContext to offer STARTTLS with
+
+    What it saw: self.messages, one dict per message accepted with 250 (mail_from, mail_params,
+    rcpts, data bytes as received after un-stuffing, tls); self.unacked, messages whose final
+    dot got no 2xx; self.sessions counts connections; self.commands lists every command line.
+    """
+
+    def __init__(self, port=0, host="127.0.0.1"):
+        self.extensions = ["PIPELINING", "8BITMIME", "SIZE 10000000"]
+        self.ehlo_reply = None
+        self.greeting = "220 sink.test ESMTP fake"
+        self.rcpt_replies = {}
+        self.data_replies = ["250 2.0.0 Ok: queued"]
+        self.stall_data = False
+        self.tls_context = None
+        self.messages = []
+        self.unacked = []
+        self.commands = []
+        self.sessions = 0
+        self.data_seen = threading.Event()
+        self.lock = threading.Lock()
+        sink = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                sink._session(self.request)
+
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self.server = Server((host, port), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _next(self, table, key):
+        """The next reply of a list in table[key], the last one repeated."""
+        with self.lock:
+            lst = table.get(key)
+            if not lst:
+                return None
+            return lst.pop(0) if len(lst) > 1 else lst[0]
+
+    def _session(self, sock):
+        with self.lock:
+            self.sessions += 1
+        holder = [sock]
+        try:
+            self._converse(holder)
+        except (OSError, ValueError):
+            pass  # the client went away (a killed server, an aborted attempt)
+        finally:
+            holder[0].close()
+
+    def _converse(self, holder):
+        sock = holder[0]
+        sock.settimeout(30)
+        f = sock.makefile("rb")
+        tls = False
+
+        def send(line):
+            sock.sendall(line.encode() + b"\r\n")
+
+        send(self.greeting)
+        if not self.greeting.startswith("220"):
+            return
+        mail_from, params, rcpts = None, "", []
+        while True:
+            raw = f.readline(4096)
+            if not raw:
+                return
+            line = raw.rstrip(b"\r\n").decode("latin-1")
+            with self.lock:
+                self.commands.append(line)
+            verb = line[:4].upper()
+            if verb == "EHLO":
+                if self.ehlo_reply:
+                    send(self.ehlo_reply)
+                    continue
+                exts = list(self.extensions)
+                if self.tls_context is not None and not tls:
+                    exts.append("STARTTLS")
+                lines = ["sink.test hello"] + exts
+                for i, text in enumerate(lines):
+                    send(("250 " if i == len(lines) - 1 else "250-") + text)
+            elif verb == "HELO":
+                send("250 sink.test")
+            elif verb == "STAR":
+                send("220 2.0.0 go ahead")
+                sock = self.tls_context.wrap_socket(sock, server_side=True)
+                holder[0] = sock
+                f = sock.makefile("rb")
+                tls = True
+                mail_from, params, rcpts = None, "", []
+            elif verb == "MAIL":
+                rest = line[10:]
+                addr, _, params = rest.partition(">")
+                mail_from, params, rcpts = addr.lstrip("<"), params.strip(), []
+                send("250 2.1.0 Ok")
+            elif verb == "RCPT":
+                addr = line[8:].strip().strip("<>")
+                reply = self._next(self.rcpt_replies, addr) or "250 2.1.5 Ok"
+                if reply.startswith("2"):
+                    rcpts.append(addr)
+                send(reply)
+            elif verb == "DATA":
+                if mail_from is None or not rcpts:
+                    send("554 5.5.1 no valid recipients")
+                    continue
+                send("354 End data with <CR><LF>.<CR><LF>")
+                data = bytearray()
+                while True:
+                    chunk = f.readline(1 << 20)
+                    if not chunk:
+                        return
+                    if chunk == b".\r\n":
+                        break
+                    if chunk.startswith(b"."):
+                        chunk = chunk[1:]
+                    data += chunk
+                msg = {"mail_from": mail_from, "mail_params": params, "rcpts": rcpts,
+                       "data": bytes(data), "tls": tls}
+                if self.stall_data:
+                    with self.lock:
+                        self.unacked.append(msg)
+                    self.data_seen.set()
+                    time.sleep(60)
+                    return
+                reply = self._next({"d": self.data_replies}, "d")
+                with self.lock:
+                    (self.messages if reply.startswith("2") else self.unacked).append(msg)
+                self.data_seen.set()
+                send(reply)
+                mail_from, params, rcpts = None, "", []
+            elif verb == "RSET":
+                mail_from, params, rcpts = None, "", []
+                send("250 2.0.0 Ok")
+            elif verb == "QUIT":
+                send("221 2.0.0 Bye")
+                return
+            else:
+                send("502 5.5.2 unknown command")
+
+
+def _encode_name(name):
+    out = b""
+    for label in name.rstrip(".").split("."):
+        if label:
+            out += bytes([len(label)]) + label.encode()
+    return out + b"\0"
+
+
+class DnsResponder:
+    """A UDP DNS server for test domains on 127.0.0.1.
+
+    records: {name: {"MX": [(pref, host)], "A": ["127.0.0.1"]}}; host "" is the root (null MX).
+    servfail: names answered with SERVFAIL. Unknown names get NXDOMAIN; a known name without
+    the asked type gets an empty answer (NODATA). queries lists (name, qtype) received.
+    """
+
+    TYPES = {1: "A", 15: "MX", 28: "AAAA"}
+
+    def __init__(self):
+        self.records = {}
+        self.servfail = set()
+        self.queries = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.running = False
+        self.thread.join(5)
+        self.sock.close()
+
+    def _loop(self):
+        while self.running:
+            try:
+                pkt, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                reply = self._answer(pkt)
+            except (IndexError, struct.error, UnicodeDecodeError):
+                continue
+            self.sock.sendto(reply, peer)
+
+    def _answer(self, pkt):
+        qid, _flags, qd = struct.unpack("!HHH", pkt[:6])
+        pos, labels = 12, []
+        while pkt[pos] != 0:
+            n = pkt[pos]
+            labels.append(pkt[pos + 1:pos + 1 + n].decode().lower())
+            pos += 1 + n
+        pos += 1
+        qtype, _qclass = struct.unpack("!HH", pkt[pos:pos + 4])
+        question = pkt[12:pos + 4]
+        name = ".".join(labels)
+        self.queries.append((name, self.TYPES.get(qtype, qtype)))
+        answers = []
+        rcode = 0
+        if name in self.servfail:
+            rcode = 2
+        elif name not in self.records:
+            rcode = 3
+        else:
+            rec = self.records[name]
+            if qtype == 15:
+                for pref, host in rec.get("MX", []):
+                    rdata = struct.pack("!H", pref) + _encode_name(host)
+                    answers.append((15, rdata))
+            elif qtype == 1:
+                for ip in rec.get("A", []):
+                    answers.append((1, socket.inet_aton(ip)))
+        header = struct.pack("!HHHHHH", qid, 0x8180 | rcode, 1, len(answers), 0, 0)
+        body = question
+        for rtype, rdata in answers:
+            body += struct.pack("!HHHIH", 0xC00C, rtype, 1, 60, len(rdata)) + rdata
+        return header + body
