@@ -670,7 +670,7 @@ static void on_mx(void *ctx, const struct dns_mx_result *res)
         return;
     case DNS_NXDOMAIN:
     case DNS_BADNAME:
-        route_failed(d, true, "5.1.2", "%s: no such domain (%s)", d->domain, res->error);
+        route_failed(d, true, "5.1.2", "%s: %s", d->domain, res->error);
         return;
     default:
         route_failed(d, false, "4.4.3", "%s: MX lookup failed (%s)", d->domain, res->error);
