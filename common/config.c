@@ -32,6 +32,7 @@
 enum param_type {
     P_HOSTNAME, /* char *, a domain name; "" means the host's own name */
     P_USER,     /* char *, a login name or "" */
+    P_SASLNAME, /* char *, a SASL authentication identity or "" */
     P_PATH,     /* char *, resolved against the config file's folder */
     P_BOOL,     /* bool */
     P_UINT,     /* unsigned, min..max */
@@ -146,6 +147,8 @@ static const struct param params[] = {
     PARAM("relay", "denied_style", P_ENUM, relay.denied_style, "sendmail",
           .names = denied_style_names),
     PARAM("relay", "smarthost", P_HOSTPORT, relay.smarthost, "", .default_port = 25),
+    PARAM("relay", "smarthost_user", P_SASLNAME, relay.smarthost_user, ""),
+    PARAM("relay", "smarthost_password_file", P_PATH, relay.smarthost_password_file, ""),
     PARAM("relay", "dns_server", P_IPPORT, relay.dns_server, "", .default_port = 53),
     PARAM("relay", "outbound_port", P_PORT, relay.outbound_port, "25", .min = 1, .max = 65535),
     PARAM("relay", "max_age", P_DURATION, relay.max_age_ms, "5d", .min = DURATION_MS_PER_SECOND,
@@ -303,6 +306,25 @@ static bool is_user_name(const char *s)
         return false;
     for (size_t i = 0; i < len; i++) {
         if (!is_ascii_alnum(s[i]) && s[i] != '.' && s[i] != '_' && s[i] != '-')
+            return false;
+    }
+    return true;
+}
+
+/*
+ * A SASL authentication identity (RFC 4616 2: UTF-8 without NUL): "" (no AUTH), or up to
+ * CFG_SASLNAME_MAX_BYTES octets without ASCII control characters. Octets above 127 pass as they
+ * are (UTF-8 is not checked: the smarthost decides). inih has already trimmed the ends.
+ */
+static bool is_sasl_name(const char *s)
+{
+    size_t len = strlen(s);
+
+    if (len > CFG_SASLNAME_MAX_BYTES)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch < 0x20 || ch == 0x7f)
             return false;
     }
     return true;
@@ -619,6 +641,15 @@ static int set_param(struct parse *ps, const struct param *p, const char *value,
             return -1;
         }
         return set_string(field, strdup(value), reason, rlen);
+    case P_SASLNAME:
+        if (!is_sasl_name(value)) {
+            snprintf(reason, rlen,
+                     "expected a user name of at most %d bytes without control "
+                     "characters",
+                     CFG_SASLNAME_MAX_BYTES);
+            return -1;
+        }
+        return set_string(field, strdup(value), reason, rlen);
     case P_PATH: {
         char *path = resolve_path(ps->base_dir, value);
         if (path != NULL && strlen(path) >= PATH_MAX) {
@@ -713,6 +744,7 @@ static void format_param(const struct cfg *cfg, const struct param *p, char *buf
     switch (p->type) {
     case P_HOSTNAME:
     case P_USER:
+    case P_SASLNAME:
     case P_PATH: {
         const char *s = *(char *const *)field;
         snprintf(buf, len, "%s", s != NULL ? s : "");
@@ -1035,6 +1067,15 @@ static void check_cross(struct parse *ps)
         fail(ps, 0, "[tls] certificate and key must be set together");
         return;
     }
+    /* Smarthost AUTH needs both halves, and a smarthost to send them to. */
+    if ((cfg->relay.smarthost_user[0] == '\0') != (cfg->relay.smarthost_password_file[0] == '\0')) {
+        fail(ps, 0, "[relay] smarthost_user and smarthost_password_file must be set together");
+        return;
+    }
+    if (cfg->relay.smarthost_user[0] != '\0' && cfg->relay.smarthost.host[0] == '\0') {
+        fail(ps, 0, "[relay] smarthost_user is set but smarthost is not");
+        return;
+    }
     /* The same address:port on two listeners would fail at bind time; say it now. */
     for (size_t i = 0; i < PARAM_COUNT; i++) {
         if (params[i].type != P_LISTEN)
@@ -1179,7 +1220,8 @@ void cfg_free(struct cfg *cfg)
 {
     for (size_t i = 0; i < PARAM_COUNT; i++) {
         const struct param *p = &params[i];
-        if (p->type == P_HOSTNAME || p->type == P_USER || p->type == P_PATH) {
+        if (p->type == P_HOSTNAME || p->type == P_USER || p->type == P_SASLNAME ||
+            p->type == P_PATH) {
             char **slot = field_of(cfg, p);
             free(*slot);
             *slot = NULL;

@@ -16,8 +16,8 @@
  *     sections (even empty ones), unknown keys, a key given twice in a file and lines longer
  *     than CFG_LINE_MAX_BYTES are errors. Every error stops the load: nothing half-read is used.
  *   - Booleans: yes/no, true/false, on/off, 1/0 (printed as yes/no).
- *   - Relative paths (database, tls certificate and key) resolve against the folder of the
- *     config file, including the default database "postern.db".
+ *   - Relative paths (database, tls certificate and key, smarthost_password_file) resolve
+ *     against the folder of the config file, including the default database "postern.db".
  * Error texts (err of cfg_load*), one line, no trailing newline:
  *   FILE:LINE: unknown section [NAME]
  *   FILE:LINE: unknown key "KEY" in [SECTION]
@@ -28,6 +28,8 @@
  *   FILE:LINE: syntax error
  *   FILE: cannot open: STRERROR
  *   FILE: [tls] certificate and key must be set together
+ *   FILE: [relay] smarthost_user and smarthost_password_file must be set together
+ *   FILE: [relay] smarthost_user is set but smarthost is not
  *   FILE: ADDR is in both [S1] K1 and [S2] K2        (one address:port on two listeners)
  *
  * Not thread-safe: inih's options are process-wide variables that cfg_load* sets (and restores)
@@ -49,9 +51,11 @@
 /* Addresses per listen key; more is a config error. */
 #define CFG_LISTEN_MAX 8
 /* Room for a host name (RFC 1035 2.3.4: 253 octets as text) and its NUL. */
-#define CFG_HOST_MAX_BYTES    256
-#define CFG_WARNINGS_MAX      8
-#define CFG_WARNING_MAX_BYTES 256
+#define CFG_HOST_MAX_BYTES 256
+/* Longest smarthost_user: RFC 4616 2 lets a PLAIN authcid be 255 octets. */
+#define CFG_SASLNAME_MAX_BYTES 255
+#define CFG_WARNINGS_MAX       8
+#define CFG_WARNING_MAX_BYTES  256
 
 /*
  * One listening address. host is "*" (every address, IPv4 and IPv6: the server decides how
@@ -130,6 +134,8 @@ struct cfg {
         enum cfg_sender_check sender_check;
         enum cfg_denied_style denied_style;
         struct cfg_hostport smarthost;
+        char *smarthost_user;          /* "" = no AUTH at the smarthost */
+        char *smarthost_password_file; /* path; set exactly when smarthost_user is */
         struct cfg_hostport dns_server;
         uint16_t outbound_port; /* 1..65535 */
         uint64_t max_age_ms;    /* 1s..365d */
@@ -163,7 +169,9 @@ int cfg_load_string(struct cfg *cfg, const char *text, const char *name_for_erro
 /*
  * Writes the effective configuration as an INI file that cfg_load accepts back and that gives
  * an identical struct: every section and key in table order, canonical values ("30m", "25M",
- * "yes"/"no", absolute paths when they were resolved). 0, or -1 when a write failed.
+ * "yes"/"no", absolute paths when they were resolved). 0, or -1 when a write failed. The
+ * smarthost password is never in struct cfg (only its file's path: serve.c reads the file at
+ * start), so it cannot be printed.
  */
 int cfg_print(const struct cfg *cfg, FILE *out);
 

@@ -8,6 +8,7 @@
 
 struct auth;
 struct cfg;
+struct smtp_client_creds;
 struct store;
 struct writer;
 
@@ -16,6 +17,8 @@ struct app {
     struct store *reads;   /* the loop thread's read connection: short lookups only */
     struct writer *writer; /* group-commit writer: every change to the store goes through it */
     struct auth *auth;     /* password checks off the loop, throttling, cache */
+    /* [relay] smarthost_user and its password, read at start; NULL: no smarthost AUTH */
+    const struct smtp_client_creds *smarthost_creds;
 };
 
 #endif

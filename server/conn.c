@@ -230,7 +230,13 @@ static void arm_idle(struct conn *c)
 
 /* ---- transcript ---------------------------------------------------------------------------- */
 
-/* Logs every line of data (split at LF, CR dropped) as event=send. */
+static size_t transcript_visible_bytes(const char *line, size_t len);
+
+/*
+ * Logs every line of data (split at LF, CR dropped) as event=send. On an outbound connection the
+ * lines are our client's commands, and "AUTH PLAIN <initial response>" (smarthost credentials,
+ * smtp_client.c) is masked like a received one; replies a server sends never start with AUTH.
+ */
 static void transcript_send(struct conn *c, const unsigned char *data, size_t len)
 {
     char esc[CONN_TRANSCRIPT_LINE_BYTES];
@@ -241,7 +247,19 @@ static void transcript_send(struct conn *c, const unsigned char *data, size_t le
         size_t n = end - i;
         if (n > 0 && data[i + n - 1] == '\r')
             n--;
-        log_escape(esc, sizeof(esc), (const char *)data + i, n);
+        const char *line = (const char *)data + i;
+        size_t visible =
+            c->service == CONN_SERVICE_OUTBOUND ? transcript_visible_bytes(line, n) : n;
+        if (visible < n) {
+            char head[CONN_TRANSCRIPT_LINE_BYTES / 2];
+            log_escape(head, sizeof(head), line, visible);
+            size_t hlen = strlen(head);
+            bool quoted = hlen >= 2 && head[0] == '"' && head[hlen - 1] == '"';
+            snprintf(esc, sizeof(esc), "\"%.*s ***\"", (int)(quoted ? hlen - 2 : hlen),
+                     quoted ? head + 1 : head);
+        } else {
+            log_escape(esc, sizeof(esc), line, n);
+        }
         log_info(c->handler->proto, c->sid, "event=send line=%s", esc);
         i = lf != NULL ? end + 1 : len;
     }

@@ -73,7 +73,8 @@ struct delivery {
     uint16_t port;
     struct sockaddr_storage *addrs; /* owned */
     size_t n_addrs, addr_i, tried;
-    bool no_tls; /* retrying the current address without STARTTLS */
+    bool no_tls;    /* retrying the current address without STARTTLS */
+    bool smarthost; /* routed to relay.smarthost (AUTH there when credentials are set) */
     struct smtp_client *client;
     struct smtp_client_rcpt *cur; /* owned, n: the recipients handed to the current client */
     size_t *cur_idx;              /* owned, n */
@@ -275,8 +276,9 @@ static void on_deadline_closed(uv_handle_t *h)
     struct queue_runner *r = d->r;
     r->handles_open--;
     delivery_free(d);
+    /* check_stopped ends in runner_maybe_free, which may free r: r is not touched after it
+     * (freeing implies stopping, so nothing is missed when check_stopped returns early). */
     check_stopped(r);
-    runner_maybe_free(r);
 }
 
 /* The delivery is finished with the writer: unlink it and close its timer (frees it). */
@@ -526,8 +528,9 @@ static void on_client_done(void *arg, const struct smtp_client_result *res)
     }
     if (d->r->stopping)
         return; /* queue_runner_stop took over */
-    if (res->tls_failed && !d->no_tls) {
-        /* RFC 7435: opportunistic TLS that fails is retried in the clear. */
+    if (res->tls_failed && !d->no_tls && d->r->app->smarthost_creds == NULL) {
+        /* RFC 7435: opportunistic TLS that fails is retried in the clear (never with smarthost
+         * credentials: the client then reports no tls_failed, and this is a safety net). */
         log_info("queue", 0, "event=tls-fallback msg=%" PRId64 " relay=%s", d->message_id,
                  d->cur_relay);
         d->no_tls = true;
@@ -583,6 +586,8 @@ static void try_addr(struct delivery *d)
             .addr = sa,
             .remote_host = host,
             .tls_ctx = d->no_tls ? NULL : r->tls,
+            /* Only the smarthost route authenticates; MX hosts never see the credentials. */
+            .creds = d->smarthost ? r->app->smarthost_creds : NULL,
             .helo_name = r->app->cfg->server.hostname,
             .sender = d->sender,
             .rcpts = d->cur,
@@ -719,6 +724,7 @@ static void delivery_start(struct delivery *d)
         }
         snprintf(d->targets[0].host, sizeof(d->targets[0].host), "%s", cfg->relay.smarthost.host);
         d->n_targets = 1;
+        d->smarthost = true;
         d->port = cfg->relay.smarthost.port != 0 ? cfg->relay.smarthost.port : 25;
         next_target(d);
         return;
@@ -989,9 +995,10 @@ int queue_runner_new(uv_loop_t *loop, struct app *app, struct conn_set *conns,
         dns_free(&r->dns);
         return -1;
     }
-    log_info("queue", 0, "event=runner-started route=%s max_attempts=%d max_per_domain=%d",
+    log_info("queue", 0, "event=runner-started route=%s auth=%s max_attempts=%d max_per_domain=%d",
              app->cfg->relay.smarthost.host[0] != '\0' ? "smarthost" : "mx",
-             QUEUE_RUNNER_MAX_ATTEMPTS, QUEUE_RUNNER_MAX_PER_DOMAIN);
+             app->smarthost_creds != NULL ? "plain" : "none", QUEUE_RUNNER_MAX_ATTEMPTS,
+             QUEUE_RUNNER_MAX_PER_DOMAIN);
     *out = r;
     return 0;
 }

@@ -23,8 +23,12 @@
  * failing is a deferral with the last error. Null MX (RFC 7505) and a domain that does not exist
  * bounce (5.1.10, 5.1.2); a DNS failure or timeout defers (4.4.3).
  *
- * Not done: smarthost AUTH (no credentials in the config yet), skipping MX hosts that are this
- * server (RFC 5321 5.1 loop detection; a loop ends at the remote's hop count), DANE/MTA-STS.
+ * Smarthost AUTH: with app->smarthost_creds set, the smarthost route requires STARTTLS and AUTH
+ * PLAIN (smtp_client.h); a failed handshake is then not retried in the clear, and refused
+ * credentials defer (never bounce). MX routes never authenticate.
+ *
+ * Not done: skipping MX hosts that are this server (RFC 5321 5.1 loop detection; a loop ends at
+ * the remote's hop count), DANE/MTA-STS, AUTH mechanisms other than PLAIN.
  *
  * Concurrency: at most QUEUE_RUNNER_MAX_ATTEMPTS attempts at once, QUEUE_RUNNER_MAX_PER_DOMAIN
  * per recipient domain (constants, not config keys, for now). Entries claimed beyond them are

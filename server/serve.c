@@ -7,7 +7,8 @@
  * Start order and why:
  *   1. store and writer: the database is opened (and created, with its -wal and -shm files) while
  *      still root, so the dropped process never needs to create a file beside it;
- *   2. TLS context: the key is often readable by root only;
+ *   2. TLS context: the key is often readable by root only; so is the smarthost password file
+ *      ([relay] smarthost_password_file), read here too (once: a SIGHUP does not re-read it);
  *   3. listeners: ports below 1024 need root;
  *   4. privilege drop ([server] user, only when running as root): the database file and its -wal
  *      and -shm files are chowned to the user first, so they stay writable (the connections opened
@@ -27,9 +28,9 @@
  * key: new connections get the new context, open ones keep theirs.
  *
  * Exit codes: 0 after a clean stop; 2 for a [server] user that does not exist; 3 when the
- * database, the TLS files, a listening address, the loop or the privilege drop fail (with one
- * line on stderr such as "postern: cannot listen on 127.0.0.1:2525 (smtp): address already in
- * use").
+ * database, the TLS files, the smarthost password file, a listening address, the loop or the
+ * privilege drop fail (with one line on stderr such as "postern: cannot listen on
+ * 127.0.0.1:2525 (smtp): address already in use").
  */
 #include "server/serve.h"
 
@@ -53,6 +54,7 @@
 #include "server/listener.h"
 #include "server/pop3_session.h"
 #include "server/queue_runner.h" /* outbound delivery (issue 6) */
+#include "server/smtp_client.h"  /* smarthost credentials */
 #include "server/smtp_session.h"
 #include "server/tls.h"
 #include "storage/store.h"
@@ -83,6 +85,8 @@ struct server {
     struct writer_job purge_job;
     bool purge_busy; /* purge_job is with the writer */
     bool stopping;
+    /* owned; NULL without [relay] smarthost_user; app.smarthost_creds borrows it */
+    struct smtp_client_creds *smarthost_creds;
     struct app app; /* what sessions borrow (app.h); points into the fields above */
 };
 
@@ -361,6 +365,16 @@ int serve_main(struct cfg *cfg, const char *config_path)
             goto out_stop;
         }
     }
+    if (cfg->relay.smarthost_user[0] != '\0') {
+        /* Read once, here, while still root: the file may be readable by root only. A SIGHUP
+         * does not re-read it; a new password needs a restart. */
+        if (smtp_client_creds_load(cfg->relay.smarthost_user, cfg->relay.smarthost_password_file,
+                                   &srv->smarthost_creds, err, sizeof(err)) != 0) {
+            fail_line("start-failed", err);
+            goto out_stop;
+        }
+        srv->app.smarthost_creds = srv->smarthost_creds;
+    }
     if ((rc = auth_new(&srv->loop, &srv->app.auth)) != 0) {
         fail_line("start-failed", "cannot set up password checks");
         goto out_stop;
@@ -429,6 +443,9 @@ out:
         uv_run(&srv->loop, UV_RUN_DEFAULT);
     }
     store_close(&srv->reads);
+    /* The runner and its clients are gone (the loop ran to its end): nothing borrows it now. */
+    srv->app.smarthost_creds = NULL;
+    smtp_client_creds_free(&srv->smarthost_creds);
     if (uv_loop_close(&srv->loop) != 0)
         log_warn("serve", 0, "event=loop-close-failed text=\"handles still open\"");
     else if (exit_code == 0)

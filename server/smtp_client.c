@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "common/buf.h"
 #include "common/dotstuff.h"
 #include "common/log.h"
@@ -121,6 +123,18 @@ void smtp_ehlo_parse_line(struct smtp_ehlo_caps *caps, const char *text, size_t 
         caps->pipelining = true;
     } else if (keyword_is(text, len, "STARTTLS", &arg)) {
         caps->starttls = true;
+    } else if (keyword_is(text, len, "AUTH", &arg)) {
+        /* "AUTH LOGIN PLAIN CRAM-MD5": mechanisms separated by spaces (RFC 4954 3). */
+        size_t i = arg;
+        while (i < len) {
+            size_t start = i;
+            while (i < len && text[i] != ' ')
+                i++;
+            if (i - start == 5 && strncasecmp(text + start, "PLAIN", 5) == 0)
+                caps->auth_plain = true;
+            while (i < len && text[i] == ' ')
+                i++;
+        }
     } else if (keyword_is(text, len, "8BITMIME", &arg)) {
         caps->eightbitmime = true;
     } else if (keyword_is(text, len, "SIZE", &arg)) {
@@ -139,6 +153,130 @@ void smtp_ehlo_parse_line(struct smtp_ehlo_caps *caps, const char *text, size_t 
     }
 }
 
+/* ---- smarthost credentials ----------------------------------------------------------------- */
+
+struct smtp_client_creds {
+    char *user;     /* owned */
+    char *password; /* owned, wiped on free; password_len octets and a NUL */
+    size_t password_len;
+};
+
+void smtp_client_creds_free(struct smtp_client_creds **cp)
+{
+    struct smtp_client_creds *c = *cp;
+    if (c == NULL)
+        return;
+    *cp = NULL;
+    if (c->password != NULL) {
+        sodium_memzero(c->password, c->password_len + 1);
+        free(c->password);
+    }
+    free(c->user);
+    free(c);
+}
+
+int smtp_client_creds_load(const char *user, const char *password_file,
+                           struct smtp_client_creds **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    /* One byte more than allowed, the line ending and a NUL: a longer line is detected. */
+    char line[SMTP_CLIENT_PASSWORD_MAX_BYTES + 4];
+    FILE *fp = fopen(password_file, "r");
+    if (fp == NULL) {
+        snprintf(err, errlen, "%s: cannot open the smarthost password file: %s", password_file,
+                 strerror(errno));
+        return -1;
+    }
+    size_t n = fread(line, 1, sizeof(line) - 1, fp);
+    int read_errno = ferror(fp) ? errno : 0;
+    if (fclose(fp) != 0 && read_errno == 0)
+        read_errno = errno;
+    int rc = -1;
+    if (read_errno != 0) {
+        snprintf(err, errlen, "%s: cannot read the smarthost password file: %s", password_file,
+                 strerror(read_errno));
+        goto out;
+    }
+    line[n] = '\0';
+    char *lf = memchr(line, '\n', n);
+    size_t len = lf != NULL ? (size_t)(lf - line) : n;
+    if (len > 0 && line[len - 1] == '\r')
+        len--;
+    if (memchr(line, '\0', len) != NULL) {
+        snprintf(err, errlen, "%s: the smarthost password holds a NUL octet", password_file);
+        goto out;
+    }
+    if (len == 0) {
+        snprintf(err, errlen, "%s: the first line (the smarthost password) is empty",
+                 password_file);
+        goto out;
+    }
+    if (len > SMTP_CLIENT_PASSWORD_MAX_BYTES) {
+        snprintf(err, errlen, "%s: the smarthost password is longer than %d bytes", password_file,
+                 SMTP_CLIENT_PASSWORD_MAX_BYTES);
+        goto out;
+    }
+    struct smtp_client_creds *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    c->user = strdup(user);
+    c->password = malloc(len + 1);
+    if (c->user == NULL || c->password == NULL) {
+        smtp_client_creds_free(&c);
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    memcpy(c->password, line, len);
+    c->password[len] = '\0';
+    c->password_len = len;
+    *out = c;
+    rc = 0;
+out:
+    sodium_memzero(line, sizeof(line));
+    return rc;
+}
+
+int smtp_client_auth_line(const char *user, const char *password, size_t password_len, char *out,
+                          size_t outlen)
+{
+    static const char head[] = "AUTH PLAIN ";
+    size_t ulen = strlen(user);
+    if (ulen > 255 || password_len > SMTP_CLIENT_PASSWORD_MAX_BYTES)
+        goto too_long;
+    /* RFC 4616 2: message = [authzid] NUL authcid NUL passwd; no authzid: act as ourselves. */
+    unsigned char msg[2 + 255 + SMTP_CLIENT_PASSWORD_MAX_BYTES];
+    size_t mlen = 0;
+    msg[mlen++] = '\0';
+    memcpy(msg + mlen, user, ulen);
+    mlen += ulen;
+    msg[mlen++] = '\0';
+    memcpy(msg + mlen, password, password_len);
+    mlen += password_len;
+    size_t b64_bytes = sodium_base64_ENCODED_LEN(mlen, sodium_base64_VARIANT_ORIGINAL);
+    /* b64_bytes counts its NUL; the line adds the head and CRLF. */
+    if (outlen < sizeof(head) - 1 + b64_bytes + 2) {
+        sodium_memzero(msg, sizeof(msg));
+        goto too_long;
+    }
+    memcpy(out, head, sizeof(head) - 1);
+    sodium_bin2base64(out + sizeof(head) - 1, b64_bytes, msg, mlen, sodium_base64_VARIANT_ORIGINAL);
+    sodium_memzero(msg, sizeof(msg));
+    size_t len = sizeof(head) - 1 + b64_bytes - 1;
+    memcpy(out + len, "\r\n", 3);
+    return (int)(len + 2);
+too_long:
+    if (outlen > 0)
+        sodium_memzero(out, outlen);
+    return -1;
+}
+
+int smtp_client_creds_auth_line(const struct smtp_client_creds *c, char *out, size_t outlen)
+{
+    return smtp_client_auth_line(c->user, c->password, c->password_len, out, outlen);
+}
+
 /* ---- one transaction ----------------------------------------------------------------------- */
 
 enum client_state {
@@ -148,6 +286,7 @@ enum client_state {
     ST_HELO,
     ST_STARTTLS,
     ST_HANDSHAKE,
+    ST_AUTH,
     ST_MAIL,
     ST_RCPT,
     ST_DATA,
@@ -179,6 +318,11 @@ struct smtp_client {
     uint64_t strip_bytes; /* the Return-Path line's octets at the start, 0 if none */
     bool has_8bit;
 
+    /* smarthost AUTH: the whole "AUTH PLAIN ...\r\n" line (owned, wiped on free), or NULL */
+    char *auth_line;
+    size_t auth_line_len;
+    bool tls_heard; /* a reply arrived under TLS: the handshake surely succeeded */
+
     struct smtp_ehlo_caps caps;
     bool esmtp; /* EHLO was accepted */
     bool pipelined;
@@ -203,6 +347,10 @@ static void client_free(struct smtp_client *sc)
     if (sc == NULL)
         return;
     store_body_close(&sc->reader);
+    if (sc->auth_line != NULL) {
+        sodium_memzero(sc->auth_line, sc->auth_line_len + 1);
+        free(sc->auth_line);
+    }
     free(sc->rcpt_ok);
     free(sc->remote_host);
     free(sc->helo_name);
@@ -364,7 +512,41 @@ static void after_ehlo(struct smtp_client *sc)
         conn_write(sc->conn, "STARTTLS\r\n", 10);
         return;
     }
+    if (sc->auth_line != NULL) {
+        /* Credentials never go out in the clear: no TLS, no AUTH, no transaction. */
+        if (!conn_is_tls(sc->conn)) {
+            host_failure(sc, 0, "%s: smarthost requires TLS for AUTH: STARTTLS not offered",
+                         sc->remote_host);
+            return;
+        }
+        if (!sc->caps.auth_plain) {
+            host_failure(sc, 0, "%s: smarthost does not offer AUTH PLAIN after STARTTLS",
+                         sc->remote_host);
+            return;
+        }
+        sc->state = ST_AUTH;
+        conn_write(sc->conn, sc->auth_line, sc->auth_line_len);
+        return;
+    }
     start_transaction(sc);
+}
+
+/*
+ * The smarthost refused our credentials (535 5.7.8, RFC 4954 6) or AUTH failed otherwise. Every
+ * recipient is deferred, never bounced, whatever the class: a wrong or expired password is this
+ * server's configuration error, and bouncing would return every user's mail until someone fixes
+ * it; deferred mail goes out on a later attempt once the password is right (or bounces at
+ * max_age like any other deferral). The status keeps the reply's detail in class 4.
+ */
+static void auth_failed(struct smtp_client *sc, int code, const char *text)
+{
+    char dsn[DSN_STATUS_BYTES];
+    smtp_reply_enhanced(code, text, dsn);
+    dsn[0] = '4';
+    for (size_t i = 0; i < sc->n_rcpts; i++)
+        if (sc->rcpts[i].status == SMTP_RCPT_PENDING)
+            set_rcpt_own(&sc->rcpts[i], SMTP_RCPT_DEFER, code, text, dsn);
+    finish(sc);
 }
 
 /* Recipients accepted at RCPT take the data's result. */
@@ -487,6 +669,13 @@ static void on_reply(struct smtp_client *sc, int code, const char *text)
             host_failure(sc, code, "%s", text);
             return;
         }
+        if (sc->auth_line != NULL) {
+            /* HELO has neither STARTTLS nor AUTH; going on unauthenticated would only get
+             * "530 authentication required", a 5xx that would bounce. */
+            host_failure(sc, 0, "%s: smarthost requires TLS for AUTH: EHLO refused",
+                         sc->remote_host);
+            return;
+        }
         memset(&sc->caps, 0, sizeof(sc->caps));
         start_transaction(sc);
         return;
@@ -497,7 +686,19 @@ static void on_reply(struct smtp_client *sc, int code, const char *text)
                 host_failure(sc, 0, "cannot start TLS");
             return;
         }
+        if (sc->auth_line != NULL) {
+            host_failure(sc, code, "%s: smarthost requires TLS for AUTH: STARTTLS refused: %s",
+                         sc->remote_host, text);
+            return;
+        }
         start_transaction(sc); /* opportunistic: go on in plaintext (RFC 7435) */
+        return;
+    case ST_AUTH:
+        if (code == 235) {
+            start_transaction(sc);
+            return;
+        }
+        auth_failed(sc, code, text);
         return;
     case ST_HANDSHAKE:
         /* Nothing may arrive before the handshake is done. */
@@ -597,6 +798,8 @@ static void c_open(struct conn *c)
 static void c_line(struct conn *c, const char *line, size_t len)
 {
     struct smtp_client *sc = conn_session(c);
+    if (conn_is_tls(c))
+        sc->tls_heard = true;
     int st = smtp_reply_feed(&sc->reply, line, len);
     if (st == SMTP_REPLY_BAD) {
         char esc[200];
@@ -659,7 +862,17 @@ static void c_close(struct conn *c, const char *reason)
          * that refuses our certificate-less handshake says so only after its Finished). */
         if (sc->state == ST_HANDSHAKE || strncmp(reason, "tls-error", 9) == 0)
             res.tls_failed = true;
-        if (sc->state == ST_CONNECTING)
+        /* With TLS 1.3 a server refusing the handshake may say so only after our Finished,
+         * when we have sent EHLO already: no reply under TLS yet means the handshake failed. */
+        if (res.tls_failed && sc->auth_line != NULL) {
+            /* AUTH needs TLS: no retry in the clear (the runner would retry on tls_failed). */
+            res.tls_failed = false;
+            snprintf(res.error, sizeof(res.error), "%s: smarthost requires TLS for AUTH: %s (%s)",
+                     sc->remote_host,
+                     sc->state == ST_HANDSHAKE || !sc->tls_heard ? "TLS handshake failed"
+                                                                 : "TLS failed",
+                     reason);
+        } else if (sc->state == ST_CONNECTING)
             snprintf(res.error, sizeof(res.error), "%s: %s", sc->remote_host, reason);
         else
             snprintf(res.error, sizeof(res.error), "%s: connection lost (%s)", sc->remote_host,
@@ -711,6 +924,19 @@ int smtp_client_start(const struct smtp_client_params *p, struct smtp_client **o
         sc->rcpt_ok == NULL) {
         client_free(sc);
         return -ENOMEM;
+    }
+    if (p->creds != NULL) {
+        char line[SMTP_CLIENT_AUTH_LINE_MAX_BYTES];
+        int n = smtp_client_creds_auth_line(p->creds, line, sizeof(line));
+        if (n > 0 && (sc->auth_line = malloc((size_t)n + 1)) != NULL) {
+            memcpy(sc->auth_line, line, (size_t)n + 1);
+            sc->auth_line_len = (size_t)n;
+        }
+        sodium_memzero(line, sizeof(line));
+        if (sc->auth_line == NULL) {
+            client_free(sc);
+            return -ENOMEM;
+        }
     }
     sc->rcpts = p->rcpts;
     sc->n_rcpts = p->n_rcpts;

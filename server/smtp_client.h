@@ -9,9 +9,18 @@
  * 2920), streams the stored body dot-stuffed (common/dotstuff.h) with backpressure, and reports
  * one result per recipient: sent (250 to the end of data), deferred (4xx) or bounced (5xx).
  *
+ * Smarthost AUTH (params.creds set): STARTTLS becomes required. Without STARTTLS in the EHLO
+ * reply, with STARTTLS refused or a failed handshake, the credentials are never sent and the
+ * attempt is a host failure ("smarthost requires TLS for AUTH: ..."; a failed handshake is not
+ * flagged tls_failed, so the runner does not retry in the clear). After TLS and the second EHLO,
+ * AUTH PLAIN must be offered (RFC 4954 4); "AUTH PLAIN <initial response>" is sent and 235 is
+ * expected. Any other reply defers every recipient with that reply (a 535 included: a wrong
+ * password is our configuration's fault, and must not bounce every sender's mail).
+ *
  * What it does not do: choose the address (the runner resolves MX hosts and walks them), retry,
- * touch the queue, verify certificates, AUTH (smarthost credentials are not in the config yet),
- * SMTPUTF8, DSN extension parameters, or CHUNKING.
+ * touch the queue, verify certificates (so AUTH over TLS protects the password from passive
+ * eavesdroppers only, as every opportunistic-TLS MTA's default does), AUTH mechanisms other than
+ * PLAIN, SMTPUTF8, DSN extension parameters, or CHUNKING.
  *
  * Result timing: done runs once, as soon as the outcome is known, and in particular right after
  * the 250 to the end of data, before QUIT: the queue must record a delivery promptly (queue.h,
@@ -105,6 +114,7 @@ struct smtp_ehlo_caps {
     bool starttls;           /* RFC 3207 */
     bool eightbitmime;       /* RFC 6152 */
     bool size;               /* RFC 1870 */
+    bool auth_plain;         /* RFC 4954: AUTH, with PLAIN among its mechanisms */
     uint64_t size_max_bytes; /* SIZE's argument; 0 = no fixed limit given */
 };
 
@@ -114,6 +124,42 @@ struct smtp_ehlo_caps {
  * 4.1.1.1); unknown ones and malformed SIZE arguments are ignored.
  */
 void smtp_ehlo_parse_line(struct smtp_ehlo_caps *caps, const char *text, size_t len);
+
+/* ---- smarthost credentials ---- */
+
+/* The password file's first line, without its line ending, is at most this long. */
+#define SMTP_CLIENT_PASSWORD_MAX_BYTES 1024
+/* "AUTH PLAIN " and the base64 of NUL user NUL password (RFC 4616 2), with CRLF and NUL. */
+#define SMTP_CLIENT_AUTH_LINE_MAX_BYTES                                                            \
+    (16 + 4 * ((2 + 255 + SMTP_CLIENT_PASSWORD_MAX_BYTES + 2) / 3))
+
+/*
+ * Credentials for AUTH PLAIN at the smarthost: one owner (serve.c), read once at start (before
+ * the privilege drop, so the file may be readable by root only; a SIGHUP does not re-read it).
+ * The secret lives only here and in each client's copy of its AUTH line; both are wiped with
+ * sodium_memzero when freed.
+ */
+struct smtp_client_creds;
+
+/*
+ * Reads the password file's first line (LF or CRLF ended, or the whole file without one). user
+ * is the authentication identity (copied). 0 and *out, or -1 with one line naming the file in
+ * err: it cannot be opened or read, its first line is empty or longer than
+ * SMTP_CLIENT_PASSWORD_MAX_BYTES, or holds NUL; or memory.
+ */
+int smtp_client_creds_load(const char *user, const char *password_file,
+                           struct smtp_client_creds **out, char *err, size_t errlen);
+/* Wipes and frees; *c is set to NULL. NULL is a no-op. */
+void smtp_client_creds_free(struct smtp_client_creds **c);
+/*
+ * The line "AUTH PLAIN <base64 of NUL user NUL password>\r\n" (RFC 4954 4 initial response,
+ * RFC 4616 2 message with an empty authzid) into out (outlen >= SMTP_CLIENT_AUTH_LINE_MAX_BYTES is
+ * always enough). Returns its length, or -1 when it does not fit (out is wiped then).
+ */
+int smtp_client_auth_line(const char *user, const char *password, size_t password_len, char *out,
+                          size_t outlen);
+/* smtp_client_auth_line for loaded credentials. */
+int smtp_client_creds_auth_line(const struct smtp_client_creds *c, char *out, size_t outlen);
 
 /* ---- one transaction ---- */
 
@@ -141,10 +187,12 @@ struct smtp_client_result {
 };
 
 struct smtp_client_params {
-    struct conn_set *conns;         /* borrowed */
-    const struct sockaddr *addr;    /* copied */
-    const char *remote_host;        /* for SNI (unless an IP address) and errors (copied) */
-    struct tls_ctx *tls_ctx;        /* client context for STARTTLS; NULL: never STARTTLS */
+    struct conn_set *conns;      /* borrowed */
+    const struct sockaddr *addr; /* copied */
+    const char *remote_host;     /* for SNI (unless an IP address) and errors (copied) */
+    struct tls_ctx *tls_ctx;     /* client context for STARTTLS; NULL: never STARTTLS */
+    /* borrowed, only during smtp_client_start; NULL: no AUTH. Set: TLS and AUTH are required */
+    const struct smtp_client_creds *creds;
     const char *helo_name;          /* our hostname for EHLO (copied) */
     const char *sender;             /* "" for the null sender (copied) */
     struct smtp_client_rcpt *rcpts; /* borrowed until done runs; statuses are written there */

@@ -2,6 +2,8 @@
 a smarthost or an MX host, and a small DNS responder that answers MX and A questions for test
 domains. Both run in daemon threads on 127.0.0.1 and are stopped by close().
 """
+import base64
+import binascii
 import socket
 import socketserver
 import ssl
@@ -20,10 +22,16 @@ class SmtpSink:
     data_replies [reply, ...] replies to the final dot, used in order, the last one repeated
     stall_data   True: never answer the final dot (the message counts as not accepted)
     tls_context  an ssl.SSLContext to offer STARTTLS with
+    auth         None, or (user, password): offer "AUTH PLAIN" (before and after TLS alike, so a
+                 client that would send credentials in the clear gets the chance to) and check
+                 "AUTH PLAIN <initial response>" against it: 235, or 535 5.7.8; MAIL before a
+                 successful AUTH gets 530 5.7.0
 
     What it saw: self.messages, one dict per message accepted with 250 (mail_from, mail_params,
     rcpts, data bytes as received after un-stuffing, tls); self.unacked, messages whose final
     dot got no 2xx; self.sessions counts connections; self.commands lists every command line.
+    self.auths lists every AUTH command as a dict (user, password, ok, tls: under TLS or not);
+    self.plaintext holds every octet received outside TLS, in every session.
     """
 
     def __init__(self, port=0, host="127.0.0.1"):
@@ -34,6 +42,9 @@ class SmtpSink:
         self.data_replies = ["250 2.0.0 Ok: queued"]
         self.stall_data = False
         self.tls_context = None
+        self.auth = None
+        self.auths = []
+        self.plaintext = bytearray()
         self.messages = []
         self.unacked = []
         self.commands = []
@@ -91,10 +102,14 @@ class SmtpSink:
         if not self.greeting.startswith("220"):
             return
         mail_from, params, rcpts = None, "", []
+        authed = False
         while True:
             raw = f.readline(4096)
             if not raw:
                 return
+            if not tls:
+                with self.lock:
+                    self.plaintext += raw
             line = raw.rstrip(b"\r\n").decode("latin-1")
             with self.lock:
                 self.commands.append(line)
@@ -106,6 +121,8 @@ class SmtpSink:
                 exts = list(self.extensions)
                 if self.tls_context is not None and not tls:
                     exts.append("STARTTLS")
+                if self.auth is not None:
+                    exts.append("AUTH LOGIN PLAIN")
                 lines = ["sink.test hello"] + exts
                 for i, text in enumerate(lines):
                     send(("250 " if i == len(lines) - 1 else "250-") + text)
@@ -118,6 +135,13 @@ class SmtpSink:
                 f = sock.makefile("rb")
                 tls = True
                 mail_from, params, rcpts = None, "", []
+                authed = False
+            elif verb == "AUTH":
+                authed = self._auth(line, tls)
+                send("235 2.7.0 Authentication successful" if authed
+                     else "535 5.7.8 Authentication credentials invalid")
+            elif verb == "MAIL" and self.auth is not None and not authed:
+                send("530 5.7.0 Authentication required")
             elif verb == "MAIL":
                 rest = line[10:]
                 addr, _, params = rest.partition(">")
@@ -166,6 +190,25 @@ class SmtpSink:
                 return
             else:
                 send("502 5.5.2 unknown command")
+
+
+    def _auth(self, line, tls):
+        """Checks "AUTH PLAIN <base64 of authzid NUL user NUL password>" (RFC 4616 2)."""
+        words = line.split(" ")
+        entry = {"user": None, "password": None, "ok": False, "tls": tls}
+        if self.auth is not None and len(words) == 3 and words[1].upper() == "PLAIN":
+            try:
+                parts = base64.b64decode(words[2], validate=True).split(b"\0")
+            except (binascii.Error, ValueError):
+                parts = []
+            if len(parts) == 3:
+                entry["user"] = parts[1].decode("utf-8", "replace")
+                entry["password"] = parts[2].decode("utf-8", "replace")
+                entry["ok"] = (parts[0] == b"" and
+                               (entry["user"], entry["password"]) == tuple(self.auth))
+        with self.lock:
+            self.auths.append(entry)
+        return entry["ok"]
 
 
 def _encode_name(name):

@@ -6,6 +6,7 @@ Messages are put into the queue with sqlite3 directly (as the SMTP session would
 storage/schema.c), so these tests do not depend on the SMTP session; one guarded test relays
 through the SMTP port from a trusted network.
 """
+import base64
 import os
 import re
 import signal
@@ -14,7 +15,7 @@ import sqlite3
 import subprocess
 import time
 
-from harness import PosternTest, free_port
+from harness import BIN, PosternTest, free_port
 from outbound_fakes import DnsResponder, SmtpSink
 
 SENDER = "alice@sender.test"
@@ -437,3 +438,177 @@ class TestRelayThroughSmtp(OutboundTest):
         self.assertTrue(m["data"].endswith(b"hello\r\n.dot\r\n"), m["data"])
         self.assertTrue(m["data"].startswith(b"Received: "), m["data"][:80])
         self.assertNotIn(b"Return-Path:", m["data"])
+
+
+RELAY_USER = "relay-user@sender.test"
+RELAY_PASSWORD = "Sm@rt host pw 9"
+# What AUTH PLAIN carries on the wire: base64 of NUL user NUL password (RFC 4616 2).
+RELAY_B64 = base64.b64encode(b"\0" + RELAY_USER.encode() + b"\0" + RELAY_PASSWORD.encode())
+
+
+class TestSmarthostAuth(OutboundTest):
+    """[relay] smarthost_user / smarthost_password_file: AUTH PLAIN, only ever under TLS."""
+
+    def tls_sink(self, require_client_cert=False):
+        import ssl
+        from test_conn import make_cert
+        make_cert(self.dir, "sink.test", cert="sink-cert.pem", key="sink-key.pem")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(os.path.join(self.dir, "sink-cert.pem"),
+                            os.path.join(self.dir, "sink-key.pem"))
+        if require_client_cert:
+            ctx.verify_mode = ssl.CERT_REQUIRED  # we send none: the handshake fails
+        self.sink.tls_context = ctx
+
+    def auth_config(self, password=RELAY_PASSWORD):
+        # A relative path: resolved against the config file's folder.
+        with open(os.path.join(self.dir, "relay.pw"), "w") as f:
+            f.write(password + "\n")
+        self.smarthost_config(f"smarthost_user = {RELAY_USER}\n"
+                              "smarthost_password_file = relay.pw\n"
+                              "[server]\ntranscript = yes\n")
+
+    def assert_no_secret(self, data, where):
+        if isinstance(data, str):
+            data = data.encode("utf-8", "replace")
+        self.assertNotIn(RELAY_PASSWORD.encode(), data, where)
+        self.assertNotIn(RELAY_B64, data, where)
+
+    def assert_deferred_no_bounce(self, error_part):
+        rows = wait_for(lambda: [r for r in self.queue_rows() if r[4] is None and r[2] >= 1],
+                        what="a deferred, unclaimed entry")
+        self.assertEqual(len(rows), 1)
+        self.assertIn(error_part, rows[0][3])
+        listing = self.ok("queue", "list").out
+        self.assertIn(error_part, listing)
+        self.assertIn("attempts=1", listing)
+        time.sleep(0.5)
+        self.assertEqual(self.sink.messages, [])  # neither the message nor a bounce
+        self.assertNotIn("status=bounced", self.read_log())
+        self.assertIn("status=deferred", self.read_log())
+
+    def test_auth_plain_over_starttls(self):
+        self.tls_sink()
+        self.sink.auth = (RELAY_USER, RELAY_PASSWORD)
+        self.auth_config()
+        self.enqueue(["bob@dest.test"])
+        self.start_server()
+        m = wait_for(lambda: self.sink.messages, what="the message")[0]
+        self.assertTrue(m["tls"])
+        self.assertEqual(m["data"], SENT)
+        self.assertEqual(self.sink.auths,
+                         [{"user": RELAY_USER, "password": RELAY_PASSWORD, "ok": True,
+                           "tls": True}])
+        self.assert_no_secret(bytes(self.sink.plaintext), "plaintext at the sink")
+        self.wait_log("status=sent")
+        self.wait_queue_empty()
+        log = self.read_log()
+        self.assertIn("event=runner-started route=smarthost auth=plain", log)
+        self.assertIn('event=send line="AUTH PLAIN ***"', log)  # the transcript masks it
+        self.assert_no_secret(log, "the server log")
+        # config check shows the file, never the password.
+        out = self.ok("config", "check").out
+        self.assertIn(f"smarthost_user = {RELAY_USER}", out)
+        self.assertIn("smarthost_password_file = " + os.path.join(os.path.realpath(self.dir),
+                                                                  "relay.pw"), out)
+        self.assert_no_secret(out, "config check")
+
+    def test_no_starttls_defers_and_never_sends_credentials(self):
+        self.sink.auth = (RELAY_USER, RELAY_PASSWORD)  # AUTH offered in the clear: not taken
+        self.auth_config()
+        self.enqueue(["bob@dest.test"])
+        self.start_server()
+        self.assert_deferred_no_bounce("smarthost requires TLS for AUTH: STARTTLS not offered")
+        self.assertEqual(self.sink.auths, [])
+        self.assertFalse(any(c.upper().startswith(("AUTH", "MAIL")) for c in self.sink.commands))
+        self.assert_no_secret(bytes(self.sink.plaintext), "plaintext at the sink")
+        self.assert_no_secret(self.read_log(), "the server log")
+
+    def test_no_auth_plain_offered_defers(self):
+        self.tls_sink()  # TLS, but no AUTH at all
+        self.auth_config()
+        self.enqueue(["bob@dest.test"])
+        self.start_server()
+        self.assert_deferred_no_bounce("smarthost does not offer AUTH PLAIN after STARTTLS")
+        self.assertFalse(any(c.upper().startswith(("AUTH", "MAIL")) for c in self.sink.commands))
+
+    def test_helo_only_smarthost_defers(self):
+        self.sink.auth = (RELAY_USER, RELAY_PASSWORD)
+        self.sink.ehlo_reply = "502 5.5.2 EHLO not here"
+        self.auth_config()
+        self.enqueue(["bob@dest.test"])
+        self.start_server()
+        self.assert_deferred_no_bounce("smarthost requires TLS for AUTH: EHLO refused")
+        self.assertIn("HELO mail.example.test", self.sink.commands)
+        self.assertFalse(any(c.upper().startswith(("AUTH", "MAIL")) for c in self.sink.commands))
+        self.assert_no_secret(bytes(self.sink.plaintext), "plaintext at the sink")
+
+    def test_failed_handshake_defers_without_plaintext_retry(self):
+        self.tls_sink(require_client_cert=True)
+        self.sink.auth = (RELAY_USER, RELAY_PASSWORD)
+        self.auth_config()
+        self.enqueue(["bob@dest.test"])
+        self.start_server()
+        self.assert_deferred_no_bounce("smarthost requires TLS for AUTH: TLS handshake failed")
+        self.assertNotIn("event=tls-fallback", self.read_log())
+        self.assertEqual(self.sink.sessions, 1)  # no second session in the clear
+        self.assertEqual(self.sink.auths, [])
+        self.assert_no_secret(bytes(self.sink.plaintext), "plaintext at the sink")
+
+    def test_wrong_password_defers_with_535(self):
+        self.tls_sink()
+        self.sink.auth = (RELAY_USER, "the right one")
+        self.auth_config()
+        self.enqueue(["bob@dest.test", "carol@dest.test"])
+        self.start_server()
+        def both_deferred():
+            rows = self.queue_rows()
+            done = len(rows) == 2 and all(r[4] is None and r[2] == 1 for r in rows)
+            return rows if done else None
+
+        rows = wait_for(both_deferred, what="two deferred entries")
+        for r in rows:
+            self.assertIn("535 5.7.8 Authentication credentials invalid", r[3])
+        listing = self.ok("queue", "list").out
+        self.assertIn("535 5.7.8", listing)
+        self.wait_log("to=carol@dest.test")
+        lines = self.delivery_lines()
+        self.assertEqual(len(lines), 2, lines)
+        for l in lines:
+            self.assertIn("status=deferred dsn=4.7.8", l)
+        self.assertEqual(len(self.sink.auths), 1)
+        self.assertTrue(self.sink.auths[0]["tls"])
+        self.assertFalse(self.sink.auths[0]["ok"])
+        self.assertEqual(self.sink.auths[0]["password"], RELAY_PASSWORD)
+        time.sleep(0.5)
+        self.assertEqual(self.sink.messages, [])  # no bounce either
+        self.assert_no_secret(bytes(self.sink.plaintext), "plaintext at the sink")
+        self.assert_no_secret(self.read_log(), "the server log")
+
+    def test_config_errors(self):
+        cases = [
+            (f"smarthost_user = {RELAY_USER}\n",
+             "[relay] smarthost_user and smarthost_password_file must be set together"),
+            ("smarthost_password_file = relay.pw\n",
+             "[relay] smarthost_user and smarthost_password_file must be set together"),
+        ]
+        for extra, want in cases:
+            self.smarthost_config(extra)
+            r = self.cli("config", "check")
+            self.assertEqual(r.code, 2, r)
+            self.assertIn(f"{self.conf}: {want}", r.err)
+        self.write_config(f"[relay]\nsmarthost_user = u\nsmarthost_password_file = relay.pw\n")
+        r = self.cli("config", "check")
+        self.assertEqual(r.code, 2, r)
+        self.assertIn(f"{self.conf}: [relay] smarthost_user is set but smarthost is not", r.err)
+
+    def test_missing_password_file_exits_3(self):
+        self.smarthost_config(f"smarthost_user = {RELAY_USER}\n"
+                              "smarthost_password_file = nowhere.pw\n")
+        self.ok("domain", "list")  # creates the database
+        proc = subprocess.run([BIN, "-c", self.conf, "serve"], capture_output=True, text=True,
+                              timeout=60, cwd=self.dir)
+        self.assertEqual(proc.returncode, 3, proc)
+        path = os.path.join(os.path.realpath(self.dir), "nowhere.pw")
+        self.assertIn(f"postern: {path}: cannot open the smarthost password file: "
+                      "No such file or directory", proc.stderr)

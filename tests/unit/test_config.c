@@ -116,6 +116,8 @@ static void check_defaults(const struct cfg *cfg, const char *want_database)
     assert_int_equal(cfg->relay.denied_style, CFG_DENIED_STYLE_SENDMAIL);
     assert_string_equal(cfg->relay.smarthost.host, "");
     assert_int_equal(cfg->relay.smarthost.port, 0);
+    assert_string_equal(cfg->relay.smarthost_user, "");
+    assert_string_equal(cfg->relay.smarthost_password_file, "");
     assert_string_equal(cfg->relay.dns_server.host, "");
     assert_int_equal(cfg->relay.dns_server.port, 0);
     assert_int_equal(cfg->relay.outbound_port, 25);
@@ -271,6 +273,20 @@ static const struct ok_case ok_cases[] = {
     {"relay", "smarthost", "2001:db8::1", K_HOSTPORT, OFF(relay.smarthost), 25, "2001:db8::1",
      NULL},
     {"relay", "smarthost", "", K_HOSTPORT, OFF(relay.smarthost), 0, "", NULL},
+    {"relay", "smarthost_user", "relay-user", K_STR, OFF(relay.smarthost_user), 0, "relay-user",
+     "smarthost = relay.example.net:587\nsmarthost_password_file = pw\n"},
+    {"relay", "smarthost_user", "alice@example.test", K_STR, OFF(relay.smarthost_user), 0,
+     "alice@example.test", "smarthost = relay.example.net\nsmarthost_password_file = /etc/pw\n"},
+    {"relay", "smarthost_user", "caf\xc3\xa9 user", K_STR, OFF(relay.smarthost_user), 0,
+     "caf\xc3\xa9 user", "smarthost = relay.example.net\nsmarthost_password_file = pw\n"},
+    {"relay", "smarthost_user", "", K_STR, OFF(relay.smarthost_user), 0, "", NULL},
+    {"relay", "smarthost_password_file", "secret/pw", K_STR, OFF(relay.smarthost_password_file), 0,
+     "/base/secret/pw", "smarthost = relay.example.net\nsmarthost_user = u\n"},
+    {"relay", "smarthost_password_file", "/etc/postern/pw", K_STR,
+     OFF(relay.smarthost_password_file), 0, "/etc/postern/pw",
+     "smarthost = relay.example.net\nsmarthost_user = u\n"},
+    {"relay", "smarthost_password_file", "", K_STR, OFF(relay.smarthost_password_file), 0, "",
+     NULL},
     {"relay", "dns_server", "127.0.0.1", K_HOSTPORT, OFF(relay.dns_server), 53, "127.0.0.1", NULL},
     {"relay", "dns_server", "127.0.0.1:5353", K_HOSTPORT, OFF(relay.dns_server), 5353, "127.0.0.1",
      NULL},
@@ -376,7 +392,8 @@ static void test_every_key_is_covered(void **state)
         keys++;
     }
     free(out);
-    assert_int_equal(keys, 29); /* INTERFACE.md's keys, window_max_recipients included */
+    /* INTERFACE.md's keys, window_max_recipients and the smarthost credentials included */
+    assert_int_equal(keys, 31);
 }
 
 /* ---- errors, exact text ------------------------------------------------------------------ */
@@ -558,7 +575,29 @@ static const struct err_case err_cases[] = {
     {"[relay]\nmax_age = 0\n",
      "t.conf:2: bad value \"0\" for max_age in [relay]: must be between 1s and 365d"},
 
+    {"[relay]\nsmarthost = r.example.net\nsmarthost_password_file = pw\nsmarthost_user = a\x01b\n",
+     "t.conf:4: bad value \"a\x01b\" for smarthost_user in [relay]: expected a user name of at "
+     "most 255 bytes without control characters"},
+
+    {"[relay]\nsmarthost_user = "
+     "12345678901234567890123456789012345678901234567890123456789012345678901234567890"
+     "12345678901234567890123456789012345678901234567890123456789012345678901234567890"
+     "12345678901234567890123456789012345678901234567890123456789012345678901234567890"
+     "1234567890123456\n",
+     "t.conf:2: bad value \""
+     "12345678901234567890123456789012345678901234567890123456789012345678901234567890"
+     "12345678901234567890123456789012345678901234567890123456789012345678901234567890"
+     "1234567890123456789012345678901234567890..."
+     "\" for smarthost_user in [relay]: expected a user name of at most 255 bytes without "
+     "control characters"},
+
     /* across keys */
+    {"[relay]\nsmarthost = r.example.net\nsmarthost_user = u\n",
+     "t.conf: [relay] smarthost_user and smarthost_password_file must be set together"},
+    {"[relay]\nsmarthost = r.example.net\nsmarthost_password_file = pw\n",
+     "t.conf: [relay] smarthost_user and smarthost_password_file must be set together"},
+    {"[relay]\nsmarthost_user = u\nsmarthost_password_file = pw\n",
+     "t.conf: [relay] smarthost_user is set but smarthost is not"},
     {"[tls]\ncertificate = c.pem\n", "t.conf: [tls] certificate and key must be set together"},
     {"[tls]\nkey = k.pem\n", "t.conf: [tls] certificate and key must be set together"},
     {"[pop3]\nlisten = 127.0.0.1:2525\n",
@@ -959,6 +998,8 @@ static void assert_cfg_equal(const struct cfg *a, const struct cfg *b)
     assert_int_equal(a->relay.denied_style, b->relay.denied_style);
     assert_string_equal(a->relay.smarthost.host, b->relay.smarthost.host);
     assert_int_equal(a->relay.smarthost.port, b->relay.smarthost.port);
+    assert_string_equal(a->relay.smarthost_user, b->relay.smarthost_user);
+    assert_string_equal(a->relay.smarthost_password_file, b->relay.smarthost_password_file);
     assert_string_equal(a->relay.dns_server.host, b->relay.dns_server.host);
     assert_int_equal(a->relay.dns_server.port, b->relay.dns_server.port);
     assert_int_equal(a->relay.outbound_port, b->relay.outbound_port);
@@ -1032,6 +1073,8 @@ static void test_print_round_trip(void **state)
                     "sender_check = address\n"
                     "denied_style = qmail\n"
                     "smarthost = 2001:db8::25\n"
+                    "smarthost_user = relay user@example.org\n"
+                    "smarthost_password_file = secrets/relay.pw\n"
                     "dns_server = [::1]:5353\n"
                     "outbound_port = 2525\n"
                     "max_age = 1500ms\n");
@@ -1047,8 +1090,9 @@ static void test_print_round_trip(void **state)
         "timeout = 1h1s\n",
         "certificate = /base/c.pem\nkey = /base/k.pem\n",
         "window = 0\n",
-        ("smarthost = [2001:db8::25]:25\ndns_server = [::1]:5353\noutbound_port = 2525\n"
-         "max_age = 1500ms\n"),
+        ("smarthost = [2001:db8::25]:25\nsmarthost_user = relay user@example.org\n"
+         "smarthost_password_file = /base/secrets/relay.pw\ndns_server = [::1]:5353\n"
+         "outbound_port = 2525\nmax_age = 1500ms\n"),
     };
     for (size_t i = 0; i < COUNT(lines); i++) {
         if (strstr(text, lines[i]) == NULL)

@@ -1,13 +1,17 @@
 /*
  * test_smtp_client.c - the pure pieces of the outbound SMTP client: multi-line reply parsing
- * (RFC 5321 4.2), enhanced status codes (RFC 3463) and EHLO keywords. The transaction itself runs
- * against a loopback sink in tests/e2e/test_outbound.py.
+ * (RFC 5321 4.2), enhanced status codes (RFC 3463), EHLO keywords, and the smarthost credentials
+ * (the password file, the AUTH PLAIN line of RFC 4954 4 / RFC 4616 2). The transaction itself
+ * runs against a loopback sink in tests/e2e/test_outbound.py.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -113,21 +117,30 @@ struct ehlo_case {
     const char *line;
     bool pipelining, starttls, eightbitmime, size;
     uint64_t size_max;
+    bool auth_plain;
 };
 
 static const struct ehlo_case ehlo_cases[] = {
-    {"PIPELINING", true, false, false, false, 0},
-    {"pipelining", true, false, false, false, 0},
-    {"STARTTLS", false, true, false, false, 0},
-    {"8BITMIME", false, false, true, false, 0},
-    {"SIZE 35882577", false, false, false, true, 35882577},
-    {"SIZE", false, false, false, true, 0},
-    {"SIZE abc", false, false, false, true, 0},
-    {"SIZE 99999999999999999999999", false, false, false, true, 0},
-    {"PIPELININGX", false, false, false, false, 0},
-    {"STARTTLSv2", false, false, false, false, 0},
-    {"AUTH PLAIN LOGIN", false, false, false, false, 0},
-    {"", false, false, false, false, 0},
+    {"PIPELINING", true, false, false, false, 0, false},
+    {"pipelining", true, false, false, false, 0, false},
+    {"STARTTLS", false, true, false, false, 0, false},
+    {"8BITMIME", false, false, true, false, 0, false},
+    {"SIZE 35882577", false, false, false, true, 35882577, false},
+    {"SIZE", false, false, false, true, 0, false},
+    {"SIZE abc", false, false, false, true, 0, false},
+    {"SIZE 99999999999999999999999", false, false, false, true, 0, false},
+    {"PIPELININGX", false, false, false, false, 0, false},
+    {"STARTTLSv2", false, false, false, false, 0, false},
+    {"AUTH PLAIN LOGIN", false, false, false, false, 0, true},
+    {"AUTH LOGIN PLAIN", false, false, false, false, 0, true},
+    {"auth login  plain", false, false, false, false, 0, true},
+    {"AUTH PLAIN", false, false, false, false, 0, true},
+    {"AUTH LOGIN CRAM-MD5", false, false, false, false, 0, false},
+    {"AUTH PLAINX LOGIN", false, false, false, false, 0, false},
+    {"AUTH", false, false, false, false, 0, false},
+    {"AUTH=PLAIN", false, false, false, false, 0, false}, /* pre-RFC 4954 form: ignored */
+    {"AUTHX PLAIN", false, false, false, false, 0, false},
+    {"", false, false, false, false, 0, false},
 };
 
 static void test_ehlo_parse(void **state)
@@ -139,10 +152,10 @@ static void test_ehlo_parse(void **state)
         smtp_ehlo_parse_line(&caps, c->line, strlen(c->line));
         if (caps.pipelining != c->pipelining || caps.starttls != c->starttls ||
             caps.eightbitmime != c->eightbitmime || caps.size != c->size ||
-            caps.size_max_bytes != c->size_max)
-            fail_msg("\"%s\": got p=%d t=%d 8=%d s=%d max=%llu", c->line, caps.pipelining,
-                     caps.starttls, caps.eightbitmime, caps.size,
-                     (unsigned long long)caps.size_max_bytes);
+            caps.size_max_bytes != c->size_max || caps.auth_plain != c->auth_plain)
+            fail_msg("\"%s\": got p=%d t=%d 8=%d s=%d max=%llu auth_plain=%d", c->line,
+                     caps.pipelining, caps.starttls, caps.eightbitmime, caps.size,
+                     (unsigned long long)caps.size_max_bytes, caps.auth_plain);
     }
 }
 
@@ -162,12 +175,156 @@ static void test_ehlo_accumulates(void **state)
     assert_int_equal(caps.size_max_bytes, 1000);
 }
 
+/* ---- smarthost credentials ---- */
+
+struct auth_line_case {
+    const char *user;
+    const char *password;
+    const char *want; /* the whole line */
+};
+
+static const struct auth_line_case auth_line_cases[] = {
+    {"user", "pass", "AUTH PLAIN AHVzZXIAcGFzcw==\r\n"},
+    {"alice@example.test", "s3cret pass",
+     "AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzM2NyZXQgcGFzcw==\r\n"},
+    {"caf\xc3\xa9", "\xc3\xa9t\xc3\xa9", "AUTH PLAIN AGNhZsOpAMOpdMOp\r\n"},
+    {"u", "xxx", "AUTH PLAIN AHUAeHh4\r\n"},
+};
+
+static void test_auth_line(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(auth_line_cases) / sizeof(auth_line_cases[0]); i++) {
+        const struct auth_line_case *c = &auth_line_cases[i];
+        char out[SMTP_CLIENT_AUTH_LINE_MAX_BYTES];
+        int n = smtp_client_auth_line(c->user, c->password, strlen(c->password), out, sizeof(out));
+        assert_int_equal(n, (int)strlen(c->want));
+        assert_string_equal(out, c->want);
+        /* Exactly the room needed fits; one byte less does not, and leaves nothing behind. */
+        char tight[128];
+        assert_true(strlen(c->want) + 1 <= sizeof(tight));
+        assert_int_equal(smtp_client_auth_line(c->user, c->password, strlen(c->password), tight,
+                                               strlen(c->want) + 1),
+                         n);
+        memset(tight, 'x', sizeof(tight));
+        assert_int_equal(smtp_client_auth_line(c->user, c->password, strlen(c->password), tight,
+                                               strlen(c->want)),
+                         -1);
+        for (size_t k = 0; k < strlen(c->want); k++)
+            assert_int_equal(tight[k], 0);
+    }
+}
+
+/* The longest user and password fit the documented buffer. */
+static void test_auth_line_longest(void **state)
+{
+    (void)state;
+    char user[256], password[SMTP_CLIENT_PASSWORD_MAX_BYTES + 1];
+    memset(user, 'u', 255);
+    user[255] = '\0';
+    memset(password, 'p', SMTP_CLIENT_PASSWORD_MAX_BYTES);
+    password[SMTP_CLIENT_PASSWORD_MAX_BYTES] = '\0';
+    char out[SMTP_CLIENT_AUTH_LINE_MAX_BYTES];
+    int n = smtp_client_auth_line(user, password, SMTP_CLIENT_PASSWORD_MAX_BYTES, out, sizeof(out));
+    /* "AUTH PLAIN " + base64 of 2 + 255 + 1024 = 1281 octets (1708 characters) + CRLF */
+    assert_int_equal(n, 11 + 1708 + 2);
+    assert_int_equal(
+        smtp_client_auth_line(user, password, SMTP_CLIENT_PASSWORD_MAX_BYTES + 1, out, sizeof(out)),
+        -1);
+}
+
+struct creds_case {
+    const char *content;
+    size_t len;
+    const char *want_line; /* the AUTH line for user "u", or NULL: an error */
+    const char *want_err;  /* a part of the error, after the file name */
+};
+
+#define S(x) x, sizeof(x) - 1
+
+static const struct creds_case creds_cases[] = {
+    {S("xxx\n"), "AUTH PLAIN AHUAeHh4\r\n", NULL},
+    {S("xxx\r\n"), "AUTH PLAIN AHUAeHh4\r\n", NULL},
+    {S("xxx"), "AUTH PLAIN AHUAeHh4\r\n", NULL},
+    {S("xxx\nsecond line ignored\n"), "AUTH PLAIN AHUAeHh4\r\n", NULL},
+    {S(""), NULL, ": the first line (the smarthost password) is empty"},
+    {S("\nxxx\n"), NULL, ": the first line (the smarthost password) is empty"},
+    {S("\r\n"), NULL, ": the first line (the smarthost password) is empty"},
+    {S("x\0y\n"), NULL, ": the smarthost password holds a NUL octet"},
+};
+
+static void write_file(const char *path, const char *content, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(content, 1, len, fp), len);
+    assert_int_equal(fclose(fp), 0);
+}
+
+static void test_creds_load(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/postern-test-creds-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[64];
+    snprintf(path, sizeof(path), "%s/pw", dir);
+    for (size_t i = 0; i < sizeof(creds_cases) / sizeof(creds_cases[0]); i++) {
+        const struct creds_case *c = &creds_cases[i];
+        write_file(path, c->content, c->len);
+        struct smtp_client_creds *creds = NULL;
+        char err[512] = "";
+        int rc = smtp_client_creds_load("u", path, &creds, err, sizeof(err));
+        if (c->want_line != NULL) {
+            if (rc != 0)
+                fail_msg("case %zu: %s", i, err);
+            char out[SMTP_CLIENT_AUTH_LINE_MAX_BYTES];
+            int n = smtp_client_creds_auth_line(creds, out, sizeof(out));
+            assert_int_equal(n, (int)strlen(c->want_line));
+            assert_string_equal(out, c->want_line);
+            smtp_client_creds_free(&creds);
+            assert_null(creds);
+        } else {
+            assert_int_equal(rc, -1);
+            assert_null(creds);
+            char want[256];
+            snprintf(want, sizeof(want), "%s%s", path, c->want_err);
+            assert_string_equal(err, want);
+        }
+    }
+    /* The longest password loads; one octet more is refused. */
+    char big[SMTP_CLIENT_PASSWORD_MAX_BYTES + 2];
+    memset(big, 'p', sizeof(big));
+    big[SMTP_CLIENT_PASSWORD_MAX_BYTES] = '\n';
+    write_file(path, big, SMTP_CLIENT_PASSWORD_MAX_BYTES + 1);
+    struct smtp_client_creds *creds = NULL;
+    char err[512] = "";
+    assert_int_equal(smtp_client_creds_load("u", path, &creds, err, sizeof(err)), 0);
+    smtp_client_creds_free(&creds);
+    big[SMTP_CLIENT_PASSWORD_MAX_BYTES] = 'p';
+    write_file(path, big, sizeof(big));
+    assert_int_equal(smtp_client_creds_load("u", path, &creds, err, sizeof(err)), -1);
+    char want[256];
+    snprintf(want, sizeof(want), "%s: the smarthost password is longer than 1024 bytes", path);
+    assert_string_equal(err, want);
+    assert_int_equal(unlink(path), 0);
+
+    /* A missing file names the file and the reason. */
+    assert_int_equal(smtp_client_creds_load("u", path, &creds, err, sizeof(err)), -1);
+    assert_null(creds);
+    snprintf(want, sizeof(want),
+             "%s: cannot open the smarthost password file: No such file or directory", path);
+    assert_string_equal(err, want);
+    assert_int_equal(rmdir(dir), 0);
+    smtp_client_creds_free(&creds); /* NULL: a no-op */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reply_feed),       cmocka_unit_test(test_reply_long_is_cut),
-        cmocka_unit_test(test_reply_enhanced),   cmocka_unit_test(test_ehlo_parse),
-        cmocka_unit_test(test_ehlo_accumulates),
+        cmocka_unit_test(test_reply_feed),        cmocka_unit_test(test_reply_long_is_cut),
+        cmocka_unit_test(test_reply_enhanced),    cmocka_unit_test(test_ehlo_parse),
+        cmocka_unit_test(test_ehlo_accumulates),  cmocka_unit_test(test_auth_line),
+        cmocka_unit_test(test_auth_line_longest), cmocka_unit_test(test_creds_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
