@@ -49,6 +49,7 @@ struct pop3_window_job {
     char user[ADDRESS_STRLEN];
     int64_t now_ms;
     int64_t duration_ms;
+    bool is_login; /* also record the login in the history (not for renewals) */
 };
 
 /* UPDATE (RFC 1939 6): the marked entries, deleted in one writer job. */

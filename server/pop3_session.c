@@ -190,7 +190,10 @@ static void auth_reset(struct pop3_session *s)
 static int window_run(struct store *st, struct writer_job *job)
 {
     struct pop3_window_job *w = (struct pop3_window_job *)job;
-    return store_window_open(st, w->key, w->user, w->now_ms, w->duration_ms);
+    int rc = store_window_open(st, w->key, w->user, w->now_ms, w->duration_ms);
+    if (rc == STORE_OK && w->is_login)
+        rc = store_pop_login_record(st, w->key, w->user, w->now_ms);
+    return rc;
 }
 
 static void log_window(uint64_t sid, const struct pop3_window_job *w, const char *ip,
@@ -358,6 +361,7 @@ static void login_begin(struct pop3_session *s, int64_t user_id, const char *add
     snprintf(w->user, sizeof(w->user), "%s", address);
     w->now_ms = store_now_ms();
     w->duration_ms = (int64_t)window_ms;
+    w->is_login = true;
     conn_ref(c);
     s->pending++;
     if (writer_submit(s->app->writer, &w->job) != 0) {

@@ -124,9 +124,12 @@ struct store_window {
 };
 typedef int (*store_window_fn)(void *ctx, const struct store_window *w);
 /* Opens or renews: opened = now, expires = now + duration; a renewal keeps the relayed count
- * unless the user changed. Also records the login in pop_logins. */
+ * unless the user changed. */
 int store_window_open(struct store *s, const char *key, const char *user, int64_t now_ms,
                       int64_t duration_ms);
+/* Adds a successful POP3 login to the history (pop_logins); renewals and windows opened by hand
+ * are not logins. */
+int store_pop_login_record(struct store *s, const char *key, const char *user, int64_t at_ms);
 int store_window_close(struct store *s, const char *key);
 /* Only windows with expires > now_ms. */
 int store_window_list(struct store *s, int64_t now_ms, store_window_fn fn, void *ctx);

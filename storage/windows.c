@@ -26,15 +26,18 @@ int store_window_open(struct store *s, const char *key, const char *user, int64_
     sqlite3_bind_text(st, 2, user, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, now_ms);
     sqlite3_bind_int64(st, 4, now_ms + duration_ms);
-    int status = store_step_done(s, st, "open window");
-    if (status != STORE_OK)
-        return status;
-    st = store_prepare(s, "INSERT INTO pop_logins(ip_key, user, at_ms) VALUES (?1, ?2, ?3)");
+    return store_step_done(s, st, "open window");
+}
+
+int store_pop_login_record(struct store *s, const char *key, const char *user, int64_t at_ms)
+{
+    sqlite3_stmt *st =
+        store_prepare(s, "INSERT INTO pop_logins(ip_key, user, at_ms) VALUES (?1, ?2, ?3)");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, user, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, now_ms);
+    sqlite3_bind_int64(st, 3, at_ms);
     return store_step_done(s, st, "record login");
 }
 

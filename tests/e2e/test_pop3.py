@@ -404,6 +404,13 @@ class Windows(Pop3Test):
         self.assertIn("127.0.0.1", self.windows())  # counts down from the end
         time.sleep(2.5)
         self.assertNotIn("127.0.0.1", self.windows())
+        # The renewals (every second here, and one at QUIT) are not logins: one row of history.
+        db = sqlite3.connect(self.db, timeout=30)
+        try:
+            rows = db.execute("SELECT ip_key, user FROM pop_logins").fetchall()
+        finally:
+            db.close()
+        self.assertEqual(rows, [("127.0.0.1", "alice@example.test")])
 
     def test_no_window_when_disabled(self):
         self.write_config(PLAINTEXT + "[relay]\nwindow = 0\n")
