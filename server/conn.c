@@ -230,41 +230,6 @@ static void arm_idle(struct conn *c)
 
 /* ---- transcript ---------------------------------------------------------------------------- */
 
-static size_t transcript_visible_bytes(const char *line, size_t len);
-
-/*
- * Logs every line of data (split at LF, CR dropped) as event=send. On an outbound connection the
- * lines are our client's commands, and "AUTH PLAIN <initial response>" (smarthost credentials,
- * smtp_client.c) is masked like a received one; replies a server sends never start with AUTH.
- */
-static void transcript_send(struct conn *c, const unsigned char *data, size_t len)
-{
-    char esc[CONN_TRANSCRIPT_LINE_BYTES];
-    size_t i = 0;
-    while (i < len) {
-        const unsigned char *lf = memchr(data + i, '\n', len - i);
-        size_t end = lf != NULL ? (size_t)(lf - data) : len;
-        size_t n = end - i;
-        if (n > 0 && data[i + n - 1] == '\r')
-            n--;
-        const char *line = (const char *)data + i;
-        size_t visible =
-            c->service == CONN_SERVICE_OUTBOUND ? transcript_visible_bytes(line, n) : n;
-        if (visible < n) {
-            char head[CONN_TRANSCRIPT_LINE_BYTES / 2];
-            log_escape(head, sizeof(head), line, visible);
-            size_t hlen = strlen(head);
-            bool quoted = hlen >= 2 && head[0] == '"' && head[hlen - 1] == '"';
-            snprintf(esc, sizeof(esc), "\"%.*s ***\"", (int)(quoted ? hlen - 2 : hlen),
-                     quoted ? head + 1 : head);
-        } else {
-            log_escape(esc, sizeof(esc), line, n);
-        }
-        log_info(c->handler->proto, c->sid, "event=send line=%s", esc);
-        i = lf != NULL ? end + 1 : len;
-    }
-}
-
 /*
  * How much of a received command line may be logged: secrets are masked before the session sees
  * the line, so no session can forget. "AUTH MECH <initial response>" (SMTP RFC 4954, POP3 RFC
@@ -290,22 +255,55 @@ static size_t transcript_visible_bytes(const char *line, size_t len)
     return i;
 }
 
+/* line as one log field; past the first `visible` bytes it is masked as " ***". */
+static void transcript_escape(char *esc, size_t esclen, const char *line, size_t len,
+                              size_t visible)
+{
+    if (visible >= len) {
+        log_escape(esc, esclen, line, len);
+        return;
+    }
+    char head[CONN_TRANSCRIPT_LINE_BYTES / 2];
+    /* log_escape quotes text with a space ("AUTH PLAIN"); the quotes are added here. */
+    log_escape(head, sizeof(head), line, visible);
+    size_t hlen = strlen(head);
+    bool quoted = hlen >= 2 && head[0] == '"' && head[hlen - 1] == '"';
+    snprintf(esc, esclen, "\"%.*s ***\"", (int)(quoted ? hlen - 2 : hlen),
+             quoted ? head + 1 : head);
+}
+
+/*
+ * Logs every line of data (split at LF, CR dropped) as event=send. On an outbound connection the
+ * lines are our client's commands, and "AUTH PLAIN <initial response>" (smarthost credentials,
+ * smtp_client.c) is masked like a received one; replies a server sends never start with AUTH.
+ */
+static void transcript_send(struct conn *c, const unsigned char *data, size_t len)
+{
+    char esc[CONN_TRANSCRIPT_LINE_BYTES];
+    size_t i = 0;
+    while (i < len) {
+        const unsigned char *lf = memchr(data + i, '\n', len - i);
+        size_t end = lf != NULL ? (size_t)(lf - data) : len;
+        size_t n = end - i;
+        if (n > 0 && data[i + n - 1] == '\r')
+            n--;
+        const char *line = (const char *)data + i;
+        size_t visible =
+            c->service == CONN_SERVICE_OUTBOUND ? transcript_visible_bytes(line, n) : n;
+        transcript_escape(esc, sizeof(esc), line, n, visible);
+        log_info(c->handler->proto, c->sid, "event=send line=%s", esc);
+        i = lf != NULL ? end + 1 : len;
+    }
+}
+
 static void transcript_recv(struct conn *c, const char *event, const char *line, size_t len)
 {
     char esc[CONN_TRANSCRIPT_LINE_BYTES];
     size_t visible = transcript_visible_bytes(line, len);
     if (c->mask_next) {
         snprintf(esc, sizeof(esc), "\"***\"");
-    } else if (visible < len) {
-        char head[CONN_TRANSCRIPT_LINE_BYTES / 2];
-        /* log_escape quotes text with a space ("AUTH PLAIN"); the quotes are added here. */
-        log_escape(head, sizeof(head), line, visible);
-        size_t hlen = strlen(head);
-        bool quoted = hlen >= 2 && head[0] == '"' && head[hlen - 1] == '"';
-        snprintf(esc, sizeof(esc), "\"%.*s ***\"", (int)(quoted ? hlen - 2 : hlen),
-                 quoted ? head + 1 : head);
     } else {
-        log_escape(esc, sizeof(esc), line, len);
+        transcript_escape(esc, sizeof(esc), line, len, visible);
     }
     log_info(c->handler->proto, c->sid, "event=%s line=%s", event, esc);
 }
