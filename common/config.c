@@ -27,7 +27,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "common/duration.h"
+#include "common/pure/duration.h"
 
 enum param_type {
     P_HOSTNAME, /* char *, a domain name; "" means the host's own name */

@@ -9,7 +9,7 @@
 
 #include "common/config.h"
 #include "common/password.h"
-#include "server/admin.h"
+#include "server/cli/admin.h"
 #include "server/serve.h"
 
 #define DEFAULT_CONFIG "postern.conf"

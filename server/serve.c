@@ -49,14 +49,14 @@
 #include "common/log.h"
 #include "common/password.h"
 #include "server/app.h"
-#include "server/auth.h"
-#include "server/conn.h"
-#include "server/listener.h"
-#include "server/pop3_session.h"
-#include "server/queue_runner.h" /* outbound delivery (issue 6) */
-#include "server/smtp_client.h"  /* smarthost credentials */
-#include "server/smtp_session.h"
-#include "server/tls.h"
+#include "server/auth/auth.h"
+#include "server/net/conn.h"
+#include "server/net/listener.h"
+#include "server/pop3/pop3_session.h"
+#include "server/outbound/queue_runner.h" /* outbound delivery (issue 6) */
+#include "server/outbound/smtp_client.h"  /* smarthost credentials */
+#include "server/smtp/smtp_session.h"
+#include "server/net/tls.h"
 #include "storage/store.h"
 #include "storage/writer.h"
 

@@ -1,6 +1,6 @@
 /*
  * domains.c - local domains: mail for them is delivered here. Names arrive normalised
- * (common/address.c domain_normalize), so equality is plain string equality.
+ * (common/pure/address.c domain_normalize), so equality is plain string equality.
  */
 #include "storage/store_internal.h"
 

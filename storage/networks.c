@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "common/cidr.h"
+#include "common/pure/cidr.h"
 
 int store_network_add(struct store *s, const struct cidr *c)
 {

@@ -3,8 +3,8 @@
  * (store.h: list, drop) and the runner's side (queue.h: claims, results, bounces, flush, reading a
  * queued body). See queue.h for the claim and crash-safety rules.
  *
- * What it does not do: SMTP, DNS, timers or concurrency limits (server/queue_runner.c), or the
- * text of a bounce (common/dsn.c builds it; here it is only routed and stored).
+ * What it does not do: SMTP, DNS, timers or concurrency limits (server/outbound/queue_runner.c), or
+ * the text of a bounce (common/pure/dsn.c builds it; here it is only routed and stored).
  */
 #include "storage/queue.h"
 

@@ -42,10 +42,10 @@
  * (store_queue_backoff_ms, the one place it is defined). When the entry is older than relay.max_age
  * defer says so and keeps the claim: the runner then bounces it with store_queue_fail (Status
  * 5.4.7). A permanent failure (5xx, a null MX) goes straight to store_queue_fail. store_queue_fail
- * builds the RFC 3464 bounce (common/dsn.h) from the original's headers, stores it with the null
- * sender for the original sender (their mailbox here when the sender is a local user, else a new
- * queue row) and deletes the failed entries, all in one savepoint. It is also the one place that
- * enforces "a bounce is never bounced": an entry whose sender is the null sender is removed
+ * builds the RFC 3464 bounce (common/pure/dsn.h) from the original's headers, stores it with the
+ * null sender for the original sender (their mailbox here when the sender is a local user, else a
+ * new queue row) and deletes the failed entries, all in one savepoint. It is also the one place
+ * that enforces "a bounce is never bounced": an entry whose sender is the null sender is removed
  * without a bounce (RFC 5321 6.1, RFC 3464 2.4.3).
  *
  * Flush. `postern queue flush` (another process) makes every unclaimed entry due now. The runner
@@ -61,7 +61,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/dsn.h"
+#include "common/pure/dsn.h"
 #include "storage/store.h"
 
 /* How long a claim holds. Far longer than any attempt may last (the runner's hard deadline per
@@ -169,7 +169,7 @@ struct store_queue_failure {
     const char *hostname; /* the reporting MTA: From: MAILER-DAEMON@hostname */
     int64_t now_ms;
     /* The entries that failed for good, all of one message; rcpts[i] describes ids[i] (address,
-     * remote host and reply, expired; see common/dsn.h). */
+     * remote host and reply, expired; see common/pure/dsn.h). */
     const int64_t *ids;
     const struct dsn_recipient *rcpts;
     size_t n;

@@ -1,5 +1,5 @@
 /*
- * fuzz_address.c - libFuzzer target for common/address.c.
+ * fuzz_address.c - libFuzzer target for common/pure/address.c.
  *
  * Feeds arbitrary bytes to address_parse_path and address_parse, from a malloc'd buffer of
  * exactly the input's size with no NUL after it, so that ASan reports any read past len. On
@@ -16,7 +16,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "common/address.h"
+#include "common/pure/address.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,5 +1,5 @@
 /*
- * fuzz_buf.c - libFuzzer target for the line reader in common/buf.c.
+ * fuzz_buf.c - libFuzzer target for the line reader in common/pure/buf.c.
  *
  * Input layout: byte 0 picks the line limit, byte 1 how far above it the reader's largest limit
  * lies, byte 2 the mode, bytes 3..10 a cycle of piece sizes; the rest is the byte stream, fed in
@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/buf.h"
+#include "common/pure/buf.h"
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \

@@ -1,5 +1,5 @@
 /*
- * fuzz_cidr.c - libFuzzer target for common/cidr.c.
+ * fuzz_cidr.c - libFuzzer target for common/pure/cidr.c.
  *
  * The input, NUL-terminated, goes to ip_parse and cidr_parse; on success the invariants are
  * checked: the formatted value parses back to the same value, a network has no host bits and
@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/cidr.h"
+#include "common/pure/cidr.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,5 +1,5 @@
 /*
- * fuzz_duration.c - libFuzzer target for common/duration.c.
+ * fuzz_duration.c - libFuzzer target for common/pure/duration.c.
  *
  * The input, NUL-terminated, goes to duration_parse() and size_parse(). Whatever parses must
  * format to text that parses back to the same value, and formatting that value again must give
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/duration.h"
+#include "common/pure/duration.h"
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \

@@ -1,5 +1,5 @@
 /*
- * fuzz_pop3_parse.c - libFuzzer target for server/pop3_parse.c: the command-line splitter and
+ * fuzz_pop3_parse.c - libFuzzer target for common/pure/pop3_parse.c: the command-line splitter and
  * the message-number reader, fed what a client can send (one NUL-terminated line without CR/LF,
  * as conn.c hands it over).
  *
@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/pop3_parse.h"
+#include "common/pure/pop3_parse.h"
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \

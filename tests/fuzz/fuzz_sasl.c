@@ -1,5 +1,5 @@
 /*
- * fuzz_sasl.c - libFuzzer target for the SASL state machine in server/auth.c.
+ * fuzz_sasl.c - libFuzzer target for the SASL state machine in server/auth/auth.c.
  *
  * Input layout: pieces separated by LF. Byte 0 picks whether piece 1 is an initial response
  * (bit 0) and whether the mechanism name is taken from a list of known spellings (bit 1, then
@@ -23,7 +23,7 @@
 
 #include <sodium.h>
 
-#include "server/auth.h"
+#include "common/pure/sasl.h"
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \

@@ -1,6 +1,6 @@
 /*
- * fuzz_smtp_data.c - libFuzzer target for the DATA scanner (server/smtp_data.c) and the
- * dot-stuffing encoder (common/dotstuff.c).
+ * fuzz_smtp_data.c - libFuzzer target for the DATA scanner (common/pure/smtp_data.c) and the
+ * dot-stuffing encoder (common/pure/dotstuff.c).
  *
  * Input layout: byte 0 picks max_bytes, bytes 1..4 a cycle of piece sizes for the scanner, byte 5
  * the encoder's output buffer size, byte 6 the TOP line count; the rest is the stream that
@@ -24,8 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/dotstuff.h"
-#include "server/smtp_data.h"
+#include "common/pure/dotstuff.h"
+#include "common/pure/smtp_data.h"
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \

@@ -1,5 +1,5 @@
 /*
- * fuzz_smtp_parse.c - libFuzzer target for server/smtp_parse.c: the MAIL/RCPT argument parser,
+ * fuzz_smtp_parse.c - libFuzzer target for common/pure/smtp_parse.c: the MAIL/RCPT argument parser,
  * the ESMTP parameter parsers and the HELO sanitiser, fed the text a client can send (one
  * NUL-terminated command argument, as conn.c hands it over: no CR, LF or NUL inside).
  *
@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/address.h"
-#include "server/smtp_parse.h"
+#include "common/pure/address.h"
+#include "common/pure/smtp_parse.h"
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \

@@ -1,5 +1,5 @@
 /*
- * test_address.c - unit tests for common/address.c: domains, mailboxes, local-user
+ * test_address.c - unit tests for common/pure/address.c: domains, mailboxes, local-user
  * normalisation, paths (null, Postmaster, source routes, ESMTP parameters after the path),
  * formatting round trips and address literals, including every form nmap's smtp-open-relay
  * script sends.
@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/address.h"
+#include "common/pure/address.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 /* A string literal with its exact length, embedded NULs included. */

@@ -1,5 +1,5 @@
 /*
- * test_buf.c - unit tests for common/buf.c: struct buf, struct outq and the line reader.
+ * test_buf.c - unit tests for common/pure/buf.c: struct buf, struct outq and the line reader.
  *
  * The line reader cases live in one table (input, limit, expected events, expected leftover) and
  * each case is replayed whole, split at every byte position into two feeds, in fixed 3-byte
@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/buf.h"
+#include "common/pure/buf.h"
 
 #define ARRAY_LEN(a)     (sizeof(a) / sizeof((a)[0]))
 #define EVENTS_MAX_BYTES 4096

@@ -1,5 +1,5 @@
 /*
- * test_cidr.c - unit tests for common/cidr.c: address parsing and canonicalisation (text and
+ * test_cidr.c - unit tests for common/pure/cidr.c: address parsing and canonicalisation (text and
  * sockaddr, IPv4-mapped included), masking, network parsing with every rejection, containment
  * at the edges of a network, formatting round trips and relay-window keys.
  *
@@ -17,7 +17,7 @@
 #include <string.h>
 #include <sys/un.h>
 
-#include "common/cidr.h"
+#include "common/pure/cidr.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 

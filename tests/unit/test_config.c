@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "common/config.h"
-#include "common/duration.h"
+#include "common/pure/duration.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 

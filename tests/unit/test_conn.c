@@ -1,6 +1,6 @@
 /*
- * test_conn.c - server/conn.c over real sockets on 127.0.0.1, with a real libuv loop, all in this
- * one thread: the test's client sockets are non-blocking and every wait alternates one loop
+ * test_conn.c - server/net/conn.c over real sockets on 127.0.0.1, with a real libuv loop, all in
+ * this one thread: the test's client sockets are non-blocking and every wait alternates one loop
  * iteration (UV_RUN_NOWAIT) with reading the clients, under a deadline.
  *
  * A recording handler stands in for a protocol: it logs every line, bad line, data chunk and
@@ -42,9 +42,9 @@
 
 #include <uv.h>
 
-#include "common/buf.h"
-#include "server/conn.h"
-#include "server/tls.h"
+#include "common/pure/buf.h"
+#include "server/net/conn.h"
+#include "server/net/tls.h"
 
 #define MAX_RECS        8
 #define MAX_CLIENTS     8

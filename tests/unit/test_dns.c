@@ -1,5 +1,5 @@
 /*
- * test_dns.c - server/dns.c against a fake DNS server on 127.0.0.1, on the same libuv loop.
+ * test_dns.c - server/net/dns.c against a fake DNS server on 127.0.0.1, on the same libuv loop.
  *
  * The fake server answers UDP (and TCP, for the truncation fallback) on one free port from a
  * table keyed by (name, type): records built by hand in RFC 1035 4.1 wire format, or an rcode
@@ -31,7 +31,7 @@
 #include <uv.h>
 
 #include "common/log.h"
-#include "server/dns.h"
+#include "server/net/dns.h"
 
 #define ARRAY_LEN(a)                    (sizeof(a) / sizeof((a)[0]))
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))

@@ -1,10 +1,11 @@
 /*
- * test_dotstuff.c - unit tests for common/dotstuff.c, the dot-stuffing encoder (RETR, TOP, DATA).
+ * test_dotstuff.c - unit tests for common/pure/dotstuff.c, the dot-stuffing encoder (RETR, TOP,
+ * DATA).
  *
  * Two tables give the exact wire form for whole bodies and for TOP; every case is replayed with
  * the input cut at every position, one byte at a time, and with output buffers of 1 to 7 octets
  * and a large one, so a bound falling inside a CRLF or a ".." is exercised. A round-trip test then
- * runs many generated bodies through the encoder and back through server/smtp_data.c (the
+ * runs many generated bodies through the encoder and back through common/pure/smtp_data.c (the
  * receiving side), cut in many ways, and requires the original body back, the exact octet count
  * used, and a wire form with no bare CR or LF and no early end.
  */
@@ -20,8 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/dotstuff.h"
-#include "server/smtp_data.h"
+#include "common/pure/dotstuff.h"
+#include "common/pure/smtp_data.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define S(lit)       lit, sizeof(lit) - 1

@@ -1,5 +1,5 @@
 /*
- * test_dsn.c - common/dsn.c, the RFC 3464 bounce builder. Every built message is parsed back
+ * test_dsn.c - common/pure/dsn.c, the RFC 3464 bounce builder. Every built message is parsed back
  * here, independently of the builder: split into header section and body, the boundary taken
  * from the unfolded Content-Type, the body split at the delimiter lines into its three parts.
  * Checked on every message: CRLF line ends only, no line over 998 octets, no octet outside 7-bit
@@ -24,7 +24,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "common/dsn.h"
+#include "common/pure/dsn.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define MAX_PARTS    8

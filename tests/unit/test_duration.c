@@ -1,5 +1,5 @@
 /*
- * test_duration.c - unit tests for common/duration.c: every accepted duration and size form,
+ * test_duration.c - unit tests for common/pure/duration.c: every accepted duration and size form,
  * every rejection (empty, signs, spaces, junk, order of units, overflow by one), canonical
  * formatting, truncation of the output buffer, and round trips over edge values and a bounded
  * pseudo-random sweep. Rows name themselves in failure messages ("got X, want Y").
@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "common/duration.h"
+#include "common/pure/duration.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 

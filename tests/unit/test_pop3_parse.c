@@ -1,5 +1,5 @@
 /*
- * test_pop3_parse.c - unit tests for server/pop3_parse.c: splitting POP3 command lines into
+ * test_pop3_parse.c - unit tests for common/pure/pop3_parse.c: splitting POP3 command lines into
  * keyword and arguments, and the strict reading of message numbers and TOP line counts.
  *
  * Table-driven; each row names itself in the failure message.
@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "server/pop3_parse.h"
+#include "common/pure/pop3_parse.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 

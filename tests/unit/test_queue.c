@@ -36,7 +36,7 @@
 
 #include <sqlite3.h>
 
-#include "common/dsn.h"
+#include "common/pure/dsn.h"
 #include "storage/mailbox.h"
 #include "storage/queue.h"
 #include "storage/store.h"

@@ -1,15 +1,15 @@
 /*
- * test_relay_policy.c - the golden table of server/relay_policy.c: every rule of INTERFACE.md
+ * test_relay_policy.c - the golden table of common/pure/relay_policy.c: every rule of INTERFACE.md
  * "The relay rule" and their combinations, with the exact reply texts; the sender check in each
  * mode against matching, foreign, null, case-varied and subdomain senders; the address tricks
  * relay probes use (nmap's smtp-open-relay forms among them), each parsed by the real parser
- * (common/address.c) first, refused for an unauthenticated outside client and accepted only on
+ * (common/pure/address.c) first, refused for an unauthenticated outside client and accepted only on
  * a proper ground otherwise; and the log line for a few decisions, byte for byte.
  *
  * The store is replaced by a small fixed directory (local domains and users) with the lookup
- * rules relay_check.c applies: a literal is never local, a quoted local part never a user, a
- * Dot-string is looked up in lower case. A few rows then lie as a buggy caller would, to show
- * that relay_decide holds those two rules itself.
+ * rules server/relay/relay_facts.c applies: a literal is never local, a quoted local part never a
+ * user, a Dot-string is looked up in lower case. A few rows then lie as a buggy caller would, to
+ * show that relay_decide holds those two rules itself.
  *
  * Every failure names its row and says "got X, want Y".
  */
@@ -25,10 +25,10 @@
 #include <string.h>
 #include <strings.h>
 
-#include "common/address.h"
-#include "common/cidr.h"
+#include "common/pure/address.h"
+#include "common/pure/cidr.h"
 #include "common/config.h"
-#include "server/relay_policy.h"
+#include "common/pure/relay_policy.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -15,7 +15,7 @@
 
 #include <cmocka.h>
 
-#include "server/smtp_client.h"
+#include "server/outbound/smtp_client.h"
 
 struct reply_case {
     const char *name;

@@ -1,5 +1,5 @@
 /*
- * test_smtp_data.c - unit tests for server/smtp_data.c, the DATA end-of-data scanner.
+ * test_smtp_data.c - unit tests for common/pure/smtp_data.c, the DATA end-of-data scanner.
  *
  * The scanning cases live in one table (input, limit, expected status, octets used, stored content
  * and counters) and each case is replayed whole, split at every position into two feeds, split at
@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/smtp_data.h"
+#include "common/pure/smtp_data.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define S(lit)       lit, sizeof(lit) - 1

@@ -1,5 +1,5 @@
 /*
- * test_smtp_parse.c - server/smtp_parse.c: MAIL/RCPT arguments (keyword, the lenient space,
+ * test_smtp_parse.c - common/pure/smtp_parse.c: MAIL/RCPT arguments (keyword, the lenient space,
  * source routes, <Postmaster>, text after the path), ESMTP parameters (SIZE, BODY, AUTH, unknown,
  * repeated, malformed), HELO sanitising, the RFC 3848 with-types, the date, and the trace headers
  * byte for byte. Table-driven; every failure names its row and says "got X, want Y".
@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "server/smtp_parse.h"
+#include "common/pure/smtp_parse.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/cidr.h"
+#include "common/pure/cidr.h"
 #include "storage/store.h"
 
 struct fixture {

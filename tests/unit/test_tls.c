@@ -1,5 +1,5 @@
 /*
- * test_tls.c - server/tls.c driven entirely in memory: a server tls_conn and a client tls_conn
+ * test_tls.c - server/net/tls.c driven entirely in memory: a server tls_conn and a client tls_conn
  * (or a raw OpenSSL client, where the test needs a peer our own code refuses to be) exchange
  * ciphertext through a bounded pump. No sockets, no event loop.
  *
@@ -35,7 +35,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "server/tls.h"
+#include "server/net/tls.h"
 
 /* Every loop in this file is bounded by one of these. */
 #define PUMP_MAX_ROUNDS  200000

@@ -1,0 +1,136 @@
+/*
+ * address.h - RFC 5321 mailboxes, paths and domains: parsing and normalisation.
+ *
+ * One parser for the whole program: the admin CLI (user addresses, local domains), the SMTP
+ * server (MAIL FROM:<...>, RCPT TO:<...>) and `postern relay-check` all read addresses here, so
+ * the relay policy always sees the same thing for the same input. The grammar is RFC 5321 4.1.2
+ * (Path, Mailbox, Local-part, Domain, address-literal) with atext from RFC 5322 3.2.3.
+ *
+ * What it keeps as received: the local part, exactly as it was sent (Dot-string, or
+ * Quoted-string with its quotes and backslashes). A quoted local part may hold '@', '%' or '!'
+ * ("user@elsewhere"@relay, "user%elsewhere"@relay) and an unquoted one may hold '%' and '!'
+ * (user%elsewhere@relay, elsewhere!user@relay): all legal syntax, all parsed, none rewritten.
+ * The percent hack and bang paths are the relay policy's business: to this module they are
+ * just characters of the local part.
+ *
+ * What it normalises: the domain (ASCII lower case, one trailing dot removed) and address
+ * literals (canonical inet_ntop text; an IPv4-mapped IPv6 literal becomes the IPv4 literal,
+ * as in common/pure/cidr.h).
+ *
+ * What it refuses: NUL, CR, LF and other control characters anywhere; 8-bit octets (SMTPUTF8,
+ * RFC 6531, is not supported yet, so internationalised addresses are refused rather than
+ * half-understood); over-long parts (RFC 5321 4.5.3.1); General-address-literals ("[tag:...]",
+ * RFC 5321 4.1.3), which nobody uses for mail; a domain whose last label is all digits (a bare
+ * IP address such as user@192.0.2.1 must be written as the literal user@[192.0.2.1]).
+ *
+ * Source routes ("<@relay1,@relay2:user@domain>") are accepted and ignored, as RFC 5321 4.1.2
+ * and appendix C allow: only the final mailbox counts.
+ *
+ * Every function is pure (no I/O, no allocation, no state) and never reads past the length it
+ * was given, so it may be fed the raw command buffer.
+ */
+#ifndef POSTERN_ADDRESS_H
+#define POSTERN_ADDRESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/pure/cidr.h"
+
+#define ADDRESS_LOCAL_MAX_BYTES  64  /* RFC 5321 4.5.3.1.1, counted on the unquoted content */
+#define ADDRESS_DOMAIN_MAX_BYTES 255 /* RFC 5321 4.5.3.1.2 */
+#define ADDRESS_PATH_MAX_BYTES   256 /* RFC 5321 4.5.3.1.3, "<" and ">" and any route included */
+/*
+ * A domain name is at most 255 octets on the wire (RFC 1035 3.1), which is 253 characters of
+ * dotted text without the trailing dot: the limit domains are checked against.
+ */
+#define ADDRESS_DOMAIN_TEXT_MAX_BYTES 253
+/* A label is at most 63 octets (RFC 1035 2.3.4). */
+#define ADDRESS_LABEL_MAX_BYTES 63
+/* Room for address_format's "local@domain" and its NUL, whatever the address. */
+#define ADDRESS_STRLEN (ADDRESS_LOCAL_MAX_BYTES * 2 + 3 + ADDRESS_DOMAIN_MAX_BYTES + 1)
+
+struct address {
+    /*
+     * As received: a Dot-string, or a Quoted-string kept with its quotes and backslashes (so up
+     * to 64 content octets, each possibly escaped, plus two quotes and the NUL). Empty for the
+     * null path.
+     */
+    char local[ADDRESS_LOCAL_MAX_BYTES * 2 + 3];
+    /*
+     * Normalised: lower case, no trailing dot; or an address literal in canonical form,
+     * "[192.0.2.1]" or "[IPv6:2001:db8::1]". Empty for the null path and for <Postmaster>.
+     */
+    char domain[ADDRESS_DOMAIN_MAX_BYTES + 1];
+    bool domain_is_literal;
+    bool local_is_quoted;
+};
+
+/*
+ * Checks and normalises a domain name given as a C string (the CLI's `domain add`, config).
+ * LDH labels (letters, digits, hyphen) of 1..63 octets that neither start nor end with a
+ * hyphen, at least one label, at most 253 octets without the trailing dot; lower-cases; removes
+ * one trailing dot. Refuses "", ".", "a..b", ".a", "a..", "-a.b", "a_b.c", and a last label of
+ * digits only (an IP address written bare: "192.0.2.1"). Returns 0, or -1 with *why_out (if
+ * why_out is not NULL) set to a short static reason, and out set to "" when outlen > 0; -1 too
+ * when outlen is too small.
+ */
+int domain_normalize(const char *in, char *out, size_t outlen, const char **why_out);
+
+/*
+ * Parses exactly one Mailbox (RFC 5321 4.1.2: Local-part "@" ( Domain / address-literal ))
+ * from s[0..len), which need not be NUL-terminated; every octet must belong to the mailbox.
+ * Returns 0, or -1 with *why_out set to a short static reason; on error *out is zeroed.
+ */
+int address_parse(const char *s, size_t len, struct address *out, const char **why_out);
+
+/*
+ * For local users (the CLI's `user add` and lookups by address): parses the C string in as a
+ * Mailbox, then requires a Dot-string local part (no quotes) and a real domain (no address
+ * literal), and writes "local@domain" with both parts in lower case. Returns 0, or -1 with
+ * *why_out set; -1 too when outlen is too small.
+ */
+int address_normalize(const char *in, char *out, size_t outlen, const char **why_out);
+
+enum address_path_kind {
+    ADDRESS_PATH_NULL,       /* "<>": the null reverse-path (RFC 5321 4.5.5) */
+    ADDRESS_PATH_MAILBOX,    /* "<local@domain>", possibly after a source route */
+    ADDRESS_PATH_POSTMASTER, /* "<Postmaster>" in any case, no domain (RFC 5321 4.5.1) */
+};
+
+/*
+ * Parses a path as in MAIL FROM:<...> and RCPT TO:<...>. s[0..len) must start with '<'; the
+ * path ends at its '>' and whatever follows (" SIZE=123", the end of the line) is left to the
+ * caller: *consumed_out is the number of octets up to and including the '>'. The function does
+ * not skip a space before '<' (RFC 5321 has none; being lenient there is the caller's choice)
+ * and does not judge where a kind is allowed: the caller refuses a null path in RCPT TO and
+ * <Postmaster> in MAIL FROM.
+ *   "<>"                       -> ADDRESS_PATH_NULL, *out empty
+ *   "<user@example.org>"       -> ADDRESS_PATH_MAILBOX
+ *   "<@a.example,@b.example:user@example.org>" -> ADDRESS_PATH_MAILBOX, the route dropped
+ *   "<Postmaster>"             -> ADDRESS_PATH_POSTMASTER, out->local as sent, domain empty
+ * Route hops may be domains or address literals (RFC 5321 allows only domains there, but they
+ * are ignored anyway and literals are what relay probes send). The whole path, route included,
+ * is at most ADDRESS_PATH_MAX_BYTES. Returns 0, or -1 with *why_out set; on error *out is zeroed,
+ * *kind_out is ADDRESS_PATH_NULL and *consumed_out is 0.
+ */
+int address_parse_path(const char *s, size_t len, struct address *out,
+                       enum address_path_kind *kind_out, size_t *consumed_out,
+                       const char **why_out);
+
+/*
+ * Writes "local@domain"; just the local part when the domain is empty (<Postmaster>); the empty
+ * string for the null path. len should be ADDRESS_STRLEN (truncates otherwise). The result
+ * parses back (with address_parse, or inside "<" ">" with address_parse_path) to the same
+ * struct address.
+ */
+void address_format(const struct address *a, char *buf, size_t len);
+
+/*
+ * The IP address of an address-literal domain ("[192.0.2.1]", "[IPv6:2001:db8::1]"), for the
+ * relay policy's "is this literal one of my addresses" check. Returns 0, or -1 when the domain
+ * is not a literal.
+ */
+int address_literal_ip(const struct address *a, struct ip_addr *out);
+
+#endif

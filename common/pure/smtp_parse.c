@@ -1,0 +1,253 @@
+/*
+ * smtp_parse.c - see smtp_parse.h: MAIL/RCPT arguments and ESMTP parameters in, trace headers
+ * out. Pure functions only.
+ */
+#include "common/pure/smtp_parse.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+static bool is_alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+int smtp_parse_path_arg(const char *args, const char *keyword, struct address *addr_out,
+                        enum address_path_kind *kind_out, const char **params_out,
+                        const char **why_out)
+{
+    size_t klen = strlen(keyword);
+    memset(addr_out, 0, sizeof(*addr_out));
+    *kind_out = ADDRESS_PATH_NULL;
+    *params_out = "";
+    if (why_out != NULL)
+        *why_out = "syntax";
+    if (strncasecmp(args, keyword, klen) != 0)
+        return SMTP_PARSE_SYNTAX;
+    const char *p = args + klen;
+    while (*p == ' ')
+        p++;
+    if (*p != '<')
+        return SMTP_PARSE_SYNTAX;
+    size_t consumed = 0;
+    const char *why = NULL;
+    if (address_parse_path(p, strlen(p), addr_out, kind_out, &consumed, &why) != 0) {
+        if (why_out != NULL)
+            *why_out = why != NULL ? why : "bad address";
+        return SMTP_PARSE_BAD_ADDRESS;
+    }
+    p += consumed;
+    if (*p != '\0' && *p != ' ') {
+        if (why_out != NULL)
+            *why_out = "text after the path";
+        memset(addr_out, 0, sizeof(*addr_out));
+        *kind_out = ADDRESS_PATH_NULL;
+        return SMTP_PARSE_SYNTAX;
+    }
+    while (*p == ' ')
+        p++;
+    *params_out = p;
+    return SMTP_PARSE_OK;
+}
+
+/*
+ * The next "keyword[=value]" of params (RFC 5321 4.1.2: esmtp-keyword = (ALPHA / DIGIT)
+ * *(ALPHA / DIGIT / "-"); esmtp-value = 1*(%d33-60 / %d62-126)). Sets the views and advances
+ * *pp past the parameter and its spaces. 1 when one was found, 0 at the end, -1 on bad syntax.
+ */
+static int next_param(const char **pp, const char **key, size_t *klen, const char **val,
+                      size_t *vlen)
+{
+    const char *p = *pp;
+    if (*p == '\0')
+        return 0;
+    *key = p;
+    if (!is_alnum(*p))
+        return -1;
+    while (is_alnum(*p) || *p == '-')
+        p++;
+    *klen = (size_t)(p - *key);
+    *val = NULL;
+    *vlen = 0;
+    if (*p == '=') {
+        p++;
+        *val = p;
+        while (*p >= 33 && *p <= 126 && *p != '=')
+            p++;
+        *vlen = (size_t)(p - *val);
+        if (*vlen == 0)
+            return -1;
+    }
+    if (*p != '\0' && *p != ' ')
+        return -1;
+    while (*p == ' ')
+        p++;
+    *pp = p;
+    return 1;
+}
+
+static bool key_is(const char *key, size_t klen, const char *name)
+{
+    return strlen(name) == klen && strncasecmp(key, name, klen) == 0;
+}
+
+static bool value_is(const char *val, size_t vlen, const char *name)
+{
+    return val != NULL && strlen(name) == vlen && strncasecmp(val, name, vlen) == 0;
+}
+
+int smtp_parse_mail_params(const char *params, struct smtp_mail_params *out, const char **why_out)
+{
+    memset(out, 0, sizeof(*out));
+    bool seen_body = false;
+    const char *why = NULL;
+    int status = SMTP_PARSE_OK;
+    const char *p = params;
+    const char *key, *val;
+    size_t klen, vlen;
+    int rc;
+    /* Bounded: every round consumes at least one octet of a NUL-terminated line. */
+    while (status == SMTP_PARSE_OK && (rc = next_param(&p, &key, &klen, &val, &vlen)) != 0) {
+        if (rc < 0) {
+            status = SMTP_PARSE_BAD_PARAM;
+            why = "bad parameter syntax";
+        } else if (key_is(key, klen, "SIZE")) {
+            uint64_t n = 0;
+            bool ok = val != NULL && !out->has_size && vlen <= SMTP_SIZE_MAX_DIGITS;
+            for (size_t i = 0; ok && i < vlen; i++) {
+                if (val[i] < '0' || val[i] > '9' || n > (UINT64_MAX - 9) / 10)
+                    ok = false;
+                else
+                    n = n * 10 + (uint64_t)(val[i] - '0');
+            }
+            if (!ok) {
+                status = SMTP_PARSE_BAD_PARAM;
+                why = "bad SIZE";
+            }
+            out->has_size = true;
+            out->size_bytes = n;
+        } else if (key_is(key, klen, "BODY")) {
+            if (seen_body || !(value_is(val, vlen, "7BIT") || value_is(val, vlen, "8BITMIME"))) {
+                status = SMTP_PARSE_BAD_PARAM;
+                why = "bad BODY";
+            }
+            seen_body = true;
+            out->body_8bit = value_is(val, vlen, "8BITMIME");
+        } else if (key_is(key, klen, "AUTH")) {
+            /* RFC 4954 5: xtext, "<>" when unknown; we never pass it on, so it is ignored. */
+            if (out->has_auth || val == NULL) {
+                status = SMTP_PARSE_BAD_PARAM;
+                why = "bad AUTH";
+            }
+            out->has_auth = true;
+        } else {
+            status = SMTP_PARSE_UNKNOWN_PARAM;
+            why = "parameter not recognized";
+        }
+    }
+    if (why_out != NULL)
+        *why_out = why;
+    return status;
+}
+
+int smtp_parse_rcpt_params(const char *params, const char **why_out)
+{
+    const char *p = params;
+    const char *key, *val;
+    size_t klen, vlen;
+    int rc = next_param(&p, &key, &klen, &val, &vlen);
+    if (why_out != NULL)
+        *why_out = rc == 0 ? NULL : rc < 0 ? "bad parameter syntax" : "parameter not recognized";
+    return rc == 0 ? SMTP_PARSE_OK : rc < 0 ? SMTP_PARSE_BAD_PARAM : SMTP_PARSE_UNKNOWN_PARAM;
+}
+
+char *smtp_helo_sanitize(const char *in, char *out, size_t outlen)
+{
+    size_t max = outlen - 1 < SMTP_HELO_MAX_BYTES ? outlen - 1 : SMTP_HELO_MAX_BYTES;
+    size_t n = 0;
+    for (; in[n] != '\0' && n < max; n++) {
+        char c = in[n];
+        bool ok =
+            is_alnum(c) || c == '.' || c == '-' || c == '_' || c == ':' || c == '[' || c == ']';
+        out[n] = ok ? c : '?';
+    }
+    out[n] = '\0';
+    return out;
+}
+
+const char *smtp_with_type(bool esmtp, bool tls, bool auth)
+{
+    if (!esmtp)
+        return "SMTP";
+    if (tls)
+        return auth ? "ESMTPSA" : "ESMTPS";
+    return auth ? "ESMTPA" : "ESMTP";
+}
+
+char *smtp_format_date(int64_t time_ms, char *buf, size_t len)
+{
+    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    time_t t = (time_t)(time_ms / 1000);
+    struct tm tm;
+    buf[0] = '\0';
+    /* Names written out rather than strftime %a/%b: RFC 5322 wants English whatever the locale. */
+    if (gmtime_r(&t, &tm) == NULL || tm.tm_wday < 0 || tm.tm_wday > 6 || tm.tm_mon < 0 ||
+        tm.tm_mon > 11)
+        return buf;
+    snprintf(buf, len, "%s, %02d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday], tm.tm_mday,
+             months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    return buf;
+}
+
+/* Comment text (RFC 5322 3.2.2 ctext) made safe: printable ASCII without ( ) \ ; max octets. */
+static void comment_sanitize(const char *in, char *out, size_t max)
+{
+    size_t n = 0;
+    for (; in[n] != '\0' && n < max; n++) {
+        char c = in[n];
+        out[n] = (c >= 32 && c <= 126 && c != '(' && c != ')' && c != '\\') ? c : '?';
+    }
+    out[n] = '\0';
+}
+
+int smtp_trace_headers(const struct smtp_received *r, const char *return_path, char *buf,
+                       size_t len)
+{
+    char helo[SMTP_HELO_MAX_BYTES + 1];
+    char tls[128];
+    char identity[ADDRESS_STRLEN + 64];
+    char date[SMTP_DATE_MAX_BYTES];
+    smtp_helo_sanitize(r->helo != NULL ? r->helo : "", helo, sizeof(helo));
+    comment_sanitize(r->tls != NULL ? r->tls : "", tls, sizeof(tls) - 1);
+    comment_sanitize(r->identity != NULL ? r->identity : "", identity, sizeof(identity) - 1);
+    smtp_format_date(r->time_ms, date, sizeof(date));
+    bool v6 = strchr(r->peer_ip, ':') != NULL;
+
+    size_t off = 0;
+    int n;
+#define TRACE_PUT(...)                                                                             \
+    do {                                                                                           \
+        n = snprintf(buf + off, len - off, __VA_ARGS__);                                           \
+        if (n < 0 || (size_t)n >= len - off)                                                       \
+            return -1;                                                                             \
+        off += (size_t)n;                                                                          \
+    } while (0)
+    if (len == 0)
+        return -1;
+    if (return_path != NULL)
+        TRACE_PUT("Return-Path: <%s>\r\n", return_path);
+    TRACE_PUT("Received: from %s ([%s%s])\r\n", helo[0] != '\0' ? helo : "unknown",
+              v6 ? "IPv6:" : "", r->peer_ip);
+    TRACE_PUT("\tby %s (postern) with %s id %s", r->hostname, r->with, r->id);
+    if (tls[0] != '\0')
+        TRACE_PUT("\r\n\t(%s)", tls);
+    if (identity[0] != '\0')
+        TRACE_PUT("\r\n\t(%s)", identity);
+    TRACE_PUT(";\r\n\t%s\r\n", date);
+#undef TRACE_PUT
+    return (int)off;
+}

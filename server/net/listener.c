@@ -1,0 +1,623 @@
+/*
+ * listener.c - listening sockets, accepting, and the connection limits; see listener.h.
+ *
+ * The sockets are made here with socket/bind/listen and watched with uv_poll, and connections are
+ * accepted with accept4, rather than through uv_listen: libuv's accept loop calls back with an
+ * error and immediately tries again, so a persistent error would spin, and it offers no way to
+ * stop accepting for a while. Here an EMFILE just pauses the watchers. The accepted descriptor
+ * goes to conn_accept(), which wraps it in a uv_tcp_t.
+ *
+ * Per-address counts live in a small chained hash table keyed with SipHash (libsodium's
+ * crypto_shorthash) under a random per-process key, so a client choosing its IPv6 addresses
+ * cannot make every insertion collide. An entry exists only while its address has connections.
+ */
+#define _GNU_SOURCE /* accept4 */
+#include "server/net/listener.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <sodium.h>
+#include <uv.h>
+
+#include "common/pure/cidr.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "server/net/tls.h"
+
+#define IPTABLE_FIRST_BUCKETS 64
+
+struct ip_count {
+    struct ip_count *next;
+    struct ip_addr ip;
+    unsigned count;
+};
+
+struct listener {
+    struct listener_set *ls; /* borrowed: the owner */
+    uv_poll_t poll;
+    int fd; /* owned; -1 once closed */
+    bool poll_open;
+    enum conn_service service;
+    const struct conn_handler *handler; /* borrowed (static) */
+    bool implicit_tls;
+    char name[80]; /* "127.0.0.1:2525" */
+};
+
+struct listener_set {
+    uv_loop_t *loop;
+    struct conn_set *conns; /* borrowed */
+    const struct cfg *cfg;  /* borrowed */
+    struct tls_ctx *tls;    /* owned reference, NULL: no TLS */
+    struct listener *items; /* owned array */
+    size_t count;
+    uv_timer_t pause_timer;
+    bool timer_open;
+    bool paused;
+    bool stopped;
+    bool free_requested;
+    unsigned handles_open;
+    size_t inbound; /* accepted connections not yet freed */
+    /* Per-address counts. */
+    struct ip_count **buckets;
+    size_t nbuckets;
+    size_t entries;
+    unsigned char hash_key[crypto_shorthash_KEYBYTES];
+    /* Refusal log rate limit. */
+    uint64_t refusal_window_ms;
+    unsigned refusals_logged;
+    unsigned refusals_suppressed;
+};
+
+/* ---- per-address counts -------------------------------------------------------------------- */
+
+static size_t ip_bucket(const struct listener_set *ls, const struct ip_addr *ip)
+{
+    unsigned char in[17], out[crypto_shorthash_BYTES];
+    in[0] = (unsigned char)ip->family;
+    memcpy(in + 1, ip->bytes, 16);
+    crypto_shorthash(out, in, sizeof(in), ls->hash_key);
+    uint64_t h;
+    memcpy(&h, out, sizeof(h));
+    return (size_t)(h & (ls->nbuckets - 1));
+}
+
+static struct ip_count *ip_find(const struct listener_set *ls, const struct ip_addr *ip)
+{
+    if (ls->nbuckets == 0)
+        return NULL;
+    for (struct ip_count *e = ls->buckets[ip_bucket(ls, ip)]; e != NULL; e = e->next)
+        if (ip_equal(&e->ip, ip))
+            return e;
+    return NULL;
+}
+
+/* Doubles the table when it holds more entries than buckets; a failure just keeps it as is. */
+static void ip_grow(struct listener_set *ls)
+{
+    size_t n = ls->nbuckets == 0 ? IPTABLE_FIRST_BUCKETS : ls->nbuckets * 2;
+    struct ip_count **nb = calloc(n, sizeof(*nb));
+    if (nb == NULL)
+        return;
+    struct ip_count **old = ls->buckets;
+    size_t oldn = ls->nbuckets;
+    ls->buckets = nb;
+    ls->nbuckets = n;
+    for (size_t i = 0; i < oldn; i++) {
+        struct ip_count *e = old[i], *next;
+        for (; e != NULL; e = next) {
+            next = e->next;
+            size_t b = ip_bucket(ls, &e->ip);
+            e->next = nb[b];
+            nb[b] = e;
+        }
+    }
+    free(old);
+}
+
+static int ip_inc(struct listener_set *ls, const struct ip_addr *ip)
+{
+    struct ip_count *e = ip_find(ls, ip);
+    if (e != NULL) {
+        e->count++;
+        return 0;
+    }
+    if (ls->entries >= ls->nbuckets)
+        ip_grow(ls);
+    if (ls->nbuckets == 0)
+        return -ENOMEM;
+    e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return -ENOMEM;
+    e->ip = *ip;
+    e->count = 1;
+    size_t b = ip_bucket(ls, ip);
+    e->next = ls->buckets[b];
+    ls->buckets[b] = e;
+    ls->entries++;
+    return 0;
+}
+
+static void ip_dec(struct listener_set *ls, const struct ip_addr *ip)
+{
+    if (ls->nbuckets == 0)
+        return;
+    struct ip_count **pp = &ls->buckets[ip_bucket(ls, ip)];
+    for (; *pp != NULL; pp = &(*pp)->next) {
+        struct ip_count *e = *pp;
+        if (!ip_equal(&e->ip, ip))
+            continue;
+        if (--e->count == 0) {
+            *pp = e->next;
+            free(e);
+            ls->entries--;
+        }
+        return;
+    }
+}
+
+static void ip_table_free(struct listener_set *ls)
+{
+    for (size_t i = 0; i < ls->nbuckets; i++) {
+        struct ip_count *e = ls->buckets[i], *next;
+        for (; e != NULL; e = next) {
+            next = e->next;
+            free(e);
+        }
+    }
+    free(ls->buckets);
+    ls->buckets = NULL;
+    ls->nbuckets = ls->entries = 0;
+}
+
+/* ---- lifetime ------------------------------------------------------------------------------ */
+
+static void maybe_release(struct listener_set *ls)
+{
+    if (!ls->free_requested || ls->handles_open > 0 || ls->inbound > 0)
+        return;
+    ip_table_free(ls);
+    tls_ctx_unref(&ls->tls);
+    free(ls->items);
+    free(ls);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    struct listener_set *ls = h->data;
+    ls->handles_open--;
+    maybe_release(ls);
+}
+
+static void on_poll_closed(uv_handle_t *h)
+{
+    struct listener *l = h->data;
+    struct listener_set *ls = l->ls;
+    ls->handles_open--;
+    maybe_release(ls);
+}
+
+static void on_conn_free(void *arg, const struct ip_addr *peer)
+{
+    struct listener_set *ls = arg;
+    ip_dec(ls, peer);
+    ls->inbound--;
+    maybe_release(ls);
+}
+
+/* ---- accepting ----------------------------------------------------------------------------- */
+
+static void on_acceptable(uv_poll_t *h, int status, int events);
+
+static void on_pause_over(uv_timer_t *t)
+{
+    struct listener_set *ls = t->data;
+    ls->paused = false;
+    if (ls->stopped)
+        return;
+    for (size_t i = 0; i < ls->count; i++) {
+        struct listener *l = &ls->items[i];
+        if (l->poll_open && uv_poll_start(&l->poll, UV_READABLE, on_acceptable) != 0)
+            log_error("serve", 0, "event=accept-resume-failed listener=%s", l->name);
+    }
+}
+
+static void start_pause(struct listener_set *ls, int err)
+{
+    if (ls->paused || ls->stopped)
+        return;
+    log_warn("serve", 0, "event=accept-paused error=\"%s\" pause_ms=%d connections=%zu",
+             strerror(err), LISTENER_PAUSE_MS, ls->inbound);
+    for (size_t i = 0; i < ls->count; i++)
+        if (ls->items[i].poll_open)
+            uv_poll_stop(&ls->items[i].poll);
+    ls->paused = true;
+    int rc = uv_timer_start(&ls->pause_timer, on_pause_over, LISTENER_PAUSE_MS, 0);
+    if (rc != 0) {
+        /* Without the timer we would never resume: resume at once and risk a busy loop. */
+        log_error("serve", 0, "event=timer-failed error=\"%s\"", uv_strerror(rc));
+        on_pause_over(&ls->pause_timer);
+    }
+}
+
+static void log_refusal(struct listener_set *ls, const struct listener *l, const char *ip,
+                        bool per_ip)
+{
+    uint64_t now = uv_now(ls->loop);
+    if (now - ls->refusal_window_ms >= 1000) {
+        if (ls->refusals_suppressed > 0)
+            log_info("serve", 0, "event=refused-suppressed count=%u", ls->refusals_suppressed);
+        ls->refusal_window_ms = now;
+        ls->refusals_logged = 0;
+        ls->refusals_suppressed = 0;
+    }
+    if (ls->refusals_logged >= LISTENER_REFUSALS_LOGGED_PER_SECOND) {
+        ls->refusals_suppressed++;
+        return;
+    }
+    ls->refusals_logged++;
+    log_info("serve", 0, "event=refused reason=%s ip=%s listener=%s service=%s connections=%zu",
+             per_ip ? "too-many-connections-from-ip" : "too-many-connections", ip, l->name,
+             conn_service_name(l->service), ls->inbound);
+}
+
+/* Over a limit: the busy reply on a plaintext port, then close; no struct conn is made. */
+static void refuse(struct listener *l, int fd, const struct ip_addr *ip, bool per_ip)
+{
+    struct listener_set *ls = l->ls;
+    char text[INET6_ADDRSTRLEN];
+    ip_format(ip, text, sizeof(text));
+    if (!l->implicit_tls && l->handler->busy_reply != NULL) {
+        char reply[256];
+        l->handler->busy_reply(ls->cfg, per_ip, reply, sizeof(reply));
+        /* A fresh socket's send buffer takes a short reply whole; if not, the client loses it. */
+        ssize_t w = send(fd, reply, strlen(reply), MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+    }
+    close(fd);
+    log_refusal(ls, l, text, per_ip);
+}
+
+static void accepted(struct listener *l, int fd, const struct sockaddr *sa)
+{
+    struct listener_set *ls = l->ls;
+    struct ip_addr ip;
+    if (ip_from_sockaddr(sa, &ip) != 0) {
+        close(fd);
+        return;
+    }
+    if (ls->inbound >= ls->cfg->server.max_connections) {
+        refuse(l, fd, &ip, false);
+        return;
+    }
+    struct ip_count *e = ip_find(ls, &ip);
+    if (e != NULL && e->count >= ls->cfg->server.max_connections_per_ip) {
+        refuse(l, fd, &ip, true);
+        return;
+    }
+    struct conn_params p = {
+        .handler = l->handler,
+        .service = l->service,
+        .listener_name = l->name,
+        .tls_ctx = ls->tls,
+        .implicit_tls = l->implicit_tls,
+        .on_free = on_conn_free,
+        .on_free_arg = ls,
+    };
+    struct conn *c;
+    int rc = conn_accept(ls->conns, fd, &p, &c);
+    if (rc != 0) {
+        log_warn("serve", 0, "event=accept-failed listener=%s error=\"%s\"", l->name,
+                 uv_strerror(rc));
+        return;
+    }
+    /* Counted after conn_accept: on_conn_free runs later, from a close callback, never inside. */
+    ls->inbound++;
+    if (ip_inc(ls, &ip) != 0) {
+        /* Out of memory for the table: this connection counts only globally; ip_dec of an
+         * address without an entry is a no-op, so the counts stay consistent. */
+        log_warn("serve", 0, "event=iptable-full ip=%s", conn_peer_text(c));
+    }
+}
+
+static void on_acceptable(uv_poll_t *h, int status, int events)
+{
+    struct listener *l = h->data;
+    struct listener_set *ls = l->ls;
+    if (status < 0) {
+        log_error("serve", 0, "event=accept-error listener=%s error=\"%s\"", l->name,
+                  uv_strerror(status));
+        start_pause(ls, -status);
+        return;
+    }
+    for (int i = 0; i < LISTENER_ACCEPT_BATCH && !ls->stopped && !ls->paused; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            accepted(l, fd, (struct sockaddr *)&ss);
+            continue;
+        }
+        switch (errno) {
+        case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+        case EWOULDBLOCK:
+#endif
+            return;
+        /* The connection died in the backlog, or (Linux) a network error was passed on. */
+        case EINTR:
+        case ECONNABORTED:
+        case EPROTO:
+        case ENETDOWN:
+        case ENOPROTOOPT:
+        case EHOSTDOWN:
+        case EHOSTUNREACH:
+        case ENETUNREACH:
+        case EOPNOTSUPP:
+            continue;
+        default:
+            /* EMFILE, ENFILE, ENOBUFS, ENOMEM, or something unexpected: do not spin on it. */
+            start_pause(ls, errno);
+            return;
+        }
+    }
+}
+
+/* ---- binding ------------------------------------------------------------------------------- */
+
+/* A listening socket for addr, or -errno. */
+static int open_socket(const struct cfg_listen *addr)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    int family;
+    bool any = strcmp(addr->host, "*") == 0;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    if (any || strchr(addr->host, ':') != NULL) {
+        family = AF_INET6;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons(addr->port);
+        if (!any && inet_pton(AF_INET6, addr->host, &s6->sin6_addr) != 1)
+            return -EINVAL;
+        if (any)
+            s6->sin6_addr = in6addr_any;
+        sslen = sizeof(*s6);
+    } else {
+        family = AF_INET;
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons(addr->port);
+        if (inet_pton(AF_INET, addr->host, &s4->sin_addr) != 1)
+            return -EINVAL;
+        sslen = sizeof(*s4);
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 && any && errno == EAFNOSUPPORT) {
+        /* No IPv6 on this host: "*" is then every IPv4 address. */
+        memset(&ss, 0, sizeof(ss));
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons(addr->port);
+        s4->sin_addr.s_addr = htonl(INADDR_ANY);
+        sslen = sizeof(*s4);
+        family = AF_INET;
+        fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    }
+    if (fd < 0)
+        return -errno;
+    int on = 1;
+    /* A restarted server binds again while old connections sit in TIME_WAIT. */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0)
+        goto fail;
+    if (family == AF_INET6) {
+        /* "*": one socket for both families; an explicit IPv6 address: IPv6 only. */
+        int v6only = any ? 0 : 1;
+        if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)) != 0)
+            goto fail;
+    }
+    if (bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, LISTENER_BACKLOG) != 0)
+        goto fail;
+    return fd;
+fail:;
+    int e = errno;
+    close(fd);
+    return -e;
+}
+
+static void close_listener(struct listener *l)
+{
+    if (l->poll_open) {
+        l->poll_open = false;
+        uv_close((uv_handle_t *)&l->poll, on_poll_closed);
+    }
+    if (l->fd >= 0) {
+        close(l->fd); /* uv_close stopped the watcher already, so this is safe now */
+        l->fd = -1;
+    }
+}
+
+struct service_spec {
+    const char *key; /* config key, for messages */
+    enum conn_service service;
+    bool is_pop3;
+    bool implicit_tls;
+};
+
+static const struct service_spec services[] = {
+    {"smtp", CONN_SERVICE_SMTP_MX, false, false},
+    {"submission", CONN_SERVICE_SMTP_SUBMISSION, false, false},
+    {"submissions", CONN_SERVICE_SMTP_SUBMISSIONS, false, true},
+    {"pop3", CONN_SERVICE_POP3, true, false},
+    {"pop3s", CONN_SERVICE_POP3S, true, true},
+};
+
+static const struct cfg_listen_list *service_addrs(const struct cfg *cfg, enum conn_service s)
+{
+    switch (s) {
+    case CONN_SERVICE_SMTP_MX:
+        return &cfg->smtp.listen;
+    case CONN_SERVICE_SMTP_SUBMISSION:
+        return &cfg->smtp.submission;
+    case CONN_SERVICE_SMTP_SUBMISSIONS:
+        return &cfg->smtp.submissions;
+    case CONN_SERVICE_POP3:
+        return &cfg->pop3.listen;
+    case CONN_SERVICE_POP3S:
+        return &cfg->pop3.pop3s;
+    case CONN_SERVICE_OUTBOUND:
+        break;
+    }
+    return NULL;
+}
+
+int listener_set_new(struct conn_set *conns, const struct cfg *cfg, const struct conn_handler *smtp,
+                     const struct conn_handler *pop3, struct tls_ctx *tls,
+                     struct listener_set **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (sodium_init() < 0) {
+        snprintf(err, errlen, "cannot initialise libsodium");
+        return -EIO;
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof(services) / sizeof(services[0]); i++)
+        total += service_addrs(cfg, services[i].service)->count;
+    struct listener_set *ls = calloc(1, sizeof(*ls));
+    struct listener *items = calloc(total > 0 ? total : 1, sizeof(*items));
+    if (ls == NULL || items == NULL) {
+        free(ls);
+        free(items);
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    ls->loop = conn_set_loop(conns);
+    ls->conns = conns;
+    ls->cfg = cfg;
+    ls->items = items;
+    randombytes_buf(ls->hash_key, sizeof(ls->hash_key));
+    int rc = uv_timer_init(ls->loop, &ls->pause_timer);
+    if (rc != 0) {
+        free(items);
+        free(ls);
+        snprintf(err, errlen, "cannot create a timer: %s", uv_strerror(rc));
+        return rc;
+    }
+    ls->pause_timer.data = ls;
+    ls->timer_open = true;
+    ls->handles_open = 1;
+    if (tls != NULL)
+        ls->tls = tls_ctx_ref(tls);
+
+    bool skipped_tls = false;
+    for (size_t i = 0; i < sizeof(services) / sizeof(services[0]); i++) {
+        const struct service_spec *sp = &services[i];
+        const struct cfg_listen_list *list = service_addrs(cfg, sp->service);
+        if (sp->implicit_tls && tls == NULL) {
+            skipped_tls = skipped_tls || list->count > 0;
+            continue;
+        }
+        for (size_t j = 0; j < list->count; j++) {
+            struct listener *l = &ls->items[ls->count];
+            l->ls = ls;
+            l->fd = -1;
+            l->service = sp->service;
+            l->handler = sp->is_pop3 ? pop3 : smtp;
+            l->implicit_tls = sp->implicit_tls;
+            cfg_listen_format(&list->addrs[j], l->name, sizeof(l->name));
+            int fd = open_socket(&list->addrs[j]);
+            if (fd < 0) {
+                snprintf(err, errlen, "cannot listen on %s (%s): %s", l->name, sp->key,
+                         uv_strerror(fd)); /* libuv codes are negated errno values on Unix */
+                rc = fd;
+                goto fail;
+            }
+            l->fd = fd;
+            ls->count++;
+            rc = uv_poll_init_socket(ls->loop, &l->poll, fd);
+            if (rc != 0) {
+                snprintf(err, errlen, "cannot listen on %s (%s): %s", l->name, sp->key,
+                         uv_strerror(rc));
+                goto fail;
+            }
+            l->poll.data = l;
+            l->poll_open = true;
+            ls->handles_open++;
+            rc = uv_poll_start(&l->poll, UV_READABLE, on_acceptable);
+            if (rc != 0) {
+                snprintf(err, errlen, "cannot listen on %s (%s): %s", l->name, sp->key,
+                         uv_strerror(rc));
+                goto fail;
+            }
+            log_info("serve", 0, "event=listening address=%s service=%s tls=%s", l->name, sp->key,
+                     sp->implicit_tls ? "implicit" : (tls != NULL ? "starttls" : "no"));
+        }
+    }
+    if (skipped_tls)
+        log_warn("serve", 0,
+                 "event=warning text=\"no [tls] certificate and key: STARTTLS and STLS are off, "
+                 "and the submissions and pop3s listeners are not started\"");
+    *out = ls;
+    return 0;
+
+fail:
+    listener_set_free(&ls);
+    return rc;
+}
+
+void listener_set_tls(struct listener_set *ls, struct tls_ctx *tls)
+{
+    if (tls == NULL)
+        return;
+    tls_ctx_unref(&ls->tls);
+    ls->tls = tls_ctx_ref(tls);
+}
+
+void listener_set_stop(struct listener_set *ls)
+{
+    if (ls->stopped)
+        return;
+    ls->stopped = true;
+    for (size_t i = 0; i < ls->count; i++)
+        close_listener(&ls->items[i]);
+    if (ls->timer_open) {
+        ls->timer_open = false;
+        uv_close((uv_handle_t *)&ls->pause_timer, on_timer_closed);
+    }
+}
+
+void listener_set_free(struct listener_set **lsp)
+{
+    struct listener_set *ls = *lsp;
+    if (ls == NULL)
+        return;
+    *lsp = NULL;
+    listener_set_stop(ls);
+    ls->free_requested = true;
+    maybe_release(ls);
+}
+
+size_t listener_set_sockets(const struct listener_set *ls)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ls->count; i++)
+        n += ls->items[i].fd >= 0;
+    return n;
+}
+
+size_t listener_set_connections(const struct listener_set *ls)
+{
+    return ls->inbound;
+}
+
+unsigned listener_set_connections_from(const struct listener_set *ls, const struct ip_addr *ip)
+{
+    const struct ip_count *e = ip_find(ls, ip);
+    return e != NULL ? e->count : 0;
+}

@@ -1,0 +1,863 @@
+/*
+ * smtp_client.c - one outbound SMTP transaction (see smtp_client.h for the contract).
+ *
+ * The transaction is a chain of states, one per reply the client waits for. Without PIPELINING
+ * the command for a state is sent when the state is entered; with it, MAIL, every RCPT and DATA
+ * go out together (RFC 2920 3.1: DATA is the last command of the group) and the replies are
+ * taken in order, through the very same states. A reply to MAIL that refuses the sender decides
+ * every recipient; the pipelined RCPT and DATA replies that follow are read and ignored.
+ *
+ * Ownership: the struct smtp_client is owned by itself from smtp_client_start on, and freed in
+ * the connection's on_close. The caller's recipient array is borrowed only until done runs;
+ * after that (the QUIT phase) the client touches nothing of the caller's.
+ */
+#include "server/outbound/smtp_client.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "common/pure/buf.h"
+#include "common/pure/dotstuff.h"
+#include "common/log.h"
+#include "server/net/conn.h"
+#include "storage/queue.h"
+#include "storage/store.h"
+
+/* ---- smarthost credentials ----------------------------------------------------------------- */
+
+struct smtp_client_creds {
+    char *user;     /* owned */
+    char *password; /* owned, wiped on free; password_len octets and a NUL */
+    size_t password_len;
+};
+
+void smtp_client_creds_free(struct smtp_client_creds **cp)
+{
+    struct smtp_client_creds *c = *cp;
+    if (c == NULL)
+        return;
+    *cp = NULL;
+    if (c->password != NULL) {
+        sodium_memzero(c->password, c->password_len + 1);
+        free(c->password);
+    }
+    free(c->user);
+    free(c);
+}
+
+int smtp_client_creds_load(const char *user, const char *password_file,
+                           struct smtp_client_creds **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    /* One byte more than allowed, the line ending and a NUL: a longer line is detected. */
+    char line[SMTP_CLIENT_PASSWORD_MAX_BYTES + 4];
+    FILE *fp = fopen(password_file, "r");
+    if (fp == NULL) {
+        snprintf(err, errlen, "%s: cannot open the smarthost password file: %s", password_file,
+                 strerror(errno));
+        return -1;
+    }
+    size_t n = fread(line, 1, sizeof(line) - 1, fp);
+    int read_errno = ferror(fp) ? errno : 0;
+    if (fclose(fp) != 0 && read_errno == 0)
+        read_errno = errno;
+    int rc = -1;
+    if (read_errno != 0) {
+        snprintf(err, errlen, "%s: cannot read the smarthost password file: %s", password_file,
+                 strerror(read_errno));
+        goto out;
+    }
+    line[n] = '\0';
+    char *lf = memchr(line, '\n', n);
+    size_t len = lf != NULL ? (size_t)(lf - line) : n;
+    if (len > 0 && line[len - 1] == '\r')
+        len--;
+    if (memchr(line, '\0', len) != NULL) {
+        snprintf(err, errlen, "%s: the smarthost password holds a NUL octet", password_file);
+        goto out;
+    }
+    if (len == 0) {
+        snprintf(err, errlen, "%s: the first line (the smarthost password) is empty",
+                 password_file);
+        goto out;
+    }
+    if (len > SMTP_CLIENT_PASSWORD_MAX_BYTES) {
+        snprintf(err, errlen, "%s: the smarthost password is longer than %d bytes", password_file,
+                 SMTP_CLIENT_PASSWORD_MAX_BYTES);
+        goto out;
+    }
+    struct smtp_client_creds *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    c->user = strdup(user);
+    c->password = malloc(len + 1);
+    if (c->user == NULL || c->password == NULL) {
+        smtp_client_creds_free(&c);
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    memcpy(c->password, line, len);
+    c->password[len] = '\0';
+    c->password_len = len;
+    *out = c;
+    rc = 0;
+out:
+    sodium_memzero(line, sizeof(line));
+    return rc;
+}
+
+int smtp_client_auth_line(const char *user, const char *password, size_t password_len, char *out,
+                          size_t outlen)
+{
+    static const char head[] = "AUTH PLAIN ";
+    size_t ulen = strlen(user);
+    if (ulen > 255 || password_len > SMTP_CLIENT_PASSWORD_MAX_BYTES)
+        goto too_long;
+    /* RFC 4616 2: message = [authzid] NUL authcid NUL passwd; no authzid: act as ourselves. */
+    unsigned char msg[2 + 255 + SMTP_CLIENT_PASSWORD_MAX_BYTES];
+    size_t mlen = 0;
+    msg[mlen++] = '\0';
+    memcpy(msg + mlen, user, ulen);
+    mlen += ulen;
+    msg[mlen++] = '\0';
+    memcpy(msg + mlen, password, password_len);
+    mlen += password_len;
+    size_t b64_bytes = sodium_base64_ENCODED_LEN(mlen, sodium_base64_VARIANT_ORIGINAL);
+    /* b64_bytes counts its NUL; the line adds the head and CRLF. */
+    if (outlen < sizeof(head) - 1 + b64_bytes + 2) {
+        sodium_memzero(msg, sizeof(msg));
+        goto too_long;
+    }
+    memcpy(out, head, sizeof(head) - 1);
+    sodium_bin2base64(out + sizeof(head) - 1, b64_bytes, msg, mlen, sodium_base64_VARIANT_ORIGINAL);
+    sodium_memzero(msg, sizeof(msg));
+    size_t len = sizeof(head) - 1 + b64_bytes - 1;
+    memcpy(out + len, "\r\n", 3);
+    return (int)(len + 2);
+too_long:
+    if (outlen > 0)
+        sodium_memzero(out, outlen);
+    return -1;
+}
+
+int smtp_client_creds_auth_line(const struct smtp_client_creds *c, char *out, size_t outlen)
+{
+    return smtp_client_auth_line(c->user, c->password, c->password_len, out, outlen);
+}
+
+/* ---- one transaction ----------------------------------------------------------------------- */
+
+enum client_state {
+    ST_CONNECTING = 0,
+    ST_GREETING,
+    ST_EHLO,
+    ST_HELO,
+    ST_STARTTLS,
+    ST_HANDSHAKE,
+    ST_AUTH,
+    ST_MAIL,
+    ST_RCPT,
+    ST_DATA,
+    ST_BODY,
+    ST_DOT,
+    ST_EMPTY_DOT, /* pipelined DATA got 354 with no recipient accepted: "." alone was sent */
+    ST_QUIT,      /* done has run; waiting for 221 or the close */
+};
+
+struct smtp_client {
+    struct conn *conn; /* borrowed from the set; NULL once closed */
+    enum client_state state;
+    bool reported;  /* done has run (or was cancelled): the caller's data is off limits */
+    bool cancelled; /* smtp_client_cancel: done never runs */
+
+    /* copies of the parameters */
+    char *remote_host;
+    char *helo_name;
+    char *sender;
+    struct smtp_client_rcpt *rcpts; /* borrowed until reported */
+    size_t n_rcpts;
+    struct store *store;
+    int64_t message_id;
+    void (*done)(void *arg, const struct smtp_client_result *res);
+    void *arg;
+
+    /* what the body scan found */
+    uint64_t size_bytes;  /* what is sent: the stored size less a Return-Path line */
+    uint64_t strip_bytes; /* the Return-Path line's octets at the start, 0 if none */
+    bool has_8bit;
+
+    /* smarthost AUTH: the whole "AUTH PLAIN ...\r\n" line (owned, wiped on free), or NULL */
+    char *auth_line;
+    size_t auth_line_len;
+    bool tls_heard; /* a reply arrived under TLS: the handshake surely succeeded */
+
+    struct smtp_ehlo_caps caps;
+    bool esmtp; /* EHLO was accepted */
+    bool pipelined;
+    bool mail_failed; /* MAIL was refused: the recipients are decided already */
+    size_t rcpt_i;    /* the RCPT whose reply comes next */
+    size_t accepted;  /* recipients with 250 at RCPT */
+    bool *rcpt_ok;    /* owned: per recipient, accepted at RCPT */
+    struct smtp_reply reply;
+
+    /* body streaming */
+    struct store_body_reader *reader;
+    struct dotstuff ds;
+    unsigned char in[SMTP_CLIENT_CHUNK_BYTES];
+    size_t in_off, in_len;
+    uint64_t skip_left; /* Return-Path octets still to skip */
+    bool body_eof;
+    unsigned char out[2 * SMTP_CLIENT_CHUNK_BYTES + 8];
+};
+
+static void client_free(struct smtp_client *sc)
+{
+    if (sc == NULL)
+        return;
+    store_body_close(&sc->reader);
+    if (sc->auth_line != NULL) {
+        sodium_memzero(sc->auth_line, sc->auth_line_len + 1);
+        free(sc->auth_line);
+    }
+    free(sc->rcpt_ok);
+    free(sc->remote_host);
+    free(sc->helo_name);
+    free(sc->sender);
+    free(sc);
+}
+
+/* Scans the stored body: size, 8-bit octets, a leading Return-Path line. */
+static int body_scan(struct smtp_client *sc)
+{
+    struct store_body_reader *r = NULL;
+    int64_t size = 0;
+    int rc = store_queue_body_open(sc->store, sc->message_id, SMTP_CLIENT_BODY_HOLD_MS, &r, &size);
+    if (rc != STORE_OK)
+        return rc;
+    static const char rp[] = "Return-Path:";
+    const size_t rp_len = sizeof(rp) - 1;
+    uint64_t total = 0;
+    bool first_line_open = true, is_rp = false;
+    size_t n = 0;
+    /* XXX(outbound): reading the whole body once on the loop costs a few ms for a 25 MiB
+     * message; fine at this server's scale, and it gives SIZE= and BODY= before MAIL. */
+    do {
+        rc = store_body_read(r, sc->in, sizeof(sc->in), &n);
+        if (rc != STORE_OK)
+            break;
+        for (size_t i = 0; i < n; i++) {
+            unsigned char ch = sc->in[i];
+            if (ch & 0x80)
+                sc->has_8bit = true;
+            if (first_line_open) {
+                uint64_t pos = total + i;
+                if (pos < rp_len) {
+                    if (tolower(ch) != tolower((unsigned char)rp[pos]))
+                        first_line_open = false;
+                    else if (pos == rp_len - 1)
+                        is_rp = true;
+                } else if (ch == '\n') {
+                    first_line_open = false;
+                    if (is_rp)
+                        sc->strip_bytes = pos + 1;
+                }
+            }
+        }
+        total += n;
+    } while (n > 0);
+    store_body_close(&r);
+    if (rc != STORE_OK)
+        return rc;
+    sc->size_bytes = total - sc->strip_bytes;
+    return STORE_OK;
+}
+
+static void report(struct smtp_client *sc, struct smtp_client_result *res)
+{
+    if (sc->reported)
+        return;
+    sc->reported = true;
+    if (!sc->cancelled)
+        sc->done(sc->arg, res);
+    sc->rcpts = NULL;
+}
+
+/* A host-level failure: undecided recipients stay PENDING, the connection goes. */
+static void host_failure(struct smtp_client *sc, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void host_failure(struct smtp_client *sc, int code, const char *fmt, ...)
+{
+    struct smtp_client_result res = {.host_failed = true, .code = code};
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(res.error, sizeof(res.error), fmt, ap);
+    va_end(ap);
+    if (sc->conn != NULL)
+        res.used_tls = conn_is_tls(sc->conn);
+    report(sc, &res);
+    if (sc->conn != NULL && !conn_is_closing(sc->conn)) {
+        sc->state = ST_QUIT;
+        conn_write(sc->conn, "QUIT\r\n", 6);
+        conn_close(sc->conn, "host-failure");
+    }
+}
+
+static void set_rcpt_own(struct smtp_client_rcpt *r, enum smtp_rcpt_status st, int code,
+                         const char *text, const char *dsn)
+{
+    r->status = st;
+    r->code = code;
+    snprintf(r->reply, sizeof(r->reply), "%s", text);
+    snprintf(r->dsn, sizeof(r->dsn), "%s", dsn);
+}
+
+static void set_rcpt(struct smtp_client_rcpt *r, enum smtp_rcpt_status st, int code,
+                     const char *text)
+{
+    set_rcpt_own(r, st, code, text, "");
+}
+
+/* Every recipient is decided: report, then QUIT. */
+static void finish(struct smtp_client *sc)
+{
+    struct smtp_client_result res = {.used_tls = conn_is_tls(sc->conn)};
+    report(sc, &res);
+    sc->state = ST_QUIT;
+    conn_set_timeout(sc->conn, SMTP_CLIENT_COMMAND_TIMEOUT_MS);
+    conn_write(sc->conn, "QUIT\r\n", 6);
+}
+
+static void send_mail(struct smtp_client *sc)
+{
+    char params[64] = "";
+    size_t used = 0;
+    if (sc->caps.size)
+        used += (size_t)snprintf(params + used, sizeof(params) - used, " SIZE=%llu",
+                                 (unsigned long long)sc->size_bytes);
+    if (sc->caps.eightbitmime && sc->has_8bit)
+        snprintf(params + used, sizeof(params) - used, " BODY=8BITMIME");
+    conn_reply(sc->conn, "MAIL FROM:<%s>%s\r\n", sc->sender, params);
+}
+
+static void send_rcpt(struct smtp_client *sc, size_t i)
+{
+    conn_reply(sc->conn, "RCPT TO:<%s>\r\n", sc->rcpts[i].address);
+}
+
+/* After EHLO/HELO (and TLS): the transaction proper. */
+static void start_transaction(struct smtp_client *sc)
+{
+    if (sc->caps.size && sc->caps.size_max_bytes > 0 && sc->size_bytes > sc->caps.size_max_bytes) {
+        /* RFC 1870 6: the server declared a fixed limit; sending would only get 552. */
+        char text[160];
+        snprintf(text, sizeof(text),
+                 "message size %llu exceeds the fixed limit %llu of %s (RFC 1870)",
+                 (unsigned long long)sc->size_bytes, (unsigned long long)sc->caps.size_max_bytes,
+                 sc->remote_host);
+        for (size_t i = 0; i < sc->n_rcpts; i++)
+            if (sc->rcpts[i].status == SMTP_RCPT_PENDING)
+                set_rcpt_own(&sc->rcpts[i], SMTP_RCPT_BOUNCE, 0, text, "5.3.4");
+        finish(sc);
+        return;
+    }
+    sc->pipelined = sc->caps.pipelining;
+    sc->state = ST_MAIL;
+    sc->rcpt_i = 0;
+    sc->accepted = 0;
+    conn_set_timeout(sc->conn, SMTP_CLIENT_COMMAND_TIMEOUT_MS);
+    send_mail(sc);
+    if (sc->pipelined) {
+        for (size_t i = 0; i < sc->n_rcpts; i++)
+            send_rcpt(sc, i);
+        conn_write(sc->conn, "DATA\r\n", 6);
+    }
+}
+
+static void after_ehlo(struct smtp_client *sc)
+{
+    if (sc->caps.starttls && !conn_is_tls(sc->conn) && conn_can_starttls(sc->conn)) {
+        sc->state = ST_STARTTLS;
+        conn_write(sc->conn, "STARTTLS\r\n", 10);
+        return;
+    }
+    if (sc->auth_line != NULL) {
+        /* Credentials never go out in the clear: no TLS, no AUTH, no transaction. */
+        if (!conn_is_tls(sc->conn)) {
+            host_failure(sc, 0, "%s: smarthost requires TLS for AUTH: STARTTLS not offered",
+                         sc->remote_host);
+            return;
+        }
+        if (!sc->caps.auth_plain) {
+            host_failure(sc, 0, "%s: smarthost does not offer AUTH PLAIN after STARTTLS",
+                         sc->remote_host);
+            return;
+        }
+        sc->state = ST_AUTH;
+        conn_write(sc->conn, sc->auth_line, sc->auth_line_len);
+        return;
+    }
+    start_transaction(sc);
+}
+
+/*
+ * The smarthost refused our credentials (535 5.7.8, RFC 4954 6) or AUTH failed otherwise. Every
+ * recipient is deferred, never bounced, whatever the class: a wrong or expired password is this
+ * server's configuration error, and bouncing would return every user's mail until someone fixes
+ * it; deferred mail goes out on a later attempt once the password is right (or bounces at
+ * max_age like any other deferral). The status keeps the reply's detail in class 4.
+ */
+static void auth_failed(struct smtp_client *sc, int code, const char *text)
+{
+    char dsn[DSN_STATUS_BYTES];
+    smtp_reply_enhanced(code, text, dsn);
+    dsn[0] = '4';
+    for (size_t i = 0; i < sc->n_rcpts; i++)
+        if (sc->rcpts[i].status == SMTP_RCPT_PENDING)
+            set_rcpt_own(&sc->rcpts[i], SMTP_RCPT_DEFER, code, text, dsn);
+    finish(sc);
+}
+
+/* Recipients accepted at RCPT take the data's result. */
+static void decide_accepted(struct smtp_client *sc, enum smtp_rcpt_status st, int code,
+                            const char *text)
+{
+    for (size_t i = 0; i < sc->n_rcpts; i++)
+        if (sc->rcpt_ok[i] && sc->rcpts[i].status == SMTP_RCPT_PENDING)
+            set_rcpt_own(&sc->rcpts[i], st, code, text, code == 0 ? "4.3.0" : "");
+}
+
+static void pump_body(struct smtp_client *sc);
+
+static void start_body(struct smtp_client *sc)
+{
+    int64_t size = 0;
+    int rc = store_queue_body_open(sc->store, sc->message_id, SMTP_CLIENT_BODY_HOLD_MS, &sc->reader,
+                                   &size);
+    if (rc != STORE_OK) {
+        /* Dropped meanwhile: abort without the final dot, so nothing is delivered. */
+        decide_accepted(sc, SMTP_RCPT_DEFER, 0, "the message left the queue during delivery");
+        struct smtp_client_result res = {0};
+        report(sc, &res);
+        conn_abort(sc->conn, "body-gone");
+        return;
+    }
+    dotstuff_init(&sc->ds);
+    sc->in_off = sc->in_len = 0;
+    sc->skip_left = sc->strip_bytes;
+    sc->body_eof = false;
+    sc->state = ST_BODY;
+    pump_body(sc);
+}
+
+static void pump_body(struct smtp_client *sc)
+{
+    struct conn *c = sc->conn;
+    conn_set_timeout(c, SMTP_CLIENT_DATA_BLOCK_TIMEOUT_MS); /* progress re-arms it */
+    for (;;) {
+        struct conn_stats st;
+        conn_get_stats(c, &st);
+        if (st.output_bytes >= CONN_OUTPUT_HIGH_BYTES) {
+            conn_want_drain(c);
+            return;
+        }
+        if (sc->in_off == sc->in_len && !sc->body_eof) {
+            size_t n = 0;
+            int rc = store_body_read(sc->reader, sc->in, sizeof(sc->in), &n);
+            if (rc != STORE_OK) {
+                decide_accepted(sc, SMTP_RCPT_DEFER, 0,
+                                "the message could not be read during delivery");
+                struct smtp_client_result res = {0};
+                report(sc, &res);
+                conn_abort(c, "body-read-failed");
+                return;
+            }
+            sc->in_off = 0;
+            sc->in_len = n;
+            if (n == 0)
+                sc->body_eof = true;
+            if (sc->skip_left > 0) {
+                size_t k = sc->skip_left < n ? (size_t)sc->skip_left : n;
+                sc->in_off = k;
+                sc->skip_left -= k;
+            }
+        }
+        if (sc->in_off < sc->in_len) {
+            size_t used = 0;
+            size_t k = dotstuff_encode(&sc->ds, sc->in + sc->in_off, sc->in_len - sc->in_off, &used,
+                                       sc->out, sizeof(sc->out));
+            sc->in_off += used;
+            if (k > 0 && conn_write(c, sc->out, k) != 0)
+                return; /* closing: on_close reports */
+        } else if (sc->body_eof) {
+            while (!dotstuff_is_done(&sc->ds)) {
+                size_t k = dotstuff_finish(&sc->ds, sc->out, sizeof(sc->out));
+                if (conn_write(c, sc->out, k) != 0)
+                    return;
+            }
+            store_body_close(&sc->reader);
+            sc->state = ST_DOT;
+            conn_set_timeout(c, SMTP_CLIENT_FINAL_DOT_TIMEOUT_MS);
+            return;
+        }
+    }
+}
+
+/* One complete reply in the current state. */
+static void on_reply(struct smtp_client *sc, int code, const char *text)
+{
+    int cls = code / 100;
+    if (code == 421 && sc->state != ST_QUIT) {
+        /* RFC 5321 3.8: the server is closing the channel. Recipients accepted at RCPT are
+         * still PENDING (only the end of data decides them): they go to the next host. */
+        host_failure(sc, code, "%s", text);
+        return;
+    }
+    switch (sc->state) {
+    case ST_GREETING:
+        if (code != 220) {
+            host_failure(sc, code, "%s", text);
+            return;
+        }
+        sc->state = ST_EHLO;
+        conn_reply(sc->conn, "EHLO %s\r\n", sc->helo_name);
+        return;
+    case ST_EHLO:
+        if (cls == 2) {
+            sc->esmtp = true;
+            after_ehlo(sc);
+        } else if (cls == 5) {
+            sc->state = ST_HELO; /* RFC 5321 3.2: a server that predates EHLO */
+            conn_reply(sc->conn, "HELO %s\r\n", sc->helo_name);
+        } else {
+            host_failure(sc, code, "%s", text);
+        }
+        return;
+    case ST_HELO:
+        if (cls != 2) {
+            host_failure(sc, code, "%s", text);
+            return;
+        }
+        if (sc->auth_line != NULL) {
+            /* HELO has neither STARTTLS nor AUTH; going on unauthenticated would only get
+             * "530 authentication required", a 5xx that would bounce. */
+            host_failure(sc, 0, "%s: smarthost requires TLS for AUTH: EHLO refused",
+                         sc->remote_host);
+            return;
+        }
+        memset(&sc->caps, 0, sizeof(sc->caps));
+        start_transaction(sc);
+        return;
+    case ST_STARTTLS:
+        if (code == 220) {
+            sc->state = ST_HANDSHAKE;
+            if (conn_starttls(sc->conn) != 0)
+                host_failure(sc, 0, "cannot start TLS");
+            return;
+        }
+        if (sc->auth_line != NULL) {
+            host_failure(sc, code, "%s: smarthost requires TLS for AUTH: STARTTLS refused: %s",
+                         sc->remote_host, text);
+            return;
+        }
+        start_transaction(sc); /* opportunistic: go on in plaintext (RFC 7435) */
+        return;
+    case ST_AUTH:
+        if (code == 235) {
+            start_transaction(sc);
+            return;
+        }
+        auth_failed(sc, code, text);
+        return;
+    case ST_HANDSHAKE:
+        /* Nothing may arrive before the handshake is done. */
+        host_failure(sc, code, "reply during the TLS handshake: %s", text);
+        return;
+    case ST_MAIL:
+        if (cls != 2) {
+            sc->mail_failed = true;
+            for (size_t i = 0; i < sc->n_rcpts; i++)
+                if (sc->rcpts[i].status == SMTP_RCPT_PENDING)
+                    set_rcpt(&sc->rcpts[i], cls == 5 ? SMTP_RCPT_BOUNCE : SMTP_RCPT_DEFER, code,
+                             text);
+            if (!sc->pipelined) {
+                finish(sc);
+                return;
+            }
+        }
+        sc->state = ST_RCPT;
+        sc->rcpt_i = 0;
+        if (!sc->pipelined)
+            send_rcpt(sc, 0);
+        return;
+    case ST_RCPT: {
+        size_t i = sc->rcpt_i++;
+        if (!sc->mail_failed) {
+            if (cls == 2) {
+                sc->rcpt_ok[i] = true;
+                sc->accepted++;
+            } else {
+                set_rcpt(&sc->rcpts[i], cls == 5 ? SMTP_RCPT_BOUNCE : SMTP_RCPT_DEFER, code, text);
+            }
+        }
+        if (sc->rcpt_i < sc->n_rcpts) {
+            if (!sc->pipelined)
+                send_rcpt(sc, sc->rcpt_i);
+            return;
+        }
+        if (!sc->pipelined && sc->accepted == 0) {
+            finish(sc);
+            return;
+        }
+        sc->state = ST_DATA;
+        conn_set_timeout(sc->conn, SMTP_CLIENT_DATA_INIT_TIMEOUT_MS);
+        if (!sc->pipelined)
+            conn_write(sc->conn, "DATA\r\n", 6);
+        return;
+    }
+    case ST_DATA:
+        if (code == 354) {
+            if (sc->accepted == 0 || sc->mail_failed) {
+                /* RFC 2920 3.1: the server took DATA with no valid recipient; end it empty. */
+                sc->state = ST_EMPTY_DOT;
+                conn_write(sc->conn, ".\r\n", 3);
+                return;
+            }
+            start_body(sc);
+            return;
+        }
+        if (sc->accepted > 0 && !sc->mail_failed)
+            decide_accepted(sc, cls == 5 ? SMTP_RCPT_BOUNCE : SMTP_RCPT_DEFER, code, text);
+        finish(sc);
+        return;
+    case ST_BODY:
+    case ST_DOT:
+        /* The reply to the end of data (or an early refusal while the body is still going). */
+        if (cls == 2) {
+            decide_accepted(sc, SMTP_RCPT_SENT, code, text);
+        } else {
+            decide_accepted(sc, cls == 5 ? SMTP_RCPT_BOUNCE : SMTP_RCPT_DEFER, code, text);
+        }
+        if (sc->state == ST_BODY) {
+            struct smtp_client_result res = {.used_tls = conn_is_tls(sc->conn)};
+            report(sc, &res);
+            conn_abort(sc->conn, "early-reply");
+            return;
+        }
+        finish(sc);
+        return;
+    case ST_EMPTY_DOT:
+        finish(sc);
+        return;
+    case ST_QUIT:
+        conn_close(sc->conn, "quit");
+        return;
+    case ST_CONNECTING:
+        return;
+    }
+}
+
+static void c_open(struct conn *c)
+{
+    struct smtp_client *sc = conn_session(c);
+    sc->state = ST_GREETING;
+    conn_set_timeout(c, SMTP_CLIENT_INITIAL_TIMEOUT_MS);
+}
+
+static void c_line(struct conn *c, const char *line, size_t len)
+{
+    struct smtp_client *sc = conn_session(c);
+    if (conn_is_tls(c))
+        sc->tls_heard = true;
+    int st = smtp_reply_feed(&sc->reply, line, len);
+    if (st == SMTP_REPLY_BAD) {
+        char esc[200];
+        host_failure(sc, 0, "malformed reply from %s: %s", sc->remote_host,
+                     log_escape(esc, sizeof(esc), line, len));
+        return;
+    }
+    if (st == SMTP_REPLY_MORE) {
+        if (sc->state == ST_EHLO && sc->reply.lines > 1 && len > 4)
+            smtp_ehlo_parse_line(&sc->caps, line + 4, len - 4);
+        return;
+    }
+    if (sc->state == ST_EHLO && sc->reply.lines > 1 && len > 4)
+        smtp_ehlo_parse_line(&sc->caps, line + 4, len - 4);
+    char text[SMTP_REPLY_TEXT_MAX_BYTES];
+    memcpy(text, sc->reply.text, sc->reply.len + 1);
+    int code = sc->reply.code;
+    smtp_reply_reset(&sc->reply);
+    on_reply(sc, code, text);
+}
+
+static void c_bad_line(struct conn *c, enum linereader_status why)
+{
+    struct smtp_client *sc = conn_session(c);
+    host_failure(sc, 0, "%s sent a reply line that is too long or holds NUL", sc->remote_host);
+    (void)why;
+}
+
+static void c_tls_ready(struct conn *c)
+{
+    struct smtp_client *sc = conn_session(c);
+    /* RFC 3207 4.2: forget what was learned before TLS and ask again. */
+    memset(&sc->caps, 0, sizeof(sc->caps));
+    sc->state = ST_EHLO;
+    conn_reply(c, "EHLO %s\r\n", sc->helo_name);
+}
+
+static void c_drain(struct conn *c)
+{
+    struct smtp_client *sc = conn_session(c);
+    if (sc->state == ST_BODY)
+        pump_body(sc);
+}
+
+static void c_timeout(struct conn *c)
+{
+    struct smtp_client *sc = conn_session(c);
+    host_failure(sc, 0, "timeout waiting for %s", sc->remote_host);
+}
+
+static void c_close(struct conn *c, const char *reason)
+{
+    struct smtp_client *sc = conn_session(c);
+    if (sc == NULL)
+        return;
+    conn_set_session(c, NULL);
+    if (!sc->reported) {
+        struct smtp_client_result res = {.host_failed = true};
+        /* A handshake that fails, or TLS that breaks right after it (with TLS 1.3 a server
+         * that refuses our certificate-less handshake says so only after its Finished). */
+        if (sc->state == ST_HANDSHAKE || strncmp(reason, "tls-error", 9) == 0)
+            res.tls_failed = true;
+        /* With TLS 1.3 a server refusing the handshake may say so only after our Finished,
+         * when we have sent EHLO already: no reply under TLS yet means the handshake failed. */
+        if (res.tls_failed && sc->auth_line != NULL) {
+            /* AUTH needs TLS: no retry in the clear (the runner would retry on tls_failed). */
+            res.tls_failed = false;
+            snprintf(res.error, sizeof(res.error), "%s: smarthost requires TLS for AUTH: %s (%s)",
+                     sc->remote_host,
+                     sc->state == ST_HANDSHAKE || !sc->tls_heard ? "TLS handshake failed"
+                                                                 : "TLS failed",
+                     reason);
+        } else if (sc->state == ST_CONNECTING)
+            snprintf(res.error, sizeof(res.error), "%s: %s", sc->remote_host, reason);
+        else
+            snprintf(res.error, sizeof(res.error), "%s: connection lost (%s)", sc->remote_host,
+                     reason);
+        report(sc, &res);
+    }
+    sc->conn = NULL;
+    client_free(sc);
+}
+
+static const struct conn_handler client_handler = {
+    .proto = "smtp-out",
+    .max_line_bytes = SMTP_REPLY_LINE_MAX_BYTES,
+    .largest_line_bytes = SMTP_REPLY_LINE_MAX_BYTES,
+    .on_open = c_open,
+    .on_line = c_line,
+    .on_bad_line = c_bad_line,
+    .on_tls_ready = c_tls_ready,
+    .on_timeout = c_timeout,
+    .on_drain = c_drain,
+    .on_close = c_close,
+};
+
+/* SNI carries host names only (RFC 6066 3: "Literal IPv4 and IPv6 addresses are not permitted"). */
+static bool is_ip_literal(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+static char *dup_or_empty(const char *s)
+{
+    return strdup(s != NULL ? s : "");
+}
+
+int smtp_client_start(const struct smtp_client_params *p, struct smtp_client **out)
+{
+    *out = NULL;
+    if (p->n_rcpts == 0 || p->done == NULL)
+        return -EINVAL;
+    struct smtp_client *sc = calloc(1, sizeof(*sc));
+    if (sc == NULL)
+        return -ENOMEM;
+    sc->remote_host = dup_or_empty(p->remote_host);
+    sc->helo_name = dup_or_empty(p->helo_name);
+    sc->sender = dup_or_empty(p->sender);
+    sc->rcpt_ok = calloc(p->n_rcpts, sizeof(*sc->rcpt_ok));
+    if (sc->remote_host == NULL || sc->helo_name == NULL || sc->sender == NULL ||
+        sc->rcpt_ok == NULL) {
+        client_free(sc);
+        return -ENOMEM;
+    }
+    if (p->creds != NULL) {
+        char line[SMTP_CLIENT_AUTH_LINE_MAX_BYTES];
+        int n = smtp_client_creds_auth_line(p->creds, line, sizeof(line));
+        if (n > 0 && (sc->auth_line = malloc((size_t)n + 1)) != NULL) {
+            memcpy(sc->auth_line, line, (size_t)n + 1);
+            sc->auth_line_len = (size_t)n;
+        }
+        sodium_memzero(line, sizeof(line));
+        if (sc->auth_line == NULL) {
+            client_free(sc);
+            return -ENOMEM;
+        }
+    }
+    sc->rcpts = p->rcpts;
+    sc->n_rcpts = p->n_rcpts;
+    sc->store = p->store;
+    sc->message_id = p->message_id;
+    sc->done = p->done;
+    sc->arg = p->arg;
+    smtp_reply_reset(&sc->reply);
+    for (size_t i = 0; i < sc->n_rcpts; i++)
+        set_rcpt(&sc->rcpts[i], SMTP_RCPT_PENDING, 0, "");
+    int rc = body_scan(sc);
+    if (rc != STORE_OK) {
+        client_free(sc);
+        return rc;
+    }
+    struct conn_params cp = {
+        .handler = &client_handler,
+        .service = CONN_SERVICE_OUTBOUND,
+        .tls_ctx = p->tls_ctx,
+        .sni_hostname =
+            sc->remote_host[0] != '\0' && !is_ip_literal(sc->remote_host) ? sc->remote_host : NULL,
+    };
+    struct conn *c = NULL;
+    rc = conn_connect(p->conns, p->addr, &cp, &c);
+    if (rc != 0) {
+        client_free(sc);
+        return rc;
+    }
+    sc->conn = c;
+    sc->state = ST_CONNECTING;
+    conn_set_session(c, sc);
+    *out = sc;
+    return 0;
+}
+
+void smtp_client_cancel(struct smtp_client **cp)
+{
+    struct smtp_client *sc = *cp;
+    *cp = NULL;
+    if (sc == NULL || sc->reported)
+        return;
+    sc->cancelled = true;
+    sc->reported = true;
+    sc->rcpts = NULL;
+    if (sc->conn != NULL)
+        conn_abort(sc->conn, "cancelled"); /* c_close frees sc */
+}

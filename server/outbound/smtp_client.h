@@ -1,0 +1,169 @@
+/*
+ * smtp_client.h - one outbound SMTP transaction on one connection: the client side of RFC 5321
+ * for the queue runner, on the shared connection layer (server/net/conn.h, CONN_SERVICE_OUTBOUND).
+ *
+ * What it does: connects to one address, reads the greeting, says EHLO (HELO when EHLO is
+ * refused with 5xx), switches to TLS when the server offers STARTTLS (opportunistic, RFC 7435:
+ * the certificate is not verified), sends MAIL FROM with SIZE= (RFC 1870) and BODY=8BITMIME
+ * (RFC 6152) when offered, the RCPTs and DATA (all in one go when PIPELINING is offered, RFC
+ * 2920), streams the stored body dot-stuffed (common/pure/dotstuff.h) with backpressure, and
+ * reports one result per recipient: sent (250 to the end of data), deferred (4xx) or bounced (5xx).
+ *
+ * Smarthost AUTH (params.creds set): STARTTLS becomes required. Without STARTTLS in the EHLO
+ * reply, with STARTTLS refused or a failed handshake, the credentials are never sent and the
+ * attempt is a host failure ("smarthost requires TLS for AUTH: ..."; a failed handshake is not
+ * flagged tls_failed, so the runner does not retry in the clear). After TLS and the second EHLO,
+ * AUTH PLAIN must be offered (RFC 4954 4); "AUTH PLAIN <initial response>" is sent and 235 is
+ * expected. Any other reply defers every recipient with that reply (a 535 included: a wrong
+ * password is our configuration's fault, and must not bounce every sender's mail).
+ *
+ * What it does not do: choose the address (the runner resolves MX hosts and walks them), retry,
+ * touch the queue, verify certificates (so AUTH over TLS protects the password from passive
+ * eavesdroppers only, as every opportunistic-TLS MTA's default does), AUTH mechanisms other than
+ * PLAIN, SMTPUTF8, DSN extension parameters, or CHUNKING.
+ *
+ * Result timing: done runs once, as soon as the outcome is known, and in particular right after
+ * the 250 to the end of data, before QUIT: the queue must record a delivery promptly (queue.h,
+ * "at most twice"). The client then says QUIT and closes on its own and frees itself; the caller
+ * must forget the handle when done runs.
+ *
+ * A host-level failure (no connection, a greeting other than 220, 421 at any point, a malformed
+ * reply, a lost connection or a timeout before the outcome was known, a failed TLS handshake) is
+ * reported with host_failed: nothing is decided for the recipients still open (their status stays
+ * SMTP_RCPT_PENDING) and the runner tries the next address. Recipients refused at RCPT keep
+ * their result.
+ *
+ * 8-bit bodies: BODY=8BITMIME is declared when the body has an octet above 127 and the server
+ * offers 8BITMIME. When it does not offer it, the body is sent as it is anyway (what Postfix does
+ * by default; downgrading to quoted-printable would change the signed bytes, and bouncing would
+ * punish the sender for the receiver's age).
+ *
+ * Return-Path: a first line of the stored body that starts with "Return-Path:" (added by a final
+ * delivery, RFC 5321 4.4) is not sent: a relay must not add one.
+ *
+ * Timeouts (RFC 5321 4.5.3.2): 5 min for the greeting, EHLO, MAIL, RCPT; 2 min for the DATA
+ * command; 3 min per data block; 10 min for the reply to the final dot. The runner adds a hard
+ * deadline over the whole attempt (queue_runner.h).
+ *
+ * Threading: loop thread only.
+ */
+#ifndef POSTERN_SMTP_CLIENT_H
+#define POSTERN_SMTP_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "common/pure/dsn.h"
+#include "common/pure/smtp_reply.h"
+
+struct conn_set;
+struct store;
+struct tls_ctx;
+
+/* RFC 5321 4.5.3.2. */
+#define SMTP_CLIENT_INITIAL_TIMEOUT_MS    (5 * 60 * 1000)
+#define SMTP_CLIENT_COMMAND_TIMEOUT_MS    (5 * 60 * 1000)
+#define SMTP_CLIENT_DATA_INIT_TIMEOUT_MS  (2 * 60 * 1000)
+#define SMTP_CLIENT_DATA_BLOCK_TIMEOUT_MS (3 * 60 * 1000)
+#define SMTP_CLIENT_FINAL_DOT_TIMEOUT_MS  (10 * 60 * 1000)
+/* Body octets read from the store per read. */
+#define SMTP_CLIENT_CHUNK_BYTES (16 * 1024)
+/* How long the body reader may keep its blob open between reads (storage/queue.h). */
+#define SMTP_CLIENT_BODY_HOLD_MS 1000
+
+/* ---- smarthost credentials ---- */
+
+/* The password file's first line, without its line ending, is at most this long. */
+#define SMTP_CLIENT_PASSWORD_MAX_BYTES 1024
+/* "AUTH PLAIN " and the base64 of NUL user NUL password (RFC 4616 2), with CRLF and NUL. */
+#define SMTP_CLIENT_AUTH_LINE_MAX_BYTES                                                            \
+    (16 + 4 * ((2 + 255 + SMTP_CLIENT_PASSWORD_MAX_BYTES + 2) / 3))
+
+/*
+ * Credentials for AUTH PLAIN at the smarthost: one owner (serve.c), read once at start (before
+ * the privilege drop, so the file may be readable by root only; a SIGHUP does not re-read it).
+ * The secret lives only here and in each client's copy of its AUTH line; both are wiped with
+ * sodium_memzero when freed.
+ */
+struct smtp_client_creds;
+
+/*
+ * Reads the password file's first line (LF or CRLF ended, or the whole file without one). user
+ * is the authentication identity (copied). 0 and *out, or -1 with one line naming the file in
+ * err: it cannot be opened or read, its first line is empty or longer than
+ * SMTP_CLIENT_PASSWORD_MAX_BYTES, or holds NUL; or memory.
+ */
+int smtp_client_creds_load(const char *user, const char *password_file,
+                           struct smtp_client_creds **out, char *err, size_t errlen);
+/* Wipes and frees; *c is set to NULL. NULL is a no-op. */
+void smtp_client_creds_free(struct smtp_client_creds **c);
+/*
+ * The line "AUTH PLAIN <base64 of NUL user NUL password>\r\n" (RFC 4954 4 initial response,
+ * RFC 4616 2 message with an empty authzid) into out (outlen >= SMTP_CLIENT_AUTH_LINE_MAX_BYTES is
+ * always enough). Returns its length, or -1 when it does not fit (out is wiped then).
+ */
+int smtp_client_auth_line(const char *user, const char *password, size_t password_len, char *out,
+                          size_t outlen);
+/* smtp_client_auth_line for loaded credentials. */
+int smtp_client_creds_auth_line(const struct smtp_client_creds *c, char *out, size_t outlen);
+
+/* ---- one transaction ---- */
+
+enum smtp_rcpt_status {
+    SMTP_RCPT_PENDING = 0, /* not decided at this host (host-level failure): try elsewhere */
+    SMTP_RCPT_SENT,        /* the server took it: 250 to the end of data */
+    SMTP_RCPT_DEFER,       /* 4xx at RCPT or for the data: retry later */
+    SMTP_RCPT_BOUNCE,      /* 5xx at MAIL, RCPT or for the data: permanent */
+};
+
+struct smtp_client_rcpt {
+    const char *address;                   /* borrowed: "local@domain" */
+    enum smtp_rcpt_status status;          /* set by the client */
+    int code;                              /* the deciding reply's code; 0 for our own text */
+    char reply[SMTP_REPLY_TEXT_MAX_BYTES]; /* that reply, or our own text */
+    char dsn[DSN_STATUS_BYTES];            /* with our own text (code 0): its status; else "" */
+};
+
+struct smtp_client_result {
+    bool host_failed; /* see the head comment; the recipients still PENDING were not decided */
+    bool tls_failed;  /* TLS failed (handshake or a TLS error): retry this host without it */
+    bool used_tls;
+    int code;                              /* host_failed: the reply that failed, or 0 */
+    char error[SMTP_REPLY_TEXT_MAX_BYTES]; /* host_failed: the reply, or our own text */
+};
+
+struct smtp_client_params {
+    struct conn_set *conns;      /* borrowed */
+    const struct sockaddr *addr; /* copied */
+    const char *remote_host;     /* for SNI (unless an IP address) and errors (copied) */
+    struct tls_ctx *tls_ctx;     /* client context for STARTTLS; NULL: never STARTTLS */
+    /* borrowed, only during smtp_client_start; NULL: no AUTH. Set: TLS and AUTH are required */
+    const struct smtp_client_creds *creds;
+    const char *helo_name;          /* our hostname for EHLO (copied) */
+    const char *sender;             /* "" for the null sender (copied) */
+    struct smtp_client_rcpt *rcpts; /* borrowed until done runs; statuses are written there */
+    size_t n_rcpts;                 /* at least 1 */
+    struct store *store;            /* borrowed: for store_queue_body_open */
+    int64_t message_id;
+    void (*done)(void *arg, const struct smtp_client_result *res);
+    void *arg;
+};
+
+struct smtp_client;
+
+/*
+ * Starts the transaction: scans the body (size, 8-bit octets, a Return-Path line) and connects.
+ * 0 and *out, then done runs exactly once, later, unless smtp_client_cancel is called first. A
+ * negative code (the body is gone: STORE_NOT_FOUND; the connection could not be started; memory),
+ * then done never runs and *out is NULL.
+ */
+int smtp_client_start(const struct smtp_client_params *p, struct smtp_client **out);
+/*
+ * Abandons a transaction whose done has not run: the connection is aborted (no end of data is
+ * sent, so nothing was delivered by it), done never runs, and *c is set to NULL.
+ */
+void smtp_client_cancel(struct smtp_client **c);
+
+#endif

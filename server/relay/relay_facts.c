@@ -1,0 +1,95 @@
+/*
+ * relay_facts.c - see relay_facts.h: relay_gather() reads the store and the configuration and
+ * fills struct relay_facts. It decides nothing; common/pure/relay_policy.c does.
+ */
+#include "server/relay/relay_facts.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/config.h"
+#include "common/password.h"
+#include "storage/store.h"
+
+/* ---------------------------------------------------------------- gathering */
+
+/*
+ * The users-table key for a Dot-string recipient in a local domain: its local part in lower
+ * case (the form address_normalize gives users), "@", its already normalised domain. -1 when it
+ * does not fit (it always does: both parts are bounded by the parser).
+ */
+static int mailbox_key(const struct address *a, char *out, size_t outlen)
+{
+    int n = snprintf(out, outlen, "%s@%s", a->local, a->domain);
+    if (n < 0 || (size_t)n >= outlen)
+        return -1;
+    for (char *p = out; *p != '@'; p++) {
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+    }
+    return 0;
+}
+
+int relay_gather(struct store *s, const struct cfg *cfg, const struct ip_addr *ip,
+                 const char *auth_user, const struct address *sender,
+                 enum address_path_kind sender_kind, const struct address *rcpt,
+                 enum address_path_kind rcpt_kind, int64_t now_ms, struct relay_scratch *scratch,
+                 struct relay_facts *facts_out)
+{
+    struct relay_facts *f = facts_out;
+    memset(f, 0, sizeof(*f));
+    memset(scratch, 0, sizeof(*scratch));
+    f->client_ip = ip;
+    f->auth_user = auth_user;
+    f->sender_kind = sender_kind;
+    f->sender = sender;
+    f->rcpt_kind = rcpt_kind;
+    f->rcpt = rcpt;
+    f->sender_check = cfg->relay.sender_check;
+    f->denied_style = cfg->relay.denied_style;
+    f->window_max_recipients = cfg->relay.window_max_recipients;
+    f->window_user = scratch->window_user;
+
+    int st;
+    if (rcpt_kind == ADDRESS_PATH_MAILBOX && rcpt != NULL && !rcpt->domain_is_literal) {
+        st = store_domain_is_local(s, rcpt->domain, &f->rcpt_domain_is_local);
+        if (st != STORE_OK)
+            return st;
+    }
+    if (f->rcpt_domain_is_local && !rcpt->local_is_quoted) {
+        char key[ADDRESS_STRLEN];
+        int64_t id;
+        /* store_user_get has no "exists only" form; the hash is read and dropped. */
+        char hash[PASSWORD_HASH_BYTES];
+        if (mailbox_key(rcpt, key, sizeof(key)) == 0) {
+            st = store_user_get(s, key, &id, hash, sizeof(hash));
+            if (st == STORE_OK)
+                f->rcpt_mailbox_exists = true;
+            else if (st != STORE_NOT_FOUND)
+                return st;
+        }
+    }
+
+    bool trusted = false;
+    st = store_network_match(s, ip, &trusted, scratch->trusted_network,
+                             sizeof(scratch->trusted_network));
+    if (st != STORE_OK)
+        return st;
+    f->trusted_network = trusted ? scratch->trusted_network : NULL;
+
+    char key[CIDR_STRLEN];
+    ip_window_key(ip, cfg->relay.window_ipv6_prefix, key, sizeof(key));
+    st = store_window_lookup(s, key, now_ms, scratch->window_user, sizeof(scratch->window_user),
+                             &f->window_expires_ms, &f->window_relayed);
+    if (st == STORE_OK) {
+        f->window_open = true;
+    } else if (st == STORE_NOT_FOUND) {
+        scratch->window_user[0] = '\0';
+        f->window_expires_ms = 0;
+        f->window_relayed = 0;
+    } else {
+        return st;
+    }
+    return STORE_OK;
+}

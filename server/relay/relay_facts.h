@@ -1,0 +1,53 @@
+/*
+ * relay_facts.h - the facts behind a relay decision, gathered from the store and the
+ * configuration. The decision itself is common/pure/relay_policy.c's; the `postern relay-check`
+ * command (server/cli/admin.c) and the SMTP session both gather here and decide there.
+ *
+ * relay_gather() is the one place that turns (client IP, AUTH identity, MAIL FROM, RCPT TO,
+ * time) into struct relay_facts for common/pure/relay_policy.c: the SMTP session calls it for every
+ * RCPT and `postern relay-check` calls it once, so both decide from the same facts. It reads the
+ * store (local domains, users, trusted networks, windows) and writes nothing; counting a relayed
+ * recipient against its window is the caller's job.
+ *
+ * How each fact is found:
+ *  - rcpt_domain_is_local: the recipient's normalised domain is in the domains table (equality
+ *    only). An address literal is never looked up and never local (see relay_policy.h).
+ *  - rcpt_mailbox_exists: only in a local domain and only for a Dot-string local part: the user
+ *    "lower-cased local part@domain" exists. A quoted local part is never looked up: postern's
+ *    users are Dot-strings, so "user@remote"@local can only ever be "User unknown".
+ *  - trusted_network: the first trusted network (longest prefix first) holding the IP.
+ *  - window: the unexpired window for ip_window_key(ip, relay.window_ipv6_prefix). Windows
+ *    opened by hand count even when relay.window is 0 (that key only stops POP3 logins from
+ *    opening them).
+ */
+#ifndef POSTERN_RELAY_FACTS_H
+#define POSTERN_RELAY_FACTS_H
+
+#include <stdint.h>
+
+#include "common/pure/address.h"
+#include "common/pure/cidr.h"
+#include "common/pure/relay_policy.h"
+
+struct cfg;
+struct store;
+
+/* Caller-owned room for the strings relay_facts points to; keep it as long as the facts. */
+struct relay_scratch {
+    char trusted_network[CIDR_STRLEN];
+    char window_user[ADDRESS_STRLEN]; /* store_window_lookup wants at least 256 */
+};
+
+/*
+ * Fills *facts_out for (ip, auth_user, sender, rcpt) from the store and cfg at now_ms. ip,
+ * auth_user (NULL: no AUTH in this session), sender and rcpt are borrowed by the facts, as is
+ * *scratch. Returns 0, or a STORE_* error (store_errmsg says which); *facts_out is then
+ * incomplete and must not be decided on.
+ */
+int relay_gather(struct store *s, const struct cfg *cfg, const struct ip_addr *ip,
+                 const char *auth_user, const struct address *sender,
+                 enum address_path_kind sender_kind, const struct address *rcpt,
+                 enum address_path_kind rcpt_kind, int64_t now_ms, struct relay_scratch *scratch,
+                 struct relay_facts *facts_out);
+
+#endif
