@@ -1,7 +1,8 @@
 /*
- * main.c - postern's command line: global options, loading the configuration, and dispatch to
- * serve.c and admin.c. Exit codes (INTERFACE.md): 0 success, 1 a negative answer, 2 bad usage or
- * configuration, 3 runtime failure.
+ * main.c - postern's command line: global options, help and version, loading the configuration,
+ * then the command table in server/cli/admin.c, which runs serve and every administrative
+ * command. Exit codes: 0 success, 1 a negative answer, 2 bad usage or configuration, 3 runtime
+ * failure.
  */
 #include <stdio.h>
 #include <string.h>
@@ -10,7 +11,6 @@
 #include "common/config.h"
 #include "common/password.h"
 #include "server/cli/admin.h"
-#include "server/serve.h"
 
 #define DEFAULT_CONFIG "postern.conf"
 
@@ -101,30 +101,10 @@ int main(int argc, char **argv)
     }
     log_set_level(cfg.server.log_level);
 
-    const char *cmd = args[0];
-    if (strcmp(cmd, "serve") == 0) {
-        if (n != 1) {
-            fputs("postern: usage: postern serve\n", stderr);
-            rc = ADMIN_USAGE;
-        } else {
-            rc = serve_main(&cfg, config_path);
-        }
-    } else if (strcmp(cmd, "config") == 0) {
-        rc = admin_config(&cfg, n, args);
-    } else if (strcmp(cmd, "domain") == 0) {
-        rc = admin_domain(&cfg, n, args);
-    } else if (strcmp(cmd, "user") == 0) {
-        rc = admin_user(&cfg, n, args);
-    } else if (strcmp(cmd, "network") == 0) {
-        rc = admin_network(&cfg, n, args);
-    } else if (strcmp(cmd, "window") == 0) {
-        rc = admin_window(&cfg, n, args);
-    } else if (strcmp(cmd, "queue") == 0) {
-        rc = admin_queue(&cfg, n, args);
-    } else if (strcmp(cmd, "relay-check") == 0) {
-        rc = admin_relay_check(&cfg, n, args);
+    if (admin_is_command(args[0])) {
+        rc = admin_run(&cfg, config_path, n, args);
     } else {
-        fprintf(stderr, "postern: unknown command \"%s\"\n", cmd);
+        fprintf(stderr, "postern: unknown command \"%s\"\n", args[0]);
         usage(stderr);
         rc = ADMIN_USAGE;
     }

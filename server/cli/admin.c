@@ -1,8 +1,14 @@
 /*
- * admin.c - see admin.h. Input is validated and normalised here (common/pure/address.c,
- * common/pure/cidr.c, common/pure/duration.c) before it reaches the store, so the store only ever
- * holds canonical names: a domain in lower case without its trailing dot, "local@domain" addresses,
- * networks with their host bits cleared.
+ * admin.c - see admin.h. One constant table (commands[] at the end) names every command line
+ * action: its words, the positional arguments and options it takes, the usage line printed when
+ * they are wrong, a check function that validates and normalises the input, and a run function
+ * that acts. One dispatcher (admin_run) reads the table, so the argument rules and their error
+ * texts are written once. Input is validated and normalised before any database is opened
+ * (common/pure/address.c, common/pure/cidr.c, common/pure/duration.c), so bad input exits 2 even
+ * when the database is unavailable and the store only ever holds canonical names: a domain in
+ * lower case without its trailing dot, "local@domain" addresses, networks with their host bits
+ * cleared. What each action does to the store is in storage/; the relay decision itself is
+ * common/pure/relay_policy.c.
  */
 #include "server/cli/admin.h"
 
@@ -12,19 +18,59 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <termios.h>
 #include <time.h>
-#include <unistd.h>
 
+#include "common/config.h"
+#include "common/password.h"
 #include "common/pure/address.h"
 #include "common/pure/cidr.h"
-#include "common/config.h"
 #include "common/pure/duration.h"
-#include "common/password.h"
-#include "server/relay/relay_facts.h"
 #include "common/pure/relay_policy.h"
+#include "server/cli/password_input.h"
+#include "server/relay/relay_facts.h"
+#include "server/serve.h"
 #include "storage/queue.h"
 #include "storage/store.h"
+
+/* The options any command may take; a table row says which of them it accepts. */
+enum opt {
+    OPT_IP,
+    OPT_USER,
+    OPT_FROM,
+    OPT_TO,
+    OPT_FOR,
+    OPT_COUNT,
+};
+#define OPT_BIT(o) (1u << (o))
+
+static const char *const opt_names[OPT_COUNT] = {"ip", "user", "from", "to", "for"};
+
+/* No action takes more than one positional argument. */
+#define ARGS_MAX_POS 1
+
+/* The command line as the dispatcher split it; the strings are borrowed from argv. */
+struct args {
+    struct cfg *cfg; /* borrowed; only serve changes it (on reload) */
+    const char *config_path;
+    const char *pos[ARGS_MAX_POS];
+    size_t npos;
+    const char *opt[OPT_COUNT]; /* NULL when not given */
+};
+
+/* What a check function made of the arguments: validated, normalised, ready for the store. */
+struct input {
+    char domain[ADDRESS_DOMAIN_MAX_BYTES + 1]; /* a domain, or the domain of address */
+    bool has_domain;
+    char address[ADDRESS_PATH_MAX_BYTES + 1];
+    char user[ADDRESS_STRLEN]; /* --user; "" when not given */
+    struct cidr net;
+    char key[CIDR_STRLEN]; /* the network's text, or a window's key */
+    uint64_t duration_ms;
+    long long id;
+    struct ip_addr ip;
+    struct address sender, rcpt;
+    enum address_path_kind sender_kind, rcpt_kind;
+};
 
 static void say_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -46,18 +92,6 @@ static void format_time(int64_t ms, char *buf, size_t len)
         snprintf(buf, len, "%lld", (long long)ms);
 }
 
-/* Opens the configured database, printing the reason on failure. */
-static struct store *open_store(const struct cfg *cfg)
-{
-    struct store *s = NULL;
-    char err[600];
-    if (store_open(cfg->server.database, &s, err, sizeof(err)) != STORE_OK) {
-        say_error("%s", err);
-        return NULL;
-    }
-    return s;
-}
-
 /* Maps a store status to an exit code, printing what went wrong. */
 static int store_result(struct store *s, int status, const char *negative_msg)
 {
@@ -77,553 +111,147 @@ static int store_result(struct store *s, int status, const char *negative_msg)
 }
 
 /*
- * Options of the form --name VALUE or --name=VALUE, anywhere after the action. Positional
- * arguments are collected in order. Returns -1 (after saying why) on an unknown option or a
- * missing value.
+ * Options of the form --name VALUE or --name=VALUE, anywhere after the action; only those in
+ * `allowed` (an OPT_BIT mask) are known. Positional arguments are collected in order, at most
+ * max_pos (never above ARGS_MAX_POS). Returns -1 on an unknown option, a repeated one, a missing
+ * value or a positional argument too many, after saying which, followed by the usage line.
  */
-struct opt {
-    const char *name; /* without the dashes */
-    const char *value;
-};
-
-static int parse_args(int argc, char **argv, struct opt *opts, size_t nopts, const char **pos,
-                      size_t maxpos, size_t *npos)
+static int parse_args(int argc, char **argv, const char *usage, unsigned allowed, size_t max_pos,
+                      struct args *a)
 {
-    *npos = 0;
     for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (strncmp(a, "--", 2) == 0 && a[2] != '\0') {
-            const char *name = a + 2;
+        const char *arg = argv[i];
+        if (strncmp(arg, "--", 2) == 0 && arg[2] != '\0') {
+            const char *name = arg + 2;
             const char *eq = strchr(name, '=');
             size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
-            struct opt *o = NULL;
-            for (size_t k = 0; k < nopts; k++) {
-                if (strlen(opts[k].name) == nlen && strncmp(opts[k].name, name, nlen) == 0)
-                    o = &opts[k];
+            int o = -1;
+            for (int k = 0; k < OPT_COUNT; k++) {
+                if ((allowed & OPT_BIT(k)) && strlen(opt_names[k]) == nlen &&
+                    strncmp(opt_names[k], name, nlen) == 0)
+                    o = k;
             }
-            if (o == NULL) {
-                say_error("unknown option %.*s", (int)(nlen + 2), a);
+            if (o < 0) {
+                say_error("unknown option %.*s; usage: %s", (int)(nlen + 2), arg, usage);
                 return -1;
             }
-            if (o->value != NULL) {
-                say_error("option --%s given twice", o->name);
+            if (a->opt[o] != NULL) {
+                say_error("option --%s given twice; usage: %s", opt_names[o], usage);
                 return -1;
             }
             if (eq != NULL) {
-                o->value = eq + 1;
+                a->opt[o] = eq + 1;
             } else if (i + 1 < argc) {
-                o->value = argv[++i];
+                a->opt[o] = argv[++i];
             } else {
-                say_error("option --%s needs a value", o->name);
+                say_error("option --%s needs a value; usage: %s", opt_names[o], usage);
                 return -1;
             }
             continue;
         }
-        if (*npos == maxpos) {
-            say_error("unexpected argument \"%s\"", a);
+        if (a->npos == max_pos) {
+            say_error("unexpected argument \"%s\"; usage: %s", arg, usage);
             return -1;
         }
-        pos[(*npos)++] = a;
+        a->pos[a->npos++] = arg;
     }
     return 0;
 }
 
-/* The action word and exactly `want` positional arguments after it. */
-static int need_args(int argc, char **argv, const char *usage, size_t want, const char **pos)
-{
-    size_t n = 0;
-    if (parse_args(argc, argv, NULL, 0, pos, want, &n) != 0 || n != want) {
-        if (n != want)
-            say_error("usage: %s", usage);
-        return -1;
-    }
-    return 0;
-}
+/* ---------------------------------------------------------------- checks */
 
-/* The index of the action word argv[1] in actions (NULL-terminated), or -1 after printing the
- * usage. */
-static int pick_action(int argc, char **argv, const char *usage, const char *const *actions)
-{
-    if (argc < 2) {
-        say_error("usage: %s", usage);
-        return -1;
-    }
-    for (int i = 0; actions[i] != NULL; i++) {
-        if (strcmp(argv[1], actions[i]) == 0)
-            return i;
-    }
-    say_error("unknown action \"%s\"; usage: %s", argv[1], usage);
-    return -1;
-}
-
-/* ---------------------------------------------------------------- domain */
-
-static int print_domain(void *ctx, const struct store_domain *d)
-{
-    char when[32];
-    format_time(d->created_ms, when, sizeof(when));
-    printf("%s users=%lld added=%s\n", d->name, (long long)d->users, when);
-    return 0;
-}
-
-static int normalize_domain_arg(const char *in, char *out, size_t outlen)
+static int check_domain(const struct args *a, struct input *in)
 {
     const char *why = NULL;
-    if (domain_normalize(in, out, outlen, &why) != 0) {
-        say_error("invalid domain \"%s\": %s", in, why ? why : "bad syntax");
+    if (domain_normalize(a->pos[0], in->domain, sizeof(in->domain), &why) != 0) {
+        say_error("invalid domain \"%s\": %s", a->pos[0], why ? why : "bad syntax");
         return -1;
     }
+    in->has_domain = true;
     return 0;
 }
 
-int admin_domain(const struct cfg *cfg, int argc, char **argv)
+/* user list [DOMAIN]: the domain is an optional filter. */
+static int check_domain_filter(const struct args *a, struct input *in)
 {
-    static const char usage[] = "postern domain add|del DOMAIN | postern domain list";
-    static const char *const actions[] = {"list", "add", "del", NULL};
-    int act = pick_action(argc, argv, usage, actions);
-    if (act < 0)
-        return ADMIN_USAGE;
-    bool is_list = act == 0;
-    bool is_add = act == 1;
-    const char *pos[1] = {NULL};
-    char name[ADDRESS_DOMAIN_MAX_BYTES + 1];
-    if (need_args(argc - 2, argv + 2, usage, is_list ? 0 : 1, pos) != 0)
-        return ADMIN_USAGE;
-    if (!is_list && normalize_domain_arg(pos[0], name, sizeof(name)) != 0)
-        return ADMIN_USAGE;
-
-    struct store *s = open_store(cfg);
-    if (s == NULL)
-        return ADMIN_RUNTIME;
-    int rc;
-    char msg[400];
-    if (is_list) {
-        rc = store_result(s, store_domain_list(s, print_domain, NULL), "");
-    } else if (is_add) {
-        snprintf(msg, sizeof(msg), "domain %s already exists", name);
-        rc = store_result(s, store_domain_add(s, name), msg);
-        if (rc == ADMIN_OK)
-            printf("added domain %s\n", name);
-    } else {
-        int st = store_domain_del(s, name);
-        if (st == STORE_IN_USE)
-            snprintf(msg, sizeof(msg), "domain %s still has users; delete them first", name);
-        else
-            snprintf(msg, sizeof(msg), "no such domain: %s", name);
-        rc = store_result(s, st, msg);
-        if (rc == ADMIN_OK)
-            printf("deleted domain %s\n", name);
-    }
-    store_close(&s);
-    return rc;
+    return a->npos == 0 ? 0 : check_domain(a, in);
 }
 
-/* ---------------------------------------------------------------- user */
-
-static int normalize_address_arg(const char *in, char *out, size_t outlen)
+static int check_address(const struct args *a, struct input *in)
 {
     const char *why = NULL;
-    if (address_normalize(in, out, outlen, &why) != 0) {
-        say_error("invalid address \"%s\": %s", in, why ? why : "bad syntax");
+    if (address_normalize(a->pos[0], in->address, sizeof(in->address), &why) != 0) {
+        say_error("invalid address \"%s\": %s", a->pos[0], why ? why : "bad syntax");
         return -1;
     }
+    snprintf(in->domain, sizeof(in->domain), "%s", strrchr(in->address, '@') + 1);
+    in->has_domain = true;
     return 0;
 }
 
-/* Reads one line without its line ending; returns its length or -1 (EOF, error, too long). */
-static long read_line(FILE *f, char *buf, size_t cap)
+static int check_network(const struct args *a, struct input *in)
 {
-    if (fgets(buf, (int)cap, f) == NULL)
+    const char *why = NULL;
+    if (cidr_parse(a->pos[0], &in->net, &why) != 0) {
+        say_error("invalid network \"%s\": %s", a->pos[0], why ? why : "bad syntax");
         return -1;
-    size_t n = strlen(buf);
-    bool complete = n > 0 && buf[n - 1] == '\n';
-    if (!complete && !feof(f))
-        return -1; /* longer than cap */
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-        buf[--n] = '\0';
-    return (long)n;
-}
-
-/* Prompts on the terminal with echo off. Echo goes off before the prompt is shown: TCSAFLUSH
- * discards typed-ahead input, so switching after the prompt could drop an answer typed quickly. */
-static long prompt_password(FILE *tty, const char *prompt, char *buf, size_t cap)
-{
-    struct termios old, quiet;
-    int fd = fileno(tty);
-    bool restore = tcgetattr(fd, &old) == 0;
-    if (restore) {
-        quiet = old;
-        quiet.c_lflag &= ~(tcflag_t)ECHO;
-        quiet.c_lflag |= ECHONL;
-        if (tcsetattr(fd, TCSAFLUSH, &quiet) != 0)
-            restore = false;
     }
-    fputs(prompt, stderr);
-    fflush(stderr);
-    long n = read_line(tty, buf, cap);
-    if (restore)
-        tcsetattr(fd, TCSAFLUSH, &old);
-    return n;
-}
-
-/*
- * The new password: the first line of standard input when it is not a terminal, otherwise
- * asked twice on the terminal without echo. Returns 0 with the hash in hash_out.
- */
-static int get_password_hash(char hash_out[PASSWORD_HASH_BYTES])
-{
-    char pw[PASSWORD_MAX_BYTES + 2], again[PASSWORD_MAX_BYTES + 2];
-    long n;
-    int rc = -1;
-    if (!isatty(STDIN_FILENO)) {
-        n = read_line(stdin, pw, sizeof(pw));
-        if (n < 0) {
-            say_error("no password on standard input (expected one line of at most %d bytes)",
-                      PASSWORD_MAX_BYTES);
-            goto out;
-        }
-    } else {
-        n = prompt_password(stdin, "Password: ", pw, sizeof(pw));
-        long m = n < 0 ? -1 : prompt_password(stdin, "Again: ", again, sizeof(again));
-        if (n < 0 || m < 0) {
-            say_error("no password given");
-            goto out;
-        }
-        if (n != m || sodium_memcmp(pw, again, (size_t)n) != 0) {
-            say_error("the passwords do not match");
-            goto out;
-        }
-    }
-    if (n == 0) {
-        say_error("empty password refused");
-        goto out;
-    }
-    if (password_hash(pw, (size_t)n, hash_out) != 0) {
-        say_error("cannot hash the password (out of memory?)");
-        goto out;
-    }
-    rc = 0;
-out:
-    sodium_memzero(pw, sizeof(pw));
-    sodium_memzero(again, sizeof(again));
-    return rc;
-}
-
-static int print_user(void *ctx, const struct store_user *u)
-{
-    char when[32];
-    format_time(u->created_ms, when, sizeof(when));
-    printf("%s messages=%lld bytes=%lld added=%s\n", u->address, (long long)u->messages,
-           (long long)u->bytes, when);
+    cidr_format(&in->net, in->key, sizeof(in->key));
     return 0;
 }
 
-int admin_user(const struct cfg *cfg, int argc, char **argv)
+/* A window's key is its IPv4 address or its IPv6 block (relay.window_ipv6_prefix). */
+static int check_window_ip(const struct args *a, struct input *in)
 {
-    static const char usage[] = "postern user add|del|passwd ADDRESS | postern user list [DOMAIN]";
-    static const char *const actions[] = {"list", "add", "del", "passwd", NULL};
-    int act = pick_action(argc, argv, usage, actions);
-    if (act < 0)
-        return ADMIN_USAGE;
-    bool is_list = act == 0;
-    bool is_add = act == 1;
-    bool is_del = act == 2;
-    bool is_passwd = act == 3;
-    const char *pos[1] = {NULL};
-    size_t npos = 0;
-    char addr[ADDRESS_PATH_MAX_BYTES + 1], domain[ADDRESS_DOMAIN_MAX_BYTES + 1];
-    if (is_list) {
-        if (parse_args(argc - 2, argv + 2, NULL, 0, pos, 1, &npos) != 0)
-            return ADMIN_USAGE;
-        if (npos == 1 && normalize_domain_arg(pos[0], domain, sizeof(domain)) != 0)
-            return ADMIN_USAGE;
-    } else {
-        if (need_args(argc - 2, argv + 2, usage, 1, pos) != 0)
-            return ADMIN_USAGE;
-        if (normalize_address_arg(pos[0], addr, sizeof(addr)) != 0)
-            return ADMIN_USAGE;
-        snprintf(domain, sizeof(domain), "%s", strrchr(addr, '@') + 1);
+    if (ip_parse(a->pos[0], &in->ip) != 0) {
+        say_error("invalid IP address \"%s\"", a->pos[0]);
+        return -1;
     }
-
-    struct store *s = open_store(cfg);
-    if (s == NULL)
-        return ADMIN_RUNTIME;
-    int rc = ADMIN_OK;
-    char msg[600];
-    if (is_list) {
-        rc = store_result(s, store_user_list(s, npos ? domain : NULL, print_user, NULL), "");
-    } else if (is_del) {
-        snprintf(msg, sizeof(msg), "no such user: %s", addr);
-        rc = store_result(s, store_user_del(s, addr), msg);
-        if (rc == ADMIN_OK)
-            printf("deleted user %s\n", addr);
-    } else {
-        /* Check before asking for a password, so a typo does not cost a prompt. */
-        int64_t id;
-        char old[PASSWORD_HASH_BYTES];
-        bool local = false;
-        int st = store_user_get(s, addr, &id, old, sizeof(old));
-        if (st == STORE_OK && is_add) {
-            snprintf(msg, sizeof(msg), "user %s already exists", addr);
-            rc = store_result(s, STORE_EXISTS, msg);
-        } else if (st == STORE_NOT_FOUND && is_passwd) {
-            snprintf(msg, sizeof(msg), "no such user: %s", addr);
-            rc = store_result(s, st, msg);
-        } else if (st != STORE_OK && st != STORE_NOT_FOUND) {
-            rc = store_result(s, st, "");
-        } else if (is_add && (st = store_domain_is_local(s, domain, &local)) != STORE_OK) {
-            rc = store_result(s, st, "");
-        } else if (is_add && !local) {
-            snprintf(msg, sizeof(msg),
-                     "%s is not a local domain; add it with: postern domain add %s", domain,
-                     domain);
-            rc = store_result(s, STORE_NO_DOMAIN, msg);
-        }
-        char hash[PASSWORD_HASH_BYTES];
-        if (rc == ADMIN_OK && get_password_hash(hash) != 0)
-            rc = ADMIN_USAGE;
-        if (rc == ADMIN_OK) {
-            if (is_add) {
-                snprintf(msg, sizeof(msg), "cannot add %s: already exists or domain is gone", addr);
-                rc = store_result(s, store_user_add(s, addr, domain, hash), msg);
-            } else {
-                snprintf(msg, sizeof(msg), "no such user: %s", addr);
-                rc = store_result(s, store_user_set_password(s, addr, hash), msg);
-            }
-            if (rc == ADMIN_OK)
-                printf("%s user %s\n", is_add ? "added" : "changed password of", addr);
-        }
-    }
-    store_close(&s);
-    return rc;
-}
-
-/* ---------------------------------------------------------------- network */
-
-static int print_network(void *ctx, const struct store_network *n)
-{
-    char when[32];
-    format_time(n->created_ms, when, sizeof(when));
-    printf("%s added=%s\n", n->cidr, when);
+    ip_window_key(&in->ip, a->cfg->relay.window_ipv6_prefix, in->key, sizeof(in->key));
     return 0;
 }
 
-int admin_network(const struct cfg *cfg, int argc, char **argv)
+static int check_window_open(const struct args *a, struct input *in)
 {
-    static const char usage[] = "postern network add|del CIDR | postern network list";
-    static const char *const actions[] = {"list", "add", "del", NULL};
-    int act = pick_action(argc, argv, usage, actions);
-    if (act < 0)
-        return ADMIN_USAGE;
-    bool is_list = act == 0;
-    bool is_add = act == 1;
-    const char *pos[1] = {NULL};
-    if (need_args(argc - 2, argv + 2, usage, is_list ? 0 : 1, pos) != 0)
-        return ADMIN_USAGE;
-    struct cidr c;
-    char text[CIDR_STRLEN];
-    if (!is_list) {
+    const char *user = a->opt[OPT_USER], *dur = a->opt[OPT_FOR];
+    if (check_window_ip(a, in) != 0)
+        return -1;
+    if (user != NULL) {
         const char *why = NULL;
-        if (cidr_parse(pos[0], &c, &why) != 0) {
-            say_error("invalid network \"%s\": %s", pos[0], why ? why : "bad syntax");
-            return ADMIN_USAGE;
+        /* No longer than user add accepts (struct input's address). */
+        if (address_normalize(user, in->user, sizeof(in->address), &why) != 0) {
+            say_error("invalid address \"%s\": %s", user, why ? why : "bad syntax");
+            return -1;
         }
-        cidr_format(&c, text, sizeof(text));
     }
-    struct store *s = open_store(cfg);
-    if (s == NULL)
-        return ADMIN_RUNTIME;
-    int rc;
-    char msg[200];
-    if (is_list) {
-        rc = store_result(s, store_network_list(s, print_network, NULL), "");
-    } else if (is_add) {
-        snprintf(msg, sizeof(msg), "network %s already exists", text);
-        rc = store_result(s, store_network_add(s, &c), msg);
-        if (rc == ADMIN_OK)
-            printf("added network %s\n", text);
-    } else {
-        snprintf(msg, sizeof(msg), "no such network: %s", text);
-        rc = store_result(s, store_network_del(s, &c), msg);
-        if (rc == ADMIN_OK)
-            printf("deleted network %s\n", text);
+    in->duration_ms = a->cfg->relay.window_ms;
+    if (dur != NULL && duration_parse(dur, &in->duration_ms) != 0) {
+        say_error("invalid duration \"%s\" (expected e.g. 90s, 30m, 2h)", dur);
+        return -1;
     }
-    store_close(&s);
-    return rc;
-}
-
-/* ---------------------------------------------------------------- window */
-
-static int print_window(void *ctx, const struct store_window *w)
-{
-    char opened[32], expires[32];
-    format_time(w->opened_ms, opened, sizeof(opened));
-    format_time(w->expires_ms, expires, sizeof(expires));
-    printf("%s user=%s opened=%s expires=%s relayed=%lld\n", w->key, w->user[0] ? w->user : "-",
-           opened, expires, (long long)w->relayed);
+    if (in->duration_ms == 0) {
+        say_error("a window needs a duration above 0 (relay.window is 0; give --for)");
+        return -1;
+    }
+    if (in->duration_ms > (uint64_t)INT64_MAX / 2) {
+        say_error("duration \"%s\" is too long", dur);
+        return -1;
+    }
     return 0;
 }
 
-int admin_window(const struct cfg *cfg, int argc, char **argv)
+static int check_queue_id(const struct args *a, struct input *in)
 {
-    static const char usage[] = "postern window list | postern window open IP [--user ADDRESS] "
-                                "[--for DURATION] | postern window close IP";
-    static const char *const actions[] = {"list", "open", "close", NULL};
-    int act = pick_action(argc, argv, usage, actions);
-    if (act < 0)
-        return ADMIN_USAGE;
-    bool is_list = act == 0;
-    bool is_open = act == 1;
-    bool is_close = act == 2;
-    struct opt opts[] = {{"user", NULL}, {"for", NULL}};
-    const char *pos[1] = {NULL};
-    size_t npos = 0;
-    if (parse_args(argc - 2, argv + 2, opts, is_open ? 2 : 0, pos, 1, &npos) != 0)
-        return ADMIN_USAGE;
-    if (npos != (is_list ? 0u : 1u)) {
-        say_error("usage: %s", usage);
-        return ADMIN_USAGE;
+    const char *s = a->pos[0];
+    char *end = NULL;
+    errno = 0;
+    in->id = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || in->id <= 0 || s[0] == '+') {
+        say_error("invalid queue id \"%s\" (expected a number from queue list)", s);
+        return -1;
     }
-    char key[CIDR_STRLEN] = "";
-    char user[ADDRESS_PATH_MAX_BYTES + 1] = "";
-    uint64_t duration_ms = cfg->relay.window_ms;
-    if (!is_list) {
-        struct ip_addr ip;
-        if (ip_parse(pos[0], &ip) != 0) {
-            say_error("invalid IP address \"%s\"", pos[0]);
-            return ADMIN_USAGE;
-        }
-        ip_window_key(&ip, cfg->relay.window_ipv6_prefix, key, sizeof(key));
-    }
-    if (is_open) {
-        if (opts[0].value != NULL && normalize_address_arg(opts[0].value, user, sizeof(user)) != 0)
-            return ADMIN_USAGE;
-        if (opts[1].value != NULL && duration_parse(opts[1].value, &duration_ms) != 0) {
-            say_error("invalid duration \"%s\" (expected e.g. 90s, 30m, 2h)", opts[1].value);
-            return ADMIN_USAGE;
-        }
-        if (duration_ms == 0) {
-            say_error("a window needs a duration above 0 (relay.window is 0; give --for)");
-            return ADMIN_USAGE;
-        }
-        if (duration_ms > (uint64_t)INT64_MAX / 2) {
-            say_error("duration \"%s\" is too long", opts[1].value);
-            return ADMIN_USAGE;
-        }
-    }
-
-    struct store *s = open_store(cfg);
-    if (s == NULL)
-        return ADMIN_RUNTIME;
-    int rc = ADMIN_OK;
-    char msg[600];
-    int64_t now = store_now_ms();
-    if (is_list) {
-        rc = store_result(s, store_window_list(s, now, print_window, NULL), "");
-    } else if (is_close) {
-        snprintf(msg, sizeof(msg), "no window for %s", key);
-        rc = store_result(s, store_window_close(s, key), msg);
-        if (rc == ADMIN_OK)
-            printf("closed window %s\n", key);
-    } else {
-        if (user[0] != '\0') {
-            int64_t id;
-            char hash[PASSWORD_HASH_BYTES];
-            snprintf(msg, sizeof(msg), "no such user: %s", user);
-            rc = store_result(s, store_user_get(s, user, &id, hash, sizeof(hash)), msg);
-        }
-        if (rc == ADMIN_OK)
-            rc = store_result(s, store_window_open(s, key, user, now, (int64_t)duration_ms), "");
-        if (rc == ADMIN_OK) {
-            char expires[32], d[32];
-            format_time(now + (int64_t)duration_ms, expires, sizeof(expires));
-            duration_format(duration_ms, d, sizeof(d));
-            printf("opened window %s user=%s for=%s expires=%s\n", key, user[0] ? user : "-", d,
-                   expires);
-        }
-    }
-    store_close(&s);
-    return rc;
-}
-
-/* ---------------------------------------------------------------- queue */
-
-static int print_queue_entry(void *ctx, const struct store_queue_entry *q)
-{
-    char next[32];
-    char err[300];
-    format_time(q->next_attempt_ms, next, sizeof(next));
-    log_escape(err, sizeof(err), q->last_error, strlen(q->last_error));
-    printf("%lld %s %s attempts=%lld next=%s error=%s\n", (long long)q->id,
-           q->sender[0] ? q->sender : "<>", q->recipient, (long long)q->attempts, next, err);
     return 0;
 }
-
-int admin_queue(const struct cfg *cfg, int argc, char **argv)
-{
-    static const char usage[] = "postern queue list | postern queue flush | postern queue drop ID";
-    static const char *const actions[] = {"list", "flush", "drop", NULL};
-    int act = pick_action(argc, argv, usage, actions);
-    if (act < 0)
-        return ADMIN_USAGE;
-    bool is_list = act == 0;
-    bool is_flush = act == 1;
-    bool is_drop = act == 2;
-    const char *pos[1] = {NULL};
-    if (need_args(argc - 2, argv + 2, usage, is_drop ? 1 : 0, pos) != 0)
-        return ADMIN_USAGE;
-    long long id = 0;
-    if (is_drop) {
-        char *end = NULL;
-        errno = 0;
-        id = strtoll(pos[0], &end, 10);
-        if (errno != 0 || end == pos[0] || *end != '\0' || id <= 0 || pos[0][0] == '+') {
-            say_error("invalid queue id \"%s\" (expected a number from queue list)", pos[0]);
-            return ADMIN_USAGE;
-        }
-    }
-    struct store *s = open_store(cfg);
-    if (s == NULL)
-        return ADMIN_RUNTIME;
-    int rc;
-    char msg[100];
-    if (is_list) {
-        rc = store_result(s, store_queue_list(s, print_queue_entry, NULL), "");
-    } else if (is_flush) {
-        /* The running server sees the change at its next scan (queue.h, STORE_QUEUE_RESCAN_MS):
-         * the database is the only channel between the two processes. */
-        size_t due = 0;
-        rc = store_result(s, store_queue_flush(s, store_now_ms(), &due), "");
-        if (rc == ADMIN_OK)
-            printf("flushed: %zu queue entries due now\n", due);
-    } else {
-        snprintf(msg, sizeof(msg), "no such queue entry: %lld", id);
-        rc = store_result(s, store_queue_drop(s, id), msg);
-        if (rc == ADMIN_OK)
-            printf("dropped queue entry %lld\n", id);
-    }
-    store_close(&s);
-    return rc;
-}
-
-/* ---------------------------------------------------------------- config */
-
-int admin_config(const struct cfg *cfg, int argc, char **argv)
-{
-    if (argc != 2 || strcmp(argv[1], "check") != 0) {
-        say_error("usage: postern config check");
-        return ADMIN_USAGE;
-    }
-    for (size_t i = 0; i < cfg->warning_count; i++)
-        fprintf(stderr, "postern: warning: %s\n", cfg->warnings[i]);
-    if (cfg_print(cfg, stdout) != 0) {
-        say_error("cannot write the configuration: %s", strerror(errno));
-        return ADMIN_RUNTIME;
-    }
-    return ADMIN_OK;
-}
-
-/* ---------------------------------------------------------------- relay-check */
 
 /*
  * An address given on the command line, read as the server reads a path: "" and "<>" are the
@@ -652,93 +280,459 @@ static int parse_path_arg(const char *opt, const char *in, struct address *out,
     return 0;
 }
 
-int admin_relay_check(const struct cfg *cfg, int argc, char **argv)
+static int check_relay(const struct args *a, struct input *in)
 {
-    static const char usage[] =
-        "postern relay-check --ip IP [--user ADDRESS] --from ADDR --to ADDR";
-    enum { OPT_IP, OPT_USER, OPT_FROM, OPT_TO };
-    struct opt opts[] = {{"ip", NULL}, {"user", NULL}, {"from", NULL}, {"to", NULL}};
-    size_t npos = 0;
-    if (parse_args(argc - 1, argv + 1, opts, 4, NULL, 0, &npos) != 0)
-        return ADMIN_USAGE;
-    const char *values[4];
-    for (int k = 0; k < 4; k++) {
-        values[k] = opts[k].value;
-        if (k != OPT_USER && values[k] == NULL) {
-            say_error("missing --%s; usage: %s", opts[k].name, usage);
-            return ADMIN_USAGE;
-        }
+    const char *ip = a->opt[OPT_IP], *user = a->opt[OPT_USER];
+    if (ip_parse(ip, &in->ip) != 0) {
+        say_error("invalid IP address \"%s\"", ip);
+        return -1;
     }
-
-    struct ip_addr ip;
-    if (ip_parse(values[OPT_IP], &ip) != 0) {
-        say_error("invalid IP address \"%s\"", values[OPT_IP]);
-        return ADMIN_USAGE;
-    }
-    char user[ADDRESS_STRLEN] = "";
-    if (values[OPT_USER] != NULL) {
+    if (user != NULL) {
         const char *why = NULL;
-        if (address_normalize(values[OPT_USER], user, sizeof(user), &why) != 0) {
-            say_error("invalid --user address \"%s\": %s", values[OPT_USER],
-                      why != NULL ? why : "bad syntax");
-            return ADMIN_USAGE;
+        if (address_normalize(user, in->user, sizeof(in->user), &why) != 0) {
+            say_error("invalid --user address \"%s\": %s", user, why != NULL ? why : "bad syntax");
+            return -1;
         }
     }
-    struct address sender, rcpt;
-    enum address_path_kind sender_kind, rcpt_kind;
-    if (parse_path_arg("from", values[OPT_FROM], &sender, &sender_kind) != 0 ||
-        parse_path_arg("to", values[OPT_TO], &rcpt, &rcpt_kind) != 0)
-        return ADMIN_USAGE;
-    if (sender_kind == ADDRESS_PATH_POSTMASTER) {
+    if (parse_path_arg("from", a->opt[OPT_FROM], &in->sender, &in->sender_kind) != 0 ||
+        parse_path_arg("to", a->opt[OPT_TO], &in->rcpt, &in->rcpt_kind) != 0)
+        return -1;
+    if (in->sender_kind == ADDRESS_PATH_POSTMASTER) {
         say_error("invalid --from address \"%s\": <Postmaster> is a recipient only (RFC 5321 "
                   "4.5.1); give an address with a domain",
-                  values[OPT_FROM]);
-        return ADMIN_USAGE;
+                  a->opt[OPT_FROM]);
+        return -1;
     }
-    if (rcpt_kind == ADDRESS_PATH_NULL) {
-        say_error("invalid --to address \"%s\": the null path is not a recipient", values[OPT_TO]);
-        return ADMIN_USAGE;
+    if (in->rcpt_kind == ADDRESS_PATH_NULL) {
+        say_error("invalid --to address \"%s\": the null path is not a recipient", a->opt[OPT_TO]);
+        return -1;
     }
+    return 0;
+}
 
-    struct store *s = NULL;
-    char err[600];
-    if (store_open(cfg->server.database, &s, err, sizeof(err)) != STORE_OK) {
-        say_error("%s", err);
+/* ---------------------------------------------------------------- serve and config */
+
+static int run_serve(struct store *s, const struct args *a, const struct input *in)
+{
+    return serve_main(a->cfg, a->config_path);
+}
+
+static int run_config_check(struct store *s, const struct args *a, const struct input *in)
+{
+    for (size_t i = 0; i < a->cfg->warning_count; i++)
+        fprintf(stderr, "postern: warning: %s\n", a->cfg->warnings[i]);
+    if (cfg_print(a->cfg, stdout) != 0) {
+        say_error("cannot write the configuration: %s", strerror(errno));
         return ADMIN_RUNTIME;
     }
+    return ADMIN_OK;
+}
+
+/* ---------------------------------------------------------------- domain */
+
+static int print_domain(void *ctx, const struct store_domain *d)
+{
+    char when[32];
+    format_time(d->created_ms, when, sizeof(when));
+    printf("%s users=%lld added=%s\n", d->name, (long long)d->users, when);
+    return 0;
+}
+
+static int run_domain_list(struct store *s, const struct args *a, const struct input *in)
+{
+    return store_result(s, store_domain_list(s, print_domain, NULL), "");
+}
+
+static int run_domain_add(struct store *s, const struct args *a, const struct input *in)
+{
+    char msg[400];
+    snprintf(msg, sizeof(msg), "domain %s already exists", in->domain);
+    int rc = store_result(s, store_domain_add(s, in->domain), msg);
+    if (rc == ADMIN_OK)
+        printf("added domain %s\n", in->domain);
+    return rc;
+}
+
+static int run_domain_del(struct store *s, const struct args *a, const struct input *in)
+{
+    char msg[400];
+    int st = store_domain_del(s, in->domain);
+    if (st == STORE_IN_USE)
+        snprintf(msg, sizeof(msg), "domain %s still has users; delete them first", in->domain);
+    else
+        snprintf(msg, sizeof(msg), "no such domain: %s", in->domain);
+    int rc = store_result(s, st, msg);
+    if (rc == ADMIN_OK)
+        printf("deleted domain %s\n", in->domain);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- user */
+
+static int print_user(void *ctx, const struct store_user *u)
+{
+    char when[32];
+    format_time(u->created_ms, when, sizeof(when));
+    printf("%s messages=%lld bytes=%lld added=%s\n", u->address, (long long)u->messages,
+           (long long)u->bytes, when);
+    return 0;
+}
+
+static int run_user_list(struct store *s, const struct args *a, const struct input *in)
+{
+    const char *domain = in->has_domain ? in->domain : NULL;
+    return store_result(s, store_user_list(s, domain, print_user, NULL), "");
+}
+
+static int run_user_del(struct store *s, const struct args *a, const struct input *in)
+{
+    char msg[600];
+    snprintf(msg, sizeof(msg), "no such user: %s", in->address);
+    int rc = store_result(s, store_user_del(s, in->address), msg);
+    if (rc == ADMIN_OK)
+        printf("deleted user %s\n", in->address);
+    return rc;
+}
+
+/* user add and user passwd: both ask for a password, after checking what they can first so a
+ * typo does not cost a prompt. */
+static int set_user(struct store *s, const struct input *in, bool is_add)
+{
+    const char *addr = in->address, *domain = in->domain;
+    char msg[600];
     int rc = ADMIN_OK;
-    if (user[0] != '\0') {
+    int64_t id;
+    char old[PASSWORD_HASH_BYTES];
+    bool local = false;
+    int st = store_user_get(s, addr, &id, old, sizeof(old));
+    if (st == STORE_OK && is_add) {
+        snprintf(msg, sizeof(msg), "user %s already exists", addr);
+        rc = store_result(s, STORE_EXISTS, msg);
+    } else if (st == STORE_NOT_FOUND && !is_add) {
+        snprintf(msg, sizeof(msg), "no such user: %s", addr);
+        rc = store_result(s, st, msg);
+    } else if (st != STORE_OK && st != STORE_NOT_FOUND) {
+        rc = store_result(s, st, "");
+    } else if (is_add && (st = store_domain_is_local(s, domain, &local)) != STORE_OK) {
+        rc = store_result(s, st, "");
+    } else if (is_add && !local) {
+        snprintf(msg, sizeof(msg), "%s is not a local domain; add it with: postern domain add %s",
+                 domain, domain);
+        rc = store_result(s, STORE_NO_DOMAIN, msg);
+    }
+    if (rc != ADMIN_OK)
+        return rc;
+    char hash[PASSWORD_HASH_BYTES], why[PASSWORD_INPUT_WHY_BYTES];
+    if (password_input_hash(stdin, hash, why, sizeof(why)) != 0) {
+        say_error("%s", why);
+        return ADMIN_USAGE;
+    }
+    if (is_add) {
+        snprintf(msg, sizeof(msg), "cannot add %s: already exists or domain is gone", addr);
+        rc = store_result(s, store_user_add(s, addr, domain, hash), msg);
+    } else {
+        snprintf(msg, sizeof(msg), "no such user: %s", addr);
+        rc = store_result(s, store_user_set_password(s, addr, hash), msg);
+    }
+    if (rc == ADMIN_OK)
+        printf("%s user %s\n", is_add ? "added" : "changed password of", addr);
+    return rc;
+}
+
+static int run_user_add(struct store *s, const struct args *a, const struct input *in)
+{
+    return set_user(s, in, true);
+}
+
+static int run_user_passwd(struct store *s, const struct args *a, const struct input *in)
+{
+    return set_user(s, in, false);
+}
+
+/* ---------------------------------------------------------------- network */
+
+static int print_network(void *ctx, const struct store_network *n)
+{
+    char when[32];
+    format_time(n->created_ms, when, sizeof(when));
+    printf("%s added=%s\n", n->cidr, when);
+    return 0;
+}
+
+static int run_network_list(struct store *s, const struct args *a, const struct input *in)
+{
+    return store_result(s, store_network_list(s, print_network, NULL), "");
+}
+
+static int run_network_add(struct store *s, const struct args *a, const struct input *in)
+{
+    char msg[200];
+    snprintf(msg, sizeof(msg), "network %s already exists", in->key);
+    int rc = store_result(s, store_network_add(s, &in->net), msg);
+    if (rc == ADMIN_OK)
+        printf("added network %s\n", in->key);
+    return rc;
+}
+
+static int run_network_del(struct store *s, const struct args *a, const struct input *in)
+{
+    char msg[200];
+    snprintf(msg, sizeof(msg), "no such network: %s", in->key);
+    int rc = store_result(s, store_network_del(s, &in->net), msg);
+    if (rc == ADMIN_OK)
+        printf("deleted network %s\n", in->key);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- window */
+
+static int print_window(void *ctx, const struct store_window *w)
+{
+    char opened[32], expires[32];
+    format_time(w->opened_ms, opened, sizeof(opened));
+    format_time(w->expires_ms, expires, sizeof(expires));
+    printf("%s user=%s opened=%s expires=%s relayed=%lld\n", w->key, w->user[0] ? w->user : "-",
+           opened, expires, (long long)w->relayed);
+    return 0;
+}
+
+static int run_window_list(struct store *s, const struct args *a, const struct input *in)
+{
+    return store_result(s, store_window_list(s, store_now_ms(), print_window, NULL), "");
+}
+
+static int run_window_close(struct store *s, const struct args *a, const struct input *in)
+{
+    char msg[600];
+    snprintf(msg, sizeof(msg), "no window for %s", in->key);
+    int rc = store_result(s, store_window_close(s, in->key), msg);
+    if (rc == ADMIN_OK)
+        printf("closed window %s\n", in->key);
+    return rc;
+}
+
+static int run_window_open(struct store *s, const struct args *a, const struct input *in)
+{
+    int64_t now = store_now_ms();
+    int64_t duration_ms = (int64_t)in->duration_ms;
+    int rc = ADMIN_OK;
+    if (in->user[0] != '\0') {
+        char msg[600];
+        int64_t id;
+        char hash[PASSWORD_HASH_BYTES];
+        snprintf(msg, sizeof(msg), "no such user: %s", in->user);
+        rc = store_result(s, store_user_get(s, in->user, &id, hash, sizeof(hash)), msg);
+    }
+    if (rc == ADMIN_OK)
+        rc = store_result(s, store_window_open(s, in->key, in->user, now, duration_ms), "");
+    if (rc == ADMIN_OK) {
+        char expires[32], d[32];
+        format_time(now + duration_ms, expires, sizeof(expires));
+        duration_format(in->duration_ms, d, sizeof(d));
+        printf("opened window %s user=%s for=%s expires=%s\n", in->key,
+               in->user[0] ? in->user : "-", d, expires);
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- queue */
+
+static int print_queue_entry(void *ctx, const struct store_queue_entry *q)
+{
+    char next[32];
+    char err[300];
+    format_time(q->next_attempt_ms, next, sizeof(next));
+    log_escape(err, sizeof(err), q->last_error, strlen(q->last_error));
+    printf("%lld %s %s attempts=%lld next=%s error=%s\n", (long long)q->id,
+           q->sender[0] ? q->sender : "<>", q->recipient, (long long)q->attempts, next, err);
+    return 0;
+}
+
+static int run_queue_list(struct store *s, const struct args *a, const struct input *in)
+{
+    return store_result(s, store_queue_list(s, print_queue_entry, NULL), "");
+}
+
+static int run_queue_flush(struct store *s, const struct args *a, const struct input *in)
+{
+    /* The running server sees the change at its next scan (queue.h, STORE_QUEUE_RESCAN_MS):
+     * the database is the only channel between the two processes. */
+    size_t due = 0;
+    int rc = store_result(s, store_queue_flush(s, store_now_ms(), &due), "");
+    if (rc == ADMIN_OK)
+        printf("flushed: %zu queue entries due now\n", due);
+    return rc;
+}
+
+static int run_queue_drop(struct store *s, const struct args *a, const struct input *in)
+{
+    char msg[100];
+    snprintf(msg, sizeof(msg), "no such queue entry: %lld", in->id);
+    int rc = store_result(s, store_queue_drop(s, in->id), msg);
+    if (rc == ADMIN_OK)
+        printf("dropped queue entry %lld\n", in->id);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- relay-check */
+
+/* The relay decision as the server would take it now: 0 allowed, 1 refused. */
+static int run_relay_check(struct store *s, const struct args *a, const struct input *in)
+{
+    const char *user = in->user[0] != '\0' ? in->user : NULL;
+    if (user != NULL) {
         int64_t id;
         char hash[PASSWORD_HASH_BYTES];
         int st = store_user_get(s, user, &id, hash, sizeof(hash));
         if (st == STORE_NOT_FOUND) {
             say_error("no such user: %s", user);
-            rc = ADMIN_NEGATIVE;
-        } else if (st != STORE_OK) {
+            return ADMIN_NEGATIVE;
+        }
+        if (st != STORE_OK) {
             say_error("database error: %s", store_errmsg(s));
-            rc = ADMIN_RUNTIME;
+            return ADMIN_RUNTIME;
         }
     }
     struct relay_scratch scratch;
     struct relay_facts facts;
-    if (rc == ADMIN_OK &&
-        relay_gather(s, cfg, &ip, user[0] != '\0' ? user : NULL, &sender, sender_kind, &rcpt,
-                     rcpt_kind, store_now_ms(), &scratch, &facts) != STORE_OK) {
+    if (relay_gather(s, a->cfg, &in->ip, user, &in->sender, in->sender_kind, &in->rcpt,
+                     in->rcpt_kind, store_now_ms(), &scratch, &facts) != STORE_OK) {
         say_error("database error: %s", store_errmsg(s));
-        rc = ADMIN_RUNTIME;
+        return ADMIN_RUNTIME;
     }
-    if (rc == ADMIN_OK) {
-        struct relay_decision d;
-        char line[RELAY_LOG_MAX_BYTES];
-        relay_decide(&facts, &d);
-        relay_format_log(&facts, &d, line, sizeof(line));
-        if (printf("%s\n%s\n", d.reply, line) < 0 || fflush(stdout) != 0) {
-            say_error("cannot write the answer");
-            rc = ADMIN_RUNTIME;
-        } else {
-            rc = d.verdict == RELAY_ALLOW ? ADMIN_OK : ADMIN_NEGATIVE;
+    struct relay_decision d;
+    char line[RELAY_LOG_MAX_BYTES];
+    relay_decide(&facts, &d);
+    relay_format_log(&facts, &d, line, sizeof(line));
+    if (printf("%s\n%s\n", d.reply, line) < 0 || fflush(stdout) != 0) {
+        say_error("cannot write the answer");
+        return ADMIN_RUNTIME;
+    }
+    return d.verdict == RELAY_ALLOW ? ADMIN_OK : ADMIN_NEGATIVE;
+}
+
+/* ---------------------------------------------------------------- the table */
+
+/*
+ * One row per action. A row whose action is NULL is a command without an action word
+ * (relay-check, serve). The rows of one command share its usage line, printed when the action
+ * is missing or unknown or too few arguments are given. check runs before any database is
+ * opened; run gets the store when the row says `store`, NULL otherwise.
+ */
+struct command {
+    const char *name;
+    const char *action;
+    int (*check)(const struct args *a, struct input *in); /* NULL: nothing to check */
+    int (*run)(struct store *s, const struct args *a, const struct input *in);
+    const char *usage;
+    unsigned char min_pos, max_pos; /* positional arguments after the action word */
+    unsigned opts;                  /* OPT_BIT mask of the options it takes */
+    unsigned required;              /* the options it cannot do without */
+    bool store;
+};
+
+static const char serve_usage[] = "postern serve";
+static const char config_usage[] = "postern config check";
+static const char domain_usage[] = "postern domain add|del DOMAIN | postern domain list";
+static const char user_usage[] = "postern user add|del|passwd ADDRESS | postern user list [DOMAIN]";
+static const char network_usage[] = "postern network add|del CIDR | postern network list";
+static const char window_usage[] = "postern window list | postern window open IP [--user ADDRESS] "
+                                   "[--for DURATION] | postern window close IP";
+static const char queue_usage[] =
+    "postern queue list | postern queue flush | postern queue drop ID";
+static const char relay_usage[] =
+    "postern relay-check --ip IP [--user ADDRESS] --from ADDR --to ADDR";
+
+#define RELAY_OPTS (OPT_BIT(OPT_IP) | OPT_BIT(OPT_USER) | OPT_BIT(OPT_FROM) | OPT_BIT(OPT_TO))
+
+static const struct command commands[] = {
+    /* name, action, check, run, usage, min_pos, max_pos, opts, required, store */
+    {"serve", NULL, NULL, run_serve, serve_usage, 0, 0, 0, 0, false},
+    {"config", "check", NULL, run_config_check, config_usage, 0, 0, 0, 0, false},
+    {"domain", "list", NULL, run_domain_list, domain_usage, 0, 0, 0, 0, true},
+    {"domain", "add", check_domain, run_domain_add, domain_usage, 1, 1, 0, 0, true},
+    {"domain", "del", check_domain, run_domain_del, domain_usage, 1, 1, 0, 0, true},
+    {"user", "list", check_domain_filter, run_user_list, user_usage, 0, 1, 0, 0, true},
+    {"user", "add", check_address, run_user_add, user_usage, 1, 1, 0, 0, true},
+    {"user", "del", check_address, run_user_del, user_usage, 1, 1, 0, 0, true},
+    {"user", "passwd", check_address, run_user_passwd, user_usage, 1, 1, 0, 0, true},
+    {"network", "list", NULL, run_network_list, network_usage, 0, 0, 0, 0, true},
+    {"network", "add", check_network, run_network_add, network_usage, 1, 1, 0, 0, true},
+    {"network", "del", check_network, run_network_del, network_usage, 1, 1, 0, 0, true},
+    {"window", "list", NULL, run_window_list, window_usage, 0, 0, 0, 0, true},
+    {"window", "open", check_window_open, run_window_open, window_usage, 1, 1,
+     OPT_BIT(OPT_USER) | OPT_BIT(OPT_FOR), 0, true},
+    {"window", "close", check_window_ip, run_window_close, window_usage, 1, 1, 0, 0, true},
+    {"queue", "list", NULL, run_queue_list, queue_usage, 0, 0, 0, 0, true},
+    {"queue", "flush", NULL, run_queue_flush, queue_usage, 0, 0, 0, 0, true},
+    {"queue", "drop", check_queue_id, run_queue_drop, queue_usage, 1, 1, 0, 0, true},
+    {"relay-check", NULL, check_relay, run_relay_check, relay_usage, 0, 0, RELAY_OPTS,
+     RELAY_OPTS & ~OPT_BIT(OPT_USER), true},
+};
+
+#define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
+
+bool admin_is_command(const char *name)
+{
+    for (size_t i = 0; i < COMMAND_COUNT; i++) {
+        if (strcmp(commands[i].name, name) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The row for argv[0] and, when the command has actions, argv[1]; NULL after printing the
+ * usage when the action is missing or unknown. */
+static const struct command *find_command(int argc, char **argv)
+{
+    const char *usage = NULL;
+    for (size_t i = 0; i < COMMAND_COUNT; i++) {
+        const struct command *c = &commands[i];
+        if (strcmp(c->name, argv[0]) != 0)
+            continue;
+        if (c->action == NULL || (argc >= 2 && strcmp(c->action, argv[1]) == 0))
+            return c;
+        usage = c->usage;
+    }
+    if (argc < 2)
+        say_error("usage: %s", usage);
+    else
+        say_error("unknown action \"%s\"; usage: %s", argv[1], usage);
+    return NULL;
+}
+
+int admin_run(struct cfg *cfg, const char *config_path, int argc, char **argv)
+{
+    const struct command *c = find_command(argc, argv);
+    if (c == NULL)
+        return ADMIN_USAGE;
+    int skip = c->action != NULL ? 2 : 1;
+    struct args a = {.cfg = cfg, .config_path = config_path};
+    if (parse_args(argc - skip, argv + skip, c->usage, c->opts, c->max_pos, &a) != 0)
+        return ADMIN_USAGE;
+    for (int k = 0; k < OPT_COUNT; k++) {
+        if ((c->required & OPT_BIT(k)) && a.opt[k] == NULL) {
+            say_error("missing --%s; usage: %s", opt_names[k], c->usage);
+            return ADMIN_USAGE;
         }
     }
+    if (a.npos < c->min_pos) {
+        say_error("usage: %s", c->usage);
+        return ADMIN_USAGE;
+    }
+    struct input in;
+    memset(&in, 0, sizeof(in));
+    if (c->check != NULL && c->check(&a, &in) != 0)
+        return ADMIN_USAGE;
+    struct store *s = NULL;
+    if (c->store) {
+        char err[600];
+        if (store_open(cfg->server.database, &s, err, sizeof(err)) != STORE_OK) {
+            say_error("%s", err);
+            return ADMIN_RUNTIME;
+        }
+    }
+    int rc = c->run(s, &a, &in);
     store_close(&s);
     return rc;
 }

@@ -1,12 +1,15 @@
 /*
- * admin.h - the administrative subcommands of INTERFACE.md ("Commands"): domain, user, network,
- * window, queue and config check. Each opens the database itself (the same file serve uses, so
- * they work while it runs), does one thing, prints one line per result on stdout, errors as one
- * line on stderr, and returns the exit code: 0 done, 1 a negative answer (already there, not
- * found), 2 bad usage or input, 3 runtime failure (database unavailable).
+ * admin.h - the command line's commands: serve, config check, domain, user, network, window,
+ * queue and relay-check, read from one table in admin.c. Each administrative command opens the
+ * database itself (the same file serve uses, so they work while it runs), does one thing, prints
+ * one line per result on stdout, errors as one line on stderr, and returns the exit code: 0 done,
+ * 1 a negative answer (already there, not found, relay refused), 2 bad usage or input, 3 runtime
+ * failure (database unavailable). Global options and loading the configuration are main.c's.
  */
 #ifndef POSTERN_ADMIN_H
 #define POSTERN_ADMIN_H
+
+#include <stdbool.h>
 
 struct cfg;
 
@@ -17,15 +20,15 @@ enum admin_exit {
     ADMIN_RUNTIME = 3,
 };
 
-/* argv[0] is the subcommand ("domain", "user", ...). */
-int admin_domain(const struct cfg *cfg, int argc, char **argv);
-int admin_user(const struct cfg *cfg, int argc, char **argv);
-int admin_network(const struct cfg *cfg, int argc, char **argv);
-int admin_window(const struct cfg *cfg, int argc, char **argv);
-int admin_queue(const struct cfg *cfg, int argc, char **argv);
-int admin_config(const struct cfg *cfg, int argc, char **argv);
-/* postern relay-check: the relay decision and its reason, as the server would take it now;
- * 0 allowed, 1 refused. */
-int admin_relay_check(const struct cfg *cfg, int argc, char **argv);
+/* Whether name (argv[0] after the global options) is one of the table's commands. */
+bool admin_is_command(const char *name);
+
+/*
+ * Runs the command argv[0] with its action and arguments; argv[0] must pass admin_is_command.
+ * A missing or unknown action, a wrong number of arguments or a missing option prints the
+ * command's usage line and returns ADMIN_USAGE. cfg is borrowed (serve reloads it in place);
+ * config_path is the file it came from, NULL for the built-in defaults.
+ */
+int admin_run(struct cfg *cfg, const char *config_path, int argc, char **argv);
 
 #endif
