@@ -1,8 +1,8 @@
 /*
- * config.h - the whole configuration of postern (INTERFACE.md, "Configuration") in one struct.
+ * config.h - the whole configuration of postern in one struct.
  *
  * config.c reads an INI file with inih into struct cfg. Every parameter is declared once, in
- * one constant table inside config.c (section, key, type, field, default text, bounds), so
+ * one constant table in config_table.c (section, key, type, field, default text, bounds), so
  * parsing, defaults, range checks and cfg_print() can never disagree. Field names are the INI
  * keys, with the unit appended: durations are uint64_t milliseconds (`_ms`), sizes uint64_t
  * bytes (`_bytes`). This module only reads and checks text; it opens no socket, resolves no
