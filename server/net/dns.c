@@ -22,8 +22,9 @@
  * as c-ares has let go of it. struct dns itself is freed in the last libuv close callback after
  * dns_free.
  *
- * What it does not do: parse DNS messages itself (c-ares's ares_parse_*_reply do, so there is no
- * fuzz target here), cache, or talk to anything but the configured or system resolver.
+ * What it does not do: decide what an answer means (dns_answer.c: MX ordering and shuffling,
+ * the implicit and the null MX, which failure wins for an address), parse DNS messages (c-ares
+ * does), cache, or talk to anything but the configured or system resolver.
  */
 #include "server/net/dns.h"
 
@@ -39,6 +40,7 @@
 
 #include "common/pure/address.h"
 #include "common/log.h"
+#include "server/net/dns_answer.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -96,7 +98,7 @@ struct dns_query {
     struct dns_target *targets; /* owned */
     size_t target_count;
     bool is_implicit;
-    /* DNS_KIND_ADDR: each family's c-ares status and addresses, combined in addr_finish() */
+    /* DNS_KIND_ADDR: each family's c-ares status and addresses, combined by dns_answer_addr() */
     int v4_status;
     int v6_status;
     struct in_addr v4[DNS_ADDRS_PER_FAMILY_MAX];
@@ -390,209 +392,28 @@ static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writab
         log_error("dns", 0, "event=poll-failed error=\"%s\"", uv_strerror(rc));
 }
 
-/* ---- answers ---- */
-
-static const char *ares_reason(int status)
-{
-    switch (status) {
-    case ARES_ESERVFAIL:
-        return "server failure (SERVFAIL)";
-    case ARES_EREFUSED:
-        return "query refused (REFUSED)";
-    case ARES_EFORMERR:
-        return "query rejected as malformed (FORMERR)";
-    case ARES_ENOTIMP:
-        return "query type not implemented (NOTIMP)";
-    case ARES_ETIMEOUT:
-        return "timed out";
-    case ARES_ECONNREFUSED:
-        /* c-ares 1.18 also ends with this code when every try got SERVFAIL or REFUSED (it
-         * skips to the next server on those, RFC 1035 7.2, and keeps no rcode). */
-        return "no usable answer from the resolver (unreachable, SERVFAIL or REFUSED)";
-    case ARES_EBADRESP:
-        return "malformed answer";
-    case ARES_ENOMEM:
-        return "out of memory";
-    default:
-        return ares_strerror(status);
-    }
-}
-
-/* The outcome of a lookup that c-ares ended without an answer to parse. */
-static void query_set_failure(struct dns_query *q, const char *what, int status)
-{
-    if (status == ARES_EDESTRUCTION || status == ARES_ECANCELLED)
-        query_set(q, DNS_CANCELLED, "cancelled: resolver shut down");
-    else if (status == ARES_ENOTFOUND)
-        query_set(q, DNS_NXDOMAIN, "no such domain (NXDOMAIN)");
-    else if (status == ARES_EBADNAME)
-        query_set(q, DNS_BADNAME, "not a valid name");
-    else
-        query_set(q, DNS_TEMPFAIL, "%s lookup: %s", what, ares_reason(status));
-}
-
-/* RFC 5321 5.1: no MX records, so the domain itself is the one host, "with preference 0". */
-static void mx_set_implicit(struct dns_query *q)
-{
-    q->targets = calloc(1, sizeof *q->targets);
-    if (q->targets == NULL) {
-        query_set(q, DNS_TEMPFAIL, "out of memory");
-        return;
-    }
-    memcpy(q->targets[0].host, q->name, sizeof q->targets[0].host);
-    q->targets[0].preference = 0;
-    q->target_count = 1;
-    q->is_implicit = true;
-    query_set(q, DNS_OK, "no MX records: implicit MX");
-}
-
-struct mx_candidate {
-    const struct ares_mx_reply *rr; /* borrowed from the parsed answer */
-    uint16_t preference;
-    uint32_t shuffle; /* random: the order among equal preferences */
-    size_t index;     /* answer order: makes the sort a total order */
-};
-
-static int mx_candidate_cmp(const void *a, const void *b)
-{
-    const struct mx_candidate *x = a;
-    const struct mx_candidate *y = b;
-    if (x->preference != y->preference)
-        return x->preference < y->preference ? -1 : 1;
-    if (x->shuffle != y->shuffle)
-        return x->shuffle < y->shuffle ? -1 : 1;
-    return x->index < y->index ? -1 : (x->index > y->index ? 1 : 0);
-}
-
-/* The root name "." (c-ares expands it to ""): the host of a null MX, RFC 7505 3. */
-static bool is_root(const char *host)
-{
-    return host[0] == '\0' || strcmp(host, ".") == 0;
-}
-
-/*
- * Turns the MX records into targets: valid hosts only, by preference, shuffled among equal
- * preferences (RFC 5321 5.1: "the SMTP client SHOULD randomize them"), each host once (at its
- * best preference), at most DNS_MX_TARGETS_MAX.
- */
-static void mx_select(struct dns_query *q, const struct ares_mx_reply *head)
-{
-    size_t total = 0, usable = 0, roots = 0, n = 0;
-    struct mx_candidate *cands;
-    char host[DNS_HOST_MAX_BYTES];
-
-    for (const struct ares_mx_reply *rr = head; rr != NULL; rr = rr->next)
-        total++;
-    cands = calloc(total, sizeof *cands);
-    if (cands == NULL) {
-        query_set(q, DNS_TEMPFAIL, "out of memory");
-        return;
-    }
-    for (const struct ares_mx_reply *rr = head; rr != NULL; rr = rr->next, n++) {
-        if (is_root(rr->host)) {
-            roots++;
-            continue;
-        }
-        /* An address or an underscore name is not a mail host (RFC 5321 5.1: names, not
-         * literals); skip it rather than connect somewhere the domain did not mean. */
-        if (domain_normalize(rr->host, host, sizeof host, NULL) != 0)
-            continue;
-        cands[usable].rr = rr;
-        cands[usable].preference = rr->priority;
-        cands[usable].shuffle = randombytes_random();
-        cands[usable].index = n;
-        usable++;
-    }
-    if (usable == 0) {
-        if (roots > 0)
-            query_set(q, DNS_NULL_MX, "domain accepts no mail (null MX, RFC 7505)");
-        else
-            query_set(q, DNS_TEMPFAIL, "MX lookup: no MX host is a valid name");
-        free(cands);
-        return;
-    }
-    if (usable < total - roots)
-        log_debug("dns", 0, "event=mx-ignored name=%s count=%zu", q->name, total - roots - usable);
-    qsort(cands, usable, sizeof *cands, mx_candidate_cmp);
-
-    q->targets =
-        calloc(usable < DNS_MX_TARGETS_MAX ? usable : DNS_MX_TARGETS_MAX, sizeof *q->targets);
-    if (q->targets == NULL) {
-        free(cands);
-        query_set(q, DNS_TEMPFAIL, "out of memory");
-        return;
-    }
-    for (size_t i = 0; i < usable && q->target_count < DNS_MX_TARGETS_MAX; i++) {
-        bool seen = false;
-        if (domain_normalize(cands[i].rr->host, host, sizeof host, NULL) != 0)
-            continue; /* cannot happen: checked above */
-        for (size_t j = 0; j < q->target_count && !seen; j++)
-            seen = strcmp(q->targets[j].host, host) == 0;
-        if (seen)
-            continue;
-        memcpy(q->targets[q->target_count].host, host, sizeof host);
-        q->targets[q->target_count].preference = cands[i].preference;
-        q->target_count++;
-    }
-    free(cands);
-    query_set(q, DNS_OK, "%zu MX host%s", q->target_count, q->target_count == 1 ? "" : "s");
-}
+/* ---- c-ares callbacks: the answer's meaning is dns_answer.c's ---- */
 
 static void mx_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
     struct dns_query *q = arg;
-    struct ares_mx_reply *mx = NULL;
+    struct dns_mx_result r;
 
     q->ares_pending--;
     if (q->cancelled) {
         query_free(q);
         return;
     }
-    if (status == ARES_ENODATA) {
-        mx_set_implicit(q);
-    } else if (status != ARES_SUCCESS) {
-        query_set_failure(q, "MX", status);
-    } else {
-        status = ares_parse_mx_reply(abuf, alen, &mx);
-        /* An answer of CNAMEs only parses to no MX record: NODATA for the alias's target. */
-        if (status == ARES_ENODATA || (status == ARES_SUCCESS && mx == NULL))
-            mx_set_implicit(q);
-        else if (status != ARES_SUCCESS)
-            query_set(q, DNS_TEMPFAIL, "MX lookup: %s", ares_reason(status));
-        else
-            mx_select(q, mx);
-        if (mx != NULL)
-            ares_free_data(mx);
-    }
+    dns_answer_mx(q->name, status, abuf, alen, &r);
+    q->status = r.status;
+    memcpy(q->error, r.error, sizeof q->error);
+    q->targets = r.targets;
+    q->target_count = r.count;
+    q->is_implicit = r.is_implicit;
     ready_push(q);
 }
 
-/* Both families have answered: the combined status (see struct dns_addr_result in dns.h). */
-static void addr_finish(struct dns_query *q)
-{
-    int failed;
-
-    if (q->v4_count + q->v6_count > 0) {
-        query_set(q, DNS_OK, "%zu address%s", q->v4_count + q->v6_count,
-                  q->v4_count + q->v6_count == 1 ? "" : "es");
-        return;
-    }
-    if (q->v4_status == ARES_EDESTRUCTION || q->v6_status == ARES_EDESTRUCTION) {
-        query_set_failure(q, "A", ARES_EDESTRUCTION);
-        return;
-    }
-    if (q->v4_status == ARES_ENOTFOUND || q->v6_status == ARES_ENOTFOUND) {
-        query_set_failure(q, "A", ARES_ENOTFOUND);
-        return;
-    }
-    if (q->v4_status == ARES_ENODATA && q->v6_status == ARES_ENODATA) {
-        query_set(q, DNS_NODATA, "no A or AAAA records");
-        return;
-    }
-    failed = q->v4_status != ARES_ENODATA ? q->v4_status : q->v6_status;
-    query_set_failure(q, failed == q->v4_status ? "A" : "AAAA", failed);
-}
-
+/* Once both families have answered, the combined outcome goes to the ready list. */
 static void addr_part_done(struct dns_query *q)
 {
     if (q->ares_pending > 0)
@@ -601,7 +422,7 @@ static void addr_part_done(struct dns_query *q)
         query_free(q);
         return;
     }
-    addr_finish(q);
+    q->status = dns_answer_addr(q->v4_status, q->v6_status, q->v4_count + q->v6_count, q->error);
     ready_push(q);
 }
 
@@ -610,17 +431,8 @@ static void a_answer(void *arg, int status, int timeouts, unsigned char *abuf, i
     struct dns_query *q = arg;
 
     q->ares_pending--;
-    if (!q->cancelled && status == ARES_SUCCESS) {
-        struct ares_addrttl ttls[DNS_ADDRS_PER_FAMILY_MAX];
-        int n = DNS_ADDRS_PER_FAMILY_MAX;
-        /* Follows a CNAME chain within the answer; only the final name's addresses count. */
-        status = ares_parse_a_reply(abuf, alen, NULL, ttls, &n);
-        if (status == ARES_SUCCESS && n == 0)
-            status = ARES_ENODATA;
-        for (int i = 0; status == ARES_SUCCESS && i < n; i++)
-            q->v4[q->v4_count++] = ttls[i].ipaddr;
-    }
-    q->v4_status = status;
+    if (!q->cancelled)
+        q->v4_status = dns_answer_a(status, abuf, alen, q->v4, &q->v4_count);
     addr_part_done(q);
 }
 
@@ -629,16 +441,8 @@ static void aaaa_answer(void *arg, int status, int timeouts, unsigned char *abuf
     struct dns_query *q = arg;
 
     q->ares_pending--;
-    if (!q->cancelled && status == ARES_SUCCESS) {
-        struct ares_addr6ttl ttls[DNS_ADDRS_PER_FAMILY_MAX];
-        int n = DNS_ADDRS_PER_FAMILY_MAX;
-        status = ares_parse_aaaa_reply(abuf, alen, NULL, ttls, &n);
-        if (status == ARES_SUCCESS && n == 0)
-            status = ARES_ENODATA;
-        for (int i = 0; status == ARES_SUCCESS && i < n; i++)
-            memcpy(&q->v6[q->v6_count++], &ttls[i].ip6addr, sizeof q->v6[0]);
-    }
-    q->v6_status = status;
+    if (!q->cancelled)
+        q->v6_status = dns_answer_aaaa(status, abuf, alen, q->v6, &q->v6_count);
     addr_part_done(q);
 }
 

@@ -4,9 +4,9 @@
  * One struct dns per server, on the loop thread. c-ares tells this module which sockets it wants
  * watched (ARES_OPT_SOCK_STATE_CB); each becomes a uv_poll handle, and one uv_timer re-armed from
  * ares_timeout() drives c-ares's own retransmissions and timeouts. So DNS never blocks the loop
- * and never needs a thread (DESIGN.md, "Threads").
+ * and never needs a thread: everything runs on the loop thread.
  *
- * What it does:
+ * What it does (dns.c drives c-ares; dns_answer.c decides what an answer means):
  *   - dns_lookup_mx: the MX set of a mail domain, as the list of hosts to try (RFC 5321 5.1):
  *     by preference, in random order among equal preferences; the implicit MX when the domain
  *     has no MX records; null MX (RFC 7505) and NXDOMAIN as permanent answers.
