@@ -561,7 +561,8 @@ static int store_bounce(struct store *s, struct store_queue_failure *f, const bo
         };
         int rc = dsn_build(&info, head, head_len, &dsn, &dsn_len);
         if (rc != DSN_OK) {
-            snprintf(s->errmsg, sizeof(s->errmsg), "fail: building the bounce failed (%d)", rc);
+            snprintf(s->errmsg, sizeof(s->errmsg), "fail: building the bounce failed (%s)",
+                     dsn_strerror(rc));
             status = STORE_ERR;
         }
     }

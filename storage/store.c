@@ -28,6 +28,27 @@ int store_fail(struct store *s, const char *what)
     return STORE_ERR;
 }
 
+const char *store_strerror(int code)
+{
+    switch (code) {
+    case STORE_OK:
+        return "store: ok";
+    case STORE_ERR:
+        return "store: database failure";
+    case STORE_EXISTS:
+        return "store: already exists";
+    case STORE_NOT_FOUND:
+        return "store: no such row";
+    case STORE_NO_DOMAIN:
+        return "store: not a local domain";
+    case STORE_IN_USE:
+        return "store: still in use";
+    case STORE_TOO_NEW:
+        return "store: database schema is newer than this program";
+    }
+    return "store: not a store code";
+}
+
 const char *store_errmsg(const struct store *s)
 {
     return s->errmsg;

@@ -16,20 +16,28 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/error.h"
+
 /* The schema version this binary writes; older databases are migrated at open. */
 #define STORE_SCHEMA_VERSION 4
 /* How long a statement waits for a lock held by another connection or process. */
 #define STORE_BUSY_TIMEOUT_MS 10000
 
+/* The store's codes have their own range, apart from errno and libuv codes (common/error.h):
+ * a store failure can never be taken for a connection error. */
 enum store_status {
     STORE_OK = 0,
-    STORE_ERR = -1,       /* SQLite or I/O failure; store_errmsg() says which */
-    STORE_EXISTS = -2,    /* unique key already present */
-    STORE_NOT_FOUND = -3, /* no such row */
-    STORE_NO_DOMAIN = -4, /* a user's domain is not a local domain */
-    STORE_IN_USE = -5,    /* still referenced (a domain that has users) */
-    STORE_TOO_NEW = -6,   /* database schema is newer than this binary */
+    STORE_ERR = POSTERN_ERR_STORE_BASE - 1, /* SQLite or I/O failure; store_errmsg() says which */
+    STORE_EXISTS = POSTERN_ERR_STORE_BASE - 2,    /* unique key already present */
+    STORE_NOT_FOUND = POSTERN_ERR_STORE_BASE - 3, /* no such row */
+    STORE_NO_DOMAIN = POSTERN_ERR_STORE_BASE - 4, /* a user's domain is not a local domain */
+    STORE_IN_USE = POSTERN_ERR_STORE_BASE - 5,    /* still referenced (a domain that has users) */
+    STORE_TOO_NEW = POSTERN_ERR_STORE_BASE - 6,   /* database schema is newer than this binary */
 };
+
+/* A short static name for a STORE_* code ("store: no such row"); for another code, a text
+ * saying it is not a store code. store_errmsg() has the detail of the last failure. */
+const char *store_strerror(int code);
 
 struct store;
 

@@ -640,6 +640,21 @@ static size_t count_occurrences(const unsigned char *hay, size_t len, const char
     return n;
 }
 
+const char *dsn_strerror(int code)
+{
+    switch (code) {
+    case DSN_OK:
+        return "bounce: ok";
+    case DSN_ERR_INVALID:
+        return "bounce: a required field is missing";
+    case DSN_ERR_NO_MEMORY:
+        return "bounce: out of memory";
+    case DSN_ERR_RANDOM:
+        return "bounce: no random numbers";
+    }
+    return "bounce: not a dsn code";
+}
+
 int dsn_build(const struct dsn_info *info, const unsigned char *orig, size_t orig_len,
               unsigned char **out, size_t *out_len)
 {

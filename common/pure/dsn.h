@@ -27,12 +27,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/error.h"
+
+/* In their own range (common/error.h). */
 enum dsn_status_code {
     DSN_OK = 0,
-    DSN_ERR_INVALID = -1, /* a required field is missing (hostname, sender, recipients) */
-    DSN_ERR_NO_MEMORY = -2,
-    DSN_ERR_RANDOM = -3, /* libsodium could not be initialised for the random ids */
+    /* a required field is missing (hostname, sender, recipients) */
+    DSN_ERR_INVALID = POSTERN_ERR_DSN_BASE - 1,
+    DSN_ERR_NO_MEMORY = POSTERN_ERR_DSN_BASE - 2,
+    /* libsodium could not be initialised for the random ids */
+    DSN_ERR_RANDOM = POSTERN_ERR_DSN_BASE - 3,
 };
+
+/* A short static name for a DSN_ERR_* code ("bounce: out of memory"). */
+const char *dsn_strerror(int code);
 
 /* RFC 5322 2.1.1: a line is at most 998 octets without its CRLF... */
 #define DSN_LINE_MAX_BYTES 998

@@ -14,6 +14,23 @@ static bool is_alnum(char c)
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
+const char *smtp_parse_strerror(int code)
+{
+    switch (code) {
+    case SMTP_PARSE_OK:
+        return "smtp argument: ok";
+    case SMTP_PARSE_SYNTAX:
+        return "smtp argument: syntax error";
+    case SMTP_PARSE_BAD_ADDRESS:
+        return "smtp argument: bad address";
+    case SMTP_PARSE_BAD_PARAM:
+        return "smtp argument: bad parameter";
+    case SMTP_PARSE_UNKNOWN_PARAM:
+        return "smtp argument: unknown parameter";
+    }
+    return "smtp argument: not an smtp_parse code";
+}
+
 int smtp_parse_path_arg(const char *args, const char *keyword, struct address *addr_out,
                         enum address_path_kind *kind_out, const char **params_out,
                         const char **why_out)

@@ -15,16 +15,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/error.h"
 #include "common/pure/address.h"
 
-/* Results of the parsers below (0 is success). */
+/* Results of the parsers below (0 is success), in their own range (common/error.h). */
 enum smtp_parse_status {
     SMTP_PARSE_OK = 0,
-    SMTP_PARSE_SYNTAX = -1,        /* no "FROM:" / "TO:", or no "<" path: 501 5.5.4 */
-    SMTP_PARSE_BAD_ADDRESS = -2,   /* the path does not parse: 501 5.1.7 / 5.1.3 */
-    SMTP_PARSE_BAD_PARAM = -3,     /* a parameter's syntax or value is wrong: 501 5.5.4 */
-    SMTP_PARSE_UNKNOWN_PARAM = -4, /* a parameter we do not offer: 555 5.5.4 (RFC 5321 4.1.1.11) */
+    /* no "FROM:" / "TO:", or no "<" path: 501 5.5.4 */
+    SMTP_PARSE_SYNTAX = POSTERN_ERR_SMTP_PARSE_BASE - 1,
+    /* the path does not parse: 501 5.1.7 / 5.1.3 */
+    SMTP_PARSE_BAD_ADDRESS = POSTERN_ERR_SMTP_PARSE_BASE - 2,
+    /* a parameter's syntax or value is wrong: 501 5.5.4 */
+    SMTP_PARSE_BAD_PARAM = POSTERN_ERR_SMTP_PARSE_BASE - 3,
+    /* a parameter we do not offer: 555 5.5.4 (RFC 5321 4.1.1.11) */
+    SMTP_PARSE_UNKNOWN_PARAM = POSTERN_ERR_SMTP_PARSE_BASE - 4,
 };
+
+/* A short static name for an SMTP_PARSE_* code ("smtp argument: syntax error"). */
+const char *smtp_parse_strerror(int code);
 
 /* RFC 1870 3: the SIZE value is at most 20 digits. */
 #define SMTP_SIZE_MAX_DIGITS 20
