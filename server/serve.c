@@ -46,6 +46,7 @@
 #include <uv.h>
 
 #include "common/config.h"
+#include "common/error.h"
 #include "common/log.h"
 #include "common/password.h"
 #include "server/app.h"
@@ -53,7 +54,7 @@
 #include "server/net/conn.h"
 #include "server/net/listener.h"
 #include "server/pop3/pop3_session.h"
-#include "server/outbound/queue_runner.h" /* outbound delivery (issue 6) */
+#include "server/outbound/queue_runner.h" /* outbound delivery */
 #include "server/outbound/smtp_client.h"  /* smarthost credentials */
 #include "server/smtp/smtp_session.h"
 #include "server/net/tls.h"
@@ -100,7 +101,8 @@ static void purge_done(struct writer_job *job, int status)
     struct server *srv = (struct server *)((char *)job - offsetof(struct server, purge_job));
     srv->purge_busy = false;
     if (status != 0)
-        log_warn("store", 0, "event=purge-failed status=%d", status);
+        log_warn("store", 0, "event=purge-failed status=%d error=\"%s\"", status,
+                 postern_strerror(status));
 }
 
 static void on_housekeeping(uv_timer_t *t)

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "common/config.h"
+#include "common/error.h"
 #include "common/pure/dsn.h"
 #include "common/log.h"
 #include "server/app.h"
@@ -198,7 +199,8 @@ static void release_done(struct writer_job *job, int status)
     struct release_job *rj = CONTAINER_OF(job, struct release_job, job);
     struct queue_runner *r = rj->r;
     if (status != 0)
-        log_warn("queue", 0, "event=release-failed entries=%zu status=%d", rj->n, status);
+        log_warn("queue", 0, "event=release-failed entries=%zu status=%d error=\"%s\"", rj->n,
+                 status, postern_strerror(status));
     free(rj->ids);
     free(rj);
     r->jobs--;
@@ -428,8 +430,10 @@ static void record_done(struct writer_job *job, int status)
     r->jobs--;
     if (status != 0) {
         /* Nothing was written: the claims stay until the lease runs out or the next start. */
-        log_error("queue", 0, "event=record-failed msg=%" PRId64 " domain=%s entries=%zu status=%d",
-                  d->message_id, d->domain, d->n, status);
+        log_error("queue", 0,
+                  "event=record-failed msg=%" PRId64
+                  " domain=%s entries=%zu status=%d error=\"%s\"",
+                  d->message_id, d->domain, d->n, status, postern_strerror(status));
     } else {
         log_results(d);
         if (d->route != STORE_BOUNCE_NONE)
@@ -552,6 +556,19 @@ static void on_client_done(void *arg, const struct smtp_client_result *res)
     delivery_finish(d);
 }
 
+/* The store failed to give the message's body (rc is a STORE_* code): log it as such and defer
+ * every undecided recipient with a local-error status (RFC 3463 4.3.0). */
+static void store_failed(struct delivery *d, int rc)
+{
+    const char *detail = store_errmsg(d->r->app->reads);
+    char esc[400];
+    log_error("queue", 0, "event=store-failed msg=%" PRId64 " error=\"%s\" detail=%s",
+              d->message_id, postern_strerror(rc),
+              log_escape(esc, sizeof(esc), detail, strlen(detail)));
+    route_failed(d, false, "4.3.0", "message %" PRId64 " cannot be read from the store (%s: %s)",
+                 d->message_id, postern_strerror(rc), detail);
+}
+
 /* Connects to the current address of the current target, or moves on. */
 static void try_addr(struct delivery *d)
 {
@@ -607,8 +624,14 @@ static void try_addr(struct delivery *d)
             delivery_finish(d);
             return;
         }
+        if (postern_err_is_store(rc)) {
+            /* The body could not be read: our store failed, not the host, and every other
+             * address would fail alike. Defer now, in the store's words. */
+            store_failed(d, rc);
+            return;
+        }
         snprintf(d->last_error, sizeof(d->last_error), "%s: cannot connect (%s)", d->cur_relay,
-                 rc < 0 && rc > -4096 ? uv_strerror(rc) : "error");
+                 postern_strerror(rc));
         d->last_code = 0;
         snprintf(d->last_relay, sizeof(d->last_relay), "%s", d->cur_relay);
         d->addr_i++;
@@ -831,7 +854,8 @@ static void claim_done(struct writer_job *job, int status)
     free_skip(r);
     struct store_queue_claims *cl = &r->claims;
     if (status != 0) {
-        log_error("queue", 0, "event=claim-failed status=%d", status);
+        log_error("queue", 0, "event=claim-failed status=%d error=\"%s\"", status,
+                  postern_strerror(status));
         store_queue_claims_free(cl);
         schedule(r, STORE_QUEUE_RESCAN_MS);
         check_stopped(r);
@@ -935,7 +959,8 @@ static void start_done(struct writer_job *job, int status)
     struct queue_runner *r = CONTAINER_OF(job, struct queue_runner, start_job);
     r->jobs--;
     if (status != 0)
-        log_error("queue", 0, "event=release-stale-failed status=%d", status);
+        log_error("queue", 0, "event=release-stale-failed status=%d error=\"%s\"", status,
+                  postern_strerror(status));
     else if (r->released_stale > 0)
         log_info("queue", 0, "event=released-stale entries=%zu", r->released_stale);
     r->started = true;

@@ -23,6 +23,7 @@
 
 #include <sodium.h>
 
+#include "common/error.h"
 #include "common/pure/buf.h"
 #include "common/pure/dotstuff.h"
 #include "common/log.h"
@@ -437,17 +438,35 @@ static void decide_accepted(struct smtp_client *sc, enum smtp_rcpt_status st, in
 
 static void pump_body(struct smtp_client *sc);
 
+/*
+ * The store could not give the body once the server was waiting for it (rc is a STORE_* code):
+ * every accepted recipient is deferred with a text that names the store, and the connection is
+ * aborted before the final dot, so nothing is delivered. This is not a host failure: another
+ * address would fail the same way.
+ */
+static void body_failed(struct smtp_client *sc, int rc, const char *close_reason)
+{
+    char text[SMTP_REPLY_TEXT_MAX_BYTES];
+    if (rc == STORE_NOT_FOUND)
+        snprintf(text, sizeof(text), "the message left the queue during delivery");
+    else
+        snprintf(text, sizeof(text), "the message cannot be read from the store (%s: %s)",
+                 postern_strerror(rc), store_errmsg(sc->store));
+    decide_accepted(sc, SMTP_RCPT_DEFER, 0, text);
+    struct smtp_client_result res = {0};
+    report(sc, &res);
+    conn_abort(sc->conn, close_reason);
+}
+
 static void start_body(struct smtp_client *sc)
 {
     int64_t size = 0;
     int rc = store_queue_body_open(sc->store, sc->message_id, SMTP_CLIENT_BODY_HOLD_MS, &sc->reader,
                                    &size);
     if (rc != STORE_OK) {
-        /* Dropped meanwhile: abort without the final dot, so nothing is delivered. */
-        decide_accepted(sc, SMTP_RCPT_DEFER, 0, "the message left the queue during delivery");
-        struct smtp_client_result res = {0};
-        report(sc, &res);
-        conn_abort(sc->conn, "body-gone");
+        /* Dropped meanwhile, or unreadable: abort without the final dot, so nothing is
+         * delivered. Either way it is our store's doing, not the host's. */
+        body_failed(sc, rc, rc == STORE_NOT_FOUND ? "body-gone" : "body-read-failed");
         return;
     }
     dotstuff_init(&sc->ds);
@@ -473,11 +492,7 @@ static void pump_body(struct smtp_client *sc)
             size_t n = 0;
             int rc = store_body_read(sc->reader, sc->in, sizeof(sc->in), &n);
             if (rc != STORE_OK) {
-                decide_accepted(sc, SMTP_RCPT_DEFER, 0,
-                                "the message could not be read during delivery");
-                struct smtp_client_result res = {0};
-                report(sc, &res);
-                conn_abort(c, "body-read-failed");
+                body_failed(sc, rc, "body-read-failed");
                 return;
             }
             sc->in_off = 0;

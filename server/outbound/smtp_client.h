@@ -38,6 +38,9 @@
  * by default; downgrading to quoted-printable would change the signed bytes, and bouncing would
  * punish the sender for the receiver's age).
  *
+ * A body that cannot be read from the store once DATA was accepted defers the accepted
+ * recipients with a text naming the store, and is not a host failure either.
+ *
  * Return-Path: a first line of the stored body that starts with "Return-Path:" (added by a final
  * delivery, RFC 5321 4.4) is not sent: a relay must not add one.
  *
@@ -155,9 +158,11 @@ struct smtp_client;
 
 /*
  * Starts the transaction: scans the body (size, 8-bit octets, a Return-Path line) and connects.
- * 0 and *out, then done runs exactly once, later, unless smtp_client_cancel is called first. A
- * negative code (the body is gone: STORE_NOT_FOUND; the connection could not be started; memory),
- * then done never runs and *out is NULL.
+ * 0 and *out, then done runs exactly once, later, unless smtp_client_cancel is called first. Or
+ * a negative code, then done never runs and *out is NULL; the code tells whose failure it was
+ * (common/error.h): a STORE_* code when the body could not be read (STORE_NOT_FOUND: it left the
+ * queue; store_errmsg(store) has the detail), which says nothing about the host, or an errno or
+ * libuv code when memory ran out or the connection could not be started.
  */
 int smtp_client_start(const struct smtp_client_params *p, struct smtp_client **out);
 /*

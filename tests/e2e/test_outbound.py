@@ -1,4 +1,4 @@
-"""Outbound delivery against the real binary (issue 6): the queue runner and the SMTP client,
+"""Outbound delivery against the real binary: the queue runner and the SMTP client,
 with an SMTP sink on loopback playing the smarthost or the MX host, and a DNS responder on
 loopback answering for the test domains (outbound_fakes.py).
 
@@ -70,8 +70,9 @@ class OutboundTest(PosternTest):
         self.write_config(f"[relay]\nsmarthost = 127.0.0.1:{self.sink.port}\n"
                           f"dns_server = 127.0.0.1:{self.dns.port}\n" + extra)
 
-    def enqueue(self, recipients, sender=SENDER, body=BODY):
-        """Stores one message queued for recipients, as the SMTP session would. Returns ids."""
+    def enqueue(self, recipients, sender=SENDER, body=BODY, size=None):
+        """Stores one message queued for recipients, as the SMTP session would. Returns ids.
+        size defaults to len(body); give it for a body that is not bytes."""
         if not os.path.exists(self.db):
             self.ok("domain", "list")  # creates and migrates the database
         now = int(time.time() * 1000)
@@ -79,7 +80,7 @@ class OutboundTest(PosternTest):
         try:
             cur = con.execute(
                 "INSERT INTO messages (sender, size, received_ms, body) VALUES (?, ?, ?, ?)",
-                (sender, len(body), now, body))
+                (sender, len(body) if size is None else size, now, body))
             mid = cur.lastrowid
             ids = []
             for r in recipients:
@@ -319,6 +320,30 @@ class TestMx(OutboundTest):
         wait_for(lambda: [m for m in self.sink.messages if m["mail_from"] == ""], what="bounce")
         wait_for(lambda: [r[1] for r in self.queue_rows()] == ["bob@dest.test"],
                  what="only bob left in the queue")
+
+    def test_unreadable_body_is_a_store_failure(self):
+        """A body the store cannot read is a local store failure, named as one in the log and in
+        the queue's last error (what a bounce would say), never "cannot connect": no host is
+        blamed, and nothing reaches the sink. An integer where the body BLOB belongs makes
+        SQLite refuse to open it, the way a damaged row would."""
+        self.smarthost_config()
+        self.enqueue(["bob@dest.test"], body=42, size=100)
+        self.start_server()
+        self.wait_log("status=deferred")
+        rows = wait_for(lambda: [r for r in self.queue_rows() if r[4] is None], what="unclaimed")
+        self.assertEqual(rows[0][2], 1)
+        err = rows[0][3]
+        self.assertIn("cannot be read from the store", err)
+        self.assertIn("store: database failure", err)
+        self.assertNotIn("connect", err)
+        self.assertNotIn("not permitted", err)
+        log = self.read_log()
+        self.assertIn("event=store-failed", log)
+        self.assertNotIn("event=host-failed", log)
+        (line,) = self.delivery_lines()
+        self.assertIn("status=deferred dsn=4.3.0", line)
+        self.assertIn("relay=none", line)
+        self.assertEqual(self.sink.messages, [])
 
     def test_unreachable_then_retry(self):
         port = free_port()  # nothing listens there yet

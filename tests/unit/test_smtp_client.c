@@ -1,8 +1,10 @@
 /*
  * test_smtp_client.c - the pure pieces of the outbound SMTP client: multi-line reply parsing
  * (RFC 5321 4.2), enhanced status codes (RFC 3463), EHLO keywords, and the smarthost credentials
- * (the password file, the AUTH PLAIN line of RFC 4954 4 / RFC 4616 2). The transaction itself
- * runs against a loopback sink in tests/e2e/test_outbound.py.
+ * (the password file, the AUTH PLAIN line of RFC 4954 4 / RFC 4616 2), and the codes
+ * smtp_client_start returns when the store cannot give the body (store codes, never taken for a
+ * connection's). The transaction itself runs against a loopback sink in
+ * tests/e2e/test_outbound.py, which also checks how the runner reports such a store failure.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,11 +13,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#include "common/error.h"
 #include "server/outbound/smtp_client.h"
+#include "storage/store.h"
 
 struct reply_case {
     const char *name;
@@ -318,13 +323,75 @@ static void test_creds_load(void **state)
     smtp_client_creds_free(&creds); /* NULL: a no-op */
 }
 
+static void no_done(void *arg, const struct smtp_client_result *res)
+{
+    (void)arg;
+    (void)res;
+    fail_msg("done must not run when smtp_client_start fails");
+}
+
+/*
+ * A body the store cannot read fails the start with STORE_ERR, a code that no errno or libuv
+ * code equals, so the runner reports a store failure and blames no host; a message that left the
+ * queue is STORE_NOT_FOUND. The body is read before any connection is made (conns stays unused).
+ */
+static void test_start_store_failure(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/postern-client-XXXXXX", path[64], err[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/db", dir);
+    struct store *st = NULL;
+    assert_int_equal(store_open(path, &st, err, sizeof(err)), STORE_OK);
+    /* An integer where the body BLOB belongs: SQLite refuses to open it as a blob. */
+    assert_int_equal(store_exec_for_tests(st,
+                                          "INSERT INTO messages (id, sender, size, received_ms,"
+                                          " body) VALUES (1, 'a@b.test', 10, 0, 42);"
+                                          "INSERT INTO queue (message_id, sender, recipient,"
+                                          " domain, created_ms, next_attempt_ms)"
+                                          " VALUES (1, 'a@b.test', 'c@d.test', 'd.test', 0, 0);"),
+                     STORE_OK);
+    struct sockaddr_storage addr = {.ss_family = AF_INET};
+    struct smtp_client_rcpt rcpt = {.address = "c@d.test"};
+    struct smtp_client_params p = {
+        .addr = (const struct sockaddr *)&addr,
+        .remote_host = "mx.d.test",
+        .helo_name = "postern.test",
+        .sender = "a@b.test",
+        .rcpts = &rcpt,
+        .n_rcpts = 1,
+        .store = st,
+        .message_id = 1,
+        .done = no_done,
+    };
+    struct smtp_client *c = NULL;
+    int rc = smtp_client_start(&p, &c);
+    assert_null(c);
+    if (rc != STORE_ERR || !postern_err_is_store(rc) || postern_err_is_system(rc))
+        fail_msg("unreadable body: got %d (%s), want STORE_ERR", rc, postern_strerror(rc));
+    assert_string_equal(postern_strerror(rc), "store: database failure");
+    assert_non_null(strstr(store_errmsg(st), "queued message 1"));
+    p.message_id = 2; /* not queued */
+    assert_int_equal(smtp_client_start(&p, &c), STORE_NOT_FOUND);
+    assert_null(c);
+    store_close(&st);
+    char side[80];
+    unlink(path);
+    snprintf(side, sizeof(side), "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof(side), "%s-shm", path);
+    unlink(side);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reply_feed),        cmocka_unit_test(test_reply_long_is_cut),
-        cmocka_unit_test(test_reply_enhanced),    cmocka_unit_test(test_ehlo_parse),
-        cmocka_unit_test(test_ehlo_accumulates),  cmocka_unit_test(test_auth_line),
-        cmocka_unit_test(test_auth_line_longest), cmocka_unit_test(test_creds_load),
+        cmocka_unit_test(test_reply_feed),          cmocka_unit_test(test_reply_long_is_cut),
+        cmocka_unit_test(test_reply_enhanced),      cmocka_unit_test(test_ehlo_parse),
+        cmocka_unit_test(test_ehlo_accumulates),    cmocka_unit_test(test_auth_line),
+        cmocka_unit_test(test_auth_line_longest),   cmocka_unit_test(test_creds_load),
+        cmocka_unit_test(test_start_store_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
