@@ -76,7 +76,7 @@ struct tls_ctx;
 /* How long the body reader may keep its blob open between reads (storage/queue.h). */
 #define SMTP_CLIENT_BODY_HOLD_MS 1000
 
-/* ---- smarthost credentials ---- */
+/* ---- smarthost credentials (smtp_client_creds.c) ---- */
 
 /* The password file's first line, without its line ending, is at most this long. */
 #define SMTP_CLIENT_PASSWORD_MAX_BYTES 1024
