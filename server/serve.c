@@ -49,6 +49,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/password.h"
+#include "common/util.h"
 #include "server/app.h"
 #include "server/auth/auth.h"
 #include "server/net/conn.h"
@@ -78,7 +79,7 @@ struct server {
     struct tls_ctx *tls;            /* owned reference; NULL without [tls] */
     struct conn_set *conns;         /* owned */
     struct listener_set *listeners; /* owned */
-    struct queue_runner *runner;    /* owned: outbound delivery (issue 6) */
+    struct queue_runner *runner;    /* owned: outbound delivery */
     uv_signal_t signals[3];         /* SIGTERM, SIGINT, SIGHUP */
     size_t signals_open;            /* initialised (and not yet closed) entries of signals */
     uv_timer_t housekeeping;
@@ -98,7 +99,7 @@ static int purge_run(struct store *st, struct writer_job *job)
 
 static void purge_done(struct writer_job *job, int status)
 {
-    struct server *srv = (struct server *)((char *)job - offsetof(struct server, purge_job));
+    struct server *srv = container_of(job, struct server, purge_job);
     srv->purge_busy = false;
     if (status != 0)
         log_warn("store", 0, "event=purge-failed status=%d error=\"%s\"", status,
@@ -130,7 +131,7 @@ static void on_connections_closed(void *arg)
     /* Every job already handed to the writer is committed and answered before we go. */
     srv->app.writer = NULL;
     writer_stop(&srv->writer);
-    queue_runner_free(&srv->runner); /* issue 6: after writer_stop delivered its last callbacks */
+    queue_runner_free(&srv->runner); /* after writer_stop delivered its last callbacks */
 }
 
 static void shutdown_server(struct server *srv, const char *why)

@@ -12,8 +12,8 @@
  * functions (storage/ code) do the work. It never touches the loop except with uv_async_send.
  *
  * Ownership: a struct writer_job is owned by the submitter, normally embedded in a bigger struct
- * (container_of style); the writer borrows it from writer_submit until done is called, and never
- * touches it afterwards, so done may free it or submit it again.
+ * (container_of, common/util.h); the writer borrows it from writer_submit until done is called, and
+ * never touches it afterwards, so done may free it or submit it again.
  */
 #ifndef POSTERN_WRITER_H
 #define POSTERN_WRITER_H

@@ -20,9 +20,8 @@
 
 #include "common/pure/cidr.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "storage/store.h"
-
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* ======================================================================== verification */
 

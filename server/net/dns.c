@@ -40,9 +40,8 @@
 
 #include "common/pure/address.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "server/net/dns_answer.h"
-
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* RFC 1035 3.2.2 and 3.2.4, RFC 3596 2.1. */
 #define DNS_CLASS_IN  1

@@ -82,7 +82,7 @@ static void log_results(const struct delivery *d)
 /* Writer thread: record every recipient's result. */
 static int record_run(struct store *st, struct writer_job *job)
 {
-    struct delivery *d = CONTAINER_OF(job, struct delivery, job);
+    struct delivery *d = container_of(job, struct delivery, job);
     size_t n_ids = 0;
     d->route = STORE_BOUNCE_NONE;
     for (size_t i = 0; i < d->n; i++) {
@@ -165,7 +165,7 @@ static const char *route_name(enum store_bounce_route route)
 
 static void record_done(struct writer_job *job, int status)
 {
-    struct delivery *d = CONTAINER_OF(job, struct delivery, job);
+    struct delivery *d = container_of(job, struct delivery, job);
     d->job_busy = false;
     if (status != 0) {
         /* Nothing was written: the claims stay until the lease runs out or the next start. */

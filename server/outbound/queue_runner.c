@@ -25,6 +25,7 @@
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "server/app.h"
 #include "server/net/dns.h"
 #include "server/net/tls.h"
@@ -85,13 +86,13 @@ int queue_runner_submit(struct queue_runner *r, struct writer_job *job)
 
 static int release_run(struct store *st, struct writer_job *job)
 {
-    struct release_job *rj = CONTAINER_OF(job, struct release_job, job);
+    struct release_job *rj = container_of(job, struct release_job, job);
     return store_queue_release(st, rj->ids, rj->n);
 }
 
 static void release_done(struct writer_job *job, int status)
 {
-    struct release_job *rj = CONTAINER_OF(job, struct release_job, job);
+    struct release_job *rj = container_of(job, struct release_job, job);
     struct queue_runner *r = rj->r;
     if (status != 0)
         log_warn("queue", 0, "event=release-failed entries=%zu status=%d error=\"%s\"", rj->n,
@@ -233,7 +234,7 @@ static void schedule_next(struct queue_runner *r)
 
 static int claim_run(struct store *st, struct writer_job *job)
 {
-    struct queue_runner *r = CONTAINER_OF(job, struct queue_runner, claim_job);
+    struct queue_runner *r = container_of(job, struct queue_runner, claim_job);
     /* Only the job's own fields are read here (the loop changes the rest meanwhile): the
      * concurrency limits are applied at done. */
     return store_queue_claim_due(st, store_now_ms(), STORE_QUEUE_LEASE_MS,
@@ -252,7 +253,7 @@ static void free_skip(struct queue_runner *r)
 
 static void claim_done(struct writer_job *job, int status)
 {
-    struct queue_runner *r = CONTAINER_OF(job, struct queue_runner, claim_job);
+    struct queue_runner *r = container_of(job, struct queue_runner, claim_job);
     r->claim_busy = false;
     r->jobs--;
     free_skip(r);
@@ -351,13 +352,13 @@ static void on_timer(uv_timer_t *t)
 
 static int start_run(struct store *st, struct writer_job *job)
 {
-    struct queue_runner *r = CONTAINER_OF(job, struct queue_runner, start_job);
+    struct queue_runner *r = container_of(job, struct queue_runner, start_job);
     return store_queue_release_stale(st, store_now_ms(), &r->released_stale);
 }
 
 static void start_done(struct writer_job *job, int status)
 {
-    struct queue_runner *r = CONTAINER_OF(job, struct queue_runner, start_job);
+    struct queue_runner *r = container_of(job, struct queue_runner, start_job);
     r->jobs--;
     if (status != 0)
         log_error("queue", 0, "event=release-stale-failed status=%d error=\"%s\"", status,

@@ -33,13 +33,12 @@
 #include "server/net/dns.h"
 #include "server/outbound/queue_runner.h"
 #include "server/outbound/smtp_client.h"
+#include "common/util.h"
 #include "storage/queue.h"
 #include "storage/store.h"
 #include "storage/writer.h"
 
 #define RELAY_TEXT_BYTES (DNS_HOST_MAX_BYTES + 64)
-
-#define CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 enum delivery_phase {
     PH_ROUTING = 0, /* DNS and SMTP */

@@ -28,14 +28,13 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/password.h"
+#include "common/util.h"
 #include "server/app.h"
 #include "server/relay/relay_facts.h"
 #include "common/pure/relay_policy.h"
 #include "server/smtp/smtp_internal.h"
 #include "server/net/tls.h"
 #include "storage/store.h"
-
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* ---- transaction bookkeeping ----------------------------------------------------------------- */
 

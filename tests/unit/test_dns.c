@@ -31,12 +31,11 @@
 #include <uv.h>
 
 #include "common/log.h"
+#include "common/util.h"
 #include "server/net/dns.h"
 
-#define ARRAY_LEN(a)                    (sizeof(a) / sizeof((a)[0]))
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
-
-#define WATCHDOG_MS 20000
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define WATCHDOG_MS  20000
 /* The resolver of most tests: quick enough when something is dropped by mistake. */
 #define TEST_TIMEOUT_MS 500
 #define TEST_TRIES      2

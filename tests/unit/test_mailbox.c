@@ -30,11 +30,10 @@
 #include <sqlite3.h>
 #include <uv.h>
 
+#include "common/util.h"
 #include "storage/mailbox.h"
 #include "storage/store.h"
 #include "storage/writer.h"
-
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 #define N_USERS     4
 #define BIG_BYTES   (20u * 1024 * 1024)

@@ -30,10 +30,9 @@
 #include <uv.h>
 
 #include "common/log.h"
+#include "common/util.h"
 #include "storage/store.h"
 #include "storage/writer.h"
-
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 #define WATCHDOG_MS     60000
 #define GATE_TIMEOUT_MS 30000
