@@ -19,7 +19,8 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
+
+#include "common/clock.h"
 
 /* Page cache of a reader's private connection (KiB when negative): a body is read once. */
 #define BODY_READER_CACHE_PRAGMA "PRAGMA cache_size = -64"
@@ -38,14 +39,6 @@ struct store_body_reader {
     int64_t blob_opened_ms; /* monotonic, when blob was opened */
     bool failed;            /* a read failed: only close is allowed */
 };
-
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-        return 0;
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int reader_fail(struct store_body_reader *r, const char *doing)
 {
@@ -109,7 +102,7 @@ static int reader_attach(struct store_body_reader *r)
     }
     r->message_id = message_id;
     r->size_bytes = size;
-    r->blob_opened_ms = monotonic_ms();
+    r->blob_opened_ms = clock_monotonic_ms();
     return STORE_OK;
 }
 
@@ -165,7 +158,7 @@ int store_body_read(struct store_body_reader *r, void *buf, size_t cap, size_t *
     }
     if (r->offset_bytes >= r->size_bytes || cap == 0)
         return STORE_OK;
-    if (r->blob != NULL && monotonic_ms() - r->blob_opened_ms >= r->hold_ms)
+    if (r->blob != NULL && clock_monotonic_ms() - r->blob_opened_ms >= r->hold_ms)
         reader_drop_blob(r); /* let the WAL move on; the next line takes a fresh snapshot */
     int status = r->blob == NULL ? reader_attach(r) : STORE_OK;
     if (status == STORE_OK) {

@@ -8,18 +8,15 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
+#include "common/clock.h"
 #include "storage/schema.h"
 
 _Static_assert(SCHEMA_VERSION == STORE_SCHEMA_VERSION, "store.h and schema.h agree");
 
 int64_t store_now_ms(void)
 {
-    struct timespec ts;
-    if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
-        return 0;
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_wall_ms();
 }
 
 int store_fail(struct store *s, const char *what)

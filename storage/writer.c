@@ -26,6 +26,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "storage/store.h"
 
@@ -71,14 +72,6 @@ static void writer_lock(struct writer *w)
 static void writer_unlock(struct writer *w)
 {
     must(pthread_mutex_unlock(&w->mu), "pthread_mutex_unlock");
-}
-
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-        return 0;
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void pause_ms(int64_t ms)
@@ -144,7 +137,7 @@ fail:
  * *stats (the thread's own copy of this batch's numbers). */
 static void batch_run(struct writer *w, struct writer_job *batch, struct writer_stats *stats)
 {
-    int64_t start_ms = monotonic_ms();
+    int64_t start_ms = clock_monotonic_ms();
     uint64_t n = 0;
     for (struct writer_job *j = batch; j != NULL; j = j->next)
         n++;
@@ -166,7 +159,7 @@ static void batch_run(struct writer *w, struct writer_job *batch, struct writer_
         else if (j->status < 0)
             failed++;
     }
-    int64_t ms = monotonic_ms() - start_ms;
+    int64_t ms = clock_monotonic_ms() - start_ms;
     if (rc != 0) {
         attempt = WRITER_BATCH_ATTEMPTS;
         stats->batches_failed++;

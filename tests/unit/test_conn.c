@@ -42,6 +42,7 @@
 
 #include <uv.h>
 
+#include "common/clock.h"
 #include "common/pure/buf.h"
 #include "server/net/conn.h"
 #include "server/net/tls.h"
@@ -283,9 +284,7 @@ struct client {
 
 static uint64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return (uint64_t)clock_monotonic_ms();
 }
 
 static void client_append(struct client *cl, const void *p, size_t n)
