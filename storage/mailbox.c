@@ -30,30 +30,9 @@
 /* A snapshot array starts with room for this many entries and doubles. */
 #define MAILBOX_SNAPSHOT_FIRST 64
 
-/* ---- a nested savepoint: each call is atomic inside whatever the caller has open ---- */
-
-static int sp_begin(struct store *s)
-{
-    return store_exec(s, "SAVEPOINT mailbox");
-}
-
-static int sp_release(struct store *s)
-{
-    return store_exec(s, "RELEASE mailbox");
-}
-
-/* Undoes this call's changes and keeps the error text of the failure that caused it. An error
- * that already rolled back the whole transaction (I/O error, disk full) leaves no savepoint. */
-static void sp_undo(struct store *s)
-{
-    char why[STORE_ERRMSG_BYTES];
-    memcpy(why, s->errmsg, sizeof(why));
-    if (!sqlite3_get_autocommit(s->db)) {
-        if (store_exec(s, "ROLLBACK TO mailbox") == STORE_OK)
-            (void)store_exec(s, "RELEASE mailbox");
-    }
-    memcpy(s->errmsg, why, sizeof(why));
-}
+/* Each call below is atomic inside whatever the caller has open: its own savepoint, named after
+ * this file (store_internal.h). */
+#define SP_NAME "mailbox"
 
 /* ---- delivery ---- */
 
@@ -224,7 +203,7 @@ int store_deliver(struct store *s, struct store_delivery *d)
         status = read_uidl_tag(s, tag, sizeof(tag));
     if (status != STORE_OK)
         return status;
-    if (sp_begin(s) != STORE_OK)
+    if (store_sp_begin(s, SP_NAME) != STORE_OK)
         return STORE_ERR;
     int64_t message_id = 0;
     status = insert_message(s, d, &message_id);
@@ -233,9 +212,9 @@ int store_deliver(struct store *s, struct store_delivery *d)
     for (size_t i = 0; status == STORE_OK && i < d->n_remote; i++)
         status = insert_queue_row(s, d, message_id, d->remote_rcpts[i]);
     if (status == STORE_OK)
-        status = sp_release(s);
+        status = store_sp_release(s, SP_NAME);
     if (status != STORE_OK) {
-        sp_undo(s);
+        (void)store_sp_undo(s, SP_NAME);
         return status;
     }
     d->message_id_out = message_id;
@@ -327,7 +306,7 @@ int store_mailbox_delete(struct store *s, int64_t user_id, const int64_t *entry_
         snprintf(s->errmsg, sizeof(s->errmsg), "mailbox delete: no id array");
         return STORE_ERR;
     }
-    if (sp_begin(s) != STORE_OK)
+    if (store_sp_begin(s, SP_NAME) != STORE_OK)
         return STORE_ERR;
     /* The user_id condition is what keeps one user from deleting another's mail. */
     sqlite3_stmt *st = store_prepare(s, "DELETE FROM mailbox WHERE id = ?1 AND user_id = ?2");
@@ -342,9 +321,9 @@ int store_mailbox_delete(struct store *s, int64_t user_id, const int64_t *entry_
             deleted += (size_t)sqlite3_changes(s->db);
     }
     if (status == STORE_OK)
-        status = sp_release(s);
+        status = store_sp_release(s, SP_NAME);
     if (status != STORE_OK) {
-        sp_undo(s);
+        (void)store_sp_undo(s, SP_NAME);
         return status;
     }
     *deleted_out = deleted;

@@ -54,30 +54,9 @@ bool store_queue_is_expired(int64_t created_ms, int64_t now_ms, int64_t max_age_
     return (uint64_t)now_ms - (uint64_t)created_ms >= (uint64_t)max_age_ms;
 }
 
-/* ---- a nested savepoint: each call is atomic inside whatever the caller has open ---- */
-
-static int sp_begin(struct store *s)
-{
-    return store_exec(s, "SAVEPOINT queue");
-}
-
-static int sp_release(struct store *s)
-{
-    return store_exec(s, "RELEASE queue");
-}
-
-/* Undoes this call's changes and keeps the error text of the failure that caused it. An error
- * that already rolled back the whole transaction leaves no savepoint to roll back to. */
-static void sp_undo(struct store *s)
-{
-    char why[STORE_ERRMSG_BYTES];
-    memcpy(why, s->errmsg, sizeof(why));
-    if (!sqlite3_get_autocommit(s->db)) {
-        if (store_exec(s, "ROLLBACK TO queue") == STORE_OK)
-            (void)store_exec(s, "RELEASE queue");
-    }
-    memcpy(s->errmsg, why, sizeof(why));
-}
+/* Each call below is atomic inside whatever the caller has open: its own savepoint, named after
+ * this file (store_internal.h). */
+#define SP_NAME "queue"
 
 static int fail_text(struct store *s, int status, const char *what)
 {
@@ -266,7 +245,7 @@ int store_queue_claim_due(struct store *s, int64_t now_ms, int64_t lease_ms, siz
     if (lease_ms < 0)
         lease_ms = 0;
     int64_t stale_ms = now_ms >= INT64_MIN + lease_ms ? now_ms - lease_ms : INT64_MIN;
-    if (sp_begin(s) != STORE_OK) {
+    if (store_sp_begin(s, SP_NAME) != STORE_OK) {
         free(skip);
         return STORE_ERR;
     }
@@ -302,9 +281,9 @@ int store_queue_claim_due(struct store *s, int64_t now_ms, int64_t lease_ms, siz
         }
     }
     if (status == STORE_OK)
-        status = sp_release(s);
+        status = store_sp_release(s, SP_NAME);
     if (status != STORE_OK) {
-        sp_undo(s);
+        (void)store_sp_undo(s, SP_NAME);
         store_queue_claims_free(out);
     }
     return status;
@@ -319,13 +298,13 @@ int store_queue_release(struct store *s, const int64_t *ids, size_t n)
     sqlite3_stmt *st = store_prepare(s, "UPDATE queue SET claimed_ms = NULL WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
-    if (sp_begin(s) != STORE_OK)
+    if (store_sp_begin(s, SP_NAME) != STORE_OK)
         return STORE_ERR;
     int status = each_id(s, st, ids, n, "release queue entry", NULL);
     if (status == STORE_OK)
-        status = sp_release(s);
+        status = store_sp_release(s, SP_NAME);
     if (status != STORE_OK)
-        sp_undo(s);
+        (void)store_sp_undo(s, SP_NAME);
     return status;
 }
 
@@ -363,14 +342,14 @@ int store_queue_delivered(struct store *s, const int64_t *ids, size_t n, size_t 
     sqlite3_stmt *st = store_prepare(s, "DELETE FROM queue WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
-    if (sp_begin(s) != STORE_OK)
+    if (store_sp_begin(s, SP_NAME) != STORE_OK)
         return STORE_ERR;
     size_t deleted = 0;
     int status = each_id(s, st, ids, n, "delete delivered queue entry", &deleted);
     if (status == STORE_OK)
-        status = sp_release(s);
+        status = store_sp_release(s, SP_NAME);
     if (status != STORE_OK) {
-        sp_undo(s);
+        (void)store_sp_undo(s, SP_NAME);
         return status;
     }
     if (deleted_out != NULL)
@@ -598,7 +577,7 @@ int store_queue_fail(struct store *s, struct store_queue_failure *f)
     bool *keep = calloc(f->n, sizeof(*keep));
     if (keep == NULL)
         return fail_text(s, STORE_ERR, "fail: out of memory");
-    if (sp_begin(s) != STORE_OK) {
+    if (store_sp_begin(s, SP_NAME) != STORE_OK) {
         free(keep);
         return STORE_ERR;
     }
@@ -657,9 +636,9 @@ int store_queue_fail(struct store *s, struct store_queue_failure *f)
         }
     }
     if (status == STORE_OK)
-        status = sp_release(s);
+        status = store_sp_release(s, SP_NAME);
     if (status != STORE_OK) {
-        sp_undo(s);
+        (void)store_sp_undo(s, SP_NAME);
         f->route_out = STORE_BOUNCE_NONE;
         f->bounce_message_id_out = 0;
     } else {

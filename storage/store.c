@@ -148,21 +148,65 @@ int store_rollback(struct store *s)
     return store_exec(s, "ROLLBACK");
 }
 
+/* Longest savepoint statement: "ROLLBACK TO " and a short name. */
+#define STORE_SP_SQL_BYTES 64
+
+/* Runs verb followed by the savepoint's name ("RELEASE mailbox"). */
+static int sp_exec(struct store *s, const char *verb, const char *name)
+{
+    char sql[STORE_SP_SQL_BYTES];
+    int n = snprintf(sql, sizeof(sql), "%s %s", verb, name);
+    if (n < 0 || (size_t)n >= sizeof(sql)) {
+        snprintf(s->errmsg, sizeof(s->errmsg), "savepoint name too long: %.32s", name);
+        return STORE_ERR;
+    }
+    return store_exec(s, sql);
+}
+
+int store_sp_begin(struct store *s, const char *name)
+{
+    return sp_exec(s, "SAVEPOINT", name);
+}
+
+int store_sp_release(struct store *s, const char *name)
+{
+    return sp_exec(s, "RELEASE", name);
+}
+
+int store_sp_undo(struct store *s, const char *name)
+{
+    char why[STORE_ERRMSG_BYTES];
+    memcpy(why, s->errmsg, sizeof(why));
+    /* No transaction left: SQLite rolled everything back itself, savepoint included. */
+    if (sqlite3_get_autocommit(s->db))
+        return STORE_ERR;
+    int status = sp_exec(s, "ROLLBACK TO", name);
+    if (status == STORE_OK)
+        status = sp_exec(s, "RELEASE", name);
+    if (status == STORE_OK) {
+        memcpy(s->errmsg, why, sizeof(why));
+        return STORE_OK;
+    }
+    char cleanup[STORE_ERRMSG_BYTES];
+    memcpy(cleanup, s->errmsg, sizeof(cleanup));
+    snprintf(s->errmsg, sizeof(s->errmsg), "%.300s (undo failed: %.180s)", why, cleanup);
+    return STORE_ERR;
+}
+
+/* The writer's savepoint around each job of a batch. */
 int store_savepoint(struct store *s)
 {
-    return store_exec(s, "SAVEPOINT job");
+    return store_sp_begin(s, "job");
 }
 
 int store_savepoint_release(struct store *s)
 {
-    return store_exec(s, "RELEASE job");
+    return store_sp_release(s, "job");
 }
 
 int store_savepoint_rollback(struct store *s)
 {
-    if (store_exec(s, "ROLLBACK TO job") != STORE_OK)
-        return STORE_ERR;
-    return store_exec(s, "RELEASE job");
+    return store_sp_undo(s, "job");
 }
 
 static int read_user_version(struct store *s, int *version_out)

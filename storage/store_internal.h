@@ -38,6 +38,25 @@ int store_exec(struct store *s, const char *sql);
  * Resets the statement; STORE_OK, or STORE_ERR with the error recorded under `what`. */
 int store_rows_end(struct store *s, sqlite3_stmt *st, int rc, const char *what);
 
+/*
+ * Named savepoints: the one way a storage/ function makes its own changes atomic inside whatever
+ * the caller has open (the writer's batch transaction and per-job savepoint, or nothing: then the
+ * savepoint is the transaction). name is a string literal of letters and underscores, one per
+ * caller family ("mailbox", "queue", "job"), so that releasing an inner savepoint can never
+ * release an outer one with the same name by mistake.
+ *   store_sp_begin    SAVEPOINT name
+ *   store_sp_release  RELEASE name: keeps the changes (they commit with the outer transaction)
+ *   store_sp_undo     ROLLBACK TO name, then RELEASE name: drops the changes since begin
+ * store_sp_undo is called after a failure and keeps that failure's text in s->errmsg, so the
+ * caller reports why it failed rather than how the cleanup went; if the cleanup fails too, its
+ * reason is appended. It returns STORE_OK once the savepoint is gone, STORE_ERR when it could not
+ * be rolled back, including when an error (I/O error, disk full) already rolled back the whole
+ * transaction and no savepoint is left: a batch must then stop, not carry on in autocommit.
+ */
+int store_sp_begin(struct store *s, const char *name);
+int store_sp_release(struct store *s, const char *name);
+int store_sp_undo(struct store *s, const char *name);
+
 /* Opens a body reader (body_reader.c). lookup_sql returns (message id, size) of the body to read
  * given key1 as ?1 and, when it has a second parameter, key2 as ?2; no row means "gone". what
  * names it in error texts ("mailbox entry 5 of user 3"). */

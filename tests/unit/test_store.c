@@ -417,6 +417,28 @@ static void test_transactions_and_savepoints(void **state)
     assert_int_equal(store_rollback(f->s), STORE_OK);
 }
 
+/* Undoing a savepoint after a failure keeps the failure's text: the caller reports why it failed,
+ * not how the cleanup went. With no transaction left there is nothing to undo, and it says so. */
+static void test_savepoint_undo_keeps_the_cause(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_ok(f);
+    assert_int_equal(store_domain_add(f->s, "dup.test"), STORE_OK);
+    assert_int_equal(store_begin(f->s), STORE_OK);
+    assert_int_equal(store_savepoint(f->s), STORE_OK);
+    assert_int_equal(store_domain_add(f->s, "new.test"), STORE_OK);
+    assert_int_equal(store_domain_add(f->s, "dup.test"), STORE_EXISTS);
+    char cause[512];
+    snprintf(cause, sizeof(cause), "%s", store_errmsg(f->s));
+    assert_non_null(strstr(cause, "add domain"));
+    assert_int_equal(store_savepoint_rollback(f->s), STORE_OK);
+    assert_string_equal(store_errmsg(f->s), cause);
+    assert_int_equal(store_commit(f->s), STORE_OK);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM domains WHERE name='new.test'"), 0);
+    /* Outside any transaction no savepoint can be left to roll back to. */
+    assert_int_not_equal(store_savepoint_rollback(f->s), STORE_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -433,6 +455,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_window_count_relayed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_drop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transactions_and_savepoints, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_savepoint_undo_keeps_the_cause, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
