@@ -15,9 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <sodium.h>
+
+#include "common/pure/date.h"
 
 /* Continuation lines of the human-readable text are indented by this. */
 #define DSN_TEXT_INDENT "    "
@@ -285,24 +286,6 @@ static void ob_folded(struct obuf *b, const char *first, const char *value, cons
 
 /* ---- dates and status codes ---- */
 
-/* RFC 5322 3.3 date-time in UTC, e.g. "Tue, 04 Jun 2024 12:00:00 +0000"; day and month names are
- * spelled here rather than by strftime so the locale cannot change them. */
-static void rfc5322_date(int64_t ms, char *out, size_t outlen)
-{
-    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    time_t t = (time_t)(ms > 0 ? ms / 1000 : 0);
-    struct tm tm;
-    if (gmtime_r(&t, &tm) == NULL || tm.tm_year + 1900 > 9999 || tm.tm_wday < 0 || tm.tm_wday > 6 ||
-        tm.tm_mon < 0 || tm.tm_mon > 11) {
-        snprintf(out, outlen, "Thu, 01 Jan 1970 00:00:00 +0000");
-        return;
-    }
-    snprintf(out, outlen, "%s, %02d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday], tm.tm_mday,
-             months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-}
-
 /* Length of an RFC 3463 status code at s ("c.s.d": class 2, 4 or 5, then 1-3 digits twice) that
  * ends at a space or the end of the text; 0 when there is none. */
 static size_t status_code_len(const char *s)
@@ -518,10 +501,10 @@ static int ob_text_part(struct obuf *b, const struct dsn_info *info, const char 
 /* RFC 3464 2.2 and 2.3: per-message fields, then one group of per-recipient fields each. */
 static int ob_status_part(struct obuf *b, const struct dsn_info *info, const char *host)
 {
-    char date[64];
+    char date[DATE_RFC5322_BYTES];
     ob_printf(b, "Reporting-MTA: dns; %s\r\n", host);
     if (info->arrival_ms > 0) {
-        rfc5322_date(info->arrival_ms, date, sizeof(date));
+        date_rfc5322(info->arrival_ms, date, sizeof(date));
         ob_printf(b, "Arrival-Date: %s\r\n", date);
     }
     for (size_t i = 0; i < info->n_rcpts; i++) {
@@ -549,7 +532,7 @@ static int ob_status_part(struct obuf *b, const struct dsn_info *info, const cha
                 diag, " ");
         free(diag);
         if (r->last_attempt_ms > 0) {
-            rfc5322_date(r->last_attempt_ms, date, sizeof(date));
+            date_rfc5322(r->last_attempt_ms, date, sizeof(date));
             ob_printf(b, "Last-Attempt-Date: %s\r\n", date);
         }
         if (v.failed)
@@ -562,10 +545,10 @@ static int ob_status_part(struct obuf *b, const struct dsn_info *info, const cha
 static int assemble(struct obuf *b, const struct dsn_info *info, const char *host,
                     const char *boundary, const unsigned char *headers, size_t headers_len)
 {
-    char date[64];
+    char date[DATE_RFC5322_BYTES];
     char id[2 * DSN_RANDOM_BYTES + 1];
     hex_random(id, DSN_RANDOM_BYTES);
-    rfc5322_date(info->now_ms, date, sizeof(date));
+    date_rfc5322(info->now_ms, date, sizeof(date));
 
     if (info->return_path)
         ob_str(b, "Return-Path: <>\r\n");

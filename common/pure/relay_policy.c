@@ -15,9 +15,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "common/log.h"
+#include "common/pure/date.h"
 
 /* "postmaster", the one local part every mail domain must accept (RFC 5321 4.5.1). */
 static const char POSTMASTER_LOCAL[] = "postmaster";
@@ -245,14 +245,6 @@ static void escape_path(enum address_path_kind kind, const struct address *a, ch
     log_escape(buf, len, text, strlen(text));
 }
 
-static void format_time_ms(int64_t ms, char *buf, size_t len)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    if (gmtime_r(&t, &tm) == NULL || strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-        snprintf(buf, len, "%" PRId64, ms);
-}
-
 void relay_format_log(const struct relay_facts *f, const struct relay_decision *d, char *buf,
                       size_t len)
 {
@@ -291,7 +283,7 @@ void relay_format_log(const struct relay_facts *f, const struct relay_decision *
                                           d->reason == RELAY_REASON_SENDER_NOT_OWNED);
     if (window_consulted) {
         char when[32];
-        format_time_ms(f->window_expires_ms, when, sizeof(when));
+        date_iso8601(f->window_expires_ms, when, sizeof(when));
         append(buf, len, &used, " expires=%s relayed=%" PRId64 "/%u", when, f->window_relayed,
                f->window_max_recipients);
     }

@@ -7,7 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
+
+#include "common/pure/date.h"
 
 static bool is_alnum(char c)
 {
@@ -203,23 +204,6 @@ const char *smtp_with_type(bool esmtp, bool tls, bool auth)
     return auth ? "ESMTPA" : "ESMTP";
 }
 
-char *smtp_format_date(int64_t time_ms, char *buf, size_t len)
-{
-    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    time_t t = (time_t)(time_ms / 1000);
-    struct tm tm;
-    buf[0] = '\0';
-    /* Names written out rather than strftime %a/%b: RFC 5322 wants English whatever the locale. */
-    if (gmtime_r(&t, &tm) == NULL || tm.tm_wday < 0 || tm.tm_wday > 6 || tm.tm_mon < 0 ||
-        tm.tm_mon > 11)
-        return buf;
-    snprintf(buf, len, "%s, %02d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday], tm.tm_mday,
-             months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-    return buf;
-}
-
 /* Comment text (RFC 5322 3.2.2 ctext) made safe: printable ASCII without ( ) \ ; max octets. */
 static void comment_sanitize(const char *in, char *out, size_t max)
 {
@@ -237,11 +221,11 @@ int smtp_trace_headers(const struct smtp_received *r, const char *return_path, c
     char helo[SMTP_HELO_MAX_BYTES + 1];
     char tls[128];
     char identity[ADDRESS_STRLEN + 64];
-    char date[SMTP_DATE_MAX_BYTES];
+    char date[DATE_RFC5322_BYTES];
     smtp_helo_sanitize(r->helo != NULL ? r->helo : "", helo, sizeof(helo));
     comment_sanitize(r->tls != NULL ? r->tls : "", tls, sizeof(tls) - 1);
     comment_sanitize(r->identity != NULL ? r->identity : "", identity, sizeof(identity) - 1);
-    smtp_format_date(r->time_ms, date, sizeof(date));
+    date_rfc5322(r->time_ms, date, sizeof(date));
     bool v6 = strchr(r->peer_ip, ':') != NULL;
 
     size_t off = 0;

@@ -40,8 +40,6 @@ const char *smtp_parse_strerror(int code);
 #define SMTP_HELO_MAX_BYTES 255
 /* Room for a Received header plus Return-Path: fits smtp_data's reserve. */
 #define SMTP_TRACE_MAX_BYTES 2048
-/* "Tue, 01 Jan 2024 00:00:00 +0000" and its NUL. */
-#define SMTP_DATE_MAX_BYTES 40
 
 /*
  * Parses the argument of MAIL ("FROM:<path> params") or RCPT ("TO:<path> params"): keyword is
@@ -83,10 +81,6 @@ char *smtp_helo_sanitize(const char *in, char *out, size_t outlen);
 /* RFC 3848 with-type: SMTP (HELO), ESMTP, ESMTPS (TLS), ESMTPA (AUTH), ESMTPSA (both). A session
  * that said HELO has no AUTH or STARTTLS (both are EHLO extensions), so HELO is always SMTP. */
 const char *smtp_with_type(bool esmtp, bool tls, bool auth);
-
-/* RFC 5322 3.3 date-time in UTC, "Tue, 01 Jan 2024 00:00:00 +0000", into buf (at least
- * SMTP_DATE_MAX_BYTES). Returns buf ("" if the time cannot be converted). */
-char *smtp_format_date(int64_t time_ms, char *buf, size_t len);
 
 /* What goes into the Received header; every string is borrowed. */
 struct smtp_received {

@@ -18,12 +18,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/config.h"
 #include "common/password.h"
 #include "common/pure/address.h"
 #include "common/pure/cidr.h"
+#include "common/pure/date.h"
 #include "common/pure/duration.h"
 #include "common/pure/relay_policy.h"
 #include "server/cli/password_input.h"
@@ -82,14 +82,6 @@ static void say_error(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
-}
-
-static void format_time(int64_t ms, char *buf, size_t len)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    if (gmtime_r(&t, &tm) == NULL || strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-        snprintf(buf, len, "%lld", (long long)ms);
 }
 
 /* Maps a store status to an exit code, printing what went wrong. */
@@ -333,7 +325,7 @@ static int run_config_check(struct store *s, const struct args *a, const struct 
 static int print_domain(void *ctx, const struct store_domain *d)
 {
     char when[32];
-    format_time(d->created_ms, when, sizeof(when));
+    date_iso8601(d->created_ms, when, sizeof(when));
     printf("%s users=%lld added=%s\n", d->name, (long long)d->users, when);
     return 0;
 }
@@ -372,7 +364,7 @@ static int run_domain_del(struct store *s, const struct args *a, const struct in
 static int print_user(void *ctx, const struct store_user *u)
 {
     char when[32];
-    format_time(u->created_ms, when, sizeof(when));
+    date_iso8601(u->created_ms, when, sizeof(when));
     printf("%s messages=%lld bytes=%lld added=%s\n", u->address, (long long)u->messages,
            (long long)u->bytes, when);
     return 0;
@@ -454,7 +446,7 @@ static int run_user_passwd(struct store *s, const struct args *a, const struct i
 static int print_network(void *ctx, const struct store_network *n)
 {
     char when[32];
-    format_time(n->created_ms, when, sizeof(when));
+    date_iso8601(n->created_ms, when, sizeof(when));
     printf("%s added=%s\n", n->cidr, when);
     return 0;
 }
@@ -489,8 +481,8 @@ static int run_network_del(struct store *s, const struct args *a, const struct i
 static int print_window(void *ctx, const struct store_window *w)
 {
     char opened[32], expires[32];
-    format_time(w->opened_ms, opened, sizeof(opened));
-    format_time(w->expires_ms, expires, sizeof(expires));
+    date_iso8601(w->opened_ms, opened, sizeof(opened));
+    date_iso8601(w->expires_ms, expires, sizeof(expires));
     printf("%s user=%s opened=%s expires=%s relayed=%lld\n", w->key, w->user[0] ? w->user : "-",
            opened, expires, (long long)w->relayed);
     return 0;
@@ -527,7 +519,7 @@ static int run_window_open(struct store *s, const struct args *a, const struct i
         rc = store_result(s, store_window_open(s, in->key, in->user, now, duration_ms), "");
     if (rc == ADMIN_OK) {
         char expires[32], d[32];
-        format_time(now + duration_ms, expires, sizeof(expires));
+        date_iso8601(now + duration_ms, expires, sizeof(expires));
         duration_format(in->duration_ms, d, sizeof(d));
         printf("opened window %s user=%s for=%s expires=%s\n", in->key,
                in->user[0] ? in->user : "-", d, expires);
@@ -541,7 +533,7 @@ static int print_queue_entry(void *ctx, const struct store_queue_entry *q)
 {
     char next[32];
     char err[300];
-    format_time(q->next_attempt_ms, next, sizeof(next));
+    date_iso8601(q->next_attempt_ms, next, sizeof(next));
     log_escape(err, sizeof(err), q->last_error, strlen(q->last_error));
     printf("%lld %s %s attempts=%lld next=%s error=%s\n", (long long)q->id,
            q->sender[0] ? q->sender : "<>", q->recipient, (long long)q->attempts, next, err);

@@ -203,15 +203,6 @@ static void test_with_type(void **state)
     check_str("with", "both", smtp_with_type(true, true, true), "ESMTPSA");
 }
 
-static void test_date(void **state)
-{
-    char buf[SMTP_DATE_MAX_BYTES];
-    check_str("date", "epoch", smtp_format_date(0, buf, sizeof(buf)),
-              "Thu, 01 Jan 1970 00:00:00 +0000");
-    check_str("date", "2024", smtp_format_date(1709251199999, buf, sizeof(buf)),
-              "Thu, 29 Feb 2024 23:59:59 +0000");
-}
-
 static void test_trace_headers(void **state)
 {
     struct smtp_received r = {
@@ -259,10 +250,9 @@ static void test_trace_headers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_path_arg),      cmocka_unit_test(test_mail_params),
-        cmocka_unit_test(test_rcpt_params),   cmocka_unit_test(test_helo_sanitize),
-        cmocka_unit_test(test_with_type),     cmocka_unit_test(test_date),
-        cmocka_unit_test(test_trace_headers),
+        cmocka_unit_test(test_path_arg),    cmocka_unit_test(test_mail_params),
+        cmocka_unit_test(test_rcpt_params), cmocka_unit_test(test_helo_sanitize),
+        cmocka_unit_test(test_with_type),   cmocka_unit_test(test_trace_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
