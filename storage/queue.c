@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/pure/address.h"
 #include "storage/mailbox.h"
 #include "storage/store_internal.h"
 
@@ -439,35 +440,29 @@ static int route_bounce(struct store *s, const char *sender, enum store_bounce_r
         *route_out = STORE_BOUNCE_NULL_SENDER;
         return STORE_OK;
     }
-    const char *at = strrchr(sender, '@');
-    if (at == NULL || at == sender || at[1] == '\0') {
+    /* The sender as address_format wrote it at MAIL FROM, so it parses; if not, it is no use. */
+    struct address a;
+    if (address_parse(sender, strlen(sender), &a, NULL) != 0) {
         *route_out = STORE_BOUNCE_BAD_SENDER;
         return STORE_OK;
     }
-    /* Users are keyed "local@domain" in ASCII lower case (address_normalize; RCPT TO looks a
-     * Dot-string local part up the same way), whatever case the sender used in MAIL FROM. */
-    char *key = strdup(sender);
-    if (key == NULL)
-        return fail_text(s, STORE_ERR, "fail: out of memory");
-    for (char *p = key; *p != '\0'; p++) {
-        if (*p >= 'A' && *p <= 'Z')
-            *p = (char)(*p - 'A' + 'a');
-    }
     bool local = false;
-    int status = store_domain_is_local(s, key + (at + 1 - sender), &local);
+    int status = a.domain_is_literal ? STORE_OK : store_domain_is_local(s, a.domain, &local);
     if (status != STORE_OK || !local) {
-        free(key);
         if (status == STORE_OK)
             *route_out = STORE_BOUNCE_QUEUED;
         return status;
     }
-    sqlite3_stmt *st = store_prepare(s, "SELECT id FROM users WHERE address = ?1");
-    if (st == NULL) {
-        free(key);
-        return STORE_ERR;
+    /* Looked up by the users-table key RCPT TO uses; a quoted local part is never a user. */
+    char key[ADDRESS_STRLEN];
+    if (address_user_key(&a, key, sizeof(key)) != 0) {
+        *route_out = STORE_BOUNCE_NO_MAILBOX;
+        return STORE_OK;
     }
+    sqlite3_stmt *st = store_prepare(s, "SELECT id FROM users WHERE address = ?1");
+    if (st == NULL)
+        return STORE_ERR;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
-    free(key);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         *user_id_out = sqlite3_column_int64(st, 0);

@@ -463,14 +463,29 @@ int address_normalize(const char *in, char *out, size_t outlen, const char **why
         *why = "address literal not allowed for a local user";
         return -1;
     }
-    for (char *p = a.local; *p != '\0'; p++)
-        *p = to_lower(*p);
-    int written = snprintf(out, outlen, "%s@%s", a.local, a.domain);
-    if (written < 0 || (size_t)written >= outlen) {
-        out[0] = '\0';
+    if (address_user_key(&a, out, outlen) != 0) {
         *why = "address too long for the buffer";
         return -1;
     }
+    return 0;
+}
+
+int address_user_key(const struct address *a, char *out, size_t outlen)
+{
+    if (out == NULL || outlen == 0)
+        return -1;
+    out[0] = '\0';
+    /* A quoted local part is never a user and a literal never a local domain (see address.h). */
+    if (a == NULL || a->local_is_quoted || a->domain_is_literal || a->local[0] == '\0' ||
+        a->domain[0] == '\0')
+        return -1;
+    int written = snprintf(out, outlen, "%s@%s", a->local, a->domain);
+    if (written < 0 || (size_t)written >= outlen) {
+        out[0] = '\0';
+        return -1;
+    }
+    for (char *p = out; *p != '\0'; p++)
+        *p = to_lower(*p);
     return 0;
 }
 
@@ -621,4 +636,28 @@ int address_literal_ip(const struct address *a, struct ip_addr *out)
     if (strncasecmp(text, "IPv6:", IPV6_TAG_BYTES) == 0)
         ip_text = text + IPV6_TAG_BYTES;
     return ip_parse(ip_text, out);
+}
+
+bool domain_is_ip_literal(const char *host)
+{
+    if (host == NULL || host[0] == '\0')
+        return false;
+    struct ip_addr ip;
+    if (host[0] != '[')
+        return ip_parse(host, &ip) == 0;
+    size_t n = strnlen(host, ADDRESS_DOMAIN_MAX_BYTES + 1);
+    struct cursor c = {.s = host, .end = n, .pos = 0};
+    char canonical[ADDRESS_DOMAIN_MAX_BYTES + 1];
+    const char *why = NULL;
+    return parse_literal(&c, canonical, sizeof(canonical), &why) == 0 && c.pos == n;
+}
+
+bool domain_is_hostname(const char *s)
+{
+    if (s == NULL)
+        return false;
+    /* One past the limit is enough for check_domain to say "too long". */
+    size_t n = strnlen(s, ADDRESS_DOMAIN_TEXT_MAX_BYTES + 1);
+    const char *why = NULL;
+    return n > 0 && s[n - 1] != '.' && s[n] == '\0' && check_domain(s, n, NULL, 0, &why) == 0;
 }

@@ -85,10 +85,25 @@ int domain_normalize(const char *in, char *out, size_t outlen, const char **why_
 int address_parse(const char *s, size_t len, struct address *out, const char **why_out);
 
 /*
+ * The users-table key of a parsed address: the one rule every lookup of a local user goes by
+ * (RCPT TO, the relay facts, a bounce to a local sender, the sender check, AUTH and the CLI via
+ * address_normalize). RFC 5321 2.4 lets a server treat local parts as case-sensitive, but
+ * postern's users are Dot-strings matched case-insensitively, and domains are case-insensitive
+ * anyway (RFC 1035 2.3.3), so the key is "local@domain" with both parts in ASCII lower case:
+ * "Alice.Smith@Example.ORG" -> "alice.smith@example.org". A quoted local part is never a user,
+ * even when its content would be a Dot-string ("alice"@example.org is not alice@example.org: the
+ * CLI refuses to create such a user, so no lookup may find one either); an address literal and
+ * an address without a domain (the null path, <Postmaster>) are never users. Returns 0, or -1 with
+ * out set to "" (when outlen > 0) for those and when outlen is too small (ADDRESS_STRLEN always
+ * fits).
+ */
+int address_user_key(const struct address *a, char *out, size_t outlen);
+
+/*
  * For local users (the CLI's `user add` and lookups by address): parses the C string in as a
  * Mailbox, then requires a Dot-string local part (no quotes) and a real domain (no address
- * literal), and writes "local@domain" with both parts in lower case. Returns 0, or -1 with
- * *why_out set; -1 too when outlen is too small.
+ * literal), and writes its address_user_key. Returns 0, or -1 with *why_out set; -1 too when
+ * outlen is too small.
  */
 int address_normalize(const char *in, char *out, size_t outlen, const char **why_out);
 
@@ -132,5 +147,23 @@ void address_format(const struct address *a, char *buf, size_t len);
  * is not a literal.
  */
 int address_literal_ip(const struct address *a, struct ip_addr *out);
+
+/*
+ * Whether host names a machine by its IP address rather than by a name: a bare IPv4 or IPv6
+ * address ("192.0.2.1", "2001:db8::1", as a configured smarthost or an A record gives it) or an
+ * RFC 5321 4.1.3 address literal ("[192.0.2.1]", "[IPv6:2001:db8::1]"). Such a host has no name
+ * to put in TLS server name indication (RFC 6066 3: "Literal IPv4 and IPv6 addresses are not
+ * permitted in HostName") or to look up. NULL and "" are not literals.
+ */
+bool domain_is_ip_literal(const char *host);
+
+/*
+ * Whether s is a host name as written in the configuration (server.hostname, the smarthost) and
+ * in a certificate: the rule of domain_normalize (LDH labels of 1..63 octets, no hyphen at either
+ * end of a label, RFC 1123 2.1 leading digits allowed, at most 253 octets, a last label not all
+ * digits) with no trailing dot, since a host name in a greeting or a certificate is written
+ * without one. Case is not judged: "Mail.Example.ORG" is a host name.
+ */
+bool domain_is_hostname(const char *s);
 
 #endif

@@ -76,10 +76,9 @@ static bool sender_is_owned(enum cfg_sender_check mode, enum address_path_kind k
         return false;
     if (mode == CFG_SENDER_CHECK_DOMAIN)
         return true;
-    /* address: the user's local part is everything before that last '@'. */
-    size_t local_len = (size_t)(domain - 1 - user);
-    return !sender->local_is_quoted && strlen(sender->local) == local_len &&
-           strncasecmp(sender->local, user, local_len) == 0;
+    /* address: the sender's users-table key is the user's (none for a quoted local part). */
+    char key[ADDRESS_STRLEN];
+    return address_user_key(sender, key, sizeof(key)) == 0 && strcasecmp(key, user) == 0;
 }
 
 /* Rule 2's refusal, in the configured style. */

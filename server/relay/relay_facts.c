@@ -14,23 +14,6 @@
 
 /* ---------------------------------------------------------------- gathering */
 
-/*
- * The users-table key for a Dot-string recipient in a local domain: its local part in lower
- * case (the form address_normalize gives users), "@", its already normalised domain. -1 when it
- * does not fit (it always does: both parts are bounded by the parser).
- */
-static int mailbox_key(const struct address *a, char *out, size_t outlen)
-{
-    int n = snprintf(out, outlen, "%s@%s", a->local, a->domain);
-    if (n < 0 || (size_t)n >= outlen)
-        return -1;
-    for (char *p = out; *p != '@'; p++) {
-        if (*p >= 'A' && *p <= 'Z')
-            *p = (char)(*p - 'A' + 'a');
-    }
-    return 0;
-}
-
 int relay_gather(struct store *s, const struct cfg *cfg, const struct ip_addr *ip,
                  const char *auth_user, const struct address *sender,
                  enum address_path_kind sender_kind, const struct address *rcpt,
@@ -57,18 +40,17 @@ int relay_gather(struct store *s, const struct cfg *cfg, const struct ip_addr *i
         if (st != STORE_OK)
             return st;
     }
-    if (f->rcpt_domain_is_local && !rcpt->local_is_quoted) {
-        char key[ADDRESS_STRLEN];
+    /* A quoted local part has no users-table key: it is never a user (address_user_key). */
+    char user_key[ADDRESS_STRLEN];
+    if (f->rcpt_domain_is_local && address_user_key(rcpt, user_key, sizeof(user_key)) == 0) {
         int64_t id;
         /* store_user_get has no "exists only" form; the hash is read and dropped. */
         char hash[PASSWORD_HASH_BYTES];
-        if (mailbox_key(rcpt, key, sizeof(key)) == 0) {
-            st = store_user_get(s, key, &id, hash, sizeof(hash));
-            if (st == STORE_OK)
-                f->rcpt_mailbox_exists = true;
-            else if (st != STORE_NOT_FOUND)
-                return st;
-        }
+        st = store_user_get(s, user_key, &id, hash, sizeof(hash));
+        if (st == STORE_OK)
+            f->rcpt_mailbox_exists = true;
+        else if (st != STORE_NOT_FOUND)
+            return st;
     }
 
     bool trusted = false;

@@ -13,8 +13,9 @@
  *  - rcpt_domain_is_local: the recipient's normalised domain is in the domains table (equality
  *    only). An address literal is never looked up and never local (see relay_policy.h).
  *  - rcpt_mailbox_exists: only in a local domain and only for a Dot-string local part: the user
- *    "lower-cased local part@domain" exists. A quoted local part is never looked up: postern's
- *    users are Dot-strings, so "user@remote"@local can only ever be "User unknown".
+ *    keyed address_user_key(rcpt) exists ("local@domain" in lower case, common/pure/address.h).
+ *    A quoted local part has no key and is never looked up: postern's users are Dot-strings, so
+ *    "user@remote"@local can only ever be "User unknown".
  *  - trusted_network: the first trusted network (longest prefix first) holding the IP.
  *  - window: the unexpired window for ip_window_key(ip, relay.window_ipv6_prefix). Windows
  *    opened by hand count even when relay.window is 0 (that key only stops POP3 logins from

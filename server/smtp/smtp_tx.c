@@ -172,16 +172,6 @@ void smtp_cmd_mail(struct smtp_session *s, const char *args)
 
 /* ---- RCPT ---------------------------------------------------------------------------------- */
 
-/* The users-table key of a Dot-string local recipient: lower-cased local part, "@", domain. */
-static void mailbox_key(const struct address *a, char *out, size_t outlen)
-{
-    snprintf(out, outlen, "%s@%s", a->local, a->domain);
-    for (char *p = out; *p != '\0' && *p != '@'; p++) {
-        if (*p >= 'A' && *p <= 'Z')
-            *p = (char)(*p - 'A' + 'a');
-    }
-}
-
 struct first_user {
     bool found;
     int64_t id;
@@ -327,8 +317,10 @@ void smtp_cmd_rcpt(struct smtp_session *s, const char *args)
     case RELAY_REASON_LOCAL_MAILBOX: {
         char key[ADDRESS_STRLEN];
         char hash[PASSWORD_HASH_BYTES];
-        mailbox_key(&rcpt, key, sizeof(key));
-        st = store_user_get(app->reads, key, &id, hash, sizeof(hash));
+        /* The policy allows LOCAL_MAILBOX only for a key it found, so no key means no user. */
+        st = address_user_key(&rcpt, key, sizeof(key)) == 0
+                 ? store_user_get(app->reads, key, &id, hash, sizeof(hash))
+                 : STORE_NOT_FOUND;
         if (st != STORE_OK) {
             /* Deleted between the two reads: as if it never existed. */
             if (st == STORE_NOT_FOUND)

@@ -1,8 +1,9 @@
 /*
  * test_address.c - unit tests for common/pure/address.c: domains, mailboxes, local-user
- * normalisation, paths (null, Postmaster, source routes, ESMTP parameters after the path),
- * formatting round trips and address literals, including every form nmap's smtp-open-relay
- * script sends.
+ * normalisation and the users-table key (mixed case, quoted local parts), paths (null,
+ * Postmaster, source routes, ESMTP parameters after the path), formatting round trips, address
+ * literals and the IP-literal and host-name predicates, including every form nmap's
+ * smtp-open-relay script sends.
  *
  * Every parse call goes through a copy of the input in a malloc'd buffer of exactly the input's
  * length, with no NUL after it, so that under ASan a read past the given length fails the test.
@@ -923,6 +924,168 @@ static void test_address_literal_ip(void **state)
     assert_int_equal(ip.family, 0);
 }
 
+/* ---- address_user_key: the one users-table key ------------------------------------------- */
+
+struct user_key_case {
+    const char *in; /* a path, as MAIL FROM and RCPT TO give it */
+    size_t len;
+    const char *want; /* NULL: never a user */
+};
+
+static const struct user_key_case user_key_cases[] = {
+    {IN("<alice@example.org>"), "alice@example.org"},
+    /* Local part and domain both fold to ASCII lower case, whatever case was sent. */
+    {IN("<Alice.Smith@Example.ORG>"), "alice.smith@example.org"},
+    {IN("<ALICE@EXAMPLE.ORG.>"), "alice@example.org"},
+    {IN("<@relay.example:Bob@Example.org>"), "bob@example.org"},
+    /* Other atext is kept as it is: only A-Z fold. */
+    {IN("<Bob+Tag_X{1}@example.org>"), "bob+tag_x{1}@example.org"},
+    {IN("<user%Other.Example@example.org>"), "user%other.example@example.org"},
+    {IN("<postmaster@Example.org>"), "postmaster@example.org"},
+    /* A quoted local part is never a user, even when its content is a plain Dot-string. */
+    {IN("<\"alice\"@example.org>"), NULL},
+    {IN("<\"Alice\"@example.org>"), NULL},
+    {IN("<\"alice@remote.example\"@example.org>"), NULL},
+    {IN("<\"A B\"@Example.org>"), NULL},
+    /* No domain of its own, or a literal: never a user either. */
+    {IN("<alice@[192.0.2.1]>"), NULL},
+    {IN("<Alice@[IPv6:2001:db8::1]>"), NULL},
+    {IN("<Postmaster>"), NULL},
+    {IN("<>"), NULL},
+};
+
+static void test_address_user_key(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < COUNT(user_key_cases); i++) {
+        const struct user_key_case *tc = &user_key_cases[i];
+        struct address a;
+        enum address_path_kind kind;
+        size_t consumed;
+        const char *why = NULL;
+        char *copy = exact_copy(tc->in, tc->len);
+        int rc = address_parse_path(copy, tc->len, &a, &kind, &consumed, &why);
+        free(copy);
+        if (rc != 0)
+            fail_msg("%s: does not parse (%s)", show(tc->in, tc->len), why);
+        char key[ADDRESS_STRLEN] = "junk";
+        rc = address_user_key(&a, key, sizeof(key));
+        if (tc->want == NULL) {
+            if (rc != -1 || key[0] != '\0')
+                fail_msg("%s: got key \"%s\", want none", show(tc->in, tc->len), key);
+            continue;
+        }
+        if (rc != 0 || strcmp(key, tc->want) != 0)
+            fail_msg("%s: got %d \"%s\", want \"%s\"", show(tc->in, tc->len), rc, key, tc->want);
+        /* The CLI creates users through address_normalize: the same key, so lookups find them. */
+        char formatted[ADDRESS_STRLEN], normalized[ADDRESS_STRLEN];
+        address_format(&a, formatted, sizeof(formatted));
+        assert_int_equal(address_normalize(formatted, normalized, sizeof(normalized), &why), 0);
+        assert_string_equal(normalized, key);
+    }
+    /* Too small a buffer: no key rather than a cut one; "a@b.c" needs 6 octets. */
+    struct address a;
+    const char *why = NULL;
+    assert_int_equal(parse_exact(IN("A@B.c"), &a, &why), 0);
+    char small[5] = "junk";
+    assert_int_equal(address_user_key(&a, small, sizeof(small)), -1);
+    assert_string_equal(small, "");
+    char exact[6];
+    assert_int_equal(address_user_key(&a, exact, sizeof(exact)), 0);
+    assert_string_equal(exact, "a@b.c");
+    assert_int_equal(address_user_key(&a, NULL, 0), -1);
+}
+
+/* ---- domain_is_ip_literal and domain_is_hostname ----------------------------------------- */
+
+static void test_domain_is_ip_literal(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *host;
+        bool want;
+    } cases[] = {
+        {"192.0.2.1", true},
+        {"2001:db8::1", true},
+        {"::ffff:192.0.2.1", true},
+        {"[192.0.2.1]", true},
+        {"[IPv6:2001:db8::1]", true},
+        {"[ipv6:::1]", true},
+        {"mail.example.org", false},
+        {"localhost", false},
+        {"192.0.2", false},
+        {"192.0.2.1.example", false},
+        {"1.2.3.4 ", false},
+        {"[192.0.2.1", false},
+        {"[192.0.2.1]x", false},
+        {"[mail.example.org]", false},
+        {"[IPv6:192.0.2.1]", false},
+        {"[tag:anything]", false},
+        {"[]", false},
+        {"", false},
+    };
+    for (size_t i = 0; i < COUNT(cases); i++) {
+        if (domain_is_ip_literal(cases[i].host) != cases[i].want)
+            fail_msg("domain_is_ip_literal(\"%s\"): got %d", cases[i].host, !cases[i].want);
+    }
+    assert_false(domain_is_ip_literal(NULL));
+}
+
+static void test_domain_is_hostname(void **state)
+{
+    (void)state;
+    char label63[64], label64[65], long253[254], long254[255];
+    memset(label63, 'a', 63);
+    label63[63] = '\0';
+    memset(label64, 'a', 64);
+    label64[64] = '\0';
+    /* 63 + "." + 63 + "." + 63 + "." + 61 = 253 octets. */
+    snprintf(long253, sizeof(long253), "%s.%s.%s.%.61s", label63, label63, label63, label63);
+    snprintf(long254, sizeof(long254), "%s.%s.%s.%.62s", label63, label63, label63, label63);
+    assert_int_equal(strlen(long253), 253);
+    assert_int_equal(strlen(long254), 254);
+    static const struct {
+        const char *host;
+        bool want;
+    } cases[] = {
+        {"mail.example.org", true},
+        {"Mail.Example.ORG", true},
+        {"localhost", true},
+        {"3com.example", true}, /* RFC 1123 2.1: a label may start with a digit */
+        {"a-b.example", true},
+        {"x", true},
+        {"mail.example.org.", false}, /* written without the root's dot */
+        {"", false},
+        {".", false},
+        {".example.org", false},
+        {"a..example", false},
+        {"-a.example", false},
+        {"a-.example", false},
+        {"a_b.example", false},
+        {"a b.example", false},
+        {"192.0.2.1", false}, /* an IP address is not a host name */
+        {"example.123", false},
+        {"[192.0.2.1]", false},
+        {"caf\xc3\xa9.example", false},
+    };
+    for (size_t i = 0; i < COUNT(cases); i++) {
+        if (domain_is_hostname(cases[i].host) != cases[i].want)
+            fail_msg("domain_is_hostname(\"%s\"): got %d", cases[i].host, !cases[i].want);
+        /* The same rule as domain_normalize, but for the trailing dot. */
+        char out[ADDRESS_DOMAIN_MAX_BYTES + 1];
+        size_t n = strlen(cases[i].host);
+        bool dotted = n > 0 && cases[i].host[n - 1] == '.';
+        if (!dotted)
+            assert_int_equal(domain_normalize(cases[i].host, out, sizeof(out), NULL) == 0,
+                             cases[i].want);
+    }
+    assert_true(domain_is_hostname(label63));
+    assert_false(domain_is_hostname(label64));
+    assert_true(domain_is_hostname(long253));
+    assert_false(domain_is_hostname(long254));
+    assert_false(domain_is_hostname(NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -940,6 +1103,9 @@ int main(void)
         cmocka_unit_test(test_address_parse_path_limits),
         cmocka_unit_test(test_address_format),
         cmocka_unit_test(test_address_literal_ip),
+        cmocka_unit_test(test_address_user_key),
+        cmocka_unit_test(test_domain_is_ip_literal),
+        cmocka_unit_test(test_domain_is_hostname),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -638,6 +638,7 @@ static void test_fail_routes(void **state)
         {"nobody@example.test", STORE_BOUNCE_NO_MAILBOX, 0, 0},
         {"alice@example.test", STORE_BOUNCE_LOCAL, 0, 1},
         {"Alice@Example.TEST", STORE_BOUNCE_LOCAL, 0, 1}, /* users are keyed in lower case */
+        {"\"alice\"@example.test", STORE_BOUNCE_NO_MAILBOX, 0, 0}, /* quoted: never a user */
         {"nodomain", STORE_BOUNCE_BAD_SENDER, 0, 0},
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
