@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/config_internal.h"
+#include "common/pure/address.h"
 #include "common/pure/duration.h"
 
 static bool is_ascii_digit(char c)
@@ -54,41 +55,6 @@ static int parse_port(const char *s, uint16_t *out)
         return -1;
     *out = (uint16_t)n;
     return 0;
-}
-
-/*
- * RFC 1035 2.3.1 preferred name syntax (with RFC 1123 2.1 leading digits): labels of 1..63
- * letters, digits and inner hyphens, 253 octets in all, no trailing dot. A last label of
- * digits only is refused, so a mistyped IPv4 address is not taken for a name.
- */
-static bool is_hostname(const char *s)
-{
-    size_t len = strlen(s);
-    size_t label = 0;
-    bool label_all_digits = true;
-
-    if (len == 0 || len > 253)
-        return false;
-    for (size_t i = 0; i <= len; i++) {
-        char c = s[i];
-        if (c == '.' || c == '\0') {
-            if (label == 0 || label > 63 || s[i - 1] == '-')
-                return false;
-            if (c == '\0' && label_all_digits)
-                return false;
-            label = 0;
-            label_all_digits = true;
-            continue;
-        }
-        if (!is_ascii_alnum(c) && c != '-')
-            return false;
-        if (c == '-' && label == 0)
-            return false;
-        if (!is_ascii_digit(c))
-            label_all_digits = false;
-        label++;
-    }
-    return true;
 }
 
 /* A portable login name (POSIX 3.437 portable filename characters, not starting with '-'). */
@@ -320,7 +286,7 @@ static int parse_hostport(const char *value, bool numeric_only, uint16_t default
             port = colon + 1;
     }
     if (parse_ip(host, hp.host, sizeof(hp.host)) < 0) {
-        if (numeric_only || strchr(host, ':') != NULL || !is_hostname(host)) {
+        if (numeric_only || strchr(host, ':') != NULL || !domain_is_hostname(host)) {
             snprintf(reason, rlen, "%s", hint);
             return -1;
         }
@@ -342,7 +308,7 @@ static void default_hostname(char *buf, size_t len)
 
     if (gethostname(name, sizeof(name)) == 0) {
         name[sizeof(name) - 1] = '\0'; /* POSIX leaves a cut name unterminated */
-        if (is_hostname(name)) {
+        if (domain_is_hostname(name)) {
             snprintf(buf, len, "%s", name);
             return;
         }
@@ -410,7 +376,7 @@ int cfg_param_set(struct cfg *cfg, const struct param *p, const char *base_dir, 
         char name[CFG_HOST_MAX_BYTES];
         if (value[0] == '\0') {
             default_hostname(name, sizeof(name));
-        } else if (is_hostname(value)) {
+        } else if (domain_is_hostname(value)) {
             snprintf(name, sizeof(name), "%s", value);
         } else {
             snprintf(reason, rlen, "expected a domain name such as mail.example.test");

@@ -25,7 +25,6 @@
  */
 #include "server/net/tls.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -47,6 +46,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "common/pure/address.h"
+
 /*
  * TLS 1.2 suites for the server: ECDHE only (forward secrecy) with an AEAD cipher. TLS 1.3 suites
  * are OpenSSL's defaults, which are all of that kind already. The client keeps OpenSSL's default
@@ -61,10 +62,6 @@
 /* Self-signed certificates: 10 years, and valid from an hour ago to survive clock skew. */
 #define TLS_SELFSIGNED_DAYS         3650
 #define TLS_SELFSIGNED_BACKDATE_SEC 3600
-
-/* RFC 1035 2.3.4: 255 octets on the wire is at most 253 in dotted text; labels 63. */
-#define TLS_HOSTNAME_MAX_BYTES 253
-#define TLS_LABEL_MAX_BYTES    63
 
 struct tls_ctx {
     atomic_int refs;  /* one per holder: the creator, and every tls_conn made from it */
@@ -498,14 +495,6 @@ struct tls_conn *tls_conn_new_server(struct tls_ctx *ctx, char *err, size_t errl
     return t;
 }
 
-/* RFC 6066 section 3: "Literal IPv4 and IPv6 addresses are not permitted in HostName." */
-static bool is_ip_literal(const char *s)
-{
-    unsigned char addr[16];
-
-    return inet_pton(AF_INET, s, addr) == 1 || inet_pton(AF_INET6, s, addr) == 1;
-}
-
 struct tls_conn *tls_conn_new_client(struct tls_ctx *ctx, const char *sni_hostname, char *err,
                                      size_t errlen)
 {
@@ -521,7 +510,7 @@ struct tls_conn *tls_conn_new_client(struct tls_ctx *ctx, const char *sni_hostna
         return NULL;
     SSL_set_connect_state(t->ssl);
     ERR_clear_error();
-    if (sni_hostname != NULL && sni_hostname[0] != '\0' && !is_ip_literal(sni_hostname) &&
+    if (sni_hostname != NULL && sni_hostname[0] != '\0' && !domain_is_ip_literal(sni_hostname) &&
         SSL_set_tlsext_host_name(t->ssl, sni_hostname) != 1) {
         set_openssl_msg(err, errlen, "tls: cannot set server name", "refused");
         tls_conn_free(&t);
@@ -757,32 +746,6 @@ const char *tls_last_error(const struct tls_conn *t)
 
 /* --- self-signed certificates --------------------------------------------------------------- */
 
-static bool is_dns_name(const char *s)
-{
-    size_t n = 0, label = 0;
-
-    if (s == NULL || s[0] == '\0')
-        return false;
-    for (; s[n] != '\0'; n++) {
-        unsigned char c = (unsigned char)s[n];
-
-        if (n >= TLS_HOSTNAME_MAX_BYTES)
-            return false;
-        if (c == '.') {
-            if (label == 0)
-                return false; /* empty label: leading dot or ".." */
-            label = 0;
-            continue;
-        }
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-'))
-            return false;
-        if (++label > TLS_LABEL_MAX_BYTES)
-            return false;
-    }
-    return label > 0; /* no trailing dot */
-}
-
 static int add_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value)
 {
     X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, v3, nid, value);
@@ -989,7 +952,7 @@ int tls_make_self_signed(const char *cert_path, const char *key_path, const char
         set_msg(err, errlen, "tls: certificate and key must be different files");
         return -1;
     }
-    if (!is_dns_name(hostname)) {
+    if (!domain_is_hostname(hostname)) {
         set_msg(err, errlen, "tls: not a DNS host name: \"%.64s\"", hostname ? hostname : "");
         return -1;
     }

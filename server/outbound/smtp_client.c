@@ -15,7 +15,6 @@
  */
 #include "server/outbound/smtp_client.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -26,6 +25,7 @@
 #include <sodium.h>
 
 #include "common/error.h"
+#include "common/pure/address.h"
 #include "common/pure/buf.h"
 #include "common/pure/dotstuff.h"
 #include "common/log.h"
@@ -666,13 +666,6 @@ static const struct conn_handler client_handler = {
     .on_close = c_close,
 };
 
-/* SNI carries host names only (RFC 6066 3: "Literal IPv4 and IPv6 addresses are not permitted"). */
-static bool is_ip_literal(const char *host)
-{
-    unsigned char buf[sizeof(struct in6_addr)];
-    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
-}
-
 static char *dup_or_empty(const char *s)
 {
     return strdup(s != NULL ? s : "");
@@ -726,8 +719,9 @@ int smtp_client_start(const struct smtp_client_params *p, struct smtp_client **o
         .handler = &client_handler,
         .service = CONN_SERVICE_OUTBOUND,
         .tls_ctx = p->tls_ctx,
-        .sni_hostname =
-            sc->remote_host[0] != '\0' && !is_ip_literal(sc->remote_host) ? sc->remote_host : NULL,
+        .sni_hostname = sc->remote_host[0] != '\0' && !domain_is_ip_literal(sc->remote_host)
+                            ? sc->remote_host
+                            : NULL,
     };
     struct conn *c = NULL;
     rc = conn_connect(p->conns, p->addr, &cp, &c);
