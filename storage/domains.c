@@ -20,10 +20,7 @@ int store_domain_del(struct store *s, const char *name)
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    int status = store_step_done(s, st, "delete domain");
-    if (status == STORE_OK && sqlite3_changes(s->db) == 0)
-        status = STORE_NOT_FOUND;
-    return status;
+    return store_step_changed(s, st, "delete domain");
 }
 
 int store_domain_list(struct store *s, store_domain_fn fn, void *ctx)

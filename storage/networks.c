@@ -38,10 +38,7 @@ int store_network_del(struct store *s, const struct cidr *c)
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, text, -1, SQLITE_TRANSIENT);
-    int status = store_step_done(s, st, "delete network");
-    if (status == STORE_OK && sqlite3_changes(s->db) == 0)
-        status = STORE_NOT_FOUND;
-    return status;
+    return store_step_changed(s, st, "delete network");
 }
 
 int store_network_list(struct store *s, store_network_fn fn, void *ctx)

@@ -116,10 +116,7 @@ int store_queue_drop(struct store *s, int64_t id)
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, id);
-    int status = store_step_done(s, st, "drop queue entry");
-    if (status == STORE_OK && sqlite3_changes(s->db) == 0)
-        status = STORE_NOT_FOUND;
-    return status;
+    return store_step_changed(s, st, "drop queue entry");
 }
 
 /* ---- claiming ---- */

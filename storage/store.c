@@ -107,6 +107,14 @@ int store_step_done(struct store *s, sqlite3_stmt *st, const char *what)
     return status;
 }
 
+int store_step_changed(struct store *s, sqlite3_stmt *st, const char *what)
+{
+    int status = store_step_done(s, st, what);
+    if (status == STORE_OK && sqlite3_changes(s->db) == 0)
+        status = STORE_NOT_FOUND;
+    return status;
+}
+
 int store_rows_end(struct store *s, sqlite3_stmt *st, int rc, const char *what)
 {
     int status = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? STORE_OK : store_fail(s, what);

@@ -33,6 +33,9 @@ void store_reset(sqlite3_stmt *st);
 int store_fail(struct store *s, const char *what);
 /* Maps the result of a modifying step: SQLITE_DONE -> STORE_OK, constraint -> STORE_EXISTS. */
 int store_step_done(struct store *s, sqlite3_stmt *st, const char *what);
+/* store_step_done for a statement that must change a row (UPDATE or DELETE by key): STORE_NOT_FOUND
+ * when it changed none, so "no such row" is told apart from success. */
+int store_step_changed(struct store *s, sqlite3_stmt *st, const char *what);
 int store_exec(struct store *s, const char *sql);
 /* Ends a row loop: rc is the last sqlite3_step result (a callback may have stopped it at a row).
  * Resets the statement; STORE_OK, or STORE_ERR with the error recorded under `what`. */

@@ -34,10 +34,7 @@ int store_user_set_password(struct store *s, const char *address, const char *pa
         return STORE_ERR;
     sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, password_hash, -1, SQLITE_STATIC);
-    int status = store_step_done(s, st, "set password");
-    if (status == STORE_OK && sqlite3_changes(s->db) == 0)
-        status = STORE_NOT_FOUND;
-    return status;
+    return store_step_changed(s, st, "set password");
 }
 
 int store_user_del(struct store *s, const char *address)
@@ -48,10 +45,7 @@ int store_user_del(struct store *s, const char *address)
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
-    int status = store_step_done(s, st, "delete user");
-    if (status == STORE_OK && sqlite3_changes(s->db) == 0)
-        status = STORE_NOT_FOUND;
-    return status;
+    return store_step_changed(s, st, "delete user");
 }
 
 int store_user_list(struct store *s, const char *domain_or_null, store_user_fn fn, void *ctx)

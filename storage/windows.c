@@ -47,10 +47,7 @@ int store_window_close(struct store *s, const char *key)
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    int status = store_step_done(s, st, "close window");
-    if (status == STORE_OK && sqlite3_changes(s->db) == 0)
-        status = STORE_NOT_FOUND;
-    return status;
+    return store_step_changed(s, st, "close window");
 }
 
 int store_window_list(struct store *s, int64_t now_ms, store_window_fn fn, void *ctx)
@@ -108,10 +105,7 @@ int store_window_count_relayed(struct store *s, const char *key, int64_t n)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, n);
-    int status = store_step_done(s, st, "count relayed");
-    if (status == STORE_OK && sqlite3_changes(s->db) == 0)
-        status = STORE_NOT_FOUND;
-    return status;
+    return store_step_changed(s, st, "count relayed");
 }
 
 int store_window_purge(struct store *s, int64_t now_ms)
