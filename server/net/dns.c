@@ -496,18 +496,15 @@ static bool is_localhost(const char *name)
 /* A literal address or localhost: the answer without a query. false when host is neither. */
 static bool addr_fill_local(struct dns_query *q, const char *host)
 {
-    struct in6_addr v6;
+    struct ip_addr ip;
 
-    if (inet_pton(AF_INET, host, &q->v4[0]) == 1) {
+    /* ip_parse makes ::ffff:192.0.2.1 the IPv4 address it stands for (common/pure/cidr.h). */
+    if (ip_parse(host, &ip) == 0 && ip.family == AF_INET) {
+        memcpy(&q->v4[0], ip.bytes, sizeof(q->v4[0]));
         q->v4_count = 1;
-    } else if (inet_pton(AF_INET6, host, &v6) == 1) {
-        if (IN6_IS_ADDR_V4MAPPED(&v6)) { /* ::ffff:192.0.2.1 is 192.0.2.1 (common/pure/cidr.h) */
-            memcpy(&q->v4[0], &v6.s6_addr[12], 4);
-            q->v4_count = 1;
-        } else {
-            q->v6[0] = v6;
-            q->v6_count = 1;
-        }
+    } else if (ip.family == AF_INET6) {
+        memcpy(&q->v6[0], ip.bytes, sizeof(q->v6[0]));
+        q->v6_count = 1;
     } else if (is_localhost(q->name)) {
         q->v4[0].s_addr = htonl(INADDR_LOOPBACK);
         q->v4_count = 1;
