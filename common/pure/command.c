@@ -1,0 +1,39 @@
+/*
+ * command.c - command table lookup and the AUTH argument split shared by the SMTP and POP3
+ * sessions (command.h). Pure: it reads the table and the line it is given and nothing else.
+ */
+#include "common/pure/command.h"
+
+#include <string.h>
+#include <strings.h>
+
+const struct command *command_find(const void *table, size_t n_rows, size_t row_bytes,
+                                   const char *verb, size_t verb_len)
+{
+    const unsigned char *row = table;
+    for (size_t i = 0; i < n_rows; i++, row += row_bytes) {
+        /* Every row starts with a struct command (command.h), so this is that first member. */
+        const struct command *cmd = (const struct command *)(const void *)row;
+        if (strlen(cmd->verb) == verb_len && strncasecmp(cmd->verb, verb, verb_len) == 0)
+            return cmd;
+    }
+    return NULL;
+}
+
+bool command_is_allowed(const struct command *cmd, unsigned state)
+{
+    return state < 32 && (cmd->states & (1u << state)) != 0;
+}
+
+void command_split_auth(const char *args, struct command_auth_args *out)
+{
+    size_t mlen = strcspn(args, " ");
+    out->mech = args;
+    out->mech_len = mlen;
+    out->initial = NULL;
+    out->initial_len = 0;
+    if (args[mlen] == ' ') {
+        out->initial = args + mlen + 1;
+        out->initial_len = strlen(out->initial);
+    }
+}
