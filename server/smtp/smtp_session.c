@@ -1,8 +1,11 @@
 /*
- * smtp_session.c - the SMTP server session (RFC 5321) on top of server/net/conn.c: the state
- * machine, the command table and its dispatcher, and the commands that need no more than a reply
- * (EHLO, HELO, NOOP, RSET, QUIT, HELP, VRFY, EXPN, STARTTLS, AUTH). The mail transaction (MAIL,
- * RCPT, DATA, delivery through the writer) is in smtp_tx.c; both share server/smtp/smtp_internal.h.
+ * smtp_session.c - the SMTP server session (RFC 5321) on top of server/net/conn.c: the session
+ * struct and its state machine, the command table and its dispatcher, the commands that need no
+ * more than a reply (EHLO, HELO, NOOP, RSET, QUIT, HELP, VRFY, EXPN, STARTTLS, AUTH), the state
+ * checks and answers of MAIL, RCPT and DATA, and the session's lifetime. The transaction behind
+ * MAIL, RCPT and DATA (its recipients, the relay verdict, the message, the writer jobs' store
+ * calls) is smtp_tx.c's: this file calls it through server/smtp/smtp_tx.h and sends the replies it
+ * hands back; smtp_tx.c never calls this file.
  *
  * What it does not do: read sockets, buffer lines, speak TLS or time anything but the delayed
  * answer to a failed AUTH; conn.c does, and this file only sees whole lines. Nothing here blocks:
@@ -10,16 +13,19 @@
  *
  * Replies: every 2xx/4xx/5xx reply carries an RFC 3463 enhanced status code (RFC 2034), except
  * where RFC 2034 3 leaves it out: the 220 greeting and the EHLO/HELO 250 lines. Intermediate 334
- * and 354 replies have no class for one. The qmail-style relay refusal (INTERFACE.md) keeps
- * qmail's text, whose code sits at the end: "(#5.7.1)".
+ * and 354 replies have no class for one. The qmail-style relay refusal keeps qmail's text, whose
+ * code sits at the end: "(#5.7.1)".
  *
  * Ownership: a struct smtp_session is created in on_open, hangs off the connection
- * (conn_set_session) and is freed in on_close, unless a writer job is in flight: then it marks
- * itself closed and the job's done callback frees it (conn.h). An AUTH verification in flight is
- * cancelled and the delay timer closed in on_close, so neither calls back into a freed session.
+ * (conn_set_session) and lives by the reference count of server/net/session_ref.h, the same rule
+ * as the POP3 session's: the connection holds one reference until on_close; a writer job, an AUTH
+ * verification (until it answers or on_close cancels it) and the closing of the delay timer's
+ * handle hold one each. Only this file frees the session (session_release), when the last
+ * reference goes.
  */
 #include "server/smtp/smtp_session.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,11 +33,40 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "common/pure/command.h"
 #include "server/app.h"
-#include "server/smtp/smtp_internal.h"
+#include "server/auth/auth.h"
+#include "server/net/session_ref.h"
+#include "server/smtp/smtp_tx.h"
 
-/* Longest verb we look up; anything longer is unknown without a table search. */
-#define SMTP_VERB_MAX_BYTES 16
+enum smtp_state {
+    SMTP_STATE_GREETED = 0, /* greeting sent; no EHLO/HELO yet (or forgotten at STARTTLS) */
+    SMTP_STATE_READY,       /* after EHLO/HELO, no transaction */
+    SMTP_STATE_MAIL,        /* MAIL accepted, no recipient yet */
+    SMTP_STATE_RCPT,        /* at least one recipient accepted */
+    SMTP_STATE_DATA,        /* after 354: the connection is in data mode */
+    SMTP_STATE_BUSY,        /* end of data seen: the writer is storing the message */
+};
+
+struct smtp_session {
+    struct conn *conn; /* borrowed; valid while !ref.closed (and while a conn_ref is held) */
+    struct session_ref ref;
+    enum smtp_state state;
+    bool esmtp;                         /* the client said EHLO */
+    char helo[SMTP_HELO_MAX_BYTES + 1]; /* EHLO/HELO argument, sanitised for the header */
+    char auth_user[ADDRESS_STRLEN];     /* normalised AUTH identity; "" before AUTH */
+    char verb[16];                      /* the command being answered, for event=rejected */
+    unsigned errors;                    /* error replies so far */
+    unsigned auth_failures;             /* failed AUTH attempts on this connection */
+    bool auth_too_many;                 /* the pending AUTH failure ends the session */
+    uint64_t commands;                  /* commands dispatched */
+    unsigned transactions;              /* messages handed to the writer (queue id suffix) */
+    struct sasl sasl;                   /* owned: the running SASL exchange */
+    struct auth_request *auth_req;      /* in flight (holds a reference); cancelled at close */
+    uv_timer_t delay_timer;             /* the delayed answer to a failed AUTH */
+    bool timer_open;                    /* delay_timer was initialised and is not closing */
+    struct smtp_tx tx;                  /* owned: the mail transaction (smtp_tx.c) */
+};
 
 static const char *state_name(enum smtp_state st)
 {
@@ -39,7 +74,7 @@ static const char *state_name(enum smtp_state st)
     return (unsigned)st < sizeof(names) / sizeof(names[0]) ? names[st] : "?";
 }
 
-void smtp_enter_state(struct smtp_session *s, enum smtp_state st)
+static void smtp_enter_state(struct smtp_session *s, enum smtp_state st)
 {
     if (s->state != st)
         log_debug("smtp", conn_sid(s->conn), "event=state from=%s to=%s", state_name(s->state),
@@ -47,7 +82,7 @@ void smtp_enter_state(struct smtp_session *s, enum smtp_state st)
     s->state = st;
 }
 
-const char *smtp_hostname(const struct smtp_session *s)
+static const char *smtp_hostname(const struct smtp_session *s)
 {
     return conn_cfg(s->conn)->server.hostname;
 }
@@ -56,7 +91,8 @@ const char *smtp_hostname(const struct smtp_session *s)
  * An error reply (4xx/5xx): logged as event=rejected with its code and the command, counted,
  * and the SMTP_MAX_ERRORS-th one ends the session with 421.
  */
-void smtp_reply_error(struct smtp_session *s, const char *fmt, ...)
+static __attribute__((format(printf, 2, 3))) void smtp_reply_error(struct smtp_session *s,
+                                                                   const char *fmt, ...)
 {
     char line[SMTP_REPLY_LINE_MAX_BYTES];
     va_list ap;
@@ -74,29 +110,33 @@ void smtp_reply_error(struct smtp_session *s, const char *fmt, ...)
     }
 }
 
-bool smtp_has_args(const char *args)
+static bool smtp_has_args(const char *args)
 {
     return args[0] != '\0';
 }
 
-/* ---- the delayed timer for failed AUTH -------------------------------------------------- */
+/* ---- lifetime (server/net/session_ref.h) -------------------------------------------------- */
 
-static void timer_close_cb(uv_handle_t *h)
+static void session_free(struct smtp_session *s)
 {
-    free(h->data);
+    smtp_tx_clear(&s->tx);
+    sasl_reset(&s->sasl);
+    free(s);
 }
 
-/* Closes the delay timer, if any; its callback never runs afterwards. */
-static void timer_drop(struct smtp_session *s)
+/* Drops one reference: the last one frees the session, here and nowhere else. */
+static void session_release(struct smtp_session *s)
 {
-    if (s->delay_timer == NULL)
-        return;
-    struct smtp_delay_timer *t = s->delay_timer;
-    s->delay_timer = NULL;
-    t->s = NULL;
-    uv_timer_stop(&t->h);
-    uv_close((uv_handle_t *)&t->h, timer_close_cb);
+    if (session_ref_drop(&s->ref))
+        session_free(s);
 }
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    session_release(h->data);
+}
+
+/* ---- the delayed answer to a failed AUTH ---------------------------------------------------- */
 
 static void auth_failure_answer(struct smtp_session *s)
 {
@@ -115,36 +155,23 @@ static void auth_failure_answer(struct smtp_session *s)
 
 static void delay_timer_cb(uv_timer_t *h)
 {
-    struct smtp_delay_timer *t = h->data;
-    struct smtp_session *s = t->s;
-    if (s == NULL)
-        return;
-    timer_drop(s);
-    auth_failure_answer(s);
+    struct smtp_session *s = h->data;
+    if (!s->ref.closed)
+        auth_failure_answer(s);
 }
 
-/* Answers the failure after delay_ms (auth.h: the session waits, not the auth module). */
+/* Answers the failure after delay_ms (auth.h: the session waits, not the auth module); at once
+ * when there is no timer. */
 static void auth_failure_later(struct smtp_session *s, uint64_t delay_ms)
 {
-    struct smtp_delay_timer *t = calloc(1, sizeof(*t));
-    if (t == NULL || uv_timer_init(conn_loop(s->conn), &t->h) != 0) {
-        free(t);
+    if (!s->timer_open || uv_timer_start(&s->delay_timer, delay_timer_cb, delay_ms, 0) != 0)
         auth_failure_answer(s);
-        return;
-    }
-    t->s = s;
-    t->h.data = t;
-    s->delay_timer = t;
-    if (uv_timer_start(&t->h, delay_timer_cb, delay_ms, 0) != 0) {
-        timer_drop(s);
-        auth_failure_answer(s);
-    }
 }
 
 /* ---- AUTH (RFC 4954) ------------------------------------------------------------------------ */
 
 /* AUTH is offered under TLS, or in plaintext when smtp.plaintext_auth says so. */
-bool smtp_auth_offered(const struct smtp_session *s)
+static bool smtp_auth_offered(const struct smtp_session *s)
 {
     return conn_is_tls(s->conn) || conn_cfg(s->conn)->smtp.plaintext_auth;
 }
@@ -155,10 +182,9 @@ static void sasl_finish(struct smtp_session *s)
     conn_set_max_line(s->conn, SMTP_LINE_MAX_BYTES);
 }
 
-static void auth_done(void *ctx, const struct auth_result *r)
+/* The verification's answer (the request is over; a failure may wait for the delay timer). */
+static void auth_answer(struct smtp_session *s, const struct auth_result *r)
 {
-    struct smtp_session *s = ctx;
-    s->auth_req = NULL;
     char user[ADDRESS_STRLEN * 2];
     log_escape(user, sizeof(user), r->user, strlen(r->user));
     if (r->ok) {
@@ -186,6 +212,14 @@ static void auth_done(void *ctx, const struct auth_result *r)
         auth_failure_answer(s);
 }
 
+static void auth_done(void *ctx, const struct auth_result *r)
+{
+    struct smtp_session *s = ctx;
+    s->auth_req = NULL;
+    auth_answer(s, r);
+    session_release(s); /* the last one when the answer closed the connection */
+}
+
 /* A SASL step's result: challenge, verification, or the error reply. */
 static void sasl_result(struct smtp_session *s, const struct sasl_step *step)
 {
@@ -198,31 +232,30 @@ static void sasl_result(struct smtp_session *s, const struct sasl_step *step)
     case SASL_DONE: {
         struct app *app = conn_app(s->conn);
         conn_pause_reading(s->conn);
+        session_ref_take(&s->ref);
         s->auth_req = auth_verify(app->auth, app->reads, conn_peer_ip(s->conn), step->user,
                                   step->password, step->password_len, auth_done, s);
         sasl_finish(s);
         if (s->auth_req == NULL) {
+            session_release(s); /* never the last: the connection holds one */
             conn_resume_reading(s->conn);
             smtp_reply_error(s, "454 4.7.0 Temporary authentication failure");
         }
         return;
     }
     case SASL_CANCELLED:
-        sasl_finish(s);
-        smtp_reply_error(s, "501 5.7.0 Authentication cancelled");
-        return;
     case SASL_UNSUPPORTED_MECH:
-        sasl_finish(s);
-        smtp_reply_error(s, "504 5.5.4 Unrecognized authentication mechanism");
-        return;
     case SASL_AUTHZID_REFUSED:
-        sasl_finish(s);
-        smtp_reply_error(s, "535 5.7.8 Authentication credentials invalid");
-        return;
     case SASL_MALFORMED:
     default:
         sasl_finish(s);
-        smtp_reply_error(s, "501 5.5.2 Cannot decode response");
+        smtp_reply_error(s, "%s",
+                         step->status == SASL_CANCELLED ? "501 5.7.0 Authentication cancelled"
+                         : step->status == SASL_UNSUPPORTED_MECH
+                             ? "504 5.5.4 Unrecognized authentication mechanism"
+                         : step->status == SASL_AUTHZID_REFUSED
+                             ? "535 5.7.8 Authentication credentials invalid"
+                             : "501 5.5.2 Cannot decode response");
         return;
     }
 }
@@ -250,15 +283,10 @@ static void cmd_auth(struct smtp_session *s, const char *args)
         smtp_reply_error(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
         return;
     }
-    size_t mlen = strcspn(args, " ");
-    const char *initial = NULL;
-    size_t ilen = 0;
-    if (args[mlen] == ' ') {
-        initial = args + mlen + 1;
-        ilen = strlen(initial);
-    }
+    struct command_auth_args a;
+    command_split_auth(args, &a);
     struct sasl_step step;
-    sasl_start(&s->sasl, args, mlen, initial, ilen, &step);
+    sasl_start(&s->sasl, a.mech, a.mech_len, a.initial, a.initial_len, &step);
     sasl_result(s, &step);
 }
 
@@ -270,11 +298,166 @@ static void auth_continue(struct smtp_session *s, const char *line, size_t len)
     sasl_result(s, &step);
 }
 
-/* ---- commands ------------------------------------------------------------------------------ */
+/* ---- the transaction: MAIL, RCPT, DATA (smtp_tx.c does the work) ------------------------- */
+
+/* Drops the transaction (RSET semantics); the state goes back to READY if it was past it. Not
+ * while a writer job is out (reading is paused then). */
+static void tx_reset(struct smtp_session *s)
+{
+    smtp_tx_clear(&s->tx);
+    if (s->state > SMTP_STATE_READY)
+        smtp_enter_state(s, SMTP_STATE_READY);
+}
+
+static struct smtp_tx_client tx_client(const struct smtp_session *s)
+{
+    return (struct smtp_tx_client){
+        .conn = s->conn, .auth_user = s->auth_user, .helo = s->helo, .esmtp = s->esmtp};
+}
+
+static void job_submit(struct smtp_session *s);
+
+/* Carries out what smtp_tx.c answered (smtp_tx.h); next is the state a positive answer leads to. */
+static void tx_answer(struct smtp_session *s, enum smtp_tx_result r, const char *reply,
+                      enum smtp_state next)
+{
+    switch (r) {
+    case SMTP_TX_OK:
+        smtp_enter_state(s, next);
+        conn_reply(s->conn, "%s\r\n", reply);
+        return;
+    case SMTP_TX_ERROR:
+        smtp_reply_error(s, "%s", reply);
+        return;
+    case SMTP_TX_SOFT:
+        conn_reply(s->conn, "%s\r\n", reply);
+        return;
+    case SMTP_TX_JOB:
+        job_submit(s);
+        return;
+    case SMTP_TX_MORE: /* not an answer to a command */
+        return;
+    }
+}
+
+/* The writer's answer. The job held a reference to the session and one to the connection. */
+static void job_done(void *ctx, int status)
+{
+    struct smtp_session *s = ctx;
+    struct conn *c = s->conn;
+    char reply[SMTP_TX_REPLY_MAX_BYTES];
+    if (s->ref.closed) {
+        smtp_tx_job_orphaned(&s->tx, c, status);
+    } else if (s->state == SMTP_STATE_BUSY) {
+        if (smtp_tx_job_result(&s->tx, c, status, reply) == SMTP_TX_OK)
+            conn_reply(c, "%s\r\n", reply);
+        else
+            smtp_reply_error(s, "%s", reply);
+        tx_reset(s);
+    } else {
+        tx_answer(s, smtp_tx_job_result(&s->tx, c, status, reply), reply, SMTP_STATE_RCPT);
+    }
+    if (!s->ref.closed && !conn_is_closing(c))
+        conn_resume_reading(c);
+    conn_unref(&c);
+    session_release(s);
+}
+
+/* Hands the transaction's job to the writer with reading paused, holding a reference to the
+ * session and one to the connection until job_done. */
+static void job_submit(struct smtp_session *s)
+{
+    char reply[SMTP_TX_REPLY_MAX_BYTES];
+    struct conn *c = s->conn;
+    conn_pause_reading(c);
+    conn_ref(c);
+    session_ref_take(&s->ref);
+    if (smtp_tx_submit(&s->tx, c, ((struct app *)conn_app(c))->writer, job_done, s, reply) ==
+        SMTP_TX_JOB)
+        return;
+    session_release(s); /* never the last: the connection holds one */
+    conn_unref(&c);
+    conn_resume_reading(s->conn);
+    smtp_reply_error(s, "%s", reply);
+    if (s->state == SMTP_STATE_BUSY)
+        tx_reset(s);
+}
+
+static void cmd_mail(struct smtp_session *s, const char *args)
+{
+    if (s->state == SMTP_STATE_GREETED) {
+        smtp_reply_error(s, "503 5.5.1 Error: send HELO/EHLO first");
+        return;
+    }
+    if (s->state != SMTP_STATE_READY) {
+        smtp_reply_error(s, "503 5.5.1 Error: nested MAIL command");
+        return;
+    }
+    char reply[SMTP_TX_REPLY_MAX_BYTES];
+    struct smtp_tx_client cl = tx_client(s);
+    tx_answer(s, smtp_tx_mail(&s->tx, &cl, args, reply), reply, SMTP_STATE_MAIL);
+}
+
+/* RCPT or DATA without a transaction: which command is missing. */
+static void reply_need_mail(struct smtp_session *s)
+{
+    smtp_reply_error(s, s->state == SMTP_STATE_GREETED ? "503 5.5.1 Error: send HELO/EHLO first"
+                                                       : "503 5.5.1 Error: need MAIL command");
+}
+
+static void cmd_rcpt(struct smtp_session *s, const char *args)
+{
+    if (s->state < SMTP_STATE_MAIL) {
+        reply_need_mail(s);
+        return;
+    }
+    char reply[SMTP_TX_REPLY_MAX_BYTES];
+    struct smtp_tx_client cl = tx_client(s);
+    tx_answer(s, smtp_tx_rcpt(&s->tx, &cl, args, reply), reply, SMTP_STATE_RCPT);
+}
+
+static void cmd_data(struct smtp_session *s, const char *args)
+{
+    if (s->state < SMTP_STATE_MAIL) {
+        reply_need_mail(s);
+        return;
+    }
+    if (s->state == SMTP_STATE_MAIL) {
+        /* RFC 2920 3.1: a pipelined DATA after refused recipients gets 554 (or 503). */
+        smtp_reply_error(s, "554 5.5.1 Error: no valid recipients");
+        return;
+    }
+    if (smtp_has_args(args)) {
+        smtp_reply_error(s, "501 5.5.4 Syntax: DATA");
+        return;
+    }
+    char reply[SMTP_TX_REPLY_MAX_BYTES];
+    enum smtp_tx_result r = smtp_tx_data(&s->tx, s->conn, reply);
+    tx_answer(s, r, reply, SMTP_STATE_DATA);
+    if (r == SMTP_TX_OK)
+        conn_set_mode_data(s->conn, true);
+}
+
+/* End of data with the whole content: the transaction prepares the delivery, the writer stores
+ * it, and job_done answers. */
+static void deliver(struct smtp_session *s)
+{
+    char reply[SMTP_TX_REPLY_MAX_BYTES];
+    struct smtp_tx_client cl = tx_client(s);
+    if (smtp_tx_deliver(&s->tx, &cl, ++s->transactions, reply) != SMTP_TX_JOB) {
+        smtp_reply_error(s, "%s", reply);
+        tx_reset(s);
+        return;
+    }
+    smtp_enter_state(s, SMTP_STATE_BUSY);
+    job_submit(s);
+}
+
+/* ---- the other commands -------------------------------------------------------------------- */
 
 static void forget_client(struct smtp_session *s)
 {
-    smtp_tx_reset(s);
+    tx_reset(s);
     s->esmtp = false;
     s->helo[0] = '\0';
 }
@@ -286,7 +469,7 @@ static void cmd_ehlo(struct smtp_session *s, const char *args)
         return;
     }
     /* RFC 5321 4.1.4: EHLO also resets the transaction, as RSET would. */
-    smtp_tx_reset(s);
+    tx_reset(s);
     s->esmtp = true;
     smtp_helo_sanitize(args, s->helo, sizeof(s->helo));
     smtp_enter_state(s, SMTP_STATE_READY);
@@ -318,7 +501,7 @@ static void cmd_helo(struct smtp_session *s, const char *args)
         smtp_reply_error(s, "501 5.5.4 Syntax: HELO hostname");
         return;
     }
-    smtp_tx_reset(s);
+    tx_reset(s);
     s->esmtp = false;
     smtp_helo_sanitize(args, s->helo, sizeof(s->helo));
     smtp_enter_state(s, SMTP_STATE_READY);
@@ -340,7 +523,7 @@ static void cmd_rset(struct smtp_session *s, const char *args)
         smtp_reply_error(s, "501 5.5.4 Syntax: RSET");
         return;
     }
-    smtp_tx_reset(s);
+    tx_reset(s);
     conn_reply(s->conn, "250 2.0.0 Ok\r\n");
 }
 
@@ -399,63 +582,39 @@ static void cmd_starttls(struct smtp_session *s, const char *args)
 }
 
 /*
- * The command table (STYLE.md 2). ENDS_GROUP: RFC 2920 3.1 - the client must wait for this reply
- * before sending more (EHLO, HELO, STARTTLS, AUTH, DATA, QUIT), so input already waiting behind it
- * is a pipelining error, logged at debug level. After STARTTLS conn.c discards it.
+ * The command table. ENDS_GROUP: RFC 2920 3.1 - the client must wait for this reply before
+ * sending more (EHLO, HELO, STARTTLS, AUTH, DATA, QUIT), so input already waiting behind it is a
+ * pipelining error, logged at debug level. After STARTTLS conn.c discards it. Every verb is valid
+ * in every state as far as the table goes: each answers a wrong state with its own 503 text.
  */
 #define SMTP_CMD_ENDS_GROUP 0x1u
 
 struct smtp_command {
-    const char *verb;
+    struct command cmd; /* first: common/pure/command.c finds rows by it */
     void (*run)(struct smtp_session *s, const char *args);
-    unsigned flags;
 };
 
 static const struct smtp_command smtp_commands[] = {
-    {"EHLO", cmd_ehlo, SMTP_CMD_ENDS_GROUP},
-    {"HELO", cmd_helo, SMTP_CMD_ENDS_GROUP},
-    {"MAIL", smtp_cmd_mail, 0},
-    {"RCPT", smtp_cmd_rcpt, 0},
-    {"DATA", smtp_cmd_data, SMTP_CMD_ENDS_GROUP},
-    {"RSET", cmd_rset, 0},
-    {"NOOP", cmd_noop, 0},
-    {"QUIT", cmd_quit, SMTP_CMD_ENDS_GROUP},
-    {"HELP", cmd_help, 0},
-    {"VRFY", cmd_vrfy, 0},
-    {"EXPN", cmd_expn, 0},
-    {"STARTTLS", cmd_starttls, SMTP_CMD_ENDS_GROUP},
-    {"AUTH", cmd_auth, SMTP_CMD_ENDS_GROUP},
+    {{"EHLO", COMMAND_ANY_STATE, SMTP_CMD_ENDS_GROUP}, cmd_ehlo},
+    {{"HELO", COMMAND_ANY_STATE, SMTP_CMD_ENDS_GROUP}, cmd_helo},
+    {{"MAIL", COMMAND_ANY_STATE, 0}, cmd_mail},
+    {{"RCPT", COMMAND_ANY_STATE, 0}, cmd_rcpt},
+    {{"DATA", COMMAND_ANY_STATE, SMTP_CMD_ENDS_GROUP}, cmd_data},
+    {{"RSET", COMMAND_ANY_STATE, 0}, cmd_rset},
+    {{"NOOP", COMMAND_ANY_STATE, 0}, cmd_noop},
+    {{"QUIT", COMMAND_ANY_STATE, SMTP_CMD_ENDS_GROUP}, cmd_quit},
+    {{"HELP", COMMAND_ANY_STATE, 0}, cmd_help},
+    {{"VRFY", COMMAND_ANY_STATE, 0}, cmd_vrfy},
+    {{"EXPN", COMMAND_ANY_STATE, 0}, cmd_expn},
+    {{"STARTTLS", COMMAND_ANY_STATE, SMTP_CMD_ENDS_GROUP}, cmd_starttls},
+    {{"AUTH", COMMAND_ANY_STATE, SMTP_CMD_ENDS_GROUP}, cmd_auth},
 };
 
 static const struct smtp_command *find_command(const char *verb, size_t len)
 {
-    for (size_t i = 0; i < sizeof(smtp_commands) / sizeof(smtp_commands[0]); i++) {
-        const struct smtp_command *cmd = &smtp_commands[i];
-        if (strlen(cmd->verb) == len && strncasecmp(cmd->verb, verb, len) == 0)
-            return cmd;
-    }
-    return NULL;
-}
-
-/*
- * "GET / HTTP/1.1" and friends: a browser or a proxy-abuse probe, never a mail client. Answering
- * would only help cross-protocol tricks, so the connection is dropped (Postfix does the same).
- */
-static bool is_http_request(const char *line, size_t len)
-{
-    static const char *const methods[] = {"GET",     "POST",    "HEAD",  "PUT",  "DELETE",
-                                          "CONNECT", "OPTIONS", "TRACE", "PATCH"};
-    const char *sp = memchr(line, ' ', len);
-    if (sp == NULL)
-        return false;
-    size_t mlen = (size_t)(sp - line);
-    bool method = false;
-    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]) && !method; i++)
-        method = strlen(methods[i]) == mlen && strncasecmp(methods[i], line, mlen) == 0;
-    if (!method)
-        return false;
-    const char *last = strrchr(line, ' '); /* line is NUL-terminated without NUL inside */
-    return strncasecmp(last + 1, "HTTP/", 5) == 0;
+    return (const struct smtp_command *)(const void *)command_find(
+        smtp_commands, sizeof(smtp_commands) / sizeof(smtp_commands[0]), sizeof(smtp_commands[0]),
+        verb, len);
 }
 
 /* ---- handler callbacks --------------------------------------------------------------------- */
@@ -468,8 +627,13 @@ static void smtp_on_open(struct conn *c)
         return;
     }
     s->conn = c;
+    session_ref_init(&s->ref);
     s->state = SMTP_STATE_GREETED;
     snprintf(s->verb, sizeof(s->verb), "-");
+    if (uv_timer_init(conn_loop(c), &s->delay_timer) == 0) {
+        s->delay_timer.data = s;
+        s->timer_open = true;
+    }
     conn_set_session(c, s);
     const struct cfg *cfg = conn_cfg(c);
     conn_set_timeout(c, cfg->smtp.timeout_ms);
@@ -478,16 +642,15 @@ static void smtp_on_open(struct conn *c)
     conn_reply(c, "220 %s ESMTP postern\r\n", cfg->server.hostname);
 }
 
-static void smtp_on_line(struct conn *c, const char *line, size_t len)
+/* One line: a SASL answer or a command. */
+static void dispatch(struct smtp_session *s, const char *line, size_t len)
 {
-    struct smtp_session *s = conn_session(c);
-    if (s == NULL)
-        return;
+    struct conn *c = s->conn;
     if (sasl_is_active(&s->sasl)) {
         auth_continue(s, line, len);
         return;
     }
-    if (is_http_request(line, len)) {
+    if (smtp_is_http_request(line, len)) {
         log_info("smtp", conn_sid(c), "event=http-request");
         conn_abort(c, "http-request");
         return;
@@ -496,21 +659,60 @@ static void smtp_on_line(struct conn *c, const char *line, size_t len)
     const char *args = line + vlen;
     while (*args == ' ')
         args++;
-    const struct smtp_command *cmd = vlen <= SMTP_VERB_MAX_BYTES ? find_command(line, vlen) : NULL;
+    const struct smtp_command *cmd = find_command(line, vlen);
     s->commands++;
     if (cmd == NULL) {
         snprintf(s->verb, sizeof(s->verb), "unknown");
         smtp_reply_error(s, "500 5.5.2 Error: command not recognized");
         return;
     }
-    snprintf(s->verb, sizeof(s->verb), "%s", cmd->verb);
-    if (cmd->flags & SMTP_CMD_ENDS_GROUP) {
+    snprintf(s->verb, sizeof(s->verb), "%s", cmd->cmd.verb);
+    if (cmd->cmd.flags & SMTP_CMD_ENDS_GROUP) {
         struct conn_stats st;
         conn_get_stats(c, &st);
         if (st.input_bytes > 0)
-            log_debug("smtp", conn_sid(c), "event=pipelining-violation command=%s", cmd->verb);
+            log_debug("smtp", conn_sid(c), "event=pipelining-violation command=%s", cmd->cmd.verb);
     }
     cmd->run(s, args);
+}
+
+/*
+ * The conn callbacks that run commands hold a reference while they do: a reply that closes the
+ * connection (the tenth error, say) runs on_close inside them, and they must still be able to
+ * finish with the session.
+ */
+static void smtp_on_line(struct conn *c, const char *line, size_t len)
+{
+    struct smtp_session *s = conn_session(c);
+    if (s == NULL)
+        return;
+    session_ref_take(&s->ref);
+    dispatch(s, line, len);
+    session_release(s);
+}
+
+/* Message octets in data mode (smtp_tx_feed); the end of the message is delivered. */
+static size_t smtp_on_data(struct conn *c, const unsigned char *p, size_t n)
+{
+    struct smtp_session *s = conn_session(c);
+    if (s == NULL)
+        return n;
+    char reply[SMTP_TX_REPLY_MAX_BYTES];
+    size_t used = 0;
+    enum smtp_tx_result r = smtp_tx_feed(&s->tx, p, n, &used, reply);
+    if (r == SMTP_TX_MORE)
+        return used;
+    /* The rest (pipelined commands after the dot, RFC 2920) goes back to the line reader. */
+    conn_set_mode_data(c, false);
+    session_ref_take(&s->ref);
+    if (r == SMTP_TX_OK) {
+        deliver(s);
+    } else {
+        smtp_reply_error(s, "%s", reply);
+        tx_reset(s);
+    }
+    session_release(s);
+    return used;
 }
 
 static void smtp_on_bad_line(struct conn *c, enum linereader_status why)
@@ -518,6 +720,7 @@ static void smtp_on_bad_line(struct conn *c, enum linereader_status why)
     struct smtp_session *s = conn_session(c);
     if (s == NULL)
         return;
+    /* Nothing runs after the error reply, so no reference is needed around it. */
     if (sasl_is_active(&s->sasl)) {
         /* RFC 4954 4: a response over the limit fails the exchange. */
         sasl_finish(s);
@@ -553,13 +756,6 @@ static void smtp_on_shutdown(struct conn *c)
     conn_reply(c, "421 4.3.2 %s Service shutting down\r\n", conn_cfg(c)->server.hostname);
 }
 
-void smtp_session_free(struct smtp_session *s)
-{
-    smtp_tx_free(s);
-    sasl_reset(&s->sasl);
-    free(s);
-}
-
 static void smtp_on_close(struct conn *c, const char *reason)
 {
     struct smtp_session *s = conn_session(c);
@@ -567,18 +763,20 @@ static void smtp_on_close(struct conn *c, const char *reason)
         return;
     log_debug("smtp", conn_sid(c), "event=session-end commands=%llu errors=%u",
               (unsigned long long)s->commands, s->errors);
-    timer_drop(s);
-    if (s->auth_req != NULL) {
-        auth_cancel(s->auth_req);
-        s->auth_req = NULL;
-    }
+    s->ref.closed = true;
     conn_set_session(c, NULL);
-    if (s->job_busy) {
-        /* The writer still holds the job (and a connection reference): its done frees us. */
-        s->closed = true;
-        return;
+    if (s->auth_req != NULL) {
+        auth_cancel(s->auth_req); /* its done never runs: drop its reference here */
+        s->auth_req = NULL;
+        session_release(s);
     }
-    smtp_session_free(s);
+    if (s->timer_open) {
+        s->timer_open = false;
+        session_ref_take(&s->ref); /* until the handle is closed */
+        uv_close((uv_handle_t *)&s->delay_timer, on_handle_closed);
+    }
+    /* A writer job still out keeps its reference: its done frees the session if it is last. */
+    session_release(s);
 }
 
 static void smtp_busy_reply(const struct cfg *cfg, bool per_ip, char *buf, size_t len)

@@ -1,11 +1,14 @@
 /*
- * smtp_tx.c - the SMTP mail transaction: MAIL (sender, ESMTP parameters, the submission ports'
- * AUTH requirement), RCPT (the relay decision of common/pure/relay_policy.c on facts gathered by
- * server/relay/relay_facts.c, recipient limits, local recipients resolved to user ids), DATA (the
- * scanner of common/pure/smtp_data.c in data mode) and delivery (trace headers, then store_deliver
- * in one writer job; "250 2.0.0 Ok: queued as ID" only once that commit is durable).
+ * smtp_tx.c - the SMTP mail transaction: MAIL (sender, ESMTP parameters), RCPT (the relay decision
+ * of common/pure/relay_policy.c on facts gathered by server/relay/relay_facts.c, recipient limits,
+ * local recipients resolved to user ids), DATA (the scanner of common/pure/smtp_data.c in data
+ * mode) and delivery (trace headers, then store_deliver in one writer job; the session says
+ * "250 2.0.0 Ok: queued as ID" only once that commit is durable).
  *
- * What it does not do: decide relaying (relay_decide does, and this file only carries out the
+ * It owns the struct smtp_tx and what hangs off it, and the writer jobs' work. It does not own
+ * the session: server/smtp/smtp_session.c calls in through smtp_tx.h, checks the SMTP state
+ * before each call, and sends the reply this file hands back (smtp_tx.h says what each result
+ * asks of it). Nor does it decide relaying (relay_decide does, and this file only carries out the
  * verdict), touch SQL (storage/ does, through the read store and the writer), or send anything
  * outbound (queue rows are what it leaves for the queue runner).
  *
@@ -20,6 +23,7 @@
  * outbound client must drop a leading Return-Path line before sending (RFC 5321 4.4: a relaying
  * SMTP server must not add one, and a stale one must not travel on).
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,16 +33,27 @@
 #include "common/log.h"
 #include "common/password.h"
 #include "common/util.h"
-#include "server/app.h"
-#include "server/relay/relay_facts.h"
 #include "common/pure/relay_policy.h"
-#include "server/smtp/smtp_internal.h"
+#include "server/app.h"
 #include "server/net/tls.h"
+#include "server/relay/relay_facts.h"
+#include "server/smtp/smtp_tx.h"
 #include "storage/store.h"
+
+/* Writes the reply and returns result, so a refusal is one line: return answer(...). */
+static __attribute__((format(printf, 3, 4))) enum smtp_tx_result
+answer(char reply[SMTP_TX_REPLY_MAX_BYTES], enum smtp_tx_result result, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reply, SMTP_TX_REPLY_MAX_BYTES, fmt, ap);
+    va_end(ap);
+    return result;
+}
 
 /* ---- transaction bookkeeping ----------------------------------------------------------------- */
 
-static void tx_clear(struct smtp_tx *tx)
+void smtp_tx_clear(struct smtp_tx *tx)
 {
     free(tx->local_ids);
     free(tx->remote);
@@ -46,18 +61,6 @@ static void tx_clear(struct smtp_tx *tx)
     free(tx->remote_ptrs);
     smtp_data_free(&tx->data);
     memset(tx, 0, sizeof(*tx));
-}
-
-void smtp_tx_reset(struct smtp_session *s)
-{
-    tx_clear(&s->tx);
-    if (s->state > SMTP_STATE_READY)
-        smtp_enter_state(s, SMTP_STATE_READY);
-}
-
-void smtp_tx_free(struct smtp_session *s)
-{
-    tx_clear(&s->tx);
 }
 
 /* Adds a local user id once. 0, or -1 when out of memory. */
@@ -98,76 +101,60 @@ static int tx_add_remote(struct smtp_tx *tx, const char *rcpt)
     return 0;
 }
 
-/* A recipient was accepted: count it and answer. */
-static void rcpt_accepted(struct smtp_session *s, const char *rcpt)
+/* A recipient was accepted: count it; the session answers and enters its RCPT state. */
+static enum smtp_tx_result rcpt_accepted(struct smtp_tx *tx, const char *rcpt,
+                                         char reply[SMTP_TX_REPLY_MAX_BYTES])
 {
-    struct smtp_tx *tx = &s->tx;
     if (tx->n_rcpts++ == 0)
         snprintf(tx->first_rcpt, sizeof(tx->first_rcpt), "%s", rcpt);
-    smtp_enter_state(s, SMTP_STATE_RCPT);
-    conn_reply(s->conn, "250 2.1.5 Ok\r\n");
+    return answer(reply, SMTP_TX_OK, "250 2.1.5 Ok");
 }
 
 /* ---- MAIL ---------------------------------------------------------------------------------- */
 
-static bool is_submission(const struct smtp_session *s)
+static bool is_submission(struct conn *c)
 {
-    enum conn_service svc = conn_service(s->conn);
+    enum conn_service svc = conn_service(c);
     return svc == CONN_SERVICE_SMTP_SUBMISSION || svc == CONN_SERVICE_SMTP_SUBMISSIONS;
 }
 
-void smtp_cmd_mail(struct smtp_session *s, const char *args)
+enum smtp_tx_result smtp_tx_mail(struct smtp_tx *tx, const struct smtp_tx_client *cl,
+                                 const char *args, char reply[SMTP_TX_REPLY_MAX_BYTES])
 {
-    if (s->state == SMTP_STATE_GREETED) {
-        smtp_reply_error(s, "503 5.5.1 Error: send HELO/EHLO first");
-        return;
-    }
-    if (s->state != SMTP_STATE_READY) {
-        smtp_reply_error(s, "503 5.5.1 Error: nested MAIL command");
-        return;
-    }
+    struct conn *c = cl->conn;
     /* RFC 6409 4.3 (and RFC 8314 for 465): submission requires authentication. */
-    if (is_submission(s) && s->auth_user[0] == '\0') {
-        smtp_reply_error(s, "530 5.7.0 Authentication required");
-        return;
-    }
-    struct smtp_tx *tx = &s->tx;
-    tx_clear(tx);
+    if (is_submission(c) && cl->auth_user[0] == '\0')
+        return answer(reply, SMTP_TX_ERROR, "530 5.7.0 Authentication required");
+    smtp_tx_clear(tx);
     const char *params = NULL, *why = NULL;
     int rc = smtp_parse_path_arg(args, "FROM:", &tx->sender, &tx->sender_kind, &params, &why);
-    if (rc == SMTP_PARSE_SYNTAX) {
-        smtp_reply_error(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
-        return;
-    }
-    if (rc != SMTP_PARSE_OK) {
-        smtp_reply_error(s, "501 5.1.7 Bad sender address syntax (%s)", why);
-        return;
-    }
+    if (rc == SMTP_PARSE_SYNTAX)
+        return answer(reply, SMTP_TX_ERROR, "501 5.5.4 Syntax: MAIL FROM:<address>");
+    if (rc != SMTP_PARSE_OK)
+        return answer(reply, SMTP_TX_ERROR, "501 5.1.7 Bad sender address syntax (%s)", why);
     /* RFC 5321 4.5.1 names <Postmaster> as a recipient only. */
     if (tx->sender_kind == ADDRESS_PATH_POSTMASTER) {
-        smtp_reply_error(s, "501 5.1.7 Bad sender address syntax");
-        tx_clear(tx);
-        return;
+        smtp_tx_clear(tx);
+        return answer(reply, SMTP_TX_ERROR, "501 5.1.7 Bad sender address syntax");
     }
     rc = smtp_parse_mail_params(params, &tx->params, &why);
     if (rc != SMTP_PARSE_OK) {
         if (rc == SMTP_PARSE_UNKNOWN_PARAM)
-            smtp_reply_error(s, "555 5.5.4 Unsupported option: %.64s", params);
+            answer(reply, SMTP_TX_ERROR, "555 5.5.4 Unsupported option: %.64s", params);
         else
-            smtp_reply_error(s, "501 5.5.4 Bad MAIL parameter (%s)", why);
-        tx_clear(tx);
-        return;
+            answer(reply, SMTP_TX_ERROR, "501 5.5.4 Bad MAIL parameter (%s)", why);
+        smtp_tx_clear(tx);
+        return SMTP_TX_ERROR;
     }
-    uint64_t max = conn_cfg(s->conn)->smtp.max_message_size_bytes;
+    uint64_t max = conn_cfg(c)->smtp.max_message_size_bytes;
     /* RFC 1870 6: a declared size above the limit is refused at MAIL already. */
     if (tx->params.has_size && tx->params.size_bytes > max) {
-        smtp_reply_error(s, "552 5.3.4 Message size exceeds fixed maximum message size");
-        tx_clear(tx);
-        return;
+        smtp_tx_clear(tx);
+        return answer(reply, SMTP_TX_ERROR,
+                      "552 5.3.4 Message size exceeds fixed maximum message size");
     }
     address_format(&tx->sender, tx->sender_text, sizeof(tx->sender_text));
-    smtp_enter_state(s, SMTP_STATE_MAIL);
-    conn_reply(s->conn, "250 2.1.0 Ok\r\n");
+    return answer(reply, SMTP_TX_OK, "250 2.1.0 Ok");
 }
 
 /* ---- RCPT ---------------------------------------------------------------------------------- */
@@ -206,10 +193,9 @@ static int postmaster_user(struct store *reads, const char *domain_or_null, int6
     return STORE_OK;
 }
 
-static void set_identity(struct smtp_session *s, const struct relay_facts *f,
+static void set_identity(struct smtp_tx *tx, struct conn *c, const struct relay_facts *f,
                          const struct relay_decision *d)
 {
-    struct smtp_tx *tx = &s->tx;
     if (tx->identity[0] != '\0')
         return;
     if (d->reason == RELAY_REASON_TRUSTED_NETWORK)
@@ -217,98 +203,54 @@ static void set_identity(struct smtp_session *s, const struct relay_facts *f,
     else if (d->reason == RELAY_REASON_POP_WINDOW)
         snprintf(tx->identity, sizeof(tx->identity), "POP-before-SMTP window of %s",
                  f->window_user != NULL && f->window_user[0] != '\0' ? f->window_user
-                                                                     : conn_peer_text(s->conn));
+                                                                     : conn_peer_text(c));
 }
 
-static int job_count_run(struct store *st, struct writer_job *job)
+static enum smtp_tx_result rcpt_temp_failure(struct conn *c, const char *what,
+                                             char reply[SMTP_TX_REPLY_MAX_BYTES])
 {
-    struct smtp_session *s = container_of(job, struct smtp_session, job);
-    return store_window_count_relayed(st, s->tx.window_key, 1);
+    log_warn("smtp", conn_sid(c), "event=store-error what=\"%s\"", what);
+    return answer(reply, SMTP_TX_ERROR, "451 4.3.0 Error: temporary failure, try again later");
 }
 
-static void job_done(struct writer_job *job, int status);
-
-/* Hands the session's job to the writer with reading paused. 0, or -1 (nothing was handed). */
-static int job_submit(struct smtp_session *s, enum smtp_job_kind kind, writer_run_fn run)
+enum smtp_tx_result smtp_tx_rcpt(struct smtp_tx *tx, const struct smtp_tx_client *cl,
+                                 const char *args, char reply[SMTP_TX_REPLY_MAX_BYTES])
 {
-    struct app *app = conn_app(s->conn);
-    s->job.run = run;
-    s->job.done = job_done;
-    s->job_kind = kind;
-    conn_pause_reading(s->conn);
-    conn_ref(s->conn);
-    s->job_busy = true;
-    if (app->writer == NULL || writer_submit(app->writer, &s->job) != 0) {
-        s->job_busy = false;
-        s->job_kind = SMTP_JOB_NONE;
-        struct conn *c = s->conn;
-        conn_unref(&c);
-        conn_resume_reading(s->conn);
-        return -1;
-    }
-    return 0;
-}
-
-static void rcpt_temp_failure(struct smtp_session *s, const char *what)
-{
-    log_warn("smtp", conn_sid(s->conn), "event=store-error what=\"%s\"", what);
-    smtp_reply_error(s, "451 4.3.0 Error: temporary failure, try again later");
-}
-
-void smtp_cmd_rcpt(struct smtp_session *s, const char *args)
-{
-    if (s->state < SMTP_STATE_MAIL) {
-        smtp_reply_error(s, s->state == SMTP_STATE_GREETED ? "503 5.5.1 Error: send HELO/EHLO first"
-                                                           : "503 5.5.1 Error: need MAIL command");
-        return;
-    }
-    struct smtp_tx *tx = &s->tx;
+    struct conn *c = cl->conn;
     struct address rcpt;
     enum address_path_kind kind;
     const char *params = NULL, *why = NULL;
     int rc = smtp_parse_path_arg(args, "TO:", &rcpt, &kind, &params, &why);
-    if (rc == SMTP_PARSE_SYNTAX) {
-        smtp_reply_error(s, "501 5.5.4 Syntax: RCPT TO:<address>");
-        return;
-    }
-    if (rc != SMTP_PARSE_OK) {
-        smtp_reply_error(s, "501 5.1.3 Bad recipient address syntax (%s)", why);
-        return;
-    }
+    if (rc == SMTP_PARSE_SYNTAX)
+        return answer(reply, SMTP_TX_ERROR, "501 5.5.4 Syntax: RCPT TO:<address>");
+    if (rc != SMTP_PARSE_OK)
+        return answer(reply, SMTP_TX_ERROR, "501 5.1.3 Bad recipient address syntax (%s)", why);
     rc = smtp_parse_rcpt_params(params, &why);
     if (rc != SMTP_PARSE_OK) {
         if (rc == SMTP_PARSE_UNKNOWN_PARAM)
-            smtp_reply_error(s, "555 5.5.4 Unsupported option: %.64s", params);
-        else
-            smtp_reply_error(s, "501 5.5.4 Bad RCPT parameter (%s)", why);
-        return;
+            return answer(reply, SMTP_TX_ERROR, "555 5.5.4 Unsupported option: %.64s", params);
+        return answer(reply, SMTP_TX_ERROR, "501 5.5.4 Bad RCPT parameter (%s)", why);
     }
-    const struct cfg *cfg = conn_cfg(s->conn);
+    const struct cfg *cfg = conn_cfg(c);
     /* RFC 5321 4.5.3.1.10: 452 asks the client to send the rest in another transaction. Not
      * counted as an error: the client is doing nothing wrong. */
-    if (tx->n_rcpts >= cfg->smtp.max_recipients) {
-        conn_reply(s->conn, "452 4.5.3 Too many recipients\r\n");
-        return;
-    }
-    struct app *app = conn_app(s->conn);
+    if (tx->n_rcpts >= cfg->smtp.max_recipients)
+        return answer(reply, SMTP_TX_SOFT, "452 4.5.3 Too many recipients");
+    struct app *app = conn_app(c);
     struct relay_scratch scratch;
     struct relay_facts facts;
-    int st = relay_gather(app->reads, cfg, conn_peer_ip(s->conn),
-                          s->auth_user[0] != '\0' ? s->auth_user : NULL, &tx->sender,
+    int st = relay_gather(app->reads, cfg, conn_peer_ip(c),
+                          cl->auth_user[0] != '\0' ? cl->auth_user : NULL, &tx->sender,
                           tx->sender_kind, &rcpt, kind, store_now_ms(), &scratch, &facts);
-    if (st != STORE_OK) {
-        rcpt_temp_failure(s, store_errmsg(app->reads));
-        return;
-    }
+    if (st != STORE_OK)
+        return rcpt_temp_failure(c, store_errmsg(app->reads), reply);
     struct relay_decision d;
     relay_decide(&facts, &d);
     char logline[RELAY_LOG_MAX_BYTES];
     relay_format_log(&facts, &d, logline, sizeof(logline));
-    log_info("smtp", conn_sid(s->conn), "event=relay %s", logline);
-    if (d.verdict != RELAY_ALLOW) {
-        smtp_reply_error(s, "%s", d.reply);
-        return;
-    }
+    log_info("smtp", conn_sid(c), "event=relay %s", logline);
+    if (d.verdict != RELAY_ALLOW)
+        return answer(reply, SMTP_TX_ERROR, "%s", d.reply);
 
     char text[ADDRESS_STRLEN];
     address_format(&rcpt, text, sizeof(text));
@@ -324,134 +266,98 @@ void smtp_cmd_rcpt(struct smtp_session *s, const char *args)
         if (st != STORE_OK) {
             /* Deleted between the two reads: as if it never existed. */
             if (st == STORE_NOT_FOUND)
-                smtp_reply_error(s, "550 5.1.1 <%s>: Recipient address rejected: User unknown",
-                                 text);
-            else
-                rcpt_temp_failure(s, store_errmsg(app->reads));
-            return;
+                return answer(reply, SMTP_TX_ERROR,
+                              "550 5.1.1 <%s>: Recipient address rejected: User unknown", text);
+            return rcpt_temp_failure(c, store_errmsg(app->reads), reply);
         }
         break;
     }
     case RELAY_REASON_POSTMASTER:
         st = postmaster_user(app->reads, kind == ADDRESS_PATH_MAILBOX ? rcpt.domain : NULL, &id);
-        if (st == STORE_NOT_FOUND) {
-            smtp_reply_error(s, "550 5.1.1 <%s>: Recipient address rejected: User unknown", text);
-            return;
-        }
-        if (st != STORE_OK) {
-            rcpt_temp_failure(s, store_errmsg(app->reads));
-            return;
-        }
+        if (st == STORE_NOT_FOUND)
+            return answer(reply, SMTP_TX_ERROR,
+                          "550 5.1.1 <%s>: Recipient address rejected: User unknown", text);
+        if (st != STORE_OK)
+            return rcpt_temp_failure(c, store_errmsg(app->reads), reply);
         break;
     case RELAY_REASON_POP_WINDOW:
         /* Count it against the window before answering, so a pipelined run of RCPTs sees the
-         * count go up and the window_max_recipients limit holds (rcpt_counted answers). */
-        set_identity(s, &facts, &d);
+         * count go up and the window_max_recipients limit holds (smtp_tx_job_result answers). */
+        set_identity(tx, c, &facts, &d);
         snprintf(tx->pending_rcpt, sizeof(tx->pending_rcpt), "%s", text);
-        ip_window_key(conn_peer_ip(s->conn), cfg->relay.window_ipv6_prefix, tx->window_key,
+        ip_window_key(conn_peer_ip(c), cfg->relay.window_ipv6_prefix, tx->window_key,
                       sizeof(tx->window_key));
-        if (job_submit(s, SMTP_JOB_COUNT_WINDOW, job_count_run) != 0)
-            rcpt_temp_failure(s, "writer unavailable");
-        return;
+        tx->job_kind = SMTP_JOB_COUNT_WINDOW;
+        return SMTP_TX_JOB;
     default: /* trusted-network, auth */
-        set_identity(s, &facts, &d);
-        if (tx_add_remote(tx, text) != 0) {
-            smtp_reply_error(s, "452 4.3.1 Insufficient system storage");
-            return;
-        }
-        rcpt_accepted(s, text);
-        return;
+        set_identity(tx, c, &facts, &d);
+        if (tx_add_remote(tx, text) != 0)
+            return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
+        return rcpt_accepted(tx, text, reply);
     }
-    if (tx_add_local(tx, id) != 0) {
-        smtp_reply_error(s, "452 4.3.1 Insufficient system storage");
-        return;
-    }
-    rcpt_accepted(s, text);
-}
-
-static void rcpt_counted(struct smtp_session *s, int status)
-{
-    struct smtp_tx *tx = &s->tx;
-    if (status != 0) {
-        rcpt_temp_failure(s, "count relayed recipient");
-        return;
-    }
-    if (tx_add_remote(tx, tx->pending_rcpt) != 0) {
-        smtp_reply_error(s, "452 4.3.1 Insufficient system storage");
-        return;
-    }
-    rcpt_accepted(s, tx->pending_rcpt);
+    if (tx_add_local(tx, id) != 0)
+        return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
+    return rcpt_accepted(tx, text, reply);
 }
 
 /* ---- DATA ---------------------------------------------------------------------------------- */
 
-void smtp_cmd_data(struct smtp_session *s, const char *args)
+enum smtp_tx_result smtp_tx_data(struct smtp_tx *tx, struct conn *c,
+                                 char reply[SMTP_TX_REPLY_MAX_BYTES])
 {
-    if (s->state == SMTP_STATE_GREETED || s->state == SMTP_STATE_READY) {
-        smtp_reply_error(s, s->state == SMTP_STATE_GREETED ? "503 5.5.1 Error: send HELO/EHLO first"
-                                                           : "503 5.5.1 Error: need MAIL command");
-        return;
-    }
-    if (s->state == SMTP_STATE_MAIL) {
-        /* RFC 2920 3.1: a pipelined DATA after refused recipients gets 554 (or 503). */
-        smtp_reply_error(s, "554 5.5.1 Error: no valid recipients");
-        return;
-    }
-    if (smtp_has_args(args)) {
-        smtp_reply_error(s, "501 5.5.4 Syntax: DATA");
-        return;
-    }
-    struct smtp_tx *tx = &s->tx;
-    const struct cfg *cfg = conn_cfg(s->conn);
+    const struct cfg *cfg = conn_cfg(c);
     if (smtp_data_init(&tx->data, (size_t)cfg->smtp.max_message_size_bytes,
-                       SMTP_DATA_PREFIX_RESERVE_BYTES) != 0) {
-        smtp_reply_error(s, "452 4.3.1 Insufficient system storage");
-        return;
-    }
-    tx->data_ready = true;
-    smtp_enter_state(s, SMTP_STATE_DATA);
-    conn_reply(s->conn, "354 End data with <CR><LF>.<CR><LF>\r\n");
-    conn_set_mode_data(s->conn, true);
+                       SMTP_DATA_PREFIX_RESERVE_BYTES) != 0)
+        return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
+    return answer(reply, SMTP_TX_OK, "354 End data with <CR><LF>.<CR><LF>");
 }
 
-static int job_deliver_run(struct store *st, struct writer_job *job)
+enum smtp_tx_result smtp_tx_feed(struct smtp_tx *tx, const unsigned char *p, size_t n,
+                                 size_t *used_out, char reply[SMTP_TX_REPLY_MAX_BYTES])
 {
-    struct smtp_session *s = container_of(job, struct smtp_session, job);
-    return store_deliver(st, &s->tx.delivery);
+    enum smtp_data_status st;
+    *used_out = smtp_data_feed(&tx->data, p, n, &st);
+    if (st == SMTP_DATA_MORE)
+        return SMTP_TX_MORE;
+    /* RFC 1870 6.2 / RFC 5321 4.5.3.1.10: nothing was kept. */
+    if (st == SMTP_DATA_DONE_TOO_BIG)
+        return answer(reply, SMTP_TX_ERROR,
+                      "552 5.3.4 Message size exceeds fixed maximum message size");
+    if (st != SMTP_DATA_DONE)
+        return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
+    return SMTP_TX_OK;
 }
 
-static void log_message(struct smtp_session *s)
+static void log_message(struct smtp_tx *tx, struct conn *c)
 {
-    struct smtp_tx *tx = &s->tx;
     char from[ADDRESS_STRLEN * 2], to[ADDRESS_STRLEN * 2];
     log_escape(from, sizeof(from), tx->sender_text, strlen(tx->sender_text));
     log_escape(to, sizeof(to), tx->first_rcpt, strlen(tx->first_rcpt));
-    log_info("smtp", conn_sid(s->conn),
+    log_info("smtp", conn_sid(c),
              "event=message id=%s message=%lld size=%llu from=<%s> to=<%s> rcpts=%zu local=%zu "
              "queued=%zu",
              tx->id, (long long)tx->delivery.message_id_out, (unsigned long long)tx->message_bytes,
              from, to, tx->n_rcpts, tx->n_local, tx->n_remote);
 }
 
-/* End of data with the whole content: headers in front, then one writer job. */
-static void deliver(struct smtp_session *s)
+enum smtp_tx_result smtp_tx_deliver(struct smtp_tx *tx, const struct smtp_tx_client *cl,
+                                    unsigned seq, char reply[SMTP_TX_REPLY_MAX_BYTES])
 {
-    struct smtp_tx *tx = &s->tx;
-    struct conn *c = s->conn;
-    snprintf(tx->id, sizeof(tx->id), "%016llx.%u", (unsigned long long)conn_sid(c),
-             ++s->transactions);
+    struct conn *c = cl->conn;
+    bool authed = cl->auth_user[0] != '\0';
+    snprintf(tx->id, sizeof(tx->id), "%016llx.%u", (unsigned long long)conn_sid(c), seq);
     char tls[TLS_DESCRIBE_MAX_BYTES];
     char identity[SMTP_IDENTITY_MAX_BYTES];
-    if (s->auth_user[0] != '\0')
-        snprintf(identity, sizeof(identity), "authenticated as %s", s->auth_user);
+    if (authed)
+        snprintf(identity, sizeof(identity), "authenticated as %s", cl->auth_user);
     else
         snprintf(identity, sizeof(identity), "%s", tx->identity);
     int64_t now = store_now_ms();
     struct smtp_received r = {
-        .helo = s->helo,
+        .helo = cl->helo,
         .peer_ip = conn_peer_text(c),
-        .hostname = smtp_hostname(s),
-        .with = smtp_with_type(s->esmtp, conn_is_tls(c), s->auth_user[0] != '\0'),
+        .hostname = conn_cfg(c)->server.hostname,
+        .with = smtp_with_type(cl->esmtp, conn_is_tls(c), authed),
         .id = tx->id,
         .tls = conn_is_tls(c) ? conn_tls_describe(c, tls, sizeof(tls)) : NULL,
         .identity = identity[0] != '\0' ? identity : NULL,
@@ -462,17 +368,11 @@ static void deliver(struct smtp_session *s)
         smtp_trace_headers(&r, tx->n_local > 0 ? tx->sender_text : NULL, trace, sizeof(trace));
     size_t off = 0, len = 0;
     if (tlen < 0 || smtp_data_set_prefix(&tx->data, trace, (size_t)tlen) != 0 ||
-        smtp_data_take(&tx->data, &tx->block, &off, &len) != 0) {
-        smtp_reply_error(s, "451 4.3.0 Error: could not prepare the message");
-        smtp_tx_reset(s);
-        return;
-    }
+        smtp_data_take(&tx->data, &tx->block, &off, &len) != 0)
+        return answer(reply, SMTP_TX_ERROR, "451 4.3.0 Error: could not prepare the message");
     tx->remote_ptrs = calloc(tx->n_remote + 1, sizeof(*tx->remote_ptrs));
-    if (tx->remote_ptrs == NULL) {
-        smtp_reply_error(s, "452 4.3.1 Insufficient system storage");
-        smtp_tx_reset(s);
-        return;
-    }
+    if (tx->remote_ptrs == NULL)
+        return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
     for (size_t i = 0; i < tx->n_remote; i++)
         tx->remote_ptrs[i] = tx->remote[i];
     tx->message_bytes = len;
@@ -486,73 +386,71 @@ static void deliver(struct smtp_session *s)
         .n_remote = tx->n_remote,
         .received_ms = now,
     };
-    smtp_enter_state(s, SMTP_STATE_BUSY);
-    if (job_submit(s, SMTP_JOB_DELIVER, job_deliver_run) != 0) {
-        smtp_reply_error(s, "451 4.3.0 Error: could not store the message, try again later");
-        smtp_tx_reset(s);
-    }
+    tx->job_kind = SMTP_JOB_DELIVER;
+    return SMTP_TX_JOB;
 }
 
-static void delivered(struct smtp_session *s, int status)
+/* ---- the writer job ------------------------------------------------------------------------ */
+
+/* On the writer thread: the store call of the job (the loop thread leaves tx alone meanwhile). */
+static int job_run(struct store *st, struct writer_job *job)
 {
-    struct smtp_tx *tx = &s->tx;
-    if (status == 0) {
-        log_message(s);
-        /* Only now: the writer's COMMIT returned, so the message is on disk (writer.h). */
-        conn_reply(s->conn, "250 2.0.0 Ok: queued as %s\r\n", tx->id);
-    } else {
-        log_warn("smtp", conn_sid(s->conn), "event=store-error what=deliver id=%s status=%d",
-                 tx->id, status);
-        smtp_reply_error(s, "451 4.3.0 Error: could not store the message, try again later");
-    }
-    smtp_tx_reset(s);
+    struct smtp_tx *tx = container_of(job, struct smtp_tx, job);
+    if (tx->job_kind == SMTP_JOB_DELIVER)
+        return store_deliver(st, &tx->delivery);
+    return store_window_count_relayed(st, tx->window_key, 1);
 }
-
-size_t smtp_on_data(struct conn *c, const unsigned char *p, size_t n)
-{
-    struct smtp_session *s = conn_session(c);
-    if (s == NULL)
-        return n;
-    enum smtp_data_status st;
-    size_t used = smtp_data_feed(&s->tx.data, p, n, &st);
-    if (st == SMTP_DATA_MORE)
-        return used;
-    /* The rest (pipelined commands after the dot, RFC 2920) goes back to the line reader. */
-    conn_set_mode_data(c, false);
-    if (st == SMTP_DATA_DONE_TOO_BIG) {
-        /* RFC 1870 6.2 / RFC 5321 4.5.3.1.10: nothing was kept. */
-        smtp_reply_error(s, "552 5.3.4 Message size exceeds fixed maximum message size");
-        smtp_tx_reset(s);
-    } else if (st != SMTP_DATA_DONE) {
-        smtp_reply_error(s, "452 4.3.1 Insufficient system storage");
-        smtp_tx_reset(s);
-    } else {
-        deliver(s);
-    }
-    return used;
-}
-
-/* ---- the writer's answer ------------------------------------------------------------------- */
 
 static void job_done(struct writer_job *job, int status)
 {
-    struct smtp_session *s = container_of(job, struct smtp_session, job);
-    struct conn *c = s->conn;
-    enum smtp_job_kind kind = s->job_kind;
-    s->job_busy = false;
-    s->job_kind = SMTP_JOB_NONE;
-    if (s->closed) {
-        if (kind == SMTP_JOB_DELIVER && status == 0)
-            log_message(s); /* stored, though the client will not hear it */
-        smtp_session_free(s);
-        conn_unref(&c);
-        return;
-    }
+    struct smtp_tx *tx = container_of(job, struct smtp_tx, job);
+    tx->done(tx->done_ctx, status);
+}
+
+enum smtp_tx_result smtp_tx_submit(struct smtp_tx *tx, struct conn *c, struct writer *w,
+                                   smtp_tx_done_fn done, void *ctx,
+                                   char reply[SMTP_TX_REPLY_MAX_BYTES])
+{
+    tx->job.run = job_run;
+    tx->job.done = job_done;
+    tx->done = done;
+    tx->done_ctx = ctx;
+    if (w != NULL && writer_submit(w, &tx->job) == 0)
+        return SMTP_TX_JOB;
+    enum smtp_job_kind kind = tx->job_kind;
+    tx->job_kind = SMTP_JOB_NONE;
     if (kind == SMTP_JOB_DELIVER)
-        delivered(s, status);
-    else
-        rcpt_counted(s, status);
-    if (!conn_is_closing(c))
-        conn_resume_reading(c);
-    conn_unref(&c);
+        return answer(reply, SMTP_TX_ERROR,
+                      "451 4.3.0 Error: could not store the message, try again later");
+    return rcpt_temp_failure(c, "writer unavailable", reply);
+}
+
+enum smtp_tx_result smtp_tx_job_result(struct smtp_tx *tx, struct conn *c, int status,
+                                       char reply[SMTP_TX_REPLY_MAX_BYTES])
+{
+    enum smtp_job_kind kind = tx->job_kind;
+    tx->job_kind = SMTP_JOB_NONE;
+    if (kind == SMTP_JOB_DELIVER) {
+        if (status == 0) {
+            log_message(tx, c);
+            /* Only now: the writer's COMMIT returned, so the message is on disk (writer.h). */
+            return answer(reply, SMTP_TX_OK, "250 2.0.0 Ok: queued as %s", tx->id);
+        }
+        log_warn("smtp", conn_sid(c), "event=store-error what=deliver id=%s status=%d", tx->id,
+                 status);
+        return answer(reply, SMTP_TX_ERROR,
+                      "451 4.3.0 Error: could not store the message, try again later");
+    }
+    if (status != 0)
+        return rcpt_temp_failure(c, "count relayed recipient", reply);
+    if (tx_add_remote(tx, tx->pending_rcpt) != 0)
+        return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
+    return rcpt_accepted(tx, tx->pending_rcpt, reply);
+}
+
+void smtp_tx_job_orphaned(struct smtp_tx *tx, struct conn *c, int status)
+{
+    if (tx->job_kind == SMTP_JOB_DELIVER && status == 0)
+        log_message(tx, c); /* stored, though the client will not hear it */
+    tx->job_kind = SMTP_JOB_NONE;
 }

@@ -1,0 +1,132 @@
+/*
+ * smtp_tx.h - the SMTP mail transaction (server/smtp/smtp_tx.c) as its one caller,
+ * server/smtp/smtp_session.c, sees it. The dependency runs one way: the session calls in, and the
+ * transaction answers only through what these functions return (a result and the reply text) and
+ * through the done callback the session hands over with a writer job. The transaction never sees
+ * the session: what it needs to know of the client comes in a struct smtp_tx_client.
+ *
+ * Who does what: the session owns the state machine (which verb is valid when, and the state each
+ * answer leads to), sends every reply, counts the errors, and keeps itself alive while a writer
+ * job is out. The transaction owns the sender, the recipients and the message, the relay verdict
+ * for each recipient, the trace headers, and the writer jobs' work (store calls).
+ */
+#ifndef POSTERN_SMTP_TX_H
+#define POSTERN_SMTP_TX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/pure/address.h"
+#include "common/pure/buf.h"
+#include "common/pure/cidr.h"
+#include "common/pure/smtp_data.h"
+#include "common/pure/smtp_parse.h"
+#include "server/net/conn.h"
+#include "storage/mailbox.h"
+#include "storage/writer.h"
+
+/* "<sid hex>.<n>": the queue id in "250 2.0.0 Ok: queued as ID" and the Received header. */
+#define SMTP_QUEUE_ID_MAX_BYTES 40
+/* Room for the relay identity stamped into the Received header. */
+#define SMTP_IDENTITY_MAX_BYTES (ADDRESS_STRLEN + 64)
+/* A reply as the transaction writes it, without CRLF: what fits one SMTP reply line. */
+#define SMTP_TX_REPLY_MAX_BYTES (SMTP_REPLY_LINE_MAX_BYTES - 2)
+
+/* What a call asks of the session. */
+enum smtp_tx_result {
+    SMTP_TX_OK = 0, /* the reply is the positive answer: send it, move to the next state */
+    SMTP_TX_ERROR,  /* the reply is an error reply (4xx/5xx): send it as one (counted, logged) */
+    SMTP_TX_SOFT,   /* the reply refuses but is no error (RFC 5321 4.5.3.1.10's 452): send it */
+    SMTP_TX_JOB,    /* a writer job is ready: pause and hand it over with smtp_tx_submit() */
+    SMTP_TX_MORE,   /* smtp_tx_feed(): the message goes on; nothing to answer yet */
+};
+
+/* What the session knows of its client, borrowed for the length of one call. */
+struct smtp_tx_client {
+    struct conn *conn;
+    const char *auth_user; /* normalised AUTH identity; "" before AUTH */
+    const char *helo;      /* sanitised EHLO/HELO argument */
+    bool esmtp;            /* the client said EHLO */
+};
+
+/* The writer's answer, on the loop thread: status as the job's store call returned it. */
+typedef void (*smtp_tx_done_fn)(void *ctx, int status);
+
+/* What the writer job is doing (one job at a time: the session pauses reading). */
+enum smtp_job_kind {
+    SMTP_JOB_NONE = 0,
+    SMTP_JOB_DELIVER,      /* store_deliver: the message of the transaction */
+    SMTP_JOB_COUNT_WINDOW, /* store_window_count_relayed for a recipient accepted on a window */
+};
+
+/*
+ * One mail transaction: started at MAIL, dropped at RSET, EHLO/HELO, STARTTLS or end of DATA.
+ * Embedded in the session, which zeroes it once; the fields are smtp_tx.c's alone.
+ */
+struct smtp_tx {
+    enum address_path_kind sender_kind;
+    struct address sender;
+    char sender_text[ADDRESS_STRLEN]; /* address_format(sender): "" for <> */
+    struct smtp_mail_params params;
+    int64_t *local_ids; /* owned: distinct local user ids */
+    size_t n_local, cap_local;
+    char (*remote)[ADDRESS_STRLEN]; /* owned: distinct remote recipients, "local@domain" */
+    size_t n_remote, cap_remote;
+    size_t n_rcpts; /* RCPTs answered 250, duplicates included (max_recipients counts these) */
+    char first_rcpt[ADDRESS_STRLEN]; /* for the log */
+    /* The identity the first relayed recipient rested on (Received header), or "". */
+    char identity[SMTP_IDENTITY_MAX_BYTES];
+    struct smtp_data data; /* owned: the DATA scanner and the message block */
+    /* The writer job: prepared by a call that returned SMTP_TX_JOB, out after smtp_tx_submit(). */
+    struct writer_job job; /* embedded; with the writer until its done ran */
+    enum smtp_job_kind job_kind;
+    smtp_tx_done_fn done; /* the session's, with done_ctx */
+    void *done_ctx;
+    char pending_rcpt[ADDRESS_STRLEN]; /* COUNT_WINDOW: the recipient waiting for its 250 */
+    char window_key[CIDR_STRLEN];      /* COUNT_WINDOW */
+    unsigned char *block;              /* DELIVER: owned, taken from data */
+    const char **remote_ptrs;          /* DELIVER: owned array pointing into remote */
+    struct store_delivery delivery;    /* DELIVER */
+    char id[SMTP_QUEUE_ID_MAX_BYTES];  /* DELIVER: the queue id */
+    uint64_t message_bytes;            /* DELIVER: the stored size (headers included) */
+};
+
+/* Drops the transaction and frees what it owns (RSET, and at session end). Not while a writer
+ * job is out. */
+void smtp_tx_clear(struct smtp_tx *tx);
+
+/* MAIL FROM, in the session's READY state: the submission ports' AUTH requirement, the sender,
+ * its parameters. OK or ERROR. */
+enum smtp_tx_result smtp_tx_mail(struct smtp_tx *tx, const struct smtp_tx_client *cl,
+                                 const char *args, char reply[SMTP_TX_REPLY_MAX_BYTES]);
+/* RCPT TO after MAIL: the relay verdict, the recipient limit, local users. OK (the recipient is
+ * in), ERROR, SOFT, or JOB (a window recipient is counted first: its answer comes from
+ * smtp_tx_job_result()). */
+enum smtp_tx_result smtp_tx_rcpt(struct smtp_tx *tx, const struct smtp_tx_client *cl,
+                                 const char *args, char reply[SMTP_TX_REPLY_MAX_BYTES]);
+/* DATA with recipients: readies the scanner. OK (the reply is the 354) or ERROR. */
+enum smtp_tx_result smtp_tx_data(struct smtp_tx *tx, struct conn *c,
+                                 char reply[SMTP_TX_REPLY_MAX_BYTES]);
+/* Message octets in data mode; *used_out is how many were taken (the rest are pipelined
+ * commands after the dot). MORE, ERROR (the message is refused; clear the transaction) or OK
+ * (the whole message is in: call smtp_tx_deliver()). */
+enum smtp_tx_result smtp_tx_feed(struct smtp_tx *tx, const unsigned char *p, size_t n,
+                                 size_t *used_out, char reply[SMTP_TX_REPLY_MAX_BYTES]);
+/* End of data: trace headers in front, the delivery prepared under queue id "<sid>.<seq>". JOB,
+ * or ERROR (clear the transaction). */
+enum smtp_tx_result smtp_tx_deliver(struct smtp_tx *tx, const struct smtp_tx_client *cl,
+                                    unsigned seq, char reply[SMTP_TX_REPLY_MAX_BYTES]);
+/* Hands the prepared job to w (NULL: no writer); done(ctx, status) runs once, later, on the loop
+ * thread. JOB when it was handed over, or ERROR with the reply when not (done never runs). */
+enum smtp_tx_result smtp_tx_submit(struct smtp_tx *tx, struct conn *c, struct writer *w,
+                                   smtp_tx_done_fn done, void *ctx,
+                                   char reply[SMTP_TX_REPLY_MAX_BYTES]);
+/* The job's status turned into the answer that was waiting (from done, connection open). After
+ * a delivery OK or ERROR (clear the transaction either way); after a window count as for RCPT. */
+enum smtp_tx_result smtp_tx_job_result(struct smtp_tx *tx, struct conn *c, int status,
+                                       char reply[SMTP_TX_REPLY_MAX_BYTES]);
+/* The job finished after the client went: logs a message that was stored all the same. */
+void smtp_tx_job_orphaned(struct smtp_tx *tx, struct conn *c, int status);
+
+#endif
