@@ -1,6 +1,7 @@
 /*
- * pop3_maildrop.c - the POP3 TRANSACTION and UPDATE states (RFC 1939 5, 6, 7): STAT, LIST, UIDL,
- * RETR, TOP, DELE, RSET and QUIT's deletions, over the snapshot taken at login.
+ * pop3_maildrop.c - the maildrop of a logged-in POP3 session: the lock (one session per
+ * maildrop), the snapshot taken at login, and the TRANSACTION and UPDATE work over it (RFC 1939
+ * 5, 6, 7): STAT, LIST, UIDL, RETR, TOP, DELE, RSET and QUIT's deletions.
  *
  * Message numbers and sizes come from the snapshot (storage/mailbox.h), so they stay stable for
  * the whole session; a size is the exact octet count of the stored body, which is canonical CRLF
@@ -14,19 +15,23 @@
  * bounded (a body is read POP3_BODY_CHUNK_BYTES at a time from its own reader, never whole).
  * Reading is paused meanwhile, so pipelined commands wait for the end of the answer; since the
  * connection's idle timer is off while paused, the session's own timer aborts a reader that takes
- * nothing for pop3.timeout.
+ * nothing for pop3.timeout (the pump's result says when to arm it).
  *
- * What it does not do: logging in, the lock, the window (pop3_session.c); SQL (storage/).
+ * It owns the struct pop3_maildrop and the lock set. It does not own the session: pop3_session.c
+ * calls in through pop3_maildrop.h, sends the error replies handed back, and keeps itself alive
+ * while the UPDATE job is out. Nor does it check passwords, open the relay window
+ * (pop3_session.c) or hold SQL (storage/).
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/config.h"
+#include <stdarg.h>
+
 #include "common/log.h"
-#include "server/pop3/pop3_internal.h"
 #include "common/pure/pop3_parse.h"
+#include "server/pop3/pop3_maildrop.h"
 #include "storage/store.h"
 
 /* Body octets read per store_body_read call. */
@@ -36,405 +41,515 @@
 /* A LIST/UIDL line: "n " + a uidl or a size + CRLF. */
 #define POP3_LIST_LINE_MAX_BYTES (24 + STORE_UIDL_MAX_CHARS + 2)
 
-int pop3_maildrop_load(struct pop3_session *s, struct store_mail_entry *entries, size_t count)
+/* Writes an error reply and returns POP3_MD_ERROR, so a refusal is one line. */
+static __attribute__((format(printf, 2, 3))) enum pop3_md_result
+refuse(char reply[POP3_MD_REPLY_MAX_BYTES], const char *fmt, ...)
 {
-    s->entries = entries;
-    s->count = count;
-    s->deleted = count > 0 ? calloc(count, sizeof(*s->deleted)) : NULL;
-    if (count > 0 && s->deleted == NULL) {
-        pop3_maildrop_free(s);
-        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reply, POP3_MD_REPLY_MAX_BYTES, fmt, ap);
+    va_end(ap);
+    return POP3_MD_ERROR;
+}
+
+/* ---- the maildrop lock ------------------------------------------------------------------- */
+
+/*
+ * One session per maildrop (RFC 1939 8, RFC 2449 8.1.1 [IN-USE]): the user ids of the sessions
+ * that hold their maildrop, in this process (one loop thread, so no mutex). The set is small (one
+ * entry per logged-in POP3 session) and scanned linearly; it is freed when it empties, so nothing
+ * is left at exit.
+ * XXX(pop3): linear; a hash set if tens of thousands of concurrent POP3 sessions ever matter.
+ */
+static struct {
+    int64_t *ids;
+    size_t n;
+    size_t cap;
+} pop3_locks;
+
+static bool lock_is_held(int64_t user_id)
+{
+    for (size_t i = 0; i < pop3_locks.n; i++)
+        if (pop3_locks.ids[i] == user_id)
+            return true;
+    return false;
+}
+
+/* 0, or -1 (out of memory). The caller checked lock_is_held() first. */
+static int lock_take(int64_t user_id)
+{
+    if (pop3_locks.n == pop3_locks.cap) {
+        size_t cap = pop3_locks.cap == 0 ? 16 : pop3_locks.cap * 2;
+        int64_t *ids = realloc(pop3_locks.ids, cap * sizeof(*ids));
+        if (ids == NULL)
+            return -1;
+        pop3_locks.ids = ids;
+        pop3_locks.cap = cap;
     }
-    s->deleted_count = 0;
-    s->deleted_bytes = 0;
-    s->total_bytes = 0;
-    for (size_t i = 0; i < count; i++)
-        s->total_bytes += entries[i].size;
+    pop3_locks.ids[pop3_locks.n++] = user_id;
     return 0;
 }
 
-static void stream_stop(struct pop3_session *s)
+static void lock_release(int64_t user_id)
 {
-    store_body_close(&s->reader);
-    free(s->in_buf);
-    free(s->out_buf);
-    s->in_buf = NULL;
-    s->out_buf = NULL;
-    s->stream = POP3_STREAM_NONE;
-    if (s->timer_open)
-        uv_timer_stop(&s->timer);
+    for (size_t i = 0; i < pop3_locks.n; i++) {
+        if (pop3_locks.ids[i] == user_id) {
+            pop3_locks.ids[i] = pop3_locks.ids[--pop3_locks.n];
+            break;
+        }
+    }
+    if (pop3_locks.n == 0) {
+        free(pop3_locks.ids);
+        pop3_locks.ids = NULL;
+        pop3_locks.cap = 0;
+    }
 }
 
-void pop3_maildrop_free(struct pop3_session *s)
+/* ---- open and close ------------------------------------------------------------------------ */
+
+static void stream_stop(struct pop3_maildrop *md)
 {
-    stream_stop(s);
-    free(s->entries);
-    free(s->deleted);
-    s->entries = NULL;
-    s->deleted = NULL;
-    s->count = 0;
+    store_body_close(&md->reader);
+    free(md->in_buf);
+    free(md->out_buf);
+    md->in_buf = NULL;
+    md->out_buf = NULL;
+    md->stream = POP3_STREAM_NONE;
 }
 
-/* The message msg (RFC 1939 "msg"), or NULL after an error reply: out of range, or marked as
- * deleted. *index_out is its index in the snapshot. */
-static const struct store_mail_entry *find_message(struct pop3_session *s, uint64_t msg,
-                                                   size_t *index_out)
+void pop3_maildrop_stop(struct pop3_maildrop *md)
 {
-    if (msg == 0 || msg > s->count) {
-        pop3_reply_error(s, "-ERR No such message");
+    stream_stop(md);
+    free(md->entries);
+    free(md->deleted);
+    md->entries = NULL;
+    md->deleted = NULL;
+    md->count = 0;
+    md->conn = NULL;
+}
+
+void pop3_maildrop_close(struct pop3_maildrop *md)
+{
+    pop3_maildrop_stop(md);
+    if (md->locked) {
+        lock_release(md->user_id);
+        md->locked = false;
+    }
+}
+
+enum pop3_md_open pop3_maildrop_open(struct pop3_maildrop *md, struct conn *c, struct store *reads,
+                                     int64_t user_id, const char *address)
+{
+    if (lock_is_held(user_id)) {
+        log_info("pop3", conn_sid(c), "event=login-refused user=%s reason=in-use", address);
+        return POP3_MD_IN_USE;
+    }
+    if (lock_take(user_id) != 0)
+        return POP3_MD_NO_MEMORY;
+    md->conn = c;
+    md->reads = reads;
+    md->locked = true;
+    md->user_id = user_id;
+    snprintf(md->address, sizeof(md->address), "%s", address);
+    /* RFC 1939 8: the snapshot fixes message numbers and sizes for the whole session. */
+    struct store_mail_entry *entries = NULL;
+    size_t count = 0;
+    if (store_mailbox_snapshot(reads, user_id, &entries, &count) != STORE_OK) {
+        log_error("pop3", conn_sid(c), "event=snapshot-failed user=%s error=\"%s\"", address,
+                  store_errmsg(reads));
+        pop3_maildrop_close(md);
+        return POP3_MD_STORE_ERROR;
+    }
+    md->entries = entries;
+    md->count = count;
+    md->deleted = count > 0 ? calloc(count, sizeof(*md->deleted)) : NULL;
+    if (count > 0 && md->deleted == NULL) {
+        pop3_maildrop_close(md);
+        return POP3_MD_NO_MEMORY;
+    }
+    md->deleted_count = 0;
+    md->deleted_bytes = 0;
+    md->total_bytes = 0;
+    for (size_t i = 0; i < count; i++)
+        md->total_bytes += entries[i].size;
+    return POP3_MD_OPENED;
+}
+
+size_t pop3_maildrop_messages(const struct pop3_maildrop *md)
+{
+    return md->count;
+}
+
+int64_t pop3_maildrop_octets(const struct pop3_maildrop *md)
+{
+    return md->total_bytes;
+}
+
+size_t pop3_maildrop_marked(const struct pop3_maildrop *md)
+{
+    return md->deleted_count;
+}
+
+bool pop3_maildrop_is_streaming(const struct pop3_maildrop *md)
+{
+    return md->stream != POP3_STREAM_NONE;
+}
+
+/* The message msg (RFC 1939 "msg"), or NULL with the error reply written: out of range, or
+ * marked as deleted. *index_out is its index in the snapshot. */
+static const struct store_mail_entry *find_message(struct pop3_maildrop *md, uint64_t msg,
+                                                   size_t *index_out,
+                                                   char reply[POP3_MD_REPLY_MAX_BYTES])
+{
+    if (msg == 0 || msg > md->count) {
+        refuse(reply, "-ERR No such message");
         return NULL;
     }
     size_t i = (size_t)msg - 1;
-    if (s->deleted[i]) {
-        pop3_reply_error(s, "-ERR Message %" PRIu64 " already deleted", msg);
+    if (md->deleted[i]) {
+        refuse(reply, "-ERR Message %" PRIu64 " already deleted", msg);
         return NULL;
     }
     *index_out = i;
-    return &s->entries[i];
+    return &md->entries[i];
 }
 
 /* ---- the output pump ----------------------------------------------------------------------- */
 
-static void stream_end(struct pop3_session *s)
+static void stream_end(struct pop3_maildrop *md)
 {
-    if (s->stream == POP3_STREAM_BODY)
-        log_info("pop3", conn_sid(s->conn), "event=retr msg=%" PRIu64 " top=%s octets=%llu",
-                 s->stream_msg, s->stream_top ? "yes" : "no", (unsigned long long)s->ds.out_bytes);
-    stream_stop(s);
-    conn_resume_reading(s->conn);
-}
-
-static void arm_stall_timer(struct pop3_session *s)
-{
-    pop3_timer_start(s, s->app->cfg->pop3.timeout_ms);
-}
-
-void pop3_stream_stalled(struct pop3_session *s)
-{
-    if (s->stream != POP3_STREAM_NONE)
-        conn_abort(s->conn, "timeout: reader stalled");
+    if (md->stream == POP3_STREAM_BODY)
+        log_info("pop3", conn_sid(md->conn), "event=retr msg=%" PRIu64 " top=%s octets=%llu",
+                 md->stream_msg, md->stream_top ? "yes" : "no",
+                 (unsigned long long)md->ds.out_bytes);
+    stream_stop(md);
+    conn_resume_reading(md->conn);
 }
 
 /* LIST/UIDL: a batch of lines; true when the listing is complete. */
-static bool pump_listing(struct pop3_session *s)
+static bool pump_listing(struct pop3_maildrop *md)
 {
     size_t used = 0;
-    while (s->stream_next < s->count && used + POP3_LIST_LINE_MAX_BYTES <= POP3_OUT_BUF_BYTES) {
-        size_t i = s->stream_next++;
-        if (s->deleted[i])
+    while (md->stream_next < md->count && used + POP3_LIST_LINE_MAX_BYTES <= POP3_OUT_BUF_BYTES) {
+        size_t i = md->stream_next++;
+        if (md->deleted[i])
             continue;
         int k;
-        if (s->stream == POP3_STREAM_LIST)
-            k = snprintf((char *)s->out_buf + used, POP3_OUT_BUF_BYTES - used, "%zu %lld\r\n",
-                         i + 1, (long long)s->entries[i].size);
+        if (md->stream == POP3_STREAM_LIST)
+            k = snprintf((char *)md->out_buf + used, POP3_OUT_BUF_BYTES - used, "%zu %lld\r\n",
+                         i + 1, (long long)md->entries[i].size);
         else
-            k = snprintf((char *)s->out_buf + used, POP3_OUT_BUF_BYTES - used, "%zu %s\r\n", i + 1,
-                         s->entries[i].uidl);
+            k = snprintf((char *)md->out_buf + used, POP3_OUT_BUF_BYTES - used, "%zu %s\r\n", i + 1,
+                         md->entries[i].uidl);
         if (k > 0)
             used += (size_t)k;
     }
-    bool done = s->stream_next >= s->count;
+    bool done = md->stream_next >= md->count;
     if (done && used + 3 <= POP3_OUT_BUF_BYTES) {
-        memcpy(s->out_buf + used, ".\r\n", 3);
+        memcpy(md->out_buf + used, ".\r\n", 3);
         used += 3;
     } else {
         done = false;
     }
-    conn_write(s->conn, s->out_buf, used);
+    conn_write(md->conn, md->out_buf, used);
     return done;
 }
 
 /* RETR/TOP: one step; 1 when the body and its terminator are out, 0 to go on, -1 on failure. */
-static int pump_body(struct pop3_session *s)
+static int pump_body(struct pop3_maildrop *md)
 {
-    if (s->in_off == s->in_len && !s->in_eof && !dotstuff_has_enough(&s->ds)) {
+    if (md->in_off == md->in_len && !md->in_eof && !dotstuff_has_enough(&md->ds)) {
         size_t n = 0;
-        int rc = store_body_read(s->reader, s->in_buf, POP3_BODY_CHUNK_BYTES, &n);
+        int rc = store_body_read(md->reader, md->in_buf, POP3_BODY_CHUNK_BYTES, &n);
         if (rc != STORE_OK) {
-            log_error("pop3", conn_sid(s->conn), "event=retr-failed msg=%" PRIu64 " error=\"%s\"",
-                      s->stream_msg, store_errmsg(s->app->reads));
+            log_error("pop3", conn_sid(md->conn), "event=retr-failed msg=%" PRIu64 " error=\"%s\"",
+                      md->stream_msg, store_errmsg(md->reads));
             return -1;
         }
-        s->in_off = 0;
-        s->in_len = n;
+        md->in_off = 0;
+        md->in_len = n;
         if (n < POP3_BODY_CHUNK_BYTES)
-            s->in_eof = true;
-        if (s->in_eof)
-            store_body_close(&s->reader); /* no snapshot held while the tail goes out */
+            md->in_eof = true;
+        if (md->in_eof)
+            store_body_close(&md->reader); /* no snapshot held while the tail goes out */
     }
-    if (s->in_off < s->in_len && !dotstuff_has_enough(&s->ds)) {
+    if (md->in_off < md->in_len && !dotstuff_has_enough(&md->ds)) {
         size_t used = 0;
-        size_t k = dotstuff_encode(&s->ds, s->in_buf + s->in_off, s->in_len - s->in_off, &used,
-                                   s->out_buf, POP3_OUT_BUF_BYTES);
-        s->in_off += used;
-        conn_write(s->conn, s->out_buf, k);
+        size_t k = dotstuff_encode(&md->ds, md->in_buf + md->in_off, md->in_len - md->in_off, &used,
+                                   md->out_buf, POP3_OUT_BUF_BYTES);
+        md->in_off += used;
+        conn_write(md->conn, md->out_buf, k);
         return 0;
     }
-    if (s->in_eof || dotstuff_has_enough(&s->ds)) {
-        size_t k = dotstuff_finish(&s->ds, s->out_buf, POP3_OUT_BUF_BYTES);
-        conn_write(s->conn, s->out_buf, k);
-        return dotstuff_is_done(&s->ds) ? 1 : 0;
+    if (md->in_eof || dotstuff_has_enough(&md->ds)) {
+        size_t k = dotstuff_finish(&md->ds, md->out_buf, POP3_OUT_BUF_BYTES);
+        conn_write(md->conn, md->out_buf, k);
+        return dotstuff_is_done(&md->ds) ? 1 : 0;
     }
     return 0;
 }
 
-void pop3_stream_pump(struct pop3_session *s)
+enum pop3_pump pop3_maildrop_pump(struct pop3_maildrop *md)
 {
-    struct conn *c = s->conn;
-    while (s->stream != POP3_STREAM_NONE && !conn_is_closing(c)) {
+    struct conn *c = md->conn;
+    while (md->stream != POP3_STREAM_NONE && !conn_is_closing(c)) {
         struct conn_stats st;
         conn_get_stats(c, &st);
         if (st.output_bytes >= CONN_OUTPUT_HIGH_BYTES) {
             /* Backpressure: wait until the client has read half of it. */
             conn_want_drain(c);
-            arm_stall_timer(s);
-            return;
+            return POP3_PUMP_WAIT;
         }
-        if (s->stream == POP3_STREAM_BODY) {
-            int rc = pump_body(s);
+        if (md->stream == POP3_STREAM_BODY) {
+            int rc = pump_body(md);
             if (rc < 0) {
                 /* "+OK" is already out: the answer cannot turn into -ERR any more. */
-                stream_stop(s);
-                conn_abort(c, "retr-failed");
-                return;
+                stream_stop(md);
+                return POP3_PUMP_FAILED;
             }
-            if (rc > 0)
-                stream_end(s);
-        } else if (pump_listing(s)) {
-            stream_end(s);
+            if (rc > 0) {
+                stream_end(md);
+                return POP3_PUMP_DONE;
+            }
+        } else if (pump_listing(md)) {
+            stream_end(md);
+            return POP3_PUMP_DONE;
         }
     }
+    return POP3_PUMP_IDLE;
 }
 
-static int stream_start(struct pop3_session *s, enum pop3_stream kind)
+static int stream_start(struct pop3_maildrop *md, enum pop3_stream kind)
 {
-    s->out_buf = malloc(POP3_OUT_BUF_BYTES);
-    if (s->out_buf == NULL)
+    md->out_buf = malloc(POP3_OUT_BUF_BYTES);
+    if (md->out_buf == NULL)
         return -1;
-    s->stream = kind;
-    s->stream_next = 0;
-    conn_pause_reading(s->conn);
+    md->stream = kind;
+    md->stream_next = 0;
+    conn_pause_reading(md->conn);
     return 0;
 }
 
 /* ---- commands ------------------------------------------------------------------------------ */
 
-void pop3_cmd_stat(struct pop3_session *s, const char *args)
+enum pop3_md_result pop3_maildrop_stat(struct pop3_maildrop *md, const char *args,
+                                       char reply[POP3_MD_REPLY_MAX_BYTES])
 {
-    if (args[0] != '\0') {
-        pop3_reply_error(s, "-ERR Syntax: STAT");
-        return;
-    }
+    if (args[0] != '\0')
+        return refuse(reply, "-ERR Syntax: STAT");
     /* RFC 1939 5: messages marked as deleted are not counted. */
-    conn_reply(s->conn, "+OK %zu %lld\r\n", s->count - s->deleted_count,
-               (long long)(s->total_bytes - s->deleted_bytes));
+    conn_reply(md->conn, "+OK %zu %lld\r\n", md->count - md->deleted_count,
+               (long long)(md->total_bytes - md->deleted_bytes));
+    return POP3_MD_OK;
 }
 
 /* LIST and UIDL share their shape: one line for "n", or a listing. */
-static void listing(struct pop3_session *s, const char *args, enum pop3_stream kind)
+static enum pop3_md_result listing(struct pop3_maildrop *md, const char *args,
+                                   enum pop3_stream kind, char reply[POP3_MD_REPLY_MAX_BYTES])
 {
     const char *syntax = kind == POP3_STREAM_LIST ? "LIST [msg]" : "UIDL [msg]";
     if (args[0] != '\0') {
         uint64_t v[POP3_ARGS_MAX];
         unsigned n;
         size_t i;
-        if (pop3_parse_numbers(args, 1, 1, v, &n) != 0) {
-            pop3_reply_error(s, "-ERR Syntax: %s", syntax);
-            return;
-        }
-        const struct store_mail_entry *e = find_message(s, v[0], &i);
+        if (pop3_parse_numbers(args, 1, 1, v, &n) != 0)
+            return refuse(reply, "-ERR Syntax: %s", syntax);
+        const struct store_mail_entry *e = find_message(md, v[0], &i, reply);
         if (e == NULL)
-            return;
+            return POP3_MD_ERROR;
         if (kind == POP3_STREAM_LIST)
-            conn_reply(s->conn, "+OK %zu %lld\r\n", i + 1, (long long)e->size);
+            conn_reply(md->conn, "+OK %zu %lld\r\n", i + 1, (long long)e->size);
         else
-            conn_reply(s->conn, "+OK %zu %s\r\n", i + 1, e->uidl);
-        return;
+            conn_reply(md->conn, "+OK %zu %s\r\n", i + 1, e->uidl);
+        return POP3_MD_OK;
     }
-    if (stream_start(s, kind) != 0) {
-        pop3_reply_error(s, "-ERR [SYS/TEMP] Out of memory");
-        return;
-    }
+    if (stream_start(md, kind) != 0)
+        return refuse(reply, "-ERR [SYS/TEMP] Out of memory");
     if (kind == POP3_STREAM_LIST)
-        conn_reply(s->conn, "+OK %zu messages (%lld octets)\r\n", s->count - s->deleted_count,
-                   (long long)(s->total_bytes - s->deleted_bytes));
+        conn_reply(md->conn, "+OK %zu messages (%lld octets)\r\n", md->count - md->deleted_count,
+                   (long long)(md->total_bytes - md->deleted_bytes));
     else
-        conn_reply(s->conn, "+OK Unique-ID listing follows\r\n");
-    pop3_stream_pump(s);
+        conn_reply(md->conn, "+OK Unique-ID listing follows\r\n");
+    return POP3_MD_STREAM;
 }
 
-void pop3_cmd_list(struct pop3_session *s, const char *args)
+enum pop3_md_result pop3_maildrop_list(struct pop3_maildrop *md, const char *args,
+                                       char reply[POP3_MD_REPLY_MAX_BYTES])
 {
-    listing(s, args, POP3_STREAM_LIST);
+    return listing(md, args, POP3_STREAM_LIST, reply);
 }
 
-void pop3_cmd_uidl(struct pop3_session *s, const char *args)
+enum pop3_md_result pop3_maildrop_uidl(struct pop3_maildrop *md, const char *args,
+                                       char reply[POP3_MD_REPLY_MAX_BYTES])
 {
-    listing(s, args, POP3_STREAM_UIDL);
+    return listing(md, args, POP3_STREAM_UIDL, reply);
 }
 
 /* RETR msg, or TOP msg n (top_lines >= 0). */
-static void send_body(struct pop3_session *s, uint64_t msg, bool top, uint64_t top_lines)
+static enum pop3_md_result send_body(struct pop3_maildrop *md, uint64_t msg, bool top,
+                                     uint64_t top_lines, char reply[POP3_MD_REPLY_MAX_BYTES])
 {
     size_t i;
-    const struct store_mail_entry *e = find_message(s, msg, &i);
+    const struct store_mail_entry *e = find_message(md, msg, &i, reply);
     if (e == NULL)
-        return;
+        return POP3_MD_ERROR;
     int64_t size = 0;
-    int rc = store_message_open(s->app->reads, s->user_id, e->id, STORE_MESSAGE_HOLD_MS, &s->reader,
+    int rc = store_message_open(md->reads, md->user_id, e->id, STORE_MESSAGE_HOLD_MS, &md->reader,
                                 &size);
-    if (rc == STORE_NOT_FOUND) {
-        /* Removed by an administrator meanwhile (the lock keeps other sessions out). */
-        pop3_reply_error(s, "-ERR [SYS/PERM] Message %" PRIu64 " is no longer available", msg);
-        return;
-    }
+    /* Removed by an administrator meanwhile (the lock keeps other sessions out). */
+    if (rc == STORE_NOT_FOUND)
+        return refuse(reply, "-ERR [SYS/PERM] Message %" PRIu64 " is no longer available", msg);
     if (rc != STORE_OK) {
-        log_error("pop3", conn_sid(s->conn), "event=retr-failed msg=%" PRIu64 " error=\"%s\"", msg,
-                  store_errmsg(s->app->reads));
-        pop3_reply_error(s, "-ERR [SYS/TEMP] Cannot read the message now");
-        return;
+        log_error("pop3", conn_sid(md->conn), "event=retr-failed msg=%" PRIu64 " error=\"%s\"", msg,
+                  store_errmsg(md->reads));
+        return refuse(reply, "-ERR [SYS/TEMP] Cannot read the message now");
     }
-    s->in_buf = malloc(POP3_BODY_CHUNK_BYTES);
-    if (s->in_buf == NULL || stream_start(s, POP3_STREAM_BODY) != 0) {
-        stream_stop(s);
-        pop3_reply_error(s, "-ERR [SYS/TEMP] Out of memory");
-        return;
+    md->in_buf = malloc(POP3_BODY_CHUNK_BYTES);
+    if (md->in_buf == NULL || stream_start(md, POP3_STREAM_BODY) != 0) {
+        stream_stop(md);
+        return refuse(reply, "-ERR [SYS/TEMP] Out of memory");
     }
-    s->in_off = s->in_len = 0;
-    s->in_eof = false;
-    s->stream_msg = msg;
-    s->stream_top = top;
+    md->in_off = md->in_len = 0;
+    md->in_eof = false;
+    md->stream_msg = msg;
+    md->stream_top = top;
     if (top) {
-        dotstuff_init_top(&s->ds, top_lines);
-        conn_reply(s->conn, "+OK Top of message follows\r\n");
+        dotstuff_init_top(&md->ds, top_lines);
+        conn_reply(md->conn, "+OK Top of message follows\r\n");
     } else {
-        dotstuff_init(&s->ds);
+        dotstuff_init(&md->ds);
         /* RFC 1939 7: the size given is the message's, before byte-stuffing. */
-        conn_reply(s->conn, "+OK %lld octets\r\n", (long long)size);
+        conn_reply(md->conn, "+OK %lld octets\r\n", (long long)size);
     }
-    pop3_stream_pump(s);
+    return POP3_MD_STREAM;
 }
 
-void pop3_cmd_retr(struct pop3_session *s, const char *args)
+enum pop3_md_result pop3_maildrop_retr(struct pop3_maildrop *md, const char *args,
+                                       char reply[POP3_MD_REPLY_MAX_BYTES])
 {
     uint64_t v[POP3_ARGS_MAX];
     unsigned n;
-    if (pop3_parse_numbers(args, 1, 1, v, &n) != 0) {
-        pop3_reply_error(s, "-ERR Syntax: RETR msg");
-        return;
-    }
-    send_body(s, v[0], false, 0);
+    if (pop3_parse_numbers(args, 1, 1, v, &n) != 0)
+        return refuse(reply, "-ERR Syntax: RETR msg");
+    return send_body(md, v[0], false, 0, reply);
 }
 
-void pop3_cmd_top(struct pop3_session *s, const char *args)
+enum pop3_md_result pop3_maildrop_top(struct pop3_maildrop *md, const char *args,
+                                      char reply[POP3_MD_REPLY_MAX_BYTES])
 {
     uint64_t v[POP3_ARGS_MAX];
     unsigned n;
-    if (pop3_parse_numbers(args, 2, 2, v, &n) != 0) {
-        pop3_reply_error(s, "-ERR Syntax: TOP msg n");
-        return;
-    }
-    send_body(s, v[0], true, v[1]);
+    if (pop3_parse_numbers(args, 2, 2, v, &n) != 0)
+        return refuse(reply, "-ERR Syntax: TOP msg n");
+    return send_body(md, v[0], true, v[1], reply);
 }
 
-void pop3_cmd_dele(struct pop3_session *s, const char *args)
+enum pop3_md_result pop3_maildrop_dele(struct pop3_maildrop *md, const char *args,
+                                       char reply[POP3_MD_REPLY_MAX_BYTES])
 {
     uint64_t v[POP3_ARGS_MAX];
     unsigned n;
     size_t i;
-    if (pop3_parse_numbers(args, 1, 1, v, &n) != 0) {
-        pop3_reply_error(s, "-ERR Syntax: DELE msg");
-        return;
-    }
-    const struct store_mail_entry *e = find_message(s, v[0], &i);
+    if (pop3_parse_numbers(args, 1, 1, v, &n) != 0)
+        return refuse(reply, "-ERR Syntax: DELE msg");
+    const struct store_mail_entry *e = find_message(md, v[0], &i, reply);
     if (e == NULL)
-        return;
-    s->deleted[i] = true;
-    s->deleted_count++;
-    s->deleted_bytes += e->size;
-    conn_reply(s->conn, "+OK Message %zu deleted\r\n", i + 1);
+        return POP3_MD_ERROR;
+    md->deleted[i] = true;
+    md->deleted_count++;
+    md->deleted_bytes += e->size;
+    conn_reply(md->conn, "+OK Message %zu deleted\r\n", i + 1);
+    return POP3_MD_OK;
 }
 
-void pop3_cmd_rset(struct pop3_session *s, const char *args)
+enum pop3_md_result pop3_maildrop_rset(struct pop3_maildrop *md, const char *args,
+                                       char reply[POP3_MD_REPLY_MAX_BYTES])
 {
-    if (args[0] != '\0') {
-        pop3_reply_error(s, "-ERR Syntax: RSET");
-        return;
-    }
-    if (s->count > 0)
-        memset(s->deleted, 0, s->count * sizeof(*s->deleted));
-    s->deleted_count = 0;
-    s->deleted_bytes = 0;
-    conn_reply(s->conn, "+OK Maildrop has %zu messages (%lld octets)\r\n", s->count,
-               (long long)s->total_bytes);
+    if (args[0] != '\0')
+        return refuse(reply, "-ERR Syntax: RSET");
+    if (md->count > 0)
+        memset(md->deleted, 0, md->count * sizeof(*md->deleted));
+    md->deleted_count = 0;
+    md->deleted_bytes = 0;
+    conn_reply(md->conn, "+OK Maildrop has %zu messages (%lld octets)\r\n", md->count,
+               (long long)md->total_bytes);
+    return POP3_MD_OK;
 }
 
 /* ---- UPDATE -------------------------------------------------------------------------------- */
 
+/* On the writer thread. */
 static int update_run(struct store *st, struct writer_job *job)
 {
     struct pop3_update_job *u = (struct pop3_update_job *)job;
     return store_mailbox_delete(st, u->user_id, u->ids, u->n, &u->deleted);
 }
 
+/* The answer to QUIT once UPDATE is over, unless the client went (md->conn is NULL then). */
+static void update_answer(struct pop3_maildrop *md, int status, size_t deleted)
+{
+    uint64_t sid = md->conn != NULL ? conn_sid(md->conn) : 0;
+    if (status == 0)
+        log_info("pop3", sid, "event=update user=%s deleted=%zu", md->address, deleted);
+    else
+        log_error("pop3", sid, "event=update-failed user=%s status=%d", md->address, status);
+    if (md->conn != NULL) {
+        if (status == 0)
+            conn_reply(md->conn, "+OK Bye: %zu messages deleted\r\n", deleted);
+        else
+            conn_reply(md->conn, "-ERR [SYS/TEMP] Messages could not be deleted; none were\r\n");
+        conn_close(md->conn, "quit");
+    }
+}
+
 static void update_done(struct writer_job *job, int status)
 {
     struct pop3_update_job *u = (struct pop3_update_job *)job;
-    struct pop3_session *s = u->s;
-    struct conn *c = s->conn;
-    uint64_t sid = s->closed ? 0 : conn_sid(c);
-    if (status == 0)
-        log_info("pop3", sid, "event=update user=%s deleted=%zu", s->address, u->deleted);
-    else
-        log_error("pop3", sid, "event=update-failed user=%s status=%d", s->address, status);
-    if (!s->closed) {
-        if (status == 0)
-            conn_reply(c, "+OK Bye: %zu messages deleted\r\n", u->deleted);
-        else
-            conn_reply(c, "-ERR [SYS/TEMP] Messages could not be deleted; none were\r\n");
-        conn_close(c, "quit");
-    }
+    struct pop3_maildrop *md =
+        (struct pop3_maildrop *)((char *)u - offsetof(struct pop3_maildrop, update));
+    update_answer(md, status, u->deleted);
     free(u->ids);
     u->ids = NULL;
-    conn_unref(&c);
-    pop3_release(s);
+    u->done(u->ctx);
 }
 
-void pop3_maildrop_quit(struct pop3_session *s)
+/* Nothing could be deleted, and the client hears so at once. */
+static int update_refused(struct pop3_maildrop *md)
 {
-    pop3_enter_state(s, POP3_STATE_UPDATE);
-    if (s->deleted_count == 0) {
-        log_info("pop3", conn_sid(s->conn), "event=update user=%s deleted=0", s->address);
-        conn_reply(s->conn, "+OK Bye\r\n");
-        conn_close(s->conn, "quit");
-        return;
+    conn_reply(md->conn, "-ERR [SYS/TEMP] Messages could not be deleted; none were\r\n");
+    conn_close(md->conn, "quit");
+    return 0;
+}
+
+int pop3_maildrop_quit(struct pop3_maildrop *md, struct writer *w, pop3_md_update_fn done,
+                       void *ctx)
+{
+    struct conn *c = md->conn;
+    if (md->deleted_count == 0) {
+        log_info("pop3", conn_sid(c), "event=update user=%s deleted=0", md->address);
+        conn_reply(c, "+OK Bye\r\n");
+        conn_close(c, "quit");
+        return 0;
     }
-    struct pop3_update_job *u = &s->update_job;
+    struct pop3_update_job *u = &md->update;
     memset(u, 0, sizeof(*u));
-    u->ids = malloc(s->deleted_count * sizeof(*u->ids));
-    if (u->ids == NULL) {
-        conn_reply(s->conn, "-ERR [SYS/TEMP] Messages could not be deleted; none were\r\n");
-        conn_close(s->conn, "quit");
-        return;
-    }
-    for (size_t i = 0; i < s->count; i++)
-        if (s->deleted[i])
-            u->ids[u->n++] = s->entries[i].id;
+    u->ids = malloc(md->deleted_count * sizeof(*u->ids));
+    if (u->ids == NULL)
+        return update_refused(md);
+    for (size_t i = 0; i < md->count; i++)
+        if (md->deleted[i])
+            u->ids[u->n++] = md->entries[i].id;
     u->job.run = update_run;
     u->job.done = update_done;
-    u->s = s;
-    u->user_id = s->user_id;
+    u->user_id = md->user_id;
+    u->done = done;
+    u->ctx = ctx;
     /* Nothing is read meanwhile: the answer comes after the commit, then the close. */
-    conn_pause_reading(s->conn);
-    conn_ref(s->conn);
-    s->pending++;
-    if (writer_submit(s->app->writer, &u->job) != 0) {
-        s->pending--;
-        struct conn *c = s->conn;
-        conn_unref(&c);
+    conn_pause_reading(c);
+    if (w == NULL || writer_submit(w, &u->job) != 0) {
         free(u->ids);
         u->ids = NULL;
-        conn_reply(s->conn, "-ERR [SYS/TEMP] Messages could not be deleted; none were\r\n");
-        conn_close(s->conn, "quit");
+        return update_refused(md);
     }
+    return 1;
 }

@@ -17,10 +17,19 @@
  * finite, so a crash never leaves an open relay behind. relay.window = 0: no window at all.
  *
  * What it does not do: sockets, line buffering, TLS, idle timers (conn.c); password checks
- * (auth.c); the TRANSACTION commands and UPDATE (pop3_maildrop.c); SQL (storage/).
+ * (auth.c); the maildrop lock, the TRANSACTION commands' answers and UPDATE's deletions
+ * (pop3_maildrop.c, which this file calls through pop3_maildrop.h and which never calls back
+ * here); SQL (storage/).
  *
  * Transcript: the session masks the line after USER and every SASL response; conn.c itself masks
  * the argument of PASS and an AUTH command's initial response.
+ *
+ * Ownership: a struct pop3_session is created in on_open, hangs off its connection and lives by
+ * the reference count of server/net/session_ref.h, the same rule as the SMTP session's: the
+ * connection holds one reference until on_close; the login's window job, the UPDATE job, an AUTH
+ * verification (until it answers or on_close cancels it) and the closing of each uv timer hold
+ * one each, and their completions look at ref.closed before touching the connection. Only this
+ * file frees the session (session_release), when the last reference goes.
  */
 #include "server/pop3/pop3_session.h"
 
@@ -34,75 +43,58 @@
 
 #include "common/config.h"
 #include "common/log.h"
-#include "server/pop3/pop3_internal.h"
+#include "common/pure/cidr.h"
+#include "common/pure/command.h"
 #include "common/pure/pop3_parse.h"
+#include "common/pure/sasl.h"
+#include "server/app.h"
+#include "server/auth/auth.h"
+#include "server/net/session_ref.h"
+#include "server/pop3/pop3_maildrop.h"
+#include "server/pop3/pop3_window.h"
 #include "storage/store.h"
 
-/* Renewal interval of an open window while the session is connected: at most this, and at most
- * half the window, so a crash leaves the window open for no longer than relay.window. */
-#define POP3_WINDOW_RENEW_MAX_MS (5 * 60 * 1000)
-#define POP3_WINDOW_RENEW_MIN_MS 1000
 /* RFC 5034 4: SASL responses are not bound by the 255-octet command limit. */
 #define POP3_SASL_LINE_MAX_BYTES (SASL_LINE_MAX_BYTES + 2)
 
-struct pop3_command {
-    const char *verb;
-    void (*run)(struct pop3_session *s, const char *args);
-    unsigned states; /* POP3_IN_* mask where the command is valid */
+enum pop3_state {
+    POP3_STATE_AUTHORIZATION = 0,
+    POP3_STATE_TRANSACTION,
+    POP3_STATE_UPDATE,
 };
 
-/* ---- the maildrop lock ------------------------------------------------------------------- */
+struct pop3_session {
+    struct conn *conn; /* borrowed; valid while !ref.closed (and while a conn_ref is held) */
+    struct app *app;   /* borrowed: cfg, reads, writer, auth */
+    struct session_ref ref;
+    enum pop3_state state;
+    unsigned errors;        /* error replies, for POP3_MAX_ERRORS */
+    unsigned auth_failures; /* failed logins on this connection, for POP3_MAX_AUTH_FAILURES */
+    uint64_t commands;
 
-/*
- * One session per maildrop (RFC 1939 8, RFC 2449 8.1.1 [IN-USE]): the user ids of the sessions
- * that hold their maildrop, in this process (one loop thread, so no mutex). The set is small (one
- * entry per logged-in POP3 session) and scanned linearly; it is freed when it empties, so nothing
- * is left at exit.
- * XXX(pop3): linear; a hash set if tens of thousands of concurrent POP3 sessions ever matter.
- */
-static struct {
-    int64_t *ids;
-    size_t n;
-    size_t cap;
-} pop3_locks;
+    /* AUTHORIZATION */
+    bool have_user; /* USER was accepted; PASS may follow */
+    char user[SASL_USER_MAX_BYTES + 1];
+    const char *mech;              /* "USER", "PLAIN", "LOGIN": for the logs */
+    struct sasl sasl;              /* AUTH exchange in progress when sasl_is_active() */
+    struct auth_request *auth_req; /* borrowed from auth until done runs or we cancel */
+    bool fail_close;               /* after the delayed failure answer: close */
+    uv_timer_t timer;              /* failure delay (AUTHORIZATION) or stalled reader (RETR) */
+    bool timer_open;
+    uv_timer_t renew_timer; /* TRANSACTION: keeps the relay window open */
+    bool renew_open;
+    struct pop3_window_job login_job; /* with the writer from login_begin to login_window_done */
 
-static bool lock_is_held(int64_t user_id)
-{
-    for (size_t i = 0; i < pop3_locks.n; i++)
-        if (pop3_locks.ids[i] == user_id)
-            return true;
-    return false;
-}
+    /* TRANSACTION */
+    char address[ADDRESS_STRLEN]; /* the logged-in user, "" before */
+    bool window_opened;           /* a window for window_key was opened by this session */
+    char window_key[CIDR_STRLEN];
+    struct pop3_maildrop md; /* owned: lock, snapshot, marks, output pump (pop3_maildrop.c) */
+};
 
-/* 0, or -1 (out of memory). The caller checked lock_is_held() first. */
-static int lock_take(int64_t user_id)
-{
-    if (pop3_locks.n == pop3_locks.cap) {
-        size_t cap = pop3_locks.cap == 0 ? 16 : pop3_locks.cap * 2;
-        int64_t *ids = realloc(pop3_locks.ids, cap * sizeof(*ids));
-        if (ids == NULL)
-            return -1;
-        pop3_locks.ids = ids;
-        pop3_locks.cap = cap;
-    }
-    pop3_locks.ids[pop3_locks.n++] = user_id;
-    return 0;
-}
-
-static void lock_release(int64_t user_id)
-{
-    for (size_t i = 0; i < pop3_locks.n; i++) {
-        if (pop3_locks.ids[i] == user_id) {
-            pop3_locks.ids[i] = pop3_locks.ids[--pop3_locks.n];
-            break;
-        }
-    }
-    if (pop3_locks.n == 0) {
-        free(pop3_locks.ids);
-        pop3_locks.ids = NULL;
-        pop3_locks.cap = 0;
-    }
-}
+/* Bit masks of states for the command table. */
+#define POP3_IN_AUTHORIZATION (1u << POP3_STATE_AUTHORIZATION)
+#define POP3_IN_TRANSACTION   (1u << POP3_STATE_TRANSACTION)
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
@@ -119,7 +111,7 @@ static const char *state_name(enum pop3_state st)
     return "?";
 }
 
-void pop3_enter_state(struct pop3_session *s, enum pop3_state st)
+static void pop3_enter_state(struct pop3_session *s, enum pop3_state st)
 {
     if (s->state != st)
         log_debug("pop3", conn_sid(s->conn), "event=state from=%s to=%s", state_name(s->state),
@@ -127,7 +119,8 @@ void pop3_enter_state(struct pop3_session *s, enum pop3_state st)
     s->state = st;
 }
 
-void pop3_reply_error(struct pop3_session *s, const char *fmt, ...)
+static __attribute__((format(printf, 2, 3))) void pop3_reply_error(struct pop3_session *s,
+                                                                   const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -156,25 +149,23 @@ static void refuse_plaintext(struct pop3_session *s)
 
 static void session_free(struct pop3_session *s)
 {
-    if (s->locked)
-        lock_release(s->user_id);
-    pop3_maildrop_free(s);
+    pop3_maildrop_close(&s->md);
     sasl_reset(&s->sasl);
     sodium_memzero(s->user, sizeof(s->user));
     free(s);
 }
 
-void pop3_release(struct pop3_session *s)
+/* Drops one reference (server/net/session_ref.h): the last one frees the session, here and
+ * nowhere else. */
+static void session_release(struct pop3_session *s)
 {
-    if (s->pending > 0)
-        s->pending--;
-    if (s->closed && s->pending == 0)
+    if (session_ref_drop(&s->ref))
         session_free(s);
 }
 
 static void on_handle_closed(uv_handle_t *h)
 {
-    pop3_release(h->data);
+    session_release(h->data);
 }
 
 static void auth_reset(struct pop3_session *s)
@@ -187,59 +178,19 @@ static void auth_reset(struct pop3_session *s)
 
 /* ---- the relay window -------------------------------------------------------------------- */
 
-static int window_run(struct store *st, struct writer_job *job)
-{
-    struct pop3_window_job *w = (struct pop3_window_job *)job;
-    int rc = store_window_open(st, w->key, w->user, w->now_ms, w->duration_ms);
-    if (rc == STORE_OK && w->is_login)
-        rc = store_pop_login_record(st, w->key, w->user, w->now_ms);
-    return rc;
-}
-
-static void log_window(uint64_t sid, const struct pop3_window_job *w, const char *ip,
-                       const char *event)
-{
-    log_info("pop3", sid, "event=%s ip=%s key=%s user=%s expires=%lld", event, ip, w->key, w->user,
-             (long long)(w->now_ms + w->duration_ms));
-}
-
-static void renew_done(struct writer_job *job, int status)
-{
-    struct pop3_window_job *w = (struct pop3_window_job *)job;
-    if (status != 0)
-        log_warn("pop3", 0, "event=window-renew-failed key=%s user=%s status=%d", w->key, w->user,
-                 status);
-    free(w);
-}
-
 /* Renews the session's window from now (a job owning itself: the session may go meanwhile). */
 static void window_renew(struct pop3_session *s)
 {
     uint64_t window_ms = s->app->cfg->relay.window_ms;
     if (!s->window_opened || window_ms == 0 || s->app->writer == NULL)
         return;
-    struct pop3_window_job *w = calloc(1, sizeof(*w));
-    if (w == NULL) {
-        log_warn("pop3", 0, "event=window-renew-failed key=%s error=\"out of memory\"",
-                 s->window_key);
-        return;
-    }
-    w->job.run = window_run;
-    w->job.done = renew_done;
-    snprintf(w->key, sizeof(w->key), "%s", s->window_key);
-    snprintf(w->user, sizeof(w->user), "%s", s->address);
-    w->now_ms = store_now_ms();
-    w->duration_ms = (int64_t)window_ms;
-    if (writer_submit(s->app->writer, &w->job) != 0) {
-        log_warn("pop3", 0, "event=window-renew-failed key=%s error=\"writer stopped\"", w->key);
-        free(w);
-    }
+    pop3_window_renew(s->app->writer, s->window_key, s->address, window_ms);
 }
 
 static void on_renew_timer(uv_timer_t *t)
 {
     struct pop3_session *s = t->data;
-    if (!s->closed && s->state == POP3_STATE_TRANSACTION)
+    if (!s->ref.closed && s->state == POP3_STATE_TRANSACTION)
         window_renew(s);
 }
 
@@ -248,13 +199,8 @@ static void on_renew_timer(uv_timer_t *t)
 static void login_finish(struct pop3_session *s)
 {
     pop3_enter_state(s, POP3_STATE_TRANSACTION);
-    uint64_t window_ms = s->app->cfg->relay.window_ms;
     if (s->window_opened && s->renew_open) {
-        uint64_t every = window_ms / 2;
-        if (every > POP3_WINDOW_RENEW_MAX_MS)
-            every = POP3_WINDOW_RENEW_MAX_MS;
-        if (every < POP3_WINDOW_RENEW_MIN_MS)
-            every = POP3_WINDOW_RENEW_MIN_MS;
+        uint64_t every = pop3_window_renew_every_ms(s->app->cfg->relay.window_ms);
         int rc = uv_timer_start(&s->renew_timer, on_renew_timer, every, every);
         if (rc != 0)
             log_warn("pop3", conn_sid(s->conn), "event=window-timer-failed error=\"%s\"",
@@ -262,36 +208,33 @@ static void login_finish(struct pop3_session *s)
     }
     log_info("pop3", conn_sid(s->conn),
              "event=login user=%s ip=%s mech=%s messages=%zu octets=%lld", s->address,
-             conn_peer_text(s->conn), s->mech, s->count, (long long)s->total_bytes);
-    conn_reply(s->conn, "+OK Logged in: maildrop has %zu messages (%lld octets)\r\n", s->count,
-               (long long)s->total_bytes);
+             conn_peer_text(s->conn), s->mech, pop3_maildrop_messages(&s->md),
+             (long long)pop3_maildrop_octets(&s->md));
+    conn_reply(s->conn, "+OK Logged in: maildrop has %zu messages (%lld octets)\r\n",
+               pop3_maildrop_messages(&s->md), (long long)pop3_maildrop_octets(&s->md));
     conn_resume_reading(s->conn);
 }
 
 /* Back to AUTHORIZATION after a login that got through the password but not further. */
 static void login_undo(struct pop3_session *s)
 {
-    pop3_maildrop_free(s);
-    if (s->locked) {
-        lock_release(s->user_id);
-        s->locked = false;
-    }
-    s->user_id = 0;
+    pop3_maildrop_close(&s->md);
     s->address[0] = '\0';
 }
 
-static void login_window_done(struct writer_job *job, int status)
+/* The login's window job is done; it held a reference to the session and the connection. */
+static void login_window_done(void *ctx, int status)
 {
-    struct pop3_window_job *w = (struct pop3_window_job *)job;
-    struct pop3_session *s = w->s;
+    struct pop3_session *s = ctx;
+    const struct pop3_window_job *w = &s->login_job;
     struct conn *c = s->conn;
-    if (s->closed) {
+    if (s->ref.closed) {
         /* The client went while the window was being opened: it stays open for relay.window
          * (the countdown from the login), as after any session's end. */
         if (status == 0)
-            log_window(0, w, "-", "window-opened");
+            pop3_window_log(0, w, "-", "window-opened");
         conn_unref(&c);
-        pop3_release(s);
+        session_release(s);
         return;
     }
     if (status != 0) {
@@ -302,70 +245,48 @@ static void login_window_done(struct writer_job *job, int status)
         conn_resume_reading(c);
     } else {
         s->window_opened = true;
-        log_window(conn_sid(c), w, conn_peer_text(c), "window-opened");
+        pop3_window_log(conn_sid(c), w, conn_peer_text(c), "window-opened");
         login_finish(s);
     }
     conn_unref(&c);
-    pop3_release(s);
+    session_release(s);
 }
 
 /* The password was right: lock, snapshot, window, then +OK. Reading is paused. */
 static void login_begin(struct pop3_session *s, int64_t user_id, const char *address)
 {
     struct conn *c = s->conn;
-    if (lock_is_held(user_id)) {
-        log_info("pop3", conn_sid(c), "event=login-refused user=%s reason=in-use", address);
+    switch (pop3_maildrop_open(&s->md, c, s->app->reads, user_id, address)) {
+    case POP3_MD_OPENED:
+        break;
+    case POP3_MD_IN_USE:
         conn_reply(c, "-ERR [IN-USE] Maildrop is locked by another session\r\n");
         conn_resume_reading(c);
         return;
-    }
-    if (lock_take(user_id) != 0) {
-        conn_reply(c, "-ERR [SYS/TEMP] Out of memory\r\n");
-        conn_resume_reading(c);
-        return;
-    }
-    s->locked = true;
-    s->user_id = user_id;
-    snprintf(s->address, sizeof(s->address), "%s", address);
-
-    /* RFC 1939 8: the snapshot fixes message numbers and sizes for the whole session. */
-    struct store_mail_entry *entries = NULL;
-    size_t count = 0;
-    if (store_mailbox_snapshot(s->app->reads, user_id, &entries, &count) != STORE_OK) {
-        log_error("pop3", conn_sid(c), "event=snapshot-failed user=%s error=\"%s\"", address,
-                  store_errmsg(s->app->reads));
-        login_undo(s);
+    case POP3_MD_STORE_ERROR:
         conn_reply(c, "-ERR [SYS/TEMP] Cannot open the maildrop, try again later\r\n");
         conn_resume_reading(c);
         return;
-    }
-    if (pop3_maildrop_load(s, entries, count) != 0) {
-        login_undo(s);
+    case POP3_MD_NO_MEMORY:
+    default:
         conn_reply(c, "-ERR [SYS/TEMP] Out of memory\r\n");
         conn_resume_reading(c);
         return;
     }
+    snprintf(s->address, sizeof(s->address), "%s", address);
 
     uint64_t window_ms = s->app->cfg->relay.window_ms;
     if (window_ms == 0) {
         login_finish(s); /* POP-before-SMTP is off */
         return;
     }
-    struct pop3_window_job *w = &s->login_job;
-    memset(w, 0, sizeof(*w));
-    w->job.run = window_run;
-    w->job.done = login_window_done;
-    w->s = s;
-    ip_window_key(conn_peer_ip(c), s->app->cfg->relay.window_ipv6_prefix, w->key, sizeof(w->key));
-    snprintf(s->window_key, sizeof(s->window_key), "%s", w->key);
-    snprintf(w->user, sizeof(w->user), "%s", address);
-    w->now_ms = store_now_ms();
-    w->duration_ms = (int64_t)window_ms;
-    w->is_login = true;
+    ip_window_key(conn_peer_ip(c), s->app->cfg->relay.window_ipv6_prefix, s->window_key,
+                  sizeof(s->window_key));
     conn_ref(c);
-    s->pending++;
-    if (writer_submit(s->app->writer, &w->job) != 0) {
-        s->pending--;
+    session_ref_take(&s->ref);
+    if (pop3_window_open(&s->login_job, s->app->writer, s->window_key, address, window_ms,
+                         login_window_done, s) != 0) {
+        session_release(s); /* never the last: the connection holds one */
         conn_unref(&c);
         login_undo(s);
         conn_reply(s->conn, "-ERR [SYS/TEMP] Cannot log in now, try again later\r\n");
@@ -376,10 +297,12 @@ static void login_begin(struct pop3_session *s, int64_t user_id, const char *add
 static void on_session_timer(uv_timer_t *t)
 {
     struct pop3_session *s = t->data;
-    if (s->closed)
+    if (s->ref.closed)
         return;
     if (s->state == POP3_STATE_TRANSACTION) {
-        pop3_stream_stalled(s);
+        /* The stalled-reader timer (pump): the client took nothing for pop3.timeout. */
+        if (pop3_maildrop_is_streaming(&s->md))
+            conn_abort(s->conn, "timeout: reader stalled");
         return;
     }
     conn_reply(s->conn, "-ERR [AUTH] Authentication failed\r\n");
@@ -391,16 +314,40 @@ static void on_session_timer(uv_timer_t *t)
     conn_resume_reading(s->conn);
 }
 
-void pop3_timer_start(struct pop3_session *s, uint64_t ms)
+/* More of a multi-line answer; the session's timer watches a reader that takes nothing. */
+static void pump(struct pop3_session *s)
 {
-    if (s->timer_open)
-        uv_timer_start(&s->timer, on_session_timer, ms, 0);
+    switch (pop3_maildrop_pump(&s->md)) {
+    case POP3_PUMP_WAIT:
+        if (s->timer_open)
+            uv_timer_start(&s->timer, on_session_timer, s->app->cfg->pop3.timeout_ms, 0);
+        return;
+    case POP3_PUMP_DONE:
+        if (s->timer_open)
+            uv_timer_stop(&s->timer);
+        return;
+    case POP3_PUMP_FAILED:
+        if (s->timer_open)
+            uv_timer_stop(&s->timer);
+        conn_abort(s->conn, "retr-failed");
+        return;
+    case POP3_PUMP_IDLE:
+        return;
+    }
 }
 
-static void auth_done(void *ctx, const struct auth_result *r)
+/* A TRANSACTION command's answer from pop3_maildrop.c. */
+static void maildrop_answer(struct pop3_session *s, enum pop3_md_result r, const char *reply)
 {
-    struct pop3_session *s = ctx;
-    s->auth_req = NULL; /* freed by auth before this call */
+    if (r == POP3_MD_ERROR)
+        pop3_reply_error(s, "%s", reply);
+    else if (r == POP3_MD_STREAM)
+        pump(s);
+}
+
+/* The verification's answer (the request is over). */
+static void auth_answer(struct pop3_session *s, const struct auth_result *r)
+{
     struct conn *c = s->conn;
     log_info("pop3", conn_sid(c), "event=auth mech=%s result=%s user=%s ip=%s cached=%s", s->mech,
              r->ok          ? "ok"
@@ -423,13 +370,23 @@ static void auth_done(void *ctx, const struct auth_result *r)
     login_begin(s, r->user_id, r->user);
 }
 
+static void auth_done(void *ctx, const struct auth_result *r)
+{
+    struct pop3_session *s = ctx;
+    s->auth_req = NULL; /* freed by auth before this call */
+    auth_answer(s, r);
+    session_release(s); /* the request's reference */
+}
+
 /* Hands user/password to auth; reading stays paused until the answer is out. */
 static void verify(struct pop3_session *s, const char *user, const char *password, size_t pwlen)
 {
     conn_pause_reading(s->conn);
+    session_ref_take(&s->ref);
     s->auth_req = auth_verify(s->app->auth, s->app->reads, conn_peer_ip(s->conn), user, password,
                               pwlen, auth_done, s);
     if (s->auth_req == NULL) {
+        session_release(s); /* never the last: the connection holds one */
         conn_reply(s->conn, "-ERR [SYS/TEMP] Cannot check the password now, try again later\r\n");
         conn_resume_reading(s->conn);
     }
@@ -522,17 +479,12 @@ static void cmd_auth(struct pop3_session *s, const char *args)
         refuse_plaintext(s);
         return;
     }
-    size_t mlen = strcspn(args, " ");
-    const char *initial = NULL;
-    size_t ilen = 0;
-    if (args[mlen] == ' ') {
-        initial = args + mlen + 1;
-        ilen = strlen(initial);
-    }
+    struct command_auth_args a;
+    command_split_auth(args, &a);
     s->have_user = false;
-    s->mech = strncasecmp(args, "PLAIN", mlen) == 0 && mlen == 5 ? "PLAIN" : "LOGIN";
+    s->mech = strncasecmp(a.mech, "PLAIN", a.mech_len) == 0 && a.mech_len == 5 ? "PLAIN" : "LOGIN";
     struct sasl_step step;
-    enum sasl_status st = sasl_start(&s->sasl, args, mlen, initial, ilen, &step);
+    enum sasl_status st = sasl_start(&s->sasl, a.mech, a.mech_len, a.initial, a.initial_len, &step);
     sasl_continue(s, st, &step);
 }
 
@@ -560,10 +512,24 @@ static void cmd_capa(struct pop3_session *s, const char *args)
     conn_reply(c, "IMPLEMENTATION postern\r\n.\r\n");
 }
 
+/* UPDATE is over (its answer is out, or it never started): drop what it held. */
+static void update_done(void *ctx)
+{
+    struct pop3_session *s = ctx;
+    struct conn *c = s->conn;
+    conn_unref(&c);
+    session_release(s);
+}
+
 static void cmd_quit(struct pop3_session *s, const char *args)
 {
     if (s->state == POP3_STATE_TRANSACTION) {
-        pop3_maildrop_quit(s);
+        /* UPDATE (RFC 1939 6) holds the session and the connection until it has answered. */
+        pop3_enter_state(s, POP3_STATE_UPDATE);
+        conn_ref(s->conn);
+        session_ref_take(&s->ref);
+        if (pop3_maildrop_quit(&s->md, s->app->writer, update_done, s) == 0)
+            update_done(s);
         return;
     }
     conn_reply(s->conn, "+OK Bye\r\n");
@@ -598,33 +564,32 @@ static void cmd_stls(struct pop3_session *s, const char *args)
         conn_abort(s->conn, "tls-error: setup");
 }
 
-/* The command table (STYLE.md 2): verb, handler, states where it is valid. */
-static const struct pop3_command pop3_commands[] = {
-    {"CAPA", cmd_capa, POP3_IN_AUTHORIZATION | POP3_IN_TRANSACTION},
-    {"QUIT", cmd_quit, POP3_IN_AUTHORIZATION | POP3_IN_TRANSACTION},
-    {"STLS", cmd_stls, POP3_IN_AUTHORIZATION},
-    {"USER", cmd_user, POP3_IN_AUTHORIZATION},
-    {"PASS", cmd_pass, POP3_IN_AUTHORIZATION},
-    {"AUTH", cmd_auth, POP3_IN_AUTHORIZATION},
-    {"STAT", pop3_cmd_stat, POP3_IN_TRANSACTION},
-    {"LIST", pop3_cmd_list, POP3_IN_TRANSACTION},
-    {"RETR", pop3_cmd_retr, POP3_IN_TRANSACTION},
-    {"DELE", pop3_cmd_dele, POP3_IN_TRANSACTION},
-    {"NOOP", cmd_noop, POP3_IN_TRANSACTION},
-    {"RSET", pop3_cmd_rset, POP3_IN_TRANSACTION},
-    {"TOP", pop3_cmd_top, POP3_IN_TRANSACTION},
-    {"UIDL", pop3_cmd_uidl, POP3_IN_TRANSACTION},
+/*
+ * The command table: verb, states where it is valid, and the handler: run for the session's own
+ * commands, md for the TRANSACTION commands, which pop3_maildrop.c answers.
+ */
+struct pop3_command {
+    struct command cmd; /* first: common/pure/command.c finds rows by it */
+    void (*run)(struct pop3_session *s, const char *args);
+    pop3_md_command_fn md;
 };
 
-static const struct pop3_command *find_command(const char *verb, size_t len)
-{
-    for (size_t i = 0; i < sizeof(pop3_commands) / sizeof(pop3_commands[0]); i++) {
-        const struct pop3_command *cmd = &pop3_commands[i];
-        if (strlen(cmd->verb) == len && strncasecmp(cmd->verb, verb, len) == 0)
-            return cmd;
-    }
-    return NULL;
-}
+static const struct pop3_command pop3_commands[] = {
+    {{"CAPA", POP3_IN_AUTHORIZATION | POP3_IN_TRANSACTION, 0}, cmd_capa, NULL},
+    {{"QUIT", POP3_IN_AUTHORIZATION | POP3_IN_TRANSACTION, 0}, cmd_quit, NULL},
+    {{"STLS", POP3_IN_AUTHORIZATION, 0}, cmd_stls, NULL},
+    {{"USER", POP3_IN_AUTHORIZATION, 0}, cmd_user, NULL},
+    {{"PASS", POP3_IN_AUTHORIZATION, 0}, cmd_pass, NULL},
+    {{"AUTH", POP3_IN_AUTHORIZATION, 0}, cmd_auth, NULL},
+    {{"STAT", POP3_IN_TRANSACTION, 0}, NULL, pop3_maildrop_stat},
+    {{"LIST", POP3_IN_TRANSACTION, 0}, NULL, pop3_maildrop_list},
+    {{"RETR", POP3_IN_TRANSACTION, 0}, NULL, pop3_maildrop_retr},
+    {{"DELE", POP3_IN_TRANSACTION, 0}, NULL, pop3_maildrop_dele},
+    {{"NOOP", POP3_IN_TRANSACTION, 0}, cmd_noop, NULL},
+    {{"RSET", POP3_IN_TRANSACTION, 0}, NULL, pop3_maildrop_rset},
+    {{"TOP", POP3_IN_TRANSACTION, 0}, NULL, pop3_maildrop_top},
+    {{"UIDL", POP3_IN_TRANSACTION, 0}, NULL, pop3_maildrop_uidl},
+};
 
 /* ---- handler callbacks --------------------------------------------------------------------- */
 
@@ -637,6 +602,7 @@ static void pop3_on_open(struct conn *c)
     }
     s->conn = c;
     s->app = conn_app(c);
+    session_ref_init(&s->ref);
     s->state = POP3_STATE_AUTHORIZATION;
     s->mech = "USER";
     conn_set_session(c, s);
@@ -654,11 +620,9 @@ static void pop3_on_open(struct conn *c)
     conn_reply(c, "+OK postern ready.\r\n");
 }
 
-static void pop3_on_line(struct conn *c, const char *line, size_t len)
+/* One line: a SASL answer or a command. */
+static void dispatch(struct pop3_session *s, const char *line, size_t len)
 {
-    struct pop3_session *s = conn_session(c);
-    if (s == NULL)
-        return;
     if (sasl_is_active(&s->sasl)) {
         sasl_line(s, line, len);
         return;
@@ -667,16 +631,35 @@ static void pop3_on_line(struct conn *c, const char *line, size_t len)
     struct pop3_cmdline cl;
     const struct pop3_command *cmd = NULL;
     if (pop3_parse_line(line, &cl) == 0)
-        cmd = find_command(cl.verb, cl.verb_len);
+        cmd = (const struct pop3_command *)(const void *)command_find(
+            pop3_commands, sizeof(pop3_commands) / sizeof(pop3_commands[0]),
+            sizeof(pop3_commands[0]), cl.verb, cl.verb_len);
     if (cmd == NULL) {
         pop3_reply_error(s, "-ERR Command not implemented");
         return;
     }
-    if ((cmd->states & (1u << s->state)) == 0) {
+    if (!command_is_allowed(&cmd->cmd, s->state)) {
         pop3_reply_error(s, "-ERR Command not valid in this state");
         return;
     }
+    if (cmd->md != NULL) {
+        char reply[POP3_MD_REPLY_MAX_BYTES];
+        maildrop_answer(s, cmd->md(&s->md, cl.args, reply), reply);
+        return;
+    }
     cmd->run(s, cl.args);
+}
+
+/* Holds a reference while the line runs: a reply that closes the connection (the tenth error,
+ * say) runs on_close inside it, and the handler must still be able to finish. */
+static void pop3_on_line(struct conn *c, const char *line, size_t len)
+{
+    struct pop3_session *s = conn_session(c);
+    if (s == NULL)
+        return;
+    session_ref_take(&s->ref);
+    dispatch(s, line, len);
+    session_release(s);
 }
 
 static void pop3_on_bad_line(struct conn *c, enum linereader_status why)
@@ -707,7 +690,7 @@ static void pop3_on_drain(struct conn *c)
 {
     struct pop3_session *s = conn_session(c);
     if (s != NULL)
-        pop3_stream_pump(s);
+        pump(s);
 }
 
 static void pop3_on_timeout(struct conn *c)
@@ -728,26 +711,27 @@ static void pop3_on_close(struct conn *c, const char *reason)
     /* A dropped connection deletes nothing (RFC 1939 6): UPDATE only starts from QUIT. */
     log_debug("pop3", conn_sid(c), "event=session-end commands=%llu errors=%u",
               (unsigned long long)s->commands, s->errors);
-    s->closed = true;
+    s->ref.closed = true;
     if (s->auth_req != NULL) {
-        auth_cancel(s->auth_req);
+        auth_cancel(s->auth_req); /* its done never runs: drop its reference here */
         s->auth_req = NULL;
+        session_release(s);
     }
     /* The window counts down from the end of the session. */
     window_renew(s);
-    pop3_maildrop_free(s);
-    s->pending++; /* held while the handles below close */
+    pop3_maildrop_stop(&s->md);
     if (s->timer_open) {
         s->timer_open = false;
-        s->pending++;
+        session_ref_take(&s->ref); /* until the handle is closed */
         uv_close((uv_handle_t *)&s->timer, on_handle_closed);
     }
     if (s->renew_open) {
         s->renew_open = false;
-        s->pending++;
+        session_ref_take(&s->ref);
         uv_close((uv_handle_t *)&s->renew_timer, on_handle_closed);
     }
-    pop3_release(s);
+    /* A writer job still out keeps its reference: its done frees the session if it is last. */
+    session_release(s);
 }
 
 static void pop3_busy_reply(const struct cfg *cfg, bool per_ip, char *buf, size_t len)

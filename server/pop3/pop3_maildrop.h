@@ -1,0 +1,151 @@
+/*
+ * pop3_maildrop.h - the maildrop of a logged-in POP3 session (server/pop3/pop3_maildrop.c) as its
+ * one caller, server/pop3/pop3_session.c, sees it. The dependency runs one way: the session calls
+ * in, and the maildrop answers only through what these functions return (a result and, for an
+ * error, the reply text) and through the done callback the session hands over with the UPDATE
+ * writer job. The maildrop never sees the session.
+ *
+ * Who does what: the session owns the state machine, the command table, every error reply and the
+ * error count, its timers (the stalled-reader timer included: pop3_maildrop_pump says when to arm
+ * it) and its own lifetime. The maildrop owns the lock on the user's maildrop, the snapshot and the
+ * deletion marks, the TRANSACTION commands' answers, the output pump of multi-line answers, and the
+ * UPDATE job's work.
+ */
+#ifndef POSTERN_POP3_MAILDROP_H
+#define POSTERN_POP3_MAILDROP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/pure/address.h"
+#include "common/pure/dotstuff.h"
+#include "server/net/conn.h"
+#include "storage/mailbox.h"
+#include "storage/store.h"
+#include "storage/writer.h"
+
+/* An error reply as the maildrop writes it, without CRLF. */
+#define POP3_MD_REPLY_MAX_BYTES 128
+
+/* What a TRANSACTION command asks of the session. */
+enum pop3_md_result {
+    POP3_MD_OK = 0, /* answered (the positive reply is out) */
+    POP3_MD_ERROR,  /* the reply is an error reply: send it as one (counted) */
+    POP3_MD_STREAM, /* a multi-line answer started (reading is paused): pump it */
+};
+
+/* What pop3_maildrop_pump() did. */
+enum pop3_pump {
+    POP3_PUMP_IDLE = 0, /* nothing to send (or the connection is closing) */
+    POP3_PUMP_WAIT,     /* output is backed up: on_drain pumps again; arm the stalled timer */
+    POP3_PUMP_DONE,     /* the answer is complete and reading resumed: stop the stalled timer */
+    POP3_PUMP_FAILED,   /* a body could not be read after "+OK": abort the connection */
+};
+
+/* What pop3_maildrop_open() found. */
+enum pop3_md_open {
+    POP3_MD_OPENED = 0,  /* locked, snapshot taken */
+    POP3_MD_IN_USE,      /* another session holds the lock (logged) */
+    POP3_MD_NO_MEMORY,   /* nothing is held */
+    POP3_MD_STORE_ERROR, /* the snapshot failed (logged); nothing is held */
+};
+
+/* What the output pump is sending (multi-line answers that may pass the output bound). */
+enum pop3_stream {
+    POP3_STREAM_NONE = 0,
+    POP3_STREAM_LIST, /* LIST without argument */
+    POP3_STREAM_UIDL, /* UIDL without argument */
+    POP3_STREAM_BODY, /* RETR or TOP: a body through the dot-stuffing encoder */
+};
+
+/* UPDATE is over and answered, on the loop thread. */
+typedef void (*pop3_md_update_fn)(void *ctx);
+
+/* UPDATE (RFC 1939 6): the marked entries, deleted in one writer job. */
+struct pop3_update_job {
+    struct writer_job job; /* with the writer until its done ran */
+    int64_t user_id;
+    int64_t *ids; /* owned */
+    size_t n;
+    size_t deleted;
+    pop3_md_update_fn done; /* the session's, with ctx */
+    void *ctx;
+};
+
+/* Embedded in the session, which zeroes it once; the fields are pop3_maildrop.c's alone. */
+struct pop3_maildrop {
+    struct conn *conn;   /* borrowed while open */
+    struct store *reads; /* borrowed while open */
+    bool locked;         /* holds the maildrop lock for user_id */
+    int64_t user_id;
+    char address[ADDRESS_STRLEN];     /* the user's, for the logs */
+    struct store_mail_entry *entries; /* owned snapshot, message n is entries[n - 1] */
+    bool *deleted;                    /* owned, one per entry */
+    size_t count;
+    size_t deleted_count;
+    int64_t total_bytes;   /* every entry */
+    int64_t deleted_bytes; /* marked entries */
+    struct pop3_update_job update;
+
+    /* the output pump */
+    enum pop3_stream stream;
+    size_t stream_next;               /* LIST/UIDL: next index */
+    uint64_t stream_msg;              /* RETR/TOP: message number, for the log */
+    bool stream_top;                  /* TOP rather than RETR */
+    struct store_body_reader *reader; /* owned while streaming a body */
+    struct dotstuff ds;
+    unsigned char *in_buf; /* owned while streaming a body */
+    size_t in_off, in_len;
+    bool in_eof;
+    unsigned char *out_buf; /* owned while streaming */
+};
+
+/* The password was right: takes the lock on user_id's maildrop (one session per maildrop, RFC
+ * 1939 8) and the snapshot. address is for the logs. */
+enum pop3_md_open pop3_maildrop_open(struct pop3_maildrop *md, struct conn *c, struct store *reads,
+                                     int64_t user_id, const char *address);
+/* The connection went (on_close): stops streaming and frees the snapshot. The lock stays until
+ * pop3_maildrop_close(), so no new session reads the maildrop while UPDATE may still run. */
+void pop3_maildrop_stop(struct pop3_maildrop *md);
+/* Stops, and releases the lock. Safe when not open, and twice. Not the UPDATE job: that one ends
+ * in its done. */
+void pop3_maildrop_close(struct pop3_maildrop *md);
+
+size_t pop3_maildrop_messages(const struct pop3_maildrop *md);
+int64_t pop3_maildrop_octets(const struct pop3_maildrop *md);
+/* Entries marked as deleted. */
+size_t pop3_maildrop_marked(const struct pop3_maildrop *md);
+bool pop3_maildrop_is_streaming(const struct pop3_maildrop *md);
+
+/* The TRANSACTION commands (RFC 1939 5, 7); args as the command table hands them over. */
+typedef enum pop3_md_result (*pop3_md_command_fn)(struct pop3_maildrop *md, const char *args,
+                                                  char reply[POP3_MD_REPLY_MAX_BYTES]);
+enum pop3_md_result pop3_maildrop_stat(struct pop3_maildrop *md, const char *args,
+                                       char reply[POP3_MD_REPLY_MAX_BYTES]);
+enum pop3_md_result pop3_maildrop_list(struct pop3_maildrop *md, const char *args,
+                                       char reply[POP3_MD_REPLY_MAX_BYTES]);
+enum pop3_md_result pop3_maildrop_uidl(struct pop3_maildrop *md, const char *args,
+                                       char reply[POP3_MD_REPLY_MAX_BYTES]);
+enum pop3_md_result pop3_maildrop_retr(struct pop3_maildrop *md, const char *args,
+                                       char reply[POP3_MD_REPLY_MAX_BYTES]);
+enum pop3_md_result pop3_maildrop_top(struct pop3_maildrop *md, const char *args,
+                                      char reply[POP3_MD_REPLY_MAX_BYTES]);
+enum pop3_md_result pop3_maildrop_dele(struct pop3_maildrop *md, const char *args,
+                                       char reply[POP3_MD_REPLY_MAX_BYTES]);
+enum pop3_md_result pop3_maildrop_rset(struct pop3_maildrop *md, const char *args,
+                                       char reply[POP3_MD_REPLY_MAX_BYTES]);
+
+/* More of the current multi-line answer (after a STREAM result, and from on_drain). */
+enum pop3_pump pop3_maildrop_pump(struct pop3_maildrop *md);
+
+/*
+ * QUIT in TRANSACTION, the session in UPDATE (RFC 1939 6). With nothing marked: "+OK Bye" and the
+ * close, 0. Otherwise the marked entries are deleted in one writer job and the answer goes out
+ * after the commit, then the close: 1, and done(ctx) runs once, later, after that answer. 0 too
+ * when the job could not start (answered with -ERR and closed): done never runs then.
+ */
+int pop3_maildrop_quit(struct pop3_maildrop *md, struct writer *w, pop3_md_update_fn done,
+                       void *ctx);
+
+#endif

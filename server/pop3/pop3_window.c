@@ -1,0 +1,96 @@
+/*
+ * pop3_window.c - the POP3 session's relay window jobs (pop3_window.h): open at login (window row
+ * and login history in one writer job), renew while connected and once at close. It holds no
+ * state of its own and knows nothing of the session or the connection; SQL is storage/'s.
+ */
+#include "server/pop3/pop3_window.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "storage/store.h"
+
+/* Renewal interval of an open window while the session is connected: at most this, and at most
+ * half the window, so a crash leaves the window open for no longer than relay.window. */
+#define POP3_WINDOW_RENEW_MAX_MS (5 * 60 * 1000)
+#define POP3_WINDOW_RENEW_MIN_MS 1000
+
+/* On the writer thread. */
+static int window_run(struct store *st, struct writer_job *job)
+{
+    struct pop3_window_job *w = (struct pop3_window_job *)job;
+    int rc = store_window_open(st, w->key, w->user, w->now_ms, w->duration_ms);
+    if (rc == STORE_OK && w->is_login)
+        rc = store_pop_login_record(st, w->key, w->user, w->now_ms);
+    return rc;
+}
+
+void pop3_window_log(uint64_t sid, const struct pop3_window_job *w, const char *ip,
+                     const char *event)
+{
+    log_info("pop3", sid, "event=%s ip=%s key=%s user=%s expires=%lld", event, ip, w->key, w->user,
+             (long long)(w->now_ms + w->duration_ms));
+}
+
+static void fill(struct pop3_window_job *w, const char *key, const char *user, uint64_t window_ms)
+{
+    w->job.run = window_run;
+    snprintf(w->key, sizeof(w->key), "%s", key);
+    snprintf(w->user, sizeof(w->user), "%s", user);
+    w->now_ms = store_now_ms();
+    w->duration_ms = (int64_t)window_ms;
+}
+
+static void login_done(struct writer_job *job, int status)
+{
+    struct pop3_window_job *w = (struct pop3_window_job *)job;
+    w->done(w->ctx, status);
+}
+
+int pop3_window_open(struct pop3_window_job *w, struct writer *wr, const char *key,
+                     const char *user, uint64_t window_ms, pop3_window_done_fn done, void *ctx)
+{
+    memset(w, 0, sizeof(*w));
+    fill(w, key, user, window_ms);
+    w->job.done = login_done;
+    w->is_login = true;
+    w->done = done;
+    w->ctx = ctx;
+    return writer_submit(wr, &w->job) != 0 ? -1 : 0;
+}
+
+static void renew_done(struct writer_job *job, int status)
+{
+    struct pop3_window_job *w = (struct pop3_window_job *)job;
+    if (status != 0)
+        log_warn("pop3", 0, "event=window-renew-failed key=%s user=%s status=%d", w->key, w->user,
+                 status);
+    free(w);
+}
+
+void pop3_window_renew(struct writer *wr, const char *key, const char *user, uint64_t window_ms)
+{
+    struct pop3_window_job *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        log_warn("pop3", 0, "event=window-renew-failed key=%s error=\"out of memory\"", key);
+        return;
+    }
+    fill(w, key, user, window_ms);
+    w->job.done = renew_done;
+    if (writer_submit(wr, &w->job) != 0) {
+        log_warn("pop3", 0, "event=window-renew-failed key=%s error=\"writer stopped\"", w->key);
+        free(w);
+    }
+}
+
+uint64_t pop3_window_renew_every_ms(uint64_t window_ms)
+{
+    uint64_t every = window_ms / 2;
+    if (every > POP3_WINDOW_RENEW_MAX_MS)
+        every = POP3_WINDOW_RENEW_MAX_MS;
+    if (every < POP3_WINDOW_RENEW_MIN_MS)
+        every = POP3_WINDOW_RENEW_MIN_MS;
+    return every;
+}

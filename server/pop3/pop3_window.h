@@ -1,0 +1,46 @@
+/*
+ * pop3_window.h - the POP-before-SMTP relay window as the POP3 session opens and renews it: the
+ * writer jobs that write the window row (and, at login, the login history row), and the renewal
+ * interval. server/pop3/pop3_session.c is the one caller and decides when; this module never
+ * calls it, and reports a login's result only through the done callback it is handed.
+ *
+ * Ownership: a login job is embedded in the session, which stays alive until done ran. A renewal
+ * job owns itself and frees itself in its done, so a session may end while its renewal is out.
+ */
+#ifndef POSTERN_POP3_WINDOW_H
+#define POSTERN_POP3_WINDOW_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/pure/address.h"
+#include "common/pure/cidr.h"
+#include "storage/writer.h"
+
+/* The login job's answer, on the loop thread: 0 when the window is open and the login recorded. */
+typedef void (*pop3_window_done_fn)(void *ctx, int status);
+
+struct pop3_window_job {
+    struct writer_job job;
+    char key[CIDR_STRLEN];     /* ip_window_key() of the client */
+    char user[ADDRESS_STRLEN]; /* the logged-in user */
+    int64_t now_ms;
+    int64_t duration_ms;
+    bool is_login;            /* also record the login in the history (not for renewals) */
+    pop3_window_done_fn done; /* login only, with ctx */
+    void *ctx;
+};
+
+/* Opens the window for key at login and records the login, in one writer job. 0, and done(ctx,
+ * status) runs once, later; or -1 (the writer refused it), and done never runs. */
+int pop3_window_open(struct pop3_window_job *j, struct writer *w, const char *key, const char *user,
+                     uint64_t window_ms, pop3_window_done_fn done, void *ctx);
+/* Renews the window for key from now, in a job that owns itself. Failures are logged. */
+void pop3_window_renew(struct writer *w, const char *key, const char *user, uint64_t window_ms);
+/* The interval between renewals while the session stays in TRANSACTION. */
+uint64_t pop3_window_renew_every_ms(uint64_t window_ms);
+/* Logs event=EVENT for the window of j. */
+void pop3_window_log(uint64_t sid, const struct pop3_window_job *j, const char *ip,
+                     const char *event);
+
+#endif
