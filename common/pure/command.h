@@ -6,7 +6,7 @@
  * Pure: no I/O, no allocation, no state, no reply text. Each session keeps its own table (rows
  * that start with a struct command, followed by its typed handler), decides what the state bits
  * mean, and turns "unknown" or "not now" into its own protocol's reply. Tested by
- * tests/unit/test_command.c.
+ * tests/unit/test_command.c and fuzzed by tests/fuzz/fuzz_command.c.
  */
 #ifndef POSTERN_COMMAND_H
 #define POSTERN_COMMAND_H

@@ -1,11 +1,9 @@
 /*
  * smtp_session.c - the SMTP server session (RFC 5321) on top of server/net/conn.c: the session
- * struct and its state machine, the command table and its dispatcher, the commands that need no
- * more than a reply (EHLO, HELO, NOOP, RSET, QUIT, HELP, VRFY, EXPN, STARTTLS, AUTH), the state
- * checks and answers of MAIL, RCPT and DATA, and the session's lifetime. The transaction behind
- * MAIL, RCPT and DATA (its recipients, the relay verdict, the message, the writer jobs' store
- * calls) is smtp_tx.c's: this file calls it through server/smtp/smtp_tx.h and sends the replies it
- * hands back; smtp_tx.c never calls this file.
+ * struct, its state machine and lifetime, the command table and dispatcher, the commands that
+ * need no more than a reply (EHLO, HELO, NOOP, RSET, QUIT, HELP, VRFY, EXPN, STARTTLS, AUTH) and
+ * the state checks of MAIL, RCPT and DATA. The transaction behind those three is smtp_tx.c's: this
+ * file calls it through smtp_tx.h and sends the replies it hands back; smtp_tx.c never calls here.
  *
  * What it does not do: read sockets, buffer lines, speak TLS or time anything but the delayed
  * answer to a failed AUTH; conn.c does, and this file only sees whole lines. Nothing here blocks:
@@ -309,10 +307,10 @@ static void tx_reset(struct smtp_session *s)
         smtp_enter_state(s, SMTP_STATE_READY);
 }
 
+/* What the transaction may know of the client, for one call. */
 static struct smtp_tx_client tx_client(const struct smtp_session *s)
 {
-    return (struct smtp_tx_client){
-        .conn = s->conn, .auth_user = s->auth_user, .helo = s->helo, .esmtp = s->esmtp};
+    return (struct smtp_tx_client){s->conn, s->auth_user, s->helo, s->esmtp};
 }
 
 static void job_submit(struct smtp_session *s);
@@ -720,7 +718,6 @@ static void smtp_on_bad_line(struct conn *c, enum linereader_status why)
     struct smtp_session *s = conn_session(c);
     if (s == NULL)
         return;
-    /* Nothing runs after the error reply, so no reference is needed around it. */
     if (sasl_is_active(&s->sasl)) {
         /* RFC 4954 4: a response over the limit fails the exchange. */
         sasl_finish(s);
