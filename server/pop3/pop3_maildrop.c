@@ -30,6 +30,7 @@
 #include <stdarg.h>
 
 #include "common/log.h"
+#include "common/util.h"
 #include "common/pure/pop3_parse.h"
 #include "server/pop3/pop3_maildrop.h"
 #include "storage/store.h"
@@ -505,8 +506,7 @@ static void update_answer(struct pop3_maildrop *md, int status, size_t deleted)
 static void update_done(struct writer_job *job, int status)
 {
     struct pop3_update_job *u = (struct pop3_update_job *)job;
-    struct pop3_maildrop *md =
-        (struct pop3_maildrop *)((char *)u - offsetof(struct pop3_maildrop, update));
+    struct pop3_maildrop *md = container_of(u, struct pop3_maildrop, update);
     update_answer(md, status, u->deleted);
     free(u->ids);
     u->ids = NULL;
