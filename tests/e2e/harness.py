@@ -6,6 +6,7 @@ loopback ports when it needs a server. Nothing here talks to anything but 127.0.
 wait is bounded.
 """
 import os
+import random
 import shutil
 import signal
 import socket
@@ -21,26 +22,60 @@ BIN = os.environ.get("POSTERN_BIN", os.path.join(ROOT, "build", "postern"))
 os.environ.setdefault("POSTERN_TEST_FAST_HASH", "1")
 
 
-def free_port(host="127.0.0.1"):
-    """A port that was free a moment ago on host (the kernel picks it)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+            return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+# Ports for servers under test come from below the kernel's ephemeral range: a port the kernel
+# hands out for bind(0) is also what it hands out as the source port of outgoing connections,
+# so under parallel tests (ctest -j) a client of another test could take it between our check
+# and the server's bind ("address already in use").
+_PORT_LOW = 10000
+
+
+def _port_candidates():
+    lo, _ = _ephemeral_range()
+    high = lo - 1 if lo - 1 > _PORT_LOW + 1000 else 32767
+    rng = random.Random()
+    for _ in range(2000):
+        yield rng.randint(_PORT_LOW, high)
 
 
 def free_ports(n, host="127.0.0.1"):
-    """n distinct ports that were free a moment ago: all are held open while the kernel picks,
-    so it cannot hand out the same one twice."""
-    socks = []
+    """n distinct ports that are free right now on host, chosen outside the ephemeral range;
+    all are held open while choosing, so none is handed out twice."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks, ports = [], []
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        for port in _port_candidates():
+            if len(ports) == n:
+                break
+            if port in ports:
+                continue
+            s = socket.socket(family)
+            try:
+                s.bind((host, port))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
-            s.bind((host, 0))
-        return [s.getsockname()[1] for s in socks]
+            ports.append(port)
+        if len(ports) < n:
+            raise RuntimeError(f"no {n} free ports on {host}")
+        return ports
     finally:
         for s in socks:
             s.close()
+
+
+def free_port(host="127.0.0.1"):
+    """A port that is free right now on host, outside the ephemeral range."""
+    return free_ports(1, host)[0]
 
 
 class Result:
