@@ -37,7 +37,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -230,21 +229,8 @@ static void arm_idle(struct conn *c)
 
 /* ---- transcript ---------------------------------------------------------------------------- */
 
-/*
- * How much of a received command line may be logged: secrets are masked before the session sees
- * the line, so no session can forget. "AUTH MECH <initial response>" (SMTP RFC 4954, POP3 RFC
- * 5034) keeps the verb and mechanism; "PASS <password>" (POP3, RFC 1939) keeps the verb. Returns
- * len when nothing needs masking.
- */
-static size_t transcript_visible_bytes(const char *line, size_t len)
+size_t conn_transcript_words(const char *line, size_t len, size_t words)
 {
-    size_t words = 0;
-    if (len >= 5 && strncasecmp(line, "AUTH ", 5) == 0)
-        words = 2;
-    else if (len >= 5 && strncasecmp(line, "PASS ", 5) == 0)
-        words = 1;
-    if (words == 0)
-        return len;
     size_t i = 0;
     for (size_t w = 0; w < words && i < len; w++) {
         while (i < len && line[i] == ' ')
@@ -253,6 +239,15 @@ static size_t transcript_visible_bytes(const char *line, size_t len)
             i++;
     }
     return i;
+}
+
+/* How much of line the handler lets the transcript show (all of it without a hook). */
+static size_t transcript_visible(const struct conn *c, const char *line, size_t len, bool outgoing)
+{
+    if (c->handler->transcript_visible == NULL)
+        return len;
+    size_t visible = c->handler->transcript_visible(line, len, outgoing);
+    return visible < len ? visible : len;
 }
 
 /* line as one log field; past the first `visible` bytes it is masked as " ***". */
@@ -272,11 +267,7 @@ static void transcript_escape(char *esc, size_t esclen, const char *line, size_t
              quoted ? head + 1 : head);
 }
 
-/*
- * Logs every line of data (split at LF, CR dropped) as event=send. On an outbound connection the
- * lines are our client's commands, and "AUTH PLAIN <initial response>" (smarthost credentials,
- * smtp_client.c) is masked like a received one; replies a server sends never start with AUTH.
- */
+/* Logs every line of data (split at LF, CR dropped) as event=send, masked as the handler says. */
 static void transcript_send(struct conn *c, const unsigned char *data, size_t len)
 {
     char esc[CONN_TRANSCRIPT_LINE_BYTES];
@@ -288,8 +279,7 @@ static void transcript_send(struct conn *c, const unsigned char *data, size_t le
         if (n > 0 && data[i + n - 1] == '\r')
             n--;
         const char *line = (const char *)data + i;
-        size_t visible =
-            c->service == CONN_SERVICE_OUTBOUND ? transcript_visible_bytes(line, n) : n;
+        size_t visible = transcript_visible(c, line, n, true);
         transcript_escape(esc, sizeof(esc), line, n, visible);
         log_info(c->handler->proto, c->sid, "event=send line=%s", esc);
         i = lf != NULL ? end + 1 : len;
@@ -299,12 +289,10 @@ static void transcript_send(struct conn *c, const unsigned char *data, size_t le
 static void transcript_recv(struct conn *c, const char *event, const char *line, size_t len)
 {
     char esc[CONN_TRANSCRIPT_LINE_BYTES];
-    size_t visible = transcript_visible_bytes(line, len);
-    if (c->mask_next) {
+    if (c->mask_next)
         snprintf(esc, sizeof(esc), "\"***\"");
-    } else {
-        transcript_escape(esc, sizeof(esc), line, len, visible);
-    }
+    else
+        transcript_escape(esc, sizeof(esc), line, len, transcript_visible(c, line, len, false));
     log_info(c->handler->proto, c->sid, "event=%s line=%s", event, esc);
 }
 

@@ -11,7 +11,7 @@
  * Events logged with the connection's sid (sub=proto): connected, tls, tls-failed,
  * starttls-discarded, disconnected (reason, duration_ms, bytes_in, bytes_out, lines); with
  * transcript on, recv (every line received, or "***" after conn_mask_next_line) and send (every
- * reply line).
+ * line sent), each masked where the handler's transcript_visible hook says.
  *
  * Ownership and lifetime (STYLE.md 5):
  *   - A struct conn_set owns every connection made on one loop, a shared read buffer (the loop is
@@ -136,6 +136,12 @@ struct conn_handler {
      * the per-address limit, otherwise the global one. Writes a NUL-terminated reply with its
      * CRLF into buf. May be NULL (then the connection is just closed). */
     void (*busy_reply)(const struct cfg *cfg, bool per_ip, char *buf, size_t len);
+    /* Transcript (transcript on): how many leading bytes of a line may be logged; the rest is
+     * logged as " ***". Which lines carry secrets (a password, a SASL response) is the protocol's
+     * knowledge, so the protocol says where they start. outgoing: a line this side sends (a
+     * reply; on an outbound connection, a command). conn_transcript_words() helps. May be NULL:
+     * every line is logged whole. Lines after conn_mask_next_line() are masked without asking. */
+    size_t (*transcript_visible)(const char *line, size_t len, bool outgoing);
 };
 
 /* How a connection starts (conn_accept, conn_connect). Everything is copied or referenced. */
@@ -250,6 +256,10 @@ void conn_resume_reading(struct conn *c);
 bool conn_is_paused(const struct conn *c);
 /* The transcript logs the next line received as line="***" (AUTH payloads, PASS arguments). */
 void conn_mask_next_line(struct conn *c);
+/* The length of line's first `words` words (spaces before each counted, the space after the last
+ * not): what a transcript_visible hook returns to keep a verb and its first arguments. len when
+ * line has fewer words. */
+size_t conn_transcript_words(const char *line, size_t len, size_t words);
 /* Ask for one on_drain call once the unsent output is below CONN_OUTPUT_HIGH_BYTES / 2. */
 void conn_want_drain(struct conn *c);
 

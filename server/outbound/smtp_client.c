@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <sodium.h>
 
@@ -653,6 +654,21 @@ static void c_close(struct conn *c, const char *reason)
     client_free(sc);
 }
 
+/*
+ * The transcript's mask: our "AUTH PLAIN initial-response" (RFC 4954 4, the smarthost's
+ * credentials) keeps the verb and the mechanism. The rule is the server sessions' one, applied in
+ * both directions; a server's reply starts with its code, so it never masks one.
+ */
+static size_t c_transcript_visible(const char *line, size_t len, bool outgoing)
+{
+    (void)outgoing;
+    if (len >= 5 && strncasecmp(line, "AUTH ", 5) == 0)
+        return conn_transcript_words(line, len, 2);
+    if (len >= 5 && strncasecmp(line, "PASS ", 5) == 0)
+        return conn_transcript_words(line, len, 1);
+    return len;
+}
+
 static const struct conn_handler client_handler = {
     .proto = "smtp-out",
     .max_line_bytes = SMTP_REPLY_LINE_MAX_BYTES,
@@ -664,6 +680,7 @@ static const struct conn_handler client_handler = {
     .on_timeout = c_timeout,
     .on_drain = c_drain,
     .on_close = c_close,
+    .transcript_visible = c_transcript_visible,
 };
 
 static char *dup_or_empty(const char *s)
