@@ -1,7 +1,7 @@
 /*
  * conn.h - one TCP connection: socket, TLS filter, line reader, output queue, timers, close path.
  *
- * The connection layer of DESIGN.md, shared by the SMTP and POP3 sessions (accepted connections)
+ * The connection layer, shared by the SMTP and POP3 sessions (accepted connections)
  * and the outbound SMTP client (conn_connect). A protocol plugs in as a struct conn_handler and
  * sees complete lines (line mode) or raw chunks (data mode); it answers with conn_write/conn_reply
  * and never learns whether TLS is on, how the bytes were split by the network, or when the socket
@@ -13,7 +13,7 @@
  * transcript on, recv (every line received, or "***" after conn_mask_next_line) and send (every
  * line sent), each masked where the handler's transcript_visible hook says.
  *
- * Ownership and lifetime (STYLE.md 5):
+ * Ownership and lifetime:
  *   - A struct conn_set owns every connection made on one loop, a shared read buffer (the loop is
  *     one thread, so one buffer serves every read callback) and the "ready list" that gives
  *     connections with input left over their next turn.
