@@ -43,19 +43,16 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "common/limits.h"
 #include "common/log.h"
 
 /* Longest accepted line, without its line ending; longer is an error, never truncation. Room
  * for a PATH_MAX (4096) path and its key, so whatever cfg_print writes loads back. */
 #define CFG_LINE_MAX_BYTES 8192
 /* Addresses per listen key; more is a config error. */
-#define CFG_LISTEN_MAX 8
-/* Room for a host name (RFC 1035 2.3.4: 253 octets as text) and its NUL. */
-#define CFG_HOST_MAX_BYTES 256
-/* Longest smarthost_user: RFC 4616 2 lets a PLAIN authcid be 255 octets. */
-#define CFG_SASLNAME_MAX_BYTES 255
-#define CFG_WARNINGS_MAX       8
-#define CFG_WARNING_MAX_BYTES  256
+#define CFG_LISTEN_MAX        8
+#define CFG_WARNINGS_MAX      8
+#define CFG_WARNING_MAX_BYTES 256
 
 /*
  * One listening address. host is "*" (every address, IPv4 and IPv6: the server decides how
@@ -79,7 +76,7 @@ struct cfg_listen_list {
  * then port is 0.
  */
 struct cfg_hostport {
-    char host[CFG_HOST_MAX_BYTES];
+    char host[HOSTNAME_BUF_BYTES];
     uint16_t port;
 };
 

@@ -73,14 +73,14 @@ static bool is_user_name(const char *s)
 
 /*
  * A SASL authentication identity (RFC 4616 2: UTF-8 without NUL): "" (no AUTH), or up to
- * CFG_SASLNAME_MAX_BYTES octets without ASCII control characters. Octets above 127 pass as they
+ * SASL_USER_MAX_BYTES octets without ASCII control characters. Octets above 127 pass as they
  * are (UTF-8 is not checked: the smarthost decides). inih has already trimmed the ends.
  */
 static bool is_sasl_name(const char *s)
 {
     size_t len = strlen(s);
 
-    if (len > CFG_SASLNAME_MAX_BYTES)
+    if (len > SASL_USER_MAX_BYTES)
         return false;
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)s[i];
@@ -245,7 +245,7 @@ static int parse_hostport(const char *value, bool numeric_only, uint16_t default
                           struct cfg_hostport *out, char *reason, size_t rlen)
 {
     struct cfg_hostport hp;
-    char host[CFG_HOST_MAX_BYTES];
+    char host[HOSTNAME_BUF_BYTES];
     const char *port = NULL;
     const char *hint = numeric_only ? "expected IP[:PORT] such as 127.0.0.1:5353 or [::1]:53"
                                     : "expected HOST[:PORT] such as relay.example.net:587";
@@ -304,7 +304,7 @@ static int parse_hostport(const char *value, bool numeric_only, uint16_t default
 /* The host's own name when it is a usable domain name, else "localhost". */
 static void default_hostname(char *buf, size_t len)
 {
-    char name[CFG_HOST_MAX_BYTES];
+    char name[HOSTNAME_BUF_BYTES];
 
     if (gethostname(name, sizeof(name)) == 0) {
         name[sizeof(name) - 1] = '\0'; /* POSIX leaves a cut name unterminated */
@@ -373,7 +373,7 @@ int cfg_param_set(struct cfg *cfg, const struct param *p, const char *base_dir, 
 
     switch (p->type) {
     case P_HOSTNAME: {
-        char name[CFG_HOST_MAX_BYTES];
+        char name[HOSTNAME_BUF_BYTES];
         if (value[0] == '\0') {
             default_hostname(name, sizeof(name));
         } else if (domain_is_hostname(value)) {
@@ -395,7 +395,7 @@ int cfg_param_set(struct cfg *cfg, const struct param *p, const char *base_dir, 
             snprintf(reason, rlen,
                      "expected a user name of at most %d bytes without control "
                      "characters",
-                     CFG_SASLNAME_MAX_BYTES);
+                     SASL_USER_MAX_BYTES);
             return -1;
         }
         return set_string(field, strdup(value), reason, rlen);

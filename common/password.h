@@ -16,9 +16,10 @@
 
 #include <sodium.h>
 
+#include "common/limits.h"
+
 #define PASSWORD_HASH_BYTES crypto_pwhash_STRBYTES
-/* Passwords longer than this are refused: they only make hashing slow for an attacker's benefit. */
-#define PASSWORD_MAX_BYTES 1024
+/* PASSWORD_MAX_BYTES, the longest password accepted, is in common/limits.h. */
 
 /* Calls sodium_init(); 0 or -1. Safe to call more than once. */
 int password_init(void);

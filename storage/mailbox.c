@@ -163,7 +163,7 @@ static int insert_entry(struct store *s, const struct store_delivery *d, int64_t
         return status; /* failed, or a repeated user */
     int64_t entry_id = sqlite3_last_insert_rowid(s->db);
 
-    char uidl[STORE_UIDL_MAX_CHARS + 1];
+    char uidl[POP3_UIDL_MAX_BYTES + 1];
     int len = snprintf(uidl, sizeof(uidl), "%s.%lld.%lld", tag, (long long)entry_id,
                        (long long)d->received_ms);
     if (len < 0 || (size_t)len >= sizeof(uidl)) {
@@ -256,7 +256,7 @@ int store_mailbox_snapshot(struct store *s, int64_t user_id, struct store_mail_e
         e->size = sqlite3_column_int64(st, 1);
         const unsigned char *u = sqlite3_column_text(st, 2);
         int ulen = sqlite3_column_bytes(st, 2);
-        if (u == NULL || ulen < 1 || ulen > STORE_UIDL_MAX_CHARS) {
+        if (u == NULL || ulen < 1 || ulen > POP3_UIDL_MAX_BYTES) {
             /* Truncating could make two entries alike: refuse instead. */
             snprintf(s->errmsg, sizeof(s->errmsg), "mailbox snapshot: entry %lld has a bad uidl",
                      (long long)e->id);

@@ -34,10 +34,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/limits.h"
 #include "storage/store.h"
 
-/* RFC 1939 section 7: a unique-id is 1 to 70 characters. */
-#define STORE_UIDL_MAX_CHARS 70
 /* How long a body reader keeps one read snapshot open between calls (see below). */
 #define STORE_MESSAGE_HOLD_MS 5000
 
@@ -77,7 +76,7 @@ int store_deliver(struct store *s, struct store_delivery *d);
 struct store_mail_entry {
     int64_t id;   /* mailbox entry id: what RETR/DELE refer to and store_mailbox_delete takes */
     int64_t size; /* exact octets of the body as served (RFC 1939 LIST) */
-    char uidl[STORE_UIDL_MAX_CHARS + 1];
+    char uidl[POP3_UIDL_MAX_BYTES + 1];
     int64_t message_id;
 };
 

@@ -102,7 +102,7 @@ static int check_domain(const char *s, size_t n, char *out, size_t outlen, const
         *why = "empty domain";
         return -1;
     }
-    if (n > ADDRESS_DOMAIN_TEXT_MAX_BYTES) {
+    if (n > DNS_NAME_MAX_BYTES) {
         *why = "domain too long";
         return -1;
     }
@@ -139,7 +139,7 @@ static int check_domain(const char *s, size_t n, char *out, size_t outlen, const
         }
         if (!is_digit(ch))
             label_all_digits = false;
-        if (i - label_start >= ADDRESS_LABEL_MAX_BYTES) {
+        if (i - label_start >= DNS_LABEL_MAX_BYTES) {
             *why = "domain label too long";
             return -1;
         }
@@ -170,7 +170,7 @@ int domain_normalize(const char *in, char *out, size_t outlen, const char **why_
         return -1;
     }
     /* Anything past the text limit plus a trailing dot is too long; do not measure further. */
-    size_t n = strnlen(in, ADDRESS_DOMAIN_TEXT_MAX_BYTES + 2);
+    size_t n = strnlen(in, DNS_NAME_MAX_BYTES + 2);
     if (check_domain(in, n, out, outlen, why) != 0) {
         out[0] = '\0';
         return -1;
@@ -657,7 +657,7 @@ bool domain_is_hostname(const char *s)
     if (s == NULL)
         return false;
     /* One past the limit is enough for check_domain to say "too long". */
-    size_t n = strnlen(s, ADDRESS_DOMAIN_TEXT_MAX_BYTES + 1);
+    size_t n = strnlen(s, DNS_NAME_MAX_BYTES + 1);
     const char *why = NULL;
     return n > 0 && s[n - 1] != '.' && s[n] == '\0' && check_domain(s, n, NULL, 0, &why) == 0;
 }

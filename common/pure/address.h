@@ -36,17 +36,10 @@
 #include <stddef.h>
 
 #include "common/pure/cidr.h"
+#include "common/limits.h"
 
-#define ADDRESS_LOCAL_MAX_BYTES  64  /* RFC 5321 4.5.3.1.1, counted on the unquoted content */
-#define ADDRESS_DOMAIN_MAX_BYTES 255 /* RFC 5321 4.5.3.1.2 */
-#define ADDRESS_PATH_MAX_BYTES   256 /* RFC 5321 4.5.3.1.3, "<" and ">" and any route included */
-/*
- * A domain name is at most 255 octets on the wire (RFC 1035 3.1), which is 253 characters of
- * dotted text without the trailing dot: the limit domains are checked against.
- */
-#define ADDRESS_DOMAIN_TEXT_MAX_BYTES 253
-/* A label is at most 63 octets (RFC 1035 2.3.4). */
-#define ADDRESS_LABEL_MAX_BYTES 63
+/* The length limits (ADDRESS_LOCAL_MAX_BYTES, ADDRESS_DOMAIN_MAX_BYTES, ADDRESS_PATH_MAX_BYTES,
+ * DNS_NAME_MAX_BYTES, DNS_LABEL_MAX_BYTES) are in common/limits.h. */
 /* Room for address_format's "local@domain" and its NUL, whatever the address. */
 #define ADDRESS_STRLEN (ADDRESS_LOCAL_MAX_BYTES * 2 + 3 + ADDRESS_DOMAIN_MAX_BYTES + 1)
 

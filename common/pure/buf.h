@@ -29,20 +29,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/limits.h"
+
 /* ---- Line limits, in octets, each counting the line's terminator. ---- */
 
-/* RFC 5321 4.5.3.1.4: a command line is at most 512 octets including the CRLF. */
-#define SMTP_LINE_MAX_BYTES 512
-/* RFC 5321 4.5.3.1.5: a reply line is at most 512 octets including the CRLF (outbound client). */
-#define SMTP_REPLY_LINE_MAX_BYTES 512
-/*
- * RFC 4954 4: SASL responses are not bound by the 512-octet command limit, and "12288 octets is
- * considered to be a sufficient line length limit" for deployed mechanisms; a longer response
- * fails the AUTH command with 500. Only the lines answering a 334 challenge get this limit.
- */
-#define SMTP_AUTH_LINE_MAX_BYTES 12288
-/* RFC 2449 4: a POP3 command is at most 255 octets including the CRLF. */
-#define POP3_LINE_MAX_BYTES 255
+/* The protocols' line limits (SMTP_LINE_MAX_BYTES and the rest) are in common/limits.h. */
 
 /* The smallest usable limit: one octet of command plus CRLF. */
 #define LINEREADER_MIN_LINE_BYTES 3

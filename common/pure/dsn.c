@@ -22,17 +22,13 @@
 
 /* Continuation lines of the human-readable text are indented by this. */
 #define DSN_TEXT_INDENT "    "
-/* RFC 2045 6.7 (5): encoded lines are at most 76 characters, the soft break's "=" included. */
-#define DSN_QP_LINE_MAX 76
 /* 128 random bits, in hex, make the boundary and the Message-ID unguessable. */
 #define DSN_RANDOM_BYTES 16
 /* A boundary that is found in the content is drawn again; twice in a row is already 2^-128. */
 #define DSN_BOUNDARY_TRIES 4
 /* An address in the text part is cut here (RFC 5321 4.5.3.1.3: a path is at most 256 octets), so
- * the line that starts with it stays far below DSN_LINE_MAX_BYTES. */
+ * the line that starts with it stays far below MESSAGE_LINE_MAX_BYTES. */
 #define DSN_ADDRESS_MAX_BYTES 512
-/* The hostname as used in From:, Message-ID and Reporting-MTA (RFC 1035: 255 octets). */
-#define DSN_HOST_MAX_BYTES 255
 
 /* ---- an output buffer that remembers an allocation failure ---- */
 
@@ -166,10 +162,10 @@ static bool is_printable_ascii(const char *s)
 
 /* The hostname with anything but letters, digits and ".-_[]:" dropped; "localhost" if nothing
  * is left. */
-static void clean_hostname(const char *in, char out[DSN_HOST_MAX_BYTES + 1])
+static void clean_hostname(const char *in, char out[ADDRESS_DOMAIN_MAX_BYTES + 1])
 {
     size_t n = 0;
-    for (const char *s = in; *s != '\0' && n < DSN_HOST_MAX_BYTES; s++) {
+    for (const char *s = in; *s != '\0' && n < ADDRESS_DOMAIN_MAX_BYTES; s++) {
         char c = *s;
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
             strchr(".-_[]:", c) != NULL)
@@ -177,7 +173,7 @@ static void clean_hostname(const char *in, char out[DSN_HOST_MAX_BYTES + 1])
     }
     out[n] = '\0';
     if (n == 0)
-        snprintf(out, DSN_HOST_MAX_BYTES + 1, "localhost");
+        snprintf(out, ADDRESS_DOMAIN_MAX_BYTES + 1, "localhost");
 }
 
 /*
@@ -238,10 +234,10 @@ static void ob_address_field(struct obuf *b, const char *addr)
 
 /*
  * Writes first + value + CRLF, where value is one line of printable ASCII with single spaces
- * (what ob_escaped makes). A line is broken before a space when it would pass DSN_FOLD_COLUMN,
+ * (what ob_escaped makes). A line is broken before a space when it would pass MESSAGE_FOLD_COLUMN,
  * and the next line starts with indent: for a header field indent is " ", so the break is RFC
  * 5322 folding (CRLF before the space) and unfolding gives the value back. A word that alone
- * would pass DSN_LINE_MAX_BYTES is cut there (no other way to keep the limit).
+ * would pass MESSAGE_LINE_MAX_BYTES is cut there (no other way to keep the limit).
  */
 static void ob_folded(struct obuf *b, const char *first, const char *value, const char *indent)
 {
@@ -257,7 +253,7 @@ static void ob_folded(struct obuf *b, const char *first, const char *value, cons
             break;
         size_t wlen = strcspn(p, " ");
         if (line_has_word) {
-            if (col + 1 + wlen > DSN_FOLD_COLUMN) {
+            if (col + 1 + wlen > MESSAGE_FOLD_COLUMN) {
                 ob_str(b, "\r\n");
                 ob_str(b, indent);
                 col = indent_len;
@@ -267,12 +263,12 @@ static void ob_folded(struct obuf *b, const char *first, const char *value, cons
             }
         }
         while (wlen > 0) {
-            if (col >= DSN_LINE_MAX_BYTES) {
+            if (col >= MESSAGE_LINE_MAX_BYTES) {
                 ob_str(b, "\r\n");
                 ob_str(b, indent);
                 col = indent_len;
             }
-            size_t room = DSN_LINE_MAX_BYTES - col;
+            size_t room = MESSAGE_LINE_MAX_BYTES - col;
             size_t n = wlen < room ? wlen : room;
             ob_put(b, p, n);
             p += n;
@@ -390,13 +386,13 @@ static bool next_line(const unsigned char *text, size_t len, size_t *pos, struct
 }
 
 /* Whether the header section can go as 7bit: no octet outside TAB and 0x20-0x7E (a CR left inside
- * a line counts as one), no line over DSN_LINE_MAX_BYTES. */
+ * a line counts as one), no line over MESSAGE_LINE_MAX_BYTES. */
 static bool headers_are_7bit(const unsigned char *h, size_t len)
 {
     size_t pos = 0;
     struct line l;
     while (next_line(h, len, &pos, &l)) {
-        if (l.len > DSN_LINE_MAX_BYTES)
+        if (l.len > MESSAGE_LINE_MAX_BYTES)
             return false;
         for (size_t i = 0; i < l.len; i++) {
             if (l.p[i] != '\t' && (l.p[i] < 0x20 || l.p[i] > 0x7e))
@@ -417,7 +413,7 @@ static void ob_headers_7bit(struct obuf *b, const unsigned char *h, size_t len)
 }
 
 /* RFC 2045 6.7: quoted-printable, each line of h a hard line break (CRLF), soft breaks ("=" CRLF)
- * keep encoded lines at DSN_QP_LINE_MAX. */
+ * keep encoded lines at MIME_QP_LINE_MAX_BYTES. */
 static void ob_headers_qp(struct obuf *b, const unsigned char *h, size_t len)
 {
     size_t pos = 0;
@@ -436,7 +432,7 @@ static void ob_headers_qp(struct obuf *b, const unsigned char *h, size_t len)
                 n = (size_t)snprintf(tok, sizeof(tok), "=%02X", c);
             }
             /* Room for the token and, unless this ends the line, a soft break's "=". */
-            if (col + n + (last ? 0 : 1) > DSN_QP_LINE_MAX) {
+            if (col + n + (last ? 0 : 1) > MIME_QP_LINE_MAX_BYTES) {
                 ob_str(b, "=\r\n");
                 col = 0;
             }
@@ -476,7 +472,7 @@ static int ob_text_part(struct obuf *b, const struct dsn_info *info, const char 
             ob_str(&v, "delivery time expired; the last attempt failed: ");
         if (r->remote_mta != NULL && r->remote_mta[0] != '\0') {
             ob_str(&v, "host ");
-            ob_escaped(&v, r->remote_mta, DSN_HOST_MAX_BYTES);
+            ob_escaped(&v, r->remote_mta, ADDRESS_DOMAIN_MAX_BYTES);
             ob_str(&v, " said: ");
         }
         if (r->reply != NULL && r->reply[0] != '\0')
@@ -519,7 +515,7 @@ static int ob_status_part(struct obuf *b, const struct dsn_info *info, const cha
         dsn_status(r, status);
         ob_printf(b, "Action: failed\r\nStatus: %s\r\n", status);
         if (r->remote_mta != NULL && r->remote_mta[0] != '\0') {
-            char mta[DSN_HOST_MAX_BYTES + 1];
+            char mta[ADDRESS_DOMAIN_MAX_BYTES + 1];
             clean_hostname(r->remote_mta, mta);
             ob_printf(b, "Remote-MTA: dns; %s\r\n", mta);
         }
@@ -553,7 +549,7 @@ static int assemble(struct obuf *b, const struct dsn_info *info, const char *hos
     if (info->return_path)
         ob_str(b, "Return-Path: <>\r\n");
     ob_printf(b, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", host);
-    if (is_printable_ascii(info->sender) && strlen(info->sender) < DSN_LINE_MAX_BYTES - 8) {
+    if (is_printable_ascii(info->sender) && strlen(info->sender) < MESSAGE_LINE_MAX_BYTES - 8) {
         ob_str(b, "To: <");
         ob_str(b, info->sender);
         ob_str(b, ">\r\n");
@@ -652,7 +648,7 @@ int dsn_build(const struct dsn_info *info, const unsigned char *orig, size_t ori
     }
     if (sodium_init() < 0)
         return DSN_ERR_RANDOM;
-    char host[DSN_HOST_MAX_BYTES + 1];
+    char host[ADDRESS_DOMAIN_MAX_BYTES + 1];
     clean_hostname(info->hostname, host);
     size_t headers_len = orig != NULL ? dsn_header_length(orig, orig_len) : 0;
 

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "common/limits.h"
 
 /* In their own range (common/error.h). */
 enum dsn_status_code {
@@ -42,10 +43,6 @@ enum dsn_status_code {
 /* A short static name for a DSN_ERR_* code ("bounce: out of memory"). */
 const char *dsn_strerror(int code);
 
-/* RFC 5322 2.1.1: a line is at most 998 octets without its CRLF... */
-#define DSN_LINE_MAX_BYTES 998
-/* ...and should be at most 78: fields are folded there when they have a space to fold at. */
-#define DSN_FOLD_COLUMN 78
 /* At most this much of the original header section is returned (cut at a line end): enough for
  * any real header section, and it keeps a bounce small whatever the original was. */
 #define DSN_ORIG_HEADERS_MAX_BYTES (64 * 1024)

@@ -12,8 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* RFC 2449 3: keywords are 3 or 4 characters in RFC 1939 and at most 40 in extensions. */
-#define POP3_VERB_MAX_BYTES 40
+#include "common/limits.h"
+
 /* Arguments a command may have: TOP has the most (msg and n). */
 #define POP3_ARGS_MAX 2
 /* RFC 1939 3: "each argument may be up to 40 characters long"; a message number or a line count

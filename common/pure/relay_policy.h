@@ -72,10 +72,8 @@
 #include "common/pure/address.h"
 #include "common/pure/cidr.h"
 #include "common/config.h"
+#include "common/limits.h"
 
-/* The reply line, without CRLF: a code, a space and text (RFC 5321 4.5.3.1.5 allows 512 with
- * the CRLF; the longest reply here, two addresses and fixed text, stays below that). */
-#define RELAY_REPLY_MAX_BYTES 512
 /* Room for relay_format_log's line with every field at its longest, escaped. */
 #define RELAY_LOG_MAX_BYTES 1536
 
@@ -121,8 +119,10 @@ enum relay_reason {
 struct relay_decision {
     enum relay_verdict verdict;
     enum relay_reason reason;
-    int code;                          /* the reply code: 250, 501, 550 or 553 */
-    char reply[RELAY_REPLY_MAX_BYTES]; /* the full reply line, without CRLF */
+    int code; /* the reply code: 250, 501, 550 or 553 */
+    /* The full reply line without CRLF: a code, a space and text. The longest here, two
+     * addresses and fixed text, stays below SMTP_REPLY_LINE_MAX_BYTES. */
+    char reply[SMTP_REPLY_LINE_MAX_BYTES];
     /*
      * The user the decision rests on or was checked against, borrowed from the facts
      * (auth_user or window_user), or NULL: set for auth, pop-window (unless the window has no

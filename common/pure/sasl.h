@@ -11,20 +11,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "common/limits.h"
 #include "common/password.h"
 
 /* What EHLO (RFC 4954 3) and CAPA SASL (RFC 5034 5) advertise. */
 #define SASL_MECHANISMS "PLAIN LOGIN"
 
-/* Longest authentication identity (PLAIN authcid and authzid, LOGIN user name), in octets: the
- * usual SASL cap, and more than any address postern keeps (an RFC 5321 4.5.3.1.3 path is at
- * most 256 octets with its angle brackets). */
-#define SASL_USER_MAX_BYTES 255
-/* Longest base64 client line accepted (without CRLF): PLAIN's authzid NUL authcid NUL passwd at
- * their caps is 255 + 1 + 255 + 1 + PASSWORD_MAX_BYTES = 1536 octets, 2048 in base64. Sessions
- * should let lines this long through while an exchange is running (RFC 4954 4 allows up to
- * 12288 octets for the AUTH line; anything past this cap is refused here as malformed). */
-#define SASL_LINE_MAX_BYTES 2048
+/* SASL_USER_MAX_BYTES and SASL_LINE_MAX_BYTES, the identity and line caps, are in
+ * common/limits.h. */
 
 enum sasl_status {
     SASL_CHALLENGE = 1,    /* send step.challenge ("334 " / "+ " then the text), read a line */

@@ -90,7 +90,7 @@ static void emit_line_end(struct smtp_data *d)
     d->lines++;
     if (d->line_bytes > d->longest_line_bytes)
         d->longest_line_bytes = d->line_bytes;
-    if (d->line_bytes > SMTP_DATA_TEXT_LINE_MAX_BYTES)
+    if (d->line_bytes > SMTP_TEXT_LINE_MAX_BYTES)
         d->long_lines++;
     d->line_bytes = 0;
 }

@@ -65,8 +65,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* RFC 5321 4.5.3.1.6: a text line is at most 1000 octets including CRLF (counted, not enforced). */
-#define SMTP_DATA_TEXT_LINE_MAX_BYTES 1000
+#include "common/limits.h"
+
 /*
  * A headroom that fits what the session prepends: a Received header (RFC 5321 4.4: two domains
  * of at most 255 octets, an address literal, ids, a date, folded) and Return-Path (a path of at
@@ -112,7 +112,7 @@ struct smtp_data {
     uint64_t bare_cr_count;      /* bare CRs replaced with CRLF */
     uint64_t unstuffed_count;    /* leading dots removed (RFC 5321 4.5.2) */
     uint64_t longest_line_bytes; /* longest content line, CRLF included, stuffing dot not */
-    uint64_t long_lines;         /* content lines above SMTP_DATA_TEXT_LINE_MAX_BYTES */
+    uint64_t long_lines;         /* content lines above SMTP_TEXT_LINE_MAX_BYTES */
 };
 
 /*

@@ -183,7 +183,7 @@ int smtp_parse_rcpt_params(const char *params, const char **why_out)
 
 char *smtp_helo_sanitize(const char *in, char *out, size_t outlen)
 {
-    size_t max = outlen - 1 < SMTP_HELO_MAX_BYTES ? outlen - 1 : SMTP_HELO_MAX_BYTES;
+    size_t max = outlen - 1 < ADDRESS_DOMAIN_MAX_BYTES ? outlen - 1 : ADDRESS_DOMAIN_MAX_BYTES;
     size_t n = 0;
     for (; in[n] != '\0' && n < max; n++) {
         char c = in[n];
@@ -218,7 +218,7 @@ static void comment_sanitize(const char *in, char *out, size_t max)
 int smtp_trace_headers(const struct smtp_received *r, const char *return_path, char *buf,
                        size_t len)
 {
-    char helo[SMTP_HELO_MAX_BYTES + 1];
+    char helo[ADDRESS_DOMAIN_MAX_BYTES + 1];
     char tls[128];
     char identity[ADDRESS_STRLEN + 64];
     char date[DATE_RFC5322_BYTES];

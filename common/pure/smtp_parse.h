@@ -34,10 +34,6 @@ enum smtp_parse_status {
 /* A short static name for an SMTP_PARSE_* code ("smtp argument: syntax error"). */
 const char *smtp_parse_strerror(int code);
 
-/* RFC 1870 3: the SIZE value is at most 20 digits. */
-#define SMTP_SIZE_MAX_DIGITS 20
-/* The HELO/EHLO text kept for the Received header (a domain is at most 255 octets). */
-#define SMTP_HELO_MAX_BYTES 255
 /* Room for a Received header plus Return-Path: fits smtp_data's reserve. */
 #define SMTP_TRACE_MAX_BYTES 2048
 
@@ -72,9 +68,9 @@ int smtp_parse_mail_params(const char *params, struct smtp_mail_params *out, con
 int smtp_parse_rcpt_params(const char *params, const char **why_out);
 
 /*
- * The HELO/EHLO argument made safe for a header: at most SMTP_HELO_MAX_BYTES octets of letters,
- * digits and ".-_:[]"; every other octet (spaces, parentheses, control characters, 8-bit octets)
- * becomes '?'. outlen must be at least 2. Returns out.
+ * The HELO/EHLO argument made safe for a header: at most ADDRESS_DOMAIN_MAX_BYTES octets of
+ * letters, digits and ".-_:[]"; every other octet (spaces, parentheses, control characters, 8-bit
+ * octets) becomes '?'. outlen must be at least 2. Returns out.
  */
 char *smtp_helo_sanitize(const char *in, char *out, size_t outlen);
 

@@ -87,7 +87,7 @@ struct dns_query {
     bool cancelled;                /* dns_cancel: free without calling back */
     unsigned ares_pending;         /* c-ares queries for this lookup whose callback has not run */
     struct dns_query *ready_next;  /* on d's ready list */
-    char name[DNS_HOST_MAX_BYTES]; /* normalised; "" for a literal or a bad name */
+    char name[HOSTNAME_BUF_BYTES]; /* normalised; "" for a literal or a bad name */
     uint16_t port;
 
     /* The outcome: set before the query goes on the ready list. */

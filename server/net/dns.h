@@ -62,9 +62,7 @@
 #define DNS_MX_TARGETS_MAX 32
 /* Addresses kept per family from one answer, in answer order. */
 #define DNS_ADDRS_PER_FAMILY_MAX 16
-/* Room for a host name: 253 octets of text (RFC 1035 2.3.4, 3.1) and the NUL. */
-#define DNS_HOST_MAX_BYTES  256
-#define DNS_ERROR_MAX_BYTES 128
+#define DNS_ERROR_MAX_BYTES      128
 
 struct dns;
 struct dns_query;
@@ -84,7 +82,7 @@ const char *dns_status_name(enum dns_status status);
 
 /* One MX host, in the order to try. host is lower case, without a trailing dot. */
 struct dns_target {
-    char host[DNS_HOST_MAX_BYTES];
+    char host[HOSTNAME_BUF_BYTES];
     uint16_t preference;
 };
 

@@ -116,7 +116,7 @@ static void mx_select(const char *name, const struct ares_mx_reply *head, struct
 {
     size_t total = 0, usable = 0, roots = 0, n = 0;
     struct mx_candidate *cands;
-    char host[DNS_HOST_MAX_BYTES];
+    char host[HOSTNAME_BUF_BYTES];
 
     for (const struct ares_mx_reply *rr = head; rr != NULL; rr = rr->next)
         total++;

@@ -38,7 +38,7 @@
 #include "storage/store.h"
 #include "storage/writer.h"
 
-#define RELAY_TEXT_BYTES (DNS_HOST_MAX_BYTES + 64)
+#define RELAY_TEXT_BYTES (HOSTNAME_BUF_BYTES + 64)
 
 enum delivery_phase {
     PH_ROUTING = 0, /* DNS and SMTP */

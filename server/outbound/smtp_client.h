@@ -78,11 +78,9 @@ struct tls_ctx;
 
 /* ---- smarthost credentials (smtp_client_creds.c) ---- */
 
-/* The password file's first line, without its line ending, is at most this long. */
-#define SMTP_CLIENT_PASSWORD_MAX_BYTES 1024
 /* "AUTH PLAIN " and the base64 of NUL user NUL password (RFC 4616 2), with CRLF and NUL. */
 #define SMTP_CLIENT_AUTH_LINE_MAX_BYTES                                                            \
-    (16 + 4 * ((2 + 255 + SMTP_CLIENT_PASSWORD_MAX_BYTES + 2) / 3))
+    (16 + 4 * ((2 + SASL_USER_MAX_BYTES + PASSWORD_MAX_BYTES + 2) / 3))
 
 /*
  * Credentials for AUTH PLAIN at the smarthost: one owner (serve.c), read once at start (before
@@ -96,7 +94,7 @@ struct smtp_client_creds;
  * Reads the password file's first line (LF or CRLF ended, or the whole file without one). user
  * is the authentication identity (copied). 0 and *out, or -1 with one line naming the file in
  * err: it cannot be opened or read, its first line is empty or longer than
- * SMTP_CLIENT_PASSWORD_MAX_BYTES, or holds NUL; or memory.
+ * PASSWORD_MAX_BYTES, or holds NUL; or memory.
  */
 int smtp_client_creds_load(const char *user, const char *password_file,
                            struct smtp_client_creds **out, char *err, size_t errlen);

@@ -43,7 +43,7 @@ int smtp_client_creds_load(const char *user, const char *password_file,
 {
     *out = NULL;
     /* One byte more than allowed, the line ending and a NUL: a longer line is detected. */
-    char line[SMTP_CLIENT_PASSWORD_MAX_BYTES + 4];
+    char line[PASSWORD_MAX_BYTES + 4];
     FILE *fp = fopen(password_file, "r");
     if (fp == NULL) {
         snprintf(err, errlen, "%s: cannot open the smarthost password file: %s", password_file,
@@ -74,9 +74,9 @@ int smtp_client_creds_load(const char *user, const char *password_file,
                  password_file);
         goto out;
     }
-    if (len > SMTP_CLIENT_PASSWORD_MAX_BYTES) {
+    if (len > PASSWORD_MAX_BYTES) {
         snprintf(err, errlen, "%s: the smarthost password is longer than %d bytes", password_file,
-                 SMTP_CLIENT_PASSWORD_MAX_BYTES);
+                 PASSWORD_MAX_BYTES);
         goto out;
     }
     struct smtp_client_creds *c = calloc(1, sizeof(*c));
@@ -106,10 +106,10 @@ int smtp_client_auth_line(const char *user, const char *password, size_t passwor
 {
     static const char head[] = "AUTH PLAIN ";
     size_t ulen = strlen(user);
-    if (ulen > 255 || password_len > SMTP_CLIENT_PASSWORD_MAX_BYTES)
+    if (ulen > SASL_USER_MAX_BYTES || password_len > PASSWORD_MAX_BYTES)
         goto too_long;
     /* RFC 4616 2: message = [authzid] NUL authcid NUL passwd; no authzid: act as ourselves. */
-    unsigned char msg[2 + 255 + SMTP_CLIENT_PASSWORD_MAX_BYTES];
+    unsigned char msg[2 + SASL_USER_MAX_BYTES + PASSWORD_MAX_BYTES];
     size_t mlen = 0;
     msg[mlen++] = '\0';
     memcpy(msg + mlen, user, ulen);

@@ -40,7 +40,7 @@
 /* The pump's output buffer: a body chunk can grow at most to twice its size when stuffed. */
 #define POP3_OUT_BUF_BYTES (2 * POP3_BODY_CHUNK_BYTES + 16)
 /* A LIST/UIDL line: "n " + a uidl or a size + CRLF. */
-#define POP3_LIST_LINE_MAX_BYTES (24 + STORE_UIDL_MAX_CHARS + 2)
+#define POP3_LIST_LINE_MAX_BYTES (24 + POP3_UIDL_MAX_BYTES + 2)
 
 /* Writes an error reply and returns POP3_MD_ERROR, so a refusal is one line. */
 static __attribute__((format(printf, 2, 3))) enum pop3_md_result

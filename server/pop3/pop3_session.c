@@ -54,9 +54,6 @@
 #include "server/pop3/pop3_window.h"
 #include "storage/store.h"
 
-/* RFC 5034 4: SASL responses are not bound by the 255-octet command limit. */
-#define POP3_SASL_LINE_MAX_BYTES (SASL_LINE_MAX_BYTES + 2)
-
 enum pop3_state {
     POP3_STATE_AUTHORIZATION = 0,
     POP3_STATE_TRANSACTION,

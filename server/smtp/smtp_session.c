@@ -50,20 +50,20 @@ struct smtp_session {
     struct conn *conn; /* borrowed; valid while !ref.closed (and while a conn_ref is held) */
     struct session_ref ref;
     enum smtp_state state;
-    bool esmtp;                         /* the client said EHLO */
-    char helo[SMTP_HELO_MAX_BYTES + 1]; /* EHLO/HELO argument, sanitised for the header */
-    char auth_user[ADDRESS_STRLEN];     /* normalised AUTH identity; "" before AUTH */
-    char verb[16];                      /* the command being answered, for event=rejected */
-    unsigned errors;                    /* error replies so far */
-    unsigned auth_failures;             /* failed AUTH attempts on this connection */
-    bool auth_too_many;                 /* the pending AUTH failure ends the session */
-    uint64_t commands;                  /* commands dispatched */
-    unsigned transactions;              /* messages handed to the writer (queue id suffix) */
-    struct sasl sasl;                   /* owned: the running SASL exchange */
-    struct auth_request *auth_req;      /* in flight (holds a reference); cancelled at close */
-    uv_timer_t delay_timer;             /* the delayed answer to a failed AUTH */
-    bool timer_open;                    /* delay_timer was initialised and is not closing */
-    struct smtp_tx tx;                  /* owned: the mail transaction (smtp_tx.c) */
+    bool esmtp;                              /* the client said EHLO */
+    char helo[ADDRESS_DOMAIN_MAX_BYTES + 1]; /* EHLO/HELO argument, sanitised for the header */
+    char auth_user[ADDRESS_STRLEN];          /* normalised AUTH identity; "" before AUTH */
+    char verb[16];                           /* the command being answered, for event=rejected */
+    unsigned errors;                         /* error replies so far */
+    unsigned auth_failures;                  /* failed AUTH attempts on this connection */
+    bool auth_too_many;                      /* the pending AUTH failure ends the session */
+    uint64_t commands;                       /* commands dispatched */
+    unsigned transactions;                   /* messages handed to the writer (queue id suffix) */
+    struct sasl sasl;                        /* owned: the running SASL exchange */
+    struct auth_request *auth_req;           /* in flight (holds a reference); cancelled at close */
+    uv_timer_t delay_timer;                  /* the delayed answer to a failed AUTH */
+    bool timer_open;                         /* delay_timer was initialised and is not closing */
+    struct smtp_tx tx;                       /* owned: the mail transaction (smtp_tx.c) */
 };
 
 static const char *state_name(enum smtp_state st)
@@ -471,7 +471,7 @@ static void cmd_ehlo(struct smtp_session *s, const char *args)
     s->esmtp = true;
     smtp_helo_sanitize(args, s->helo, sizeof(s->helo));
     smtp_enter_state(s, SMTP_STATE_READY);
-    char esc[SMTP_HELO_MAX_BYTES + 16];
+    char esc[ADDRESS_DOMAIN_MAX_BYTES + 16];
     log_info("smtp", conn_sid(s->conn), "event=helo verb=EHLO name=%s",
              log_escape(esc, sizeof(esc), args, strlen(args)));
     const struct cfg *cfg = conn_cfg(s->conn);
@@ -503,7 +503,7 @@ static void cmd_helo(struct smtp_session *s, const char *args)
     s->esmtp = false;
     smtp_helo_sanitize(args, s->helo, sizeof(s->helo));
     smtp_enter_state(s, SMTP_STATE_READY);
-    char esc[SMTP_HELO_MAX_BYTES + 16];
+    char esc[ADDRESS_DOMAIN_MAX_BYTES + 16];
     log_info("smtp", conn_sid(s->conn), "event=helo verb=HELO name=%s",
              log_escape(esc, sizeof(esc), args, strlen(args)));
     conn_reply(s->conn, "250 %s\r\n", smtp_hostname(s));

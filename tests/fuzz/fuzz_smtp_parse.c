@@ -59,7 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_path(text, "FROM:");
     check_path(text, "TO:");
 
-    char helo[SMTP_HELO_MAX_BYTES + 1];
+    char helo[ADDRESS_DOMAIN_MAX_BYTES + 1];
     smtp_helo_sanitize(text, helo, sizeof(helo));
     size_t hlen = strlen(helo);
     CHECK(hlen < sizeof(helo));

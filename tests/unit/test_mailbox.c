@@ -698,7 +698,7 @@ static void test_uidl_differs_in_recreated_database(void **state)
 {
     struct fixture *f = *state;
     unsigned char body[8] = "abcdefg";
-    char first[STORE_UIDL_MAX_CHARS + 1] = "";
+    char first[POP3_UIDL_MAX_BYTES + 1] = "";
     int64_t first_id = 0;
     for (int round = 0; round < 2; round++) {
         if (round == 1) {

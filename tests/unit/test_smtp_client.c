@@ -224,18 +224,17 @@ static void test_auth_line(void **state)
 static void test_auth_line_longest(void **state)
 {
     (void)state;
-    char user[256], password[SMTP_CLIENT_PASSWORD_MAX_BYTES + 1];
+    char user[256], password[PASSWORD_MAX_BYTES + 1];
     memset(user, 'u', 255);
     user[255] = '\0';
-    memset(password, 'p', SMTP_CLIENT_PASSWORD_MAX_BYTES);
-    password[SMTP_CLIENT_PASSWORD_MAX_BYTES] = '\0';
+    memset(password, 'p', PASSWORD_MAX_BYTES);
+    password[PASSWORD_MAX_BYTES] = '\0';
     char out[SMTP_CLIENT_AUTH_LINE_MAX_BYTES];
-    int n = smtp_client_auth_line(user, password, SMTP_CLIENT_PASSWORD_MAX_BYTES, out, sizeof(out));
+    int n = smtp_client_auth_line(user, password, PASSWORD_MAX_BYTES, out, sizeof(out));
     /* "AUTH PLAIN " + base64 of 2 + 255 + 1024 = 1281 octets (1708 characters) + CRLF */
     assert_int_equal(n, 11 + 1708 + 2);
     assert_int_equal(
-        smtp_client_auth_line(user, password, SMTP_CLIENT_PASSWORD_MAX_BYTES + 1, out, sizeof(out)),
-        -1);
+        smtp_client_auth_line(user, password, PASSWORD_MAX_BYTES + 1, out, sizeof(out)), -1);
 }
 
 struct creds_case {
@@ -297,15 +296,15 @@ static void test_creds_load(void **state)
         }
     }
     /* The longest password loads; one octet more is refused. */
-    char big[SMTP_CLIENT_PASSWORD_MAX_BYTES + 2];
+    char big[PASSWORD_MAX_BYTES + 2];
     memset(big, 'p', sizeof(big));
-    big[SMTP_CLIENT_PASSWORD_MAX_BYTES] = '\n';
-    write_file(path, big, SMTP_CLIENT_PASSWORD_MAX_BYTES + 1);
+    big[PASSWORD_MAX_BYTES] = '\n';
+    write_file(path, big, PASSWORD_MAX_BYTES + 1);
     struct smtp_client_creds *creds = NULL;
     char err[512] = "";
     assert_int_equal(smtp_client_creds_load("u", path, &creds, err, sizeof(err)), 0);
     smtp_client_creds_free(&creds);
-    big[SMTP_CLIENT_PASSWORD_MAX_BYTES] = 'p';
+    big[PASSWORD_MAX_BYTES] = 'p';
     write_file(path, big, sizeof(big));
     assert_int_equal(smtp_client_creds_load("u", path, &creds, err, sizeof(err)), -1);
     char want[256];

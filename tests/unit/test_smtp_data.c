@@ -296,7 +296,7 @@ static void test_init_limits(void **state)
     smtp_data_free(&d);
     /* A second free is harmless. */
     smtp_data_free(&d);
-    assert_int_equal(SMTP_DATA_TEXT_LINE_MAX_BYTES, 1000); /* RFC 5321 4.5.3.1.6 */
+    assert_int_equal(SMTP_TEXT_LINE_MAX_BYTES, 1000); /* RFC 5321 4.5.3.1.6 */
 }
 
 static void test_not_done_gives_nothing(void **state)

@@ -177,19 +177,20 @@ static void test_helo_sanitize(void **state)
         {"\x01\x7f\xc3\xa9", "????"},
         {"", ""},
     };
-    char out[SMTP_HELO_MAX_BYTES + 1];
+    char out[ADDRESS_DOMAIN_MAX_BYTES + 1];
     for (size_t i = 0; i < COUNT(cases); i++) {
         char row[64];
         snprintf(row, sizeof(row), "helo row %zu", i);
         check_str(row, "sanitised", smtp_helo_sanitize(cases[i].in, out, sizeof(out)),
                   cases[i].want);
     }
-    /* Cut at SMTP_HELO_MAX_BYTES, and at a small buffer. */
+    /* Cut at ADDRESS_DOMAIN_MAX_BYTES, and at a small buffer. */
     char longin[600];
     memset(longin, 'a', sizeof(longin) - 1);
     longin[sizeof(longin) - 1] = '\0';
     check_int("helo long", "length",
-              (long long)strlen(smtp_helo_sanitize(longin, out, sizeof(out))), SMTP_HELO_MAX_BYTES);
+              (long long)strlen(smtp_helo_sanitize(longin, out, sizeof(out))),
+              ADDRESS_DOMAIN_MAX_BYTES);
     char small[4];
     check_str("helo small", "cut", smtp_helo_sanitize("abcdef", small, sizeof(small)), "abc");
 }
