@@ -257,6 +257,16 @@ static void h_close(struct conn *c, const char *reason)
     r->conn = NULL;
 }
 
+/* The test protocol's secret: "SECRET word" received, and its echo "OK SECRET word" sent. */
+static size_t h_transcript_visible(const char *line, size_t len, bool outgoing)
+{
+    if (!outgoing && len >= 7 && strncmp(line, "SECRET ", 7) == 0)
+        return conn_transcript_words(line, len, 1);
+    if (outgoing && len >= 10 && strncmp(line, "OK SECRET ", 10) == 0)
+        return conn_transcript_words(line, len, 2);
+    return len;
+}
+
 static const struct conn_handler test_handler = {
     .proto = "test",
     .max_line_bytes = TEST_LINE_MAX,
@@ -269,6 +279,7 @@ static const struct conn_handler test_handler = {
     .on_timeout = h_timeout,
     .on_shutdown = h_shutdown,
     .on_close = h_close,
+    .transcript_visible = h_transcript_visible,
 };
 
 /* ---- test clients: plain sockets, optionally with a tls.c client filter --------------------- */
@@ -1068,7 +1079,8 @@ static void test_transcript_masks(void **state)
 
     struct conn *c;
     struct client *cl = open_client_ex(false, false, &c);
-    client_sends(cl, "NOOP x=1\r\nMASK\r\nc2VjcmV0\r\nAFTER\r\n");
+    client_sends(cl, "NOOP x=1\r\nMASK\r\nc2VjcmV0\r\nSECRET  aHVzaA==\r\n"
+                     "AUTH PLAIN dmVyYg==\r\nAFTER\r\n");
     WAIT_FOR(client_has(cl, "OK AFTER\r\n"));
     client_close(cl);
     WAIT_FOR(conn_set_count(env.set) == 0);
@@ -1087,8 +1099,14 @@ static void test_transcript_masks(void **state)
     assert_non_null(strstr(text, "event=recv line=\"***\"\n"));
     assert_non_null(strstr(text, "event=recv line=AFTER\n"));
     assert_null(strstr(text, "c2VjcmV0")); /* neither received nor echoed in the clear */
+    /* The handler's hook masks its protocol's secret in both directions... */
+    assert_non_null(strstr(text, "event=recv line=\"SECRET ***\"\n"));
+    assert_non_null(strstr(text, "event=send line=\"OK SECRET ***\"\n"));
+    assert_null(strstr(text, "aHVzaA=="));
+    /* ...and conn.c itself knows no verb: what the hook lets through is logged whole. */
+    assert_non_null(strstr(text, "event=recv line=\"AUTH PLAIN dmVyYg==\"\n"));
     assert_non_null(strstr(text, "event=disconnected reason=client-closed duration_ms="));
-    assert_non_null(strstr(text, " lines=4\n"));
+    assert_non_null(strstr(text, " lines=6\n"));
 }
 
 int main(void)
