@@ -1,6 +1,7 @@
 /*
- * command.c - command table lookup and the AUTH argument split shared by the SMTP and POP3
- * sessions (command.h). Pure: it reads the table and the line it is given and nothing else.
+ * command.c - command table lookup, the AUTH argument split and the transcript's mask shared by
+ * the SMTP and POP3 sessions (command.h). Pure: it reads the table and the line it is given and
+ * nothing else.
  */
 #include "common/pure/command.h"
 
@@ -36,4 +37,28 @@ void command_split_auth(const char *args, struct command_auth_args *out)
         out->initial = args + mlen + 1;
         out->initial_len = strlen(out->initial);
     }
+}
+
+/* The length of line's first `words` words, the spaces before each counted. */
+static size_t words_bytes(const char *line, size_t len, size_t words)
+{
+    size_t i = 0;
+    for (size_t w = 0; w < words && i < len; w++) {
+        while (i < len && line[i] == ' ')
+            i++;
+        while (i < len && line[i] != ' ')
+            i++;
+    }
+    return i;
+}
+
+size_t command_transcript_visible(const char *line, size_t len, bool outgoing)
+{
+    if (outgoing || len < 5)
+        return len;
+    if (strncasecmp(line, "AUTH ", 5) == 0)
+        return words_bytes(line, len, 2);
+    if (strncasecmp(line, "PASS ", 5) == 0)
+        return words_bytes(line, len, 1);
+    return len;
 }

@@ -53,4 +53,13 @@ struct command_auth_args {
  */
 void command_split_auth(const char *args, struct command_auth_args *out);
 
+/*
+ * The transcript's mask for both sessions (struct conn_handler's transcript_visible): how many
+ * leading octets of line the log may show. "AUTH mechanism initial-response" (RFC 4954 4, RFC
+ * 5034 4) keeps the verb and the mechanism; "PASS password" (RFC 1939 7) keeps the verb, on the
+ * SMTP port too, so a POP3 client pointed there by mistake leaves no password in the log. A line
+ * we send (outgoing, a reply) holds no secret. len when nothing is masked.
+ */
+size_t command_transcript_visible(const char *line, size_t len, bool outgoing);
+
 #endif

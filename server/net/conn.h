@@ -139,7 +139,7 @@ struct conn_handler {
     /* Transcript (transcript on): how many leading bytes of a line may be logged; the rest is
      * logged as " ***". Which lines carry secrets (a password, a SASL response) is the protocol's
      * knowledge, so the protocol says where they start. outgoing: a line this side sends (a
-     * reply; on an outbound connection, a command). conn_transcript_words() helps. May be NULL:
+     * reply; on an outbound connection, a command). May be NULL:
      * every line is logged whole. Lines after conn_mask_next_line() are masked without asking. */
     size_t (*transcript_visible)(const char *line, size_t len, bool outgoing);
 };
@@ -256,10 +256,6 @@ void conn_resume_reading(struct conn *c);
 bool conn_is_paused(const struct conn *c);
 /* The transcript logs the next line received as line="***" (AUTH payloads, PASS arguments). */
 void conn_mask_next_line(struct conn *c);
-/* The length of line's first `words` words (spaces before each counted, the space after the last
- * not): what a transcript_visible hook returns to keep a verb and its first arguments. len when
- * line has fewer words. */
-size_t conn_transcript_words(const char *line, size_t len, size_t words);
 /* Ask for one on_drain call once the unsent output is below CONN_OUTPUT_HIGH_BYTES / 2. */
 void conn_want_drain(struct conn *c);
 

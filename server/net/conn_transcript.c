@@ -16,18 +16,6 @@
 /* Transcript: a reply longer than this per line is cut in the log (log_escape adds "..."). */
 #define CONN_TRANSCRIPT_LINE_BYTES 600
 
-size_t conn_transcript_words(const char *line, size_t len, size_t words)
-{
-    size_t i = 0;
-    for (size_t w = 0; w < words && i < len; w++) {
-        while (i < len && line[i] == ' ')
-            i++;
-        while (i < len && line[i] != ' ')
-            i++;
-    }
-    return i;
-}
-
 /* How much of line the handler lets the transcript show (all of it without a hook). */
 static size_t transcript_visible(const struct conn *c, const char *line, size_t len, bool outgoing)
 {

@@ -21,13 +21,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <sodium.h>
 
 #include "common/error.h"
 #include "common/pure/address.h"
 #include "common/pure/buf.h"
+#include "common/pure/command.h"
 #include "common/pure/dotstuff.h"
 #include "common/log.h"
 #include "server/net/conn.h"
@@ -656,17 +656,14 @@ static void c_close(struct conn *c, const char *reason)
 
 /*
  * The transcript's mask: our "AUTH PLAIN initial-response" (RFC 4954 4, the smarthost's
- * credentials) keeps the verb and the mechanism. The rule is the server sessions' one, applied in
- * both directions; a server's reply starts with its code, so it never masks one.
+ * credentials) keeps the verb and the mechanism. The rule is the server sessions' one
+ * (command.h), applied in both directions: here our commands are the lines sent, and a server's
+ * reply starts with its code, so the rule never masks one.
  */
 static size_t c_transcript_visible(const char *line, size_t len, bool outgoing)
 {
     (void)outgoing;
-    if (len >= 5 && strncasecmp(line, "AUTH ", 5) == 0)
-        return conn_transcript_words(line, len, 2);
-    if (len >= 5 && strncasecmp(line, "PASS ", 5) == 0)
-        return conn_transcript_words(line, len, 1);
-    return len;
+    return command_transcript_visible(line, len, false);
 }
 
 static const struct conn_handler client_handler = {

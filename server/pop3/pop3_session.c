@@ -738,19 +738,6 @@ static void pop3_busy_reply(const struct cfg *cfg, bool per_ip, char *buf, size_
              per_ip ? " from your address" : "");
 }
 
-/*
- * The transcript's mask: "PASS password" (RFC 1939 7) keeps the verb, "AUTH mechanism
- * initial-response" (RFC 5034 4) the verb and the mechanism. Our replies hold no secret.
- */
-static size_t pop3_transcript_visible(const char *line, size_t len, bool outgoing)
-{
-    if (!outgoing && len >= 5 && strncasecmp(line, "AUTH ", 5) == 0)
-        return conn_transcript_words(line, len, 2);
-    if (!outgoing && len >= 5 && strncasecmp(line, "PASS ", 5) == 0)
-        return conn_transcript_words(line, len, 1);
-    return len;
-}
-
 const struct conn_handler pop3_session_handler = {
     .proto = "pop3",
     .max_line_bytes = POP3_LINE_MAX_BYTES,
@@ -765,5 +752,5 @@ const struct conn_handler pop3_session_handler = {
     .on_drain = pop3_on_drain,
     .on_close = pop3_on_close,
     .busy_reply = pop3_busy_reply,
-    .transcript_visible = pop3_transcript_visible,
+    .transcript_visible = command_transcript_visible,
 };

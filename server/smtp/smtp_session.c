@@ -782,20 +782,6 @@ static void smtp_busy_reply(const struct cfg *cfg, bool per_ip, char *buf, size_
              per_ip ? " from your address" : "");
 }
 
-/*
- * The transcript's mask: "AUTH mechanism initial-response" (RFC 4954 4) keeps the verb and the
- * mechanism. PASS belongs to POP3 (RFC 1939 7) but is masked here too, so a POP3 client pointed
- * at the SMTP port by mistake does not leave its password in the log. Our replies hold no secret.
- */
-static size_t smtp_transcript_visible(const char *line, size_t len, bool outgoing)
-{
-    if (!outgoing && len >= 5 && strncasecmp(line, "AUTH ", 5) == 0)
-        return conn_transcript_words(line, len, 2);
-    if (!outgoing && len >= 5 && strncasecmp(line, "PASS ", 5) == 0)
-        return conn_transcript_words(line, len, 1);
-    return len;
-}
-
 const struct conn_handler smtp_session_handler = {
     .proto = "smtp",
     .max_line_bytes = SMTP_LINE_MAX_BYTES,
@@ -810,5 +796,5 @@ const struct conn_handler smtp_session_handler = {
     .on_drain = NULL,
     .on_close = smtp_on_close,
     .busy_reply = smtp_busy_reply,
-    .transcript_visible = smtp_transcript_visible,
+    .transcript_visible = command_transcript_visible,
 };

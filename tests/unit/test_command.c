@@ -116,12 +116,46 @@ static void test_split_auth(void **state)
     }
 }
 
+/* The transcript's mask: a line and what of it the log may show. */
+struct visible_case {
+    const char *line;
+    bool outgoing;
+    const char *shown;
+};
+
+static const struct visible_case visible_cases[] = {
+    {"AUTH PLAIN AGFsaWNlAHNlY3JldA==", false, "AUTH PLAIN"},
+    {"auth login YWxpY2U=", false, "auth login"}, /* verbs match in any case */
+    {"AUTH LOGIN", false, "AUTH LOGIN"},          /* no initial response: nothing hidden */
+    {"AUTH  PLAIN  x", false, "AUTH  PLAIN"},
+    {"PASS secret", false, "PASS"},
+    {"PASS two words", false, "PASS"}, /* RFC 1939 7: spaces belong to the password */
+    {"USER alice", false, "USER alice"},
+    {"PASSWORD x", false, "PASSWORD x"},
+    {"AUTH", false, "AUTH"},
+    {"", false, ""},
+    {"AUTH PLAIN x", true, "AUTH PLAIN x"}, /* a reply we send is never masked */
+};
+
+static void test_transcript_visible(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < COUNT(visible_cases); i++) {
+        const struct visible_case *tc = &visible_cases[i];
+        size_t n = command_transcript_visible(tc->line, strlen(tc->line), tc->outgoing);
+        if (n != strlen(tc->shown) || strncmp(tc->line, tc->shown, n) != 0)
+            fail_msg("command_transcript_visible(\"%s\", %d): shows \"%.*s\", want \"%s\"",
+                     tc->line, (int)tc->outgoing, (int)n, tc->line, tc->shown);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_find),
         cmocka_unit_test(test_allowed),
         cmocka_unit_test(test_split_auth),
+        cmocka_unit_test(test_transcript_visible),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

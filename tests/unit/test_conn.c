@@ -261,9 +261,9 @@ static void h_close(struct conn *c, const char *reason)
 static size_t h_transcript_visible(const char *line, size_t len, bool outgoing)
 {
     if (!outgoing && len >= 7 && strncmp(line, "SECRET ", 7) == 0)
-        return conn_transcript_words(line, len, 1);
+        return 6; /* "SECRET" */
     if (outgoing && len >= 10 && strncmp(line, "OK SECRET ", 10) == 0)
-        return conn_transcript_words(line, len, 2);
+        return 9; /* "OK SECRET" */
     return len;
 }
 
