@@ -3,10 +3,10 @@
  * postern keeps a password.
  *
  * Cost: production uses libsodium's INTERACTIVE limits (2 passes, 64 MiB), which takes tens of
- * milliseconds, so verification never runs on the event loop (DESIGN.md, Threads). Tests set the
- * environment variable POSTERN_TEST_FAST_HASH=1 to hash with the minimum limits instead; serve
- * logs a warning when it is set. Verification reads the limits from the stored string, so hashes
- * of either cost verify anywhere.
+ * milliseconds, so verification never runs on the event loop (docs/architecture.md, "Threads").
+ * Tests set the environment variable POSTERN_TEST_FAST_HASH=1 to hash with the minimum limits
+ * instead; serve logs a warning when it is set. Verification reads the limits from the stored
+ * string, so hashes of either cost verify anywhere.
  */
 #ifndef POSTERN_PASSWORD_H
 #define POSTERN_PASSWORD_H

@@ -154,7 +154,8 @@ static void shutdown_server(struct server *srv, const char *why)
     }
     if (srv->listeners != NULL)
         listener_set_stop(srv->listeners); /* no new clients while the others are told */
-    /* issue 6: no new claims; attempts in flight are abandoned and their claims released. */
+    /* Outbound delivery: no new claims; attempts in flight are abandoned and their claims released.
+     */
     queue_runner_stop(srv->runner, NULL, NULL);
     if (srv->conns != NULL)
         conn_set_shutdown(srv->conns, on_connections_closed, srv);
@@ -212,7 +213,7 @@ static int start_signal(struct server *srv, int signum)
     return rc;
 }
 
-/* One line on stderr for the operator, as INTERFACE.md promises, plus the log line. */
+/* One line on stderr for the operator (README.md, "Commands": exit codes), plus the log line. */
 static void fail_line(const char *event, const char *msg)
 {
     char esc[1400];
@@ -417,7 +418,7 @@ int serve_main(struct cfg *cfg, const char *config_path)
         log_error("serve", 0, "event=start-failed error=\"%s\"", uv_strerror(rc));
         goto out_stop;
     }
-    /* issue 6: outbound delivery, once the writer and the connection set exist. */
+    /* Outbound delivery, once the writer and the connection set exist. */
     if (queue_runner_new(&srv->loop, &srv->app, srv->conns, &srv->runner, err, sizeof(err)) != 0) {
         fail_line("start-failed", err);
         goto out_stop;

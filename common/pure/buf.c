@@ -224,7 +224,7 @@ size_t linereader_feed(struct linereader *lr, const void *src, size_t n)
     if (lr->skipping) {
         /*
          * The rest of an overlong line: it was refused once already, and none of it may reach
-         * the protocol as a command (STYLE.md 3), so drop it here without storing it. This is
+         * the protocol as a command, so drop it here without storing it. This is
          * what keeps an endless line from costing memory.
          */
         const unsigned char *lf = memchr(p, '\n', n);

@@ -9,7 +9,7 @@
  *   struct outq        the output queue: replies are appended while at most one write is in
  *                      flight; the bytes handed to uv_write stay put until the write completes.
  *   struct linereader  line mode of the reader: bytes in, one complete line at a time out, with
- *                      a hard limit per line (STYLE.md section 3). Data mode (SMTP DATA) takes the
+ *                      a hard limit per line. Data mode (SMTP DATA) takes the
  *                      reader's buffered bytes with linereader_take_buffered() and then streams
  *                      socket bytes to the DATA scanner directly; the scanner is not here.
  *

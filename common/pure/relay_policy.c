@@ -4,9 +4,9 @@
  * reads a clock, the store or the configuration file: change a fact and the decision changes,
  * nothing else can.
  *
- * Reply texts are the ones INTERFACE.md promises, byte for byte. Addresses in replies come from
- * the parser (printable ASCII only, CR and LF impossible), so they can go into a reply as they
- * are; in the log they are escaped all the same, as all client text is.
+ * Reply texts are the ones README.md ("The relay rules") promises, byte for byte. Addresses in
+ * replies come from the parser (printable ASCII only, CR and LF impossible), so they can go into a
+ * reply as they are; in the log they are escaped all the same, as all client text is.
  */
 #include "common/pure/relay_policy.h"
 

@@ -1,6 +1,6 @@
 /*
- * relay_policy.h - the relay decision (INTERFACE.md "The relay rule", DESIGN.md "The relay
- * decision"): facts in, verdict, reason and reply text out.
+ * relay_policy.h - the relay decision (README.md, "The relay rules"; docs/architecture.md, "Where
+ * each relay rule lives"): facts in, verdict, reason and reply text out.
  *
  * relay_decide() is pure: no I/O, no store, no clock, no logging, no allocation. Whatever it
  * depends on is in struct relay_facts, gathered by the caller (server/relay/relay_facts.c does it

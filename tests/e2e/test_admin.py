@@ -1,4 +1,4 @@
-"""The admin command line (INTERFACE.md, "Commands"), against the real binary and a temporary
+"""The admin command line (README.md, "Commands"), against the real binary and a temporary
 database: validation and normalisation, one-line errors, exit codes 0/1/2/3, password input from
 standard input and from a terminal, migrations at open, and commands while `serve` runs."""
 import os

@@ -1,4 +1,4 @@
-"""`postern relay-check` (INTERFACE.md "The relay rule" and "Commands"), against the real binary
+"""`postern relay-check` (README.md "The relay rules" and "Commands"), against the real binary
 and a temporary database set up with the admin CLI: local users, unknown users and postmaster;
 remote recipients from outside in both refusal styles; trusted networks (IPv4, IPv6,
 IPv4-mapped); POP-before-SMTP windows (open, expired, at the limit, IPv6 prefix); SMTP AUTH;

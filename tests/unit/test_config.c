@@ -392,7 +392,7 @@ static void test_every_key_is_covered(void **state)
         keys++;
     }
     free(out);
-    /* INTERFACE.md's keys, window_max_recipients and the smarthost credentials included */
+    /* README.md's keys, window_max_recipients and the smarthost credentials included */
     assert_int_equal(keys, 31);
 }
 
@@ -1112,9 +1112,10 @@ static void test_print_round_trip(void **state)
     }
 }
 
-/* ---- INTERFACE.md's example --------------------------------------------------------------- */
+/* ---- the documented example ------------------------------------------------------------ */
 
-/* The example of INTERFACE.md, "Configuration", verbatim: it must load and mean the defaults. */
+/* The example configuration users were given from the start (README.md, "Configuration", shows
+ * the same keys and defaults), verbatim: it must load and mean the defaults. */
 static const char interface_example[] =
     "[server]\n"
     "hostname = mail.example.test      ; greeting, Received, Message-ID; default: the host's name\n"

@@ -1,5 +1,5 @@
 /*
- * test_relay_policy.c - the golden table of common/pure/relay_policy.c: every rule of INTERFACE.md
+ * test_relay_policy.c - the golden table of common/pure/relay_policy.c: every rule of README.md
  * "The relay rule" and their combinations, with the exact reply texts; the sender check in each
  * mode against matching, foreign, null, case-varied and subdomain senders; the address tricks
  * relay probes use (nmap's smtp-open-relay forms among them), each parsed by the real parser
