@@ -372,7 +372,9 @@ void conn_set_shutdown(struct conn_set *set, void (*done)(void *arg), void *arg)
         } else if (c->state == CONN_OPEN) {
             if (c->handler->on_shutdown != NULL)
                 c->handler->on_shutdown(c);
-            conn_close(c, "shutdown");
+            /* A kept connection closes on its own, within the bound its owner documents. */
+            if (!c->keep_at_shutdown)
+                conn_close(c, "shutdown");
         }
     }
     if (set->count == 0)
@@ -698,4 +700,10 @@ void conn_get_stats(const struct conn *c, struct conn_stats *out)
     out->input_bytes =
         buf_unread(&c->stash) + c->chunk_len + (c->lr_live ? linereader_buffered(&c->lr) : 0);
     out->reading = c->reading;
+}
+
+void conn_keep_at_shutdown(struct conn *c, bool keep)
+{
+    if (c != NULL)
+        c->keep_at_shutdown = keep;
 }

@@ -169,9 +169,11 @@ struct conn_params {
 int conn_set_new(uv_loop_t *loop, const struct cfg *cfg, void *app, bool transcript,
                  struct conn_set **out);
 /*
- * Graceful stop: every open connection gets handler->on_shutdown and then conn_close("shutdown").
- * done(arg) runs once the set is empty (at once, from a later loop iteration, if it already is).
- * Bounded: CONN_CLOSE_FLUSH_MS + CONN_LINGER_MS.
+ * Graceful stop: every open connection gets handler->on_shutdown and then conn_close("shutdown"),
+ * except one marked with conn_keep_at_shutdown, which its owner closes on its own. done(arg) runs
+ * once the set is empty (at once, from a later loop iteration, if it already is). Bounded:
+ * CONN_CLOSE_FLUSH_MS + CONN_LINGER_MS, or the bound the owner of a kept connection keeps (an
+ * outbound client awaiting the reply to its end of data: smtp_client.h) if that is longer.
  */
 void conn_set_shutdown(struct conn_set *set, void (*done)(void *arg), void *arg);
 /* Aborts every open connection at once (a second SIGTERM). */
@@ -242,6 +244,13 @@ void conn_set_mode_data(struct conn *c, bool on);
 bool conn_is_mode_data(const struct conn *c);
 /* Idle timeout from now on, restarted by every read; 0 = none. */
 void conn_set_timeout(struct conn *c, uint64_t timeout_ms);
+/*
+ * keep: a graceful stop (conn_set_shutdown) calls on_shutdown but does not close c, because the
+ * session is waiting for something it must not lose (an outbound client's reply to its end of
+ * data); the session closes it itself, within a bound of its own. conn_set_abort_all and
+ * conn_set_free still abort it. Off by default.
+ */
+void conn_keep_at_shutdown(struct conn *c, bool keep);
 /* Line limit for the lines not yet handed over (e.g. SMTP_AUTH_LINE_MAX_BYTES for an AUTH
  * continuation). 0 or -EINVAL outside [LINEREADER_MIN_LINE_BYTES, largest_line_bytes]. */
 int conn_set_max_line(struct conn *c, size_t max_line_bytes);

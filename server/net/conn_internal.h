@@ -83,9 +83,10 @@ struct conn {
     enum conn_state state;
     enum conn_service service;
     bool outbound;
-    bool callbacks_on;   /* handler callbacks may run (on_open ran or connect started) */
-    bool close_notified; /* on_close ran */
-    unsigned refs;       /* 1 for the open handles + one per conn_ref */
+    bool callbacks_on;     /* handler callbacks may run (on_open ran or connect started) */
+    bool close_notified;   /* on_close ran */
+    bool keep_at_shutdown; /* conn_keep_at_shutdown: a graceful stop leaves it to its owner */
+    unsigned refs;         /* 1 for the open handles + one per conn_ref */
     unsigned handles_open;
 
     /* input */
