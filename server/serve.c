@@ -23,9 +23,12 @@
  * Shutdown (SIGTERM, SIGINT): stop the housekeeping timer, close the listening sockets, tell every
  * session (421 4.3.2 / -ERR), flush their output (bounded by conn.c: CONN_CLOSE_FLUSH_MS plus
  * CONN_LINGER_MS, so a client that never reads is cut off), then drain the writer (every job
- * already handed over is committed and its callback delivered), close every handle, exit 0. A
- * second signal aborts the remaining connections at once. SIGHUP reloads the certificate and
- * key: new connections get the new context, open ones keep theirs.
+ * already handed over is committed and its callback delivered), close every handle, exit 0.
+ * Outbound attempts are abandoned and their claims released, except one that has sent its end
+ * of data: its reply is awaited for up to SMTP_CLIENT_SHUTDOWN_DOT_WAIT_MS (60 s) and recorded
+ * (queue_runner.h), so a stop can take that long. A second signal aborts the remaining
+ * connections at once (such an attempt is then deferred, not released). SIGHUP reloads the
+ * certificate and key: new connections get the new context, open ones keep theirs.
  *
  * Exit codes: 0 after a clean stop; 2 for a [server] user that does not exist; 3 when the
  * database, the TLS files, the smarthost password file, a listening address, the loop or the
@@ -154,8 +157,8 @@ static void shutdown_server(struct server *srv, const char *why)
     }
     if (srv->listeners != NULL)
         listener_set_stop(srv->listeners); /* no new clients while the others are told */
-    /* Outbound delivery: no new claims; attempts in flight are abandoned and their claims released.
-     */
+    /* Outbound delivery: no new claims; attempts in flight are abandoned and their claims released,
+     * except those awaiting the reply to their end of data (queue_runner.h). */
     queue_runner_stop(srv->runner, NULL, NULL);
     if (srv->conns != NULL)
         conn_set_shutdown(srv->conns, on_connections_closed, srv);

@@ -31,7 +31,11 @@
  *     taken responsibility (RFC 5321 4.1.1.4, 6.1), so a retry is the first delivery; after the
  *     commit the row is gone. Each crash inside that window adds one copy (RFC 1047 describes the
  *     same window on the remote side: a 250 lost on the way back). The runner must therefore
- *     record a 250 promptly and never batch it behind the next attempt.
+ *     record a 250 promptly and never batch it behind the next attempt. It also never throws
+ *     away a reply that may be a 250: once the end of data is sent, neither a graceful stop nor
+ *     the attempt deadline cancels the attempt (the reply is awaited, bounded, and recorded;
+ *     server/outbound/smtp_client.h), and an end of data that gets no reply is deferred, not
+ *     sent to another host in the same attempt; only a reply to the end of data delivers.
  *   - the lease must be longer than any attempt: the runner gives up an attempt (a hard deadline
  *     over the whole SMTP transaction) well before STORE_QUEUE_LEASE_MS, or a second claim could
  *     start a concurrent second attempt while the first still runs.

@@ -56,8 +56,17 @@ static void on_client_done(void *arg, const struct smtp_client_result *res)
         snprintf(d->relay[i], sizeof(d->relay[i]), "%s", d->cur_relay);
         snprintf(d->dsn[i], sizeof(d->dsn[i]), "%s", d->cur[j].dsn);
     }
-    if (d->r->stopping)
-        return; /* queue_runner_stop took over */
+    if (d->r->stopping) {
+        /* queue_runner_stop let only a client that had sent the end of data finish: record
+         * what it learnt, and try no other address now. */
+        if (res->host_failed) {
+            snprintf(d->last_error, sizeof(d->last_error), "%s", res->error);
+            d->last_code = res->code;
+            snprintf(d->last_relay, sizeof(d->last_relay), "%s", d->cur_relay);
+        }
+        queue_attempt_finish(d);
+        return;
+    }
     if (res->tls_failed && !d->no_tls && d->r->app->smarthost_creds == NULL) {
         /* RFC 7435: opportunistic TLS that fails is retried in the clear (never with smarthost
          * credentials: the client then reports no tls_failed, and this is a safety net). */
@@ -253,6 +262,14 @@ void queue_route_cancel(struct delivery *d)
 
 void queue_route_deadline(struct delivery *d)
 {
+    if (smtp_client_awaits_dot_reply(d->client)) {
+        /* The server may hold the message already: cancelling would drop its reply and send it
+         * again later. The client's own final-dot timeout ends the wait. */
+        log_warn("queue", 0,
+                 "event=attempt-deadline msg=%" PRId64 " domain=%s awaiting=end-of-data-reply",
+                 d->message_id, d->domain);
+        return;
+    }
     log_warn("queue", 0, "event=attempt-deadline msg=%" PRId64 " domain=%s", d->message_id,
              d->domain);
     queue_route_cancel(d);

@@ -195,7 +195,7 @@ static void delivery_start(struct queue_runner *r, struct delivery *d)
         d->deadline.data = d;
         d->timer_open = true;
         r->handles_open++;
-        uv_timer_start(&d->deadline, on_deadline, QUEUE_RUNNER_ATTEMPT_DEADLINE_MS, 0);
+        uv_timer_start(&d->deadline, on_deadline, r->attempt_deadline_ms, 0);
     }
     queue_route_start(d);
 }
@@ -387,6 +387,16 @@ int queue_runner_new(uv_loop_t *loop, struct app *app, struct conn_set *conns,
     r->loop = loop;
     r->app = app;
     r->conns = conns;
+    r->attempt_deadline_ms = QUEUE_RUNNER_ATTEMPT_DEADLINE_MS;
+    const char *test_deadline = getenv("POSTERN_TEST_ATTEMPT_DEADLINE_MS");
+    if (test_deadline != NULL && test_deadline[0] != '\0') {
+        char *end = NULL;
+        unsigned long long ms = strtoull(test_deadline, &end, 10);
+        if (*end == '\0' && ms > 0 && ms <= QUEUE_RUNNER_ATTEMPT_DEADLINE_MS) {
+            r->attempt_deadline_ms = ms;
+            log_warn("queue", 0, "event=test-attempt-deadline ms=%llu", ms);
+        }
+    }
     char why[256];
     r->tls = tls_ctx_new_client(why, sizeof(why));
     if (r->tls == NULL) {
@@ -442,11 +452,18 @@ void queue_runner_stop(struct queue_runner *r, void (*done)(void *), void *arg)
         uv_timer_stop(&r->timer);
         uv_close((uv_handle_t *)&r->timer, on_handle_closed);
     }
-    size_t abandoned = 0;
+    size_t abandoned = 0, awaiting = 0;
     for (struct delivery *d = r->active, *next; d != NULL; d = next) {
         next = d->next;
         if (d->phase != PH_ROUTING)
             continue; /* its result is being recorded */
+        if (smtp_client_awaits_dot_reply(d->client)) {
+            /* The end of data is sent: releasing the claim as "not delivered" could send the
+             * message twice. The client waits for the reply (bounded, smtp_client.h) and its
+             * result is recorded like any other. */
+            awaiting++;
+            continue;
+        }
         queue_route_cancel(d);
         d->phase = PH_RELEASING;
         int64_t *ids = malloc(d->n * sizeof(*ids));
@@ -458,8 +475,8 @@ void queue_runner_stop(struct queue_runner *r, void (*done)(void *), void *arg)
         queue_runner_delivery_end(d);
     }
     dns_free(&r->dns);
-    log_info("queue", 0, "event=runner-stopping abandoned=%zu recording=%zu", abandoned,
-             r->n_active);
+    log_info("queue", 0, "event=runner-stopping abandoned=%zu awaiting=%zu recording=%zu",
+             abandoned, awaiting, r->n_active - awaiting);
     check_stopped(r);
 }
 

@@ -55,8 +55,14 @@ struct queue_runner;
 #define QUEUE_RUNNER_CLAIM_ENTRIES 100
 /* Addresses (connections) tried at most in one attempt (Postfix: smtp_mx_address_limit 5). */
 #define QUEUE_RUNNER_ADDRS_PER_ATTEMPT 10
-/* Hard limit on one attempt, far below STORE_QUEUE_LEASE_MS (1 h): the longest single wait is
- * the 10 min for the reply to the final dot (RFC 5321 4.5.3.2.6). */
+/*
+ * Hard limit on one attempt, far below STORE_QUEUE_LEASE_MS (1 h): the longest single wait is
+ * the 10 min for the reply to the final dot (RFC 5321 4.5.3.2.6). An attempt whose end of data
+ * was sent when the deadline passes is let finish (cancelling it would drop a reply that may
+ * be a 250): its final-dot timeout bounds it, so no attempt lasts longer than 40 min. Tests may
+ * shorten it with the environment variable POSTERN_TEST_ATTEMPT_DEADLINE_MS (milliseconds; serve
+ * logs a warning when it is set).
+ */
 #define QUEUE_RUNNER_ATTEMPT_DEADLINE_MS (30 * 60 * 1000)
 
 /*
@@ -68,8 +74,11 @@ int queue_runner_new(uv_loop_t *loop, struct app *app, struct conn_set *conns,
 /*
  * Graceful stop: no more claims; attempts in flight are abandoned (their connections aborted
  * before any end of data, so nothing is delivered twice by it) and their claims released; a
- * result already being recorded is let finish. done(arg) (may be NULL) runs once nothing is left
- * with the writer. Call once.
+ * result already being recorded is let finish. An attempt whose end of data was sent is not
+ * abandoned: its client awaits the reply (at most SMTP_CLIENT_SHUTDOWN_DOT_WAIT_MS once the
+ * connections are told to stop) and the result is recorded (delivered on a 250; deferred, never
+ * released, when no reply comes, as the server may have the message). done(arg) (may be NULL)
+ * runs once nothing is left with the writer. Call once.
  */
 void queue_runner_stop(struct queue_runner *r, void (*done)(void *), void *arg);
 /*

@@ -110,8 +110,9 @@ struct queue_runner {
     struct tls_ctx *tls;    /* owned reference: client context for STARTTLS */
     uv_timer_t timer;
     bool timer_open;
-    size_t handles_open; /* the timer and every delivery's deadline timer */
-    bool freeing;        /* queue_runner_free was called: free when the handles are closed */
+    uint64_t attempt_deadline_ms; /* QUEUE_RUNNER_ATTEMPT_DEADLINE_MS, or shorter in tests */
+    size_t handles_open;          /* the timer and every delivery's deadline timer */
+    bool freeing; /* queue_runner_free was called: free when the handles are closed */
 
     struct delivery *active;
     size_t n_active;

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include <sodium.h>
+#include <uv.h>
 
 #include "common/error.h"
 #include "common/pure/address.h"
@@ -47,8 +48,8 @@ enum client_state {
     ST_MAIL,
     ST_RCPT,
     ST_DATA,
-    ST_BODY,
-    ST_DOT,
+    ST_BODY,      /* streaming the body: the end of data is not sent yet, so no reply may come */
+    ST_DOT,       /* the end of data was sent: only its reply decides, and it must not be lost */
     ST_EMPTY_DOT, /* pipelined DATA got 354 with no recipient accepted: "." alone was sent */
     ST_QUIT,      /* done has run; waiting for 221 or the close */
 };
@@ -56,8 +57,10 @@ enum client_state {
 struct smtp_client {
     struct conn *conn; /* borrowed from the set; NULL once closed */
     enum client_state state;
-    bool reported;  /* done has run (or was cancelled): the caller's data is off limits */
-    bool cancelled; /* smtp_client_cancel: done never runs */
+    bool reported;        /* done has run (or was cancelled): the caller's data is off limits */
+    bool cancelled;       /* smtp_client_cancel: done never runs */
+    bool stopping;        /* the server is stopping (on_shutdown): no waiting for the 221 */
+    uint64_t dot_sent_ms; /* loop time the end of data was queued (ST_DOT) */
 
     /* copies of the parameters */
     char *remote_host;
@@ -171,7 +174,13 @@ static void report(struct smtp_client *sc, struct smtp_client_result *res)
     sc->rcpts = NULL;
 }
 
-/* A host-level failure: undecided recipients stay PENDING, the connection goes. */
+static void dot_unanswered(struct smtp_client *sc, const char *why);
+
+/*
+ * A host-level failure: undecided recipients stay PENDING, the connection goes. After the end of
+ * data our own failure (code 0: a timeout, a malformed reply) leaves the outcome unknown instead
+ * (dot_unanswered); a 421 there is the server's refusal and stays a host failure.
+ */
 static void host_failure(struct smtp_client *sc, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void host_failure(struct smtp_client *sc, int code, const char *fmt, ...)
@@ -183,7 +192,16 @@ static void host_failure(struct smtp_client *sc, int code, const char *fmt, ...)
     va_end(ap);
     if (sc->conn != NULL)
         res.used_tls = conn_is_tls(sc->conn);
-    report(sc, &res);
+    if (sc->state == ST_DOT && code == 0)
+        dot_unanswered(sc, res.error);
+    else
+        report(sc, &res);
+    if (sc->state == ST_BODY) {
+        /* Anything written now would be read as body text: cut the connection before the end
+         * of data, so the server discards the message (RFC 5321 4.1.1.4). */
+        conn_abort(sc->conn, "host-failure");
+        return;
+    }
     if (sc->conn != NULL && !conn_is_closing(sc->conn)) {
         sc->state = ST_QUIT;
         conn_write(sc->conn, "QUIT\r\n", 6);
@@ -206,14 +224,17 @@ static void set_rcpt(struct smtp_client_rcpt *r, enum smtp_rcpt_status st, int c
     set_rcpt_own(r, st, code, text, "");
 }
 
-/* Every recipient is decided: report, then QUIT. */
+/* Every recipient is decided: report, then QUIT (and close at once when the server stops). */
 static void finish(struct smtp_client *sc)
 {
     struct smtp_client_result res = {.used_tls = conn_is_tls(sc->conn)};
     report(sc, &res);
     sc->state = ST_QUIT;
+    conn_keep_at_shutdown(sc->conn, false);
     conn_set_timeout(sc->conn, SMTP_CLIENT_COMMAND_TIMEOUT_MS);
     conn_write(sc->conn, "QUIT\r\n", 6);
+    if (sc->stopping)
+        conn_close(sc->conn, "shutdown");
 }
 
 static void send_mail(struct smtp_client *sc)
@@ -318,6 +339,24 @@ static void decide_accepted(struct smtp_client *sc, enum smtp_rcpt_status st, in
 static void pump_body(struct smtp_client *sc);
 
 /*
+ * The end of data was sent and no usable reply came: the server may have the message (RFC 1047).
+ * Deferred, not left to the next address: a second copy at once breaks "at most twice" (queue.h).
+ */
+static void dot_unanswered(struct smtp_client *sc, const char *why)
+{
+    char text[SMTP_REPLY_TEXT_MAX_BYTES];
+    snprintf(text, sizeof(text),
+             "%s: no reply to the end of data (%s); the message may have been delivered",
+             sc->remote_host, why);
+    /* RFC 3463 4.4.2: bad connection. */
+    for (size_t i = 0; i < sc->n_rcpts; i++)
+        if (sc->rcpt_ok[i] && sc->rcpts[i].status == SMTP_RCPT_PENDING)
+            set_rcpt_own(&sc->rcpts[i], SMTP_RCPT_DEFER, 0, text, "4.4.2");
+    struct smtp_client_result res = {.used_tls = sc->conn != NULL && conn_is_tls(sc->conn)};
+    report(sc, &res);
+}
+
+/*
  * The store could not give the body once the server was waiting for it (rc is a STORE_* code):
  * every accepted recipient is deferred with a text that names the store, and the connection is
  * aborted before the final dot, so nothing is delivered. This is not a host failure: another
@@ -399,7 +438,11 @@ static void pump_body(struct smtp_client *sc)
             }
             store_body_close(&sc->reader);
             sc->state = ST_DOT;
+            sc->dot_sent_ms = uv_now(conn_loop(c));
             conn_set_timeout(c, SMTP_CLIENT_FINAL_DOT_TIMEOUT_MS);
+            /* From here the server may have the message: a graceful stop must wait for the
+             * reply rather than drop it (c_shutdown bounds the wait). */
+            conn_keep_at_shutdown(c, true);
             return;
         }
     }
@@ -409,6 +452,13 @@ static void pump_body(struct smtp_client *sc)
 static void on_reply(struct smtp_client *sc, int code, const char *text)
 {
     int cls = code / 100;
+    if (sc->state == ST_BODY) {
+        /* RFC 5321 4.1.1.4: the server replies after the end of data, which we have not sent:
+         * this reply can neither deliver nor bounce (smtp_client.h, "The end of data"). */
+        host_failure(sc, code, "%s replied before the end of data (protocol violation): %s",
+                     sc->remote_host, text);
+        return;
+    }
     if (code == 421 && sc->state != ST_QUIT) {
         /* RFC 5321 3.8: the server is closing the channel. Recipients accepted at RCPT are
          * still PENDING (only the end of data decides them): they go to the next host. */
@@ -532,20 +582,12 @@ static void on_reply(struct smtp_client *sc, int code, const char *text)
             decide_accepted(sc, cls == 5 ? SMTP_RCPT_BOUNCE : SMTP_RCPT_DEFER, code, text);
         finish(sc);
         return;
-    case ST_BODY:
     case ST_DOT:
-        /* The reply to the end of data (or an early refusal while the body is still going). */
-        if (cls == 2) {
+        /* The reply to the end of data: the only reply that delivers. */
+        if (cls == 2)
             decide_accepted(sc, SMTP_RCPT_SENT, code, text);
-        } else {
+        else
             decide_accepted(sc, cls == 5 ? SMTP_RCPT_BOUNCE : SMTP_RCPT_DEFER, code, text);
-        }
-        if (sc->state == ST_BODY) {
-            struct smtp_client_result res = {.used_tls = conn_is_tls(sc->conn)};
-            report(sc, &res);
-            conn_abort(sc->conn, "early-reply");
-            return;
-        }
         finish(sc);
         return;
     case ST_EMPTY_DOT:
@@ -555,6 +597,7 @@ static void on_reply(struct smtp_client *sc, int code, const char *text)
         conn_close(sc->conn, "quit");
         return;
     case ST_CONNECTING:
+    case ST_BODY: /* answered above */
         return;
     }
 }
@@ -618,7 +661,29 @@ static void c_drain(struct conn *c)
 static void c_timeout(struct conn *c)
 {
     struct smtp_client *sc = conn_session(c);
-    host_failure(sc, 0, "timeout waiting for %s", sc->remote_host);
+    host_failure(sc, 0, "%s waiting for %s",
+                 sc->state == ST_DOT && sc->stopping ? "timeout at shutdown" : "timeout",
+                 sc->remote_host);
+}
+
+/* The server is stopping. After the end of data the connection is kept open and the reply
+ * awaited, for at most SMTP_CLIENT_SHUTDOWN_DOT_WAIT_MS more; before it, it just closes. */
+static void c_shutdown(struct conn *c)
+{
+    struct smtp_client *sc = conn_session(c);
+    if (sc == NULL)
+        return;
+    sc->stopping = true;
+    if (sc->state != ST_DOT)
+        return;
+    uint64_t waited = uv_now(conn_loop(c)) - sc->dot_sent_ms;
+    uint64_t wait_ms =
+        waited < SMTP_CLIENT_FINAL_DOT_TIMEOUT_MS ? SMTP_CLIENT_FINAL_DOT_TIMEOUT_MS - waited : 1;
+    if (wait_ms > SMTP_CLIENT_SHUTDOWN_DOT_WAIT_MS)
+        wait_ms = SMTP_CLIENT_SHUTDOWN_DOT_WAIT_MS;
+    conn_set_timeout(c, wait_ms);
+    log_info("smtp-out", 0, "event=awaiting-end-of-data host=%s max_wait_ms=%llu", sc->remote_host,
+             (unsigned long long)wait_ms);
 }
 
 static void c_close(struct conn *c, const char *reason)
@@ -627,6 +692,11 @@ static void c_close(struct conn *c, const char *reason)
     if (sc == NULL)
         return;
     conn_set_session(c, NULL);
+    if (!sc->reported && sc->state == ST_DOT) {
+        char why[CONN_REASON_MAX_BYTES + 32];
+        snprintf(why, sizeof(why), "connection lost: %s", reason);
+        dot_unanswered(sc, why);
+    }
     if (!sc->reported) {
         struct smtp_client_result res = {.host_failed = true};
         /* A handshake that fails, or TLS that breaks right after it (with TLS 1.3 a server
@@ -675,6 +745,7 @@ static const struct conn_handler client_handler = {
     .on_bad_line = c_bad_line,
     .on_tls_ready = c_tls_ready,
     .on_timeout = c_timeout,
+    .on_shutdown = c_shutdown,
     .on_drain = c_drain,
     .on_close = c_close,
     .transcript_visible = c_transcript_visible,
@@ -748,6 +819,11 @@ int smtp_client_start(const struct smtp_client_params *p, struct smtp_client **o
     conn_set_session(c, sc);
     *out = sc;
     return 0;
+}
+
+bool smtp_client_awaits_dot_reply(const struct smtp_client *c)
+{
+    return c != NULL && !c->reported && c->state == ST_DOT;
 }
 
 void smtp_client_cancel(struct smtp_client **cp)

@@ -28,10 +28,24 @@
  * must forget the handle when done runs.
  *
  * A host-level failure (no connection, a greeting other than 220, 421 at any point, a malformed
- * reply, a lost connection or a timeout before the outcome was known, a failed TLS handshake) is
- * reported with host_failed: nothing is decided for the recipients still open (their status stays
- * SMTP_RCPT_PENDING) and the runner tries the next address. Recipients refused at RCPT keep
- * their result.
+ * reply, a lost connection or a timeout before the end of data was sent, a failed TLS handshake,
+ * any reply while the body is still being sent) is reported with host_failed: nothing is decided
+ * for the recipients still open (their status stays SMTP_RCPT_PENDING) and the runner tries the
+ * next address. Recipients refused at RCPT keep their result.
+ *
+ * The end of data. Only the reply to the final "." (sent after the whole body) decides the
+ * accepted recipients; 250 there is the one thing that makes them SMTP_RCPT_SENT. A reply that
+ * arrives while the body is still streaming (RFC 5321 4.1.1.4: the server replies after the end
+ * of data, never before) is a protocol violation, whatever its code: a 2xx cannot mean delivery
+ * of a message whose end the server never saw, and a 4xx/5xx we cannot trust must not bounce
+ * the sender's mail. It is a host failure, and the connection is cut before the end of data,
+ * so the server has nothing to deliver. Once the end of data is sent, the outcome is the
+ * server's: a timeout, a malformed reply or a lost connection then defers the accepted
+ * recipients with status 4.4.2 and a text saying the message may have been delivered (RFC
+ * 1047), never hands them to the next address (that would be a second copy within one
+ * attempt). Such a client must not be cancelled (smtp_client_awaits_dot_reply), and at a
+ * graceful stop its connection stays open (conn_keep_at_shutdown) until the reply comes or
+ * SMTP_CLIENT_SHUTDOWN_DOT_WAIT_MS pass, whichever is first.
  *
  * 8-bit bodies: BODY=8BITMIME is declared when the body has an octet above 127 and the server
  * offers 8BITMIME. When it does not offer it, the body is sent as it is anyway (what Postfix does
@@ -46,7 +60,8 @@
  *
  * Timeouts (RFC 5321 4.5.3.2): 5 min for the greeting, EHLO, MAIL, RCPT; 2 min for the DATA
  * command; 3 min per data block; 10 min for the reply to the final dot. The runner adds a hard
- * deadline over the whole attempt (queue_runner.h).
+ * deadline over the whole attempt (queue_runner.h), which does not cut the wait for the reply to
+ * the final dot short.
  *
  * Threading: loop thread only.
  */
@@ -71,6 +86,13 @@ struct tls_ctx;
 #define SMTP_CLIENT_DATA_INIT_TIMEOUT_MS  (2 * 60 * 1000)
 #define SMTP_CLIENT_DATA_BLOCK_TIMEOUT_MS (3 * 60 * 1000)
 #define SMTP_CLIENT_FINAL_DOT_TIMEOUT_MS  (10 * 60 * 1000)
+/*
+ * At a graceful stop (SIGTERM), how long the reply to an end of data already sent is still
+ * awaited (at most; the final-dot timeout still applies). Long enough for a server that scans
+ * the message before it answers, and below the 90 s a service manager such as systemd gives a
+ * service to stop before it kills it (DefaultTimeoutStopSec): a kill would lose the reply.
+ */
+#define SMTP_CLIENT_SHUTDOWN_DOT_WAIT_MS (60 * 1000)
 /* Body octets read from the store per read. */
 #define SMTP_CLIENT_CHUNK_BYTES (16 * 1024)
 /* How long the body reader may keep its blob open between reads (storage/queue.h). */
@@ -164,8 +186,15 @@ struct smtp_client;
  */
 int smtp_client_start(const struct smtp_client_params *p, struct smtp_client **out);
 /*
- * Abandons a transaction whose done has not run: the connection is aborted (no end of data is
- * sent, so nothing was delivered by it), done never runs, and *c is set to NULL.
+ * True when the end of data was sent and its reply has not come: the server may hold the
+ * message now, so the transaction must be let finish (done runs with the reply, or with a
+ * deferral when none comes in time; see "The end of data" above), not cancelled.
+ */
+bool smtp_client_awaits_dot_reply(const struct smtp_client *c);
+/*
+ * Abandons a transaction whose done has not run: the connection is aborted, done never runs, and
+ * *c is set to NULL. Only for a client that is not smtp_client_awaits_dot_reply: then no end of
+ * data was sent, so nothing was delivered by it.
  */
 void smtp_client_cancel(struct smtp_client **c);
 

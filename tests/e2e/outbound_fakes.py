@@ -21,6 +21,12 @@ class SmtpSink:
     rcpt_replies {address: [reply, ...]} replies used in order, the last one repeated
     data_replies [reply, ...] replies to the final dot, used in order, the last one repeated
     stall_data   True: never answer the final dot (the message counts as not accepted)
+    stall_data_command  True: never answer DATA (the client has not sent any of the body);
+                 each such session's recipients are appended to self.stalled
+    body_reply   None, or (reply, octets): send reply once octets of the body have arrived,
+                 before the final dot, then read nothing more and wait (a server that answers
+                 too early); the message counts as not accepted
+    data_reply_delay  seconds to wait after the final dot before answering it
     tls_context  an ssl.SSLContext to offer STARTTLS with
     auth         None, or (user, password): offer "AUTH PLAIN" (before and after TLS alike, so a
                  client that would send credentials in the clear gets the chance to) and check
@@ -41,6 +47,12 @@ class SmtpSink:
         self.rcpt_replies = {}
         self.data_replies = ["250 2.0.0 Ok: queued"]
         self.stall_data = False
+        self.stall_data_command = False
+        self.stalled = []
+        self.body_reply = None
+        self.data_reply_delay = 0
+        self.early_replies = 0
+        self.closing = threading.Event()
         self.tls_context = None
         self.auth = None
         self.auths = []
@@ -67,6 +79,7 @@ class SmtpSink:
         self.thread.start()
 
     def close(self):
+        self.closing.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -157,12 +170,27 @@ class SmtpSink:
                 if mail_from is None or not rcpts:
                     send("554 5.5.1 no valid recipients")
                     continue
+                if self.stall_data_command:
+                    with self.lock:
+                        self.stalled.append(rcpts)
+                    self.closing.wait(60)
+                    return
                 send("354 End data with <CR><LF>.<CR><LF>")
                 data = bytearray()
+                body_reply = self.body_reply
                 while True:
                     chunk = f.readline(1 << 20)
                     if not chunk:
                         return
+                    if body_reply is not None and len(data) >= body_reply[1]:
+                        # Answer too early, pause (the client's output backs up, so it is
+                        # surely still sending the body when it reads this), then take the
+                        # rest of the body and never answer the final dot.
+                        send(body_reply[0])
+                        with self.lock:
+                            self.early_replies += 1
+                        body_reply = None
+                        time.sleep(0.5)
                     if chunk == b".\r\n":
                         break
                     if chunk.startswith(b"."):
@@ -170,6 +198,11 @@ class SmtpSink:
                     data += chunk
                 msg = {"mail_from": mail_from, "mail_params": params, "rcpts": rcpts,
                        "data": bytes(data), "tls": tls}
+                if self.body_reply is not None:
+                    with self.lock:
+                        self.unacked.append(msg)
+                    self.closing.wait(60)
+                    return
                 if self.stall_data:
                     with self.lock:
                         self.unacked.append(msg)
@@ -177,9 +210,11 @@ class SmtpSink:
                     time.sleep(60)
                     return
                 reply = self._next({"d": self.data_replies}, "d")
+                self.data_seen.set()
+                if self.data_reply_delay:
+                    time.sleep(self.data_reply_delay)
                 with self.lock:
                     (self.messages if reply.startswith("2") else self.unacked).append(msg)
-                self.data_seen.set()
                 send(reply)
                 mail_from, params, rcpts = None, "", []
             elif verb == "RSET":

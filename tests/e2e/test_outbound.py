@@ -398,29 +398,109 @@ class TestMx(OutboundTest):
 
     def test_per_domain_concurrency_limit(self):
         self.mx_config()
-        self.sink.stall_data = True
+        # Stalled before any of the body is sent, so the stop abandons the attempts.
+        self.sink.stall_data_command = True
         for i in range(6):
             self.enqueue([f"user{i}@dest.test"])
         self.start_server()
-        wait_for(lambda: len(self.sink.unacked) >= 4, what="four attempts in flight")
+        wait_for(lambda: len(self.sink.stalled) >= 4, what="four attempts in flight")
         time.sleep(1.5)
-        self.assertEqual(len(self.sink.unacked), 4)  # QUEUE_RUNNER_MAX_PER_DOMAIN
+        self.assertEqual(len(self.sink.stalled), 4)  # QUEUE_RUNNER_MAX_PER_DOMAIN
         self.assertEqual(self.stop_server(), 0)
         rows = self.queue_rows()
         self.assertEqual(len(rows), 6)
         self.assertTrue(all(r[4] is None and r[2] == 0 for r in rows), rows)
 
     def test_graceful_stop_releases_claims(self):
+        # Before the end of data is sent (DATA unanswered), a stop abandons the attempt.
         self.mx_config()
-        self.sink.stall_data = True
+        self.sink.stall_data_command = True
         self.enqueue(["bob@dest.test"])
         self.start_server()
-        self.assertTrue(self.sink.data_seen.wait(20))
+        wait_for(lambda: self.sink.stalled, what="the DATA command at the sink")
         self.assertEqual(self.stop_server(), 0)
         rows = self.queue_rows()
         self.assertEqual(len(rows), 1)
         self.assertIsNone(rows[0][4])  # released: due again at the next start
         self.assertEqual(rows[0][2], 0)  # and no attempt counted
+
+
+
+class TestEndOfData(OutboundTest):
+    """Only the reply to the final dot delivers, and once the dot is sent that reply is not
+    thrown away by a stop or the attempt deadline (smtp_client.h, "The end of data")."""
+
+    def test_reply_during_the_body_is_not_delivery(self):
+        self.mx_config()
+        self.sink.extensions = ["PIPELINING", "8BITMIME", "SIZE 100000000"]
+        # Far more than the socket buffers hold: the client is still sending when it reads
+        # the early reply.
+        body = b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 24000
+        self.sink.body_reply = ("250 2.0.0 ok", 64 * 1024)
+        self.enqueue(["bob@dest.test"], body=body)
+        self.start_server()
+        self.wait_log("status=deferred")
+        self.assertEqual(self.sink.messages, [])
+        self.assertEqual(self.sink.early_replies, 1)
+        rows = self.queue_rows()
+        self.assertEqual(len(rows), 1, rows)
+        self.assertEqual(rows[0][2], 1)  # one attempt counted
+        self.assertIsNone(rows[0][4])  # the claim ended: due again on the backoff schedule
+        self.assertIn("replied before the end of data (protocol violation): 250 2.0.0 ok",
+                      rows[0][3])
+        log = self.read_log()
+        self.assertIn("event=host-failed", log)
+        self.assertNotIn("status=sent", log)
+        [line] = self.delivery_lines()
+        self.assertIn("status=deferred", line)
+        self.assertIn("protocol violation", line)
+
+    def test_stop_awaits_the_reply_to_the_end_of_data(self):
+        self.mx_config()
+        self.sink.data_reply_delay = 2.0
+        self.enqueue(["bob@dest.test"])
+        self.start_server()
+        self.assertTrue(self.sink.data_seen.wait(20), "the message never reached the sink")
+        self.assertEqual(self.stop_server(), 0)  # SIGTERM while the reply is delayed
+        self.assertEqual(len(self.sink.messages), 1)
+        self.assertEqual(self.queue_rows(), [])  # recorded delivered, not released
+        log = self.read_log()
+        self.assertIn("event=runner-stopping abandoned=0 awaiting=1", log)
+        self.assertIn("event=awaiting-end-of-data", log)
+        [line] = self.delivery_lines()
+        self.assertIn("status=sent dsn=2.0.0", line)
+
+    def test_second_signal_defers_an_unanswered_end_of_data(self):
+        self.mx_config()
+        self.sink.stall_data = True  # the final dot is never answered
+        self.enqueue(["bob@dest.test"])
+        self.start_server()
+        self.assertTrue(self.sink.data_seen.wait(20), "the message never reached the sink")
+        self.server.send_signal(signal.SIGTERM)
+        self.wait_log("event=awaiting-end-of-data")
+        self.assertEqual(self.stop_server(signal.SIGTERM), 0)
+        rows = self.queue_rows()
+        self.assertEqual(len(rows), 1, rows)
+        # Deferred (an attempt counted, the claim ended), not released: the sink may have it.
+        self.assertEqual(rows[0][2], 1)
+        self.assertIsNone(rows[0][4])
+        self.assertIn("no reply to the end of data", rows[0][3])
+        self.assertIn("may have been delivered", rows[0][3])
+        [line] = self.delivery_lines()
+        self.assertIn("status=deferred dsn=4.4.2", line)
+
+    def test_deadline_awaits_the_reply_to_the_end_of_data(self):
+        self.mx_config()
+        self.sink.data_reply_delay = 4.0
+        self.enqueue(["bob@dest.test"])
+        self.start_server(env={"POSTERN_TEST_ATTEMPT_DEADLINE_MS": "1500"})
+        self.wait_log("event=attempt-deadline")
+        self.wait_log("status=sent")
+        self.wait_queue_empty()
+        self.assertIn("awaiting=end-of-data-reply", self.read_log())
+        self.assertEqual(len(self.sink.messages), 1)
+        [line] = self.delivery_lines()
+        self.assertIn("status=sent dsn=2.0.0", line)
 
 
 class TestRelayThroughSmtp(OutboundTest):
