@@ -4,8 +4,10 @@
  *
  * Each input octet that needs more than one output octet (a stuffed dot, a line end) is first
  * decided into a few pending octets and then written as far as the output allows; the octets
- * inside a line are copied straight through. So the output bound can fall anywhere, even inside
- * a CRLF, and the encoder picks up exactly there on the next call.
+ * inside a line are copied straight through, together with the line's CRLF when it is canonical
+ * and fits (the common case: a stored body is canonical, so a line that needs no stuffing costs
+ * one memcpy). So the output bound can fall anywhere, even inside a CRLF, and the encoder picks
+ * up exactly there on the next call.
  */
 #include "common/pure/dotstuff.h"
 
@@ -38,6 +40,18 @@ static bool flush(struct dotstuff *ds, unsigned char *out, size_t out_cap, size_
     ds->pending_off = 0;
     ds->pending_len = 0;
     return true;
+}
+
+/* The first CR or LF in in[from..lim), or lim. Two memchr passes rather than one loop over the
+ * octets: a body is mostly line text, and this copy is the whole cost of RETR's encoding. */
+static size_t line_text_end(const unsigned char *in, size_t from, size_t lim)
+{
+    if (from >= lim)
+        return lim;
+    const unsigned char *cr = memchr(in + from, '\r', lim - from);
+    size_t end = cr != NULL ? (size_t)(cr - in) : lim;
+    const unsigned char *lf = end > from ? memchr(in + from, '\n', end - from) : NULL;
+    return lf != NULL ? (size_t)(lf - in) : end;
 }
 
 /* A line end was sent: the line counting behind TOP. */
@@ -116,15 +130,21 @@ size_t dotstuff_encode(struct dotstuff *ds, const unsigned char *in, size_t in_l
         } else {
             if (o == out_cap)
                 break;
-            size_t room = out_cap - o;
-            size_t j = i + 1;
-            while (j < in_len && j - i < room && in[j] != '\r' && in[j] != '\n')
-                j++;
-            memcpy(out + o, in + i, j - i);
-            o += j - i;
-            ds->out_bytes += j - i;
-            i = j;
+            size_t lim = min_size(in_len, i + (out_cap - o));
+            size_t j = line_text_end(in, i + 1, lim);
+            size_t k = j - i;
             ds->line_start = false;
+            /* A canonical CRLF after the text, with room for it: the whole line in one copy. */
+            bool crlf =
+                j + 1 < in_len && in[j] == '\r' && in[j + 1] == '\n' && k + 2 <= out_cap - o;
+            if (crlf)
+                k += 2;
+            memcpy(out + o, in + i, k);
+            o += k;
+            ds->out_bytes += k;
+            i += k;
+            if (crlf)
+                line_ended(ds);
         }
     }
     ds->in_bytes += i;
