@@ -1,18 +1,32 @@
 /*
  * body_reader.c - streams a message body out of the store in caller-sized chunks without holding
- * it whole. One reader serves the POP3 maildrop (a mailbox entry, storage/mailbox.c) and the
- * outbound queue (a queued message, storage/queue.c); they differ only in the statement that
- * finds the message and checks it is still theirs.
+ * it whole, through a small pool of read-only connections that the store keeps. One reader serves
+ * the POP3 maildrop (a mailbox entry, storage/mailbox.c) and the outbound queue (a queued message,
+ * storage/queue.c); they differ only in the statement that finds the message and checks it is
+ * still theirs.
  *
- * Why a private read-only connection and a blob handle kept between calls: a freshly opened
- * blob handle reaches offset X by walking the body's overflow-page chain from the start, so
- * reopening per 64 KiB chunk makes reading a 20 MiB body O(n^2) (about 0.5 s of CPU, measured),
- * while one handle kept open reads it in about 4 ms. A handle holds a read transaction, and on
- * the loop's shared connection that would freeze every other session's view of the database, so
- * each reader opens its own connection (about 50 us) and drops its handle once it is older than
- * hold_ms: a slow client pins the WAL for at most hold_ms at a time. Each reopen runs the lookup
- * again, so a message deleted meanwhile ends the read with STORE_NOT_FOUND, never with the bytes
- * of another message (message ids are never reused).
+ * Why a blob handle kept between calls: a freshly opened blob handle reaches offset X by walking
+ * the body's overflow-page chain from the start, so reopening per 64 KiB chunk makes reading a
+ * 20 MiB body O(n^2) (about 0.5 s of CPU, measured), while one handle kept open reads it in about
+ * 4 ms. A handle holds a read transaction, and on the store's own connection that would freeze
+ * every other session's view of the database, so a handle lives on a separate read-only
+ * connection, and is dropped once it is older than hold_ms: a slow client pins the WAL for at
+ * most hold_ms at a time. Each reopen runs the lookup again, so a message deleted meanwhile ends
+ * the read with STORE_NOT_FOUND, never with the bytes of another message (message ids are never
+ * reused).
+ *
+ * Why a pool: opening a connection parses the whole schema (about 50 us and most of the cost of a
+ * small RETR, measured), and so does preparing its lookup. So the store keeps up to
+ * STORE_READ_POOL_MAX idle read-only connections, each with its statements prepared once, and a
+ * reader borrows one only while it holds a blob handle: from the attach to the end of the body,
+ * the end of hold_ms, a failure or the close. A body that fits in the caller's buffer (a 4 KB
+ * message read 32 KiB at a time) is read in one call, and its connection is back in the pool, its
+ * snapshot released, before that call returns. When the pool is empty a reader opens a connection
+ * of its own, and a connection given back to a full pool is closed: the pool bounds the idle
+ * connections (memory), never the readers. An idle pooled connection holds no transaction (every
+ * statement is reset after its step), so it pins nothing.
+ *
+ * What it does not do: know what a body is for (dot-stuffing is common/pure/dotstuff.c), or write.
  */
 #include "storage/store_internal.h"
 
@@ -22,17 +36,19 @@
 
 #include "common/clock.h"
 
-/* Page cache of a reader's private connection (KiB when negative): a body is read once. */
-#define BODY_READER_CACHE_PRAGMA "PRAGMA cache_size = -64"
+/* Page cache of a pooled connection (KiB when negative): a body is read once. */
+#define READ_CONN_CACHE_PRAGMA "PRAGMA cache_size = -64"
+/* Asked when a blob cannot be opened: is the message still there? */
+#define MESSAGE_EXISTS_SQL "SELECT 1 FROM messages WHERE id = ?1"
 
 struct store_body_reader {
-    struct store *s;      /* borrowed: the path came from it, errors are recorded in it */
-    sqlite3 *db;          /* owned: private read-only connection */
-    sqlite3_stmt *lookup; /* owned: (message id, size) of what is being read, or no row */
-    sqlite3_blob *blob;   /* owned; NULL while no snapshot is held */
-    int64_t key1, key2;   /* bound to ?1 and ?2 of lookup */
-    char what[96];        /* "mailbox entry 5 of user 3", for error texts */
-    int64_t message_id;   /* 0 until the first attach */
+    struct store *s;            /* borrowed: lends the connection, receives error texts */
+    struct store_read_conn *rc; /* borrowed from s's pool while blob is open, else NULL */
+    sqlite3_blob *blob;         /* owned; NULL while no snapshot is held */
+    const char *lookup_sql;     /* borrowed: a string literal, the key of rc's statement cache */
+    int64_t key1, key2;         /* bound to ?1 and ?2 of lookup */
+    char what[96];              /* "mailbox entry 5 of user 3", for error texts */
+    int64_t message_id;         /* 0 until the first attach */
     int64_t size_bytes;
     int64_t offset_bytes;   /* next byte to hand out */
     int64_t hold_ms;        /* longest a blob handle is kept */
@@ -40,10 +56,111 @@ struct store_body_reader {
     bool failed;            /* a read failed: only close is allowed */
 };
 
+/* ---- the pool ---- */
+
+static void read_conn_free(struct store_read_conn *rc)
+{
+    if (rc == NULL)
+        return;
+    for (size_t i = 0; i < STORE_READ_CONN_STMTS; i++)
+        sqlite3_finalize(rc->stmts[i].stmt);
+    /* Only unfinalized statements make close fail, and there are none left. */
+    if (rc->db != NULL && sqlite3_close(rc->db) != SQLITE_OK)
+        sqlite3_close_v2(rc->db);
+    free(rc);
+}
+
+/* An idle connection from the pool, or a new one; NULL with s->errmsg set on failure. */
+static struct store_read_conn *pool_take(struct store *s, const char *what)
+{
+    struct store_read_conn *rc = s->read_pool.idle;
+    if (rc != NULL) {
+        s->read_pool.idle = rc->next;
+        s->read_pool.n_idle--;
+        rc->next = NULL;
+        return rc;
+    }
+    rc = calloc(1, sizeof(*rc));
+    if (rc == NULL) {
+        snprintf(s->errmsg, sizeof(s->errmsg), "read %s: out of memory", what);
+        return NULL;
+    }
+    /* Read-only, no CREATE: the database exists (s is open on it), and this must never write. */
+    const char *doing = "open the database to read";
+    int ok = sqlite3_open_v2(s->path, &rc->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) ==
+             SQLITE_OK;
+    if (ok) {
+        doing = "set up a read connection for";
+        sqlite3_extended_result_codes(rc->db, 1);
+        ok = sqlite3_busy_timeout(rc->db, STORE_BUSY_TIMEOUT_MS) == SQLITE_OK &&
+             sqlite3_exec(rc->db, READ_CONN_CACHE_PRAGMA, NULL, NULL, NULL) == SQLITE_OK;
+    }
+    if (!ok) {
+        snprintf(s->errmsg, sizeof(s->errmsg), "%s %s: %s", doing, what,
+                 rc->db != NULL ? sqlite3_errmsg(rc->db) : "out of memory");
+        read_conn_free(rc);
+        return NULL;
+    }
+    s->read_pool.opened++;
+    return rc;
+}
+
+/* Gives rc back: kept while the pool has room and rc is sound, else closed. */
+static void pool_give(struct store *s, struct store_read_conn *rc, bool sound)
+{
+    if (rc == NULL)
+        return;
+    if (!sound || s->read_pool.n_idle >= STORE_READ_POOL_MAX) {
+        read_conn_free(rc);
+        return;
+    }
+    rc->next = s->read_pool.idle;
+    s->read_pool.idle = rc;
+    s->read_pool.n_idle++;
+}
+
+void store_read_pool_free(struct store *s)
+{
+    while (s->read_pool.idle != NULL) {
+        struct store_read_conn *rc = s->read_pool.idle;
+        s->read_pool.idle = rc->next;
+        read_conn_free(rc);
+    }
+    s->read_pool.n_idle = 0;
+}
+
+void store_read_pool_stats(const struct store *s, size_t *idle_out, uint64_t *opened_out)
+{
+    *idle_out = s->read_pool.n_idle;
+    *opened_out = s->read_pool.opened;
+}
+
+/* rc's statement for sql (a string literal), prepared on first use and reset; NULL on failure. */
+static sqlite3_stmt *read_conn_stmt(struct store_read_conn *rc, const char *sql)
+{
+    size_t i = 0;
+    while (i < STORE_READ_CONN_STMTS && rc->stmts[i].sql != NULL && rc->stmts[i].sql != sql)
+        i++;
+    if (i == STORE_READ_CONN_STMTS)
+        i = STORE_READ_CONN_STMTS - 1; /* more statements than ever used: reuse the last slot */
+    if (rc->stmts[i].sql == sql)
+        return rc->stmts[i].stmt;
+    sqlite3_finalize(rc->stmts[i].stmt);
+    rc->stmts[i].sql = NULL;
+    rc->stmts[i].stmt = NULL;
+    if (sqlite3_prepare_v3(rc->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &rc->stmts[i].stmt, NULL) !=
+        SQLITE_OK)
+        return NULL;
+    rc->stmts[i].sql = sql;
+    return rc->stmts[i].stmt;
+}
+
+/* ---- the reader ---- */
+
 static int reader_fail(struct store_body_reader *r, const char *doing)
 {
     snprintf(r->s->errmsg, sizeof(r->s->errmsg), "%s %s: %s", doing, r->what,
-             r->db ? sqlite3_errmsg(r->db) : "out of memory");
+             r->rc != NULL ? sqlite3_errmsg(r->rc->db) : "no connection");
     return STORE_ERR;
 }
 
@@ -53,52 +170,71 @@ static int reader_gone(struct store_body_reader *r)
     return STORE_NOT_FOUND;
 }
 
-static void reader_drop_blob(struct store_body_reader *r)
+/* Drops the snapshot and lends the connection back; sound is false after a SQLite failure. */
+static void reader_detach(struct store_body_reader *r, bool sound)
 {
     /* Closing a read-only handle cannot lose anything; its result is only about the handle. */
     (void)sqlite3_blob_close(r->blob);
     r->blob = NULL;
+    pool_give(r->s, r->rc, sound);
+    r->rc = NULL;
 }
 
-/* Runs the lookup again (the message must still be there, the same one with the same size) and
- * opens a fresh blob handle: a new read snapshot. */
+/* After a failed blob open: is the message gone (STORE_NOT_FOUND) or did SQLite fail? */
+static int reader_why_no_blob(struct store_body_reader *r, int64_t message_id)
+{
+    int status = reader_fail(r, "open the body of");
+    sqlite3_stmt *st = read_conn_stmt(r->rc, MESSAGE_EXISTS_SQL);
+    if (st != NULL) {
+        sqlite3_bind_int64(st, 1, message_id);
+        if (sqlite3_step(st) == SQLITE_DONE)
+            status = reader_gone(r);
+        sqlite3_reset(st);
+    }
+    return status;
+}
+
+/* Borrows a connection, runs the lookup again (the message must still be there, the same one
+ * with the same size) and opens a fresh blob handle: a new read snapshot. On failure the
+ * connection is given back. */
 static int reader_attach(struct store_body_reader *r)
 {
-    sqlite3_reset(r->lookup);
-    sqlite3_bind_int64(r->lookup, 1, r->key1);
-    if (sqlite3_bind_parameter_count(r->lookup) >= 2)
-        sqlite3_bind_int64(r->lookup, 2, r->key2);
-    int rc = sqlite3_step(r->lookup);
-    int64_t message_id = rc == SQLITE_ROW ? sqlite3_column_int64(r->lookup, 0) : 0;
-    int64_t size = rc == SQLITE_ROW ? sqlite3_column_int64(r->lookup, 1) : 0;
-    sqlite3_reset(r->lookup);
-    if (rc == SQLITE_DONE)
-        return reader_gone(r);
-    if (rc != SQLITE_ROW)
-        return reader_fail(r, "look up");
-    if (r->message_id != 0 && (message_id != r->message_id || size != r->size_bytes))
-        return reader_gone(r); /* cannot happen (bodies never change); never mix bodies */
-
-    if (sqlite3_blob_open(r->db, "main", "messages", "body", message_id, 0, &r->blob) !=
-        SQLITE_OK) {
-        int status = reader_fail(r, "open the body of");
-        reader_drop_blob(r);
-        /* It was there a moment ago: the message may have gone between the two reads. */
-        sqlite3_stmt *st = NULL;
-        if (sqlite3_prepare_v2(r->db, "SELECT 1 FROM messages WHERE id = ?1", -1, &st, NULL) ==
-            SQLITE_OK) {
-            sqlite3_bind_int64(st, 1, message_id);
-            if (sqlite3_step(st) == SQLITE_DONE)
-                status = reader_gone(r);
-        }
-        sqlite3_finalize(st);
+    r->rc = pool_take(r->s, r->what);
+    if (r->rc == NULL)
+        return STORE_ERR;
+    sqlite3_stmt *lookup = read_conn_stmt(r->rc, r->lookup_sql);
+    if (lookup == NULL) {
+        int status = reader_fail(r, "prepare the lookup of");
+        reader_detach(r, false);
         return status;
     }
-    if (sqlite3_blob_bytes(r->blob) != size) {
-        reader_drop_blob(r);
+    sqlite3_bind_int64(lookup, 1, r->key1);
+    if (sqlite3_bind_parameter_count(lookup) >= 2)
+        sqlite3_bind_int64(lookup, 2, r->key2);
+    int rc = sqlite3_step(lookup);
+    int64_t message_id = rc == SQLITE_ROW ? sqlite3_column_int64(lookup, 0) : 0;
+    int64_t size = rc == SQLITE_ROW ? sqlite3_column_int64(lookup, 1) : 0;
+    sqlite3_reset(lookup);
+    int status = STORE_OK;
+    if (rc == SQLITE_DONE)
+        status = reader_gone(r);
+    else if (rc != SQLITE_ROW)
+        status = reader_fail(r, "look up");
+    else if (r->message_id != 0 && (message_id != r->message_id || size != r->size_bytes))
+        status = reader_gone(r); /* cannot happen (bodies never change); never mix bodies */
+    else if (sqlite3_blob_open(r->rc->db, "main", "messages", "body", message_id, 0, &r->blob) !=
+             SQLITE_OK) {
+        (void)sqlite3_blob_close(r->blob); /* a failed open may still hand out a handle */
+        r->blob = NULL;
+        status = reader_why_no_blob(r, message_id);
+    } else if (sqlite3_blob_bytes(r->blob) != size) {
         snprintf(r->s->errmsg, sizeof(r->s->errmsg),
                  "%s: size %lld but the body has another length", r->what, (long long)size);
-        return STORE_ERR;
+        status = STORE_ERR;
+    }
+    if (status != STORE_OK) {
+        reader_detach(r, status == STORE_NOT_FOUND);
+        return status;
     }
     r->message_id = message_id;
     r->size_bytes = size;
@@ -117,32 +253,18 @@ int store_body_reader_open(struct store *s, const char *lookup_sql, int64_t key1
         return STORE_ERR;
     }
     r->s = s;
+    r->lookup_sql = lookup_sql;
     r->key1 = key1;
     r->key2 = key2;
     r->hold_ms = hold_ms < 0 ? 0 : hold_ms;
     snprintf(r->what, sizeof(r->what), "%s", what);
-    int status = STORE_OK;
-    /* Read-only, no CREATE: the database exists (s is open on it), and this must never write. */
-    if (sqlite3_open_v2(s->path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK)
-        status = reader_fail(r, "open the database to read");
-    if (status == STORE_OK) {
-        sqlite3_extended_result_codes(r->db, 1);
-        if (sqlite3_busy_timeout(r->db, STORE_BUSY_TIMEOUT_MS) != SQLITE_OK ||
-            sqlite3_exec(r->db, BODY_READER_CACHE_PRAGMA, NULL, NULL, NULL) != SQLITE_OK)
-            status = reader_fail(r, "set up a reader for");
-    }
-    if (status == STORE_OK &&
-        sqlite3_prepare_v2(r->db, lookup_sql, -1, &r->lookup, NULL) != SQLITE_OK)
-        status = reader_fail(r, "prepare the lookup of");
-    if (status == STORE_OK)
-        status = reader_attach(r);
+    int status = reader_attach(r);
     if (status != STORE_OK) {
-        store_body_close(&r);
+        free(r);
         return status;
     }
     if (r->hold_ms == 0 || r->size_bytes == 0)
-        reader_drop_blob(r);
+        reader_detach(r, true);
     if (size_out != NULL)
         *size_out = r->size_bytes;
     *reader_out = r;
@@ -159,8 +281,9 @@ int store_body_read(struct store_body_reader *r, void *buf, size_t cap, size_t *
     if (r->offset_bytes >= r->size_bytes || cap == 0)
         return STORE_OK;
     if (r->blob != NULL && clock_monotonic_ms() - r->blob_opened_ms >= r->hold_ms)
-        reader_drop_blob(r); /* let the WAL move on; the next line takes a fresh snapshot */
+        reader_detach(r, true); /* let the WAL move on; the next line takes a fresh snapshot */
     int status = r->blob == NULL ? reader_attach(r) : STORE_OK;
+    bool sound = true;
     if (status == STORE_OK) {
         uint64_t left = (uint64_t)(r->size_bytes - r->offset_bytes); /* > 0 here */
         size_t n = cap > left ? (size_t)left : cap;
@@ -175,11 +298,14 @@ int store_body_read(struct store_body_reader *r, void *buf, size_t cap, size_t *
             status = reader_gone(r); /* the row changed under this connection's handle */
         } else {
             status = reader_fail(r, "read");
+            sound = false;
         }
     }
+    /* The whole body read (in one call for a small one), a failure, or no holding at all: the
+     * snapshot and the connection go back at once. */
     if (r->blob != NULL &&
         (status != STORE_OK || r->hold_ms == 0 || r->offset_bytes >= r->size_bytes))
-        reader_drop_blob(r);
+        reader_detach(r, sound);
     if (status != STORE_OK)
         r->failed = true;
     return status;
@@ -190,11 +316,7 @@ void store_body_close(struct store_body_reader **rp)
     struct store_body_reader *r = *rp;
     if (r == NULL)
         return;
-    reader_drop_blob(r);
-    sqlite3_finalize(r->lookup);
-    /* Only unfinalized statements make close fail, and there are none left. */
-    if (r->db != NULL && sqlite3_close(r->db) != SQLITE_OK)
-        sqlite3_close_v2(r->db);
+    reader_detach(r, !r->failed);
     free(r);
     *rp = NULL;
 }

@@ -25,8 +25,6 @@
 #define MAILBOX_WRITE_CHUNK_BYTES (1024 * 1024)
 /* The uidl_tag in table meta: 16 hex digits as made by migration 4; anything else is refused. */
 #define MAILBOX_TAG_MAX_CHARS 32
-/* Page cache of a reader's private connection: a body is read once, front to back, so caching
- * helps nothing; a negative cache_size is KiB. */
 /* A snapshot array starts with room for this many entries and doubles. */
 #define MAILBOX_SNAPSHOT_FIRST 64
 

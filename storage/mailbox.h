@@ -9,8 +9,8 @@
  *     caller's transaction goes on intact; outside any transaction each call is atomic by itself.
  *   - store_mailbox_snapshot runs on the loop thread's read connection (one SELECT: one
  *     consistent view).
- *   - store_message_open/read/close stream a body on the loop thread through a private read-only
- *     connection of their own (see "Reading a body" below).
+ *   - store_message_open/read/close stream a body on the loop thread through a read-only
+ *     connection lent by the store's pool (see "Reading a body" below).
  *
  * What it does not do: dot-stuffing, headers, sizes in lines (the body is stored exactly as POP3
  * serves it: CRLF line ends, headers included, not dot-stuffed), the POP3 lock (one session per
@@ -89,21 +89,24 @@ int store_mailbox_snapshot(struct store *s, int64_t user_id, struct store_mail_e
 
 /*
  * Reading a body: a reader streams one mailbox entry's body in caller-sized chunks without ever
- * holding it whole: about 150 KiB of SQLite memory per open reader (measured on a 20 MiB body:
- * a 64 KiB page cache, the schema, the handle), plus the caller's buffer.
+ * holding it whole. It costs no connection, statement or thread hop of its own: the store (s)
+ * keeps a few idle read-only connections with the lookups prepared (storage/body_reader.c), and a
+ * reader borrows one only while it holds a blob handle. Memory: up to about 150 KiB per pooled
+ * connection (a 64 KiB page cache, the schema), at most STORE_READ_POOL_MAX of them idle, plus
+ * one more per reader in the middle of a large body beyond that, plus the caller's buffer.
  *
- * Why a reader object and a private connection rather than "reopen the blob per chunk on the
- * loop's connection": a freshly opened blob handle reaches offset X by walking the body's
- * overflow-page chain from the start, so reading a 20 MiB body in 64 KiB chunks that way costs
- * about 0.5 s of CPU (measured, 4 KiB pages; the walk is O(X), the whole read O(n^2)), while one
- * handle kept open reads it in about 4 ms. But a handle kept open holds a read transaction, and on
- * the loop's shared connection that would freeze the view of every other session (a POP3 login's
- * relay window invisible to SMTP, new mail invisible to the next login) for as long as any RETR
- * runs. So each reader has its own read-only connection (about 50 us to open), keeps its handle
- * open between calls, and drops and reopens it once it is older than hold_ms: a slow client pins
- * the WAL (delays checkpoints) for at most hold_ms at a time, and pays one chain walk per hold_ms.
- * hold_ms = 0 reopens per call (no snapshot is ever held between calls). The handle is also
- * dropped as soon as the end of the body has been read.
+ * Why a blob handle kept between calls rather than "reopen the blob per chunk": a freshly opened
+ * blob handle reaches offset X by walking the body's overflow-page chain from the start, so
+ * reading a 20 MiB body in 64 KiB chunks that way costs about 0.5 s of CPU (measured, 4 KiB pages;
+ * the walk is O(X), the whole read O(n^2)), while one handle kept open reads it in about 4 ms. But
+ * a handle kept open holds a read transaction, and on the loop's shared connection that would
+ * freeze the view of every other session (a POP3 login's relay window invisible to SMTP, new mail
+ * invisible to the next login) for as long as any RETR runs. So the handle lives on a pooled
+ * connection, is kept between calls, and is dropped and reopened once it is older than hold_ms: a
+ * slow client pins the WAL (delays checkpoints) for at most hold_ms at a time, and pays one chain
+ * walk per hold_ms. hold_ms = 0 reopens per call (no snapshot is ever held between calls). The
+ * handle and its connection are also given back as soon as the end of the body has been read, so
+ * a body that fits in one read (a 4 KB message) is read and released in that one call.
  *
  * If the entry or its message is deleted meanwhile (an admin deleting the user; the POP3 lock
  * prevents the rest), reads inside the current snapshot still return the right bytes, and the
@@ -112,7 +115,7 @@ int store_mailbox_snapshot(struct store *s, int64_t user_id, struct store_mail_e
  */
 /*
  * Opens a reader on entry `entry_id`, which must belong to user_id (else STORE_NOT_FOUND), and
- * sets *size_out to the body size. s is borrowed: it gives the database path, receives the error
+ * sets *size_out to the body size. s is borrowed: it lends the connection, receives the error
  * text of this reader's failures (store_errmsg), and must outlive the reader. Use the reader on
  * the thread that uses s.
  */

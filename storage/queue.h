@@ -15,7 +15,7 @@
  *     caller's transaction goes on. A writer job's run may be called twice (a retried COMMIT);
  *     these functions keep no state outside the database and reset their outputs, so that is safe.
  *   - store_queue_next_due and the body reader run on the loop thread (its read connection; the
- *     reader opens a private one).
+ *     reader borrows a pooled read-only one, storage/body_reader.c).
  *
  * Claims and crash safety. A claim is a lease: claim_due sets claimed_ms = now on the rows it
  * hands out, and no other claim returns them until claimed_ms + lease_ms has passed. The runner
@@ -213,11 +213,11 @@ int store_queue_next_due(struct store *s, int64_t *due_ms_out);
 /*
  * Streams the body of message message_id, as stored (CRLF line ends, not dot-stuffed: the SMTP
  * client stuffs it), in caller-sized chunks, with the same design as the mailbox reader
- * (storage/mailbox.h, "Reading a body"): a private read-only connection, a blob handle kept for at
- * most hold_ms between calls. The message must still be referred to by a queue row; once none is
- * left (every entry dropped or done) the next reopen fails with STORE_NOT_FOUND, never with the
- * bytes of another message (message ids are never reused). s is borrowed: it gives the path,
- * receives the error text, and must outlive the reader.
+ * (storage/mailbox.h, "Reading a body"): a read-only connection borrowed from s's pool, a blob
+ * handle kept for at most hold_ms between calls. The message must still be referred to by a queue
+ * row; once none is left (every entry dropped or done) the next reopen fails with STORE_NOT_FOUND,
+ * never with the bytes of another message (message ids are never reused). s is borrowed: it lends
+ * the connection, receives the error text, and must outlive the reader.
  */
 int store_queue_body_open(struct store *s, int64_t message_id, int64_t hold_ms,
                           struct store_body_reader **reader_out, int64_t *size_out);

@@ -334,6 +334,7 @@ void store_close(struct store **sp)
     struct store *s = *sp;
     if (s == NULL)
         return;
+    store_read_pool_free(s);
     for (size_t i = 0; i < STORE_STMT_CACHE; i++)
         sqlite3_finalize(s->cache[i].stmt);
     if (s->db != NULL && sqlite3_close(s->db) != SQLITE_OK) {

@@ -74,6 +74,13 @@ int store_savepoint_rollback(struct store *s);
 struct store_body_reader;
 int store_body_read(struct store_body_reader *r, void *buf, size_t cap, size_t *n_out);
 void store_body_close(struct store_body_reader **r);
+/* Idle read-only connections a store keeps for body readers: at most this many (up to about 150 KiB
+ * each once warm: the schema and a 64 KiB page cache). A reader that finds none idle opens its
+ * own, and one given back to a full pool is closed, so this bounds memory, never readers. */
+#define STORE_READ_POOL_MAX 4
+/* For unit tests: the read-only connections the store keeps idle for readers now, and how many
+ * it has opened for them since store_open (body_reader.c). */
+void store_read_pool_stats(const struct store *s, size_t *idle_out, uint64_t *opened_out);
 
 /* Row callbacks for list functions: return 0 to go on, non-zero to stop. */
 

@@ -15,6 +15,20 @@
  * literal in storage/, so the hot paths (RCPT lookups, window checks) prepare once. */
 #define STORE_STMT_CACHE 128
 
+/* Statements one pooled connection keeps prepared: the two lookups (mailbox entry, queued
+ * message) and the "is it still there" check. */
+#define STORE_READ_CONN_STMTS 4
+
+/* A pooled read-only connection (body_reader.c). */
+struct store_read_conn {
+    sqlite3 *db; /* owned */
+    struct {
+        const char *sql;    /* borrowed: a string literal */
+        sqlite3_stmt *stmt; /* owned */
+    } stmts[STORE_READ_CONN_STMTS];
+    struct store_read_conn *next; /* the pool's idle list */
+};
+
 struct store {
     sqlite3 *db; /* owned */
     char path[1024];
@@ -23,6 +37,11 @@ struct store {
         const char *sql;    /* borrowed: a string literal */
         sqlite3_stmt *stmt; /* owned */
     } cache[STORE_STMT_CACHE];
+    struct {
+        struct store_read_conn *idle; /* owned: a list of n_idle connections */
+        size_t n_idle;
+        uint64_t opened; /* connections ever opened for readers, for tests */
+    } read_pool;
 };
 
 /* A reset statement for sql (a string literal), bindings cleared. The caller steps it and then
@@ -66,5 +85,7 @@ int store_sp_undo(struct store *s, const char *name);
 int store_body_reader_open(struct store *s, const char *lookup_sql, int64_t key1, int64_t key2,
                            const char *what, int64_t hold_ms, struct store_body_reader **reader_out,
                            int64_t *size_out);
+/* Closes the idle pooled connections (store_close). Every reader must be closed before. */
+void store_read_pool_free(struct store *s);
 
 #endif
