@@ -45,9 +45,10 @@ struct store_body_reader {
     struct store *s;            /* borrowed: lends the connection, receives error texts */
     struct store_read_conn *rc; /* borrowed from s's pool while blob is open, else NULL */
     sqlite3_blob *blob;         /* owned; NULL while no snapshot is held */
+    sqlite3_stmt *lookup;       /* borrowed from rc, left on its row while blob is open */
     const char *lookup_sql;     /* borrowed: a string literal, the key of rc's statement cache */
     int64_t key1, key2;         /* bound to ?1 and ?2 of lookup */
-    char what[96];              /* "mailbox entry 5 of user 3", for error texts */
+    const char *what, *owner;   /* borrowed literals naming key1 and key2 in error texts */
     int64_t message_id;         /* 0 until the first attach */
     int64_t size_bytes;
     int64_t offset_bytes;   /* next byte to hand out */
@@ -55,6 +56,18 @@ struct store_body_reader {
     int64_t blob_opened_ms; /* monotonic, when blob was opened */
     bool failed;            /* a read failed: only close is allowed */
 };
+
+/* "mailbox entry 5 of user 3": made only for an error text, never on the way of a read. */
+#define READER_NAME_BYTES 96
+static const char *reader_name(const struct store_body_reader *r, char *buf)
+{
+    if (r->owner != NULL)
+        snprintf(buf, READER_NAME_BYTES, "%s %lld of %s %lld", r->what, (long long)r->key1,
+                 r->owner, (long long)r->key2);
+    else
+        snprintf(buf, READER_NAME_BYTES, "%s %lld", r->what, (long long)r->key1);
+    return buf;
+}
 
 /* ---- the pool ---- */
 
@@ -71,8 +84,10 @@ static void read_conn_free(struct store_read_conn *rc)
 }
 
 /* An idle connection from the pool, or a new one; NULL with s->errmsg set on failure. */
-static struct store_read_conn *pool_take(struct store *s, const char *what)
+static struct store_read_conn *pool_take(const struct store_body_reader *r)
 {
+    struct store *s = r->s;
+    char name[READER_NAME_BYTES];
     struct store_read_conn *rc = s->read_pool.idle;
     if (rc != NULL) {
         s->read_pool.idle = rc->next;
@@ -82,7 +97,7 @@ static struct store_read_conn *pool_take(struct store *s, const char *what)
     }
     rc = calloc(1, sizeof(*rc));
     if (rc == NULL) {
-        snprintf(s->errmsg, sizeof(s->errmsg), "read %s: out of memory", what);
+        snprintf(s->errmsg, sizeof(s->errmsg), "read %s: out of memory", reader_name(r, name));
         return NULL;
     }
     /* Read-only, no CREATE: the database exists (s is open on it), and this must never write. */
@@ -96,7 +111,7 @@ static struct store_read_conn *pool_take(struct store *s, const char *what)
              sqlite3_exec(rc->db, READ_CONN_CACHE_PRAGMA, NULL, NULL, NULL) == SQLITE_OK;
     }
     if (!ok) {
-        snprintf(s->errmsg, sizeof(s->errmsg), "%s %s: %s", doing, what,
+        snprintf(s->errmsg, sizeof(s->errmsg), "%s %s: %s", doing, reader_name(r, name),
                  rc->db != NULL ? sqlite3_errmsg(rc->db) : "out of memory");
         read_conn_free(rc);
         return NULL;
@@ -159,14 +174,16 @@ static sqlite3_stmt *read_conn_stmt(struct store_read_conn *rc, const char *sql)
 
 static int reader_fail(struct store_body_reader *r, const char *doing)
 {
-    snprintf(r->s->errmsg, sizeof(r->s->errmsg), "%s %s: %s", doing, r->what,
+    char name[READER_NAME_BYTES];
+    snprintf(r->s->errmsg, sizeof(r->s->errmsg), "%s %s: %s", doing, reader_name(r, name),
              r->rc != NULL ? sqlite3_errmsg(r->rc->db) : "no connection");
     return STORE_ERR;
 }
 
 static int reader_gone(struct store_body_reader *r)
 {
-    snprintf(r->s->errmsg, sizeof(r->s->errmsg), "%s is gone", r->what);
+    char name[READER_NAME_BYTES];
+    snprintf(r->s->errmsg, sizeof(r->s->errmsg), "%s is gone", reader_name(r, name));
     return STORE_NOT_FOUND;
 }
 
@@ -176,6 +193,10 @@ static void reader_detach(struct store_body_reader *r, bool sound)
     /* Closing a read-only handle cannot lose anything; its result is only about the handle. */
     (void)sqlite3_blob_close(r->blob);
     r->blob = NULL;
+    /* The lookup's result is already known; resetting it ends the read transaction. */
+    if (r->lookup != NULL)
+        sqlite3_reset(r->lookup);
+    r->lookup = NULL;
     pool_give(r->s, r->rc, sound);
     r->rc = NULL;
 }
@@ -195,14 +216,17 @@ static int reader_why_no_blob(struct store_body_reader *r, int64_t message_id)
 }
 
 /* Borrows a connection, runs the lookup again (the message must still be there, the same one
- * with the same size) and opens a fresh blob handle: a new read snapshot. On failure the
- * connection is given back. */
+ * with the same size) and opens a fresh blob handle: a new read snapshot. The lookup is left on
+ * its row until the detach, so the blob is opened in the lookup's read transaction: one snapshot
+ * for both (nothing can be deleted between them), and one transaction start rather than two. On
+ * failure the connection is given back. */
 static int reader_attach(struct store_body_reader *r)
 {
-    r->rc = pool_take(r->s, r->what);
+    r->rc = pool_take(r);
     if (r->rc == NULL)
         return STORE_ERR;
     sqlite3_stmt *lookup = read_conn_stmt(r->rc, r->lookup_sql);
+    r->lookup = lookup;
     if (lookup == NULL) {
         int status = reader_fail(r, "prepare the lookup of");
         reader_detach(r, false);
@@ -214,7 +238,6 @@ static int reader_attach(struct store_body_reader *r)
     int rc = sqlite3_step(lookup);
     int64_t message_id = rc == SQLITE_ROW ? sqlite3_column_int64(lookup, 0) : 0;
     int64_t size = rc == SQLITE_ROW ? sqlite3_column_int64(lookup, 1) : 0;
-    sqlite3_reset(lookup);
     int status = STORE_OK;
     if (rc == SQLITE_DONE)
         status = reader_gone(r);
@@ -228,8 +251,10 @@ static int reader_attach(struct store_body_reader *r)
         r->blob = NULL;
         status = reader_why_no_blob(r, message_id);
     } else if (sqlite3_blob_bytes(r->blob) != size) {
+        char name[READER_NAME_BYTES];
         snprintf(r->s->errmsg, sizeof(r->s->errmsg),
-                 "%s: size %lld but the body has another length", r->what, (long long)size);
+                 "%s: size %lld but the body has another length", reader_name(r, name),
+                 (long long)size);
         status = STORE_ERR;
     }
     if (status != STORE_OK) {
@@ -243,13 +268,14 @@ static int reader_attach(struct store_body_reader *r)
 }
 
 int store_body_reader_open(struct store *s, const char *lookup_sql, int64_t key1, int64_t key2,
-                           const char *what, int64_t hold_ms, struct store_body_reader **reader_out,
-                           int64_t *size_out)
+                           const char *what, const char *owner, int64_t hold_ms,
+                           struct store_body_reader **reader_out, int64_t *size_out)
 {
     *reader_out = NULL;
     struct store_body_reader *r = calloc(1, sizeof(*r));
     if (r == NULL) {
-        snprintf(s->errmsg, sizeof(s->errmsg), "open %s: out of memory", what);
+        snprintf(s->errmsg, sizeof(s->errmsg), "open %s %lld: out of memory", what,
+                 (long long)key1);
         return STORE_ERR;
     }
     r->s = s;
@@ -257,7 +283,8 @@ int store_body_reader_open(struct store *s, const char *lookup_sql, int64_t key1
     r->key1 = key1;
     r->key2 = key2;
     r->hold_ms = hold_ms < 0 ? 0 : hold_ms;
-    snprintf(r->what, sizeof(r->what), "%s", what);
+    r->what = what;
+    r->owner = owner;
     int status = reader_attach(r);
     if (status != STORE_OK) {
         free(r);
@@ -275,7 +302,9 @@ int store_body_read(struct store_body_reader *r, void *buf, size_t cap, size_t *
 {
     *n_out = 0;
     if (r->failed) {
-        snprintf(r->s->errmsg, sizeof(r->s->errmsg), "read %s: reader already failed", r->what);
+        char name[READER_NAME_BYTES];
+        snprintf(r->s->errmsg, sizeof(r->s->errmsg), "read %s: reader already failed",
+                 reader_name(r, name));
         return STORE_ERR;
     }
     if (r->offset_bytes >= r->size_bytes || cap == 0)

@@ -283,13 +283,11 @@ int store_mailbox_snapshot(struct store *s, int64_t user_id, struct store_mail_e
 int store_message_open(struct store *s, int64_t user_id, int64_t entry_id, int64_t hold_ms,
                        struct store_body_reader **reader_out, int64_t *size_out)
 {
-    char what[96];
-    snprintf(what, sizeof(what), "mailbox entry %lld of user %lld", (long long)entry_id,
-             (long long)user_id);
     return store_body_reader_open(s,
                                   "SELECT message_id, size FROM mailbox WHERE id = ?1 AND "
                                   "user_id = ?2",
-                                  entry_id, user_id, what, hold_ms, reader_out, size_out);
+                                  entry_id, user_id, "mailbox entry", "user", hold_ms, reader_out,
+                                  size_out);
 }
 
 /* ---- deletions ---- */

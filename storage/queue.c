@@ -685,10 +685,9 @@ int store_queue_next_due(struct store *s, int64_t *due_ms_out)
 int store_queue_body_open(struct store *s, int64_t message_id, int64_t hold_ms,
                           struct store_body_reader **reader_out, int64_t *size_out)
 {
-    char what[64];
-    snprintf(what, sizeof(what), "queued message %lld", (long long)message_id);
     return store_body_reader_open(s,
                                   "SELECT id, size FROM messages WHERE id = ?1"
                                   " AND EXISTS (SELECT 1 FROM queue WHERE message_id = ?1)",
-                                  message_id, 0, what, hold_ms, reader_out, size_out);
+                                  message_id, 0, "queued message", NULL, hold_ms, reader_out,
+                                  size_out);
 }

@@ -79,12 +79,14 @@ int store_sp_begin(struct store *s, const char *name);
 int store_sp_release(struct store *s, const char *name);
 int store_sp_undo(struct store *s, const char *name);
 
-/* Opens a body reader (body_reader.c). lookup_sql returns (message id, size) of the body to read
- * given key1 as ?1 and, when it has a second parameter, key2 as ?2; no row means "gone". what
- * names it in error texts ("mailbox entry 5 of user 3"). */
+/* Opens a body reader (body_reader.c). lookup_sql (a string literal: it keys the pooled
+ * connections' statement caches) returns (message id, size) of the body to read given key1 as ?1
+ * and, when it has a second parameter, key2 as ?2; no row means "gone". what and owner (string
+ * literals; owner NULL when key2 is not used) name the keys in error texts: "mailbox entry 5 of
+ * user 3" is what "mailbox entry", owner "user". */
 int store_body_reader_open(struct store *s, const char *lookup_sql, int64_t key1, int64_t key2,
-                           const char *what, int64_t hold_ms, struct store_body_reader **reader_out,
-                           int64_t *size_out);
+                           const char *what, const char *owner, int64_t hold_ms,
+                           struct store_body_reader **reader_out, int64_t *size_out);
 /* Closes the idle pooled connections (store_close). Every reader must be closed before. */
 void store_read_pool_free(struct store *s);
 

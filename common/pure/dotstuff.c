@@ -130,21 +130,31 @@ size_t dotstuff_encode(struct dotstuff *ds, const unsigned char *in, size_t in_l
         } else {
             if (o == out_cap)
                 break;
-            size_t lim = min_size(in_len, i + (out_cap - o));
-            size_t j = line_text_end(in, i + 1, lim);
-            size_t k = j - i;
             ds->line_start = false;
-            /* A canonical CRLF after the text, with room for it: the whole line in one copy. */
-            bool crlf =
-                j + 1 < in_len && in[j] == '\r' && in[j + 1] == '\n' && k + 2 <= out_cap - o;
-            if (crlf)
-                k += 2;
-            memcpy(out + o, in + i, k);
-            o += k;
-            ds->out_bytes += k;
-            i += k;
-            if (crlf)
+            /* The line's text, then, while they fit and need nothing done, whole canonical lines
+             * (text and CRLF) each in one copy, without going round the outer loop. */
+            for (;;) {
+                size_t lim = min_size(in_len, i + (out_cap - o));
+                size_t j = line_text_end(in, i + 1, lim);
+                size_t k = j - i;
+                bool crlf =
+                    j + 1 < in_len && in[j] == '\r' && in[j + 1] == '\n' && k + 2 <= out_cap - o;
+                if (crlf)
+                    k += 2;
+                memcpy(out + o, in + i, k);
+                o += k;
+                ds->out_bytes += k;
+                i += k;
+                if (!crlf)
+                    break;
                 line_ended(ds);
+                /* A dot to stuff, an empty line (TOP's header end) or a bare line end, TOP's
+                 * last line, or a full buffer: the outer loop decides. */
+                if (ds->enough || i >= in_len || o == out_cap || in[i] == '.' || in[i] == '\r' ||
+                    in[i] == '\n')
+                    break;
+                ds->line_start = false;
+            }
         }
     }
     ds->in_bytes += i;
