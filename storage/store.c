@@ -286,6 +286,13 @@ static int open_at(const char *path, int version, struct store **out, char *err,
         return STORE_ERR;
     }
     snprintf(s->path, sizeof(s->path), "%s", path);
+    /* Created 0600 before SQLite sees it: SQLite would create it 0644 under the usual umask,
+     * and its -wal and -shm files take the database file's mode. */
+    if (store_file_create_private(path, &s->created, s->errmsg, sizeof(s->errmsg)) != STORE_OK) {
+        snprintf(err, errlen, "%s: %s", path, s->errmsg);
+        store_close(&s);
+        return STORE_ERR;
+    }
     int rc = sqlite3_open_v2(
         path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     int status = STORE_OK;
@@ -327,6 +334,11 @@ int store_open_at_version(const char *path, int version, struct store **out, cha
                           size_t errlen)
 {
     return open_at(path, version, out, err, errlen);
+}
+
+bool store_created(const struct store *s)
+{
+    return s->created;
 }
 
 void store_close(struct store **sp)

@@ -48,6 +48,30 @@ int store_open(const char *path, struct store **out, char *err, size_t errlen);
 int store_open_at_version(const char *path, int version, struct store **out, char *err,
                           size_t errlen);
 void store_close(struct store **s);
+/* This connection's store_open created the database file (it did not exist before). */
+bool store_created(const struct store *s);
+
+/*
+ * Who else may touch the database (storage/db_files.c). A new database is created 0600, and
+ * SQLite gives its -wal and -shm files the same mode; one created by an older postern, by hand or
+ * under another umask may be open to others. Execute bits do not count.
+ */
+enum store_exposure {
+    STORE_PRIVATE = 0,    /* only the owner can read or write */
+    STORE_EXPOSED_GROUP,  /* the group can read or write, others cannot */
+    STORE_EXPOSED_OTHERS, /* anybody on the machine can read or write */
+};
+struct store_exposure_report {
+    enum store_exposure exposure; /* the worst of the three files */
+    char file[1100];              /* the file that shows it; "" when private */
+    unsigned mode;                /* its permission bits */
+};
+/* Looks at path, path-wal and path-shm (those that exist). STORE_OK, or STORE_ERR with err set
+ * when one cannot be examined for another reason than not existing. */
+int store_file_exposure(const char *path, struct store_exposure_report *out, char *err,
+                        size_t errlen);
+/* One line for the operator: which file, open to whom, its mode, and the chmod that fixes it. */
+void store_exposure_format(const struct store_exposure_report *r, char *buf, size_t len);
 /* The reason for the last failure on this connection. */
 const char *store_errmsg(const struct store *s);
 int store_schema_version(struct store *s);
@@ -107,8 +131,14 @@ struct store_user {
 typedef int (*store_user_fn)(void *ctx, const struct store_user *u);
 int store_user_add(struct store *s, const char *address, const char *domain,
                    const char *password_hash);
+/* Both revoke: the windows opened under address (store_window_open's user) are closed in the
+ * same transaction as the change. */
 int store_user_set_password(struct store *s, const char *address, const char *password_hash);
 int store_user_del(struct store *s, const char *address);
+/* STORE_OK while user id still exists with exactly this hash string; STORE_NOT_FOUND once it was
+ * deleted or its password changed (every new hash has a new salt, so even the same password
+ * gives another string). */
+int store_user_unchanged(struct store *s, int64_t id, const char *password_hash);
 int store_user_list(struct store *s, const char *domain_or_null, store_user_fn fn, void *ctx);
 /* Copies the argon2id hash string into hash_out (>= 128 bytes) and the id into *id_out. */
 int store_user_get(struct store *s, const char *address, int64_t *id_out, char *hash_out,

@@ -30,7 +30,8 @@ struct store_read_conn {
 };
 
 struct store {
-    sqlite3 *db; /* owned */
+    sqlite3 *db;  /* owned */
+    bool created; /* store_open created the database file */
     char path[1024];
     char errmsg[STORE_ERRMSG_BYTES];
     struct {
@@ -56,6 +57,9 @@ int store_step_done(struct store *s, sqlite3_stmt *st, const char *what);
  * when it changed none, so "no such row" is told apart from success. */
 int store_step_changed(struct store *s, sqlite3_stmt *st, const char *what);
 int store_exec(struct store *s, const char *sql);
+/* Creates path with mode 0600 unless it exists (db_files.c); *created_out says whether it did.
+ * STORE_OK, or STORE_ERR with one line ("cannot create: <reason>") in err. */
+int store_file_create_private(const char *path, bool *created_out, char *err, size_t errlen);
 /* Ends a row loop: rc is the last sqlite3_step result (a callback may have stopped it at a row).
  * Resets the statement; STORE_OK, or STORE_ERR with the error recorded under `what`. */
 int store_rows_end(struct store *s, sqlite3_stmt *st, int rc, const char *what);

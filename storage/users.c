@@ -1,6 +1,11 @@
 /*
  * users.c - mailbox users and their argon2id password hashes (crypto_pwhash_str strings; the
  * hashing itself is common/password.c). Addresses arrive normalised ("local@domain", lower case).
+ *
+ * Revocation: deleting a user or changing a password closes the relay windows opened under that
+ * user, in the same transaction, so a stolen password stops relaying the moment it is revoked.
+ * A POP3 session logged in before the change finds out through store_user_unchanged() when it
+ * next renews its window (server/pop3/pop3_session.c).
  */
 #include "storage/store_internal.h"
 
@@ -27,6 +32,40 @@ int store_user_add(struct store *s, const char *address, const char *domain,
     return status;
 }
 
+/* The second half of a revocation: the windows opened under address. */
+static int close_windows_of(struct store *s, const char *address)
+{
+    sqlite3_stmt *st = store_prepare(s, "DELETE FROM windows WHERE user = ?1");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
+    return store_step_done(s, st, "close windows");
+}
+
+/*
+ * Runs the change (st, already bound) and closes the user's windows as one unit: a savepoint,
+ * which is a transaction of its own when the caller has none and nests inside the caller's
+ * otherwise. STORE_NOT_FOUND (nothing changed) when the user does not exist.
+ */
+static int revoke(struct store *s, sqlite3_stmt *st, const char *address, const char *what)
+{
+    if (store_exec(s, "SAVEPOINT revoke") != STORE_OK)
+        return STORE_ERR;
+    int status = store_step_changed(s, st, what);
+    if (status == STORE_OK)
+        status = close_windows_of(s, address);
+    if (status == STORE_OK && store_exec(s, "RELEASE revoke") == STORE_OK)
+        return STORE_OK;
+    if (status == STORE_OK)
+        status = STORE_ERR; /* RELEASE (the commit) failed */
+    char why[STORE_ERRMSG_BYTES];
+    snprintf(why, sizeof(why), "%s", s->errmsg);
+    if (!sqlite3_get_autocommit(s->db))
+        store_exec(s, "ROLLBACK TO revoke; RELEASE revoke");
+    snprintf(s->errmsg, sizeof(s->errmsg), "%s", why);
+    return status;
+}
+
 int store_user_set_password(struct store *s, const char *address, const char *password_hash)
 {
     sqlite3_stmt *st = store_prepare(s, "UPDATE users SET password_hash = ?2 WHERE address = ?1");
@@ -34,7 +73,7 @@ int store_user_set_password(struct store *s, const char *address, const char *pa
         return STORE_ERR;
     sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, password_hash, -1, SQLITE_STATIC);
-    return store_step_changed(s, st, "set password");
+    return revoke(s, st, address, "set password");
 }
 
 int store_user_del(struct store *s, const char *address)
@@ -45,7 +84,22 @@ int store_user_del(struct store *s, const char *address)
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
-    return store_step_changed(s, st, "delete user");
+    return revoke(s, st, address, "delete user");
+}
+
+int store_user_unchanged(struct store *s, int64_t id, const char *password_hash)
+{
+    sqlite3_stmt *st = store_prepare(s, "SELECT 1 FROM users WHERE id = ?1 AND password_hash = ?2");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, password_hash, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    int status = rc == SQLITE_ROW    ? STORE_OK
+                 : rc == SQLITE_DONE ? STORE_NOT_FOUND
+                                     : store_fail(s, "check user");
+    store_reset(st);
+    return status;
 }
 
 int store_user_list(struct store *s, const char *domain_or_null, store_user_fn fn, void *ctx)

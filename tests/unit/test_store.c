@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/pure/cidr.h"
@@ -247,6 +248,90 @@ static void test_user_delete_frees_unshared_bodies(void **state)
     assert_int_equal(query_int(f->path, "SELECT count(*) FROM messages"), 0);
 }
 
+/* Revocation: deleting a user or changing its password closes its windows in the same
+ * transaction, leaves other users' windows alone, and makes store_user_unchanged say so. */
+static void test_revocation_closes_windows(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_ok(f);
+    int64_t now = store_now_ms(), a_id = 0, b_id = 0, exp = 0, rel = 0;
+    char hash[128], user[256];
+    assert_int_equal(store_domain_add(f->s, "example.test"), STORE_OK);
+    assert_int_equal(store_user_add(f->s, "a@example.test", "example.test", "$h1"), STORE_OK);
+    assert_int_equal(store_user_add(f->s, "b@example.test", "example.test", "$h1"), STORE_OK);
+    assert_int_equal(store_user_get(f->s, "a@example.test", &a_id, hash, sizeof(hash)), STORE_OK);
+    assert_int_equal(store_user_get(f->s, "b@example.test", &b_id, hash, sizeof(hash)), STORE_OK);
+    assert_int_equal(store_window_open(f->s, "192.0.2.1", "a@example.test", now, 60000), STORE_OK);
+    assert_int_equal(store_window_open(f->s, "192.0.2.2", "b@example.test", now, 60000), STORE_OK);
+    assert_int_equal(store_user_unchanged(f->s, a_id, "$h1"), STORE_OK);
+
+    assert_int_equal(store_user_set_password(f->s, "a@example.test", "$h2"), STORE_OK);
+    assert_int_equal(store_window_lookup(f->s, "192.0.2.1", now, user, sizeof(user), &exp, &rel),
+                     STORE_NOT_FOUND);
+    assert_int_equal(store_window_lookup(f->s, "192.0.2.2", now, user, sizeof(user), &exp, &rel),
+                     STORE_OK);
+    assert_int_equal(store_user_unchanged(f->s, a_id, "$h1"), STORE_NOT_FOUND);
+    assert_int_equal(store_user_unchanged(f->s, a_id, "$h2"), STORE_OK);
+
+    /* Inside a caller's transaction it nests, and rolls back with it. */
+    assert_int_equal(store_begin(f->s), STORE_OK);
+    assert_int_equal(store_user_del(f->s, "b@example.test"), STORE_OK);
+    assert_int_equal(store_rollback(f->s), STORE_OK);
+    assert_int_equal(store_user_unchanged(f->s, b_id, "$h1"), STORE_OK);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM windows"), 1);
+
+    assert_int_equal(store_user_del(f->s, "b@example.test"), STORE_OK);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM windows"), 0);
+    assert_int_equal(store_user_unchanged(f->s, b_id, "$h1"), STORE_NOT_FOUND);
+    assert_int_equal(store_user_del(f->s, "b@example.test"), STORE_NOT_FOUND);
+    /* Nothing half-done is left behind: the connection is out of any transaction. */
+    assert_int_equal(store_begin(f->s), STORE_OK);
+    assert_int_equal(store_rollback(f->s), STORE_OK);
+}
+
+/* A new database is 0600 whatever the umask; SQLite gives -wal and -shm the same mode. */
+static void test_created_private(void **state)
+{
+    struct fixture *f = *state;
+    mode_t old = umask(022);
+    f->s = open_ok(f);
+    umask(old);
+    assert_true(store_created(f->s));
+    assert_int_equal(store_domain_add(f->s, "example.test"), STORE_OK);
+    const char *suffixes[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char p[160];
+        struct stat st;
+        snprintf(p, sizeof(p), "%s%s", f->path, suffixes[i]);
+        assert_int_equal(stat(p, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+    }
+    struct store_exposure_report r;
+    char err[256], line[2600];
+    assert_int_equal(store_file_exposure(f->path, &r, err, sizeof(err)), STORE_OK);
+    assert_int_equal(r.exposure, STORE_PRIVATE);
+    struct store *again = open_ok(f);
+    assert_false(store_created(again));
+    store_close(&again);
+
+    char wal[160];
+    snprintf(wal, sizeof(wal), "%s-wal", f->path);
+    assert_int_equal(chmod(f->path, 0640), 0);
+    assert_int_equal(store_file_exposure(f->path, &r, err, sizeof(err)), STORE_OK);
+    assert_int_equal(r.exposure, STORE_EXPOSED_GROUP);
+    assert_int_equal(chmod(wal, 0604), 0);
+    assert_int_equal(store_file_exposure(f->path, &r, err, sizeof(err)), STORE_OK);
+    assert_int_equal(r.exposure, STORE_EXPOSED_OTHERS);
+    assert_string_equal(r.file, wal);
+    assert_int_equal(r.mode, 0604);
+    store_exposure_format(&r, line, sizeof(line));
+    char want[600];
+    snprintf(want, sizeof(want),
+             "database file %s is readable by others (mode 0604); fix with: chmod 600 %s", wal,
+             wal);
+    assert_string_equal(line, want);
+}
+
 struct net_case {
     const char *net;
     const char *ip;
@@ -450,6 +535,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pragmas, setup, teardown),
         cmocka_unit_test_setup_teardown(test_domains_and_users, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_delete_frees_unshared_bodies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_revocation_closes_windows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_created_private, setup, teardown),
         cmocka_unit_test_setup_teardown(test_networks_match, setup, teardown),
         cmocka_unit_test_setup_teardown(test_windows_expire_by_lookup_not_purge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_window_count_relayed, setup, teardown),
