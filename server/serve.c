@@ -5,8 +5,11 @@
  * smtp_session.c and pop3_session.c.
  *
  * Start order and why:
- *   1. store and writer: the database is opened (and created, with its -wal and -shm files) while
- *      still root, so the dropped process never needs to create a file beside it;
+ *   1. store and writer: the database is opened (and created 0600, with its -wal and -shm files
+ *      of the same mode) while still root, so the dropped process never needs to create a file
+ *      beside it. Before that, an existing database, -wal or -shm that others may read or write
+ *      stops the start (exit 3, one line naming the file and the chmod); group access is warned
+ *      about in the log;
  *   2. TLS context: the key is often readable by root only; so is the smarthost password file
  *      ([relay] smarthost_password_file), read here too (once: a SIGHUP does not re-read it);
  *   3. listeners: ports below 1024 need root;
@@ -31,9 +34,9 @@
  * certificate and key: new connections get the new context, open ones keep theirs.
  *
  * Exit codes: 0 after a clean stop; 2 for a [server] user that does not exist; 3 when the
- * database, the TLS files, the smarthost password file, a listening address, the loop or the
- * privilege drop fail (with one line on stderr such as "postern: cannot listen on
- * 127.0.0.1:2525 (smtp): address already in use").
+ * database (or one open to others), the TLS files, the smarthost password file, a listening
+ * address, the loop or the privilege drop fail (with one line on stderr such as "postern: cannot
+ * listen on 127.0.0.1:2525 (smtp): address already in use").
  */
 #include "server/serve.h"
 
@@ -245,6 +248,31 @@ static void raise_fd_limit(const struct cfg *cfg)
                  cfg->server.max_connections, (unsigned long long)rl.rlim_cur);
 }
 
+/*
+ * A database others can read gives away every password hash and message: refuse to serve it
+ * (exit 3) until the operator runs the chmod the line names. Group access is only warned about:
+ * a deliberate group (backups, say) is the operator's call. 0, or -1 after saying why on stderr.
+ */
+static int check_database_modes(const char *db)
+{
+    struct store_exposure_report r;
+    char err[1200], line[2600];
+    if (store_file_exposure(db, &r, err, sizeof(err)) != STORE_OK) {
+        fail_line("start-failed", err);
+        return -1;
+    }
+    if (r.exposure == STORE_PRIVATE)
+        return 0;
+    store_exposure_format(&r, line, sizeof(line));
+    if (r.exposure == STORE_EXPOSED_OTHERS) {
+        fail_line("database-exposed", line);
+        return -1;
+    }
+    char esc[sizeof(line) + 64];
+    log_warn("serve", 0, "event=warning text=%s", log_escape(esc, sizeof(esc), line, strlen(line)));
+    return 0;
+}
+
 /* chown one database file if it exists. 0 or -1 with err set. */
 static int chown_if_exists(const char *path, uid_t uid, gid_t gid, char *err, size_t errlen)
 {
@@ -357,6 +385,8 @@ int serve_main(struct cfg *cfg, const char *config_path)
                  "password hashes use test-only cheap argon2id limits\"");
     raise_fd_limit(cfg);
 
+    if (check_database_modes(cfg->server.database) != 0)
+        goto out;
     if (store_open(cfg->server.database, &srv->reads, err, sizeof(err)) != STORE_OK) {
         log_error("store", 0, "event=open-failed error=\"%s\"", err);
         goto out;

@@ -13,6 +13,7 @@
 #include "server/cli/admin.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -82,6 +83,16 @@ static void say_error(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
+}
+
+/*
+ * Ends a listing: an empty one says so on stderr, as postqueue says "Mail queue is empty", so a
+ * person sees why nothing came; stdout stays empty, so a script reading it sees no rows.
+ */
+static void say_if_empty(int rc, size_t rows, const char *what)
+{
+    if (rc == ADMIN_OK && rows == 0)
+        say_error("%s", what);
 }
 
 /* Maps a store status to an exit code, printing what went wrong. */
@@ -324,6 +335,7 @@ static int run_config_check(struct store *s, const struct args *a, const struct 
 
 static int print_domain(void *ctx, const struct store_domain *d)
 {
+    ++*(size_t *)ctx;
     char when[32];
     date_iso8601(d->created_ms, when, sizeof(when));
     printf("%s users=%lld added=%s\n", d->name, (long long)d->users, when);
@@ -332,7 +344,10 @@ static int print_domain(void *ctx, const struct store_domain *d)
 
 static int run_domain_list(struct store *s, const struct args *a, const struct input *in)
 {
-    return store_result(s, store_domain_list(s, print_domain, NULL), "");
+    size_t rows = 0;
+    int rc = store_result(s, store_domain_list(s, print_domain, &rows), "");
+    say_if_empty(rc, rows, "no local domains");
+    return rc;
 }
 
 static int run_domain_add(struct store *s, const struct args *a, const struct input *in)
@@ -363,6 +378,7 @@ static int run_domain_del(struct store *s, const struct args *a, const struct in
 
 static int print_user(void *ctx, const struct store_user *u)
 {
+    ++*(size_t *)ctx;
     char when[32];
     date_iso8601(u->created_ms, when, sizeof(when));
     printf("%s messages=%lld bytes=%lld added=%s\n", u->address, (long long)u->messages,
@@ -373,7 +389,13 @@ static int print_user(void *ctx, const struct store_user *u)
 static int run_user_list(struct store *s, const struct args *a, const struct input *in)
 {
     const char *domain = in->has_domain ? in->domain : NULL;
-    return store_result(s, store_user_list(s, domain, print_user, NULL), "");
+    size_t rows = 0;
+    int rc = store_result(s, store_user_list(s, domain, print_user, &rows), "");
+    if (rc == ADMIN_OK && rows == 0 && domain != NULL)
+        say_error("no users in %s", domain);
+    else
+        say_if_empty(rc, rows, "no users");
+    return rc;
 }
 
 static int run_user_del(struct store *s, const struct args *a, const struct input *in)
@@ -445,6 +467,7 @@ static int run_user_passwd(struct store *s, const struct args *a, const struct i
 
 static int print_network(void *ctx, const struct store_network *n)
 {
+    ++*(size_t *)ctx;
     char when[32];
     date_iso8601(n->created_ms, when, sizeof(when));
     printf("%s added=%s\n", n->cidr, when);
@@ -453,7 +476,10 @@ static int print_network(void *ctx, const struct store_network *n)
 
 static int run_network_list(struct store *s, const struct args *a, const struct input *in)
 {
-    return store_result(s, store_network_list(s, print_network, NULL), "");
+    size_t rows = 0;
+    int rc = store_result(s, store_network_list(s, print_network, &rows), "");
+    say_if_empty(rc, rows, "no trusted networks");
+    return rc;
 }
 
 static int run_network_add(struct store *s, const struct args *a, const struct input *in)
@@ -480,6 +506,7 @@ static int run_network_del(struct store *s, const struct args *a, const struct i
 
 static int print_window(void *ctx, const struct store_window *w)
 {
+    ++*(size_t *)ctx;
     char opened[32], expires[32];
     date_iso8601(w->opened_ms, opened, sizeof(opened));
     date_iso8601(w->expires_ms, expires, sizeof(expires));
@@ -490,7 +517,10 @@ static int print_window(void *ctx, const struct store_window *w)
 
 static int run_window_list(struct store *s, const struct args *a, const struct input *in)
 {
-    return store_result(s, store_window_list(s, store_now_ms(), print_window, NULL), "");
+    size_t rows = 0;
+    int rc = store_result(s, store_window_list(s, store_now_ms(), print_window, &rows), "");
+    say_if_empty(rc, rows, "no open windows");
+    return rc;
 }
 
 static int run_window_close(struct store *s, const struct args *a, const struct input *in)
@@ -531,6 +561,7 @@ static int run_window_open(struct store *s, const struct args *a, const struct i
 
 static int print_queue_entry(void *ctx, const struct store_queue_entry *q)
 {
+    ++*(size_t *)ctx;
     char next[32];
     char err[300];
     date_iso8601(q->next_attempt_ms, next, sizeof(next));
@@ -542,7 +573,10 @@ static int print_queue_entry(void *ctx, const struct store_queue_entry *q)
 
 static int run_queue_list(struct store *s, const struct args *a, const struct input *in)
 {
-    return store_result(s, store_queue_list(s, print_queue_entry, NULL), "");
+    size_t rows = 0;
+    int rc = store_result(s, store_queue_list(s, print_queue_entry, &rows), "");
+    say_if_empty(rc, rows, "queue is empty");
+    return rc;
 }
 
 static int run_queue_flush(struct store *s, const struct args *a, const struct input *in)
@@ -693,6 +727,34 @@ static const struct command *find_command(int argc, char **argv)
     return NULL;
 }
 
+/*
+ * An admin command still runs on a database others can read (the operator may be about to fix
+ * it, or to read it back up); it warns with the fix. `serve` refuses instead (server/serve.c).
+ */
+static void warn_if_exposed(const char *db)
+{
+    struct store_exposure_report r;
+    char err[1200], line[2600];
+    if (store_file_exposure(db, &r, err, sizeof(err)) != STORE_OK || r.exposure == STORE_PRIVATE)
+        return; /* an unreadable path is store_open's to report */
+    store_exposure_format(&r, line, sizeof(line));
+    say_error("warning: %s", line);
+}
+
+/* A command that finds no database creates one: say where, since without -c and without
+ * ./postern.conf that is ./postern.db in whatever folder the command ran from. */
+static void say_created(const char *db, const char *config_path)
+{
+    char abs[PATH_MAX];
+    const char *shown = realpath(db, abs) != NULL ? abs : db;
+    if (config_path == NULL)
+        say_error("created a new database %s (no -c FILE and no ./postern.conf: built-in "
+                  "defaults)",
+                  shown);
+    else
+        say_error("created a new database %s", shown);
+}
+
 int admin_run(struct cfg *cfg, const char *config_path, int argc, char **argv)
 {
     const struct command *c = find_command(argc, argv);
@@ -719,10 +781,13 @@ int admin_run(struct cfg *cfg, const char *config_path, int argc, char **argv)
     struct store *s = NULL;
     if (c->store) {
         char err[600];
+        warn_if_exposed(cfg->server.database);
         if (store_open(cfg->server.database, &s, err, sizeof(err)) != STORE_OK) {
             say_error("%s", err);
             return ADMIN_RUNTIME;
         }
+        if (store_created(s))
+            say_created(cfg->server.database, config_path);
     }
     int rc = c->run(s, &a, &in);
     store_close(&s);

@@ -6,6 +6,8 @@ import pty
 import re
 import select
 import sqlite3
+import stat
+import subprocess
 import time
 
 from harness import BIN, PosternTest
@@ -382,6 +384,134 @@ class StoreTest(PosternTest):
         r = self.cli("domain", "list")
         self.assertEqual(r.code, 3, r)
         self.assertIn("x.db", r.err)
+
+
+class DatabaseModeTest(PosternTest):
+    """The database holds every password hash and message: it and its -wal and -shm files are
+    created 0600 whatever the umask; serve refuses a database others can read, admin commands
+    warn."""
+
+    def setUp(self):
+        super().setUp()
+        old = os.umask(0o022)  # the usual umask, under which SQLite alone would create 0644
+        self.addCleanup(os.umask, old)
+
+    def modes(self):
+        out = {}
+        for suffix in ("", "-wal", "-shm"):
+            path = self.db + suffix
+            if os.path.exists(path):
+                out[suffix or "db"] = stat.S_IMODE(os.stat(path).st_mode)
+        return out
+
+    def test_created_0600_by_an_admin_command_and_by_serve(self):
+        self.ok("domain", "add", "example.test")
+        self.assertEqual(self.modes(), {"db": 0o600})
+        self.start_server()
+        self.ok("domain", "add", "other.test")  # while serve holds the WAL open
+        self.assertEqual(self.modes(), {"db": 0o600, "-wal": 0o600, "-shm": 0o600})
+
+    def test_serve_creates_a_missing_database_0600(self):
+        self.start_server()
+        self.assertEqual(self.modes(), {"db": 0o600, "-wal": 0o600, "-shm": 0o600})
+
+    def serve_once(self):
+        return self.cli("serve", timeout=30)
+
+    def test_serve_refuses_a_database_others_can_read(self):
+        self.ok("domain", "add", "example.test")
+        os.chmod(self.db, 0o644)
+        r = self.serve_once()
+        self.assertEqual(r.code, 3, r)
+        want = (f"postern: database file {self.db} is readable by others (mode 0644); "
+                f"fix with: chmod 600 {self.db}")
+        self.assertIn(want + "\n", r.err)
+        self.assertNotIn("event=ready", r.err)
+
+    def test_serve_refuses_an_exposed_wal(self):
+        self.ok("domain", "add", "example.test")
+        with open(self.db + "-wal", "wb"):
+            pass
+        os.chmod(self.db + "-wal", 0o666)
+        r = self.serve_once()
+        self.assertEqual(r.code, 3, r)
+        self.assertIn(f"postern: database file {self.db}-wal is readable and writable by others "
+                      f"(mode 0666); fix with: chmod 600 {self.db}-wal\n", r.err)
+
+    def test_serve_warns_about_group_access_and_starts(self):
+        self.ok("domain", "add", "example.test")
+        os.chmod(self.db, 0o640)
+        self.start_server()
+        self.assertIn(f"is readable by its group (mode 0640); fix with: chmod 600 {self.db}",
+                      self.read_log())
+
+    def test_admin_commands_warn_and_go_on(self):
+        self.ok("domain", "add", "example.test")
+        os.chmod(self.db, 0o644)
+        r = self.ok("domain", "list")
+        self.assertTrue(r.out.startswith("example.test "), r)
+        self.assertEqual(r.err, f"postern: warning: database file {self.db} is readable by others "
+                                f"(mode 0644); fix with: chmod 600 {self.db}\n")
+        os.chmod(self.db, 0o600)
+        self.assertEqual(self.ok("domain", "list").err, "")
+
+
+class FriendlyCliTest(PosternTest):
+    """Saying what happens: the database a command creates, empty lists, usage lines."""
+
+    def test_without_config_the_created_database_is_named(self):
+        bare = os.path.join(self.dir, "bare")
+        os.mkdir(bare)
+        run = lambda *a: subprocess.run([BIN] + list(a), capture_output=True, text=True,
+                                        timeout=60, cwd=bare)
+        r = run("domain", "list")
+        self.assertEqual(r.returncode, 0, r)
+        path = os.path.join(os.path.realpath(bare), "postern.db")
+        self.assertEqual(r.stderr, f"postern: created a new database {path} (no -c FILE and no "
+                                   "./postern.conf: built-in defaults)\n"
+                                   "postern: no local domains\n")
+        self.assertTrue(os.path.exists(path))
+        # Only when it is being created.
+        r = run("domain", "add", "example.test")
+        self.assertEqual((r.returncode, r.stderr), (0, ""), r)
+
+    def test_with_config_the_created_database_is_named_once(self):
+        r = self.cli("network", "add", "10.0.0.0/8")
+        self.assertEqual(r.code, 0, r)
+        self.assertEqual(r.err, f"postern: created a new database {os.path.realpath(self.db)}\n")
+        self.assertEqual(self.ok("network", "list").err, "")
+
+    def test_empty_lists_say_so_on_stderr(self):
+        self.ok("domain", "list")  # creates the database
+        for args, text in [(("domain", "list"), "no local domains"),
+                           (("user", "list"), "no users"),
+                           (("user", "list", "example.test"), "no users in example.test"),
+                           (("network", "list"), "no trusted networks"),
+                           (("window", "list"), "no open windows"),
+                           (("queue", "list"), "queue is empty")]:
+            r = self.ok(*args)
+            self.assertEqual((r.out, r.err), ("", f"postern: {text}\n"), args)
+        self.ok("domain", "add", "example.test")
+        self.assertEqual(self.ok("domain", "list").err, "")
+
+    def test_unknown_option_prints_the_usage_line(self):
+        r = self.cli("window", "list", "--bogus")
+        self.assertEqual(r.code, 2, r)
+        self.assertEqual(r.err, "postern: unknown option --bogus; usage: postern window list | "
+                                "postern window open IP [--user ADDRESS] [--for DURATION] | "
+                                "postern window close IP\n")
+        r = self.cli("queue", "drop", "1", "--user=x")
+        self.assertEqual(r.code, 2, r)
+        self.assertIn("usage: postern queue list | postern queue flush | postern queue drop ID",
+                      r.err)
+
+    def test_no_command_exits_2_with_the_usage(self):
+        for args in [(), ("-c", self.conf)]:
+            r = subprocess.run([BIN] + list(args), capture_output=True, text=True, timeout=60,
+                               cwd=self.dir)
+            self.assertEqual(r.returncode, 2, r)
+            self.assertTrue(r.stderr.startswith("usage: postern [-c FILE] COMMAND [ARGS]\n"), r)
+            self.assertEqual(r.stdout, "")
 
 
 class WhileServingTest(PosternTest):
