@@ -345,6 +345,7 @@ static void settle(struct auth *a, struct auth_request *r, bool ok)
         throttle_clear(&a->by_user, r->user_key, now);
         if (!res->cached)
             cache_put(a, r->cache_key, now);
+        memcpy(res->hash, r->hash, sizeof(res->hash));
     } else if (r->reason == FAIL_STORE) {
         a->stats.temporary++;
         res->temporary = true;

@@ -111,6 +111,10 @@ struct auth_result {
     /* From the cache, without argon2id. */
     bool cached;
     int64_t user_id; /* ok: the user's id; 0 otherwise */
+    /* ok: the stored hash string the password matched; "" otherwise. A session that outlives
+     * the login keeps it to notice a later deletion or password change
+     * (store_user_unchanged). */
+    char hash[PASSWORD_HASH_BYTES];
     /* The normalised address ("alice@example.test"); "" when the name is not a valid address. */
     char user[ADDRESS_STRLEN];
     /* How long the caller must wait before answering a failure; 0 for success. */

@@ -15,6 +15,9 @@
  * renewed every POP3_WINDOW_RENEW_MAX_MS (or relay.window / 2 if shorter), and once more at
  * close, so it stays open while connected and counts down from the end; an expiry is always
  * finite, so a crash never leaves an open relay behind. relay.window = 0: no window at all.
+ * A renewal that finds the account deleted or its password changed since the login
+ * (pop3_window.h) ends the session: a revoked password cannot keep a window open by keeping a
+ * session alive.
  *
  * What it does not do: sockets, line buffering, TLS, idle timers (conn.c); password checks
  * (auth.c); the maildrop lock, the TRANSACTION commands' answers and UPDATE's deletions
@@ -26,7 +29,8 @@
  *
  * Ownership: a struct pop3_session is created in on_open, hangs off its connection and lives by
  * the reference count of server/net/session_ref.h, the same rule as the SMTP session's: the
- * connection holds one reference until on_close; the login's window job, the UPDATE job, an AUTH
+ * connection holds one reference until on_close; the login's window job, a renewal made while
+ * connected, the UPDATE job, an AUTH
  * verification (until it answers or on_close cancels it) and the closing of each uv timer hold
  * one each, and their completions look at ref.closed before touching the connection. Only this
  * file frees the session (session_release), when the last reference goes.
@@ -84,7 +88,9 @@ struct pop3_session {
 
     /* TRANSACTION */
     char address[ADDRESS_STRLEN]; /* the logged-in user, "" before */
-    bool window_opened;           /* a window for window_key was opened by this session */
+    int64_t user_id;
+    char user_hash[PASSWORD_HASH_BYTES]; /* the stored hash the login matched */
+    bool window_opened;                  /* a window for window_key was opened by this session */
     char window_key[CIDR_STRLEN];
     struct pop3_maildrop md; /* owned: lock, snapshot, marks, output pump (pop3_maildrop.c) */
 };
@@ -149,6 +155,7 @@ static void session_free(struct pop3_session *s)
     pop3_maildrop_close(&s->md);
     sasl_reset(&s->sasl);
     sodium_memzero(s->user, sizeof(s->user));
+    sodium_memzero(s->user_hash, sizeof(s->user_hash));
     free(s);
 }
 
@@ -175,13 +182,52 @@ static void auth_reset(struct pop3_session *s)
 
 /* ---- the relay window -------------------------------------------------------------------- */
 
-/* Renews the session's window from now (a job owning itself: the session may go meanwhile). */
+/*
+ * A renewal found the account deleted or its password changed since this session logged in: no
+ * more renewals, and the session ends. Mid-RETR an -ERR would land inside the multi-line answer,
+ * so then the connection just closes. UPDATE (after QUIT) is left to finish.
+ */
+static void end_revoked(struct pop3_session *s)
+{
+    s->window_opened = false;
+    if (s->state != POP3_STATE_TRANSACTION)
+        return;
+    if (!pop3_maildrop_is_streaming(&s->md))
+        conn_reply(s->conn, "-ERR [AUTH] Account deleted or password changed: log in again\r\n");
+    conn_close(s->conn, "account-revoked");
+}
+
+/* A renewal made while connected is done; it held a reference to the session and the
+ * connection. */
+static void renew_done(void *ctx, int status)
+{
+    struct pop3_session *s = ctx;
+    struct conn *c = s->conn;
+    if (status == STORE_NOT_FOUND && !s->ref.closed)
+        end_revoked(s);
+    conn_unref(&c);
+    session_release(s);
+}
+
+/* Renews the session's window from now. At close nobody waits for the answer: the job owns
+ * itself. */
 static void window_renew(struct pop3_session *s)
 {
     uint64_t window_ms = s->app->cfg->relay.window_ms;
     if (!s->window_opened || window_ms == 0 || s->app->writer == NULL)
         return;
-    pop3_window_renew(s->app->writer, s->window_key, s->address, window_ms);
+    struct pop3_window_user u = {.address = s->address, .id = s->user_id, .hash = s->user_hash};
+    if (s->ref.closed) {
+        pop3_window_renew(s->app->writer, s->window_key, &u, window_ms, NULL, NULL);
+        return;
+    }
+    struct conn *c = s->conn;
+    conn_ref(c);
+    session_ref_take(&s->ref);
+    if (pop3_window_renew(s->app->writer, s->window_key, &u, window_ms, renew_done, s) != 0) {
+        session_release(s); /* never the last: the connection holds one */
+        conn_unref(&c);
+    }
 }
 
 static void on_renew_timer(uv_timer_t *t)
@@ -217,6 +263,7 @@ static void login_undo(struct pop3_session *s)
 {
     pop3_maildrop_close(&s->md);
     s->address[0] = '\0';
+    sodium_memzero(s->user_hash, sizeof(s->user_hash));
 }
 
 /* The login's window job is done; it held a reference to the session and the connection. */
@@ -235,10 +282,13 @@ static void login_window_done(void *ctx, int status)
         return;
     }
     if (status != 0) {
+        /* STORE_NOT_FOUND: deleted or given a new password while the login was under way. */
         log_warn("pop3", conn_sid(c), "event=window-failed key=%s user=%s status=%d", w->key,
                  w->user, status);
         login_undo(s);
-        conn_reply(c, "-ERR [SYS/TEMP] Cannot log in now, try again later\r\n");
+        conn_reply(c, status == STORE_NOT_FOUND
+                          ? "-ERR [AUTH] Authentication failed\r\n"
+                          : "-ERR [SYS/TEMP] Cannot log in now, try again later\r\n");
         conn_resume_reading(c);
     } else {
         s->window_opened = true;
@@ -250,7 +300,8 @@ static void login_window_done(void *ctx, int status)
 }
 
 /* The password was right: lock, snapshot, window, then +OK. Reading is paused. */
-static void login_begin(struct pop3_session *s, int64_t user_id, const char *address)
+static void login_begin(struct pop3_session *s, int64_t user_id, const char *address,
+                        const char *hash)
 {
     struct conn *c = s->conn;
     switch (pop3_maildrop_open(&s->md, c, s->app->reads, user_id, address)) {
@@ -271,6 +322,8 @@ static void login_begin(struct pop3_session *s, int64_t user_id, const char *add
         return;
     }
     snprintf(s->address, sizeof(s->address), "%s", address);
+    s->user_id = user_id;
+    snprintf(s->user_hash, sizeof(s->user_hash), "%s", hash);
 
     uint64_t window_ms = s->app->cfg->relay.window_ms;
     if (window_ms == 0) {
@@ -281,7 +334,8 @@ static void login_begin(struct pop3_session *s, int64_t user_id, const char *add
                   sizeof(s->window_key));
     conn_ref(c);
     session_ref_take(&s->ref);
-    if (pop3_window_open(&s->login_job, s->app->writer, s->window_key, address, window_ms,
+    struct pop3_window_user u = {.address = address, .id = user_id, .hash = hash};
+    if (pop3_window_open(&s->login_job, s->app->writer, s->window_key, &u, window_ms,
                          login_window_done, s) != 0) {
         session_release(s); /* never the last: the connection holds one */
         conn_unref(&c);
@@ -364,7 +418,7 @@ static void auth_answer(struct pop3_session *s, const struct auth_result *r)
             on_session_timer(&s->timer); /* no timer: answer now rather than never */
         return;
     }
-    login_begin(s, r->user_id, r->user);
+    login_begin(s, r->user_id, r->user, r->hash);
 }
 
 static void auth_done(void *ctx, const struct auth_result *r)

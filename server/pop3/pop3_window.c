@@ -1,6 +1,7 @@
 /*
  * pop3_window.c - the POP3 session's relay window jobs (pop3_window.h): open at login (window row
- * and login history in one writer job), renew while connected and once at close. It holds no
+ * and login history in one writer job), renew while connected and once at close, each only while
+ * the account is as the login found it. It holds no
  * state of its own and knows nothing of the session or the connection; SQL is storage/'s.
  */
 #include "server/pop3/pop3_window.h"
@@ -8,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sodium.h>
 
 #include "common/log.h"
 #include "storage/store.h"
@@ -21,7 +24,9 @@
 static int window_run(struct store *st, struct writer_job *job)
 {
     struct pop3_window_job *w = (struct pop3_window_job *)job;
-    int rc = store_window_open(st, w->key, w->user, w->now_ms, w->duration_ms);
+    int rc = store_user_unchanged(st, w->user_id, w->hash);
+    if (rc == STORE_OK)
+        rc = store_window_open(st, w->key, w->user, w->now_ms, w->duration_ms);
     if (rc == STORE_OK && w->is_login)
         rc = store_pop_login_record(st, w->key, w->user, w->now_ms);
     return rc;
@@ -34,11 +39,14 @@ void pop3_window_log(uint64_t sid, const struct pop3_window_job *w, const char *
              (long long)(w->now_ms + w->duration_ms));
 }
 
-static void fill(struct pop3_window_job *w, const char *key, const char *user, uint64_t window_ms)
+static void fill(struct pop3_window_job *w, const char *key, const struct pop3_window_user *u,
+                 uint64_t window_ms)
 {
     w->job.run = window_run;
     snprintf(w->key, sizeof(w->key), "%s", key);
-    snprintf(w->user, sizeof(w->user), "%s", user);
+    snprintf(w->user, sizeof(w->user), "%s", u->address);
+    w->user_id = u->id;
+    snprintf(w->hash, sizeof(w->hash), "%s", u->hash);
     w->now_ms = store_now_ms();
     w->duration_ms = (int64_t)window_ms;
 }
@@ -50,10 +58,11 @@ static void login_done(struct writer_job *job, int status)
 }
 
 int pop3_window_open(struct pop3_window_job *w, struct writer *wr, const char *key,
-                     const char *user, uint64_t window_ms, pop3_window_done_fn done, void *ctx)
+                     const struct pop3_window_user *u, uint64_t window_ms, pop3_window_done_fn done,
+                     void *ctx)
 {
     memset(w, 0, sizeof(*w));
-    fill(w, key, user, window_ms);
+    fill(w, key, u, window_ms);
     w->job.done = login_done;
     w->is_login = true;
     w->done = done;
@@ -64,25 +73,38 @@ int pop3_window_open(struct pop3_window_job *w, struct writer *wr, const char *k
 static void renew_done(struct writer_job *job, int status)
 {
     struct pop3_window_job *w = (struct pop3_window_job *)job;
-    if (status != 0)
+    if (status == STORE_NOT_FOUND)
+        log_info("pop3", 0,
+                 "event=window-revoked key=%s user=%s reason=account-deleted-or-password-changed",
+                 w->key, w->user);
+    else if (status != 0)
         log_warn("pop3", 0, "event=window-renew-failed key=%s user=%s status=%d", w->key, w->user,
                  status);
+    if (w->done != NULL)
+        w->done(w->ctx, status);
+    sodium_memzero(w->hash, sizeof(w->hash));
     free(w);
 }
 
-void pop3_window_renew(struct writer *wr, const char *key, const char *user, uint64_t window_ms)
+int pop3_window_renew(struct writer *wr, const char *key, const struct pop3_window_user *u,
+                      uint64_t window_ms, pop3_window_done_fn done, void *ctx)
 {
     struct pop3_window_job *w = calloc(1, sizeof(*w));
     if (w == NULL) {
         log_warn("pop3", 0, "event=window-renew-failed key=%s error=\"out of memory\"", key);
-        return;
+        return -1;
     }
-    fill(w, key, user, window_ms);
+    fill(w, key, u, window_ms);
     w->job.done = renew_done;
+    w->done = done;
+    w->ctx = ctx;
     if (writer_submit(wr, &w->job) != 0) {
         log_warn("pop3", 0, "event=window-renew-failed key=%s error=\"writer stopped\"", w->key);
+        sodium_memzero(w->hash, sizeof(w->hash));
         free(w);
+        return -1;
     }
+    return 0;
 }
 
 uint64_t pop3_window_renew_every_ms(uint64_t window_ms)

@@ -6,6 +6,11 @@
  *
  * Ownership: a login job is embedded in the session, which stays alive until done ran. A renewal
  * job owns itself and frees itself in its done, so a session may end while its renewal is out.
+ *
+ * Revocation: every job first checks, on the writer thread, that the user still exists with the
+ * password hash the login matched (store_user_unchanged). When not (`user del`, `user passwd`:
+ * those close the user's windows themselves), the job writes nothing and done gets
+ * STORE_NOT_FOUND, so a session cannot keep a revoked account's window open.
  */
 #ifndef POSTERN_POP3_WINDOW_H
 #define POSTERN_POP3_WINDOW_H
@@ -14,29 +19,45 @@
 #include <stdint.h>
 
 #include "common/pure/address.h"
+#include "common/password.h"
 #include "common/pure/cidr.h"
 #include "storage/writer.h"
 
-/* The login job's answer, on the loop thread: 0 when the window is open and the login recorded. */
+/* A job's answer, on the loop thread: 0 when the window is open (and, at login, the login
+ * recorded); STORE_NOT_FOUND when the account was revoked meanwhile; another negative code when
+ * the store failed. */
 typedef void (*pop3_window_done_fn)(void *ctx, int status);
+
+/* Whose window: the user as the login found it. */
+struct pop3_window_user {
+    const char *address;
+    int64_t id;
+    const char *hash; /* the stored hash string the password matched */
+};
 
 struct pop3_window_job {
     struct writer_job job;
     char key[CIDR_STRLEN];     /* ip_window_key() of the client */
     char user[ADDRESS_STRLEN]; /* the logged-in user */
+    int64_t user_id;
+    char hash[PASSWORD_HASH_BYTES]; /* the hash the login matched; still the stored one? */
     int64_t now_ms;
     int64_t duration_ms;
     bool is_login;            /* also record the login in the history (not for renewals) */
-    pop3_window_done_fn done; /* login only, with ctx */
+    pop3_window_done_fn done; /* with ctx; NULL for a renewal nobody waits for */
     void *ctx;
 };
 
 /* Opens the window for key at login and records the login, in one writer job. 0, and done(ctx,
  * status) runs once, later; or -1 (the writer refused it), and done never runs. */
-int pop3_window_open(struct pop3_window_job *j, struct writer *w, const char *key, const char *user,
-                     uint64_t window_ms, pop3_window_done_fn done, void *ctx);
-/* Renews the window for key from now, in a job that owns itself. Failures are logged. */
-void pop3_window_renew(struct writer *w, const char *key, const char *user, uint64_t window_ms);
+int pop3_window_open(struct pop3_window_job *j, struct writer *w, const char *key,
+                     const struct pop3_window_user *u, uint64_t window_ms, pop3_window_done_fn done,
+                     void *ctx);
+/* Renews the window for key from now, in a job that owns itself. Failures and revocations are
+ * logged. 0, and done(ctx, status) runs once, later, when done is not NULL; or -1 (out of memory,
+ * or the writer refused it: logged), and done never runs. */
+int pop3_window_renew(struct writer *w, const char *key, const struct pop3_window_user *u,
+                      uint64_t window_ms, pop3_window_done_fn done, void *ctx);
 /* The interval between renewals while the session stays in TRANSACTION. */
 uint64_t pop3_window_renew_every_ms(uint64_t window_ms);
 /* Logs event=EVENT for the window of j. */
