@@ -7,14 +7,14 @@
  *   - struct auth: one per server. auth_verify() normalises the name (address_normalize), looks
  *     the stored argon2id hash up on the loop thread through the caller's read store (one
  *     indexed row), checks the cache, and otherwise verifies in the libuv threadpool
- *     (uv_queue_work), never on the loop (docs/architecture.md, "Threads"). The result always
- * arrives through done on the loop thread, never from inside auth_verify(). It never blocks and
- * never sleeps: a failure comes back with delay_ms, and the session arms its own uv timer before
- * answering.
+ *     (uv_queue_work), never on the loop (argon2id takes tens of milliseconds). The result
+ *     always arrives through done on the loop thread, never from inside auth_verify(). It never
+ *     blocks and never sleeps: a failure comes back with delay_ms, and the session arms its own
+ *     uv timer before answering.
  *
  * Equal time: an unknown user, or a name that is not a valid address, is verified against
  * password_dummy_hash(), so neither the answer nor its timing reveals whether an account exists
- * (the habit of popa3d and OpenSMTPD). Only a cache hit is faster, and a hit needs the right
+ * (popa3d's AUTH_DUMMY_SALT does the same). Only a cache hit is faster, and a hit needs the right
  * password.
  *
  * The cache remembers successful verifications for AUTH_CACHE_TTL_MS, keyed by a keyed BLAKE2b
