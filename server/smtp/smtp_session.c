@@ -762,10 +762,11 @@ static void smtp_on_close(struct conn *c, const char *reason)
               (unsigned long long)s->commands, s->errors);
     s->ref.closed = true;
     conn_set_session(c, NULL);
+    unsigned drops = 1; /* the connection's */
     if (s->auth_req != NULL) {
         auth_cancel(s->auth_req); /* its done never runs: drop its reference here */
         s->auth_req = NULL;
-        session_release(s);
+        drops++;
     }
     if (s->timer_open) {
         s->timer_open = false;
@@ -773,7 +774,8 @@ static void smtp_on_close(struct conn *c, const char *reason)
         uv_close((uv_handle_t *)&s->delay_timer, on_handle_closed);
     }
     /* A writer job still out keeps its reference: its done frees the session if it is last. */
-    session_release(s);
+    if (session_ref_drop_n(&s->ref, drops))
+        session_free(s);
 }
 
 static void smtp_busy_reply(const struct cfg *cfg, bool per_ip, char *buf, size_t len)
