@@ -5,8 +5,8 @@ the relay rule with the seed scenarios of the issue, both refusal styles, window
 address tricks relay probes use (nmap's smtp-open-relay forms among them).
 
 Clients are Python's smtplib and raw sockets (test_conn.Client). Stored messages are read back
-with sqlite3 from the server's database; POP3 is used where it exists and skipped where it does
-not yet. Only 127.0.0.0/8 is used.
+with sqlite3 from the server's database and, where a test says so, through POP3 RETR; a POP3
+that refuses a step fails the test. Only 127.0.0.0/8 is used.
 """
 import os
 import poplib
@@ -408,21 +408,22 @@ class Data(SmtpTest):
         self.pop3_retr_matches("alice@example.test", stored)
 
     def pop3_retr_matches(self, user, stored):
-        """The same bytes through POP3 RETR, once POP3 login and RETR exist."""
+        """The same bytes through POP3 RETR. Every step must work: a refused login or RETR
+        fails the test (POP3 login and RETR are part of the server, not optional)."""
         try:
             p = poplib.POP3("127.0.0.1", self.ports["pop3"], timeout=10)
         except OSError as e:
-            self.skipTest(f"POP3 not reachable: {e}")
+            self.fail(f"POP3 not reachable: {e}")
         try:
             try:
                 p.user(user)
                 p.pass_(PASSWORD)
             except poplib.error_proto as e:
-                self.skipTest(f"POP3 USER/PASS not available yet: {e}")
+                self.fail(f"POP3 USER/PASS refused: {e}")
             try:
                 _, lines, _ = p.retr(1)
             except poplib.error_proto as e:
-                self.skipTest(f"POP3 RETR not available yet: {e}")
+                self.fail(f"POP3 RETR refused: {e}")
             # poplib splits on CRLF and undoes dot-stuffing.
             self.assertEqual(b"\r\n".join(lines) + b"\r\n", stored)
         finally:
@@ -500,11 +501,11 @@ class Relay(SmtpTest):
         self.addCleanup(c.close)
         c.line()
         c.send("USER alice@example.test\r\n")
-        if not c.line().startswith("+OK"):
-            self.skipTest("POP3 USER/PASS not available yet")
+        reply = c.line()
+        self.assertTrue(reply.startswith("+OK"), f"USER refused: {reply}")
         c.send(f"PASS {PASSWORD}\r\n")
-        if not c.line().startswith("+OK"):
-            self.skipTest("POP3 PASS not available yet (or plaintext refused)")
+        reply = c.line()
+        self.assertTrue(reply.startswith("+OK"), f"PASS refused: {reply}")
         c.send("QUIT\r\n")
         c.line()
         # The login counts for the very next SMTP command.
