@@ -40,11 +40,12 @@ int smtp_reply_feed(struct smtp_reply *r, const char *line, size_t len)
     return len > 3 && line[3] == '-' ? SMTP_REPLY_MORE : SMTP_REPLY_DONE;
 }
 
-/* Reads "d.ddd.ddd" at p; returns its length or 0. */
+/* Reads "c.ddd.ddd" at p; returns its length or 0. The class is 2, 4 or 5 (RFC 3463 3.1): a
+ * "3.x.y" after a 3xx reply is no enhanced code. */
 static size_t enhanced_len(const char *p)
 {
     size_t i = 0;
-    if (p[i] < '2' || p[i] > '5')
+    if (p[i] != '2' && p[i] != '4' && p[i] != '5')
         return 0;
     i++;
     for (int part = 0; part < 2; part++) {

@@ -43,8 +43,8 @@ void smtp_reply_reset(struct smtp_reply *r);
 int smtp_reply_feed(struct smtp_reply *r, const char *line, size_t len);
 /*
  * The enhanced status code of a reply (RFC 3463, RFC 2034): "x.y.z" right after the code on the
- * first line when its class matches the code's first digit, else "2.0.0", "4.0.0" or "5.0.0" by
- * the code. out has DSN_STATUS_BYTES.
+ * first line when its class (2, 4 or 5) matches the code's first digit, else "2.0.0" (2xx and
+ * 3xx), "4.0.0" or "5.0.0" by the code. out has DSN_STATUS_BYTES.
  */
 void smtp_reply_enhanced(int code, const char *text, char out[DSN_STATUS_BYTES]);
 

@@ -98,6 +98,10 @@ static const struct enhanced_case enhanced_cases[] = {
     {451, "451 try later", "4.0.0"},
     {250, "250 ok", "2.0.0"},
     {354, "354 go ahead", "2.0.0"},
+    /* RFC 3463 has no class 3: a 3xx reply's "3.x.y" is not an enhanced code (found by
+     * tests/fuzz/fuzz_smtp_reply.c). */
+    {354, "354 3.0.0 go ahead", "2.0.0"},
+    {334, "334 3.7.0 VXNlcm5hbWU6", "2.0.0"},
     {550, "550 4.1.1 class mismatch", "5.0.0"},
     {552, "552 5.3.4", "5.3.4"},
     {550, "550-5.7.1 first line\n550 5.7.1 second", "5.7.1"},
