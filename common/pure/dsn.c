@@ -233,11 +233,11 @@ static void ob_address_field(struct obuf *b, const char *addr)
 /* ---- folding ---- */
 
 /*
- * Writes first + value + CRLF, where value is one line of printable ASCII with single spaces
- * (what ob_escaped makes). A line is broken before a space when it would pass MESSAGE_FOLD_COLUMN,
- * and the next line starts with indent: for a header field indent is " ", so the break is RFC
- * 5322 folding (CRLF before the space) and unfolding gives the value back. A word that alone
- * would pass MESSAGE_LINE_MAX_BYTES is cut there (no other way to keep the limit).
+ * Writes first + value + CRLF, where value (NULL counts as "") is one line of printable ASCII with
+ * single spaces (what ob_escaped makes). A line is broken before a space when it would pass
+ * MESSAGE_FOLD_COLUMN, and the next line starts with indent: for a header field indent is " ", so
+ * the break is RFC 5322 folding (CRLF before the space) and unfolding gives the value back. A word
+ * that alone would pass MESSAGE_LINE_MAX_BYTES is cut there (no other way to keep the limit).
  */
 static void ob_folded(struct obuf *b, const char *first, const char *value, const char *indent)
 {
@@ -245,7 +245,7 @@ static void ob_folded(struct obuf *b, const char *first, const char *value, cons
     ob_str(b, first);
     size_t col = strlen(first);
     bool line_has_word = false;
-    const char *p = value;
+    const char *p = value != NULL ? value : "";
     while (*p != '\0') {
         while (*p == ' ')
             p++;
@@ -475,9 +475,10 @@ static int ob_text_part(struct obuf *b, const struct dsn_info *info, const char 
             ob_escaped(&v, r->remote_mta, ADDRESS_DOMAIN_MAX_BYTES);
             ob_str(&v, " said: ");
         }
-        if (r->reply != NULL && r->reply[0] != '\0')
-            ob_escaped(&v, r->reply, DSN_DIAGNOSTIC_MAX_BYTES);
-        else
+        /* A reply of blanks alone escapes to nothing: it is no reason either. */
+        size_t before = v.len;
+        ob_escaped(&v, r->reply, DSN_DIAGNOSTIC_MAX_BYTES);
+        if (v.len == before)
             ob_str(&v, "no reason was recorded");
         struct obuf first = {0};
         ob_str(&first, "<");

@@ -560,6 +560,30 @@ static void test_diagnostics_are_folded_cut_and_7bit(void **state)
     }
 }
 
+/* A reply of blanks alone (found by tests/fuzz/fuzz_dsn.c: it crashed the text part) reads as
+ * no reason at all, and gives no Diagnostic-Code. */
+static void test_blank_reply_reads_as_no_reason(void **state)
+{
+    (void)state;
+    struct dsn_recipient r = {.address = "bob@remote.test", .reply = "  \r\n\t "};
+    struct dsn_info info = {.hostname = "mail.example.test",
+                            .sender = "alice@example.test",
+                            .now_ms = T_NOW_MS,
+                            .rcpts = &r,
+                            .n_rcpts = 1};
+    size_t len = 0;
+    char *msg = build(&info, orig_msg, sizeof(orig_msg) - 1, &len);
+    struct parsed m;
+    parse(msg, len, &m);
+    struct span text = m.part_body[0];
+    assert_non_null(find_str(text.p, text.len, "<bob@remote.test>: no reason was recorded"));
+    struct span groups[MAX_GROUPS];
+    assert_int_equal(split_groups(m.part_body[1], groups, MAX_GROUPS), 2);
+    char v[256];
+    assert_false(field(groups[1], "Diagnostic-Code", v, sizeof(v)));
+    free(msg);
+}
+
 /* The original header section: 7-bit as it is; 8-bit, control octets or overlong lines in
  * quoted-printable, which decodes to the original. */
 static void test_original_headers_encoding(void **state)
@@ -738,6 +762,7 @@ int main(void)
         cmocka_unit_test(test_one_recipient_full_structure),
         cmocka_unit_test(test_several_recipients_and_kinds),
         cmocka_unit_test(test_diagnostics_are_folded_cut_and_7bit),
+        cmocka_unit_test(test_blank_reply_reads_as_no_reason),
         cmocka_unit_test(test_original_headers_encoding),
         cmocka_unit_test(test_addresses_and_hostnames),
         cmocka_unit_test(test_random_ids_differ),
