@@ -84,7 +84,7 @@ static void check_message(const unsigned char *m, size_t len)
             continue;
         CHECK(i > 0 && m[i - 1] == '\r');
         size_t n = i - 1 - line_start; /* without CRLF */
-        CHECK(n <= DSN_LINE_MAX_BYTES);
+        CHECK(n <= MESSAGE_LINE_MAX_BYTES);
         if (in_header) {
             const unsigned char *l = m + line_start;
             if (n == 0) {
