@@ -121,6 +121,15 @@ static int ini_handler_cb(void *user, const char *ini_section, const char *key, 
              ps->set_line[index]);
         return 0;
     }
+    /* inih takes "key =#x" as the value "#x" (a comment needs a blank before it), but cfg_print
+     * writes "key = #x", which reads back as a comment: refuse what cannot be written back. */
+    if (value[0] == ';' || value[0] == '#') {
+        fail(ps, ps->line,
+             "bad value \"%s\" for %s in [%s]: a value cannot start with ';' or '#' (written "
+             "back, it would read as a comment)",
+             quote_cut(value, vbuf), key, ps->section);
+        return 0;
+    }
     if (cfg_param_set(ps->cfg, p, ps->base_dir, value, reason, sizeof(reason)) < 0) {
         fail(ps, ps->line, "bad value \"%s\" for %s in [%s]: %s", quote_cut(value, vbuf), key,
              ps->section, reason);

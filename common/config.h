@@ -11,7 +11,8 @@
  * File syntax (stricter than inih alone, on purpose):
  *   - `key = value`, `[section]`, comments starting with `;` or `#` on their own line or after
  *     whitespace at the end of a line (`timeout = 5m ; idle limit`). `key: value` and
- *     multi-line (indented continuation) values are syntax errors.
+ *     multi-line (indented continuation) values are syntax errors. A value cannot start with
+ *     `;` or `#` (`key =#x`): cfg_print would write it back as a comment.
  *   - Section and key names are lower case and exact. Keys before the first [section], unknown
  *     sections (even empty ones), unknown keys, a key given twice in a file and lines longer
  *     than CFG_LINE_MAX_BYTES are errors. Every error stops the load: nothing half-read is used.

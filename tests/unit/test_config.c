@@ -403,6 +403,9 @@ struct err_case {
     const char *want;
 };
 
+#define COMMENT_REASON                                                                             \
+    "a value cannot start with ';' or '#' (written back, it would read as a comment)"
+
 static const struct err_case err_cases[] = {
     /* structure */
     {"[smtpp]\n", "t.conf:1: unknown section [smtpp]"},
@@ -598,6 +601,12 @@ static const struct err_case err_cases[] = {
      "t.conf: [relay] smarthost_user and smarthost_password_file must be set together"},
     {"[relay]\nsmarthost_user = u\nsmarthost_password_file = pw\n",
      "t.conf: [relay] smarthost_user is set but smarthost is not"},
+    /* A comment character glued to "=" would be part of the value, and cfg_print would write it
+     * back as a comment (found by tests/fuzz/fuzz_config.c). */
+    {"[relay]\nsmarthost = r.example.net\nsmarthost_user =#u\nsmarthost_password_file = pw\n",
+     "t.conf:3: bad value \"#u\" for smarthost_user in [relay]: " COMMENT_REASON},
+    {"[server]\ndatabase =;db\n",
+     "t.conf:2: bad value \";db\" for database in [server]: " COMMENT_REASON},
     {"[tls]\ncertificate = c.pem\n", "t.conf: [tls] certificate and key must be set together"},
     {"[tls]\nkey = k.pem\n", "t.conf: [tls] certificate and key must be set together"},
     {"[pop3]\nlisten = 127.0.0.1:2525\n",
