@@ -11,6 +11,8 @@ import struct
 import threading
 import time
 
+from harness import free_port
+
 
 class SmtpSink:
     """A tiny SMTP server. Per-test knobs (change them any time, they are read per command):
@@ -73,7 +75,10 @@ class SmtpSink:
             allow_reuse_address = True
             daemon_threads = True
 
-        self.server = Server((host, port), Handler)
+        # Port 0 would take an ephemeral port, which a test may then need on another address
+        # (127.0.0.2) where a client's outgoing connection may hold it: pick one from below the
+        # ephemeral range, as harness.free_ports does for the server under test.
+        self.server = Server((host, port or free_port(host)), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
