@@ -126,6 +126,14 @@ void ip_mask(struct ip_addr *ip, unsigned prefix)
     memset(ip->bytes + full, 0, sizeof(ip->bytes) - full);
 }
 
+struct ip_addr ip_client_key(const struct ip_addr *ip)
+{
+    struct ip_addr key = *ip;
+    if (key.family == AF_INET6)
+        ip_mask(&key, IP_CLIENT_IPV6_PREFIX);
+    return key;
+}
+
 /* Only "0" or [1-9][0-9]{0,2}: no sign, no spaces, no leading zeros, nothing after. */
 static int parse_prefix(const char *s, unsigned *out, const char **why)
 {

@@ -96,4 +96,17 @@ bool cidr_contains(const struct cidr *c, const struct ip_addr *ip);
  */
 void ip_window_key(const struct ip_addr *ip, unsigned ipv6_prefix, char *buf, size_t len);
 
+/*
+ * IPv6 clients are usually given a whole /64 (RFC 4291 2.5.4, RFC 7421) and may use any address
+ * in it, changing it at will (RFC 8981), so a limit that counts clients counts an IPv6 /64 as one.
+ */
+#define IP_CLIENT_IPV6_PREFIX 64
+
+/*
+ * The key under which a client is counted by per-client limits: an IPv4 address as it is, an
+ * IPv6 address's /64 network (IP_CLIENT_IPV6_PREFIX), so rotating the low 64 bits gains nothing.
+ * An address of an unknown family is returned unchanged.
+ */
+struct ip_addr ip_client_key(const struct ip_addr *ip);
+
 #endif

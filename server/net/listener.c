@@ -7,9 +7,7 @@
  * stop accepting for a while. Here an EMFILE just pauses the watchers. The accepted descriptor
  * goes to conn_accept(), which wraps it in a uv_tcp_t.
  *
- * Per-address counts live in a small chained hash table keyed with SipHash (libsodium's
- * crypto_shorthash) under a random per-process key, so a client choosing its IPv6 addresses
- * cannot make every insertion collide. An entry exists only while its address has connections.
+ * Per-client counts live in server/net/ip_limit.c, which counts an IPv6 client per /64.
  */
 #define _GNU_SOURCE /* accept4 */
 #include "server/net/listener.h"
@@ -30,15 +28,8 @@
 #include "common/pure/cidr.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "server/net/ip_limit.h"
 #include "server/net/tls.h"
-
-#define IPTABLE_FIRST_BUCKETS 64
-
-struct ip_count {
-    struct ip_count *next;
-    struct ip_addr ip;
-    unsigned count;
-};
 
 struct listener {
     struct listener_set *ls; /* borrowed: the owner */
@@ -64,118 +55,13 @@ struct listener_set {
     bool stopped;
     bool free_requested;
     unsigned handles_open;
-    size_t inbound; /* accepted connections not yet freed */
-    /* Per-address counts. */
-    struct ip_count **buckets;
-    size_t nbuckets;
-    size_t entries;
-    unsigned char hash_key[crypto_shorthash_KEYBYTES];
+    size_t inbound;         /* accepted connections not yet freed */
+    struct ip_limit per_ip; /* connections per client (IPv6: per /64) */
     /* Refusal log rate limit. */
     uint64_t refusal_window_ms;
     unsigned refusals_logged;
     unsigned refusals_suppressed;
 };
-
-/* ---- per-address counts -------------------------------------------------------------------- */
-
-static size_t ip_bucket(const struct listener_set *ls, const struct ip_addr *ip)
-{
-    unsigned char in[17], out[crypto_shorthash_BYTES];
-    in[0] = (unsigned char)ip->family;
-    memcpy(in + 1, ip->bytes, 16);
-    crypto_shorthash(out, in, sizeof(in), ls->hash_key);
-    uint64_t h;
-    memcpy(&h, out, sizeof(h));
-    return (size_t)(h & (ls->nbuckets - 1));
-}
-
-static struct ip_count *ip_find(const struct listener_set *ls, const struct ip_addr *ip)
-{
-    if (ls->nbuckets == 0)
-        return NULL;
-    for (struct ip_count *e = ls->buckets[ip_bucket(ls, ip)]; e != NULL; e = e->next)
-        if (ip_equal(&e->ip, ip))
-            return e;
-    return NULL;
-}
-
-/* Doubles the table when it holds more entries than buckets; a failure just keeps it as is. */
-static void ip_grow(struct listener_set *ls)
-{
-    size_t n = ls->nbuckets == 0 ? IPTABLE_FIRST_BUCKETS : ls->nbuckets * 2;
-    struct ip_count **nb = calloc(n, sizeof(*nb));
-    if (nb == NULL)
-        return;
-    struct ip_count **old = ls->buckets;
-    size_t oldn = ls->nbuckets;
-    ls->buckets = nb;
-    ls->nbuckets = n;
-    for (size_t i = 0; i < oldn; i++) {
-        struct ip_count *e = old[i], *next;
-        for (; e != NULL; e = next) {
-            next = e->next;
-            size_t b = ip_bucket(ls, &e->ip);
-            e->next = nb[b];
-            nb[b] = e;
-        }
-    }
-    free(old);
-}
-
-static int ip_inc(struct listener_set *ls, const struct ip_addr *ip)
-{
-    struct ip_count *e = ip_find(ls, ip);
-    if (e != NULL) {
-        e->count++;
-        return 0;
-    }
-    if (ls->entries >= ls->nbuckets)
-        ip_grow(ls);
-    if (ls->nbuckets == 0)
-        return -ENOMEM;
-    e = calloc(1, sizeof(*e));
-    if (e == NULL)
-        return -ENOMEM;
-    e->ip = *ip;
-    e->count = 1;
-    size_t b = ip_bucket(ls, ip);
-    e->next = ls->buckets[b];
-    ls->buckets[b] = e;
-    ls->entries++;
-    return 0;
-}
-
-static void ip_dec(struct listener_set *ls, const struct ip_addr *ip)
-{
-    if (ls->nbuckets == 0)
-        return;
-    struct ip_count **pp = &ls->buckets[ip_bucket(ls, ip)];
-    for (; *pp != NULL; pp = &(*pp)->next) {
-        struct ip_count *e = *pp;
-        if (!ip_equal(&e->ip, ip))
-            continue;
-        if (--e->count == 0) {
-            *pp = e->next;
-            free(e);
-            ls->entries--;
-        }
-        return;
-    }
-}
-
-static void ip_table_free(struct listener_set *ls)
-{
-    for (size_t i = 0; i < ls->nbuckets; i++) {
-        struct ip_count *e = ls->buckets[i], *next;
-        for (; e != NULL; e = next) {
-            next = e->next;
-            free(e);
-        }
-    }
-    free(ls->buckets);
-    ls->buckets = NULL;
-    ls->nbuckets = ls->entries = 0;
-}
 
 /* ---- lifetime ------------------------------------------------------------------------------ */
 
@@ -183,7 +69,7 @@ static void maybe_release(struct listener_set *ls)
 {
     if (!ls->free_requested || ls->handles_open > 0 || ls->inbound > 0)
         return;
-    ip_table_free(ls);
+    ip_limit_clear(&ls->per_ip);
     tls_ctx_unref(&ls->tls);
     free(ls->items);
     free(ls);
@@ -207,7 +93,7 @@ static void on_poll_closed(uv_handle_t *h)
 static void on_conn_free(void *arg, const struct ip_addr *peer)
 {
     struct listener_set *ls = arg;
-    ip_dec(ls, peer);
+    ip_limit_dec(&ls->per_ip, peer);
     ls->inbound--;
     maybe_release(ls);
 }
@@ -297,8 +183,7 @@ static void accepted(struct listener *l, int fd, const struct sockaddr *sa)
         refuse(l, fd, &ip, false);
         return;
     }
-    struct ip_count *e = ip_find(ls, &ip);
-    if (e != NULL && e->count >= ls->cfg->server.max_connections_per_ip) {
+    if (ip_limit_count(&ls->per_ip, &ip) >= ls->cfg->server.max_connections_per_ip) {
         refuse(l, fd, &ip, true);
         return;
     }
@@ -320,9 +205,9 @@ static void accepted(struct listener *l, int fd, const struct sockaddr *sa)
     }
     /* Counted after conn_accept: on_conn_free runs later, from a close callback, never inside. */
     ls->inbound++;
-    if (ip_inc(ls, &ip) != 0) {
-        /* Out of memory for the table: this connection counts only globally; ip_dec of an
-         * address without an entry is a no-op, so the counts stay consistent. */
+    if (ip_limit_inc(&ls->per_ip, &ip) != 0) {
+        /* Out of memory for the table: this connection counts only globally; ip_limit_dec of
+         * a client without an entry is a no-op, so the counts stay consistent. */
         log_warn("serve", 0, "event=iptable-full ip=%s", conn_peer_text(c));
     }
 }
@@ -501,7 +386,7 @@ int listener_set_new(struct conn_set *conns, const struct cfg *cfg, const struct
     ls->conns = conns;
     ls->cfg = cfg;
     ls->items = items;
-    randombytes_buf(ls->hash_key, sizeof(ls->hash_key));
+    ip_limit_init(&ls->per_ip);
     int rc = uv_timer_init(ls->loop, &ls->pause_timer);
     if (rc != 0) {
         free(items);
@@ -618,6 +503,5 @@ size_t listener_set_connections(const struct listener_set *ls)
 
 unsigned listener_set_connections_from(const struct listener_set *ls, const struct ip_addr *ip)
 {
-    const struct ip_count *e = ip_find(ls, ip);
-    return e != NULL ? e->count : 0;
+    return ip_limit_count(&ls->per_ip, ip);
 }

@@ -66,7 +66,8 @@ void listener_set_stop(struct listener_set *ls);
 void listener_set_free(struct listener_set **lsp);
 /* Listening sockets open. */
 size_t listener_set_sockets(const struct listener_set *ls);
-/* Connections accepted and not yet freed; the same counted for one client address. */
+/* Connections accepted and not yet freed; the same counted for one client (an IPv4 address,
+ * an IPv6 /64: ip_limit.h). */
 size_t listener_set_connections(const struct listener_set *ls);
 unsigned listener_set_connections_from(const struct listener_set *ls, const struct ip_addr *ip);
 

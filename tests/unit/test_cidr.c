@@ -547,6 +547,30 @@ static void test_ip_window_key(void **state)
     assert_true(cidr_contains(&net, &b));
 }
 
+/* Per-client limits: an IPv4 address is its own key, an IPv6 address counts as its /64. */
+static void test_ip_client_key(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *ip, *want;
+    } cases[] = {
+        {"192.0.2.7", "192.0.2.7"},
+        {"::ffff:192.0.2.7", "192.0.2.7"},
+        {"2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::"},
+        {"2001:db8:1:2::1", "2001:db8:1:2::"},
+        {"2001:db8:1:3::1", "2001:db8:1:3::"},
+        {"::1", "::"},
+    };
+    for (size_t i = 0; i < COUNT(cases); i++) {
+        struct ip_addr ip = must_ip(cases[i].ip);
+        struct ip_addr key = ip_client_key(&ip);
+        char got[CIDR_STRLEN];
+        format_ip(&key, got, sizeof(got));
+        if (strcmp(got, cases[i].want) != 0)
+            fail_msg("ip_client_key(%s): got %s, want %s", cases[i].ip, got, cases[i].want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -556,6 +580,7 @@ int main(void)
         cmocka_unit_test(test_cidr_parse_ok), cmocka_unit_test(test_cidr_parse_bad),
         cmocka_unit_test(test_cidr_contains), cmocka_unit_test(test_cidr_contains_hand_built),
         cmocka_unit_test(test_format_limits), cmocka_unit_test(test_ip_window_key),
+        cmocka_unit_test(test_ip_client_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
