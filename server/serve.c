@@ -358,6 +358,32 @@ static int drop_privileges(const struct cfg *cfg, char *err, size_t errlen)
     return 0;
 }
 
+int serve_load_files(const struct cfg *cfg, struct tls_ctx **tls_out,
+                     struct smtp_client_creds **creds_out, bool *tls_failed_out, char *err,
+                     size_t errlen)
+{
+    *tls_out = NULL;
+    *creds_out = NULL;
+    *tls_failed_out = false;
+    if (cfg_has_tls(cfg)) {
+        *tls_out = tls_ctx_new_server(cfg->tls.certificate, cfg->tls.key, err, errlen);
+        if (*tls_out == NULL) {
+            *tls_failed_out = true;
+            return -1;
+        }
+    }
+    if (cfg->relay.smarthost_user[0] != '\0') {
+        /* Read once, here, while still root: the file may be readable by root only. A SIGHUP
+         * does not re-read it; a new password needs a restart. */
+        if (smtp_client_creds_load(cfg->relay.smarthost_user, cfg->relay.smarthost_password_file,
+                                   creds_out, err, errlen) != 0) {
+            tls_ctx_unref(tls_out);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int serve_main(struct cfg *cfg, const char *config_path)
 {
     struct server *srv = calloc(1, sizeof(*srv));
@@ -385,6 +411,14 @@ int serve_main(struct cfg *cfg, const char *config_path)
                  "password hashes use test-only cheap argon2id limits\"");
     raise_fd_limit(cfg);
 
+    /* The files first: a configuration serve cannot start with leaves the database untouched. */
+    bool tls_failed = false;
+    if (serve_load_files(cfg, &srv->tls, &srv->smarthost_creds, &tls_failed, err, sizeof(err)) !=
+        0) {
+        fail_line(tls_failed ? "tls-failed" : "start-failed", err);
+        goto out;
+    }
+    srv->app.smarthost_creds = srv->smarthost_creds;
     if (check_database_modes(cfg->server.database) != 0)
         goto out;
     if (store_open(cfg->server.database, &srv->reads, err, sizeof(err)) != STORE_OK) {
@@ -394,23 +428,6 @@ int serve_main(struct cfg *cfg, const char *config_path)
     if (writer_start(&srv->loop, cfg->server.database, &srv->writer, err, sizeof(err)) != 0) {
         log_error("store", 0, "event=writer-failed error=\"%s\"", err);
         goto out;
-    }
-    if (cfg_has_tls(cfg)) {
-        srv->tls = tls_ctx_new_server(cfg->tls.certificate, cfg->tls.key, err, sizeof(err));
-        if (srv->tls == NULL) {
-            fail_line("tls-failed", err);
-            goto out_stop;
-        }
-    }
-    if (cfg->relay.smarthost_user[0] != '\0') {
-        /* Read once, here, while still root: the file may be readable by root only. A SIGHUP
-         * does not re-read it; a new password needs a restart. */
-        if (smtp_client_creds_load(cfg->relay.smarthost_user, cfg->relay.smarthost_password_file,
-                                   &srv->smarthost_creds, err, sizeof(err)) != 0) {
-            fail_line("start-failed", err);
-            goto out_stop;
-        }
-        srv->app.smarthost_creds = srv->smarthost_creds;
     }
     if ((rc = auth_new(&srv->loop, &srv->app.auth)) != 0) {
         fail_line("start-failed", "cannot set up password checks");

@@ -28,6 +28,8 @@
 #include "common/pure/duration.h"
 #include "common/pure/relay_policy.h"
 #include "server/cli/password_input.h"
+#include "server/net/tls.h"
+#include "server/outbound/smtp_client.h"
 #include "server/relay/relay_facts.h"
 #include "server/serve.h"
 #include "storage/queue.h"
@@ -324,6 +326,18 @@ static int run_config_check(struct store *s, const struct args *a, const struct 
 {
     for (size_t i = 0; i < a->cfg->warning_count; i++)
         fprintf(stderr, "postern: warning: %s\n", a->cfg->warnings[i]);
+    /* The files serve loads at start, loaded the same way, so that a check that passes means
+     * serve can start. */
+    struct tls_ctx *tls;
+    struct smtp_client_creds *creds;
+    bool tls_failed;
+    char err[1200];
+    if (serve_load_files(a->cfg, &tls, &creds, &tls_failed, err, sizeof(err)) != 0) {
+        say_error("%s", err);
+        return ADMIN_USAGE;
+    }
+    tls_ctx_unref(&tls);
+    smtp_client_creds_free(&creds);
     if (cfg_print(a->cfg, stdout) != 0) {
         say_error("cannot write the configuration: %s", strerror(errno));
         return ADMIN_RUNTIME;

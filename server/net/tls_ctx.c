@@ -94,6 +94,36 @@ void tls__set_openssl_msg(char *err, size_t errlen, const char *what, const char
     ERR_clear_error();
 }
 
+/* The reason of the oldest queued OpenSSL error ("no start line"), and an empty queue. */
+static const char *first_reason(void)
+{
+    const char *r = ERR_reason_error_string(ERR_peek_error());
+    ERR_clear_error();
+    return r != NULL ? r : "unknown error";
+}
+
+/* True when the newest queued OpenSSL error says a key does not match its certificate. */
+static bool key_mismatch(void)
+{
+    unsigned long e = ERR_peek_last_error();
+    return ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH;
+}
+
+/* 0 when path opens for reading; -1 with "tls: <what> <path>: <errno text>" otherwise. */
+static int file_readable(const char *path, const char *what, char *err, size_t errlen)
+{
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL) {
+        tls__set_msg(err, errlen, "tls: %s %s: %s", what, path, strerror(errno));
+        return -1;
+    }
+    if (fclose(fp) != 0) {
+        tls__set_msg(err, errlen, "tls: %s %s: %s", what, path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 /* --- contexts ------------------------------------------------------------------------------- */
 
 static struct tls_ctx *ctx_alloc(SSL_CTX *ssl_ctx, bool is_server)
@@ -136,7 +166,6 @@ struct tls_ctx *tls_ctx_new_server(const char *cert_path, const char *key_path, 
 {
     SSL_CTX *c;
     struct tls_ctx *ctx;
-    char what[TLS_ERR_MAX_BYTES];
 
     if (cert_path == NULL || cert_path[0] == '\0' || key_path == NULL || key_path[0] == '\0') {
         tls__set_msg(err, errlen, "tls: certificate and key paths must both be set");
@@ -156,17 +185,33 @@ struct tls_ctx *tls_ctx_new_server(const char *cert_path, const char *key_path, 
     }
     SSL_CTX_set_options(c, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
 
-    if (SSL_CTX_use_certificate_chain_file(c, cert_path) != 1) {
-        snprintf(what, sizeof(what), "tls: certificate %s", cert_path);
-        tls__set_openssl_msg(err, errlen, what, "cannot load");
+    /*
+     * Each failure is one line naming the file, for an operator reading `config check` or a
+     * failed start: opening is tried first so a missing or unreadable file says so with errno,
+     * and OpenSSL's error chain is cut down to its first reason. Loading the key already
+     * compares it with the certificate, so a mismatch can show up there or in the check.
+     */
+    if (file_readable(cert_path, "certificate", err, errlen) != 0 ||
+        file_readable(key_path, "key", err, errlen) != 0) {
         SSL_CTX_free(c);
         return NULL;
     }
-    /* This also refuses a key that does not match the certificate ("key values mismatch"). */
-    if (SSL_CTX_use_PrivateKey_file(c, key_path, SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(c) != 1) {
-        snprintf(what, sizeof(what), "tls: key %s", key_path);
-        tls__set_openssl_msg(err, errlen, what, "does not match the certificate");
+    if (SSL_CTX_use_certificate_chain_file(c, cert_path) != 1) {
+        tls__set_msg(err, errlen, "tls: certificate %s: not a PEM certificate (%s)", cert_path,
+                     first_reason());
+        SSL_CTX_free(c);
+        return NULL;
+    }
+    if (SSL_CTX_use_PrivateKey_file(c, key_path, SSL_FILETYPE_PEM) != 1 && !key_mismatch()) {
+        tls__set_msg(err, errlen, "tls: key %s: not a PEM private key (%s)", key_path,
+                     first_reason());
+        SSL_CTX_free(c);
+        return NULL;
+    }
+    if (key_mismatch() || SSL_CTX_check_private_key(c) != 1) {
+        ERR_clear_error();
+        tls__set_msg(err, errlen, "tls: key %s does not match the certificate %s", key_path,
+                     cert_path);
         SSL_CTX_free(c);
         return NULL;
     }

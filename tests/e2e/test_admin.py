@@ -347,6 +347,83 @@ class ConfigTest(PosternTest):
         self.assertIn(f"listen = 127.0.0.1:{self.ports['smtp']}", r.out)
 
 
+class StartFilesTest(PosternTest):
+    """The files serve loads at start: `config check` loads them too and fails with exit 2 and
+    one line naming the file; serve fails (exit 3) with that line before it creates the
+    database, and never prints OpenSSL's error chain."""
+
+    def make_cert(self, cn, cert, key):
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-keyout", os.path.join(self.dir, key),
+             "-out", os.path.join(self.dir, cert), "-days", "30", "-subj", f"/CN={cn}"],
+            check=True, capture_output=True, timeout=60)
+
+    def path(self, name):
+        return os.path.join(os.path.realpath(self.dir), name)
+
+    def assert_refused(self, extra, want):
+        self.write_config(extra)
+        r = self.cli("config", "check")
+        self.assertEqual(r.code, 2, r)
+        self.assertEqual(r.err, f"postern: {want}\n")
+        self.assertEqual(r.out, "")
+        r = self.cli("serve")
+        self.assertEqual(r.code, 3, r)
+        self.assertIn(f"postern: {want}\n", r.err)
+        self.assertNotIn("error:0", r.err)  # no OpenSSL error chain
+        self.assertFalse(os.path.exists(self.db), "serve created the database")
+
+    def test_missing_certificate(self):
+        self.make_cert("a.test", "a.pem", "a.key")
+        self.assert_refused("[tls]\ncertificate = nope.pem\nkey = a.key\n",
+                            f"tls: certificate {self.path('nope.pem')}: No such file or directory")
+
+    def test_missing_key(self):
+        self.make_cert("a.test", "a.pem", "a.key")
+        self.assert_refused("[tls]\ncertificate = a.pem\nkey = nope.key\n",
+                            f"tls: key {self.path('nope.key')}: No such file or directory")
+
+    def test_unreadable_key(self):
+        if os.geteuid() == 0:
+            self.skipTest("root reads any file")
+        self.make_cert("a.test", "a.pem", "a.key")
+        os.chmod(os.path.join(self.dir, "a.key"), 0)
+        self.assert_refused("[tls]\ncertificate = a.pem\nkey = a.key\n",
+                            f"tls: key {self.path('a.key')}: Permission denied")
+
+    def test_key_of_another_certificate(self):
+        self.make_cert("a.test", "a.pem", "a.key")
+        self.make_cert("b.test", "b.pem", "b.key")
+        self.assert_refused("[tls]\ncertificate = a.pem\nkey = b.key\n",
+                            f"tls: key {self.path('b.key')} does not match the certificate "
+                            f"{self.path('a.pem')}")
+
+    def test_garbage_certificate(self):
+        self.make_cert("a.test", "a.pem", "a.key")
+        with open(os.path.join(self.dir, "bad.pem"), "w") as f:
+            f.write("garbage\n")
+        self.assert_refused("[tls]\ncertificate = bad.pem\nkey = a.key\n",
+                            f"tls: certificate {self.path('bad.pem')}: not a PEM certificate "
+                            "(no start line)")
+
+    def test_missing_smarthost_password_file(self):
+        self.assert_refused("[relay]\nsmarthost = 127.0.0.1:1\nsmarthost_user = u\n"
+                            "smarthost_password_file = nowhere.pw\n",
+                            f"{self.path('nowhere.pw')}: cannot open the smarthost password file: "
+                            "No such file or directory")
+
+    def test_good_files_pass(self):
+        self.make_cert("a.test", "a.pem", "a.key")
+        with open(os.path.join(self.dir, "relay.pw"), "w") as f:
+            f.write("secret\n")
+        self.write_config("[tls]\ncertificate = a.pem\nkey = a.key\n"
+                          "[relay]\nsmarthost = 127.0.0.1:1\nsmarthost_user = u\n"
+                          "smarthost_password_file = relay.pw\n")
+        r = self.ok("config", "check")
+        self.assertNotIn("secret", r.out + r.err)
+
+
 class StoreTest(PosternTest):
     def test_newer_schema_is_refused_with_exit_3(self):
         self.ok("domain", "list")

@@ -530,7 +530,7 @@ static void test_ctx_errors(void **state)
     } cases[] = {
         {"missing cert", missing, fx.key_a, {"certificate", "No such file"}},
         {"missing key", fx.cert_a, missing, {"key", "No such file"}},
-        {"mismatched key", fx.cert_a, fx.key_b, {"key", "key values mismatch"}},
+        {"mismatched key", fx.cert_a, fx.key_b, {"key", "does not match the certificate"}},
         {"garbage cert", fx.garbage, fx.key_a, {"certificate", "no start line"}},
         {"garbage key", fx.cert_a, fx.garbage, {"key", "garbage.pem"}},
         {"cert as key", fx.cert_a, fx.cert_a, {"key", "a.crt"}},
