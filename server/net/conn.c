@@ -209,6 +209,8 @@ static void on_handle_closed(uv_handle_t *h)
     struct conn *c = h->data;
     if (--c->handles_open > 0)
         return;
+    if (c->callbacks_on && c->set->transcript)
+        conn__transcript_unfinished(c);
     if (c->callbacks_on) {
         char esc[CONN_REASON_MAX_BYTES + 16];
         log_escape(esc, sizeof(esc), c->reason, strlen(c->reason));

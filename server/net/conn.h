@@ -11,7 +11,8 @@
  * Events logged with the connection's sid (sub=proto): connected, tls, tls-failed,
  * starttls-discarded, disconnected (reason, duration_ms, bytes_in, bytes_out, lines); with
  * transcript on, recv (every line received, or "***" after conn_mask_next_line) and send (every
- * line sent), each masked where the handler's transcript_visible hook says.
+ * line sent), each masked where the handler's transcript_visible hook says; a message body is
+ * never logged, only summed up (send-body, recv-body: octets and lines).
  *
  * Ownership and lifetime:
  *   - A struct conn_set owns every connection made on one loop, a shared read buffer (the loop is
@@ -265,6 +266,15 @@ void conn_resume_reading(struct conn *c);
 bool conn_is_paused(const struct conn *c);
 /* The transcript logs the next line received as line="***" (AUTH payloads, PASS arguments). */
 void conn_mask_next_line(struct conn *c);
+/*
+ * A message body goes out (RETR, TOP, the outbound client's DATA): until conn_body_end,
+ * conn_write sends as always but the transcript only counts the octets and lines, and
+ * conn_body_end logs them as one event=send-body line. A body ended by a closing connection, or
+ * not ended before the close, is logged with complete=no. Received data (data mode) is counted the same way by itself
+ * (event=recv-body when data mode ends). Not nested; a second begin is a no-op.
+ */
+void conn_body_begin(struct conn *c);
+void conn_body_end(struct conn *c);
 /* Ask for one on_drain call once the unsent output is below CONN_OUTPUT_HIGH_BYTES / 2. */
 void conn_want_drain(struct conn *c);
 

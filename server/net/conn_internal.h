@@ -106,6 +106,10 @@ struct conn {
     bool backlog;     /* the last pump stopped before the input ran dry */
     bool output_full; /* stopped reading: too much output unsent */
     bool mask_next;   /* transcript: log the next line as "***" */
+    /* Transcript: message bodies are counted, never logged (conn_body_begin, data mode). */
+    bool body_out; /* between conn_body_begin and conn_body_end */
+    uint64_t body_out_octets, body_out_lines;
+    uint64_t body_in_octets, body_in_lines; /* data mode: since it was switched on */
     bool want_drain;
 
     /* output */
@@ -160,9 +164,15 @@ int conn__start_tls(struct conn *c);
 
 /* ---- conn_transcript.c --------------------------------------------------------------------- */
 
-/* Logs data (a conn_write) line by line as event=send. */
+/* Logs data (a conn_write) line by line as event=send; inside a body it only counts it. */
 void conn__transcript_send(struct conn *c, const unsigned char *data, size_t len);
 /* Logs one received line as event (recv, recv-too-long, recv-bad-line). */
 void conn__transcript_recv(struct conn *c, const char *event, const char *line, size_t len);
+/* Data mode: counts the octets on_data took; with ended (on_data left data mode) logs the
+ * summary. conn__transcript_data_in_end logs it when data mode ends outside on_data. */
+void conn__transcript_data_in(struct conn *c, const unsigned char *data, size_t len, bool ended);
+void conn__transcript_data_in_end(struct conn *c, bool complete);
+/* At close: the summary of a body still being sent or received, marked complete=no. */
+void conn__transcript_unfinished(struct conn *c);
 
 #endif

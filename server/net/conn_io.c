@@ -421,6 +421,8 @@ void conn__pump(struct conn *c, const unsigned char *chunk, size_t len)
             size_t k = c->handler->on_data != NULL ? c->handler->on_data(c, p, n) : n;
             if (k > n)
                 k = n;
+            if (c->set->transcript)
+                conn__transcript_data_in(c, p, k, !c->mode_data);
             input_consume(c, k);
             if (k < n && c->mode_data && !c->paused && c->state == CONN_OPEN) {
                 conn_abort(c, "internal: on_data kept input");
@@ -575,6 +577,9 @@ void conn_set_mode_data(struct conn *c, bool on)
             c->stash = joined;
         }
     }
+    /* Switched off from on_data, the pump sums up after counting that last chunk. */
+    if (!on && c->set->transcript && c->in_pump == 0)
+        conn__transcript_data_in_end(c, true);
     c->mode_data = on;
     if (c->in_pump == 0)
         conn__ready_add(c);

@@ -4,9 +4,15 @@
  * and masked. Which part of a line is a secret is the protocol's knowledge: the handler's
  * transcript_visible hook says how much to show, and a line after conn_mask_next_line is shown as
  * "***" whole. This file only formats; it decides nothing about what a line means.
+ *
+ * A message body is never logged, in either direction: it is mail, not protocol, and a 25 MB
+ * RETR would add 50 MB to the log. What the session sends between conn_body_begin and
+ * conn_body_end, and what it receives in data mode, is counted instead and summed up in one line
+ * (event=send-body or recv-body, octets and lines) when the body ends or the connection closes.
  */
 #include "server/net/conn.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -42,9 +48,72 @@ static void transcript_escape(char *esc, size_t esclen, const char *line, size_t
              quoted ? head + 1 : head);
 }
 
-/* Logs every line of data (split at LF, CR dropped) as event=send, masked as the handler says. */
+static uint64_t count_lf(const unsigned char *data, size_t len)
+{
+    uint64_t n = 0;
+    for (const unsigned char *p = data, *end = data + len;
+         (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
+        n++;
+    return n;
+}
+
+static void log_body(struct conn *c, const char *event, uint64_t octets, uint64_t lines,
+                     bool complete)
+{
+    log_info(c->handler->proto, c->sid, "event=%s octets=%" PRIu64 " lines=%" PRIu64 "%s", event,
+             octets, lines, complete ? "" : " complete=no");
+}
+
+void conn_body_begin(struct conn *c)
+{
+    if (c == NULL || c->body_out)
+        return;
+    c->body_out = true;
+    c->body_out_octets = c->body_out_lines = 0;
+}
+
+void conn_body_end(struct conn *c)
+{
+    if (c == NULL || !c->body_out)
+        return;
+    c->body_out = false;
+    if (c->set->transcript)
+        log_body(c, "send-body", c->body_out_octets, c->body_out_lines, !conn_is_closing(c));
+}
+
+void conn__transcript_data_in_end(struct conn *c, bool complete)
+{
+    log_body(c, "recv-body", c->body_in_octets, c->body_in_lines, complete);
+    c->body_in_octets = c->body_in_lines = 0;
+}
+
+void conn__transcript_data_in(struct conn *c, const unsigned char *data, size_t len, bool ended)
+{
+    c->body_in_octets += len;
+    c->body_in_lines += count_lf(data, len);
+    if (ended)
+        conn__transcript_data_in_end(c, true);
+}
+
+void conn__transcript_unfinished(struct conn *c)
+{
+    if (c->body_out) {
+        c->body_out = false;
+        log_body(c, "send-body", c->body_out_octets, c->body_out_lines, false);
+    }
+    if (c->mode_data)
+        conn__transcript_data_in_end(c, false);
+}
+
+/* Logs every line of data (split at LF, CR dropped) as event=send, masked as the handler says;
+ * inside a body it only counts. */
 void conn__transcript_send(struct conn *c, const unsigned char *data, size_t len)
 {
+    if (c->body_out) {
+        c->body_out_octets += len;
+        c->body_out_lines += count_lf(data, len);
+        return;
+    }
     char esc[CONN_TRANSCRIPT_LINE_BYTES];
     size_t i = 0;
     while (i < len) {

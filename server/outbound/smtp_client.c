@@ -392,6 +392,7 @@ static void start_body(struct smtp_client *sc)
     sc->skip_left = sc->strip_bytes;
     sc->body_eof = false;
     sc->state = ST_BODY;
+    conn_body_begin(sc->conn); /* the transcript sums the message up, never logs it */
     pump_body(sc);
 }
 
@@ -437,6 +438,7 @@ static void pump_body(struct smtp_client *sc)
                     return;
             }
             store_body_close(&sc->reader);
+            conn_body_end(c);
             sc->state = ST_DOT;
             sc->dot_sent_ms = uv_now(conn_loop(c));
             conn_set_timeout(c, SMTP_CLIENT_FINAL_DOT_TIMEOUT_MS);

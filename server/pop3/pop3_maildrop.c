@@ -110,6 +110,8 @@ static void lock_release(int64_t user_id)
 
 static void stream_stop(struct pop3_maildrop *md)
 {
+    if (md->stream == POP3_STREAM_BODY)
+        conn_body_end(md->conn);
     store_body_close(&md->reader);
     free(md->in_buf);
     free(md->out_buf);
@@ -422,6 +424,8 @@ static enum pop3_md_result send_body(struct pop3_maildrop *md, uint64_t msg, boo
         /* RFC 1939 7: the size given is the message's, before byte-stuffing. */
         conn_reply(md->conn, "+OK %lld octets\r\n", (long long)size);
     }
+    /* The transcript logs the message as one summary line, not its content. */
+    conn_body_begin(md->conn);
     return POP3_MD_STREAM;
 }
 

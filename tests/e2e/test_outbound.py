@@ -135,6 +135,20 @@ class TestSmarthost(OutboundTest):
         # Pipelined: MAIL, both RCPTs and DATA before any reply is needed (one group).
         self.assertIn("PIPELINING", self.sink.extensions)
 
+    def test_transcript_sums_the_body_up(self):
+        # The outbound client's DATA is counted, never logged: one send-body line.
+        self.smarthost_config("[server]\ntranscript = yes\n")
+        body = b"Subject: t\r\n\r\nMARKER-0b77e2 in the body\r\n.dotted\r\n"
+        self.enqueue(["bob@dest.test"], body=body)
+        self.start_server()
+        wait_for(lambda: self.sink.messages, what="the message at the sink")
+        self.wait_log("status=sent")
+        log = self.read_log()
+        self.assertNotIn("MARKER-0b77e2", log)
+        # Sent: the body with its dotted line stuffed, then ".".
+        self.assertIn(f"event=send-body octets={len(body) + 1 + 3} lines=5\n", log)
+        self.assertIn('event=send line=DATA', log)
+
     def test_helo_fallback_without_pipelining_or_8bitmime(self):
         self.smarthost_config()
         self.sink.ehlo_reply = "502 5.5.2 EHLO not here"

@@ -374,6 +374,30 @@ class Logins(Pop3Test):
         self.assertNotIn(PW[ALICE], log)
         self.assertIn('event=recv line="AUTH PLAIN ***"', log)
 
+    def test_transcript_sums_bodies_up(self):
+        # A message body is mail, not protocol: RETR and TOP log one summary line, never a line
+        # of the message (a 25 MB RETR once added 50 MB to the log).
+        self.write_config(PLAINTEXT + "[server]\ntranscript = yes\n")
+        body = body_of("secret", ["MARKER-7f3a1c body line", "second line"])
+        self.add_message(ALICE, body)
+        self.start_server()
+        c = self.raw()
+        self.login_raw(c)
+        self.assertEqual(self.cmd(c, "RETR 1"), f"+OK {len(body)} octets")
+        self.assertIn("MARKER-7f3a1c body line", self.multi(c))
+        self.assertEqual(self.cmd(c, "TOP 1 1"), "+OK Top of message follows")
+        self.assertIn("MARKER-7f3a1c body line", self.multi(c))
+        self.assertEqual(self.cmd(c, "QUIT"), "+OK Bye")
+        log = self.wait_log("event=disconnected")
+        self.assertNotIn("MARKER-7f3a1c", log)
+        self.assertNotIn("Subject: secret", log)
+        # RETR: the body and ".", each line counted; TOP: headers, blank line, 1 line and ".".
+        self.assertIn(f"event=send-body octets={len(body) + 3} lines=6\n", log)
+        self.assertIn("event=send-body octets=", log)
+        self.assertEqual(log.count("event=send-body"), 2)
+        self.assertIn('event=send line="+OK Top of message follows"', log)
+        self.assertIn('event=recv line="RETR 1"', log)
+
 
 class Windows(Pop3Test):
     def test_window_opened_by_login_not_by_failure(self):

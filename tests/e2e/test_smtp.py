@@ -616,6 +616,22 @@ class Auth(SmtpTest):
         self.assertNotIn(PASSWORD, log)
         self.assertIn('event=recv line="AUTH PLAIN ***"', log)
 
+    def test_transcript_sums_the_data_up(self):
+        # The message is counted, never logged: one recv-body line with its octets and lines.
+        self.write_config(TLS_CONFIG + "[server]\ntranscript = yes\n")
+        self.start()
+        c = self.connect()
+        self.ehlo(c)
+        body = b"Subject: t\r\n\r\nMARKER-51c9e0 in the body\r\n..dotted\r\n"
+        replies = self.transaction(c, "x@remote.test", ["bob@example.test"], body)
+        self.assertTrue(replies[-1].startswith("250 2.0.0 Ok: queued as "), replies)
+        self.cmd(c, "QUIT")
+        log = self.wait_log("event=disconnected")
+        self.assertNotIn("MARKER-51c9e0", log)
+        # The octets as received, the final dot included.
+        self.assertIn(f"event=recv-body octets={len(body) + 3} lines=5\n", log)
+        self.assertIn('event=recv line=DATA', log)
+
     def test_seed_auth_on_587_after_starttls_relays(self):
         self.start()
         s = self.smtp("submission")
