@@ -328,6 +328,15 @@ static int apply_defaults(struct parse *ps)
     return 0;
 }
 
+/* Keys given as a word that stands for a value derived from other keys. */
+static void derive_values(struct parse *ps)
+{
+    struct cfg *cfg = ps->cfg;
+
+    if (cfg->smtp.min_free_space_bytes == CFG_SIZE_DERIVED)
+        cfg->smtp.min_free_space_bytes = 2 * cfg->smtp.max_message_size_bytes;
+}
+
 /* Checks that involve more than one key. */
 static void check_cross(struct parse *ps)
 {
@@ -389,6 +398,8 @@ static int load(struct parse *ps)
         else if (r < 0)
             fail(ps, 0, "out of memory");
     }
+    if (!ps->failed)
+        derive_values(ps);
     if (!ps->failed)
         check_cross(ps);
     if (ps->failed) {

@@ -111,6 +111,9 @@ struct cfg {
         struct cfg_listen_list submission;
         struct cfg_listen_list submissions;
         uint64_t max_message_size_bytes; /* 1K..512M */
+        /* Free space the database's file system keeps: below it new mail is refused (452);
+         * 0 = no reserve. "auto" (the default) is twice max_message_size. */
+        uint64_t min_free_space_bytes;
         unsigned max_recipients;         /* 1..100000; below 100 warns (RFC 5321 4.5.3.1.8) */
         bool plaintext_auth;
         uint64_t timeout_ms; /* 1s..1d */

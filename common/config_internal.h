@@ -34,6 +34,9 @@ struct enum_name {
     int value;
 };
 
+/* Stored by a P_SIZE key given its derived_word, until derive_values replaces it. */
+#define CFG_SIZE_DERIVED UINT64_MAX
+
 struct param {
     const char *section;
     const char *key;
@@ -45,6 +48,9 @@ struct param {
     uint64_t warn_below;           /* P_UINT: a value below this is allowed with a warning */
     const char *warn_text;
     uint16_t default_port; /* P_HOSTPORT, P_IPPORT */
+    /* P_SIZE: a word accepted instead of a size, stored as CFG_SIZE_DERIVED and replaced after
+     * loading by a value derived from other keys (config.c, derive_values). */
+    const char *derived_word;
 };
 
 /*

@@ -47,6 +47,9 @@ static const struct enum_name denied_style_names[] = {
  *   digit is refused instead of silently meaning "no limit".
  * - max_message_size stops at 512M: one message is one SQLite blob, SQLite's default limit is
  *   10^9 bytes (SQLITE_MAX_LENGTH), and normalising bare LF to CRLF can double the stored size.
+ * - min_free_space "auto" is twice max_message_size, as Postfix's queue_minfree advises: room
+ *   for a message being received and one more, so a full disk refuses mail with a 4xx while
+ *   POP3 logins and deletions, which free space, still have room to write.
  * - window_ipv6_prefix starts at /32, the smallest block a registry allocates to an ISP
  *   (RIR policy): a wider window would open relaying to many unrelated networks at once.
  * - timeouts start at 1s so tests can run fast; RFC 5321 4.5.3.2 and RFC 1939 3 ask for
@@ -68,6 +71,8 @@ const struct param cfg_params[] = {
     PARAM("smtp", "submissions", P_LISTEN, smtp.submissions, "127.0.0.1:2465"),
     PARAM("smtp", "max_message_size", P_SIZE, smtp.max_message_size_bytes, "25M",
           .min = SIZE_KIB_BYTES, .max = 512 * SIZE_MIB_BYTES),
+    PARAM("smtp", "min_free_space", P_SIZE, smtp.min_free_space_bytes, "auto", .min = 0,
+          .max = 1024 * SIZE_GIB_BYTES, .derived_word = "auto"),
     PARAM("smtp", "max_recipients", P_UINT, smtp.max_recipients, "100", .min = 1, .max = 100000,
           .warn_below = 100,
           .warn_text = "is below 100, the number RFC 5321 4.5.3.1.8 says a server must accept"),

@@ -447,6 +447,10 @@ int cfg_param_set(struct cfg *cfg, const struct param *p, const char *base_dir, 
         *(uint64_t *)field = v;
         return 0;
     case P_SIZE:
+        if (p->derived_word != NULL && strcmp(value, p->derived_word) == 0) {
+            *(uint64_t *)field = CFG_SIZE_DERIVED;
+            return 0;
+        }
         if (size_parse(value, &v) < 0) {
             snprintf(reason, rlen, "expected a size such as 512K, 25M, 1G");
             return -1;

@@ -7,6 +7,7 @@
 #define POSTERN_APP_H
 
 struct auth;
+struct disk_reserve;
 struct cfg;
 struct smtp_client_creds;
 struct store;
@@ -19,6 +20,9 @@ struct app {
     struct auth *auth;     /* password checks off the loop, throttling, cache */
     /* [relay] smarthost_user and its password, read at start; NULL: no smarthost AUTH */
     const struct smtp_client_creds *smarthost_creds;
+    /* [smtp] min_free_space: new mail waits while the database's disk is nearly full; NULL:
+     * no check. Thread-safe (disk_reserve.h). */
+    struct disk_reserve *disk;
 };
 
 #endif

@@ -58,6 +58,7 @@
 #include "common/util.h"
 #include "server/app.h"
 #include "server/auth/auth.h"
+#include "server/disk_reserve.h"
 #include "server/net/conn.h"
 #include "server/net/listener.h"
 #include "server/pop3/pop3_session.h"
@@ -93,6 +94,7 @@ struct server {
     struct writer_job purge_job;
     bool purge_busy; /* purge_job is with the writer */
     bool stopping;
+    struct disk_reserve disk; /* app.disk borrows it */
     /* owned; NULL without [relay] smarthost_user; app.smarthost_creds borrows it */
     struct smtp_client_creds *smarthost_creds;
     struct app app; /* what sessions borrow (app.h); points into the fields above */
@@ -421,6 +423,8 @@ int serve_main(struct cfg *cfg, const char *config_path)
     srv->app.smarthost_creds = srv->smarthost_creds;
     if (check_database_modes(cfg->server.database) != 0)
         goto out;
+    disk_reserve_init(&srv->disk, cfg->server.database, cfg->smtp.min_free_space_bytes);
+    srv->app.disk = &srv->disk;
     if (store_open(cfg->server.database, &srv->reads, err, sizeof(err)) != STORE_OK) {
         log_error("store", 0, "event=open-failed error=\"%s\"", err);
         goto out;

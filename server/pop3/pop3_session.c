@@ -11,11 +11,13 @@
  * closed after POP3_MAX_AUTH_FAILURES of them (or at once when auth says the client is over its
  * limit). A success takes the maildrop lock, the snapshot, and then opens the relay window for
  * relay.window in a writer job; "+OK" goes out only after that commit, so the very next SMTP
- * command from the address sees the window. While the session stays in TRANSACTION the window is
- * renewed every POP3_WINDOW_RENEW_MAX_MS (or relay.window / 2 if shorter), and once more at
- * close, so it stays open while connected and counts down from the end; an expiry is always
- * finite, so a crash never leaves an open relay behind. relay.window = 0: no window at all.
- * A renewal that finds the account deleted or its password changed since the login
+ * command from the address sees the window. When that write fails (a full disk) the login still
+ * succeeds, without a window: users must be able to fetch and delete the mail that fills the
+ * disk, and the SMTP side refuses new mail meanwhile (server/disk_reserve.h). While the session
+ * stays in TRANSACTION the window is renewed every POP3_WINDOW_RENEW_MAX_MS (or relay.window / 2 if
+ * shorter), and once more at close, so it stays open while connected and counts down from the end;
+ * an expiry is always finite, so a crash never leaves an open relay behind. relay.window = 0: no
+ * window at all. A renewal that finds the account deleted or its password changed since the login
  * (pop3_window.h) ends the session: a revoked password cannot keep a window open by keeping a
  * session alive.
  *
@@ -281,15 +283,20 @@ static void login_window_done(void *ctx, int status)
         session_release(s);
         return;
     }
-    if (status != 0) {
+    if (status == STORE_NOT_FOUND) {
         /* STORE_NOT_FOUND: deleted or given a new password while the login was under way. */
         log_warn("pop3", conn_sid(c), "event=window-failed key=%s user=%s status=%d", w->key,
                  w->user, status);
         login_undo(s);
-        conn_reply(c, status == STORE_NOT_FOUND
-                          ? "-ERR [AUTH] Authentication failed\r\n"
-                          : "-ERR [SYS/TEMP] Cannot log in now, try again later\r\n");
+        conn_reply(c, "-ERR [AUTH] Authentication failed\r\n");
         conn_resume_reading(c);
+    } else if (status != 0) {
+        /* A full disk must not lock the user out of the mail whose deletion frees it: the
+         * login goes on without a relay window (and without its login record). */
+        log_warn("pop3", conn_sid(c),
+                 "event=window-failed key=%s user=%s status=%d login=without-window", w->key,
+                 w->user, status);
+        login_finish(s);
     } else {
         s->window_opened = true;
         pop3_window_log(conn_sid(c), w, conn_peer_text(c), "window-opened");

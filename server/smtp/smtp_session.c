@@ -29,11 +29,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "common/pure/command.h"
 #include "server/app.h"
 #include "server/auth/auth.h"
+#include "server/disk_reserve.h"
 #include "server/net/session_ref.h"
 #include "server/smtp/smtp_tx.h"
 
@@ -381,6 +383,20 @@ static void job_submit(struct smtp_session *s)
         tx_reset(s);
 }
 
+/*
+ * The free-space reserve (server/disk_reserve.h): while the database's disk is nearly full, new
+ * mail waits with a 4xx, so that POP3 logins and deletions, which free space, can still write.
+ * RFC 3463 4.3.1: mail system full.
+ */
+static bool refused_for_space(struct smtp_session *s)
+{
+    const struct app *app = conn_app(s->conn);
+    if (app == NULL || !disk_reserve_is_low(app->disk, clock_monotonic_ms()))
+        return false;
+    smtp_reply_error(s, "452 4.3.1 Insufficient system storage");
+    return true;
+}
+
 static void cmd_mail(struct smtp_session *s, const char *args)
 {
     if (s->state == SMTP_STATE_GREETED) {
@@ -391,6 +407,8 @@ static void cmd_mail(struct smtp_session *s, const char *args)
         smtp_reply_error(s, "503 5.5.1 Error: nested MAIL command");
         return;
     }
+    if (refused_for_space(s))
+        return;
     char reply[SMTP_TX_REPLY_MAX_BYTES];
     struct smtp_tx_client cl = tx_client(s);
     tx_answer(s, smtp_tx_mail(&s->tx, &cl, args, reply), reply, SMTP_STATE_MAIL);
@@ -429,6 +447,8 @@ static void cmd_data(struct smtp_session *s, const char *args)
         smtp_reply_error(s, "501 5.5.4 Syntax: DATA");
         return;
     }
+    if (refused_for_space(s))
+        return;
     char reply[SMTP_TX_REPLY_MAX_BYTES];
     enum smtp_tx_result r = smtp_tx_data(&s->tx, s->conn, reply);
     tx_answer(s, r, reply, SMTP_STATE_DATA);

@@ -94,6 +94,7 @@ static void check_defaults(const struct cfg *cfg, const char *want_database)
     assert_string_equal(cfg->smtp.listen.addrs[0].host, "127.0.0.1");
     assert_int_equal(cfg->smtp.listen.addrs[0].port, 2525);
     assert_int_equal(cfg->smtp.max_message_size_bytes, 25 * 1024 * 1024);
+    assert_int_equal(cfg->smtp.min_free_space_bytes, 50 * 1024 * 1024); /* "auto": twice that */
     assert_int_equal(cfg->smtp.max_recipients, 100);
     assert_false(cfg->smtp.plaintext_auth);
     assert_int_equal(cfg->smtp.timeout_ms, 5 * MI);
@@ -218,6 +219,10 @@ static const struct ok_case ok_cases[] = {
      NULL},
     {"smtp", "submission", "", K_LISTEN, OFF(smtp.submission), 0, "", NULL},
     {"smtp", "submissions", "[::1]:465", K_LISTEN, OFF(smtp.submissions), 0, "[::1]:465", NULL},
+    {"smtp", "min_free_space", "auto", K_U64, OFF(smtp.min_free_space_bytes), 2048, NULL,
+     "max_message_size = 1K\n"},
+    {"smtp", "min_free_space", "0", K_U64, OFF(smtp.min_free_space_bytes), 0, NULL, NULL},
+    {"smtp", "min_free_space", "1G", K_U64, OFF(smtp.min_free_space_bytes), 1073741824, NULL, NULL},
     {"smtp", "max_message_size", "1K", K_U64, OFF(smtp.max_message_size_bytes), 1024, NULL, NULL},
     {"smtp", "max_message_size", "1024", K_U64, OFF(smtp.max_message_size_bytes), 1024, NULL, NULL},
     {"smtp", "max_message_size", "10M", K_U64, OFF(smtp.max_message_size_bytes), 10485760, NULL,
@@ -392,8 +397,9 @@ static void test_every_key_is_covered(void **state)
         keys++;
     }
     free(out);
-    /* README.md's keys, window_max_recipients and the smarthost credentials included */
-    assert_int_equal(keys, 31);
+    /* README.md's keys, window_max_recipients, the smarthost credentials and min_free_space
+     * included. */
+    assert_int_equal(keys, 32);
 }
 
 /* ---- errors, exact text ------------------------------------------------------------------ */
@@ -517,6 +523,11 @@ static const struct err_case err_cases[] = {
     {"[smtp]\nmax_message_size = 25MB\n",
      "t.conf:2: bad value \"25MB\" for max_message_size in [smtp]: expected a size such as 512K, "
      "25M, 1G"},
+    {"[smtp]\nmin_free_space = some\n",
+     "t.conf:2: bad value \"some\" for min_free_space in [smtp]: expected a size such as 512K, "
+     "25M, 1G"},
+    {"[smtp]\nmin_free_space = 1025G\n",
+     "t.conf:2: bad value \"1025G\" for min_free_space in [smtp]: must be between 0 and 1024G"},
     {"[smtp]\nmax_message_size = 1023\n",
      "t.conf:2: bad value \"1023\" for max_message_size in [smtp]: must be between 1K and 512M"},
     {"[smtp]\nmax_message_size = 1G\n",
@@ -991,6 +1002,7 @@ static void assert_cfg_equal(const struct cfg *a, const struct cfg *b)
     assert_listen_equal(&a->smtp.submission, &b->smtp.submission);
     assert_listen_equal(&a->smtp.submissions, &b->smtp.submissions);
     assert_int_equal(a->smtp.max_message_size_bytes, b->smtp.max_message_size_bytes);
+    assert_int_equal(a->smtp.min_free_space_bytes, b->smtp.min_free_space_bytes);
     assert_int_equal(a->smtp.max_recipients, b->smtp.max_recipients);
     assert_int_equal(a->smtp.plaintext_auth, b->smtp.plaintext_auth);
     assert_int_equal(a->smtp.timeout_ms, b->smtp.timeout_ms);
@@ -1095,7 +1107,8 @@ static void test_print_round_trip(void **state)
         "[server]\nhostname = mx.example.org\ndatabase = /base/d/p.db\nuser = mail\n",
         "log_level = debug\ntranscript = yes\n",
         "\n[smtp]\nlisten = *:25, [::1]:2525, 0.0.0.0:26\nsubmission =\nsubmissions = [::]:465\n",
-        "max_message_size = 1536\nmax_recipients = 50\nplaintext_auth = yes\ntimeout = 90m\n",
+        "max_message_size = 1536\nmin_free_space = 3K\nmax_recipients = 50\n"
+        "plaintext_auth = yes\ntimeout = 90m\n",
         "timeout = 1h1s\n",
         "certificate = /base/c.pem\nkey = /base/k.pem\n",
         "window = 0\n",
