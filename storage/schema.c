@@ -93,6 +93,12 @@ static const char *const migrations[] = {
     "  key TEXT PRIMARY KEY,"
     "  value TEXT NOT NULL) WITHOUT ROWID;"
     "INSERT INTO meta(key, value) VALUES ('uidl_tag', lower(hex(randomblob(8))));",
+
+    /* 5: users in address order within their domain, so where postmaster mail goes
+     * (store_user_first) is one index lookup. It serves the lookups by domain_id alone too, so
+     * the older index goes. */
+    "CREATE INDEX users_domain_address ON users(domain_id, address);"
+    "DROP INDEX users_domain;",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == SCHEMA_VERSION,

@@ -19,7 +19,7 @@
 #include "common/error.h"
 
 /* The schema version this binary writes; older databases are migrated at open. */
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 /* How long a statement waits for a lock held by another connection or process. */
 #define STORE_BUSY_TIMEOUT_MS 10000
 
@@ -140,6 +140,13 @@ int store_user_del(struct store *s, const char *address);
  * gives another string). */
 int store_user_unchanged(struct store *s, int64_t id, const char *password_hash);
 int store_user_list(struct store *s, const char *domain_or_null, store_user_fn fn, void *ctx);
+/*
+ * The id of the first user in store_user_list order (domain name, then address) of
+ * domain_or_null, or of all users when it is NULL: where postmaster mail goes. One indexed
+ * lookup (LIMIT 1) without the listing's per-user sums, so a client may ask for it with every
+ * RCPT. STORE_NOT_FOUND when there is no such user.
+ */
+int store_user_first(struct store *s, const char *domain_or_null, int64_t *id_out);
 /* Copies the argon2id hash string into hash_out (>= 128 bytes) and the id into *id_out. */
 int store_user_get(struct store *s, const char *address, int64_t *id_out, char *hash_out,
                    size_t hashlen);
@@ -168,8 +175,8 @@ struct store_window {
     int64_t relayed; /* recipients relayed through this window */
 };
 typedef int (*store_window_fn)(void *ctx, const struct store_window *w);
-/* Opens or renews: opened = now, expires = now + duration; a renewal keeps the relayed count
- * unless the user changed. */
+/* Opens or renews: opened = now, expires = now + duration, user = user. A window still open
+ * keeps its relayed count whoever renews it; one that had expired starts again from 0. */
 int store_window_open(struct store *s, const char *key, const char *user, int64_t now_ms,
                       int64_t duration_ms);
 /* Adds a successful POP3 login to the history (pop_logins); renewals and windows opened by hand
@@ -182,11 +189,12 @@ int store_window_list(struct store *s, int64_t now_ms, store_window_fn fn, void 
 int store_window_lookup(struct store *s, const char *key, int64_t now_ms, char *user_out,
                         size_t userlen, int64_t *expires_out, int64_t *relayed_out);
 /*
- * Adds n to the relayed count of the window for key (the SMTP session, after a recipient was
- * accepted on reason pop-window), whether or not it has expired meanwhile. STORE_NOT_FOUND when
- * there is no such window (closed by hand in between).
+ * Counts one relayed recipient against the window for key, if the window is open at now_ms and
+ * has relayed fewer than max: the check and the count are one statement, so parallel sessions
+ * cannot overshoot max. STORE_OK when counted; STORE_NOT_FOUND when not (the window is full,
+ * expired or gone): the recipient must then be refused.
  */
-int store_window_count_relayed(struct store *s, const char *key, int64_t n);
+int store_window_take_relay(struct store *s, const char *key, int64_t now_ms, int64_t max);
 /* Housekeeping only: lookups check expiry themselves. */
 int store_window_purge(struct store *s, int64_t now_ms);
 

@@ -129,6 +129,34 @@ int store_user_list(struct store *s, const char *domain_or_null, store_user_fn f
     return store_rows_end(s, st, rc, "list users");
 }
 
+int store_user_first(struct store *s, const char *domain_or_null, int64_t *id_out)
+{
+    /* Two statements rather than "?1 IS NULL OR", each with one plan: the domain by its
+     * name, then its first user on the users_domain_address index; or the domains in name order,
+     * each asking that index for its first user, until one has any. */
+    sqlite3_stmt *st =
+        domain_or_null != NULL
+            ? store_prepare(s, "SELECT u.id FROM domains d JOIN users u ON u.domain_id = d.id"
+                               " WHERE d.name = ?1 ORDER BY u.address LIMIT 1")
+            : store_prepare(s, "SELECT (SELECT u.id FROM users u WHERE u.domain_id = d.id"
+                               "  ORDER BY u.address LIMIT 1) AS first FROM domains d"
+                               " WHERE first IS NOT NULL ORDER BY d.name LIMIT 1");
+    if (st == NULL)
+        return STORE_ERR;
+    if (domain_or_null != NULL)
+        sqlite3_bind_text(st, 1, domain_or_null, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    int status = STORE_OK;
+    if (rc == SQLITE_ROW)
+        *id_out = sqlite3_column_int64(st, 0);
+    else if (rc == SQLITE_DONE)
+        status = STORE_NOT_FOUND;
+    else
+        status = store_fail(s, "first user");
+    store_reset(st);
+    return status;
+}
+
 int store_user_get(struct store *s, const char *address, int64_t *id_out, char *hash_out,
                    size_t hashlen)
 {

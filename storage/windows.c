@@ -3,6 +3,12 @@
  * by ip_window_key() (an IPv4 address, or an IPv6 network of relay.window_ipv6_prefix). Every
  * lookup compares expires_ms with the caller's clock itself: purging old rows is housekeeping and
  * never what makes a window close.
+ *
+ * The relayed count belongs to the address, not to whoever logged in last: a login or renewal
+ * while the window is open only moves its expiry, so two accounts taking turns from one address
+ * cannot reset it. Only a window that has expired (or was closed, which deletes the row) starts
+ * again from 0. The count is taken by store_window_take_relay, whose one UPDATE both checks the
+ * limit and counts, so sessions running in parallel cannot overshoot it.
  */
 #include "storage/store_internal.h"
 
@@ -16,8 +22,7 @@ int store_window_open(struct store *s, const char *key, const char *user, int64_
         s, "INSERT INTO windows(ip_key, user, opened_ms, expires_ms, relayed)"
            " VALUES (?1, ?2, ?3, ?4, 0)"
            " ON CONFLICT(ip_key) DO UPDATE SET"
-           "  relayed = CASE WHEN user = excluded.user AND expires_ms > excluded.opened_ms"
-           "            THEN relayed ELSE 0 END,"
+           "  relayed = CASE WHEN expires_ms > excluded.opened_ms THEN relayed ELSE 0 END,"
            "  user = excluded.user, opened_ms = excluded.opened_ms,"
            "  expires_ms = excluded.expires_ms");
     if (st == NULL)
@@ -97,14 +102,16 @@ int store_window_lookup(struct store *s, const char *key, int64_t now_ms, char *
     return status;
 }
 
-int store_window_count_relayed(struct store *s, const char *key, int64_t n)
+int store_window_take_relay(struct store *s, const char *key, int64_t now_ms, int64_t max)
 {
-    sqlite3_stmt *st =
-        store_prepare(s, "UPDATE windows SET relayed = relayed + ?2 WHERE ip_key = ?1");
+    sqlite3_stmt *st = store_prepare(
+        s, "UPDATE windows SET relayed = relayed + 1"
+           " WHERE ip_key = ?1 AND expires_ms > ?2 AND relayed >= 0 AND relayed < ?3");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, n);
+    sqlite3_bind_int64(st, 2, now_ms);
+    sqlite3_bind_int64(st, 3, max);
     return store_step_changed(s, st, "count relayed");
 }
 

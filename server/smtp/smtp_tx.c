@@ -159,38 +159,16 @@ enum smtp_tx_result smtp_tx_mail(struct smtp_tx *tx, const struct smtp_tx_client
 
 /* ---- RCPT ---------------------------------------------------------------------------------- */
 
-struct first_user {
-    bool found;
-    int64_t id;
-};
-
-static int first_user_cb(void *ctx, const struct store_user *u)
-{
-    struct first_user *f = ctx;
-    f->found = true;
-    f->id = u->id;
-    return 1;
-}
-
-/* Where postmaster mail goes (head comment). 0 with *id_out, STORE_NOT_FOUND, or STORE_ERR. */
+/* Where postmaster mail goes (head comment): two indexed lookups at most. 0 with *id_out,
+ * STORE_NOT_FOUND, or STORE_ERR. */
 static int postmaster_user(struct store *reads, const char *domain_or_null, int64_t *id_out)
 {
-    struct first_user f = {0};
-    int st;
     if (domain_or_null != NULL && domain_or_null[0] != '\0') {
-        st = store_user_list(reads, domain_or_null, first_user_cb, &f);
-        if (st != STORE_OK)
+        int st = store_user_first(reads, domain_or_null, id_out);
+        if (st != STORE_NOT_FOUND)
             return st;
     }
-    if (!f.found) {
-        st = store_user_list(reads, NULL, first_user_cb, &f);
-        if (st != STORE_OK)
-            return st;
-    }
-    if (!f.found)
-        return STORE_NOT_FOUND;
-    *id_out = f.id;
-    return STORE_OK;
+    return store_user_first(reads, NULL, id_out);
 }
 
 static void set_identity(struct smtp_tx *tx, struct conn *c, const struct relay_facts *f,
@@ -204,6 +182,31 @@ static void set_identity(struct smtp_tx *tx, struct conn *c, const struct relay_
         snprintf(tx->identity, sizeof(tx->identity), "POP-before-SMTP window of %s",
                  f->window_user != NULL && f->window_user[0] != '\0' ? f->window_user
                                                                      : conn_peer_text(c));
+}
+
+/*
+ * A recipient allowed on a window is counted against it before the answer (smtp_tx_job_result
+ * answers): the writer's one conditional UPDATE (store_window_take_relay) both checks
+ * window_max_recipients and counts, so the count read here is only a hint, and parallel
+ * sessions from one address, or pipelined RCPTs, cannot overshoot the limit. Should the writer
+ * find the window full, expired or closed, the answer is the refusal a full window gets, made
+ * ready here with its log line.
+ */
+static void window_count_prepare(struct smtp_tx *tx, struct conn *c, const struct relay_facts *f,
+                                 const char *rcpt_text)
+{
+    const struct cfg *cfg = conn_cfg(c);
+    snprintf(tx->pending_rcpt, sizeof(tx->pending_rcpt), "%s", rcpt_text);
+    ip_window_key(conn_peer_ip(c), cfg->relay.window_ipv6_prefix, tx->window_key,
+                  sizeof(tx->window_key));
+    tx->window_max = cfg->relay.window_max_recipients;
+    struct relay_facts full = *f;
+    full.window_relayed = (int64_t)full.window_max_recipients;
+    struct relay_decision limit;
+    relay_decide(&full, &limit);
+    snprintf(tx->window_refusal, sizeof(tx->window_refusal), "%s", limit.reply);
+    relay_format_log(&full, &limit, tx->window_refusal_log, sizeof(tx->window_refusal_log));
+    tx->job_kind = SMTP_JOB_COUNT_WINDOW;
 }
 
 static enum smtp_tx_result rcpt_temp_failure(struct conn *c, const char *what,
@@ -281,13 +284,8 @@ enum smtp_tx_result smtp_tx_rcpt(struct smtp_tx *tx, const struct smtp_tx_client
             return rcpt_temp_failure(c, store_errmsg(app->reads), reply);
         break;
     case RELAY_REASON_POP_WINDOW:
-        /* Count it against the window before answering, so a pipelined run of RCPTs sees the
-         * count go up and the window_max_recipients limit holds (smtp_tx_job_result answers). */
         set_identity(tx, c, &facts, &d);
-        snprintf(tx->pending_rcpt, sizeof(tx->pending_rcpt), "%s", text);
-        ip_window_key(conn_peer_ip(c), cfg->relay.window_ipv6_prefix, tx->window_key,
-                      sizeof(tx->window_key));
-        tx->job_kind = SMTP_JOB_COUNT_WINDOW;
+        window_count_prepare(tx, c, &facts, text);
         return SMTP_TX_JOB;
     default: /* trusted-network, auth */
         set_identity(tx, c, &facts, &d);
@@ -398,7 +396,7 @@ static int job_run(struct store *st, struct writer_job *job)
     struct smtp_tx *tx = container_of(job, struct smtp_tx, job);
     if (tx->job_kind == SMTP_JOB_DELIVER)
         return store_deliver(st, &tx->delivery);
-    return store_window_count_relayed(st, tx->window_key, 1);
+    return store_window_take_relay(st, tx->window_key, store_now_ms(), tx->window_max);
 }
 
 static void job_done(struct writer_job *job, int status)
@@ -440,6 +438,10 @@ enum smtp_tx_result smtp_tx_job_result(struct smtp_tx *tx, struct conn *c, int s
                  status);
         return answer(reply, SMTP_TX_ERROR,
                       "451 4.3.0 Error: could not store the message, try again later");
+    }
+    if (status == STORE_NOT_FOUND) {
+        log_info("smtp", conn_sid(c), "event=relay %s", tx->window_refusal_log);
+        return answer(reply, SMTP_TX_ERROR, "%s", tx->window_refusal);
     }
     if (status != 0)
         return rcpt_temp_failure(c, "count relayed recipient", reply);

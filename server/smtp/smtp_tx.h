@@ -20,6 +20,7 @@
 #include "common/pure/address.h"
 #include "common/pure/buf.h"
 #include "common/pure/cidr.h"
+#include "common/pure/relay_policy.h"
 #include "common/pure/smtp_data.h"
 #include "common/pure/smtp_parse.h"
 #include "server/net/conn.h"
@@ -57,7 +58,7 @@ typedef void (*smtp_tx_done_fn)(void *ctx, int status);
 enum smtp_job_kind {
     SMTP_JOB_NONE = 0,
     SMTP_JOB_DELIVER,      /* store_deliver: the message of the transaction */
-    SMTP_JOB_COUNT_WINDOW, /* store_window_count_relayed for a recipient accepted on a window */
+    SMTP_JOB_COUNT_WINDOW, /* store_window_take_relay for a recipient allowed on a window */
 };
 
 /*
@@ -85,11 +86,14 @@ struct smtp_tx {
     void *done_ctx;
     char pending_rcpt[ADDRESS_STRLEN]; /* COUNT_WINDOW: the recipient waiting for its 250 */
     char window_key[CIDR_STRLEN];      /* COUNT_WINDOW */
-    unsigned char *block;              /* DELIVER: owned, taken from data */
-    const char **remote_ptrs;          /* DELIVER: owned array pointing into remote */
-    struct store_delivery delivery;    /* DELIVER */
-    char id[SMTP_QUEUE_ID_MAX_BYTES];  /* DELIVER: the queue id */
-    uint64_t message_bytes;            /* DELIVER: the stored size (headers included) */
+    unsigned window_max;               /* COUNT_WINDOW: relay.window_max_recipients */
+    char window_refusal[SMTP_REPLY_LINE_MAX_BYTES]; /* COUNT_WINDOW: the answer if not counted */
+    char window_refusal_log[RELAY_LOG_MAX_BYTES];   /* COUNT_WINDOW: its event=relay line */
+    unsigned char *block;                           /* DELIVER: owned, taken from data */
+    const char **remote_ptrs;                       /* DELIVER: owned array pointing into remote */
+    struct store_delivery delivery;                 /* DELIVER */
+    char id[SMTP_QUEUE_ID_MAX_BYTES];               /* DELIVER: the queue id */
+    uint64_t message_bytes; /* DELIVER: the stored size (headers included) */
 };
 
 /* Drops the transaction and frees what it owns (RSET, and at session end). Not while a writer

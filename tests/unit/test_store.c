@@ -6,6 +6,7 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -98,9 +99,13 @@ static void test_older_database_is_migrated_in_order(void **state)
         struct store *old = NULL;
         assert_int_equal(store_open_at_version(f->path, from, &old, err, sizeof(err)), STORE_OK);
         assert_int_equal(store_schema_version(old), from);
-        /* Tables of later versions do not exist yet. */
+        /* What later versions add does not exist yet. */
+        if (from < 4)
+            assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
+                                                "name = 'meta'"),
+                             0);
         assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
-                                            "name = 'meta'"),
+                                            "name = 'users_domain_address'"),
                          0);
         assert_int_equal(store_domain_add(old, "old.test"), STORE_OK);
         store_close(&old);
@@ -112,6 +117,9 @@ static void test_older_database_is_migrated_in_order(void **state)
         assert_true(local);
         assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
                                             "name = 'meta'"),
+                         1);
+        assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
+                                            "name IN ('users_domain_address', 'users_domain')"),
                          1);
         store_close(&f->s);
         unlink(f->path);
@@ -222,6 +230,99 @@ static void test_domains_and_users(void **state)
     int n = 0;
     assert_int_equal(store_domain_list(f->s, count_domains, &n), STORE_OK);
     assert_int_equal(n, 0);
+}
+
+/* store_user_list's first row, as postmaster routing used it before store_user_first. */
+struct first_listed {
+    bool found;
+    int64_t id;
+};
+
+static int first_listed_cb(void *ctx, const struct store_user *u)
+{
+    struct first_listed *f = ctx;
+    f->found = true;
+    f->id = u->id;
+    return 1;
+}
+
+static int first_listed(struct store *s, const char *domain, int64_t *id_out)
+{
+    struct first_listed f = {0};
+    int st = store_user_list(s, domain, first_listed_cb, &f);
+    if (st != STORE_OK)
+        return st;
+    if (!f.found)
+        return STORE_NOT_FOUND;
+    *id_out = f.id;
+    return STORE_OK;
+}
+
+/* Every "SCAN" or "TEMP B-TREE" step of the query plan of sql, counted (0: index lookups). */
+static int plan_scans(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    char q[512];
+    snprintf(q, sizeof(q), "EXPLAIN QUERY PLAN %s", sql);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, q, -1, &st, NULL), SQLITE_OK);
+    int scans = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *detail = (const char *)sqlite3_column_text(st, 3);
+        if (strstr(detail, "TEMP B-TREE") != NULL ||
+            (strncmp(detail, "SCAN", 4) == 0 && strstr(detail, "USING") == NULL))
+            scans++;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return scans;
+}
+
+static void test_user_first_is_the_first_listed(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_ok(f);
+    int64_t a = 0, b = 0;
+    assert_int_equal(store_user_first(f->s, NULL, &a), STORE_NOT_FOUND);
+    assert_int_equal(store_domain_add(f->s, "b.test"), STORE_OK);
+    assert_int_equal(store_domain_add(f->s, "a.test"), STORE_OK);
+    assert_int_equal(store_domain_add(f->s, "empty.test"), STORE_OK);
+    /* Added out of order, with mail, so the listing has sums to compute. */
+    const char *users[][2] = {{"zed@b.test", "b.test"},
+                              {"amy@b.test", "b.test"},
+                              {"postmaster@b.test", "b.test"},
+                              {"yan@a.test", "a.test"},
+                              {"bob@a.test", "a.test"}};
+    for (size_t i = 0; i < sizeof(users) / sizeof(users[0]); i++)
+        assert_int_equal(store_user_add(f->s, users[i][0], users[i][1], "$h"), STORE_OK);
+    assert_int_equal(store_exec_for_tests(f->s,
+                                          "INSERT INTO messages(id, sender, size, received_ms,"
+                                          " body) VALUES (1, 's@x', 1, 0, x'41');"
+                                          "INSERT INTO mailbox(user_id, message_id, uidl, size,"
+                                          " added_ms) SELECT id, 1, 'u-' || id, 1, 0 FROM users;"),
+                     STORE_OK);
+    const char *domains[] = {"a.test", "b.test", "empty.test", "nowhere.test", NULL};
+    for (size_t i = 0; i < sizeof(domains) / sizeof(domains[0]); i++) {
+        int want = first_listed(f->s, domains[i], &a);
+        assert_int_equal(store_user_first(f->s, domains[i], &b), want);
+        if (want == STORE_OK)
+            assert_int_equal(a, b);
+    }
+    assert_int_equal(store_user_first(f->s, "b.test", &b), STORE_OK);
+    assert_int_equal(b, query_int(f->path, "SELECT id FROM users WHERE address = 'amy@b.test'"));
+    assert_int_equal(store_user_first(f->s, NULL, &b), STORE_OK);
+    assert_int_equal(b, query_int(f->path, "SELECT id FROM users WHERE address = 'bob@a.test'"));
+    /* Index lookups only, no scan of users or of the mailbox table. */
+    assert_int_equal(plan_scans(f->path, "SELECT u.id FROM domains d JOIN users u ON u.domain_id"
+                                         " = d.id WHERE d.name = 'b.test' ORDER BY u.address"
+                                         " LIMIT 1"),
+                     0);
+    assert_int_equal(plan_scans(f->path, "SELECT (SELECT u.id FROM users u WHERE u.domain_id ="
+                                         " d.id ORDER BY u.address LIMIT 1) AS first FROM"
+                                         " domains d WHERE first IS NOT NULL ORDER BY d.name"
+                                         " LIMIT 1"),
+                     0);
 }
 
 static void test_user_delete_frees_unshared_bodies(void **state)
@@ -400,7 +501,7 @@ static void test_windows_expire_by_lookup_not_purge(void **state)
         store_window_lookup(f->s, "192.0.2.8", t0, user, sizeof(user), &expires, &relayed),
         STORE_NOT_FOUND);
 
-    /* A renewal by the same user keeps the count; another user starts from 0. */
+    /* A renewal keeps the count, whoever logs in: it belongs to the address. */
     assert_int_equal(store_exec_for_tests(f->s, "UPDATE windows SET relayed = 5"), STORE_OK);
     assert_int_equal(store_window_open(f->s, "192.0.2.7", "a@x.test", t0 + 1000, 60000), STORE_OK);
     assert_int_equal(
@@ -413,7 +514,7 @@ static void test_windows_expire_by_lookup_not_purge(void **state)
         store_window_lookup(f->s, "192.0.2.7", t0 + 4000, user, sizeof(user), &expires, &relayed),
         STORE_OK);
     assert_string_equal(user, "b@x.test");
-    assert_int_equal(relayed, 0);
+    assert_int_equal(relayed, 5);
     /* Opening and renewing windows is not a login: only store_pop_login_record writes history. */
     assert_int_equal(query_int(f->path, "SELECT count(*) FROM pop_logins"), 0);
     assert_int_equal(store_pop_login_record(f->s, "192.0.2.7", "b@x.test", t0 + 3000), STORE_OK);
@@ -427,7 +528,7 @@ static void test_windows_expire_by_lookup_not_purge(void **state)
     assert_int_equal(store_window_close(f->s, "192.0.2.7"), STORE_NOT_FOUND);
 }
 
-static void test_window_count_relayed(void **state)
+static void test_window_take_relay(void **state)
 {
     struct fixture *f = *state;
     f->s = open_ok(f);
@@ -435,25 +536,42 @@ static void test_window_count_relayed(void **state)
     char user[256];
     int64_t expires = 0, relayed = -1;
     assert_int_equal(store_window_open(f->s, "192.0.2.7", "a@x.test", t0, 60000), STORE_OK);
-    assert_int_equal(store_window_count_relayed(f->s, "192.0.2.7", 1), STORE_OK);
-    assert_int_equal(store_window_count_relayed(f->s, "192.0.2.7", 3), STORE_OK);
+    /* Up to the limit, then no more: the check and the count are one statement. */
+    assert_int_equal(store_window_take_relay(f->s, "192.0.2.7", t0 + 1, 3), STORE_OK);
+    assert_int_equal(store_window_take_relay(f->s, "192.0.2.7", t0 + 1, 3), STORE_OK);
+    assert_int_equal(store_window_take_relay(f->s, "192.0.2.7", t0 + 1, 3), STORE_OK);
+    assert_int_equal(store_window_take_relay(f->s, "192.0.2.7", t0 + 1, 3), STORE_NOT_FOUND);
     assert_int_equal(
         store_window_lookup(f->s, "192.0.2.7", t0 + 1, user, sizeof(user), &expires, &relayed),
         STORE_OK);
-    assert_int_equal(relayed, 4);
+    assert_int_equal(relayed, 3);
     /* Another window is not touched; no window at all is STORE_NOT_FOUND. */
     assert_int_equal(store_window_open(f->s, "192.0.2.8", "b@x.test", t0, 60000), STORE_OK);
-    assert_int_equal(store_window_count_relayed(f->s, "192.0.2.9", 1), STORE_NOT_FOUND);
+    assert_int_equal(store_window_take_relay(f->s, "192.0.2.9", t0 + 1, 3), STORE_NOT_FOUND);
     assert_int_equal(
         store_window_lookup(f->s, "192.0.2.8", t0 + 1, user, sizeof(user), &expires, &relayed),
         STORE_OK);
     assert_int_equal(relayed, 0);
-    /* The same user's renewal keeps the count. */
-    assert_int_equal(store_window_open(f->s, "192.0.2.7", "a@x.test", t0 + 10, 60000), STORE_OK);
+    /* A login by another user from the same address renews the window but keeps the count, so
+     * two accounts taking turns never get past the limit. */
+    assert_int_equal(store_window_open(f->s, "192.0.2.7", "b@x.test", t0 + 10, 60000), STORE_OK);
+    assert_int_equal(store_window_take_relay(f->s, "192.0.2.7", t0 + 20, 3), STORE_NOT_FOUND);
     assert_int_equal(
         store_window_lookup(f->s, "192.0.2.7", t0 + 20, user, sizeof(user), &expires, &relayed),
         STORE_OK);
-    assert_int_equal(relayed, 4);
+    assert_int_equal(relayed, 3);
+    assert_int_equal(expires, t0 + 60010);
+    /* An expired window counts nothing; a login after the expiry starts again from 0. */
+    assert_int_equal(store_window_take_relay(f->s, "192.0.2.8", t0 + 60000, 3), STORE_NOT_FOUND);
+    assert_int_equal(store_window_open(f->s, "192.0.2.7", "a@x.test", t0 + 60010, 60000), STORE_OK);
+    assert_int_equal(store_window_take_relay(f->s, "192.0.2.7", t0 + 60011, 3), STORE_OK);
+    assert_int_equal(
+        store_window_lookup(f->s, "192.0.2.7", t0 + 60011, user, sizeof(user), &expires, &relayed),
+        STORE_OK);
+    assert_int_equal(relayed, 1);
+    /* A negative count (no count postern wrote) is spent, as relay_decide treats it. */
+    assert_int_equal(store_exec_for_tests(f->s, "UPDATE windows SET relayed = -5"), STORE_OK);
+    assert_int_equal(store_window_take_relay(f->s, "192.0.2.7", t0 + 60011, 3), STORE_NOT_FOUND);
 }
 
 static int count_queue(void *ctx, const struct store_queue_entry *q)
@@ -534,12 +652,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_first_open_migrates_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pragmas, setup, teardown),
         cmocka_unit_test_setup_teardown(test_domains_and_users, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_first_is_the_first_listed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_delete_frees_unshared_bodies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revocation_closes_windows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_created_private, setup, teardown),
         cmocka_unit_test_setup_teardown(test_networks_match, setup, teardown),
         cmocka_unit_test_setup_teardown(test_windows_expire_by_lookup_not_purge, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_window_count_relayed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_window_take_relay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_drop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transactions_and_savepoints, setup, teardown),
         cmocka_unit_test_setup_teardown(test_savepoint_undo_keeps_the_cause, setup, teardown),
