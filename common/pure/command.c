@@ -62,3 +62,20 @@ size_t command_transcript_visible(const char *line, size_t len, bool outgoing)
         return words_bytes(line, len, 1);
     return len;
 }
+
+bool command_is_http_request(const char *line, size_t len)
+{
+    static const char *const methods[] = {"GET",     "POST",    "HEAD",  "PUT",  "DELETE",
+                                          "CONNECT", "OPTIONS", "TRACE", "PATCH"};
+    const char *sp = memchr(line, ' ', len);
+    if (sp == NULL)
+        return false;
+    size_t mlen = (size_t)(sp - line);
+    bool method = false;
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]) && !method; i++)
+        method = strlen(methods[i]) == mlen && strncasecmp(methods[i], line, mlen) == 0;
+    if (!method)
+        return false;
+    const char *last = strrchr(line, ' '); /* NUL-terminated without NUL inside (command.h) */
+    return strncasecmp(last + 1, "HTTP/", 5) == 0;
+}

@@ -1,7 +1,8 @@
 /*
  * command.h - what the SMTP and POP3 sessions share in reading a command: finding its verb in the
- * session's command table, checking the table's state mask, and splitting the arguments of AUTH
- * into the mechanism and the optional initial response (RFC 4954 4, RFC 5034 4).
+ * session's command table, checking the table's state mask, splitting the arguments of AUTH
+ * into the mechanism and the optional initial response (RFC 4954 4, RFC 5034 4), and telling
+ * an HTTP request line from a command.
  *
  * Pure: no I/O, no allocation, no state, no reply text. Each session keeps its own table (rows
  * that start with a struct command, followed by its typed handler), decides what the state bits
@@ -61,5 +62,13 @@ void command_split_auth(const char *args, struct command_auth_args *out);
  * we send (outgoing, a reply) holds no secret. len when nothing is masked.
  */
 size_t command_transcript_visible(const char *line, size_t len, bool outgoing);
+
+/*
+ * True for "GET / HTTP/1.1" and friends (an HTTP method, a space, ..., a last word starting
+ * "HTTP/"): a browser or a proxy-abuse probe, never a mail client. Answering would only help
+ * cross-protocol tricks, so both sessions drop the connection (Postfix does the same for SMTP).
+ * line is NUL-terminated with no NUL inside; len is its length.
+ */
+bool command_is_http_request(const char *line, size_t len);
 
 #endif

@@ -252,20 +252,3 @@ int smtp_trace_headers(const struct smtp_received *r, const char *return_path, c
 #undef TRACE_PUT
     return (int)off;
 }
-
-bool smtp_is_http_request(const char *line, size_t len)
-{
-    static const char *const methods[] = {"GET",     "POST",    "HEAD",  "PUT",  "DELETE",
-                                          "CONNECT", "OPTIONS", "TRACE", "PATCH"};
-    const char *sp = memchr(line, ' ', len);
-    if (sp == NULL)
-        return false;
-    size_t mlen = (size_t)(sp - line);
-    bool method = false;
-    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]) && !method; i++)
-        method = strlen(methods[i]) == mlen && strncasecmp(methods[i], line, mlen) == 0;
-    if (!method)
-        return false;
-    const char *last = strrchr(line, ' '); /* NUL-terminated without NUL inside (smtp_parse.h) */
-    return strncasecmp(last + 1, "HTTP/", 5) == 0;
-}

@@ -74,14 +74,6 @@ int smtp_parse_rcpt_params(const char *params, const char **why_out);
  */
 char *smtp_helo_sanitize(const char *in, char *out, size_t outlen);
 
-/*
- * True for "GET / HTTP/1.1" and friends (an HTTP method, a space, ..., a last word starting
- * "HTTP/"): a browser or a proxy-abuse probe, never a mail client. Answering would only help
- * cross-protocol tricks, so the session drops the connection (Postfix does the same). line is
- * NUL-terminated with no NUL inside; len is its length.
- */
-bool smtp_is_http_request(const char *line, size_t len);
-
 /* RFC 3848 with-type: SMTP (HELO), ESMTP, ESMTPS (TLS), ESMTPA (AUTH), ESMTPSA (both). A session
  * that said HELO has no AUTH or STARTTLS (both are EHLO extensions), so HELO is always SMTP. */
 const char *smtp_with_type(bool esmtp, bool tls, bool auth);

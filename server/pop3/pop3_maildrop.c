@@ -35,6 +35,12 @@
 #include "server/pop3/pop3_maildrop.h"
 #include "storage/store.h"
 
+/* "message" or "messages", to go with a count of n: "1 messages" reads as a wrong count. */
+static const char *messages(size_t n)
+{
+    return n == 1 ? "message" : "messages";
+}
+
 /* Body octets read per store_body_read call. */
 #define POP3_BODY_CHUNK_BYTES (32 * 1024)
 /* The pump's output buffer: a body chunk can grow at most to twice its size when stuffed. */
@@ -369,7 +375,8 @@ static enum pop3_md_result listing(struct pop3_maildrop *md, const char *args,
     if (stream_start(md, kind) != 0)
         return refuse(reply, "-ERR [SYS/TEMP] Out of memory");
     if (kind == POP3_STREAM_LIST)
-        conn_reply(md->conn, "+OK %zu messages (%lld octets)\r\n", md->count - md->deleted_count,
+        conn_reply(md->conn, "+OK %zu %s (%lld octets)\r\n", md->count - md->deleted_count,
+                   messages(md->count - md->deleted_count),
                    (long long)(md->total_bytes - md->deleted_bytes));
     else
         conn_reply(md->conn, "+OK Unique-ID listing follows\r\n");
@@ -476,8 +483,8 @@ enum pop3_md_result pop3_maildrop_rset(struct pop3_maildrop *md, const char *arg
         memset(md->deleted, 0, md->count * sizeof(*md->deleted));
     md->deleted_count = 0;
     md->deleted_bytes = 0;
-    conn_reply(md->conn, "+OK Maildrop has %zu messages (%lld octets)\r\n", md->count,
-               (long long)md->total_bytes);
+    conn_reply(md->conn, "+OK Maildrop has %zu %s (%lld octets)\r\n", md->count,
+               messages(md->count), (long long)md->total_bytes);
     return POP3_MD_OK;
 }
 
@@ -500,7 +507,7 @@ static void update_answer(struct pop3_maildrop *md, int status, size_t deleted)
         log_error("pop3", sid, "event=update-failed user=%s status=%d", md->address, status);
     if (md->conn != NULL) {
         if (status == 0)
-            conn_reply(md->conn, "+OK Bye: %zu messages deleted\r\n", deleted);
+            conn_reply(md->conn, "+OK Bye: %zu %s deleted\r\n", deleted, messages(deleted));
         else
             conn_reply(md->conn, "-ERR [SYS/TEMP] Messages could not be deleted; none were\r\n");
         conn_close(md->conn, "quit");

@@ -26,6 +26,9 @@
  * (pop3_maildrop.c, which this file calls through pop3_maildrop.h and which never calls back
  * here); SQL (storage/).
  *
+ * An HTTP request line (command_is_http_request) ends the connection at once, unanswered, as in
+ * the SMTP session: a browser or a cross-protocol probe, never a mail client.
+ *
  * Transcript: the session masks the line after USER and every SASL response; conn.c itself masks
  * the argument of PASS and an AUTH command's initial response.
  *
@@ -683,6 +686,11 @@ static void dispatch(struct pop3_session *s, const char *line, size_t len)
 {
     if (sasl_is_active(&s->sasl)) {
         sasl_line(s, line, len);
+        return;
+    }
+    if (command_is_http_request(line, len)) {
+        log_info("pop3", conn_sid(s->conn), "event=http-request");
+        conn_abort(s->conn, "http-request");
         return;
     }
     s->commands++;

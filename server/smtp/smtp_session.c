@@ -668,7 +668,7 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
         auth_continue(s, line, len);
         return;
     }
-    if (smtp_is_http_request(line, len)) {
+    if (command_is_http_request(line, len)) {
         log_info("smtp", conn_sid(c), "event=http-request");
         conn_abort(c, "http-request");
         return;

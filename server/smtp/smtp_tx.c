@@ -122,9 +122,14 @@ enum smtp_tx_result smtp_tx_mail(struct smtp_tx *tx, const struct smtp_tx_client
                                  const char *args, char reply[SMTP_TX_REPLY_MAX_BYTES])
 {
     struct conn *c = cl->conn;
-    /* RFC 6409 4.3 (and RFC 8314 for 465): submission requires authentication. */
-    if (is_submission(c) && cl->auth_user[0] == '\0')
+    /* RFC 6409 4.3 (and RFC 8314 for 465): submission requires authentication. Where AUTH is
+     * only offered after STARTTLS and TLS has not started, the step the client is missing is
+     * STARTTLS (RFC 3207 4, Postfix's words). */
+    if (is_submission(c) && cl->auth_user[0] == '\0') {
+        if (conn_can_starttls(c) && !conn_cfg(c)->smtp.plaintext_auth)
+            return answer(reply, SMTP_TX_ERROR, "530 5.7.0 Must issue a STARTTLS command first");
         return answer(reply, SMTP_TX_ERROR, "530 5.7.0 Authentication required");
+    }
     smtp_tx_clear(tx);
     const char *params = NULL, *why = NULL;
     int rc = smtp_parse_path_arg(args, "FROM:", &tx->sender, &tx->sender_kind, &params, &why);

@@ -637,9 +637,9 @@ class Auth(SmtpTest):
         s = self.smtp("submission")
         s.ehlo("laptop.example")
         self.assertFalse(s.has_extn("auth"))
-        # RFC 6409: AUTH first.
+        # RFC 6409: AUTH first, and before that STARTTLS, since AUTH is not offered yet.
         self.assertEqual(s.mail("alice@example.test"),
-                         (530, b"5.7.0 Authentication required"))
+                         (530, b"5.7.0 Must issue a STARTTLS command first"))
         s.rset()
         s.starttls(context=client_tls_context())
         s.ehlo("laptop.example")

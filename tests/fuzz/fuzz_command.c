@@ -1,8 +1,8 @@
 /*
  * fuzz_command.c - libFuzzer target for common/pure/command.c: the command-table lookup and the
  * AUTH argument split, fed what a client can send (one NUL-terminated line without CR/LF, as
- * conn.c hands it over), the way the SMTP session uses them (verb up to the first space) and
- * the way both sessions split AUTH's arguments.
+ * conn.c hands it over), the way the SMTP session uses them (verb up to the first space), the
+ * way both sessions split AUTH's arguments, and the HTTP request check both sessions make.
  *
  * Checks: nothing crashes or reads past the string (ASan); a verb found is a row of the table
  * equal to the verb text without regard to case; the mechanism and the initial response lie inside
@@ -68,6 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else {
         CHECK(a.mech_len == n && a.initial_len == 0);
     }
+    (void)command_is_http_request(line, n);
     free(line);
     return 0;
 }

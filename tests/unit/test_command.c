@@ -149,13 +149,39 @@ static void test_transcript_visible(void **state)
     }
 }
 
+static void test_http_request(void **state)
+{
+    static const struct {
+        const char *line;
+        bool want;
+    } cases[] = {
+        {"GET / HTTP/1.1", true},
+        {"post /x HTTP/1.0", true},
+        {"CONNECT example.org:25 HTTP/1.1", true},
+        {"GET / http/1.1", true},
+        {"GET /", false}, /* no HTTP/ version */
+        {"GET", false},   /* no space */
+        {"MAIL FROM:<a@b> HTTP/1.1", false},
+        {"GETS / HTTP/1.1", false}, /* a method is matched whole */
+        {"HELO HTTP/", false},      /* not a method */
+        {"PUT HTTP/2", true},
+        {"TOP 1 10", false}, /* POP3 verbs are no methods */
+        {"DELE 1", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        bool got = command_is_http_request(cases[i].line, strlen(cases[i].line));
+        if (got != cases[i].want)
+            fail_msg("command_is_http_request(\"%s\"): got %d, want %d", cases[i].line, got,
+                     cases[i].want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_find),
-        cmocka_unit_test(test_allowed),
-        cmocka_unit_test(test_split_auth),
-        cmocka_unit_test(test_transcript_visible),
+        cmocka_unit_test(test_find),         cmocka_unit_test(test_allowed),
+        cmocka_unit_test(test_split_auth),   cmocka_unit_test(test_transcript_visible),
+        cmocka_unit_test(test_http_request),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -204,31 +204,6 @@ static void test_with_type(void **state)
     check_str("with", "both", smtp_with_type(true, true, true), "ESMTPSA");
 }
 
-static void test_http_request(void **state)
-{
-    static const struct {
-        const char *line;
-        bool want;
-    } cases[] = {
-        {"GET / HTTP/1.1", true},
-        {"post /x HTTP/1.0", true},
-        {"CONNECT example.org:25 HTTP/1.1", true},
-        {"GET / http/1.1", true},
-        {"GET /", false}, /* no HTTP/ version */
-        {"GET", false},   /* no space */
-        {"MAIL FROM:<a@b> HTTP/1.1", false},
-        {"GETS / HTTP/1.1", false}, /* a method is matched whole */
-        {"HELO HTTP/", false},      /* not a method */
-        {"PUT HTTP/2", true},
-    };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        bool got = smtp_is_http_request(cases[i].line, strlen(cases[i].line));
-        if (got != cases[i].want)
-            fail_msg("smtp_is_http_request(\"%s\"): got %d, want %d", cases[i].line, got,
-                     cases[i].want);
-    }
-}
-
 static void test_trace_headers(void **state)
 {
     struct smtp_received r = {
@@ -276,10 +251,9 @@ static void test_trace_headers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_path_arg),      cmocka_unit_test(test_mail_params),
-        cmocka_unit_test(test_rcpt_params),   cmocka_unit_test(test_helo_sanitize),
-        cmocka_unit_test(test_with_type),     cmocka_unit_test(test_http_request),
-        cmocka_unit_test(test_trace_headers),
+        cmocka_unit_test(test_path_arg),    cmocka_unit_test(test_mail_params),
+        cmocka_unit_test(test_rcpt_params), cmocka_unit_test(test_helo_sanitize),
+        cmocka_unit_test(test_with_type),   cmocka_unit_test(test_trace_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
