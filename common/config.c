@@ -355,6 +355,11 @@ static void check_cross(struct parse *ps)
         fail(ps, 0, "[relay] smarthost_user is set but smarthost is not");
         return;
     }
+    if (cfg->smtp.hard_error_limit < cfg->smtp.soft_error_limit) {
+        fail(ps, 0, "[smtp] hard_error_limit (%u) must be at least soft_error_limit (%u)",
+             cfg->smtp.hard_error_limit, cfg->smtp.soft_error_limit);
+        return;
+    }
     /* The same address:port on two listeners would fail at bind time; say it now. */
     for (size_t i = 0; i < cfg_param_count; i++) {
         if (cfg_params[i].type != P_LISTEN)

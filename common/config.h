@@ -116,7 +116,10 @@ struct cfg {
         uint64_t min_free_space_bytes;
         unsigned max_recipients;         /* 1..100000; below 100 warns (RFC 5321 4.5.3.1.8) */
         bool plaintext_auth;
-        uint64_t timeout_ms; /* 1s..1d */
+        uint64_t timeout_ms;       /* 1s..1d */
+        unsigned soft_error_limit; /* 1..1000; after this many errors each reply waits */
+        unsigned hard_error_limit; /* soft_error_limit..1000; then 421 and close */
+        uint64_t error_delay_ms;   /* 0..1m: the wait past the soft limit */
     } smtp;
     struct {
         struct cfg_listen_list listen;

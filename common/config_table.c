@@ -54,6 +54,10 @@ static const struct enum_name denied_style_names[] = {
  *   (RIR policy): a wider window would open relaying to many unrelated networks at once.
  * - timeouts start at 1s so tests can run fast; RFC 5321 4.5.3.2 and RFC 1939 3 ask for
  *   at least 5m and 10m in production, which are the defaults.
+ * - the SMTP error limits follow Postfix (smtpd_soft_error_limit 10, smtpd_hard_error_limit 20,
+ *   smtpd_error_sleep_time 1s): enough room for a relay probe such as nmap's smtp-open-relay
+ *   (16 refused recipients in one session) to finish, while a client that only collects errors
+ *   is slowed, then cut off. error_delay stops at a minute, well below smtp.timeout's floor.
  */
 const struct param cfg_params[] = {
     PARAM("server", "hostname", P_HOSTNAME, server.hostname, ""),
@@ -79,6 +83,10 @@ const struct param cfg_params[] = {
     PARAM("smtp", "plaintext_auth", P_BOOL, smtp.plaintext_auth, "no"),
     PARAM("smtp", "timeout", P_DURATION, smtp.timeout_ms, "5m", .min = DURATION_MS_PER_SECOND,
           .max = DURATION_MS_PER_DAY),
+    PARAM("smtp", "soft_error_limit", P_UINT, smtp.soft_error_limit, "10", .min = 1, .max = 1000),
+    PARAM("smtp", "hard_error_limit", P_UINT, smtp.hard_error_limit, "20", .min = 1, .max = 1000),
+    PARAM("smtp", "error_delay", P_DURATION, smtp.error_delay_ms, "1s", .min = 0,
+          .max = DURATION_MS_PER_MINUTE),
 
     PARAM("pop3", "listen", P_LISTEN, pop3.listen, "127.0.0.1:1110"),
     PARAM("pop3", "pop3s", P_LISTEN, pop3.pop3s, "127.0.0.1:1995"),

@@ -65,7 +65,8 @@ bool sasl_is_active(const struct sasl *s)
             s->state == SASL_STATE_LOGIN_PASSWORD);
 }
 
-/* Ends the exchange with a terminal status. Anything but DONE wipes what was collected. */
+/* Ends the exchange with a terminal status. Anything but DONE wipes what was collected, the
+ * password first; the identity given so far is copied to the step for the caller's log. */
 static enum sasl_status sasl_finish(struct sasl *s, enum sasl_status st, struct sasl_step *step)
 {
     memset(step, 0, sizeof(*step));
@@ -77,6 +78,8 @@ static enum sasl_status sasl_finish(struct sasl *s, enum sasl_status st, struct 
         step->password = s->password;
         step->password_len = s->password_len;
     } else {
+        memcpy(step->user_given, s->user, s->user_len);
+        step->user_given[s->user_len] = '\0';
         sasl_reset(s);
         s->state = SASL_STATE_FINISHED;
     }

@@ -40,6 +40,10 @@ struct sasl_step {
     size_t user_len;
     const char *password;
     size_t password_len;
+    /* CANCELLED, MALFORMED, AUTHZID_REFUSED: the identity (authcid) the client had given before
+     * the exchange failed, for the log, or "" when none; a copy, since the struct sasl is wiped
+     * then. Never the password. */
+    char user_given[SASL_USER_MAX_BYTES + 1];
 };
 
 struct sasl {

@@ -1,12 +1,15 @@
 /*
  * smtp_session.c - the SMTP server session (RFC 5321) on top of server/net/conn.c: the session
- * struct, its state machine and lifetime, the command table and dispatcher, the commands that
- * need no more than a reply (EHLO, HELO, NOOP, RSET, QUIT, HELP, VRFY, EXPN, STARTTLS, AUTH) and
- * the state checks of MAIL, RCPT and DATA. The transaction behind those three is smtp_tx.c's: this
- * file calls it through smtp_tx.h and sends the replies it hands back; smtp_tx.c never calls here.
+ * struct's life (declared in smtp_internal.h), its state machine, the command table and
+ * dispatcher, the error limits, the commands that need no more than a reply (EHLO, HELO, NOOP,
+ * RSET, QUIT, HELP, VRFY, EXPN, STARTTLS) and the state checks of MAIL, RCPT and DATA. AUTH is
+ * smtp_auth.c's, reached through smtp_internal.h. The transaction behind MAIL, RCPT and DATA is
+ * smtp_tx.c's: this file calls it through smtp_tx.h and sends the replies it hands back;
+ * smtp_tx.c never calls here.
  *
- * What it does not do: read sockets, buffer lines, speak TLS or time anything but the delayed
- * answer to a failed AUTH; conn.c does, and this file only sees whole lines. Nothing here blocks:
+ * What it does not do: read sockets, buffer lines, speak TLS or time anything but its one
+ * timer (the delayed answer to a failed AUTH, or a command held back past the soft error
+ * limit); conn.c does, and this file only sees whole lines. Nothing here blocks:
  * password checks run in the threadpool (server/auth/auth.c), writes in the writer thread.
  *
  * Replies: every 2xx/4xx/5xx reply carries an RFC 3463 enhanced status code (RFC 2034), except
@@ -14,11 +17,18 @@
  * and 354 replies have no class for one. The qmail-style relay refusal keeps qmail's text, whose
  * code sits at the end: "(#5.7.1)".
  *
+ * Errors (Postfix's smtpd_soft_error_limit and smtpd_hard_error_limit): every error reply is
+ * counted. From smtp.soft_error_limit errors on, each command waits smtp.error_delay before it
+ * runs (reading paused, the loop free), so its reply comes that much later; once
+ * smtp.hard_error_limit errors are reached, the next command is answered 421 and the session
+ * ends. The room between the two lets a relay probe that sends many refused recipients in one
+ * session (nmap's smtp-open-relay sends 16) hear every answer.
+ *
  * Ownership: a struct smtp_session is created in on_open, hangs off the connection
  * (conn_set_session) and lives by the reference count of server/net/session_ref.h, the same rule
  * as the POP3 session's: the connection holds one reference until on_close; a writer job, an AUTH
  * verification (until it answers or on_close cancels it) and the closing of the delay timer's
- * handle hold one each. Only this file frees the session (session_release), when the last
+ * handle hold one each. Only this file frees the session (smtp_session_release), when the last
  * reference goes.
  */
 #include "server/smtp/smtp_session.h"
@@ -34,39 +44,8 @@
 #include "common/log.h"
 #include "common/pure/command.h"
 #include "server/app.h"
-#include "server/auth/auth.h"
 #include "server/disk_reserve.h"
-#include "server/net/session_ref.h"
-#include "server/smtp/smtp_tx.h"
-
-enum smtp_state {
-    SMTP_STATE_GREETED = 0, /* greeting sent; no EHLO/HELO yet (or forgotten at STARTTLS) */
-    SMTP_STATE_READY,       /* after EHLO/HELO, no transaction */
-    SMTP_STATE_MAIL,        /* MAIL accepted, no recipient yet */
-    SMTP_STATE_RCPT,        /* at least one recipient accepted */
-    SMTP_STATE_DATA,        /* after 354: the connection is in data mode */
-    SMTP_STATE_BUSY,        /* end of data seen: the writer is storing the message */
-};
-
-struct smtp_session {
-    struct conn *conn; /* borrowed; valid while !ref.closed (and while a conn_ref is held) */
-    struct session_ref ref;
-    enum smtp_state state;
-    bool esmtp;                              /* the client said EHLO */
-    char helo[ADDRESS_DOMAIN_MAX_BYTES + 1]; /* EHLO/HELO argument, sanitised for the header */
-    char auth_user[ADDRESS_STRLEN];          /* normalised AUTH identity; "" before AUTH */
-    char verb[16];                           /* the command being answered, for event=rejected */
-    unsigned errors;                         /* error replies so far */
-    unsigned auth_failures;                  /* failed AUTH attempts on this connection */
-    bool auth_too_many;                      /* the pending AUTH failure ends the session */
-    uint64_t commands;                       /* commands dispatched */
-    unsigned transactions;                   /* messages handed to the writer (queue id suffix) */
-    struct sasl sasl;                        /* owned: the running SASL exchange */
-    struct auth_request *auth_req;           /* in flight (holds a reference); cancelled at close */
-    uv_timer_t delay_timer;                  /* the delayed answer to a failed AUTH */
-    bool timer_open;                         /* delay_timer was initialised and is not closing */
-    struct smtp_tx tx;                       /* owned: the mail transaction (smtp_tx.c) */
-};
+#include "server/smtp/smtp_internal.h"
 
 static const char *state_name(enum smtp_state st)
 {
@@ -87,12 +66,9 @@ static const char *smtp_hostname(const struct smtp_session *s)
     return conn_cfg(s->conn)->server.hostname;
 }
 
-/*
- * An error reply (4xx/5xx): logged as event=rejected with its code and the command, counted,
- * and the SMTP_MAX_ERRORS-th one ends the session with 421.
- */
-static __attribute__((format(printf, 2, 3))) void smtp_reply_error(struct smtp_session *s,
-                                                                   const char *fmt, ...)
+/* An error reply (4xx/5xx): logged as event=rejected with its code and the command, and
+ * counted against the error limits (head comment). */
+void smtp_reply_error(struct smtp_session *s, const char *fmt, ...)
 {
     char line[SMTP_REPLY_LINE_MAX_BYTES];
     va_list ap;
@@ -104,10 +80,17 @@ static __attribute__((format(printf, 2, 3))) void smtp_reply_error(struct smtp_s
     log_escape(esc, sizeof(esc), line, strlen(line));
     log_info("smtp", conn_sid(s->conn), "event=rejected code=%.3s command=%s reply=%s", line,
              s->verb, esc);
-    if (++s->errors >= SMTP_MAX_ERRORS && !conn_is_closing(s->conn)) {
-        conn_reply(s->conn, "421 4.7.0 %s Error: too many errors\r\n", smtp_hostname(s));
-        conn_close(s->conn, "too-many-errors");
-    }
+    s->errors++;
+}
+
+/* Past the hard error limit whatever the client sends next ends the session: true then. */
+static bool smtp_hard_limit(struct smtp_session *s)
+{
+    if (s->errors < conn_cfg(s->conn)->smtp.hard_error_limit || conn_is_closing(s->conn))
+        return false;
+    conn_reply(s->conn, "421 4.7.0 %s Error: too many errors\r\n", smtp_hostname(s));
+    conn_close(s->conn, "too-many-errors");
+    return true;
 }
 
 static bool smtp_has_args(const char *args)
@@ -121,11 +104,12 @@ static void session_free(struct smtp_session *s)
 {
     smtp_tx_clear(&s->tx);
     sasl_reset(&s->sasl);
+    free(s->held);
     free(s);
 }
 
 /* Drops one reference: the last one frees the session, here and nowhere else. */
-static void session_release(struct smtp_session *s)
+void smtp_session_release(struct smtp_session *s)
 {
     if (session_ref_drop(&s->ref))
         session_free(s);
@@ -133,169 +117,60 @@ static void session_release(struct smtp_session *s)
 
 static void on_handle_closed(uv_handle_t *h)
 {
-    session_release(h->data);
+    smtp_session_release(h->data);
 }
 
-/* ---- the delayed answer to a failed AUTH ---------------------------------------------------- */
+static void dispatch(struct smtp_session *s, const char *line, size_t len);
 
-static void auth_failure_answer(struct smtp_session *s)
-{
-    if (s->auth_too_many) {
-        /* RFC 4954 4 allows closing after repeated failures; say why first. */
-        conn_reply(s->conn, "535 5.7.8 Authentication credentials invalid\r\n");
-        conn_reply(s->conn, "421 4.7.0 %s Error: too many authentication failures\r\n",
-                   smtp_hostname(s));
-        conn_close(s->conn, "too-many-auth-failures");
-        return;
-    }
-    smtp_reply_error(s, "535 5.7.8 Authentication credentials invalid");
-    if (!conn_is_closing(s->conn))
-        conn_resume_reading(s->conn);
-}
-
+/* The one timer: a held command's turn, or else a failed AUTH's answer (they never overlap:
+ * reading is paused while either waits). */
 static void delay_timer_cb(uv_timer_t *h)
 {
     struct smtp_session *s = h->data;
-    if (!s->ref.closed)
-        auth_failure_answer(s);
+    if (s->ref.closed)
+        return;
+    if (s->held == NULL) {
+        smtp_auth_failure_answer(s);
+        return;
+    }
+    char *line = s->held;
+    s->held = NULL;
+    session_ref_take(&s->ref);
+    /* Resuming takes effect on the next turn, after this line ran (which may pause again). */
+    conn_resume_reading(s->conn);
+    dispatch(s, line, s->held_len);
+    free(line);
+    smtp_session_release(s);
 }
 
-/* Answers the failure after delay_ms (auth.h: the session waits, not the auth module); at once
- * when there is no timer. */
-static void auth_failure_later(struct smtp_session *s, uint64_t delay_ms)
+int smtp_session_delay_answer(struct smtp_session *s, uint64_t delay_ms)
 {
     if (!s->timer_open || uv_timer_start(&s->delay_timer, delay_timer_cb, delay_ms, 0) != 0)
-        auth_failure_answer(s);
+        return -1;
+    return 0;
 }
 
-/* ---- AUTH (RFC 4954) ------------------------------------------------------------------------ */
-
-/* AUTH is offered under TLS, or in plaintext when smtp.plaintext_auth says so. */
-static bool smtp_auth_offered(const struct smtp_session *s)
+/* From the soft error limit on, a command waits error_delay before it runs (head comment): true
+ * when line was held for delay_timer_cb. Without memory or a timer it runs at once. */
+static bool hold(struct smtp_session *s, const char *line, size_t len)
 {
-    return conn_is_tls(s->conn) || conn_cfg(s->conn)->smtp.plaintext_auth;
-}
-
-static void sasl_finish(struct smtp_session *s)
-{
-    sasl_reset(&s->sasl);
-    conn_set_max_line(s->conn, SMTP_LINE_MAX_BYTES);
-}
-
-/* The verification's answer (the request is over; a failure may wait for the delay timer). */
-static void auth_answer(struct smtp_session *s, const struct auth_result *r)
-{
-    char user[ADDRESS_STRLEN * 2];
-    log_escape(user, sizeof(user), r->user, strlen(r->user));
-    if (r->ok) {
-        snprintf(s->auth_user, sizeof(s->auth_user), "%s", r->user);
-        log_info("smtp", conn_sid(s->conn), "event=auth result=ok user=%s cached=%s", user,
-                 r->cached ? "yes" : "no");
-        conn_reply(s->conn, "235 2.7.0 Authentication successful\r\n");
-        conn_resume_reading(s->conn);
-        return;
+    const struct cfg *cfg = conn_cfg(s->conn);
+    if (s->errors < cfg->smtp.soft_error_limit || s->errors >= cfg->smtp.hard_error_limit ||
+        cfg->smtp.error_delay_ms == 0 || !s->timer_open)
+        return false;
+    char *copy = malloc(len + 1);
+    if (copy == NULL)
+        return false;
+    memcpy(copy, line, len);
+    copy[len] = '\0';
+    if (uv_timer_start(&s->delay_timer, delay_timer_cb, cfg->smtp.error_delay_ms, 0) != 0) {
+        free(copy);
+        return false;
     }
-    if (r->temporary) {
-        log_warn("smtp", conn_sid(s->conn), "event=auth result=error user=%s", user);
-        smtp_reply_error(s, "454 4.7.0 Temporary authentication failure");
-        if (!conn_is_closing(s->conn))
-            conn_resume_reading(s->conn);
-        return;
-    }
-    s->auth_failures++;
-    s->auth_too_many = r->too_many || s->auth_failures >= SMTP_MAX_AUTH_FAILURES;
-    log_info("smtp", conn_sid(s->conn), "event=auth result=fail user=%s failures=%u", user,
-             s->auth_failures);
-    if (r->delay_ms > 0)
-        auth_failure_later(s, r->delay_ms);
-    else
-        auth_failure_answer(s);
-}
-
-static void auth_done(void *ctx, const struct auth_result *r)
-{
-    struct smtp_session *s = ctx;
-    s->auth_req = NULL;
-    auth_answer(s, r);
-    session_release(s); /* the last one when the answer closed the connection */
-}
-
-/* A SASL step's result: challenge, verification, or the error reply. */
-static void sasl_result(struct smtp_session *s, const struct sasl_step *step)
-{
-    switch (step->status) {
-    case SASL_CHALLENGE:
-        conn_set_max_line(s->conn, SMTP_AUTH_LINE_MAX_BYTES);
-        conn_mask_next_line(s->conn);
-        conn_reply(s->conn, "334 %s\r\n", step->challenge);
-        return;
-    case SASL_DONE: {
-        struct app *app = conn_app(s->conn);
-        conn_pause_reading(s->conn);
-        session_ref_take(&s->ref);
-        s->auth_req = auth_verify(app->auth, app->reads, conn_peer_ip(s->conn), step->user,
-                                  step->password, step->password_len, auth_done, s);
-        sasl_finish(s);
-        if (s->auth_req == NULL) {
-            session_release(s); /* never the last: the connection holds one */
-            conn_resume_reading(s->conn);
-            smtp_reply_error(s, "454 4.7.0 Temporary authentication failure");
-        }
-        return;
-    }
-    case SASL_CANCELLED:
-    case SASL_UNSUPPORTED_MECH:
-    case SASL_AUTHZID_REFUSED:
-    case SASL_MALFORMED:
-    default:
-        sasl_finish(s);
-        smtp_reply_error(s, "%s",
-                         step->status == SASL_CANCELLED ? "501 5.7.0 Authentication cancelled"
-                         : step->status == SASL_UNSUPPORTED_MECH
-                             ? "504 5.5.4 Unrecognized authentication mechanism"
-                         : step->status == SASL_AUTHZID_REFUSED
-                             ? "535 5.7.8 Authentication credentials invalid"
-                             : "501 5.5.2 Cannot decode response");
-        return;
-    }
-}
-
-static void cmd_auth(struct smtp_session *s, const char *args)
-{
-    if (!s->esmtp) {
-        smtp_reply_error(s, "503 5.5.1 Error: send EHLO first");
-        return;
-    }
-    if (s->auth_user[0] != '\0') {
-        smtp_reply_error(s, "503 5.5.1 Error: already authenticated");
-        return;
-    }
-    if (s->state != SMTP_STATE_READY) {
-        smtp_reply_error(s, "503 5.5.1 Error: MAIL transaction in progress");
-        return;
-    }
-    if (!smtp_auth_offered(s)) {
-        smtp_reply_error(s, "538 5.7.11 Encryption required for requested authentication "
-                            "mechanism");
-        return;
-    }
-    if (!smtp_has_args(args)) {
-        smtp_reply_error(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
-        return;
-    }
-    struct command_auth_args a;
-    command_split_auth(args, &a);
-    struct sasl_step step;
-    sasl_start(&s->sasl, a.mech, a.mech_len, a.initial, a.initial_len, &step);
-    sasl_result(s, &step);
-}
-
-/* A line answering a 334 challenge (the transcript already masked it). */
-static void auth_continue(struct smtp_session *s, const char *line, size_t len)
-{
-    struct sasl_step step;
-    sasl_step(&s->sasl, line, len, &step);
-    sasl_result(s, &step);
+    s->held = copy;
+    s->held_len = len;
+    conn_pause_reading(s->conn);
+    return true;
 }
 
 /* ---- the transaction: MAIL, RCPT, DATA (smtp_tx.c does the work) ------------------------- */
@@ -360,7 +235,7 @@ static void job_done(void *ctx, int status)
     if (!s->ref.closed && !conn_is_closing(c))
         conn_resume_reading(c);
     conn_unref(&c);
-    session_release(s);
+    smtp_session_release(s);
 }
 
 /* Hands the transaction's job to the writer with reading paused, holding a reference to the
@@ -375,7 +250,7 @@ static void job_submit(struct smtp_session *s)
     if (smtp_tx_submit(&s->tx, c, ((struct app *)conn_app(c))->writer, job_done, s, reply) ==
         SMTP_TX_JOB)
         return;
-    session_release(s); /* never the last: the connection holds one */
+    smtp_session_release(s); /* never the last: the connection holds one */
     conn_unref(&c);
     conn_resume_reading(s->conn);
     smtp_reply_error(s, "%s", reply);
@@ -625,7 +500,7 @@ static const struct smtp_command smtp_commands[] = {
     {{"VRFY", COMMAND_ANY_STATE, 0}, cmd_vrfy},
     {{"EXPN", COMMAND_ANY_STATE, 0}, cmd_expn},
     {{"STARTTLS", COMMAND_ANY_STATE, SMTP_CMD_ENDS_GROUP}, cmd_starttls},
-    {{"AUTH", COMMAND_ANY_STATE, SMTP_CMD_ENDS_GROUP}, cmd_auth},
+    {{"AUTH", COMMAND_ANY_STATE, SMTP_CMD_ENDS_GROUP}, smtp_cmd_auth},
 };
 
 static const struct smtp_command *find_command(const char *verb, size_t len)
@@ -664,8 +539,10 @@ static void smtp_on_open(struct conn *c)
 static void dispatch(struct smtp_session *s, const char *line, size_t len)
 {
     struct conn *c = s->conn;
+    if (smtp_hard_limit(s))
+        return;
     if (sasl_is_active(&s->sasl)) {
-        auth_continue(s, line, len);
+        smtp_auth_continue(s, line, len);
         return;
     }
     if (command_is_http_request(line, len)) {
@@ -696,8 +573,8 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
 
 /*
  * The conn callbacks that run commands hold a reference while they do: a reply that closes the
- * connection (the tenth error, say) runs on_close inside them, and they must still be able to
- * finish with the session.
+ * connection (QUIT, or past the hard error limit) runs on_close inside them, and they must still be
+ * able to finish with the session.
  */
 static void smtp_on_line(struct conn *c, const char *line, size_t len)
 {
@@ -705,8 +582,9 @@ static void smtp_on_line(struct conn *c, const char *line, size_t len)
     if (s == NULL)
         return;
     session_ref_take(&s->ref);
-    dispatch(s, line, len);
-    session_release(s);
+    if (!hold(s, line, len))
+        dispatch(s, line, len);
+    smtp_session_release(s);
 }
 
 /* Message octets in data mode (smtp_tx_feed); the end of the message is delivered. */
@@ -729,7 +607,7 @@ static size_t smtp_on_data(struct conn *c, const unsigned char *p, size_t n)
         smtp_reply_error(s, "%s", reply);
         tx_reset(s);
     }
-    session_release(s);
+    smtp_session_release(s);
     return used;
 }
 
@@ -738,12 +616,10 @@ static void smtp_on_bad_line(struct conn *c, enum linereader_status why)
     struct smtp_session *s = conn_session(c);
     if (s == NULL)
         return;
+    if (smtp_hard_limit(s))
+        return;
     if (sasl_is_active(&s->sasl)) {
-        /* RFC 4954 4: a response over the limit fails the exchange. */
-        sasl_finish(s);
-        smtp_reply_error(s, why == LINEREADER_TOO_LONG
-                                ? "500 5.5.6 Authentication Exchange line is too long"
-                                : "501 5.5.2 Cannot decode response");
+        smtp_auth_bad_line(s, why);
         return;
     }
     /* RFC 5321 4.5.3.1.4 (line limit) and 4.2.4; the rest of an overlong line is skipped. */
@@ -783,11 +659,8 @@ static void smtp_on_close(struct conn *c, const char *reason)
     s->ref.closed = true;
     conn_set_session(c, NULL);
     unsigned drops = 1; /* the connection's */
-    if (s->auth_req != NULL) {
-        auth_cancel(s->auth_req); /* its done never runs: drop its reference here */
-        s->auth_req = NULL;
-        drops++;
-    }
+    if (smtp_auth_cancel(s))
+        drops++; /* the cancelled verification's */
     if (s->timer_open) {
         s->timer_open = false;
         session_ref_take(&s->ref); /* until the handle is closed */

@@ -98,6 +98,9 @@ static void check_defaults(const struct cfg *cfg, const char *want_database)
     assert_int_equal(cfg->smtp.max_recipients, 100);
     assert_false(cfg->smtp.plaintext_auth);
     assert_int_equal(cfg->smtp.timeout_ms, 5 * MI);
+    assert_int_equal(cfg->smtp.soft_error_limit, 10);
+    assert_int_equal(cfg->smtp.hard_error_limit, 20);
+    assert_int_equal(cfg->smtp.error_delay_ms, S);
 
     listen_text(&cfg->pop3.listen, text, sizeof(text));
     assert_string_equal(text, "127.0.0.1:1110");
@@ -236,6 +239,10 @@ static const struct ok_case ok_cases[] = {
     {"smtp", "timeout", "90", K_U64, OFF(smtp.timeout_ms), 90 * S, NULL, NULL},
     {"smtp", "timeout", "1d", K_U64, OFF(smtp.timeout_ms), D, NULL, NULL},
     {"smtp", "timeout", "1h30m", K_U64, OFF(smtp.timeout_ms), 90 * MI, NULL, NULL},
+    {"smtp", "soft_error_limit", "5", K_UINT, OFF(smtp.soft_error_limit), 5, NULL, NULL},
+    {"smtp", "hard_error_limit", "1000", K_UINT, OFF(smtp.hard_error_limit), 1000, NULL, NULL},
+    {"smtp", "error_delay", "0", K_U64, OFF(smtp.error_delay_ms), 0, NULL, NULL},
+    {"smtp", "error_delay", "250ms", K_U64, OFF(smtp.error_delay_ms), 250, NULL, NULL},
 
     {"pop3", "listen", "[::1]:110", K_LISTEN, OFF(pop3.listen), 0, "[::1]:110", NULL},
     {"pop3", "pop3s", "*:995", K_LISTEN, OFF(pop3.pop3s), 0, "*:995", NULL},
@@ -397,9 +404,9 @@ static void test_every_key_is_covered(void **state)
         keys++;
     }
     free(out);
-    /* README.md's keys, window_max_recipients, the smarthost credentials and min_free_space
-     * included. */
-    assert_int_equal(keys, 32);
+    /* Every key of common/config_table.c: README.md's, the smarthost credentials, min_free_space
+     * and the SMTP error limits included. */
+    assert_int_equal(keys, 35);
 }
 
 /* ---- errors, exact text ------------------------------------------------------------------ */
@@ -618,6 +625,10 @@ static const struct err_case err_cases[] = {
      "t.conf:3: bad value \"#u\" for smarthost_user in [relay]: " COMMENT_REASON},
     {"[server]\ndatabase =;db\n",
      "t.conf:2: bad value \";db\" for database in [server]: " COMMENT_REASON},
+    {"[smtp]\nsoft_error_limit = 21\n",
+     "t.conf: [smtp] hard_error_limit (20) must be at least soft_error_limit (21)"},
+    {"[smtp]\nhard_error_limit = 3\nsoft_error_limit = 4\n",
+     "t.conf: [smtp] hard_error_limit (3) must be at least soft_error_limit (4)"},
     {"[tls]\ncertificate = c.pem\n", "t.conf: [tls] certificate and key must be set together"},
     {"[tls]\nkey = k.pem\n", "t.conf: [tls] certificate and key must be set together"},
     {"[pop3]\nlisten = 127.0.0.1:2525\n",
@@ -1006,6 +1017,9 @@ static void assert_cfg_equal(const struct cfg *a, const struct cfg *b)
     assert_int_equal(a->smtp.max_recipients, b->smtp.max_recipients);
     assert_int_equal(a->smtp.plaintext_auth, b->smtp.plaintext_auth);
     assert_int_equal(a->smtp.timeout_ms, b->smtp.timeout_ms);
+    assert_int_equal(a->smtp.soft_error_limit, b->smtp.soft_error_limit);
+    assert_int_equal(a->smtp.hard_error_limit, b->smtp.hard_error_limit);
+    assert_int_equal(a->smtp.error_delay_ms, b->smtp.error_delay_ms);
     assert_listen_equal(&a->pop3.listen, &b->pop3.listen);
     assert_listen_equal(&a->pop3.pop3s, &b->pop3.pop3s);
     assert_int_equal(a->pop3.plaintext_auth, b->pop3.plaintext_auth);

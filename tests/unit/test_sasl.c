@@ -124,10 +124,15 @@ static void test_sasl_plain_messages(void **state)
                 fail_msg("%s (initial=%d): got %s, want %s", c->name, as_initial,
                          sasl_status_name(got), sasl_status_name(c->want));
             assert_false(sasl_is_active(&s));
-            if (c->want == SASL_DONE)
+            if (c->want == SASL_DONE) {
                 check_done(&st, c->cid, c->cid_len, c->pw, c->pw_len);
-            else
+            } else {
                 assert_int_equal(s.password_len, 0);
+                /* The identity refused stays in the step for the log, and no password. */
+                if (c->want == SASL_AUTHZID_REFUSED)
+                    assert_string_equal(st.user_given, c->cid);
+                assert_null(strstr(st.user_given, "pw"));
+            }
             sasl_reset(&s);
         }
         free(enc);
@@ -233,6 +238,11 @@ static void test_sasl_login(void **state)
     assert_int_equal(sasl_step(&s, "*", 1, &st), SASL_CANCELLED);
     assert_int_equal(s.user_len, 0);
     assert_int_equal(s.user[0], '\0');
+    /* The step keeps a copy of the user name for the log. */
+    assert_string_equal(st.user_given, "alice@example.test");
+    assert_int_equal(sasl_start(&s, "LOGIN", 5, NULL, 0, &st), SASL_CHALLENGE);
+    assert_int_equal(sasl_step(&s, "*", 1, &st), SASL_CANCELLED);
+    assert_string_equal(st.user_given, "");
 
     struct {
         const char *name;

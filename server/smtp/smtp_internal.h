@@ -1,0 +1,82 @@
+/*
+ * smtp_internal.h - what the two halves of the SMTP server session share, and nothing else
+ * includes: the session struct and its states, and the few calls each half makes into the
+ * other. smtp_session.c owns the session (its lifetime, state machine, dispatcher, error limits
+ * and its one timer) and every command but AUTH; smtp_auth.c holds AUTH (RFC 4954): the SASL
+ * exchange, the verification in server/auth/auth.c and the answers, delayed or not, to it.
+ * The transaction (smtp_tx.h) is neither's: the session calls it.
+ */
+#ifndef POSTERN_SMTP_INTERNAL_H
+#define POSTERN_SMTP_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "common/pure/sasl.h"
+#include "server/auth/auth.h"
+#include "server/net/session_ref.h"
+#include "server/smtp/smtp_tx.h"
+
+enum smtp_state {
+    SMTP_STATE_GREETED = 0, /* greeting sent; no EHLO/HELO yet (or forgotten at STARTTLS) */
+    SMTP_STATE_READY,       /* after EHLO/HELO, no transaction */
+    SMTP_STATE_MAIL,        /* MAIL accepted, no recipient yet */
+    SMTP_STATE_RCPT,        /* at least one recipient accepted */
+    SMTP_STATE_DATA,        /* after 354: the connection is in data mode */
+    SMTP_STATE_BUSY,        /* end of data seen: the writer is storing the message */
+};
+
+struct smtp_session {
+    struct conn *conn; /* borrowed; valid while !ref.closed (and while a conn_ref is held) */
+    struct session_ref ref;
+    enum smtp_state state;
+    bool esmtp;                              /* the client said EHLO */
+    char helo[ADDRESS_DOMAIN_MAX_BYTES + 1]; /* EHLO/HELO argument, sanitised for the header */
+    char auth_user[ADDRESS_STRLEN];          /* normalised AUTH identity; "" before AUTH */
+    char verb[16];                           /* the command being answered, for event=rejected */
+    unsigned errors;                         /* error replies so far */
+    char *held;                              /* owned: the command waiting out error_delay */
+    size_t held_len;                         /* its length, without the NUL */
+    unsigned auth_failures;                  /* failed AUTH attempts on this connection */
+    bool auth_too_many;                      /* the pending AUTH failure ends the session */
+    uint64_t commands;                       /* commands dispatched */
+    unsigned transactions;                   /* messages handed to the writer (queue id suffix) */
+    struct sasl sasl;                        /* owned: the running SASL exchange */
+    struct auth_request *auth_req;           /* in flight (holds a reference); cancelled at close */
+    uv_timer_t delay_timer;                  /* a failed AUTH's answer, or held's run */
+    bool timer_open;                         /* delay_timer was initialised and is not closing */
+    struct smtp_tx tx;                       /* owned: the mail transaction (smtp_tx.c) */
+};
+
+/* ---- smtp_session.c ---- */
+
+/* An error reply (4xx/5xx, without CRLF): sent, logged as event=rejected, counted against the
+ * error limits. */
+__attribute__((format(printf, 2, 3))) void smtp_reply_error(struct smtp_session *s, const char *fmt,
+                                                            ...);
+/* Drops one reference (server/net/session_ref.h); the last one frees the session. */
+void smtp_session_release(struct smtp_session *s);
+/* Runs smtp_auth_failure_answer after delay_ms on the session's timer. -1 when there is no
+ * timer (the caller answers at once then). */
+int smtp_session_delay_answer(struct smtp_session *s, uint64_t delay_ms);
+
+/* ---- smtp_auth.c ---- */
+
+/* AUTH is offered under TLS, or in plaintext when smtp.plaintext_auth says so. */
+bool smtp_auth_offered(const struct smtp_session *s);
+/* The AUTH command (the dispatcher's table row). */
+void smtp_cmd_auth(struct smtp_session *s, const char *args);
+/* A line answering a 334 challenge, while sasl_is_active(). */
+void smtp_auth_continue(struct smtp_session *s, const char *line, size_t len);
+/* A line the reader refused (overlong, NUL) while sasl_is_active(): fails the exchange. */
+void smtp_auth_bad_line(struct smtp_session *s, enum linereader_status why);
+/* The answer to a failed verification, from the session's timer or at once. */
+void smtp_auth_failure_answer(struct smtp_session *s);
+/* At close: cancels a verification in flight. True when one was cancelled: its done never
+ * runs, so its reference is the caller's to drop, with the others, in one call. */
+bool smtp_auth_cancel(struct smtp_session *s);
+
+#endif
