@@ -223,6 +223,10 @@ class GreetingsAndLines(ConnTest):
         self.assertEqual(c.line(), "221 2.0.0 Bye")
 
     def test_too_many_errors(self):
+        # Past smtp.hard_error_limit the next command gets 421 (test_session_answers.py has the
+        # limits themselves).
+        self.write_config(TLS_CONFIG + "[smtp]\nsoft_error_limit = 5\nhard_error_limit = 10\n"
+                          "error_delay = 10ms\n")
         self.start_server()
         c = self.connect("smtp")
         c.line()
