@@ -97,8 +97,7 @@ static const char *const migrations[] = {
     /* 5: users in address order within their domain, so where postmaster mail goes
      * (store_user_first) is one index lookup. It serves the lookups by domain_id alone too, so
      * the older index goes. */
-    "CREATE INDEX users_domain_address ON users(domain_id, address);"
-    "DROP INDEX users_domain;",
+    "CREATE INDEX users_domain_address ON users(domain_id, address); DROP INDEX users_domain;",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == SCHEMA_VERSION,
