@@ -132,7 +132,7 @@ class DiskReserve(PosternTest):
         p = self.pop()
         self.assertTrue(self.login(p).startswith("+OK Logged in: maildrop has 1 messages"))
         self.assertEqual(self.pop_cmd(p, "DELE 1"), "+OK Message 1 deleted")
-        self.assertEqual(self.pop_cmd(p, "QUIT"), "+OK Bye: 1 messages deleted")
+        self.assertEqual(self.pop_cmd(p, "QUIT"), "+OK Bye: 1 message deleted")
         self.assertEqual(self.mailbox_count(), 0)
 
         # Space freed: mail is taken again.
