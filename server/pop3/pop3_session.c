@@ -258,8 +258,9 @@ static void login_finish(struct pop3_session *s)
              "event=login user=%s ip=%s mech=%s messages=%zu octets=%lld", s->address,
              conn_peer_text(s->conn), s->mech, pop3_maildrop_messages(&s->md),
              (long long)pop3_maildrop_octets(&s->md));
-    conn_reply(s->conn, "+OK Logged in: maildrop has %zu messages (%lld octets)\r\n",
-               pop3_maildrop_messages(&s->md), (long long)pop3_maildrop_octets(&s->md));
+    size_t n = pop3_maildrop_messages(&s->md);
+    conn_reply(s->conn, "+OK Logged in: maildrop has %zu message%s (%lld octets)\r\n", n,
+               n == 1 ? "" : "s", (long long)pop3_maildrop_octets(&s->md));
     conn_resume_reading(s->conn);
 }
 

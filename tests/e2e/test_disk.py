@@ -130,7 +130,7 @@ class DiskReserve(PosternTest):
 
         # POP3 still works: log in, fetch, delete.
         p = self.pop()
-        self.assertTrue(self.login(p).startswith("+OK Logged in: maildrop has 1 messages"))
+        self.assertTrue(self.login(p).startswith("+OK Logged in: maildrop has 1 message "))
         self.assertEqual(self.pop_cmd(p, "DELE 1"), "+OK Message 1 deleted")
         self.assertEqual(self.pop_cmd(p, "QUIT"), "+OK Bye: 1 message deleted")
         self.assertEqual(self.mailbox_count(), 0)
