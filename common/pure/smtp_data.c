@@ -5,7 +5,8 @@
  * written out as CRLF the moment it arrives, whether or not an LF follows (a bare CR becomes CRLF
  * too), so the scanner never holds back content: the only octets it keeps pending are a "." at a
  * line start and a CR after it, which may turn out to be the terminator. No allocation happens
- * except growing the one content block, geometrically and never past the limit.
+ * except growing the one content block, geometrically and never past the limit (max_bytes, or
+ * memory_bytes when spilling: then a full block is handed to the spill function and refilled).
  */
 #include "common/pure/smtp_data.h"
 
@@ -46,7 +47,9 @@ static int grow(struct smtp_data *d, size_t more)
     size_t need = d->head_bytes + d->stored_bytes + more;
     if (need <= d->block_cap)
         return 0;
-    size_t limit = d->head_bytes + d->max_bytes;
+    size_t keep =
+        d->spill_fn != NULL && d->memory_bytes < d->max_bytes ? d->memory_bytes : d->max_bytes;
+    size_t limit = d->head_bytes + keep;
     /* Doubling: log2(max / first) reallocations, and glibc moves big blocks with mremap. */
     size_t cap = d->block_cap != 0 ? d->block_cap * 2 : d->head_bytes + SMTP_DATA_FIRST_CAP_BYTES;
     if (cap < need)
@@ -61,16 +64,55 @@ static int grow(struct smtp_data *d, size_t more)
     return 0;
 }
 
+/* Hands the block's content to the spill function and empties the block. 0, or -1 (latched). */
+static int spill_out(struct smtp_data *d)
+{
+    int rc = d->spill_fn(d->spill_ctx, d->block + d->head_bytes, d->stored_bytes);
+    if (rc != 0) {
+        d->spill_error = rc < 0 ? rc : -EIO;
+        drop_content(d);
+        return -1;
+    }
+    d->spilled_bytes += d->stored_bytes;
+    d->stored_bytes = 0;
+    return 0;
+}
+
+/* emit_text with spilling on: fills the block up to memory_bytes, spilling it whenever full. */
+static void emit_spilling(struct smtp_data *d, const unsigned char *p, size_t n)
+{
+    while (n > 0) {
+        if (d->stored_bytes >= d->memory_bytes && spill_out(d) != 0)
+            return;
+        size_t k = d->memory_bytes - d->stored_bytes;
+        if (k > n)
+            k = n;
+        if (grow(d, k) != 0) {
+            d->no_memory = true;
+            drop_content(d);
+            return;
+        }
+        memcpy(d->block + d->head_bytes + d->stored_bytes, p, k);
+        d->stored_bytes += k;
+        p += k;
+        n -= k;
+    }
+}
+
 /* Appends content octets (no CR or LF among them), or only counts them once nothing is kept. */
 static void emit_text(struct smtp_data *d, const unsigned char *p, size_t n)
 {
     d->content_bytes += n;
     d->line_bytes += n;
-    if (d->too_big || d->no_memory)
+    if (d->too_big || d->no_memory || d->spill_error != 0)
         return;
     if (d->content_bytes > d->max_bytes) {
         d->too_big = true;
         drop_content(d);
+        return;
+    }
+    if (d->spill_fn != NULL) {
+        emit_spilling(d, p, n);
         return;
     }
     if (grow(d, n) != 0) {
@@ -100,6 +142,8 @@ static enum smtp_data_status final_status(const struct smtp_data *d)
     /* Too big wins over out of memory: 552 is permanent, and a retry would fail the same way. */
     if (d->too_big)
         return SMTP_DATA_DONE_TOO_BIG;
+    if (d->spill_error != 0)
+        return SMTP_DATA_DONE_SPILL_FAILED;
     if (d->no_memory)
         return SMTP_DATA_DONE_NO_MEMORY;
     return SMTP_DATA_DONE;
@@ -118,6 +162,26 @@ int smtp_data_init(struct smtp_data *d, size_t max_bytes, size_t prefix_reserve_
     return 0;
 }
 
+int smtp_data_set_spill(struct smtp_data *d, size_t memory_bytes, smtp_data_spill_fn fn, void *ctx)
+{
+    if (memory_bytes == 0 || fn == NULL || d->content_bytes != 0 || d->state != SCAN_LINE_START)
+        return -EINVAL;
+    d->spill_fn = fn;
+    d->spill_ctx = ctx;
+    d->memory_bytes = memory_bytes;
+    return 0;
+}
+
+uint64_t smtp_data_spilled_bytes(const struct smtp_data *d)
+{
+    return d->spilled_bytes;
+}
+
+int smtp_data_spill_error(const struct smtp_data *d)
+{
+    return d->spill_error;
+}
+
 void smtp_data_free(struct smtp_data *d)
 {
     free(d->block);
@@ -128,9 +192,14 @@ void smtp_data_reset(struct smtp_data *d)
 {
     size_t max_bytes = d->max_bytes;
     size_t reserve = d->prefix_reserve_bytes;
+    smtp_data_spill_fn fn = d->spill_fn;
+    void *ctx = d->spill_ctx;
+    size_t memory_bytes = d->memory_bytes;
     smtp_data_free(d);
     /* The limits were accepted before, so this cannot fail. */
     (void)smtp_data_init(d, max_bytes, reserve);
+    if (fn != NULL)
+        (void)smtp_data_set_spill(d, memory_bytes, fn, ctx);
 }
 
 size_t smtp_data_feed(struct smtp_data *d, const unsigned char *p, size_t n,
@@ -243,7 +312,7 @@ const unsigned char *smtp_data_body(const struct smtp_data *d, size_t *len_out)
 
 int smtp_data_set_prefix(struct smtp_data *d, const void *hdr, size_t len)
 {
-    if (!has_message(d))
+    if (!has_message(d) || d->spilled_bytes > 0)
         return -EINVAL;
     if (len <= d->head_bytes) {
         if (d->block == NULL && len > 0) {
@@ -311,6 +380,8 @@ const char *smtp_data_status_name(enum smtp_data_status st)
         return "too-big";
     case SMTP_DATA_DONE_NO_MEMORY:
         return "no-memory";
+    case SMTP_DATA_DONE_SPILL_FAILED:
+        return "spill-failed";
     }
     return "unknown";
 }

@@ -47,6 +47,17 @@
  * then reported as SMTP_DATA_DONE_TOO_BIG (answer 552 5.3.4 once). Long lines are counted, never
  * refused (RFC 5321 4.5.3.1.6 says 1000 octets, many real clients send more).
  *
+ * Memory (spilling): by default the whole content is kept in one block, up to max_bytes. With
+ * smtp_data_set_spill() the block holds at most memory_bytes of content: whenever the next octets
+ * would not fit, the content kept so far is handed, in order, to the caller's spill function (which
+ * writes it to a spool file, say) and the block starts over empty. So a transaction's memory is
+ * bounded by memory_bytes whatever max_bytes is, and the message is "the spilled octets, then what
+ * is left in the block" (smtp_data_spilled_bytes, smtp_data_body). The scanner itself still does
+ * no I/O: the spill function does, and a failure it returns is latched, the rest of the data is
+ * scanned and dropped, and the end is SMTP_DATA_DONE_SPILL_FAILED (smtp_data_spill_error says
+ * why). The cut points between spilled pieces are wherever the block filled up: they never change
+ * the result, because the scanner's state (a pending "." or CR) lives outside the block.
+ *
  * Headers the session adds (Received, Return-Path) go in front of the content without copying it:
  * smtp_data_init() reserves prefix_reserve_bytes of headroom before the content, and
  * smtp_data_set_prefix() writes the headers there, so smtp_data_message() is one contiguous
@@ -79,7 +90,14 @@ enum smtp_data_status {
     SMTP_DATA_DONE,           /* end of data; smtp_data_body() holds the whole content */
     SMTP_DATA_DONE_TOO_BIG,   /* end of data; the content passed max_bytes, nothing was kept */
     SMTP_DATA_DONE_NO_MEMORY, /* end of data; an allocation failed, nothing was kept (452 4.3.1) */
+    SMTP_DATA_DONE_SPILL_FAILED, /* end of data; the spill function failed, nothing more kept */
 };
+
+/*
+ * Takes content octets p[0..n) that leave memory (smtp_data_set_spill), in order; called from
+ * inside smtp_data_feed. Returns 0, or a negative errno code (latched, see above).
+ */
+typedef int (*smtp_data_spill_fn)(void *ctx, const unsigned char *p, size_t n);
 
 /*
  * Fields are readable (the counters are meant for logs and tests); change them only through
@@ -96,6 +114,13 @@ struct smtp_data {
     size_t head_bytes;    /* where the content starts: the reserve, or a longer prefix's length */
     size_t stored_bytes;  /* content octets in block */
     size_t prefix_bytes;  /* prefix octets in front of the content */
+
+    /* spilling (smtp_data_set_spill); spill_fn NULL: everything stays in the block */
+    smtp_data_spill_fn spill_fn; /* borrowed, with spill_ctx */
+    void *spill_ctx;
+    size_t memory_bytes;    /* most content octets kept in the block at once */
+    uint64_t spilled_bytes; /* content octets handed to spill_fn, in front of the block's */
+    int spill_error;        /* latched: what spill_fn returned, 0 if it never failed */
 
     /* scanner state, private */
     int state;
@@ -121,6 +146,16 @@ struct smtp_data {
  * arrives). 0, or -EINVAL when the two together are absurdly large (above SIZE_MAX / 2).
  */
 int smtp_data_init(struct smtp_data *d, size_t max_bytes, size_t prefix_reserve_bytes);
+/*
+ * After init, before the first octet: keep at most memory_bytes (> 0) of content in memory and
+ * hand the rest to fn(ctx, ...) as it comes (head comment). 0, or -EINVAL (memory_bytes 0, fn
+ * NULL, or content already fed). Reset keeps the setting; free drops it.
+ */
+int smtp_data_set_spill(struct smtp_data *d, size_t memory_bytes, smtp_data_spill_fn fn, void *ctx);
+/* Content octets handed to the spill function so far (they come before smtp_data_body's). */
+uint64_t smtp_data_spilled_bytes(const struct smtp_data *d);
+/* The spill function's failure (a negative errno code), or 0. */
+int smtp_data_spill_error(const struct smtp_data *d);
 /* Releases the block and zeroes *d (limits included); safe on a zeroed or already freed one. */
 void smtp_data_free(struct smtp_data *d);
 /* Releases the block and starts over for the next message with the same limits. */
@@ -136,14 +171,18 @@ size_t smtp_data_feed(struct smtp_data *d, const unsigned char *p, size_t n,
 /* True once the end of data was seen (whatever the result). */
 bool smtp_data_is_done(const struct smtp_data *d);
 /*
- * After SMTP_DATA_DONE: the content (borrowed), *len_out octets; empty or ending in CRLF, no
- * bare CR or LF. NULL with *len_out 0 in every other state, and possibly for an empty message.
+ * After SMTP_DATA_DONE: the content kept in memory (borrowed), *len_out octets: the whole content
+ * (empty or ending in CRLF, no bare CR or LF), or, when some was spilled, the rest after the
+ * spilled octets (possibly empty). NULL with *len_out 0 in every other state, and possibly for an
+ * empty message.
  */
 const unsigned char *smtp_data_body(const struct smtp_data *d, size_t *len_out);
 /*
  * After SMTP_DATA_DONE: puts hdr[0..len) in front of the content (replacing an earlier prefix).
  * hdr should be complete header lines ending in CRLF. Copies only hdr when len fits the reserve,
- * else moves the content once. 0, -EINVAL (not DONE), -ENOMEM.
+ * else moves the content once. 0, -EINVAL (not DONE, or content was spilled: the front of the
+ * content is no longer here, so the caller writes its headers in front of the spilled octets
+ * itself), -ENOMEM.
  */
 int smtp_data_set_prefix(struct smtp_data *d, const void *hdr, size_t len);
 /* After SMTP_DATA_DONE: prefix + content (borrowed), as smtp_data_body() otherwise. */

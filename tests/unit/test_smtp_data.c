@@ -7,7 +7,10 @@
  * the result must not change. Every replay also checks the invariants: the content holds no bare
  * CR or LF, is empty or ends in CRLF, never passes the limit, the block never grows past
  * reserve + limit, and the counters agree with the content. Separate tests cover the prefix,
- * handing the block over, reuse, line statistics and a 20 MiB message in 64 KiB chunks.
+ * handing the block over, reuse, line statistics and a 20 MiB message in 64 KiB chunks. The
+ * spilling tests replay the same table with tiny in-memory parts (the spilled octets followed by
+ * the block's must be the same content, whatever the cuts), a spill function that fails, and the
+ * 20 MiB message with a 128 KiB in-memory part.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -489,6 +492,112 @@ static void test_status_names(void **state)
     assert_string_equal(smtp_data_status_name(SMTP_DATA_DONE), "done");
     assert_string_equal(smtp_data_status_name(SMTP_DATA_DONE_TOO_BIG), "too-big");
     assert_string_equal(smtp_data_status_name(SMTP_DATA_DONE_NO_MEMORY), "no-memory");
+    assert_string_equal(smtp_data_status_name(SMTP_DATA_DONE_SPILL_FAILED), "spill-failed");
+}
+
+/* ---- spilling ---- */
+
+/* A spill function's sink: what left memory, in order; fail_after calls succeed, then -ENOSPC. */
+struct sink {
+    unsigned char *p;
+    size_t len, cap;
+    size_t calls;
+    size_t fail_after; /* 0: never fails */
+};
+
+static int sink_spill(void *ctx, const unsigned char *p, size_t n)
+{
+    struct sink *k = ctx;
+    assert_true(n > 0);
+    if (k->fail_after != 0 && k->calls >= k->fail_after)
+        return -ENOSPC;
+    k->calls++;
+    if (k->len + n > k->cap) {
+        size_t cap = (k->len + n) * 2;
+        unsigned char *q = realloc(k->p, cap);
+        assert_non_null(q);
+        k->p = q;
+        k->cap = cap;
+    }
+    memcpy(k->p + k->len, p, n);
+    k->len += n;
+    return 0;
+}
+
+/* Replays case c with cuts and an in-memory part of mem octets; spilled + kept == content. */
+static void check_case_spilling(const struct data_case *c, size_t mem, const size_t *cuts,
+                                size_t ncuts)
+{
+    struct smtp_data d;
+    struct sink k = {0};
+    assert_int_equal(smtp_data_init(&d, c->max, TEST_RESERVE_BYTES), 0);
+    assert_int_equal(smtp_data_set_spill(&d, mem, sink_spill, &k), 0);
+    struct result r = feed_cuts(&d, c->in, c->in_len, cuts, ncuts);
+    if (r.status != c->want_status || r.used != c->want_used)
+        fail_msg("case \"%s\" spilling at %zu: got status %s used %zu", c->name, mem,
+                 smtp_data_status_name(r.status), r.used);
+    assert_true(d.block_cap <= TEST_RESERVE_BYTES + mem);
+    assert_int_equal(smtp_data_spilled_bytes(&d), k.len);
+    if (c->want_status == SMTP_DATA_DONE) {
+        size_t len = 0;
+        const unsigned char *body = smtp_data_body(&d, &len);
+        assert_true(len <= mem);
+        if (k.len + len != c->want_body_len ||
+            (k.len > 0 && memcmp(k.p, c->want_body, k.len) != 0) ||
+            (len > 0 && memcmp(body, c->want_body + k.len, len) != 0))
+            fail_msg("case \"%s\" spilling at %zu: content differs", c->name, mem);
+        /* Spilled content has no place for a prefix in front of it. */
+        if (k.len > 0)
+            assert_int_equal(smtp_data_set_prefix(&d, "X: y\r\n", 6), -EINVAL);
+    }
+    smtp_data_free(&d);
+    free(k.p);
+}
+
+static void test_cases_spilling(void **state)
+{
+    static const size_t mems[] = {1, 2, 3, 7, 64};
+    for (size_t i = 0; i < ARRAY_LEN(data_cases); i++) {
+        for (size_t m = 0; m < ARRAY_LEN(mems); m++) {
+            check_case_spilling(&data_cases[i], mems[m], NULL, 0);
+            for (size_t at = 0; at <= data_cases[i].in_len; at++)
+                check_case_spilling(&data_cases[i], mems[m], &at, 1);
+        }
+    }
+}
+
+static void test_spill_failure(void **state)
+{
+    struct smtp_data d;
+    struct sink k = {.fail_after = 1};
+    assert_int_equal(smtp_data_init(&d, 1000, 0), 0);
+    assert_int_equal(smtp_data_set_spill(&d, 4, sink_spill, &k), 0);
+    enum smtp_data_status st;
+    static const char in[] = "abcdefghijklmnop\r\n.\r\nQUIT\r\n";
+    size_t used = smtp_data_feed(&d, (const unsigned char *)in, sizeof(in) - 1, &st);
+    assert_int_equal(st, SMTP_DATA_DONE_SPILL_FAILED);
+    assert_int_equal(used, sizeof(in) - 1 - 6); /* the end is still found */
+    assert_int_equal(smtp_data_spill_error(&d), -ENOSPC);
+    assert_null(d.block);
+    size_t len = 9;
+    assert_null(smtp_data_body(&d, &len));
+    assert_int_equal(len, 0);
+    /* Too big wins: permanent, where a spill failure is temporary. */
+    smtp_data_reset(&d);
+    k.calls = 0;
+    assert_int_equal(d.memory_bytes, 4); /* reset keeps the spill setting */
+    d.max_bytes = 10;
+    smtp_data_feed(&d, (const unsigned char *)in, sizeof(in) - 1, &st);
+    assert_int_equal(st, SMTP_DATA_DONE_TOO_BIG);
+    smtp_data_free(&d);
+    free(k.p);
+    /* Refused once content was fed, or without a function or a size. */
+    assert_int_equal(smtp_data_init(&d, 1000, 0), 0);
+    assert_int_equal(smtp_data_set_spill(&d, 0, sink_spill, &k), -EINVAL);
+    assert_int_equal(smtp_data_set_spill(&d, 4, NULL, &k), -EINVAL);
+    smtp_data_feed(&d, (const unsigned char *)"a", 1, &st);
+    assert_int_equal(smtp_data_set_spill(&d, 4, sink_spill, &k), -EINVAL);
+    smtp_data_free(&d);
 }
 
 /* ---- a big message ---- */
@@ -591,6 +700,38 @@ static void test_big_message(void **state)
     free(body);
 }
 
+/* The 20 MiB message with a 128 KiB in-memory part, in 64 KiB feeds. */
+static void test_big_message_spilling(void **state)
+{
+    unsigned char *wire, *body;
+    size_t wire_len, body_len;
+    build_big(&wire, &wire_len, &body, &body_len);
+    const size_t mem = 128u << 10;
+    struct smtp_data d;
+    struct sink k = {0};
+    assert_int_equal(smtp_data_init(&d, 25u << 20, 0), 0);
+    assert_int_equal(smtp_data_set_spill(&d, mem, sink_spill, &k), 0);
+    enum smtp_data_status st = SMTP_DATA_MORE;
+    size_t used = 0;
+    for (size_t off = 0; off < wire_len && st == SMTP_DATA_MORE; off += BIG_CHUNK_BYTES) {
+        size_t n = wire_len - off < BIG_CHUNK_BYTES ? wire_len - off : BIG_CHUNK_BYTES;
+        used += smtp_data_feed(&d, wire + off, n, &st);
+    }
+    assert_int_equal(st, SMTP_DATA_DONE);
+    assert_int_equal(used, wire_len - 6);
+    assert_true(d.block_cap <= mem);
+    size_t len;
+    const unsigned char *b = smtp_data_body(&d, &len);
+    assert_int_equal(k.len + len, body_len);
+    assert_true(memcmp(k.p, body, k.len) == 0);
+    assert_true(memcmp(b, body + k.len, len) == 0);
+    assert_true(k.len >= body_len - mem);
+    smtp_data_free(&d);
+    free(k.p);
+    free(wire);
+    free(body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -606,6 +747,9 @@ int main(void)
         cmocka_unit_test(test_line_statistics),
         cmocka_unit_test(test_status_names),
         cmocka_unit_test(test_big_message),
+        cmocka_unit_test(test_cases_spilling),
+        cmocka_unit_test(test_spill_failure),
+        cmocka_unit_test(test_big_message_spilling),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
