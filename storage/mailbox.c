@@ -8,6 +8,15 @@
  * of the body: measured for a 20 MiB body, SQLite's memory high water is about 22 MiB bound and
  * about 2 MiB (the page cache) with the zeroblob.
  *
+ * A message in three parts (mailbox.h: prefix, spool file, body) goes into one zeroblob of the
+ * total size, part after part; the spool file is read in MAILBOX_SPOOL_CHUNK_BYTES pieces into one
+ * buffer, so the writer's memory does not grow with the message either. Every octet written also
+ * passes through a small scanner that records the message's facts (message_facts: an octet above
+ * 127, a leading Return-Path line), inserted after the body: the outbound client reads those
+ * instead of the whole body. Cost on the writer thread, which holds up every other session's
+ * commit meanwhile: one copy of the message into the database pages, plus the scan, which is one
+ * OR per octet once past the first line.
+ *
  * What it does not do: decide who is local (the session does), run the queue, or log.
  */
 #include "storage/mailbox.h"
@@ -17,8 +26,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ctype.h>
 #include <time.h>
 
+#include "storage/spool.h"
 #include "storage/store_internal.h"
 
 /* Body bytes per sqlite3_blob_write call (its length and offset are ints). */
@@ -34,22 +45,123 @@
 
 /* ---- delivery ---- */
 
+static uint64_t delivery_len(const struct store_delivery *d)
+{
+    return (uint64_t)d->prefix_len + d->spool_len + (uint64_t)d->body_len;
+}
+
+/* What store_deliver records about the message as it writes it (mailbox.h, message_facts). */
+struct body_facts {
+    uint64_t pos;               /* octets seen */
+    unsigned char ored;         /* every octet OR-ed together: bit 7 is "has 8-bit octets" */
+    bool first_line_open;       /* still inside the first line */
+    bool is_return_path;        /* the first line starts with "Return-Path:" (any case) */
+    uint64_t return_path_bytes; /* that line's octets, its CRLF included, once complete */
+};
+
+static void facts_feed(struct body_facts *f, const unsigned char *p, size_t n)
+{
+    static const char rp[] = "Return-Path:";
+    const size_t rp_len = sizeof(rp) - 1;
+    size_t i = 0;
+    for (; i < n && f->first_line_open; i++) {
+        uint64_t at = f->pos + i;
+        unsigned char ch = p[i];
+        f->ored |= ch;
+        if (at < rp_len) {
+            if (tolower(ch) != tolower((unsigned char)rp[at]))
+                f->first_line_open = false;
+            else if (at == rp_len - 1)
+                f->is_return_path = true;
+        } else if (ch == '\n') {
+            f->first_line_open = false;
+            if (f->is_return_path)
+                f->return_path_bytes = at + 1;
+        }
+    }
+    unsigned char acc = 0;
+    for (size_t j = i; j < n; j++)
+        acc |= p[j];
+    f->ored |= acc;
+    f->pos += n;
+}
+
+/* Writes p[0..n) at *off of the body blob, in chunks (blob offsets are ints). */
+static int write_part(struct store *s, sqlite3_blob *blob, const unsigned char *p, size_t n,
+                      uint64_t *off, struct body_facts *f)
+{
+    facts_feed(f, p, n);
+    for (size_t done = 0; done < n;) {
+        size_t k = n - done;
+        if (k > MAILBOX_WRITE_CHUNK_BYTES)
+            k = MAILBOX_WRITE_CHUNK_BYTES;
+        if (sqlite3_blob_write(blob, p + done, (int)k, (int)*off) != SQLITE_OK)
+            return store_fail(s, "deliver: write body");
+        done += k;
+        *off += k;
+    }
+    return STORE_OK;
+}
+
+/* Copies the spool part into the body blob through one buffer. */
+static int write_spool(struct store *s, sqlite3_blob *blob, const struct store_delivery *d,
+                       uint64_t *off, struct body_facts *f)
+{
+    size_t cap =
+        d->spool_len < MAILBOX_SPOOL_CHUNK_BYTES ? (size_t)d->spool_len : MAILBOX_SPOOL_CHUNK_BYTES;
+    unsigned char *buf = malloc(cap);
+    if (buf == NULL) {
+        snprintf(s->errmsg, sizeof(s->errmsg), "deliver: out of memory for the spool buffer");
+        return STORE_ERR;
+    }
+    int status = STORE_OK;
+    for (uint64_t done = 0; status == STORE_OK && done < d->spool_len;) {
+        size_t k = d->spool_len - done < cap ? (size_t)(d->spool_len - done) : cap;
+        int rc = spool_file_read_at(d->spool_fd, buf, k, done);
+        if (rc != 0) {
+            snprintf(s->errmsg, sizeof(s->errmsg), "deliver: read spool file: %s", strerror(-rc));
+            status = STORE_ERR;
+            break;
+        }
+        status = write_part(s, blob, buf, k, off, f);
+        done += k;
+    }
+    free(buf);
+    return status;
+}
+
+static int insert_facts(struct store *s, int64_t message_id, const struct body_facts *f)
+{
+    sqlite3_stmt *st = store_prepare(s, "INSERT INTO message_facts(message_id, eightbit,"
+                                        " return_path_bytes) VALUES (?1, ?2, ?3)");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_int64(st, 1, message_id);
+    sqlite3_bind_int(st, 2, (f->ored & 0x80) != 0);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)f->return_path_bytes);
+    return store_step_done(s, st, "deliver: insert message facts");
+}
+
 static int check_delivery(struct store *s, const struct store_delivery *d)
 {
     if (d->n_local == 0 && d->n_remote == 0) {
         snprintf(s->errmsg, sizeof(s->errmsg), "deliver: no recipients");
         return STORE_ERR;
     }
-    if ((d->body == NULL && d->body_len > 0) || (d->n_local > 0 && d->local_user_ids == NULL) ||
+    if ((d->body == NULL && d->body_len > 0) || (d->prefix == NULL && d->prefix_len > 0) ||
+        (d->spool_len > 0 && d->spool_fd < 0) || (d->n_local > 0 && d->local_user_ids == NULL) ||
         (d->n_remote > 0 && d->remote_rcpts == NULL)) {
         snprintf(s->errmsg, sizeof(s->errmsg), "deliver: missing body or recipient array");
         return STORE_ERR;
     }
     /* SQLITE_LIMIT_LENGTH caps a blob (1e9 by default); sqlite3_blob_write offsets are ints. */
     int limit = sqlite3_limit(s->db, SQLITE_LIMIT_LENGTH, -1);
-    if (d->body_len > (size_t)limit || d->body_len > (size_t)INT_MAX) {
-        snprintf(s->errmsg, sizeof(s->errmsg), "deliver: body of %zu bytes exceeds the limit of %d",
-                 d->body_len, limit);
+    uint64_t len = delivery_len(d);
+    if (d->spool_len > (uint64_t)INT_MAX || d->body_len > (size_t)INT_MAX ||
+        d->prefix_len > (size_t)INT_MAX || len > (uint64_t)limit || len > (uint64_t)INT_MAX) {
+        snprintf(s->errmsg, sizeof(s->errmsg),
+                 "deliver: message of %llu bytes exceeds the limit of %d", (unsigned long long)len,
+                 limit);
         return STORE_ERR;
     }
     for (size_t i = 0; i < d->n_remote; i++) {
@@ -94,17 +206,19 @@ static int read_uidl_tag(struct store *s, char *tag_out, size_t taglen)
     return status;
 }
 
-/* Inserts the message row with a zeroblob body and fills it in place. */
+/* Inserts the message row with a zeroblob body, fills it in place part after part, and records
+ * its facts. */
 static int insert_message(struct store *s, const struct store_delivery *d, int64_t *id_out)
 {
+    uint64_t len = delivery_len(d);
     sqlite3_stmt *st = store_prepare(s, "INSERT INTO messages(sender, size, received_ms, body)"
                                         " VALUES (?1, ?2, ?3, ?4)");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, d->sender != NULL ? d->sender : "", -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)d->body_len);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)len);
     sqlite3_bind_int64(st, 3, d->received_ms);
-    if (sqlite3_bind_zeroblob64(st, 4, (sqlite3_uint64)d->body_len) != SQLITE_OK) {
+    if (sqlite3_bind_zeroblob64(st, 4, (sqlite3_uint64)len) != SQLITE_OK) {
         int status = store_fail(s, "deliver: bind body");
         store_reset(st);
         return status;
@@ -113,24 +227,26 @@ static int insert_message(struct store *s, const struct store_delivery *d, int64
     if (status != STORE_OK)
         return status;
     int64_t id = sqlite3_last_insert_rowid(s->db);
-    if (d->body_len > 0) {
+    struct body_facts facts = {.first_line_open = true};
+    if (len > 0) {
         sqlite3_blob *blob = NULL;
         if (sqlite3_blob_open(s->db, "main", "messages", "body", id, 1, &blob) != SQLITE_OK) {
             return store_fail(s, "deliver: open body");
         }
-        for (size_t off = 0; off < d->body_len && status == STORE_OK;
-             off += MAILBOX_WRITE_CHUNK_BYTES) {
-            size_t n = d->body_len - off;
-            if (n > MAILBOX_WRITE_CHUNK_BYTES)
-                n = MAILBOX_WRITE_CHUNK_BYTES;
-            if (sqlite3_blob_write(blob, d->body + off, (int)n, (int)off) != SQLITE_OK)
-                status = store_fail(s, "deliver: write body");
-        }
+        uint64_t off = 0;
+        status = write_part(s, blob, d->prefix, d->prefix_len, &off, &facts);
+        if (status == STORE_OK && d->spool_len > 0)
+            status = write_spool(s, blob, d, &off, &facts);
+        if (status == STORE_OK)
+            status = write_part(s, blob, d->body, d->body_len, &off, &facts);
         if (sqlite3_blob_close(blob) != SQLITE_OK && status == STORE_OK)
             status = store_fail(s, "deliver: close body");
         if (status != STORE_OK)
             return status;
     }
+    status = insert_facts(s, id, &facts);
+    if (status != STORE_OK)
+        return status;
     *id_out = id;
     return STORE_OK;
 }
@@ -149,7 +265,7 @@ static int insert_entry(struct store *s, const struct store_delivery *d, int64_t
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, user_id);
     sqlite3_bind_int64(st, 2, message_id);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)d->body_len);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)delivery_len(d));
     sqlite3_bind_int64(st, 4, d->received_ms);
     int status = store_step_done(s, st, "deliver: insert mailbox entry");
     if (status == STORE_IN_USE) {

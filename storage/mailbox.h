@@ -46,6 +46,8 @@
 #include "common/limits.h"
 #include "storage/store.h"
 
+/* Spool octets store_deliver reads and writes at a time (its one buffer, on the writer thread). */
+#define MAILBOX_SPOOL_CHUNK_BYTES (256 * 1024)
 /* How long a body reader keeps one read snapshot open between calls (see below). */
 #define STORE_MESSAGE_HOLD_MS 5000
 
@@ -53,8 +55,18 @@
 
 struct store_delivery {
     const char *sender; /* reverse-path, "" for the null sender (NULL is taken as "") */
-    /* The whole message as it will be served: CRLF line ends, not dot-stuffed, headers
-     * included. Borrowed for the call only; written into the database in place, never copied. */
+    /*
+     * The whole message as it will be served (CRLF line ends, not dot-stuffed, headers included)
+     * is, in this order: prefix[0..prefix_len), then spool_len octets of the spool file spool_fd
+     * (storage/spool.h) from its offset 0, then body[0..body_len). Any part may be empty
+     * (spool_len 0: no spool file, spool_fd is not looked at). All borrowed for the call only:
+     * the memory parts are written into the database in place, the spool file is read in chunks
+     * of MAILBOX_SPOOL_CHUNK_BYTES, so the writer never holds a whole message.
+     */
+    const unsigned char *prefix;
+    size_t prefix_len;
+    int spool_fd;
+    uint64_t spool_len;
     const unsigned char *body;
     size_t body_len;
     /* Local recipients as user ids; a user listed twice gets one entry. An id that is not a user
@@ -72,11 +84,13 @@ struct store_delivery {
 };
 
 /*
- * Stores the body once (messages.size = body_len), one mailbox entry per distinct local user and
- * one queue row per distinct remote recipient (next attempt = received_ms), in the caller's
- * transaction. At least one recipient is required. Returns STORE_OK, STORE_NOT_FOUND (a local
- * user id does not exist), or STORE_ERR (bad argument, body too large for the database, SQLite
- * failure; store_errmsg says which). On failure nothing of this delivery is left.
+ * Stores the message once (messages.size = prefix_len + spool_len + body_len; its facts, 8-bit
+ * octets and the length of a leading Return-Path line, in message_facts), one mailbox entry per
+ * distinct local user and one queue row per distinct remote recipient (next attempt = received_ms),
+ * in the caller's transaction. At least one recipient is required. Returns STORE_OK,
+ * STORE_NOT_FOUND (a local user id does not exist), or STORE_ERR (bad argument, body too large for
+ * the database, SQLite failure; store_errmsg says which). On failure nothing of this delivery is
+ * left.
  */
 int store_deliver(struct store *s, struct store_delivery *d);
 

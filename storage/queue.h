@@ -223,4 +223,18 @@ int store_queue_body_open(struct store *s, int64_t message_id, int64_t hold_ms,
                           struct store_body_reader **reader_out, int64_t *size_out);
 /* Read and close it with store_body_read and store_body_close (store.h). */
 
+/* What store_deliver recorded about a message when it was stored (schema version 5). */
+struct store_message_facts {
+    int64_t size_bytes;        /* the stored size, headers included */
+    bool known;                /* false for a message stored before the facts were recorded */
+    bool eightbit;             /* an octet above 127 somewhere (BODY=8BITMIME) */
+    int64_t return_path_bytes; /* a leading Return-Path line's octets, CRLF included, or 0 */
+};
+/*
+ * The facts of queued message message_id, one indexed lookup on s (the loop's read connection):
+ * what the outbound client needs before MAIL without reading the body. STORE_NOT_FOUND when no
+ * queue row refers to it any more.
+ */
+int store_queue_message_facts(struct store *s, int64_t message_id, struct store_message_facts *out);
+
 #endif

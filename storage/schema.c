@@ -98,6 +98,17 @@ static const char *const migrations[] = {
      * (store_user_first) is one index lookup. It serves the lookups by domain_id alone too, so
      * the older index goes. */
     "CREATE INDEX users_domain_address ON users(domain_id, address); DROP INDEX users_domain;",
+
+    /* 6: facts about a message body recorded when it is stored (storage/mailbox.c), so the
+     * outbound client needs not read a whole body before MAIL: whether it has an octet above 127
+     * (BODY=8BITMIME) and the length of a leading Return-Path line (dropped when relaying; 0 if
+     * none). A table of its own rather than columns of messages: the facts are known only once
+     * the body has been written, and updating a messages row rewrites its whole body. Messages
+     * stored before this version have no row: the client then scans the body as it used to. */
+    "CREATE TABLE message_facts ("
+    "  message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,"
+    "  eightbit INTEGER NOT NULL,"
+    "  return_path_bytes INTEGER NOT NULL);",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == SCHEMA_VERSION,

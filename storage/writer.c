@@ -28,6 +28,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "storage/spool.h"
 #include "storage/store.h"
 
 /* Attempts per batch before its jobs fail. Each BEGIN IMMEDIATE already waits up to
@@ -294,6 +295,12 @@ int writer_start(uv_loop_t *loop, const char *db_path, struct writer **out, char
     /* Opened here so a bad path is reported to the caller; the connection then belongs to the
      * thread (pthread_create orders this before anything the thread does). */
     if (store_open(db_path, &w->store, err, errlen) != STORE_OK) {
+        writer_free(w);
+        return -1;
+    }
+    /* The writer is what reads spool files into the database, so it readies their directory,
+     * and at start, before any session runs, removes what a crash left there (storage/spool.h). */
+    if (spool_dir_prepare(db_path, err, errlen) != 0) {
         writer_free(w);
         return -1;
     }

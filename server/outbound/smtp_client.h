@@ -177,12 +177,13 @@ struct smtp_client_params {
 struct smtp_client;
 
 /*
- * Starts the transaction: scans the body (size, 8-bit octets, a Return-Path line) and connects.
- * 0 and *out, then done runs exactly once, later, unless smtp_client_cancel is called first. Or
- * a negative code, then done never runs and *out is NULL; the code tells whose failure it was
- * (common/error.h): a STORE_* code when the body could not be read (STORE_NOT_FOUND: it left the
- * queue; store_errmsg(store) has the detail), which says nothing about the host, or an errno or
- * libuv code when memory ran out or the connection could not be started.
+ * Starts the transaction: looks up the body's size, 8-bit octets and Return-Path line (recorded at
+ * acceptance) and connects. 0 and *out, then done runs exactly once, later, unless
+ * smtp_client_cancel is called first. Or a negative code, then done never runs and *out is NULL;
+ * the code tells whose failure it was (common/error.h): a STORE_* code when the body could not be
+ * read (STORE_NOT_FOUND: it left the queue; store_errmsg(store) has the detail), which says nothing
+ * about the host, or an errno or libuv code when memory ran out or the connection could not be
+ * started.
  */
 int smtp_client_start(const struct smtp_client_params *p, struct smtp_client **out);
 /*

@@ -5,6 +5,13 @@
  * mode) and delivery (trace headers, then store_deliver in one writer job; the session says
  * "250 2.0.0 Ok: queued as ID" only once that commit is durable).
  *
+ * Memory per transaction is bounded: the scanner keeps at most SMTP_TX_MEMORY_BYTES of content
+ * and spills the rest, as it arrives, into a nameless spool file (storage/spool.h; a page-cache
+ * write on the loop thread, one in-memory part at a time). The delivery job hands store_deliver
+ * three parts, the trace headers, the spool file and the in-memory tail, and the writer copies
+ * them into the message row; no mailbox or queue row exists before that commit, and closing the
+ * spool file (RSET, a refusal, a dropped connection, the job's end) is all the cleanup there is.
+ *
  * It owns the struct smtp_tx and what hangs off it, and the writer jobs' work. It does not own
  * the session: server/smtp/smtp_session.c calls in through smtp_tx.h, checks the SMTP state
  * before each call, and sends the reply this file hands back (smtp_tx.h says what each result
@@ -23,11 +30,13 @@
  * outbound client must drop a leading Return-Path line before sending (RFC 5321 4.4: a relaying
  * SMTP server must not add one, and a stale one must not travel on).
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "common/config.h"
 #include "common/log.h"
@@ -38,6 +47,7 @@
 #include "server/net/tls.h"
 #include "server/relay/relay_facts.h"
 #include "server/smtp/smtp_tx.h"
+#include "storage/spool.h"
 #include "storage/store.h"
 
 /* Writes the reply and returns result, so a refusal is one line: return answer(...). */
@@ -58,9 +68,35 @@ void smtp_tx_clear(struct smtp_tx *tx)
     free(tx->local_ids);
     free(tx->remote);
     free(tx->block);
+    free(tx->trace);
     free(tx->remote_ptrs);
     smtp_data_free(&tx->data);
+    if (tx->spooling)
+        (void)close(tx->spool_fd); /* nameless: closing it is deleting it, nothing to lose */
     memset(tx, 0, sizeof(*tx));
+}
+
+/* Drops the spool file of a refused message at once, so its disk space goes back now. */
+static void spool_drop(struct smtp_tx *tx)
+{
+    if (tx->spooling)
+        (void)close(tx->spool_fd);
+    tx->spooling = false;
+    tx->spool_fd = -1;
+}
+
+/* The scanner's spill function: content beyond the in-memory part goes to the spool file. */
+static int tx_spill(void *ctx, const unsigned char *p, size_t n)
+{
+    struct smtp_tx *tx = ctx;
+    if (!tx->spooling) {
+        int fd = spool_file_open(tx->db_path);
+        if (fd < 0)
+            return fd;
+        tx->spool_fd = fd;
+        tx->spooling = true;
+    }
+    return spool_file_append(tx->spool_fd, p, n);
 }
 
 /* Adds a local user id once. 0, or -1 when out of memory. */
@@ -309,9 +345,12 @@ enum smtp_tx_result smtp_tx_data(struct smtp_tx *tx, struct conn *c,
                                  char reply[SMTP_TX_REPLY_MAX_BYTES])
 {
     const struct cfg *cfg = conn_cfg(c);
-    if (smtp_data_init(&tx->data, (size_t)cfg->smtp.max_message_size_bytes,
-                       SMTP_DATA_PREFIX_RESERVE_BYTES) != 0)
+    /* No headroom: the trace headers travel as a part of their own (smtp_tx_deliver). */
+    if (smtp_data_init(&tx->data, (size_t)cfg->smtp.max_message_size_bytes, 0) != 0 ||
+        smtp_data_set_spill(&tx->data, SMTP_TX_MEMORY_BYTES, tx_spill, tx) != 0)
         return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
+    tx->db_path = cfg->server.database;
+    tx->sid = conn_sid(c);
     return answer(reply, SMTP_TX_OK, "354 End data with <CR><LF>.<CR><LF>");
 }
 
@@ -322,6 +361,16 @@ enum smtp_tx_result smtp_tx_feed(struct smtp_tx *tx, const unsigned char *p, siz
     *used_out = smtp_data_feed(&tx->data, p, n, &st);
     if (st == SMTP_DATA_MORE)
         return SMTP_TX_MORE;
+    if (st != SMTP_DATA_DONE)
+        spool_drop(tx);
+    if (st == SMTP_DATA_DONE_SPILL_FAILED) {
+        int err = smtp_data_spill_error(&tx->data);
+        log_warn("smtp", tx->sid, "event=spool-error error=\"%s\"", strerror(-err));
+        if (err == -ENOSPC || err == -EDQUOT)
+            return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
+        return answer(reply, SMTP_TX_ERROR,
+                      "451 4.3.0 Error: could not spool the message, try again later");
+    }
     /* RFC 1870 6.2 / RFC 5321 4.5.3.1.10: nothing was kept. */
     if (st == SMTP_DATA_DONE_TOO_BIG)
         return answer(reply, SMTP_TX_ERROR,
@@ -369,18 +418,29 @@ enum smtp_tx_result smtp_tx_deliver(struct smtp_tx *tx, const struct smtp_tx_cli
     char trace[SMTP_TRACE_MAX_BYTES];
     int tlen =
         smtp_trace_headers(&r, tx->n_local > 0 ? tx->sender_text : NULL, trace, sizeof(trace));
+    if (tlen <= 0)
+        return answer(reply, SMTP_TX_ERROR, "451 4.3.0 Error: could not prepare the message");
+    tx->trace = malloc((size_t)tlen);
+    if (tx->trace == NULL)
+        return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
+    memcpy(tx->trace, trace, (size_t)tlen);
+    /* The message is trace + spilled content + the in-memory tail (store_delivery's parts). */
+    uint64_t spilled = smtp_data_spilled_bytes(&tx->data);
     size_t off = 0, len = 0;
-    if (tlen < 0 || smtp_data_set_prefix(&tx->data, trace, (size_t)tlen) != 0 ||
-        smtp_data_take(&tx->data, &tx->block, &off, &len) != 0)
+    if (smtp_data_take(&tx->data, &tx->block, &off, &len) != 0)
         return answer(reply, SMTP_TX_ERROR, "451 4.3.0 Error: could not prepare the message");
     tx->remote_ptrs = calloc(tx->n_remote + 1, sizeof(*tx->remote_ptrs));
     if (tx->remote_ptrs == NULL)
         return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
     for (size_t i = 0; i < tx->n_remote; i++)
         tx->remote_ptrs[i] = tx->remote[i];
-    tx->message_bytes = len;
+    tx->message_bytes = (uint64_t)tlen + spilled + len;
     tx->delivery = (struct store_delivery){
         .sender = tx->sender_text,
+        .prefix = tx->trace,
+        .prefix_len = (size_t)tlen,
+        .spool_fd = tx->spooling ? tx->spool_fd : -1,
+        .spool_len = spilled,
         .body = tx->block != NULL ? tx->block + off : (const unsigned char *)"",
         .body_len = len,
         .local_user_ids = tx->local_ids,

@@ -31,6 +31,12 @@
 #define SMTP_QUEUE_ID_MAX_BYTES 40
 /* Room for the relay identity stamped into the Received header. */
 #define SMTP_IDENTITY_MAX_BYTES (ADDRESS_STRLEN + 64)
+/*
+ * Message content a transaction keeps in memory; the rest spills into a spool file as it arrives
+ * (storage/spool.h). 100 sessions in DATA at once hold at most 100 times this, however large their
+ * messages; a message up to this size never touches a spool file.
+ */
+#define SMTP_TX_MEMORY_BYTES (128 * 1024)
 /* A reply as the transaction writes it, without CRLF: what fits one SMTP reply line. */
 #define SMTP_TX_REPLY_MAX_BYTES (SMTP_REPLY_LINE_MAX_BYTES - 2)
 
@@ -78,7 +84,13 @@ struct smtp_tx {
     char first_rcpt[ADDRESS_STRLEN]; /* for the log */
     /* The identity the first relayed recipient rested on (Received header), or "". */
     char identity[SMTP_IDENTITY_MAX_BYTES];
-    struct smtp_data data; /* owned: the DATA scanner and the message block */
+    struct smtp_data data; /* owned: the DATA scanner and the in-memory part of the message */
+    /* The spool file of the content beyond SMTP_TX_MEMORY_BYTES: opened at the first spill,
+     * closed (and so gone: it has no name) by smtp_tx_clear or when the message is refused. */
+    int spool_fd;        /* owned while spooling */
+    bool spooling;       /* spool_fd is open */
+    const char *db_path; /* borrowed from the configuration: where the spool directory is */
+    uint64_t sid;        /* the session's id, for the log */
     /* The writer job: prepared by a call that returned SMTP_TX_JOB, out after smtp_tx_submit(). */
     struct writer_job job; /* embedded; with the writer until its done ran */
     enum smtp_job_kind job_kind;
@@ -90,6 +102,7 @@ struct smtp_tx {
     char window_refusal[SMTP_REPLY_LINE_MAX_BYTES]; /* COUNT_WINDOW: the answer if not counted */
     char window_refusal_log[RELAY_LOG_MAX_BYTES];   /* COUNT_WINDOW: its event=relay line */
     unsigned char *block;                           /* DELIVER: owned, taken from data */
+    unsigned char *trace; /* DELIVER: owned, the trace headers (stored first) */
     const char **remote_ptrs;                       /* DELIVER: owned array pointing into remote */
     struct store_delivery delivery;                 /* DELIVER */
     char id[SMTP_QUEUE_ID_MAX_BYTES];               /* DELIVER: the queue id */

@@ -85,6 +85,11 @@ static void remove_db_files(const char *path)
         if (unlink(p) != 0)
             assert_int_equal(errno, ENOENT);
     }
+    /* The writer's spool directory (storage/spool.h), when a writer ran. */
+    char spool[160];
+    snprintf(spool, sizeof(spool), "%s-spool", path);
+    if (rmdir(spool) != 0)
+        assert_int_equal(errno, ENOENT);
 }
 
 static int setup(void **state)

@@ -272,6 +272,9 @@ static int teardown(void **state)
         if (unlink(p) != 0)
             assert_int_equal(errno, ENOENT);
     }
+    char spool[160];
+    snprintf(spool, sizeof(spool), "%s-spool", fx->db_path);
+    assert_int_equal(rmdir(spool), 0); /* writer_start made it; no spool file is left in it */
     assert_int_equal(rmdir(fx->dir), 0);
     free(fx);
     return 0;
