@@ -13,13 +13,13 @@
  *   2. TLS context: the key is often readable by root only; so is the smarthost password file
  *      ([relay] smarthost_password_file), read here too (once: a SIGHUP does not re-read it);
  *   3. listeners: ports below 1024 need root;
- *   4. privilege drop ([server] user, only when running as root): the database file and its -wal
- *      and -shm files are chowned to the user first, so they stay writable (the connections opened
- *      in step 1 stay open for the life of the process; the chown also keeps admin commands run as
- *      that user and a later start working). initgroups, setgid, setuid, each checked, then a
- *      check that root cannot be regained. A user that does not exist is a configuration error:
- *      exit 2 before anything is bound. Started as a non-root user, `user` must name that user
- *      or is ignored with a warning (there is nothing to drop).
+ *   4. privilege drop ([server] user, only when running as root): the database file, its -wal
+ *      and -shm files and its -spool directory are chowned to the user first, so they stay
+ *      writable (the connections opened in step 1 stay open for the life of the process; the
+ *      chown also keeps admin commands run as that user and a later start working). initgroups,
+ *      setgid, setuid, each checked, then a check that root cannot be regained. A user that does
+ *      not exist is a configuration error: exit 2 before anything is bound. Started as a non-root
+ *      user, `user` must name that user or is ignored with a warning (there is nothing to drop).
  *   After the drop a SIGHUP reload reads the certificate and key as the user: keep them readable
  *   by it, or the reload fails (logged; the old context stays in use).
  *
@@ -323,15 +323,16 @@ static int drop_privileges(const struct cfg *cfg, char *err, size_t errlen)
     }
     const char *db = cfg->server.database;
     size_t dblen = strlen(db);
-    char *side = malloc(dblen + 8);
+    char *side = malloc(dblen + 16); /* room for the longest suffix below */
     if (side == NULL) {
         snprintf(err, errlen, "out of memory");
         return 3;
     }
     int rc = chown_if_exists(db, uid, gid, err, errlen);
-    static const char *const suffixes[] = {"-wal", "-shm", "-journal"};
+    /* "-spool" is the spool directory (storage/spool.h): the dropped process creates its files. */
+    static const char *const suffixes[] = {"-wal", "-shm", "-journal", "-spool"};
     for (size_t i = 0; rc == 0 && i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
-        snprintf(side, dblen + 8, "%s%s", db, suffixes[i]);
+        snprintf(side, dblen + 16, "%s%s", db, suffixes[i]);
         rc = chown_if_exists(side, uid, gid, err, errlen);
     }
     free(side);
