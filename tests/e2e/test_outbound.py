@@ -70,9 +70,11 @@ class OutboundTest(PosternTest):
         self.write_config(f"[relay]\nsmarthost = 127.0.0.1:{self.sink.port}\n"
                           f"dns_server = 127.0.0.1:{self.dns.port}\n" + extra)
 
-    def enqueue(self, recipients, sender=SENDER, body=BODY, size=None):
+    def enqueue(self, recipients, sender=SENDER, body=BODY, size=None, facts=None):
         """Stores one message queued for recipients, as the SMTP session would. Returns ids.
-        size defaults to len(body); give it for a body that is not bytes."""
+        size defaults to len(body); give it for a body that is not bytes. facts, when given, is
+        (eightbit, return_path_bytes) as storage/mailbox.c records them; without it the message
+        looks like one stored by a version that did not record them."""
         if not os.path.exists(self.db):
             self.ok("domain", "list")  # creates and migrates the database
         now = int(time.time() * 1000)
@@ -82,6 +84,9 @@ class OutboundTest(PosternTest):
                 "INSERT INTO messages (sender, size, received_ms, body) VALUES (?, ?, ?, ?)",
                 (sender, len(body) if size is None else size, now, body))
             mid = cur.lastrowid
+            if facts is not None:
+                con.execute("INSERT INTO message_facts (message_id, eightbit, return_path_bytes)"
+                            " VALUES (?, ?, ?)", (mid,) + tuple(facts))
             ids = []
             for r in recipients:
                 cur = con.execute(
@@ -148,6 +153,21 @@ class TestSmarthost(OutboundTest):
         # Sent: the body with its dotted line stuffed, then ".".
         self.assertIn(f"event=send-body octets={len(body) + 1 + 3} lines=5\n", log)
         self.assertIn('event=send line=DATA', log)
+
+    def test_facts_recorded_at_acceptance_are_used(self):
+        """SIZE=, BODY=8BITMIME and the Return-Path to drop come from the facts recorded when
+        the message was stored, not from reading the body before MAIL: facts that say "8-bit"
+        for a 7-bit body are believed (a scan would say otherwise)."""
+        self.smarthost_config()
+        body = b"Return-Path: <a@b>\r\nSubject: facts\r\n\r\nplain\r\n"
+        rp = len(b"Return-Path: <a@b>\r\n")
+        self.enqueue(["bob@dest.test"], body=body, facts=(1, rp))
+        self.start_server()
+        wait_for(lambda: len(self.sink.messages) == 1, what="the message at the sink")
+        m = self.sink.messages[0]
+        self.assertIn("BODY=8BITMIME", m["mail_params"])
+        self.assertIn(f"SIZE={len(body) - rp}", m["mail_params"])
+        self.assertEqual(m["data"], body[rp:])
 
     def test_helo_fallback_without_pipelining_or_8bitmime(self):
         self.smarthost_config()
