@@ -11,6 +11,9 @@
  *     the obvious way over the whole stream (find the first CRLF "." CRLF counting the start as a
  *     line start; split the content at CRLF; drop a leading "."; replace each remaining CR and LF
  *     with CRLF): same status, octets used, content and counters;
+ *   - fed in pieces with spilling on (an in-memory part of 1..16 octets, byte 5), the spilled
+ *     octets followed by those kept in memory are the reference's content, and the block never
+ *     grows past the in-memory part;
  *   - the octets used never pass the stream; the content never passes max_bytes, holds no bare
  *     CR or LF, is empty or ends in CRLF; the block stays within reserve + max;
  *   - the stored content, dot-stuffed in pieces with a small output buffer and scanned again,
@@ -176,6 +179,44 @@ static void check_scan(struct scan *sc, const struct ref *r, size_t max)
     CHECK(len == 0 || (len >= 2 && body[len - 2] == '\r' && body[len - 1] == '\n'));
 }
 
+static int spill_to_bytes(void *ctx, const unsigned char *p, size_t n)
+{
+    CHECK(n > 0);
+    put(ctx, p, n);
+    return 0;
+}
+
+/* Scans in pieces with an in-memory part of mem octets: spilled + kept is the content. */
+static void check_spilling(const unsigned char *s, size_t n, size_t max, const uint8_t *pieces,
+                           size_t mem, const struct ref *r)
+{
+    struct bytes spilled = {NULL, 0};
+    struct smtp_data d;
+    CHECK(smtp_data_init(&d, max, 0) == 0);
+    CHECK(smtp_data_set_spill(&d, mem, spill_to_bytes, &spilled) == 0);
+    enum smtp_data_status st = SMTP_DATA_MORE;
+    size_t off = 0;
+    for (size_t i = 0; off < n && st == SMTP_DATA_MORE; i++) {
+        size_t piece = (size_t)pieces[i % PIECE_SLOTS] + 1;
+        if (piece > n - off)
+            piece = n - off;
+        smtp_data_feed(&d, s + off, piece, &st);
+        CHECK(d.block_cap <= mem);
+        off += piece;
+    }
+    CHECK(st == (r->body.len > max ? SMTP_DATA_DONE_TOO_BIG : SMTP_DATA_DONE));
+    if (st == SMTP_DATA_DONE) {
+        size_t len;
+        const unsigned char *body = smtp_data_body(&d, &len);
+        CHECK(smtp_data_spilled_bytes(&d) == spilled.len);
+        CHECK(spilled.len + len == r->body.len);
+        CHECK(spilled.len == 0 || memcmp(spilled.p, r->body.p, spilled.len) == 0);
+        CHECK(len == 0 || memcmp(body, r->body.p + spilled.len, len) == 0);
+    }
+    smtp_data_free(&d);
+    free(spilled.p);
+}
+
 /* Dot-stuffs in[0..n) in pieces of `piece` octets into an output buffer of out_cap octets. */
 static void stuff(struct dotstuff *ds, const unsigned char *in, size_t n, size_t piece,
                   size_t out_cap, struct bytes *wire)
@@ -279,6 +320,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(chunked.d.lines == whole.d.lines);
     CHECK(chunked.d.longest_line_bytes == whole.d.longest_line_bytes);
     CHECK(chunked.d.long_lines == whole.d.long_lines);
+    check_spilling(stream.p, stream.len, max, pieces, (size_t)(data[5] % 16) + 1, &r);
 
     /* The stored body survives stuffing and scanning exactly. */
     if (chunked.status == SMTP_DATA_DONE) {
