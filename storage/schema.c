@@ -104,11 +104,16 @@ static const char *const migrations[] = {
      * (BODY=8BITMIME) and the length of a leading Return-Path line (dropped when relaying; 0 if
      * none). A table of its own rather than columns of messages: the facts are known only once
      * the body has been written, and updating a messages row rewrites its whole body. Messages
-     * stored before this version have no row: the client then scans the body as it used to. */
+     * stored before this version have no row: the client then scans the body as it used to.
+     * The trigger drops a message's facts with it also on a connection without foreign keys
+     * (the sqlite3 shell's default), where ON DELETE CASCADE does nothing. */
     "CREATE TABLE message_facts ("
     "  message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,"
     "  eightbit INTEGER NOT NULL,"
-    "  return_path_bytes INTEGER NOT NULL);",
+    "  return_path_bytes INTEGER NOT NULL);"
+    "CREATE TRIGGER message_facts_release AFTER DELETE ON messages BEGIN"
+    "  DELETE FROM message_facts WHERE message_id = OLD.id;"
+    "END;",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == SCHEMA_VERSION,

@@ -13,6 +13,7 @@ Only 127.0.0.0/8 is used; every wait is bounded.
 """
 import os
 import random
+import sqlite3
 import stat
 import time
 
@@ -115,6 +116,13 @@ class Spool(SmtpTest):
         self.assertEqual(self.spool_fds(), [])
         # And the same connection goes on with a small message (no spool file at all).
         self.assertEqual(self.transaction(c, "x@remote.test", ["bob@example.test"])[-1][:3], "250")
+        # The facts go with their message, also on a connection without foreign keys.
+        con = sqlite3.connect(self.db, timeout=10)
+        with con:
+            con.execute("DELETE FROM mailbox")
+        con.close()
+        self.assertEqual(self.query("SELECT count(*) FROM messages")[0][0], 0)
+        self.assertEqual(self.query("SELECT count(*) FROM message_facts")[0][0], 0)
 
     def test_dropped_mid_body_leaves_nothing(self):
         self.start()
