@@ -15,7 +15,6 @@
  */
 #include "server/outbound/smtp_client.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,6 +31,7 @@
 #include "common/pure/dotstuff.h"
 #include "common/log.h"
 #include "server/net/conn.h"
+#include "server/outbound/smtp_client_facts.h"
 #include "storage/queue.h"
 #include "storage/store.h"
 
@@ -118,71 +118,16 @@ static void client_free(struct smtp_client *sc)
     free(sc);
 }
 
-static int body_scan(struct smtp_client *sc);
-
-/*
- * Size, 8-bit octets and a leading Return-Path line, for SIZE=, BODY= and the stripping: as
- * recorded when the message was stored (store_queue_message_facts, one lookup), so a 25 MB body
- * is not read on the loop before MAIL. Only a message stored by an older version, which has no
- * recorded facts, is scanned as before.
- */
+/* SIZE=, BODY= and the Return-Path to drop (server/outbound/smtp_client_facts.h). */
 static int body_facts(struct smtp_client *sc)
 {
-    struct store_message_facts f;
-    int rc = store_queue_message_facts(sc->store, sc->message_id, &f);
+    struct smtp_client_facts f;
+    int rc = smtp_client_facts_get(sc->store, sc->message_id, sc->in, sizeof(sc->in), &f);
     if (rc != STORE_OK)
         return rc;
-    if (!f.known)
-        return body_scan(sc);
-    sc->has_8bit = f.eightbit;
-    sc->strip_bytes = (uint64_t)f.return_path_bytes;
-    sc->size_bytes = (uint64_t)(f.size_bytes - f.return_path_bytes);
-    return STORE_OK;
-}
-
-/* Scans the stored body: size, 8-bit octets, a leading Return-Path line. */
-static int body_scan(struct smtp_client *sc)
-{
-    struct store_body_reader *r = NULL;
-    int64_t size = 0;
-    int rc = store_queue_body_open(sc->store, sc->message_id, SMTP_CLIENT_BODY_HOLD_MS, &r, &size);
-    if (rc != STORE_OK)
-        return rc;
-    static const char rp[] = "Return-Path:";
-    const size_t rp_len = sizeof(rp) - 1;
-    uint64_t total = 0;
-    bool first_line_open = true, is_rp = false;
-    size_t n = 0;
-    /* Reading the whole body on the loop costs a few ms for a 25 MiB message: only for
-     * messages stored without facts (body_facts). */
-    do {
-        rc = store_body_read(r, sc->in, sizeof(sc->in), &n);
-        if (rc != STORE_OK)
-            break;
-        for (size_t i = 0; i < n; i++) {
-            unsigned char ch = sc->in[i];
-            if (ch & 0x80)
-                sc->has_8bit = true;
-            if (first_line_open) {
-                uint64_t pos = total + i;
-                if (pos < rp_len) {
-                    if (tolower(ch) != tolower((unsigned char)rp[pos]))
-                        first_line_open = false;
-                    else if (pos == rp_len - 1)
-                        is_rp = true;
-                } else if (ch == '\n') {
-                    first_line_open = false;
-                    if (is_rp)
-                        sc->strip_bytes = pos + 1;
-                }
-            }
-        }
-        total += n;
-    } while (n > 0);
-    store_body_close(&r);
-    if (rc != STORE_OK)
-        return rc;
-    sc->size_bytes = total - sc->strip_bytes;
+    sc->has_8bit = f.has_8bit;
+    sc->strip_bytes = f.strip_bytes;
+    sc->size_bytes = f.size_bytes;
     return STORE_OK;
 }
 
