@@ -102,6 +102,7 @@ struct auth {
     bool closing;
     bool timer_closed;
     int64_t clock_skew_ms;                    /* tests only */
+    uint64_t delay_cap_ms;                    /* tests only: 0, or the longest delay_ms */
     uint8_t key[crypto_generichash_KEYBYTES]; /* random per process; wiped at free */
     struct request_list waiting;
     struct request_list ready;
@@ -119,6 +120,11 @@ static int64_t auth_now_ms(const struct auth *a)
 void auth_advance_clock_for_tests(struct auth *a, int64_t ms)
 {
     a->clock_skew_ms += ms;
+}
+
+void auth_cap_delay_for_tests(struct auth *a, uint64_t max_ms)
+{
+    a->delay_cap_ms = max_ms;
 }
 
 void auth_stats(const struct auth *a, struct auth_stats *out)
@@ -363,6 +369,8 @@ static void settle(struct auth *a, struct auth_request *r, bool ok)
         res->delay_ms = delay_for(by_ip > by_user ? by_ip : by_user);
         res->too_many = by_ip >= AUTH_IP_MAX_FAILURES;
     }
+    if (a->delay_cap_ms > 0 && res->delay_ms > a->delay_cap_ms)
+        res->delay_ms = a->delay_cap_ms;
     log_result(r);
 }
 

@@ -176,5 +176,9 @@ void auth_stats(const struct auth *a, struct auth_stats *out);
 
 /* Tests only: moves the clock used for the cache TTL and throttle expiry forward by ms. */
 void auth_advance_clock_for_tests(struct auth *a, int64_t ms);
+/* Tests only: failures carry a delay_ms of at most max_ms (0: the real delays). The fuzz targets
+ * that drive whole sessions fail thousands of logins a second and cannot wait 250 ms to 8 s for
+ * each; the sessions still arm their timers, so the delayed-answer path is exercised. */
+void auth_cap_delay_for_tests(struct auth *a, uint64_t max_ms);
 
 #endif

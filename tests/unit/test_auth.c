@@ -426,6 +426,26 @@ static void test_throttle_per_client(void **state)
     assert_int_equal(r.delay_ms, AUTH_DELAY_FIRST_MS); /* counting starts again */
 }
 
+/* The test hook the session fuzz targets use: delays are capped, counting and blocking are not. */
+static void test_delay_cap_for_tests(void **state)
+{
+    struct fixture *fx = *state;
+    auth_cap_delay_for_tests(fx->a, 1);
+    for (int i = 0; i < AUTH_IP_MAX_FAILURES; i++) {
+        struct auth_result r = verify_once(fx, "198.51.100.9", "nobody@example.test", "guess");
+        assert_false(r.ok);
+        assert_int_equal(r.delay_ms, 1);
+        assert_int_equal(r.too_many, i + 1 >= AUTH_IP_MAX_FAILURES);
+    }
+    struct auth_result r = verify_once(fx, "198.51.100.9", "alice@example.test", "s3cret");
+    assert_true(r.too_many);
+    assert_int_equal(r.delay_ms, 1);
+    assert_true(verify_once(fx, "198.51.100.10", "alice@example.test", "s3cret").ok);
+    auth_cap_delay_for_tests(fx->a, 0);
+    r = verify_once(fx, "198.51.100.10", "nobody@example.test", "guess");
+    assert_int_equal(r.delay_ms, AUTH_DELAY_MAX_MS); /* the user's count went on */
+}
+
 static void test_throttle_per_user_and_reset(void **state)
 {
     struct fixture *fx = *state;
@@ -633,6 +653,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_throttle_per_client, setup, teardown),
         cmocka_unit_test_setup_teardown(test_throttle_per_user_and_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_throttle_ipv6_prefix, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delay_cap_for_tests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_failure_is_temporary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_done_may_start_and_free, setup, teardown),
