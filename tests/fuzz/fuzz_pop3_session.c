@@ -70,11 +70,11 @@ static void check_replies(const unsigned char *out, size_t len)
             harness_require(starts(line, n, "+OK"), "the greeting is not +OK", out, len);
         if (n > 0 && line[0] == '+')
             harness_require(starts(line, n, "+OK") || starts(line, n, "+ ") || n == 1,
-                            "a line starting with + that is neither +OK nor a continuation",
-                            out, len);
+                            "a line starting with + that is neither +OK nor a continuation", out,
+                            len);
         if (n > 0 && line[0] == '-')
-            harness_require(starts(line, n, "-ERR"), "a line starting with - that is not -ERR",
-                            out, len);
+            harness_require(starts(line, n, "-ERR"), "a line starting with - that is not -ERR", out,
+                            len);
         pos = end + 1;
     }
 }

@@ -38,8 +38,7 @@ static void check_replies(const unsigned char *out, size_t len)
         harness_require(n >= 3 && is_digit(line[0]) && is_digit(line[1]) && is_digit(line[2]) &&
                             (n == 3 || line[3] == ' ' || line[3] == '-'),
                         "reply line without a three-digit code", out, len);
-        harness_require(line[0] >= '2' && line[0] <= '5', "reply code outside 2xx-5xx", out,
-                        len);
+        harness_require(line[0] >= '2' && line[0] <= '5', "reply code outside 2xx-5xx", out, len);
         pos = end + 1;
     }
 }

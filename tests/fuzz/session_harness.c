@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -25,6 +26,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <sanitizer/common_interface_defs.h>
 #include <uv.h>
 
 #include "common/config.h"
@@ -84,9 +86,21 @@ struct client {
     size_t out_len, out_cap;
 };
 
+static void remove_dir(void)
+{
+    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+    char path[160];
+    for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+        snprintf(path, sizeof(path), "%s%s", h.db, suffixes[i]);
+        (void)unlink(path);
+    }
+    (void)rmdir(h.dir);
+}
+
 static void die(const char *what)
 {
     fprintf(stderr, "session harness: %s\n", what);
+    remove_dir();
     abort();
 }
 
@@ -97,18 +111,8 @@ void harness_require(int cond, const char *what, const unsigned char *out, size_
     fprintf(stderr, "session harness: %s; the server sent %zu octets:\n", what, len);
     fwrite(out, 1, len, stderr);
     fputc('\n', stderr);
+    remove_dir();
     abort();
-}
-
-static void remove_dir(void)
-{
-    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
-    char path[160];
-    for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
-        snprintf(path, sizeof(path), "%s%s", h.db, suffixes[i]);
-        (void)unlink(path);
-    }
-    (void)rmdir(h.dir);
 }
 
 /* ---- building the server ------------------------------------------------------------------- */
@@ -156,6 +160,7 @@ static void setup(void)
         die("mkdtemp");
     snprintf(h.db, sizeof(h.db), "%s/fuzz.db", h.dir);
     atexit(remove_dir);
+    __sanitizer_set_death_callback(remove_dir); /* a finding ends the process without atexit */
 
     char err[512];
     if (cfg_load_string(&h.cfg, config_text, "fuzz", NULL, err, sizeof(err)) != 0)
@@ -315,6 +320,10 @@ static int client_connect(bool trusted)
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) != 0)
         die("SO_LINGER");
+    /* Small chunks must not wait for the server's delayed ACK (Nagle): 40 ms each. */
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
+        die("TCP_NODELAY");
     if (connect(fd, (struct sockaddr *)&h.listen_addr, sizeof(h.listen_addr)) != 0)
         die("connect");
     int flags = fcntl(fd, F_GETFL);
