@@ -61,6 +61,25 @@ answer(char reply[SMTP_TX_REPLY_MAX_BYTES], enum smtp_tx_result result, const ch
     return result;
 }
 
+/*
+ * 555 naming the parameters the client sent: at most 64 octets of them, each one that is not
+ * printable ASCII shown as '?'. The line reader splits at LF only, so a parameter may hold a bare
+ * CR or an 8-bit octet; echoed as is, a CR would break the reply line (RFC 5321 4.2: a reply is
+ * text ending in CRLF, and nothing else may end it).
+ */
+static enum smtp_tx_result unsupported_option(char reply[SMTP_TX_REPLY_MAX_BYTES],
+                                              const char *params)
+{
+    char shown[65];
+    size_t n = 0;
+    for (; n < sizeof(shown) - 1 && params[n] != '\0'; n++) {
+        unsigned char ch = (unsigned char)params[n];
+        shown[n] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+    }
+    shown[n] = '\0';
+    return answer(reply, SMTP_TX_ERROR, "555 5.5.4 Unsupported option: %s", shown);
+}
+
 /* ---- transaction bookkeeping ----------------------------------------------------------------- */
 
 void smtp_tx_clear(struct smtp_tx *tx)
@@ -181,7 +200,7 @@ enum smtp_tx_result smtp_tx_mail(struct smtp_tx *tx, const struct smtp_tx_client
     rc = smtp_parse_mail_params(params, &tx->params, &why);
     if (rc != SMTP_PARSE_OK) {
         if (rc == SMTP_PARSE_UNKNOWN_PARAM)
-            answer(reply, SMTP_TX_ERROR, "555 5.5.4 Unsupported option: %.64s", params);
+            unsupported_option(reply, params);
         else
             answer(reply, SMTP_TX_ERROR, "501 5.5.4 Bad MAIL parameter (%s)", why);
         smtp_tx_clear(tx);
@@ -272,7 +291,7 @@ enum smtp_tx_result smtp_tx_rcpt(struct smtp_tx *tx, const struct smtp_tx_client
     rc = smtp_parse_rcpt_params(params, &why);
     if (rc != SMTP_PARSE_OK) {
         if (rc == SMTP_PARSE_UNKNOWN_PARAM)
-            return answer(reply, SMTP_TX_ERROR, "555 5.5.4 Unsupported option: %.64s", params);
+            return unsupported_option(reply, params);
         return answer(reply, SMTP_TX_ERROR, "501 5.5.4 Bad RCPT parameter (%s)", why);
     }
     const struct cfg *cfg = conn_cfg(c);

@@ -289,6 +289,23 @@ class Protocol(SmtpTest):
             c.send(req + "\r\nHost: x\r\n\r\n")
             self.assertTrue(c.closed(timeout=3), req)
 
+    def test_unsupported_option_echo_keeps_the_reply_one_line(self):
+        # A bare CR inside a parameter (the line ends at LF only) must not be echoed into the
+        # reply, where it would end the line early; found by fuzz_smtp_session.
+        self.start()
+        c = self.connect()
+        self.ehlo(c)
+        for line, shown in ((b"MAIL FROM:<a@remote.test> X=a Y\rb", "X=a Y?b"),
+                            (b"MAIL FROM:<a@remote.test> Y=1 \xff\x01", "Y=1 ??")):
+            c.send(line + b"\r\n")
+            self.assertEqual(c.reply(), ["555 5.5.4 Unsupported option: " + shown])
+        self.assertEqual(self.cmd(c, "MAIL FROM:<a@remote.test>"), ["250 2.1.0 Ok"])
+        c.send(b"RCPT TO:<alice@example.test> Z=1 \r\r\n")
+        self.assertEqual(c.reply(), ["555 5.5.4 Unsupported option: Z=1 ?"])
+        long = "W=" + "w" * 100
+        self.assertEqual(self.cmd(c, "RCPT TO:<alice@example.test> " + long),
+                         ["555 5.5.4 Unsupported option: " + long[:64]])
+
     def test_helo_text_is_sanitised_in_received(self):
         self.start()
         c = self.connect()

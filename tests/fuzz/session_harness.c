@@ -99,7 +99,7 @@ static void remove_dir(void)
 
 static void die(const char *what)
 {
-    fprintf(stderr, "session harness: %s\n", what);
+    fprintf(stderr, "session harness: %s (errno: %s)\n", what, strerror(errno));
     remove_dir();
     abort();
 }
@@ -313,15 +313,19 @@ static int client_connect(bool trusted)
     if (fd < 0)
         die("socket");
     struct sockaddr_in src = {.sin_family = AF_INET};
+    /*
+     * The client sends its FIN first, so its side of each connection ends in TIME_WAIT for a
+     * minute. A port chosen at bind() must be free of those, and a few hundred inputs a second
+     * would run out of ports; with the choice left to connect() (IP_BIND_ADDRESS_NO_PORT) the
+     * kernel may reuse a TIME_WAIT port for a new loopback connection (tcp_tw_reuse).
+     */
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) != 0)
+        die("IP_BIND_ADDRESS_NO_PORT");
     if (inet_pton(AF_INET, trusted ? TRUSTED_CLIENT : UNTRUSTED_CLIENT, &src.sin_addr) != 1 ||
         bind(fd, (struct sockaddr *)&src, sizeof(src)) != 0)
         die("cannot bind the client to 127.0.0.2/3");
-    /* No TIME_WAIT left behind: thousands of inputs a minute would use up the ports. */
-    struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) != 0)
-        die("SO_LINGER");
     /* Small chunks must not wait for the server's delayed ACK (Nagle): 40 ms each. */
-    int one = 1;
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
         die("TCP_NODELAY");
     if (connect(fd, (struct sockaddr *)&h.listen_addr, sizeof(h.listen_addr)) != 0)
