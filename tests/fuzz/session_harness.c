@@ -38,8 +38,15 @@
 #include "storage/store.h"
 #include "storage/writer.h"
 
-#define TRUSTED_CLIENT   "127.0.0.2"
-#define UNTRUSTED_CLIENT "127.0.0.3"
+/* The client's address, by the two low bits of the option byte. */
+static const char *const client_addrs[4] = {
+    "127.0.0.3", /* untrusted */
+    "127.0.0.2", /* in the trusted network */
+    "127.0.0.4", /* untrusted, with a POP-before-SMTP window of the seeded user */
+    "127.0.0.3",
+};
+#define TRUSTED_NET "127.0.0.2/32"
+#define WINDOW_ADDR "127.0.0.4"
 
 static const char config_text[] = "[server]\n"
                                   "hostname = mx.example.test\n"
@@ -47,7 +54,7 @@ static const char config_text[] = "[server]\n"
                                   "[smtp]\n"
                                   "plaintext_auth = yes\n"
                                   "timeout = 1h\n"
-                                  "max_message_size = 64K\n"
+                                  "max_message_size = 2K\n"
                                   "[pop3]\n"
                                   "plaintext_auth = yes\n"
                                   "timeout = 1h\n"
@@ -127,8 +134,7 @@ static void setup_store(void)
     if (store_domain_add(h.reads, HARNESS_DOMAIN) != STORE_OK ||
         password_hash(HARNESS_PASSWORD, strlen(HARNESS_PASSWORD), hash) != 0 ||
         store_user_add(h.reads, HARNESS_USER, HARNESS_DOMAIN, hash) != STORE_OK ||
-        cidr_parse(TRUSTED_CLIENT "/32", &net, NULL) != 0 ||
-        store_network_add(h.reads, &net) != STORE_OK ||
+        cidr_parse(TRUSTED_NET, &net, NULL) != 0 || store_network_add(h.reads, &net) != STORE_OK ||
         store_user_get(h.reads, HARNESS_USER, &h.user_id, hash, sizeof(hash)) != STORE_OK)
         die("cannot seed the database");
 }
@@ -197,6 +203,13 @@ static int reset_run(struct store *st, struct writer_job *job)
     struct reset_job *r = (struct reset_job *)job;
     int rc = store_exec_for_tests(st, "DELETE FROM mailbox; DELETE FROM queue;"
                                       " DELETE FROM windows; DELETE FROM pop_logins;");
+    struct ip_addr ip;
+    char key[CIDR_STRLEN];
+    if (rc == STORE_OK && ip_parse(WINDOW_ADDR, &ip) == 0) {
+        ip_window_key(&ip, h.cfg.relay.window_ipv6_prefix, key, sizeof(key));
+        rc = store_window_open(st, key, HARNESS_USER, store_now_ms(),
+                               (int64_t)h.cfg.relay.window_ms);
+    }
     if (rc == STORE_OK && r->target->seed != NULL)
         rc = r->target->seed(st, h.user_id);
     return rc;
@@ -307,7 +320,7 @@ static void update_poll(struct client *cl)
         die("uv_poll_start");
 }
 
-static int client_connect(bool trusted)
+static int client_connect(const char *addr)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -322,9 +335,9 @@ static int client_connect(bool trusted)
     int one = 1;
     if (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) != 0)
         die("IP_BIND_ADDRESS_NO_PORT");
-    if (inet_pton(AF_INET, trusted ? TRUSTED_CLIENT : UNTRUSTED_CLIENT, &src.sin_addr) != 1 ||
+    if (inet_pton(AF_INET, addr, &src.sin_addr) != 1 ||
         bind(fd, (struct sockaddr *)&src, sizeof(src)) != 0)
-        die("cannot bind the client to 127.0.0.2/3");
+        die("cannot bind the client to its 127.0.0.x address");
     /* Small chunks must not wait for the server's delayed ACK (Nagle): 40 ms each. */
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
         die("TCP_NODELAY");
@@ -344,14 +357,14 @@ void harness_run(const struct harness_target *t, const uint8_t *data, size_t siz
         return;
     reset_state(t);
 
-    struct client cl = {.in = data + 1, .in_len = size - 1, .chunk = data[0] >> 2};
-    cl.fd = client_connect(data[0] & 1);
+    struct client cl = {.in = data + 1, .in_len = size - 1, .chunk = data[0] >> 3};
+    cl.fd = client_connect(client_addrs[data[0] & 3]);
     int sfd = accept(h.listen_fd, NULL, NULL);
     if (sfd < 0)
         die("accept");
     struct conn_params params = {
         .handler = t->handler,
-        .service = t->services[(data[0] >> 1) & 1],
+        .service = t->services[(data[0] >> 2) & 1],
         .listener_name = "fuzz",
         .on_free = on_conn_free,
         .on_free_arg = &cl,

@@ -9,9 +9,11 @@
  * does. No product code is changed for it.
  *
  * An input is one option byte and then the client's byte stream:
- *   bit 0     the client connects from 127.0.0.2, a trusted network (else 127.0.0.3, untrusted);
- *   bit 1     the second service the target offers (SMTP: submission instead of MX);
- *   bits 2-7  chunk size: 0 sends the stream in one write, n in writes of n octets, each sent
+ *   bits 0-1  the client's address: 0 and 3: 127.0.0.3 (untrusted); 1: 127.0.0.2 (a trusted
+ *             network); 2: 127.0.0.4 (untrusted, but with an open POP-before-SMTP window of the
+ *             seeded user);
+ *   bit 2     the second service the target offers (SMTP: submission instead of MX);
+ *   bits 3-7  chunk size: 0 sends the stream in one write, n in writes of n octets, each sent
  *             only after the server has read the one before (so the split is what the server
  *             sees, every time).
  * After the stream the client half-closes and reads until the server closes; the input ends
@@ -20,8 +22,9 @@
  *
  * Determinism: timeouts are an hour (they never fire), auth's failure delays are capped at 1 ms
  * (auth_cap_delay_for_tests) and its clock is moved past the throttle window and the cache TTL
- * after every input, and the database is reset (no windows, no queue, the seeded mailbox) before
- * every input. What stays is timing between the loop and the writer and argon2id threads.
+ * after every input, and the database is reset before every input (no queue, the seeded
+ * mailbox, no window but 127.0.0.4's). What stays is timing between the loop and the writer and
+ * argon2id threads.
  *
  * POSTERN_FUZZ_SHOW=1 in the environment prints what the server answered to each input (for
  * writing seeds: run the target on one file with -runs=1).
