@@ -4,9 +4,11 @@
  *
  * The server: built once per process on a database in a fresh temporary folder (under /dev/shm
  * when it exists, so the writer's fsyncs cost nothing), with the account of session_harness.h,
- * 127.0.0.2/32 as trusted network, plaintext logins allowed and hour-long timeouts; logging is
- * cut down to errors. It is never torn down: libFuzzer exits the process, an atexit handler
- * removes the folder, and what the globals still reach is not a leak.
+ * 127.0.0.2/32 as trusted network, plaintext logins allowed, hour-long timeouts and a 1 ms
+ * smtp.error_delay (a real one, 1 s a command past the soft error limit, would make most inputs
+ * slow; 1 ms still runs the delay's timer); logging is cut down to errors. It is never torn down:
+ * libFuzzer exits the process, an atexit handler removes the folder, and what the globals still
+ * reach is not a leak.
  *
  * The client: a non-blocking socket watched by a uv_poll on the server's own loop, so one thread
  * runs both sides and every wait is the loop's (no sleeping, no wall-clock deadline).
@@ -35,6 +37,7 @@
 #include "common/pure/cidr.h"
 #include "server/app.h"
 #include "server/auth/auth.h"
+#include "storage/spool.h"
 #include "storage/store.h"
 #include "storage/writer.h"
 
@@ -55,6 +58,7 @@ static const char config_text[] = "[server]\n"
                                   "plaintext_auth = yes\n"
                                   "timeout = 1h\n"
                                   "max_message_size = 2K\n"
+                                  "error_delay = 1ms\n"
                                   "[pop3]\n"
                                   "plaintext_auth = yes\n"
                                   "timeout = 1h\n"
@@ -101,6 +105,9 @@ static void remove_dir(void)
         snprintf(path, sizeof(path), "%s%s", h.db, suffixes[i]);
         (void)unlink(path);
     }
+    /* The SMTP spool directory (storage/spool.h) holds no named file once every input ended. */
+    snprintf(path, sizeof(path), "%s%s", h.db, SPOOL_DIR_SUFFIX);
+    (void)rmdir(path);
     (void)rmdir(h.dir);
 }
 
