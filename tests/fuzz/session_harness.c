@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -294,10 +295,10 @@ static void client_write(struct client *cl)
         ssize_t w = send(cl->fd, cl->in + cl->sent, n, MSG_NOSIGNAL);
         if (w > 0) {
             cl->sent += (size_t)w;
-        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            cl->want_w = true;
+        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            cl->want_w = true; /* try again when the socket is writable */
             return;
-        } else if (w < 0 && errno != EINTR) {
+        } else if (w < 0) {
             closing = true; /* the server is gone: stop sending */
         }
     }
@@ -348,11 +349,29 @@ static int client_connect(const char *addr)
     /* Small chunks must not wait for the server's delayed ACK (Nagle): 40 ms each. */
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
         die("TCP_NODELAY");
-    if (connect(fd, (struct sockaddr *)&h.listen_addr, sizeof(h.listen_addr)) != 0)
-        die("connect");
+    /*
+     * Non-blocking from the start: libFuzzer's SIGALRM (its -timeout check) may interrupt any
+     * call, and an interrupted blocking connect() goes on in the background with no way to wait
+     * for it but poll().
+     */
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)
         die("O_NONBLOCK");
+    if (connect(fd, (struct sockaddr *)&h.listen_addr, sizeof(h.listen_addr)) != 0) {
+        if (errno != EINPROGRESS && errno != EINTR)
+            die("connect");
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        int err = 0;
+        socklen_t elen = sizeof(err);
+        while (poll(&pfd, 1, -1) < 0) {
+            if (errno != EINTR)
+                die("poll");
+        }
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0 || err != 0) {
+            errno = err;
+            die("connect");
+        }
+    }
     return fd;
 }
 
@@ -366,9 +385,11 @@ void harness_run(const struct harness_target *t, const uint8_t *data, size_t siz
 
     struct client cl = {.in = data + 1, .in_len = size - 1, .chunk = data[0] >> 3};
     cl.fd = client_connect(client_addrs[data[0] & 3]);
-    int sfd = accept(h.listen_fd, NULL, NULL);
-    if (sfd < 0)
-        die("accept");
+    int sfd;
+    while ((sfd = accept(h.listen_fd, NULL, NULL)) < 0) {
+        if (errno != EINTR)
+            die("accept");
+    }
     struct conn_params params = {
         .handler = t->handler,
         .service = t->services[(data[0] >> 2) & 1],
