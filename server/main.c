@@ -29,6 +29,8 @@ static void usage(FILE *out)
           "  queue list|flush|drop [ID]            the outbound queue (flush: try all now)\n"
           "  relay-check --ip IP [--user ADDRESS] --from ADDR --to ADDR\n"
           "                                        the relay decision and its reason\n"
+          "  selftest [--host H --smtp PORT ...] [--user ADDRESS --password-file F]\n"
+          "                                        audit a running server from the outside\n"
           "\n"
           "-c FILE defaults to ./postern.conf when it exists, otherwise built-in defaults.\n"
           "exit codes: 0 ok, 1 negative answer, 2 bad usage or configuration, 3 runtime failure\n",

@@ -31,6 +31,7 @@
 #include "server/net/tls.h"
 #include "server/outbound/smtp_client.h"
 #include "server/relay/relay_facts.h"
+#include "server/selftest/selftest.h"
 #include "server/serve.h"
 #include "storage/queue.h"
 #include "storage/store.h"
@@ -50,6 +51,8 @@ static const char *const opt_names[OPT_COUNT] = {"ip", "user", "from", "to", "fo
 
 /* No action takes more than one positional argument. */
 #define ARGS_MAX_POS 1
+/* The max_pos of a command that reads its own options (struct args' argc/argv). */
+#define ARGS_OWN_OPTIONS UCHAR_MAX
 
 /* The command line as the dispatcher split it; the strings are borrowed from argv. */
 struct args {
@@ -58,6 +61,8 @@ struct args {
     const char *pos[ARGS_MAX_POS];
     size_t npos;
     const char *opt[OPT_COUNT]; /* NULL when not given */
+    int argc;                   /* the words after the command (and action), unparsed */
+    char **argv;
 };
 
 /* What a check function made of the arguments: validated, normalised, ready for the store. */
@@ -651,6 +656,14 @@ static int run_relay_check(struct store *s, const struct args *a, const struct i
     return d.verdict == RELAY_ALLOW ? ADMIN_OK : ADMIN_NEGATIVE;
 }
 
+/* ---------------------------------------------------------------- selftest */
+
+/* Its many options are its own (server/selftest/selftest.c); so are its exit codes. */
+static int run_selftest(struct store *s, const struct args *a, const struct input *in)
+{
+    return selftest_main(a->cfg, a->argc, a->argv);
+}
+
 /* ---------------------------------------------------------------- the table */
 
 /*
@@ -680,6 +693,8 @@ static const char window_usage[] = "postern window list | postern window open IP
                                    "[--for DURATION] | postern window close IP";
 static const char queue_usage[] =
     "postern queue list | postern queue flush | postern queue drop ID";
+static const char selftest_usage[] = "postern selftest [--host H --smtp PORT ...] [--user "
+                                     "ADDRESS --password-file F]";
 static const char relay_usage[] =
     "postern relay-check --ip IP [--user ADDRESS] --from ADDR --to ADDR";
 
@@ -708,6 +723,7 @@ static const struct command commands[] = {
     {"queue", "drop", check_queue_id, run_queue_drop, queue_usage, 1, 1, 0, 0, true},
     {"relay-check", NULL, check_relay, run_relay_check, relay_usage, 0, 0, RELAY_OPTS,
      RELAY_OPTS & ~OPT_BIT(OPT_USER), true},
+    {"selftest", NULL, NULL, run_selftest, selftest_usage, 0, ARGS_OWN_OPTIONS, 0, 0, false},
 };
 
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
@@ -775,8 +791,10 @@ int admin_run(struct cfg *cfg, const char *config_path, int argc, char **argv)
     if (c == NULL)
         return ADMIN_USAGE;
     int skip = c->action != NULL ? 2 : 1;
-    struct args a = {.cfg = cfg, .config_path = config_path};
-    if (parse_args(argc - skip, argv + skip, c->usage, c->opts, c->max_pos, &a) != 0)
+    struct args a = {
+        .cfg = cfg, .config_path = config_path, .argc = argc - skip, .argv = argv + skip};
+    if (c->max_pos != ARGS_OWN_OPTIONS &&
+        parse_args(argc - skip, argv + skip, c->usage, c->opts, c->max_pos, &a) != 0)
         return ADMIN_USAGE;
     for (int k = 0; k < OPT_COUNT; k++) {
         if ((c->required & OPT_BIT(k)) && a.opt[k] == NULL) {

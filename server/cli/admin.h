@@ -1,10 +1,11 @@
 /*
  * admin.h - the command line's commands: serve, config check, domain, user, network, window,
- * queue and relay-check, read from one table in admin.c. Each administrative command opens the
- * database itself (the same file serve uses, so they work while it runs), does one thing, prints
- * one line per result on stdout, errors as one line on stderr, and returns the exit code: 0 done,
- * 1 a negative answer (already there, not found, relay refused), 2 bad usage or input, 3 runtime
- * failure (database unavailable). Global options and loading the configuration are main.c's.
+ * queue, relay-check and selftest, read from one table in admin.c. Each administrative command
+ * opens the database itself (the same file serve uses, so they work while it runs), does one
+ * thing, prints one line per result on stdout, errors as one line on stderr, and returns the
+ * exit code: 0 done, 1 a negative answer (already there, not found, relay refused), 2 bad usage
+ * or input, 3 runtime failure (database unavailable). selftest opens no database: it talks to a
+ * running server (server/selftest/). Global options and loading the configuration are main.c's.
  */
 #ifndef POSTERN_ADMIN_H
 #define POSTERN_ADMIN_H
