@@ -226,6 +226,9 @@ enum sopt {
     S_COUNT
 };
 
+/* The port options are in the order of the targets, so S_SMTP + i is the flag of target i. */
+_Static_assert(S_POP3S - S_SMTP == ST_POP3S - ST_SMTP && ST_SMTP == 0, "port flags");
+
 static const char *const sopt_names[S_COUNT] = {
     "host",   "smtp", "submission",    "submissions", "pop3",       "pop3s",
     "domain", "user", "password-file", "window",      "window-cap", "max-wait"};
@@ -252,6 +255,11 @@ static int parse_options(int argc, char **argv, const char *val[S_COUNT])
         }
         if (eq == NULL && i + 1 >= argc) {
             fprintf(stderr, "postern: option --%s needs a value; usage: %s\n", sopt_names[k],
+                    usage_text);
+            return -1;
+        }
+        if (val[k] != NULL) {
+            fprintf(stderr, "postern: option --%s given twice; usage: %s\n", sopt_names[k],
                     usage_text);
             return -1;
         }
