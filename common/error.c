@@ -11,6 +11,7 @@
 
 #include <uv.h>
 
+#include "common/pure/dkim.h"
 #include "common/pure/dsn.h"
 #include "common/pure/smtp_parse.h"
 #include "storage/store.h"
@@ -31,6 +32,8 @@ ASSERT_IN_RANGE(SMTP_PARSE_SYNTAX, POSTERN_ERR_SMTP_PARSE_BASE);
 ASSERT_IN_RANGE(SMTP_PARSE_BAD_ADDRESS, POSTERN_ERR_SMTP_PARSE_BASE);
 ASSERT_IN_RANGE(SMTP_PARSE_BAD_PARAM, POSTERN_ERR_SMTP_PARSE_BASE);
 ASSERT_IN_RANGE(SMTP_PARSE_UNKNOWN_PARAM, POSTERN_ERR_SMTP_PARSE_BASE);
+ASSERT_IN_RANGE(DKIM_ERR_NO_FROM, POSTERN_ERR_DKIM_BASE);
+ASSERT_IN_RANGE(DKIM_ERR_BAD_ARGUMENT, POSTERN_ERR_DKIM_BASE);
 
 /* The ranges keep clear of the system's and of one another. */
 _Static_assert(POSTERN_ERR_STORE_BASE < -POSTERN_ERR_SYSTEM_MAX, "store range overlaps errno");
@@ -38,6 +41,8 @@ _Static_assert(POSTERN_ERR_DSN_BASE <= POSTERN_ERR_STORE_BASE - POSTERN_ERR_RANG
                "dsn range overlaps the store range");
 _Static_assert(POSTERN_ERR_SMTP_PARSE_BASE <= POSTERN_ERR_DSN_BASE - POSTERN_ERR_RANGE_SIZE,
                "smtp_parse range overlaps the dsn range");
+_Static_assert(POSTERN_ERR_DKIM_BASE <= POSTERN_ERR_SMTP_PARSE_BASE - POSTERN_ERR_RANGE_SIZE,
+               "dkim range overlaps the smtp_parse range");
 /* libuv's own codes (not errno values) at both ends of the system range. */
 _Static_assert(UV_EOF >= -POSTERN_ERR_SYSTEM_MAX && UV_EAI_ADDRFAMILY >= -POSTERN_ERR_SYSTEM_MAX,
                "a libuv code lies outside the system range");
@@ -78,5 +83,7 @@ const char *postern_strerror(int code)
         return dsn_strerror(code);
     if (POSTERN_ERR_IN_RANGE(code, POSTERN_ERR_SMTP_PARSE_BASE))
         return smtp_parse_strerror(code);
+    if (POSTERN_ERR_IN_RANGE(code, POSTERN_ERR_DKIM_BASE))
+        return dkim_strerror(code);
     return "unknown error code";
 }

@@ -14,6 +14,7 @@
  *   -11001 .. -11999     the bounce builder (enum dsn_status_code, DSN_ERR_*), dsn_strerror.
  *   -12001 .. -12999     the SMTP argument parsers (enum smtp_parse_status, SMTP_PARSE_*),
  *                        smtp_parse_strerror.
+ *   -13001 .. -13999     DKIM signing (enum dkim_status, DKIM_ERR_*), dkim_strerror.
  *
  * Why ranges rather than out-parameters: codes are already passed through generic int slots (a
  * writer job's status, smtp_client_start's result, which carries either a store code for the
@@ -48,6 +49,7 @@
 #define POSTERN_ERR_STORE_BASE      (-10000)
 #define POSTERN_ERR_DSN_BASE        (-11000)
 #define POSTERN_ERR_SMTP_PARSE_BASE (-12000)
+#define POSTERN_ERR_DKIM_BASE       (-13000)
 
 /* True when code lies in the range that starts at base (see above). */
 #define POSTERN_ERR_IN_RANGE(code, base) ((code) < (base) && (code) > (base)-POSTERN_ERR_RANGE_SIZE)

@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "common/error.h"
+#include "common/pure/dkim.h"
 #include "common/pure/dsn.h"
 #include "common/pure/smtp_parse.h"
 #include "storage/store.h"
@@ -54,6 +55,9 @@ static const struct module_code module_codes[] = {
     {"SMTP_PARSE_BAD_PARAM", SMTP_PARSE_BAD_PARAM, POSTERN_ERR_SMTP_PARSE_BASE, "smtp argument: "},
     {"SMTP_PARSE_UNKNOWN_PARAM", SMTP_PARSE_UNKNOWN_PARAM, POSTERN_ERR_SMTP_PARSE_BASE,
      "smtp argument: "},
+    {"DKIM_ERR_NO_FROM", DKIM_ERR_NO_FROM, POSTERN_ERR_DKIM_BASE, "dkim: "},
+    {"DKIM_ERR_BAD_KEY", DKIM_ERR_BAD_KEY, POSTERN_ERR_DKIM_BASE, "dkim: "},
+    {"DKIM_ERR_BAD_ARGUMENT", DKIM_ERR_BAD_ARGUMENT, POSTERN_ERR_DKIM_BASE, "dkim: "},
 };
 
 static void test_libuv_codes_are_system_codes(void **state)
