@@ -114,6 +114,22 @@ static const char *const migrations[] = {
     "CREATE TRIGGER message_facts_release AFTER DELETE ON messages BEGIN"
     "  DELETE FROM message_facts WHERE message_id = OLD.id;"
     "END;",
+
+    /* 7: DKIM signing keys of the local domains (common/pure/dkim.h has their text forms). A
+     * domain holds at most one key per algorithm, and a selector names one key of a domain, as
+     * its DNS record does. The private key is stored here because the database is already the
+     * one file only postern may read (storage/db_files.c makes it 0600). Deleting a domain,
+     * which needs it to have no users, deletes its keys. */
+    "CREATE TABLE dkim_keys ("
+    "  id INTEGER PRIMARY KEY,"
+    "  domain_id INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE,"
+    "  selector TEXT NOT NULL,"
+    "  algorithm TEXT NOT NULL CHECK (algorithm IN ('ed25519', 'rsa')),"
+    "  private_key TEXT NOT NULL,"
+    "  public_key TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  UNIQUE (domain_id, selector),"
+    "  UNIQUE (domain_id, algorithm));",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == SCHEMA_VERSION,

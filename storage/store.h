@@ -19,7 +19,7 @@
 #include "common/error.h"
 
 /* The schema version this binary writes; older databases are migrated at open. */
-#define STORE_SCHEMA_VERSION 6
+#define STORE_SCHEMA_VERSION 7
 /* How long a statement waits for a lock held by another connection or process. */
 #define STORE_BUSY_TIMEOUT_MS 10000
 
@@ -197,6 +197,26 @@ int store_window_lookup(struct store *s, const char *key, int64_t now_ms, char *
 int store_window_take_relay(struct store *s, const char *key, int64_t now_ms, int64_t max);
 /* Housekeeping only: lookups check expiry themselves. */
 int store_window_purge(struct store *s, int64_t now_ms);
+
+/* ---- DKIM signing keys (storage/dkim_keys.c) ---- */
+struct store_dkim_key {
+    const char *domain;
+    const char *selector;
+    const char *algorithm;   /* "ed25519" or "rsa" (dkim_alg_name) */
+    const char *private_key; /* NULL unless the listing asked for it */
+    const char *public_key;  /* the p= value of the DNS record */
+    int64_t created_ms;
+};
+typedef int (*store_dkim_key_fn)(void *ctx, const struct store_dkim_key *k);
+/* STORE_NO_DOMAIN when domain is not local; STORE_EXISTS when the domain already has a key of
+ * this algorithm or with this selector (list first to say which). */
+int store_dkim_key_add(struct store *s, const char *domain, const char *selector,
+                       const char *algorithm, const char *private_key, const char *public_key);
+int store_dkim_key_del(struct store *s, const char *domain, const char *selector);
+/* By domain then algorithm (ed25519 first); domain_or_null filters; with_private fills
+ * private_key, which only the signer and nothing that prints should ask for. */
+int store_dkim_key_list(struct store *s, const char *domain_or_null, bool with_private,
+                        store_dkim_key_fn fn, void *ctx);
 
 /* ---- outbound queue (storage/queue.c): admin views; the runner's side is storage/queue.h ---- */
 struct store_queue_entry {

@@ -11,6 +11,7 @@
  * common/pure/relay_policy.c.
  */
 #include "server/cli/admin.h"
+#include "server/cli/admin_internal.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -36,53 +37,10 @@
 #include "storage/queue.h"
 #include "storage/store.h"
 
-/* The options any command may take; a table row says which of them it accepts. */
-enum opt {
-    OPT_IP,
-    OPT_USER,
-    OPT_FROM,
-    OPT_TO,
-    OPT_FOR,
-    OPT_COUNT,
-};
-#define OPT_BIT(o) (1u << (o))
+static const char *const opt_names[OPT_COUNT] = {"ip",  "user",     "from",      "to",
+                                                 "for", "selector", "algorithm", "bits"};
 
-static const char *const opt_names[OPT_COUNT] = {"ip", "user", "from", "to", "for"};
-
-/* No action takes more than one positional argument. */
-#define ARGS_MAX_POS 1
-/* The max_pos of a command that reads its own options (struct args' argc/argv). */
-#define ARGS_OWN_OPTIONS UCHAR_MAX
-
-/* The command line as the dispatcher split it; the strings are borrowed from argv. */
-struct args {
-    struct cfg *cfg; /* borrowed; only serve changes it (on reload) */
-    const char *config_path;
-    const char *pos[ARGS_MAX_POS];
-    size_t npos;
-    const char *opt[OPT_COUNT]; /* NULL when not given */
-    int argc;                   /* the words after the command (and action), unparsed */
-    char **argv;
-};
-
-/* What a check function made of the arguments: validated, normalised, ready for the store. */
-struct input {
-    char domain[ADDRESS_DOMAIN_MAX_BYTES + 1]; /* a domain, or the domain of address */
-    bool has_domain;
-    char address[ADDRESS_PATH_MAX_BYTES + 1];
-    char user[ADDRESS_STRLEN]; /* --user; "" when not given */
-    struct cidr net;
-    char key[CIDR_STRLEN]; /* the network's text, or a window's key */
-    uint64_t duration_ms;
-    long long id;
-    struct ip_addr ip;
-    struct address sender, rcpt;
-    enum address_path_kind sender_kind, rcpt_kind;
-};
-
-static void say_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void say_error(const char *fmt, ...)
+void admin_say_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -96,14 +54,14 @@ static void say_error(const char *fmt, ...)
  * Ends a listing: an empty one says so on stderr, as postqueue says "Mail queue is empty", so a
  * person sees why nothing came; stdout stays empty, so a script reading it sees no rows.
  */
-static void say_if_empty(int rc, size_t rows, const char *what)
+void admin_say_if_empty(int rc, size_t rows, const char *what)
 {
     if (rc == ADMIN_OK && rows == 0)
-        say_error("%s", what);
+        admin_say_error("%s", what);
 }
 
 /* Maps a store status to an exit code, printing what went wrong. */
-static int store_result(struct store *s, int status, const char *negative_msg)
+int admin_store_result(struct store *s, int status, const char *negative_msg)
 {
     switch (status) {
     case STORE_OK:
@@ -112,10 +70,10 @@ static int store_result(struct store *s, int status, const char *negative_msg)
     case STORE_NOT_FOUND:
     case STORE_NO_DOMAIN:
     case STORE_IN_USE:
-        say_error("%s", negative_msg);
+        admin_say_error("%s", negative_msg);
         return ADMIN_NEGATIVE;
     default:
-        say_error("database error: %s", store_errmsg(s));
+        admin_say_error("database error: %s", store_errmsg(s));
         return ADMIN_RUNTIME;
     }
 }
@@ -142,11 +100,11 @@ static int parse_args(int argc, char **argv, const char *usage, unsigned allowed
                     o = k;
             }
             if (o < 0) {
-                say_error("unknown option %.*s; usage: %s", (int)(nlen + 2), arg, usage);
+                admin_say_error("unknown option %.*s; usage: %s", (int)(nlen + 2), arg, usage);
                 return -1;
             }
             if (a->opt[o] != NULL) {
-                say_error("option --%s given twice; usage: %s", opt_names[o], usage);
+                admin_say_error("option --%s given twice; usage: %s", opt_names[o], usage);
                 return -1;
             }
             if (eq != NULL) {
@@ -154,13 +112,13 @@ static int parse_args(int argc, char **argv, const char *usage, unsigned allowed
             } else if (i + 1 < argc) {
                 a->opt[o] = argv[++i];
             } else {
-                say_error("option --%s needs a value; usage: %s", opt_names[o], usage);
+                admin_say_error("option --%s needs a value; usage: %s", opt_names[o], usage);
                 return -1;
             }
             continue;
         }
         if (a->npos == max_pos) {
-            say_error("unexpected argument \"%s\"; usage: %s", arg, usage);
+            admin_say_error("unexpected argument \"%s\"; usage: %s", arg, usage);
             return -1;
         }
         a->pos[a->npos++] = arg;
@@ -170,11 +128,11 @@ static int parse_args(int argc, char **argv, const char *usage, unsigned allowed
 
 /* ---------------------------------------------------------------- checks */
 
-static int check_domain(const struct args *a, struct input *in)
+int admin_check_domain(const struct args *a, struct input *in)
 {
     const char *why = NULL;
     if (domain_normalize(a->pos[0], in->domain, sizeof(in->domain), &why) != 0) {
-        say_error("invalid domain \"%s\": %s", a->pos[0], why ? why : "bad syntax");
+        admin_say_error("invalid domain \"%s\": %s", a->pos[0], why ? why : "bad syntax");
         return -1;
     }
     in->has_domain = true;
@@ -184,14 +142,14 @@ static int check_domain(const struct args *a, struct input *in)
 /* user list [DOMAIN]: the domain is an optional filter. */
 static int check_domain_filter(const struct args *a, struct input *in)
 {
-    return a->npos == 0 ? 0 : check_domain(a, in);
+    return a->npos == 0 ? 0 : admin_check_domain(a, in);
 }
 
 static int check_address(const struct args *a, struct input *in)
 {
     const char *why = NULL;
     if (address_normalize(a->pos[0], in->address, sizeof(in->address), &why) != 0) {
-        say_error("invalid address \"%s\": %s", a->pos[0], why ? why : "bad syntax");
+        admin_say_error("invalid address \"%s\": %s", a->pos[0], why ? why : "bad syntax");
         return -1;
     }
     snprintf(in->domain, sizeof(in->domain), "%s", strrchr(in->address, '@') + 1);
@@ -203,7 +161,7 @@ static int check_network(const struct args *a, struct input *in)
 {
     const char *why = NULL;
     if (cidr_parse(a->pos[0], &in->net, &why) != 0) {
-        say_error("invalid network \"%s\": %s", a->pos[0], why ? why : "bad syntax");
+        admin_say_error("invalid network \"%s\": %s", a->pos[0], why ? why : "bad syntax");
         return -1;
     }
     cidr_format(&in->net, in->key, sizeof(in->key));
@@ -214,7 +172,7 @@ static int check_network(const struct args *a, struct input *in)
 static int check_window_ip(const struct args *a, struct input *in)
 {
     if (ip_parse(a->pos[0], &in->ip) != 0) {
-        say_error("invalid IP address \"%s\"", a->pos[0]);
+        admin_say_error("invalid IP address \"%s\"", a->pos[0]);
         return -1;
     }
     ip_window_key(&in->ip, a->cfg->relay.window_ipv6_prefix, in->key, sizeof(in->key));
@@ -230,21 +188,21 @@ static int check_window_open(const struct args *a, struct input *in)
         const char *why = NULL;
         /* No longer than user add accepts (struct input's address). */
         if (address_normalize(user, in->user, sizeof(in->address), &why) != 0) {
-            say_error("invalid address \"%s\": %s", user, why ? why : "bad syntax");
+            admin_say_error("invalid address \"%s\": %s", user, why ? why : "bad syntax");
             return -1;
         }
     }
     in->duration_ms = a->cfg->relay.window_ms;
     if (dur != NULL && duration_parse(dur, &in->duration_ms) != 0) {
-        say_error("invalid duration \"%s\" (expected e.g. 90s, 30m, 2h)", dur);
+        admin_say_error("invalid duration \"%s\" (expected e.g. 90s, 30m, 2h)", dur);
         return -1;
     }
     if (in->duration_ms == 0) {
-        say_error("a window needs a duration above 0 (relay.window is 0; give --for)");
+        admin_say_error("a window needs a duration above 0 (relay.window is 0; give --for)");
         return -1;
     }
     if (in->duration_ms > (uint64_t)INT64_MAX / 2) {
-        say_error("duration \"%s\" is too long", dur);
+        admin_say_error("duration \"%s\" is too long", dur);
         return -1;
     }
     return 0;
@@ -257,7 +215,7 @@ static int check_queue_id(const struct args *a, struct input *in)
     errno = 0;
     in->id = strtoll(s, &end, 10);
     if (errno != 0 || end == s || *end != '\0' || in->id <= 0 || s[0] == '+') {
-        say_error("invalid queue id \"%s\" (expected a number from queue list)", s);
+        admin_say_error("invalid queue id \"%s\" (expected a number from queue list)", s);
         return -1;
     }
     return 0;
@@ -284,7 +242,7 @@ static int parse_path_arg(const char *opt, const char *in, struct address *out,
         why = "junk after the address";
     }
     if (why != NULL) {
-        say_error("invalid --%s address \"%s\": %s", opt, in, why);
+        admin_say_error("invalid --%s address \"%s\": %s", opt, in, why);
         return -1;
     }
     return 0;
@@ -294,13 +252,14 @@ static int check_relay(const struct args *a, struct input *in)
 {
     const char *ip = a->opt[OPT_IP], *user = a->opt[OPT_USER];
     if (ip_parse(ip, &in->ip) != 0) {
-        say_error("invalid IP address \"%s\"", ip);
+        admin_say_error("invalid IP address \"%s\"", ip);
         return -1;
     }
     if (user != NULL) {
         const char *why = NULL;
         if (address_normalize(user, in->user, sizeof(in->user), &why) != 0) {
-            say_error("invalid --user address \"%s\": %s", user, why != NULL ? why : "bad syntax");
+            admin_say_error("invalid --user address \"%s\": %s", user,
+                            why != NULL ? why : "bad syntax");
             return -1;
         }
     }
@@ -308,13 +267,14 @@ static int check_relay(const struct args *a, struct input *in)
         parse_path_arg("to", a->opt[OPT_TO], &in->rcpt, &in->rcpt_kind) != 0)
         return -1;
     if (in->sender_kind == ADDRESS_PATH_POSTMASTER) {
-        say_error("invalid --from address \"%s\": <Postmaster> is a recipient only (RFC 5321 "
-                  "4.5.1); give an address with a domain",
-                  a->opt[OPT_FROM]);
+        admin_say_error("invalid --from address \"%s\": <Postmaster> is a recipient only (RFC 5321 "
+                        "4.5.1); give an address with a domain",
+                        a->opt[OPT_FROM]);
         return -1;
     }
     if (in->rcpt_kind == ADDRESS_PATH_NULL) {
-        say_error("invalid --to address \"%s\": the null path is not a recipient", a->opt[OPT_TO]);
+        admin_say_error("invalid --to address \"%s\": the null path is not a recipient",
+                        a->opt[OPT_TO]);
         return -1;
     }
     return 0;
@@ -338,13 +298,13 @@ static int run_config_check(struct store *s, const struct args *a, const struct 
     bool tls_failed;
     char err[1200];
     if (serve_load_files(a->cfg, &tls, &creds, &tls_failed, err, sizeof(err)) != 0) {
-        say_error("%s", err);
+        admin_say_error("%s", err);
         return ADMIN_USAGE;
     }
     tls_ctx_unref(&tls);
     smtp_client_creds_free(&creds);
     if (cfg_print(a->cfg, stdout) != 0) {
-        say_error("cannot write the configuration: %s", strerror(errno));
+        admin_say_error("cannot write the configuration: %s", strerror(errno));
         return ADMIN_RUNTIME;
     }
     return ADMIN_OK;
@@ -364,8 +324,8 @@ static int print_domain(void *ctx, const struct store_domain *d)
 static int run_domain_list(struct store *s, const struct args *a, const struct input *in)
 {
     size_t rows = 0;
-    int rc = store_result(s, store_domain_list(s, print_domain, &rows), "");
-    say_if_empty(rc, rows, "no local domains");
+    int rc = admin_store_result(s, store_domain_list(s, print_domain, &rows), "");
+    admin_say_if_empty(rc, rows, "no local domains");
     return rc;
 }
 
@@ -373,7 +333,7 @@ static int run_domain_add(struct store *s, const struct args *a, const struct in
 {
     char msg[400];
     snprintf(msg, sizeof(msg), "domain %s already exists", in->domain);
-    int rc = store_result(s, store_domain_add(s, in->domain), msg);
+    int rc = admin_store_result(s, store_domain_add(s, in->domain), msg);
     if (rc == ADMIN_OK)
         printf("added domain %s\n", in->domain);
     return rc;
@@ -387,7 +347,7 @@ static int run_domain_del(struct store *s, const struct args *a, const struct in
         snprintf(msg, sizeof(msg), "domain %s still has users; delete them first", in->domain);
     else
         snprintf(msg, sizeof(msg), "no such domain: %s", in->domain);
-    int rc = store_result(s, st, msg);
+    int rc = admin_store_result(s, st, msg);
     if (rc == ADMIN_OK)
         printf("deleted domain %s\n", in->domain);
     return rc;
@@ -409,11 +369,11 @@ static int run_user_list(struct store *s, const struct args *a, const struct inp
 {
     const char *domain = in->has_domain ? in->domain : NULL;
     size_t rows = 0;
-    int rc = store_result(s, store_user_list(s, domain, print_user, &rows), "");
+    int rc = admin_store_result(s, store_user_list(s, domain, print_user, &rows), "");
     if (rc == ADMIN_OK && rows == 0 && domain != NULL)
-        say_error("no users in %s", domain);
+        admin_say_error("no users in %s", domain);
     else
-        say_if_empty(rc, rows, "no users");
+        admin_say_if_empty(rc, rows, "no users");
     return rc;
 }
 
@@ -421,7 +381,7 @@ static int run_user_del(struct store *s, const struct args *a, const struct inpu
 {
     char msg[600];
     snprintf(msg, sizeof(msg), "no such user: %s", in->address);
-    int rc = store_result(s, store_user_del(s, in->address), msg);
+    int rc = admin_store_result(s, store_user_del(s, in->address), msg);
     if (rc == ADMIN_OK)
         printf("deleted user %s\n", in->address);
     return rc;
@@ -440,32 +400,32 @@ static int set_user(struct store *s, const struct input *in, bool is_add)
     int st = store_user_get(s, addr, &id, old, sizeof(old));
     if (st == STORE_OK && is_add) {
         snprintf(msg, sizeof(msg), "user %s already exists", addr);
-        rc = store_result(s, STORE_EXISTS, msg);
+        rc = admin_store_result(s, STORE_EXISTS, msg);
     } else if (st == STORE_NOT_FOUND && !is_add) {
         snprintf(msg, sizeof(msg), "no such user: %s", addr);
-        rc = store_result(s, st, msg);
+        rc = admin_store_result(s, st, msg);
     } else if (st != STORE_OK && st != STORE_NOT_FOUND) {
-        rc = store_result(s, st, "");
+        rc = admin_store_result(s, st, "");
     } else if (is_add && (st = store_domain_is_local(s, domain, &local)) != STORE_OK) {
-        rc = store_result(s, st, "");
+        rc = admin_store_result(s, st, "");
     } else if (is_add && !local) {
         snprintf(msg, sizeof(msg), "%s is not a local domain; add it with: postern domain add %s",
                  domain, domain);
-        rc = store_result(s, STORE_NO_DOMAIN, msg);
+        rc = admin_store_result(s, STORE_NO_DOMAIN, msg);
     }
     if (rc != ADMIN_OK)
         return rc;
     char hash[PASSWORD_HASH_BYTES], why[PASSWORD_INPUT_WHY_BYTES];
     if (password_input_hash(stdin, hash, why, sizeof(why)) != 0) {
-        say_error("%s", why);
+        admin_say_error("%s", why);
         return ADMIN_USAGE;
     }
     if (is_add) {
         snprintf(msg, sizeof(msg), "cannot add %s: already exists or domain is gone", addr);
-        rc = store_result(s, store_user_add(s, addr, domain, hash), msg);
+        rc = admin_store_result(s, store_user_add(s, addr, domain, hash), msg);
     } else {
         snprintf(msg, sizeof(msg), "no such user: %s", addr);
-        rc = store_result(s, store_user_set_password(s, addr, hash), msg);
+        rc = admin_store_result(s, store_user_set_password(s, addr, hash), msg);
     }
     if (rc == ADMIN_OK)
         printf("%s user %s\n", is_add ? "added" : "changed password of", addr);
@@ -496,8 +456,8 @@ static int print_network(void *ctx, const struct store_network *n)
 static int run_network_list(struct store *s, const struct args *a, const struct input *in)
 {
     size_t rows = 0;
-    int rc = store_result(s, store_network_list(s, print_network, &rows), "");
-    say_if_empty(rc, rows, "no trusted networks");
+    int rc = admin_store_result(s, store_network_list(s, print_network, &rows), "");
+    admin_say_if_empty(rc, rows, "no trusted networks");
     return rc;
 }
 
@@ -505,7 +465,7 @@ static int run_network_add(struct store *s, const struct args *a, const struct i
 {
     char msg[200];
     snprintf(msg, sizeof(msg), "network %s already exists", in->key);
-    int rc = store_result(s, store_network_add(s, &in->net), msg);
+    int rc = admin_store_result(s, store_network_add(s, &in->net), msg);
     if (rc == ADMIN_OK)
         printf("added network %s\n", in->key);
     return rc;
@@ -515,7 +475,7 @@ static int run_network_del(struct store *s, const struct args *a, const struct i
 {
     char msg[200];
     snprintf(msg, sizeof(msg), "no such network: %s", in->key);
-    int rc = store_result(s, store_network_del(s, &in->net), msg);
+    int rc = admin_store_result(s, store_network_del(s, &in->net), msg);
     if (rc == ADMIN_OK)
         printf("deleted network %s\n", in->key);
     return rc;
@@ -537,8 +497,8 @@ static int print_window(void *ctx, const struct store_window *w)
 static int run_window_list(struct store *s, const struct args *a, const struct input *in)
 {
     size_t rows = 0;
-    int rc = store_result(s, store_window_list(s, store_now_ms(), print_window, &rows), "");
-    say_if_empty(rc, rows, "no open windows");
+    int rc = admin_store_result(s, store_window_list(s, store_now_ms(), print_window, &rows), "");
+    admin_say_if_empty(rc, rows, "no open windows");
     return rc;
 }
 
@@ -546,7 +506,7 @@ static int run_window_close(struct store *s, const struct args *a, const struct 
 {
     char msg[600];
     snprintf(msg, sizeof(msg), "no window for %s", in->key);
-    int rc = store_result(s, store_window_close(s, in->key), msg);
+    int rc = admin_store_result(s, store_window_close(s, in->key), msg);
     if (rc == ADMIN_OK)
         printf("closed window %s\n", in->key);
     return rc;
@@ -562,10 +522,10 @@ static int run_window_open(struct store *s, const struct args *a, const struct i
         int64_t id;
         char hash[PASSWORD_HASH_BYTES];
         snprintf(msg, sizeof(msg), "no such user: %s", in->user);
-        rc = store_result(s, store_user_get(s, in->user, &id, hash, sizeof(hash)), msg);
+        rc = admin_store_result(s, store_user_get(s, in->user, &id, hash, sizeof(hash)), msg);
     }
     if (rc == ADMIN_OK)
-        rc = store_result(s, store_window_open(s, in->key, in->user, now, duration_ms), "");
+        rc = admin_store_result(s, store_window_open(s, in->key, in->user, now, duration_ms), "");
     if (rc == ADMIN_OK) {
         char expires[32], d[32];
         date_iso8601(now + duration_ms, expires, sizeof(expires));
@@ -593,8 +553,8 @@ static int print_queue_entry(void *ctx, const struct store_queue_entry *q)
 static int run_queue_list(struct store *s, const struct args *a, const struct input *in)
 {
     size_t rows = 0;
-    int rc = store_result(s, store_queue_list(s, print_queue_entry, &rows), "");
-    say_if_empty(rc, rows, "queue is empty");
+    int rc = admin_store_result(s, store_queue_list(s, print_queue_entry, &rows), "");
+    admin_say_if_empty(rc, rows, "queue is empty");
     return rc;
 }
 
@@ -603,7 +563,7 @@ static int run_queue_flush(struct store *s, const struct args *a, const struct i
     /* The running server sees the change at its next scan (queue.h, STORE_QUEUE_RESCAN_MS):
      * the database is the only channel between the two processes. */
     size_t due = 0;
-    int rc = store_result(s, store_queue_flush(s, store_now_ms(), &due), "");
+    int rc = admin_store_result(s, store_queue_flush(s, store_now_ms(), &due), "");
     if (rc == ADMIN_OK)
         printf("flushed: %zu queue entries due now\n", due);
     return rc;
@@ -613,7 +573,7 @@ static int run_queue_drop(struct store *s, const struct args *a, const struct in
 {
     char msg[100];
     snprintf(msg, sizeof(msg), "no such queue entry: %lld", in->id);
-    int rc = store_result(s, store_queue_drop(s, in->id), msg);
+    int rc = admin_store_result(s, store_queue_drop(s, in->id), msg);
     if (rc == ADMIN_OK)
         printf("dropped queue entry %lld\n", in->id);
     return rc;
@@ -630,11 +590,11 @@ static int run_relay_check(struct store *s, const struct args *a, const struct i
         char hash[PASSWORD_HASH_BYTES];
         int st = store_user_get(s, user, &id, hash, sizeof(hash));
         if (st == STORE_NOT_FOUND) {
-            say_error("no such user: %s", user);
+            admin_say_error("no such user: %s", user);
             return ADMIN_NEGATIVE;
         }
         if (st != STORE_OK) {
-            say_error("database error: %s", store_errmsg(s));
+            admin_say_error("database error: %s", store_errmsg(s));
             return ADMIN_RUNTIME;
         }
     }
@@ -642,7 +602,7 @@ static int run_relay_check(struct store *s, const struct args *a, const struct i
     struct relay_facts facts;
     if (relay_gather(s, a->cfg, &in->ip, user, &in->sender, in->sender_kind, &in->rcpt,
                      in->rcpt_kind, store_now_ms(), &scratch, &facts) != STORE_OK) {
-        say_error("database error: %s", store_errmsg(s));
+        admin_say_error("database error: %s", store_errmsg(s));
         return ADMIN_RUNTIME;
     }
     struct relay_decision d;
@@ -650,7 +610,7 @@ static int run_relay_check(struct store *s, const struct args *a, const struct i
     relay_decide(&facts, &d);
     relay_format_log(&facts, &d, line, sizeof(line));
     if (printf("%s\n%s\n", d.reply, line) < 0 || fflush(stdout) != 0) {
-        say_error("cannot write the answer");
+        admin_say_error("cannot write the answer");
         return ADMIN_RUNTIME;
     }
     return d.verdict == RELAY_ALLOW ? ADMIN_OK : ADMIN_NEGATIVE;
@@ -695,6 +655,10 @@ static const char queue_usage[] =
     "postern queue list | postern queue flush | postern queue drop ID";
 static const char selftest_usage[] = "postern selftest [--host H --smtp PORT ...] [--user "
                                      "ADDRESS --password-file F]";
+static const char dkim_usage[] =
+    "postern dkim keygen DOMAIN [--selector NAME] [--algorithm ed25519|rsa] [--bits 2048] | "
+    "postern dkim list | postern dkim show DOMAIN [--selector NAME] | "
+    "postern dkim del DOMAIN --selector NAME";
 static const char relay_usage[] =
     "postern relay-check --ip IP [--user ADDRESS] --from ADDR --to ADDR";
 
@@ -705,8 +669,8 @@ static const struct command commands[] = {
     {"serve", NULL, NULL, run_serve, serve_usage, 0, 0, 0, 0, false},
     {"config", "check", NULL, run_config_check, config_usage, 0, 0, 0, 0, false},
     {"domain", "list", NULL, run_domain_list, domain_usage, 0, 0, 0, 0, true},
-    {"domain", "add", check_domain, run_domain_add, domain_usage, 1, 1, 0, 0, true},
-    {"domain", "del", check_domain, run_domain_del, domain_usage, 1, 1, 0, 0, true},
+    {"domain", "add", admin_check_domain, run_domain_add, domain_usage, 1, 1, 0, 0, true},
+    {"domain", "del", admin_check_domain, run_domain_del, domain_usage, 1, 1, 0, 0, true},
     {"user", "list", check_domain_filter, run_user_list, user_usage, 0, 1, 0, 0, true},
     {"user", "add", check_address, run_user_add, user_usage, 1, 1, 0, 0, true},
     {"user", "del", check_address, run_user_del, user_usage, 1, 1, 0, 0, true},
@@ -721,6 +685,13 @@ static const struct command commands[] = {
     {"queue", "list", NULL, run_queue_list, queue_usage, 0, 0, 0, 0, true},
     {"queue", "flush", NULL, run_queue_flush, queue_usage, 0, 0, 0, 0, true},
     {"queue", "drop", check_queue_id, run_queue_drop, queue_usage, 1, 1, 0, 0, true},
+    {"dkim", "keygen", dkim_check_keygen, dkim_run_keygen, dkim_usage, 1, 1,
+     OPT_BIT(OPT_SELECTOR) | OPT_BIT(OPT_ALGORITHM) | OPT_BIT(OPT_BITS), 0, true},
+    {"dkim", "list", NULL, dkim_run_list, dkim_usage, 0, 0, 0, 0, true},
+    {"dkim", "show", dkim_check_show, dkim_run_show, dkim_usage, 1, 1, OPT_BIT(OPT_SELECTOR), 0,
+     true},
+    {"dkim", "del", dkim_check_del, dkim_run_del, dkim_usage, 1, 1, OPT_BIT(OPT_SELECTOR),
+     OPT_BIT(OPT_SELECTOR), true},
     {"relay-check", NULL, check_relay, run_relay_check, relay_usage, 0, 0, RELAY_OPTS,
      RELAY_OPTS & ~OPT_BIT(OPT_USER), true},
     {"selftest", NULL, NULL, run_selftest, selftest_usage, 0, ARGS_OWN_OPTIONS, 0, 0, false},
@@ -751,9 +722,9 @@ static const struct command *find_command(int argc, char **argv)
         usage = c->usage;
     }
     if (argc < 2)
-        say_error("usage: %s", usage);
+        admin_say_error("usage: %s", usage);
     else
-        say_error("unknown action \"%s\"; usage: %s", argv[1], usage);
+        admin_say_error("unknown action \"%s\"; usage: %s", argv[1], usage);
     return NULL;
 }
 
@@ -768,7 +739,7 @@ static void warn_if_exposed(const char *db)
     if (store_file_exposure(db, &r, err, sizeof(err)) != STORE_OK || r.exposure == STORE_PRIVATE)
         return; /* an unreadable path is store_open's to report */
     store_exposure_format(&r, line, sizeof(line));
-    say_error("warning: %s", line);
+    admin_say_error("warning: %s", line);
 }
 
 /* A command that finds no database creates one: say where, since without -c and without
@@ -778,11 +749,11 @@ static void say_created(const char *db, const char *config_path)
     char abs[PATH_MAX];
     const char *shown = realpath(db, abs) != NULL ? abs : db;
     if (config_path == NULL)
-        say_error("created a new database %s (no -c FILE and no ./postern.conf: built-in "
-                  "defaults)",
-                  shown);
+        admin_say_error("created a new database %s (no -c FILE and no ./postern.conf: built-in "
+                        "defaults)",
+                        shown);
     else
-        say_error("created a new database %s", shown);
+        admin_say_error("created a new database %s", shown);
 }
 
 int admin_run(struct cfg *cfg, const char *config_path, int argc, char **argv)
@@ -798,12 +769,12 @@ int admin_run(struct cfg *cfg, const char *config_path, int argc, char **argv)
         return ADMIN_USAGE;
     for (int k = 0; k < OPT_COUNT; k++) {
         if ((c->required & OPT_BIT(k)) && a.opt[k] == NULL) {
-            say_error("missing --%s; usage: %s", opt_names[k], c->usage);
+            admin_say_error("missing --%s; usage: %s", opt_names[k], c->usage);
             return ADMIN_USAGE;
         }
     }
     if (a.npos < c->min_pos) {
-        say_error("usage: %s", c->usage);
+        admin_say_error("usage: %s", c->usage);
         return ADMIN_USAGE;
     }
     struct input in;
@@ -815,7 +786,7 @@ int admin_run(struct cfg *cfg, const char *config_path, int argc, char **argv)
         char err[600];
         warn_if_exposed(cfg->server.database);
         if (store_open(cfg->server.database, &s, err, sizeof(err)) != STORE_OK) {
-            say_error("%s", err);
+            admin_say_error("%s", err);
             return ADMIN_RUNTIME;
         }
         if (store_created(s))

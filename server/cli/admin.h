@@ -1,5 +1,5 @@
 /*
- * admin.h - the command line's commands: serve, config check, domain, user, network, window,
+ * admin.h - the command line's commands: serve, config check, domain, user, network, window, dkim,
  * queue, relay-check and selftest, read from one table in admin.c. Each administrative command
  * opens the database itself (the same file serve uses, so they work while it runs), does one
  * thing, prints one line per result on stdout, errors as one line on stderr, and returns the

@@ -108,8 +108,12 @@ static void test_older_database_is_migrated_in_order(void **state)
             assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
                                                 "name = 'users_domain_address'"),
                              0);
+        if (from < 6)
+            assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
+                                                "name = 'message_facts'"),
+                             0);
         assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
-                                            "name = 'message_facts'"),
+                                            "name = 'dkim_keys'"),
                          0);
         assert_int_equal(store_domain_add(old, "old.test"), STORE_OK);
         store_close(&old);
@@ -124,6 +128,9 @@ static void test_older_database_is_migrated_in_order(void **state)
                          2);
         assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
                                             "name IN ('users_domain_address', 'users_domain')"),
+                         1);
+        assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
+                                            "name = 'dkim_keys'"),
                          1);
         store_close(&f->s);
         unlink(f->path);
