@@ -24,6 +24,7 @@
 #include "common/pure/smtp_data.h"
 #include "common/pure/smtp_parse.h"
 #include "server/net/conn.h"
+#include "server/smtp/smtp_dkim.h"
 #include "storage/mailbox.h"
 #include "storage/writer.h"
 
@@ -102,11 +103,17 @@ struct smtp_tx {
     char window_refusal[SMTP_REPLY_LINE_MAX_BYTES]; /* COUNT_WINDOW: the answer if not counted */
     char window_refusal_log[RELAY_LOG_MAX_BYTES];   /* COUNT_WINDOW: its event=relay line */
     unsigned char *block;                           /* DELIVER: owned, taken from data */
-    unsigned char *trace; /* DELIVER: owned, the trace headers (stored first) */
-    const char **remote_ptrs;                       /* DELIVER: owned array pointing into remote */
-    struct store_delivery delivery;                 /* DELIVER */
-    char id[SMTP_QUEUE_ID_MAX_BYTES];               /* DELIVER: the queue id */
-    uint64_t message_bytes; /* DELIVER: the stored size (headers included) */
+    unsigned char *trace;             /* DELIVER: owned, the trace headers (stored first) */
+    const char **remote_ptrs;         /* DELIVER: owned array pointing into remote */
+    struct store_delivery delivery;   /* DELIVER */
+    char id[SMTP_QUEUE_ID_MAX_BYTES]; /* DELIVER: the queue id */
+    uint64_t message_bytes;           /* DELIVER: the stored size (headers included) */
+    /* Signing and the submission fix-ups of a relayed message (smtp_dkim.h): fed from DATA on,
+     * signed in the DELIVER job, which then stores prefix (trace + what signing added) in
+     * front instead of trace. */
+    struct smtp_dkim dkim;
+    unsigned char *prefix;                       /* DELIVER: owned; NULL when nothing was added */
+    char hostname[ADDRESS_DOMAIN_MAX_BYTES + 1]; /* DELIVER: server.hostname, for a Message-ID */
 };
 
 /* Drops the transaction and frees what it owns (RSET, and at session end). Not while a writer
