@@ -196,6 +196,12 @@ static void test_body_canonicalisation(void **state)
         {"a\r", "a\r\r\n"},
         {"\xe9t\xe9  \xe9t\xe9\r\n", "\xe9t\xe9 \xe9t\xe9\r\n"},
         {"..\r\n.\r\n", "..\r\n.\r\n"},
+        /* runs long enough for the bulk path, ending in white space, CR and the chunk end */
+        {"0123456789abcdefghijklmnopqrstuvwxyzABCDEF \t x\r\n\r\n",
+         "0123456789abcdefghijklmnopqrstuvwxyzABCDEF x\r\n"},
+        {"0123456789abcdefghijklmnopqrstuvwxyzABCDEF\r\n \r\n0123456789abcdefghijklmnopqrstuvwxyz",
+         "0123456789abcdefghijklmnopqrstuvwxyzABCDEF\r\n\r\n0123456789abcdefghijklmnopqrstuvwxyz\r"
+         "\n"},
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
         char want[64], got[64];
