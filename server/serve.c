@@ -31,7 +31,9 @@
  * of data: its reply is awaited for up to SMTP_CLIENT_SHUTDOWN_DOT_WAIT_MS (60 s) and recorded
  * (queue_runner.h), so a stop can take that long. A second signal aborts the remaining
  * connections at once (such an attempt is then deferred, not released). SIGHUP reloads the
- * certificate and key: new connections get the new context, open ones keep theirs.
+ * certificate and key: new connections get the new context, open ones keep theirs. A service
+ * manager hears of each (server/notify.h): ready once everything above is up, reloading and
+ * ready again around a SIGHUP, stopping at the first SIGTERM or SIGINT.
  *
  * Exit codes: 0 after a clean stop; 2 for a [server] user that does not exist; 3 when the
  * database (or one open to others), the TLS files, the smarthost password file, a listening
@@ -61,6 +63,7 @@
 #include "server/disk_reserve.h"
 #include "server/net/conn.h"
 #include "server/net/listener.h"
+#include "server/notify.h"
 #include "server/pop3/pop3_session.h"
 #include "server/outbound/queue_runner.h" /* outbound delivery */
 #include "server/outbound/smtp_client.h"  /* smarthost credentials */
@@ -199,10 +202,15 @@ static void on_signal(uv_signal_t *h, int signum)
     struct server *srv = h->data;
     if (signum == SIGHUP) {
         log_info("serve", 0, "event=reload signal=HUP");
-        if (!srv->stopping)
+        if (!srv->stopping) {
+            notify_reloading();
             reload(srv);
+            notify_ready();
+        }
         return;
     }
+    if (!srv->stopping)
+        notify_stopping();
     shutdown_server(srv, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
@@ -483,6 +491,7 @@ int serve_main(struct cfg *cfg, const char *config_path)
              "event=ready version=%s database=\"%s\" config=\"%s\" pid=%ld listeners=%zu tls=%s",
              POSTERN_VERSION, cfg->server.database, config_path ? config_path : "(defaults)",
              (long)getpid(), listener_set_sockets(srv->listeners), srv->tls != NULL ? "yes" : "no");
+    notify_ready(); /* the service manager (server/notify.h): every listener is bound */
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     exit_code = 0;
     goto out;
