@@ -416,7 +416,9 @@ class Tls(ConnTest):
         old = self.connect("submissions", tls=True)
         self.assertEqual(old.line(), GREETING)
         old_der = old.sock.getpeercert(binary_form=True)
-        # New files in place, then SIGHUP.
+        old_pop = self.connect("pop3s", tls=True)
+        self.assertEqual(old_pop.line(), "+OK postern ready.")
+        # New files in place (as an ACME client's deploy hook puts them), then SIGHUP.
         make_cert(self.dir, "new.example.test", "cert.new", "key.new")
         os.replace(os.path.join(self.dir, "key.new"), os.path.join(self.dir, "key.pem"))
         os.replace(os.path.join(self.dir, "cert.new"), os.path.join(self.dir, "cert.pem"))
@@ -428,9 +430,18 @@ class Tls(ConnTest):
         self.assertNotEqual(old_der, new_der)
         with open(os.path.join(self.dir, "cert.pem")) as f:
             self.assertEqual(new_der, ssl.PEM_cert_to_DER_cert(f.read()))
-        # The session opened before the reload keeps working on its old context.
+        # STARTTLS on the MX port gets the new certificate too.
+        mx = self.connect("smtp")
+        mx.line()
+        mx.send("STARTTLS\r\n")
+        self.assertEqual(mx.line(), "220 2.0.0 Ready to start TLS")
+        self.assertEqual(mx.starttls().getpeercert(binary_form=True), new_der)
+        # The sessions opened before the reload keep working on their old context.
         old.send("NOOP\r\n")
         self.assertEqual(old.line(), "250 2.0.0 Ok")
+        old_pop.send("CAPA\r\n")
+        self.assertEqual(old_pop.line(), "+OK Capability list follows")
+        self.assertEqual(old_pop.sock.getpeercert(binary_form=True), old_der)
         # A broken certificate: the reload fails, the current context stays.
         with open(os.path.join(self.dir, "cert.pem"), "w") as f:
             f.write("not a certificate\n")
