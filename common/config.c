@@ -138,6 +138,9 @@ static int ini_handler_cb(void *user, const char *ini_section, const char *key, 
     ps->set_line[index] = ps->line;
     if (p->type == P_UINT && *(const unsigned *)cfg_cfield(ps->cfg, p) < p->warn_below)
         add_warning(ps, ps->line, "%s = %s in [%s] %s", key, value, ps->section, p->warn_text);
+    /* A switch that must not stay on by mistake (server.faults) warns whenever it is on. */
+    if (p->type == P_BOOL && p->warn_text != NULL && *(const bool *)cfg_cfield(ps->cfg, p))
+        add_warning(ps, ps->line, "%s = %s in [%s] %s", key, value, ps->section, p->warn_text);
     return 1;
 }
 

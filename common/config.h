@@ -103,7 +103,8 @@ struct cfg {
         char *user;     /* "" = do not drop privileges */
         enum log_level log_level;
         bool transcript;
-        unsigned max_connections;        /* 1..1000000 */
+        bool faults;              /* fault injection (server/fault/fault.h): off unless yes */
+        unsigned max_connections; /* 1..1000000 */
         unsigned max_connections_per_ip; /* 1..1000000 */
     } server;
     struct {
@@ -114,7 +115,7 @@ struct cfg {
         /* Free space the database's file system keeps: below it new mail is refused (452);
          * 0 = no reserve. "auto" (the default) is twice max_message_size. */
         uint64_t min_free_space_bytes;
-        unsigned max_recipients;         /* 1..100000; below 100 warns (RFC 5321 4.5.3.1.8) */
+        unsigned max_recipients; /* 1..100000; below 100 warns (RFC 5321 4.5.3.1.8) */
         bool plaintext_auth;
         uint64_t timeout_ms;       /* 1s..1d */
         unsigned soft_error_limit; /* 1..1000; after this many errors each reply waits */

@@ -46,7 +46,7 @@ struct param {
     uint64_t min, max;             /* P_UINT, P_PORT, P_DURATION, P_SIZE */
     const struct enum_name *names; /* P_ENUM, ends with a NULL name */
     uint64_t warn_below;           /* P_UINT: a value below this is allowed with a warning */
-    const char *warn_text;
+    const char *warn_text; /* P_UINT below warn_below, or a P_BOOL set to yes: why it warns */
     uint16_t default_port; /* P_HOSTPORT, P_IPPORT */
     /* P_SIZE: a word accepted instead of a size, stored as CFG_SIZE_DERIVED and replaced after
      * loading by a value derived from other keys (config.c, derive_values). */

@@ -65,6 +65,9 @@ const struct param cfg_params[] = {
     PARAM("server", "user", P_USER, server.user, ""),
     PARAM("server", "log_level", P_ENUM, server.log_level, "info", .names = log_level_names),
     PARAM("server", "transcript", P_BOOL, server.transcript, "no"),
+    PARAM("server", "faults", P_BOOL, server.faults, "no",
+          .warn_text = "turns fault injection on: clients meet the failures `postern fault list` "
+                       "shows, on purpose; never in production"),
     PARAM("server", "max_connections", P_UINT, server.max_connections, "1000", .min = 1,
           .max = 1000000),
     PARAM("server", "max_connections_per_ip", P_UINT, server.max_connections_per_ip, "20", .min = 1,

@@ -31,6 +31,8 @@ static void usage(FILE *out)
           "                                        the relay decision and its reason\n"
           "  selftest [--host H --smtp PORT ...] [--user ADDRESS --password-file F]\n"
           "                                        audit a running server from the outside\n"
+          "  fault add POINT ACTION [...] | fault del ID | fault list\n"
+          "                                        fault injection rules ([server] faults = yes)\n"
           "\n"
           "-c FILE defaults to ./postern.conf when it exists, otherwise built-in defaults.\n"
           "exit codes: 0 ok, 1 negative answer, 2 bad usage or configuration, 3 runtime failure\n",

@@ -130,6 +130,26 @@ static const char *const migrations[] = {
     "  created_ms INTEGER NOT NULL,"
     "  UNIQUE (domain_id, selector),"
     "  UNIQUE (domain_id, algorithm));",
+
+    /* 8: fault injection rules (common/pure/fault.h), as `postern fault add` wrote them and
+     * fault_rule_build checks them again when the server loads them. Rules are never edited,
+     * only added and deleted, and AUTOINCREMENT never reuses an id: so (max(id), count(*)) is a
+     * version of the whole table that the server can poll cheaply (server/fault/fault.c). */
+    "CREATE TABLE faults ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  point TEXT NOT NULL,"
+    "  action TEXT NOT NULL,"
+    "  client TEXT NOT NULL DEFAULT '',"
+    "  user TEXT NOT NULL DEFAULT '',"
+    "  sender TEXT NOT NULL DEFAULT '',"
+    "  recipient TEXT NOT NULL DEFAULT '',"
+    "  reply TEXT NOT NULL DEFAULT '',"
+    "  delay_ms INTEGER NOT NULL DEFAULT 0,"
+    "  after_bytes INTEGER NOT NULL DEFAULT 0,"
+    "  times INTEGER NOT NULL DEFAULT 0,"
+    "  ppm INTEGER NOT NULL DEFAULT 1000000,"
+    "  seed INTEGER NOT NULL DEFAULT 0,"
+    "  created_ms INTEGER NOT NULL);",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == SCHEMA_VERSION,

@@ -37,8 +37,9 @@
 #include "storage/queue.h"
 #include "storage/store.h"
 
-static const char *const opt_names[OPT_COUNT] = {"ip",  "user",     "from",      "to",
-                                                 "for", "selector", "algorithm", "bits"};
+static const char *const opt_names[OPT_COUNT] = {
+    "ip",   "user",  "from",  "to",    "for",   "selector",    "algorithm",
+    "bits", "reply", "delay", "after", "times", "probability", "seed"};
 
 void admin_say_error(const char *fmt, ...)
 {
@@ -695,6 +696,9 @@ static const struct command commands[] = {
     {"relay-check", NULL, check_relay, run_relay_check, relay_usage, 0, 0, RELAY_OPTS,
      RELAY_OPTS & ~OPT_BIT(OPT_USER), true},
     {"selftest", NULL, NULL, run_selftest, selftest_usage, 0, ARGS_OWN_OPTIONS, 0, 0, false},
+    {"fault", "list", NULL, run_fault_list, fault_usage, 0, 0, 0, 0, true},
+    {"fault", "add", check_fault_add, run_fault_add, fault_usage, 2, 2, FAULT_ADD_OPTS, 0, true},
+    {"fault", "del", check_fault_id, run_fault_del, fault_usage, 1, 1, 0, 0, true},
 };
 
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))

@@ -1,8 +1,8 @@
 /*
  * admin_internal.h - shared by the files of server/cli/ that hold command handlers (admin.c,
- * dkim.c): the options, the arguments as the dispatcher split them, what check functions make
- * of them, and the helpers that print errors and map store codes to exit codes. Nothing outside
- * server/cli/ includes this; the table itself stays in admin.c.
+ * dkim.c, fault.c): the options, the arguments as the dispatcher split them, what check functions
+ * make of them, and the helpers that print errors and map store codes to exit codes. Nothing
+ * outside server/cli/ includes this; the table itself stays in admin.c.
  */
 #ifndef POSTERN_ADMIN_INTERNAL_H
 #define POSTERN_ADMIN_INTERNAL_H
@@ -15,6 +15,7 @@
 #include "common/pure/address.h"
 #include "common/pure/cidr.h"
 #include "common/pure/dkim.h"
+#include "common/pure/fault.h"
 
 struct store;
 
@@ -29,12 +30,18 @@ enum opt {
     OPT_SELECTOR,
     OPT_ALGORITHM,
     OPT_BITS,
+    OPT_REPLY,
+    OPT_DELAY,
+    OPT_AFTER,
+    OPT_TIMES,
+    OPT_PROBABILITY,
+    OPT_SEED,
     OPT_COUNT,
 };
 #define OPT_BIT(o) (1u << (o))
 
-/* No action takes more than one positional argument. */
-#define ARGS_MAX_POS 1
+/* No action takes more than two positional arguments (`fault add POINT ACTION`). */
+#define ARGS_MAX_POS 2
 /* The max_pos of a command that reads its own options (struct args' argc/argv). */
 #define ARGS_OWN_OPTIONS UCHAR_MAX
 
@@ -65,6 +72,7 @@ struct input {
     char selector[DKIM_SELECTOR_MAX_BYTES + 1]; /* --selector, lower case; "" when not given */
     enum dkim_alg alg;                          /* --algorithm, ed25519 when not given */
     unsigned bits;                              /* --bits for RSA */
+    struct fault_spec fault; /* fault add: checked by fault_rule_build; strings borrowed */
 };
 
 /* "postern: " and one line on stderr. */
@@ -85,5 +93,17 @@ int dkim_run_keygen(struct store *s, const struct args *a, const struct input *i
 int dkim_run_list(struct store *s, const struct args *a, const struct input *in);
 int dkim_run_show(struct store *s, const struct args *a, const struct input *in);
 int dkim_run_del(struct store *s, const struct args *a, const struct input *in);
+
+/* The fault command (server/cli/fault.c). */
+extern const char fault_usage[];
+#define FAULT_ADD_OPTS                                                                             \
+    (OPT_BIT(OPT_IP) | OPT_BIT(OPT_USER) | OPT_BIT(OPT_FROM) | OPT_BIT(OPT_TO) |                   \
+     OPT_BIT(OPT_REPLY) | OPT_BIT(OPT_DELAY) | OPT_BIT(OPT_AFTER) | OPT_BIT(OPT_TIMES) |           \
+     OPT_BIT(OPT_PROBABILITY) | OPT_BIT(OPT_SEED))
+int check_fault_add(const struct args *a, struct input *in);
+int check_fault_id(const struct args *a, struct input *in);
+int run_fault_add(struct store *s, const struct args *a, const struct input *in);
+int run_fault_del(struct store *s, const struct args *a, const struct input *in);
+int run_fault_list(struct store *s, const struct args *a, const struct input *in);
 
 #endif

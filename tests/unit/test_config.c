@@ -193,6 +193,8 @@ static const struct ok_case ok_cases[] = {
     {"server", "transcript", "false", K_BOOL, OFF(server.transcript), 0, NULL, NULL},
     {"server", "transcript", "off", K_BOOL, OFF(server.transcript), 0, NULL, NULL},
     {"server", "transcript", "0", K_BOOL, OFF(server.transcript), 0, NULL, NULL},
+    {"server", "faults", "yes", K_BOOL, OFF(server.faults), 1, NULL, NULL},
+    {"server", "faults", "no", K_BOOL, OFF(server.faults), 0, NULL, NULL},
     {"server", "max_connections", "1", K_UINT, OFF(server.max_connections), 1, NULL, NULL},
     {"server", "max_connections", "1000000", K_UINT, OFF(server.max_connections), 1000000, NULL,
      NULL},
@@ -405,8 +407,8 @@ static void test_every_key_is_covered(void **state)
     }
     free(out);
     /* Every key of common/config_table.c: README.md's, the smarthost credentials, min_free_space
-     * and the SMTP error limits included. */
-    assert_int_equal(keys, 35);
+     * and the SMTP error limits and server.faults included. */
+    assert_int_equal(keys, 36);
 }
 
 /* ---- errors, exact text ------------------------------------------------------------------ */
@@ -835,6 +837,15 @@ static void test_warnings(void **state)
 
     must_load(&cfg, "[smtp]\nmax_recipients = 99\n[relay]\nwindow_max_recipients = 1\n");
     assert_int_equal(cfg.warning_count, 1); /* only max_recipients carries the RFC minimum */
+    cfg_free(&cfg);
+    /* Fault injection warns whenever it is on, and only then. */
+    must_load(&cfg, "[server]\nfaults = yes\n");
+    assert_int_equal(cfg.warning_count, 1);
+    assert_non_null(strstr(cfg.warnings[0], "t.conf:2: faults = yes in [server] turns fault "
+                                            "injection on"));
+    cfg_free(&cfg);
+    must_load(&cfg, "[server]\nfaults = no\n");
+    assert_int_equal(cfg.warning_count, 0);
     cfg_free(&cfg);
 }
 

@@ -112,8 +112,12 @@ static void test_older_database_is_migrated_in_order(void **state)
             assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
                                                 "name = 'message_facts'"),
                              0);
+        if (from < 7)
+            assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
+                                                "name = 'dkim_keys'"),
+                             0);
         assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
-                                            "name = 'dkim_keys'"),
+                                            "name = 'faults'"),
                          0);
         assert_int_equal(store_domain_add(old, "old.test"), STORE_OK);
         store_close(&old);
@@ -124,8 +128,8 @@ static void test_older_database_is_migrated_in_order(void **state)
         assert_int_equal(store_domain_is_local(f->s, "old.test", &local), STORE_OK);
         assert_true(local);
         assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
-                                            "name IN ('meta', 'message_facts')"),
-                         2);
+                                            "name IN ('meta', 'message_facts', 'faults')"),
+                         3);
         assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
                                             "name IN ('users_domain_address', 'users_domain')"),
                          1);
