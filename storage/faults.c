@@ -10,8 +10,8 @@ int store_fault_add(struct store *s, const struct fault_spec *spec, int64_t now_
 {
     sqlite3_stmt *st = store_prepare(
         s, "INSERT INTO faults(point, action, client, user, sender, recipient, reply, delay_ms,"
-           " after_bytes, times, ppm, seed, created_ms)"
-           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
+           " after_bytes, times, ppm, seed, created_ms, message)"
+           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
     if (st == NULL)
         return STORE_ERR;
     const char *texts[] = {spec->point,  spec->action,    spec->client, spec->user,
@@ -24,6 +24,7 @@ int store_fault_add(struct store *s, const struct fault_spec *spec, int64_t now_
     sqlite3_bind_int64(st, 11, spec->ppm);
     sqlite3_bind_int64(st, 12, spec->seed);
     sqlite3_bind_int64(st, 13, now_ms);
+    sqlite3_bind_int64(st, 14, spec->message);
     int rc = store_step_done(s, st, "add fault");
     if (rc == STORE_OK)
         *id_out = sqlite3_last_insert_rowid(s->db);
@@ -49,7 +50,7 @@ int store_fault_list(struct store *s, store_fault_fn fn, void *ctx)
 {
     sqlite3_stmt *st = store_prepare(
         s, "SELECT id, point, action, client, user, sender, recipient, reply, delay_ms,"
-           " after_bytes, times, ppm, seed FROM faults ORDER BY id");
+           " after_bytes, times, ppm, seed, message FROM faults ORDER BY id");
     if (st == NULL)
         return STORE_ERR;
     int rc;
@@ -67,6 +68,7 @@ int store_fault_list(struct store *s, store_fault_fn fn, void *ctx)
             .times = sqlite3_column_int64(st, 10),
             .ppm = sqlite3_column_int64(st, 11),
             .seed = sqlite3_column_int64(st, 12),
+            .message = sqlite3_column_int64(st, 13),
         };
         if (fn(ctx, sqlite3_column_int64(st, 0), &spec) != 0)
             break;

@@ -144,6 +144,7 @@ static const char *const migrations[] = {
     "  sender TEXT NOT NULL DEFAULT '',"
     "  recipient TEXT NOT NULL DEFAULT '',"
     "  reply TEXT NOT NULL DEFAULT '',"
+    "  message INTEGER NOT NULL DEFAULT 0,"
     "  delay_ms INTEGER NOT NULL DEFAULT 0,"
     "  after_bytes INTEGER NOT NULL DEFAULT 0,"
     "  times INTEGER NOT NULL DEFAULT 0,"

@@ -213,6 +213,9 @@ int fault_rule_build(const struct fault_spec *spec, struct fault_rule *out, char
         return fail(err, errlen, "a sender is known only from smtp.mail to smtp.eod");
     if (out->user[0] != '\0' && (p == FAULT_SMTP_CONNECT || p == FAULT_POP3_CONNECT))
         return fail(err, errlen, "no user is known at connect");
+    if (spec->message < 0 || (spec->message > 0 && p != FAULT_POP3_RETR && p != FAULT_POP3_DELE))
+        return fail(err, errlen, "a message number is known only at pop3.retr and pop3.dele");
+    out->message = (uint64_t)spec->message;
     const char *reply = spec->reply ? spec->reply : "";
     switch (out->action) {
     case FAULT_REPLY:
@@ -268,6 +271,8 @@ bool fault_rule_matches(const struct fault_rule *r, enum fault_point p,
     if (r->point != p)
         return false;
     if (r->has_client && (facts->client == NULL || !cidr_contains(&r->client, facts->client)))
+        return false;
+    if (r->message != 0 && r->message != facts->message)
         return false;
     return same_address(r->user, facts->user) && same_address(r->sender, facts->sender) &&
            same_address(r->recipient, facts->recipient);

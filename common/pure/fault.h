@@ -59,6 +59,7 @@ struct fault_spec {
     const char *client;                    /* CIDR or bare address; "" = any */
     const char *user, *sender, *recipient; /* addresses; "" = any */
     const char *reply;                     /* "" = the action's default (stall) or none */
+    int64_t message;                       /* pop3.retr, pop3.dele: the message number; 0 = any */
     int64_t delay_ms;
     int64_t after_bytes;
     int64_t times; /* 0: every time it matches */
@@ -75,11 +76,19 @@ struct fault_rule {
     struct cidr client;
     char user[ADDRESS_STRLEN], sender[ADDRESS_STRLEN], recipient[ADDRESS_STRLEN]; /* "" = any */
     char reply[FAULT_REPLY_MAX_BYTES + 1]; /* without CRLF; "" except for reply and stall */
+    uint64_t message;                      /* 0 = any */
     uint32_t delay_ms;
     uint64_t after_bytes;
     uint64_t times;
     uint32_t ppm;
     uint64_t seed;
+};
+
+/* A drop-body rule's cut as the POP3 maildrop applies it: after after_bytes octets of the
+ * answer's body the connection is closed. Disarmed (zeroed) once the answer ends. */
+struct fault_cut {
+    bool armed;
+    uint64_t after_bytes;
 };
 
 /* What the session knows at a point; NULL or "" for what it does not know (yet). */
@@ -88,6 +97,7 @@ struct fault_facts {
     const char *user;
     const char *sender;
     const char *recipient;
+    uint64_t message; /* RETR, TOP, DELE: the message number; 0 when none */
 };
 
 const char *fault_point_name(enum fault_point p);
@@ -109,9 +119,10 @@ int fault_probability_parse(const char *s, uint32_t *ppm_out, const char **why_o
 /*
  * Checks spec and builds *out (id 0). A rule must be able to fire where it is placed: a
  * recipient only at smtp.rcpt, a sender only from smtp.mail to smtp.eod, no user at a connect
- * point, drop-body only at pop3.retr; a reply is a whole line of the point's protocol, an SMTP
- * 4xx/5xx ("451 4.3.0 Try later") or a POP3 "-ERR ..." (a positive answer would change the
- * protocol state behind the session's back); printable ASCII only. 0, or -1 with one line in err.
+ * point, a message number only at pop3.retr and pop3.dele, drop-body only at pop3.retr; a reply is
+ * a whole line of the point's protocol, an SMTP 4xx/5xx ("451 4.3.0 Try later") or a POP3 "-ERR
+ * ..." (a positive answer would change the protocol state behind the session's back); printable
+ * ASCII only. 0, or -1 with one line in err.
  */
 int fault_rule_build(const struct fault_spec *spec, struct fault_rule *out, char *err,
                      size_t errlen);

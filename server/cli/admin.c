@@ -38,8 +38,8 @@
 #include "storage/store.h"
 
 static const char *const opt_names[OPT_COUNT] = {
-    "ip",   "user",  "from",  "to",    "for",   "selector",    "algorithm",
-    "bits", "reply", "delay", "after", "times", "probability", "seed"};
+    "ip",    "user",  "from",  "to",    "for",         "selector", "algorithm", "bits",
+    "reply", "delay", "after", "times", "probability", "seed",     "msg"};
 
 void admin_say_error(const char *fmt, ...)
 {

@@ -36,6 +36,7 @@ enum opt {
     OPT_TIMES,
     OPT_PROBABILITY,
     OPT_SEED,
+    OPT_MSG,
     OPT_COUNT,
 };
 #define OPT_BIT(o) (1u << (o))
@@ -99,7 +100,7 @@ extern const char fault_usage[];
 #define FAULT_ADD_OPTS                                                                             \
     (OPT_BIT(OPT_IP) | OPT_BIT(OPT_USER) | OPT_BIT(OPT_FROM) | OPT_BIT(OPT_TO) |                   \
      OPT_BIT(OPT_REPLY) | OPT_BIT(OPT_DELAY) | OPT_BIT(OPT_AFTER) | OPT_BIT(OPT_TIMES) |           \
-     OPT_BIT(OPT_PROBABILITY) | OPT_BIT(OPT_SEED))
+     OPT_BIT(OPT_PROBABILITY) | OPT_BIT(OPT_SEED) | OPT_BIT(OPT_MSG))
 int check_fault_add(const struct args *a, struct input *in);
 int check_fault_id(const struct args *a, struct input *in);
 int run_fault_add(struct store *s, const struct args *a, const struct input *in);

@@ -7,7 +7,7 @@
  *
  *   postern fault add POINT ACTION [--ip CIDR] [--user ADDR] [--from ADDR] [--to ADDR]
  *                     [--reply "CODE TEXT"] [--delay DURATION] [--after OCTETS]
- *                     [--times N] [--probability P [--seed S]]
+ *                     [--times N] [--probability P [--seed S]] [--msg N]
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -25,7 +25,7 @@
 const char fault_usage[] =
     "postern fault add POINT ACTION [--ip CIDR] [--user ADDR] [--from ADDR] [--to ADDR] "
     "[--reply \"CODE TEXT\"] [--delay DURATION] [--after OCTETS] [--times N] "
-    "[--probability P] [--seed S] | postern fault del ID | postern fault list";
+    "[--probability P] [--seed S] [--msg N] | postern fault del ID | postern fault list";
 
 /* A decimal count of at least min; -1 after saying which option is wrong. */
 static int parse_count(const char *opt, const char *s, long long min, int64_t *out)
@@ -65,7 +65,8 @@ int check_fault_add(const struct args *a, struct input *in)
     }
     if ((a->opt[OPT_AFTER] && parse_count("after", a->opt[OPT_AFTER], 0, &f->after_bytes)) ||
         (a->opt[OPT_TIMES] && parse_count("times", a->opt[OPT_TIMES], 1, &f->times)) ||
-        (a->opt[OPT_SEED] && parse_count("seed", a->opt[OPT_SEED], 0, &f->seed)))
+        (a->opt[OPT_SEED] && parse_count("seed", a->opt[OPT_SEED], 0, &f->seed)) ||
+        (a->opt[OPT_MSG] && parse_count("msg", a->opt[OPT_MSG], 1, &f->message)))
         return -1;
     if (a->opt[OPT_PROBABILITY] != NULL) {
         uint32_t ppm = 0;
@@ -115,6 +116,8 @@ static void format_rule(int64_t id, const struct fault_spec *f, char *buf, size_
         if (texts[i].value[0] != '\0')
             n += (size_t)snprintf(buf + n, len - n, " %s=%s", texts[i].key, texts[i].value);
     }
+    if (n < len && f->message > 0)
+        n += (size_t)snprintf(buf + n, len - n, " msg=%" PRId64, f->message);
     if (n < len && f->reply[0] != '\0')
         n += (size_t)snprintf(buf + n, len - n, " reply=\"%s\"", f->reply);
     if (n < len && f->delay_ms > 0)

@@ -124,6 +124,7 @@ static void stream_stop(struct pop3_maildrop *md)
     md->in_buf = NULL;
     md->out_buf = NULL;
     md->stream = POP3_STREAM_NONE;
+    md->cut = (struct fault_cut){0};
 }
 
 void pop3_maildrop_stop(struct pop3_maildrop *md)
@@ -264,7 +265,23 @@ static bool pump_listing(struct pop3_maildrop *md)
     return done;
 }
 
-/* RETR/TOP: one step; 1 when the body and its terminator are out, 0 to go on, -1 on failure. */
+/* Sends k octets of out_buf, or with a fault injection cut armed (pop3_maildrop.h) only those
+ * up to the cut: false then, after stopping the stream. */
+static bool body_write(struct pop3_maildrop *md, size_t k)
+{
+    if (md->cut.armed && k > md->cut.after_bytes) {
+        conn_write(md->conn, md->out_buf, (size_t)md->cut.after_bytes);
+        stream_stop(md);
+        return false;
+    }
+    if (md->cut.armed)
+        md->cut.after_bytes -= k;
+    conn_write(md->conn, md->out_buf, k);
+    return true;
+}
+
+/* RETR/TOP: one step; 1 when the body and its terminator are out, 0 to go on, -1 on failure,
+ * -2 when a fault injection cut stopped it. */
 static int pump_body(struct pop3_maildrop *md)
 {
     if (md->in_off == md->in_len && !md->in_eof && !dotstuff_has_enough(&md->ds)) {
@@ -287,12 +304,12 @@ static int pump_body(struct pop3_maildrop *md)
         size_t k = dotstuff_encode(&md->ds, md->in_buf + md->in_off, md->in_len - md->in_off, &used,
                                    md->out_buf, POP3_OUT_BUF_BYTES);
         md->in_off += used;
-        conn_write(md->conn, md->out_buf, k);
-        return 0;
+        return body_write(md, k) ? 0 : -2;
     }
     if (md->in_eof || dotstuff_has_enough(&md->ds)) {
         size_t k = dotstuff_finish(&md->ds, md->out_buf, POP3_OUT_BUF_BYTES);
-        conn_write(md->conn, md->out_buf, k);
+        if (!body_write(md, k))
+            return -2;
         return dotstuff_is_done(&md->ds) ? 1 : 0;
     }
     return 0;
@@ -311,6 +328,8 @@ enum pop3_pump pop3_maildrop_pump(struct pop3_maildrop *md)
         }
         if (md->stream == POP3_STREAM_BODY) {
             int rc = pump_body(md);
+            if (rc == -2)
+                return POP3_PUMP_CUT;
             if (rc < 0) {
                 /* "+OK" is already out: the answer cannot turn into -ERR any more. */
                 stream_stop(md);

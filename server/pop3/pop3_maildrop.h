@@ -20,6 +20,7 @@
 
 #include "common/pure/address.h"
 #include "common/pure/dotstuff.h"
+#include "common/pure/fault.h"
 #include "server/net/conn.h"
 #include "storage/mailbox.h"
 #include "storage/store.h"
@@ -41,6 +42,7 @@ enum pop3_pump {
     POP3_PUMP_WAIT,     /* output is backed up: on_drain pumps again; arm the stalled timer */
     POP3_PUMP_DONE,     /* the answer is complete and reading resumed: stop the stalled timer */
     POP3_PUMP_FAILED,   /* a body could not be read after "+OK": abort the connection */
+    POP3_PUMP_CUT,      /* fault injection cut the body (cut below): close, flushing what went */
 };
 
 /* What pop3_maildrop_open() found. */
@@ -99,6 +101,9 @@ struct pop3_maildrop {
     size_t in_off, in_len;
     bool in_eof;
     unsigned char *out_buf; /* owned while streaming */
+    /* Armed by fault injection (server/fault/fault.h) before RETR or TOP runs; disarmed when the
+     * answer ends, or by the session when the command did not stream. */
+    struct fault_cut cut;
 };
 
 /* The password was right: takes the lock on user_id's maildrop (one session per maildrop, RFC

@@ -32,6 +32,9 @@
  * Transcript: the session masks the line after USER and every SASL response; conn.c itself masks
  * the argument of PASS and an AUTH command's initial response.
  *
+ * Fault injection (server/fault/fault.h) hooks in before the greeting and in the dispatcher
+ * before a command runs; a drop-body rule arms the maildrop's cut. Off, each hook returns at once.
+ *
  * Ownership: a struct pop3_session is created in on_open, hangs off its connection and lives by
  * the reference count of server/net/session_ref.h, the same rule as the SMTP session's: the
  * connection holds one reference until on_close; the login's window job, a renewal made while
@@ -58,6 +61,7 @@
 #include "common/pure/sasl.h"
 #include "server/app.h"
 #include "server/auth/auth.h"
+#include "server/fault/fault.h"
 #include "server/net/session_ref.h"
 #include "server/pop3/pop3_maildrop.h"
 #include "server/pop3/pop3_window.h"
@@ -97,7 +101,8 @@ struct pop3_session {
     char user_hash[PASSWORD_HASH_BYTES]; /* the stored hash the login matched */
     bool window_opened;                  /* a window for window_key was opened by this session */
     char window_key[CIDR_STRLEN];
-    struct pop3_maildrop md; /* owned: lock, snapshot, marks, output pump (pop3_maildrop.c) */
+    struct pop3_maildrop md;  /* owned: lock, snapshot, marks, output pump (pop3_maildrop.c) */
+    struct fault_conn *fault; /* owned; NULL unless [server] faults = yes */
 };
 
 /* Bit masks of states for the command table. */
@@ -393,6 +398,11 @@ static void pump(struct pop3_session *s)
             uv_timer_stop(&s->timer);
         conn_abort(s->conn, "retr-failed");
         return;
+    case POP3_PUMP_CUT:
+        if (s->timer_open)
+            uv_timer_stop(&s->timer);
+        conn_close(s->conn, "fault-drop-body");
+        return;
     case POP3_PUMP_IDLE:
         return;
     }
@@ -401,6 +411,8 @@ static void pump(struct pop3_session *s)
 /* A TRANSACTION command's answer from pop3_maildrop.c. */
 static void maildrop_answer(struct pop3_session *s, enum pop3_md_result r, const char *reply)
 {
+    if (r != POP3_MD_STREAM)
+        s->md.cut = (struct fault_cut){0}; /* nothing streams: nothing to cut */
     if (r == POP3_MD_ERROR)
         pop3_reply_error(s, "%s", reply);
     else if (r == POP3_MD_STREAM)
@@ -655,6 +667,20 @@ static const struct pop3_command pop3_commands[] = {
 
 /* ---- handler callbacks --------------------------------------------------------------------- */
 
+static void dispatch(struct pop3_session *s, const char *line, size_t len);
+
+/* A point that fault injection delayed (server/fault/fault.h), run now. */
+static void fault_resume(void *arg, enum fault_point p, const char *line, size_t len)
+{
+    struct pop3_session *s = arg;
+    session_ref_take(&s->ref);
+    if (p == FAULT_POP3_CONNECT)
+        conn_reply(s->conn, "+OK postern ready.\r\n");
+    else
+        dispatch(s, line, len);
+    session_release(s);
+}
+
 static void pop3_on_open(struct conn *c)
 {
     struct pop3_session *s = calloc(1, sizeof(*s));
@@ -679,7 +705,9 @@ static void pop3_on_open(struct conn *c)
     /* RFC 1939 3: the autologout timer is at least 10 minutes; the config enforces >= 1s for
      * tests and warns below the RFC. */
     conn_set_timeout(c, s->app->cfg->pop3.timeout_ms);
-    conn_reply(c, "+OK postern ready.\r\n");
+    s->fault = fault_conn_new(c, fault_resume, s);
+    if (fault_at(s->fault, FAULT_POP3_CONNECT, &(struct fault_facts){0}) == FAULT_PASS)
+        conn_reply(c, "+OK postern ready.\r\n");
 }
 
 /* One line: a SASL answer or a command. */
@@ -709,6 +737,9 @@ static void dispatch(struct pop3_session *s, const char *line, size_t len)
         pop3_reply_error(s, "-ERR Command not valid in this state");
         return;
     }
+    if (fault_pop3_command(s->fault, cmd->cmd.verb, line, len, s->address[0] ? s->address : s->user,
+                           &s->md.cut) != FAULT_PASS)
+        return;
     if (cmd->md != NULL) {
         char reply[POP3_MD_REPLY_MAX_BYTES];
         maildrop_answer(s, cmd->md(&s->md, cl.args, reply), reply);
@@ -779,6 +810,7 @@ static void pop3_on_close(struct conn *c, const char *reason)
     log_debug("pop3", conn_sid(c), "event=session-end commands=%llu errors=%u",
               (unsigned long long)s->commands, s->errors);
     s->ref.closed = true;
+    fault_conn_free(&s->fault);
     if (s->auth_req != NULL) {
         auth_cancel(s->auth_req); /* its done never runs: drop its reference here */
         s->auth_req = NULL;

@@ -17,6 +17,7 @@
 
 #include "common/pure/sasl.h"
 #include "server/auth/auth.h"
+#include "server/fault/fault.h"
 #include "server/net/session_ref.h"
 #include "server/smtp/smtp_tx.h"
 
@@ -49,6 +50,7 @@ struct smtp_session {
     uv_timer_t delay_timer;                  /* a failed AUTH's answer, or held's run */
     bool timer_open;                         /* delay_timer was initialised and is not closing */
     struct smtp_tx tx;                       /* owned: the mail transaction (smtp_tx.c) */
+    struct fault_conn *fault;                /* owned; NULL unless [server] faults = yes */
 };
 
 /* ---- smtp_session.c ---- */

@@ -24,6 +24,10 @@
  * ends. The room between the two lets a relay probe that sends many refused recipients in one
  * session (nmap's smtp-open-relay sends 16) hear every answer.
  *
+ * Fault injection (server/fault/fault.h) hooks in at three places: before the greeting, in the
+ * dispatcher before a command runs, and at the end of data; with [server] faults = no the
+ * session has no fault_conn and each hook returns at once.
+ *
  * Ownership: a struct smtp_session is created in on_open, hangs off the connection
  * (conn_set_session) and lives by the reference count of server/net/session_ref.h, the same rule
  * as the POP3 session's: the connection holds one reference until on_close; a writer job, an AUTH
@@ -335,6 +339,13 @@ static void cmd_data(struct smtp_session *s, const char *args)
  * it, and job_done answers. */
 static void deliver(struct smtp_session *s)
 {
+    enum fault_verdict v =
+        fault_at(s->fault, FAULT_SMTP_EOD,
+                 &(struct fault_facts){.user = s->auth_user, .sender = s->tx.sender_text});
+    if (v == FAULT_TAKEN)
+        tx_reset(s);
+    if (v != FAULT_PASS)
+        return;
     char reply[SMTP_TX_REPLY_MAX_BYTES];
     struct smtp_tx_client cl = tx_client(s);
     if (smtp_tx_deliver(&s->tx, &cl, ++s->transactions, reply) != SMTP_TX_JOB) {
@@ -512,6 +523,27 @@ static const struct smtp_command *find_command(const char *verb, size_t len)
 
 /* ---- handler callbacks --------------------------------------------------------------------- */
 
+static void greet(struct conn *c)
+{
+    /* RFC 5321 4.2: the greeting starts with our domain. On 465 the TLS layer holds it until
+     * the handshake is done. */
+    conn_reply(c, "220 %s ESMTP postern\r\n", conn_cfg(c)->server.hostname);
+}
+
+/* A point that fault injection delayed (server/fault/fault.h), run now. */
+static void fault_resume(void *arg, enum fault_point p, const char *line, size_t len)
+{
+    struct smtp_session *s = arg;
+    session_ref_take(&s->ref);
+    if (p == FAULT_SMTP_CONNECT)
+        greet(s->conn);
+    else if (p == FAULT_SMTP_EOD)
+        deliver(s);
+    else
+        dispatch(s, line, len);
+    smtp_session_release(s);
+}
+
 static void smtp_on_open(struct conn *c)
 {
     struct smtp_session *s = calloc(1, sizeof(*s));
@@ -530,9 +562,9 @@ static void smtp_on_open(struct conn *c)
     conn_set_session(c, s);
     const struct cfg *cfg = conn_cfg(c);
     conn_set_timeout(c, cfg->smtp.timeout_ms);
-    /* RFC 5321 4.2: the greeting starts with our domain. On 465 the TLS layer holds it until
-     * the handshake is done. */
-    conn_reply(c, "220 %s ESMTP postern\r\n", cfg->server.hostname);
+    s->fault = fault_conn_new(c, fault_resume, s);
+    if (fault_at(s->fault, FAULT_SMTP_CONNECT, &(struct fault_facts){0}) == FAULT_PASS)
+        greet(c);
 }
 
 /* One line: a SASL answer or a command. */
@@ -568,6 +600,9 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
         if (st.input_bytes > 0)
             log_debug("smtp", conn_sid(c), "event=pipelining-violation command=%s", cmd->cmd.verb);
     }
+    if (fault_smtp_command(s->fault, cmd->cmd.verb, args, line, len, s->auth_user,
+                           s->tx.sender_text) != FAULT_PASS)
+        return;
     cmd->run(s, args);
 }
 
@@ -658,6 +693,7 @@ static void smtp_on_close(struct conn *c, const char *reason)
               (unsigned long long)s->commands, s->errors);
     s->ref.closed = true;
     conn_set_session(c, NULL);
+    fault_conn_free(&s->fault);
     unsigned drops = 1; /* the connection's */
     if (smtp_auth_cancel(s))
         drops++; /* the cancelled verification's */

@@ -49,8 +49,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else if (ppm > FAULT_PPM_ALWAYS) {
         abort();
     }
-    struct fault_spec s = {f[0], f[1],          f[2], f[3],     f[4],         f[5],
-                           f[6], n[0] % 700000, n[1], n[2] % 5, (int64_t)ppm, n[3]};
+    struct fault_spec s = {.point = f[0],
+                           .action = f[1],
+                           .client = f[2],
+                           .user = f[3],
+                           .sender = f[4],
+                           .recipient = f[5],
+                           .reply = f[6],
+                           .message = n[2] % 3,
+                           .delay_ms = n[0] % 700000,
+                           .after_bytes = n[1],
+                           .times = n[2] % 5,
+                           .ppm = (int64_t)ppm,
+                           .seed = n[3]};
     struct fault_rule r;
     char err[256];
     if (fault_rule_build(&s, &r, err, sizeof(err)) != 0) {
@@ -68,7 +79,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (k == 0 || k >= strlen(r.reply) + (strlen(r.reply) < 2))
             abort();
     }
-    struct fault_facts facts = {r.has_client ? &r.client.net : NULL, r.user, r.sender, r.recipient};
+    struct fault_facts facts = {r.has_client ? &r.client.net : NULL, r.user, r.sender, r.recipient,
+                                r.message};
     if (!fault_rule_matches(&r, r.point, &facts))
         abort();
     for (int q = 0; q < FAULT_POINT_COUNT; q++) {

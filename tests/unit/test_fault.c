@@ -138,55 +138,74 @@ static void test_build_golden(void **state)
         const char *point, *action, *client, *user, *sender, *recipient, *reply;
         int64_t delay_ms, after_bytes, times, ppm;
         const char *err;
+        int64_t message;
     } more[] = {
+        {"retr 2", "pop3.retr", "drop-body", "", "", "", "", "", 0, 10, 0, FAULT_PPM_ALWAYS, NULL,
+         2},
+        {"dele 2", "pop3.dele", "drop", "", "", "", "", "", 0, 0, 0, FAULT_PPM_ALWAYS, NULL, 2},
+        {"message at stat", "pop3.stat", "drop", "", "", "", "", "", 0, 0, 0, FAULT_PPM_ALWAYS,
+         "pop3.retr and pop3.dele", 2},
+        {"negative message", "pop3.retr", "drop", "", "", "", "", "", 0, 0, 0, FAULT_PPM_ALWAYS,
+         "pop3.retr and pop3.dele", -1},
         {"451 at rcpt", "smtp.rcpt", "reply", "", "", "", "bob@example.org",
-         "451 4.3.0 Try again later", 0, 0, 0, FAULT_PPM_ALWAYS, NULL},
-        {"bare code", "smtp.mail", "reply", "", "", "", "", "550", 0, 0, 0, FAULT_PPM_ALWAYS, NULL},
+         "451 4.3.0 Try again later", 0, 0, 0, FAULT_PPM_ALWAYS, NULL, 0},
+        {"bare code", "smtp.mail", "reply", "", "", "", "", "550", 0, 0, 0, FAULT_PPM_ALWAYS, NULL,
+         0},
         {"positive smtp", "smtp.rcpt", "reply", "", "", "", "", "250 2.1.5 Ok", 0, 0, 0,
-         FAULT_PPM_ALWAYS, "4xx or 5xx"},
+         FAULT_PPM_ALWAYS, "4xx or 5xx", 0},
         {"code glued", "smtp.rcpt", "reply", "", "", "", "", "451x", 0, 0, 0, FAULT_PPM_ALWAYS,
-         "4xx or 5xx"},
+         "4xx or 5xx", 0},
         {"CR in reply", "smtp.rcpt", "reply", "", "", "", "", "451 a\rb", 0, 0, 0, FAULT_PPM_ALWAYS,
-         "4xx or 5xx"},
+         "4xx or 5xx", 0},
         {"pop3 -ERR", "pop3.login", "reply", "", "", "", "", "-ERR [SYS/TEMP] later", 0, 0, 0,
-         FAULT_PPM_ALWAYS, NULL},
+         FAULT_PPM_ALWAYS, NULL, 0},
         {"pop3 +OK", "pop3.stat", "reply", "", "", "", "", "+OK 0 0", 0, 0, 0, FAULT_PPM_ALWAYS,
-         "-ERR"},
+         "-ERR", 0},
         {"smtp reply at pop3", "pop3.retr", "reply", "", "", "", "", "451 x", 0, 0, 0,
-         FAULT_PPM_ALWAYS, "-ERR"},
+         FAULT_PPM_ALWAYS, "-ERR", 0},
         {"recipient at mail", "smtp.mail", "drop", "", "", "", "a@b", "", 0, 0, 0, FAULT_PPM_ALWAYS,
-         "smtp.rcpt"},
+         "smtp.rcpt", 0},
         {"sender at ehlo", "smtp.ehlo", "drop", "", "", "a@b", "", "", 0, 0, 0, FAULT_PPM_ALWAYS,
-         "smtp.mail"},
+         "smtp.mail", 0},
         {"sender at eod", "smtp.eod", "drop", "", "", "a@b", "", "", 0, 0, 0, FAULT_PPM_ALWAYS,
-         NULL},
+         NULL, 0},
         {"user at connect", "pop3.connect", "drop", "", "u@x", "", "", "", 0, 0, 0,
-         FAULT_PPM_ALWAYS, "connect"},
+         FAULT_PPM_ALWAYS, "connect", 0},
         {"user at login", "pop3.login", "drop", "", "u@x", "", "", "", 0, 0, 0, FAULT_PPM_ALWAYS,
-         NULL},
+         NULL, 0},
         {"space in user", "pop3.login", "drop", "", "u x", "", "", "", 0, 0, 0, FAULT_PPM_ALWAYS,
-         "space"},
+         "space", 0},
         {"client net", "smtp.connect", "drop", "192.0.2.0/24", "", "", "", "", 0, 0, 0,
-         FAULT_PPM_ALWAYS, NULL},
+         FAULT_PPM_ALWAYS, NULL, 0},
         {"client junk", "smtp.connect", "drop", "192.0.2.0/33", "", "", "", "", 0, 0, 0,
-         FAULT_PPM_ALWAYS, "network"},
-        {"delay 2s", "smtp.ehlo", "delay", "", "", "", "", "", 2000, 0, 0, FAULT_PPM_ALWAYS, NULL},
+         FAULT_PPM_ALWAYS, "network", 0},
+        {"delay 2s", "smtp.ehlo", "delay", "", "", "", "", "", 2000, 0, 0, FAULT_PPM_ALWAYS, NULL,
+         0},
         {"delay too long", "smtp.ehlo", "delay", "", "", "", "", "", FAULT_DELAY_MAX_MS + 1, 0, 0,
-         FAULT_PPM_ALWAYS, "delay needs"},
+         FAULT_PPM_ALWAYS, "delay needs", 0},
         {"reply on drop", "smtp.ehlo", "drop", "", "", "", "", "451 x", 0, 0, 0, FAULT_PPM_ALWAYS,
-         "only reply and stall"},
+         "only reply and stall", 0},
         {"negative times", "smtp.ehlo", "drop", "", "", "", "", "", 0, 0, -1, FAULT_PPM_ALWAYS,
-         "times"},
+         "times", 0},
         {"ppm over", "smtp.ehlo", "drop", "", "", "", "", "", 0, 0, 0, FAULT_PPM_ALWAYS + 1,
-         "probability"},
+         "probability", 0},
         {"negative after", "pop3.retr", "drop-body", "", "", "", "", "", 0, -1, 0, FAULT_PPM_ALWAYS,
-         "negative"},
+         "negative", 0},
     };
     for (size_t i = 0; i < COUNT(more); i++) {
-        struct fault_spec s = {more[i].point, more[i].action,   more[i].client,
-                               more[i].user,  more[i].sender,   more[i].recipient,
-                               more[i].reply, more[i].delay_ms, more[i].after_bytes,
-                               more[i].times, more[i].ppm,      7};
+        struct fault_spec s = {.point = more[i].point,
+                               .action = more[i].action,
+                               .client = more[i].client,
+                               .user = more[i].user,
+                               .sender = more[i].sender,
+                               .recipient = more[i].recipient,
+                               .reply = more[i].reply,
+                               .message = more[i].message,
+                               .delay_ms = more[i].delay_ms,
+                               .after_bytes = more[i].after_bytes,
+                               .times = more[i].times,
+                               .ppm = more[i].ppm,
+                               .seed = 7};
         struct fault_rule r;
         char err[256] = "";
         int rc = fault_rule_build(&s, &r, err, sizeof(err));
@@ -225,13 +244,13 @@ static void test_matching(void **state)
         struct fault_facts f;
         bool want;
     } rows[] = {
-        {"all hold", FAULT_SMTP_RCPT, {&in, NULL, "a@b", bob}, true},
-        {"other point", FAULT_SMTP_MAIL, {&in, NULL, "a@b", bob}, false},
-        {"other client", FAULT_SMTP_RCPT, {&out, NULL, "a@b", bob}, false},
-        {"v6 client", FAULT_SMTP_RCPT, {&v6, NULL, "a@b", bob}, false},
-        {"no client", FAULT_SMTP_RCPT, {NULL, NULL, "a@b", bob}, false},
-        {"other recipient", FAULT_SMTP_RCPT, {&in, NULL, "a@b", "carol@example.org"}, false},
-        {"recipient unknown", FAULT_SMTP_RCPT, {&in, NULL, "a@b", NULL}, false},
+        {"all hold", FAULT_SMTP_RCPT, {&in, NULL, "a@b", bob, 0}, true},
+        {"other point", FAULT_SMTP_MAIL, {&in, NULL, "a@b", bob, 0}, false},
+        {"other client", FAULT_SMTP_RCPT, {&out, NULL, "a@b", bob, 0}, false},
+        {"v6 client", FAULT_SMTP_RCPT, {&v6, NULL, "a@b", bob, 0}, false},
+        {"no client", FAULT_SMTP_RCPT, {NULL, NULL, "a@b", bob, 0}, false},
+        {"other recipient", FAULT_SMTP_RCPT, {&in, NULL, "a@b", "carol@example.org", 0}, false},
+        {"recipient unknown", FAULT_SMTP_RCPT, {&in, NULL, "a@b", NULL, 0}, false},
     };
     for (size_t i = 0; i < COUNT(rows); i++) {
         bool got = fault_rule_matches(&r, rows[i].p, &rows[i].f);
@@ -248,6 +267,17 @@ static void test_matching(void **state)
     assert_false(fault_rule_matches(&ra, FAULT_POP3_LOGIN, &none));
     none.user = "U@example.org";
     assert_true(fault_rule_matches(&ra, FAULT_POP3_LOGIN, &none));
+
+    /* "RETR 2" and no other message. */
+    struct fault_spec two = spec("pop3.retr", "drop-body");
+    two.message = 2;
+    struct fault_rule r2 = build(&two);
+    struct fault_facts m = {0};
+    assert_false(fault_rule_matches(&r2, FAULT_POP3_RETR, &m));
+    m.message = 1;
+    assert_false(fault_rule_matches(&r2, FAULT_POP3_RETR, &m));
+    m.message = 2;
+    assert_true(fault_rule_matches(&r2, FAULT_POP3_RETR, &m));
 }
 
 static void test_times_then_off(void **state)
