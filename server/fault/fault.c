@@ -248,6 +248,9 @@ static enum fault_verdict run(struct fault_conn *f, enum fault_point p,
     switch (r.action) {
     case FAULT_REPLY:
         conn_reply(f->c, "%s\r\n", r.reply);
+        /* RFC 5321 3.8: a 421 says the server closes the channel, so it does. */
+        if (strncmp(r.reply, "421", 3) == 0 && (r.reply[3] == '\0' || r.reply[3] == ' '))
+            conn_close(f->c, "fault-421");
         return FAULT_TAKEN;
     case FAULT_DELAY:
         return delay(f, p, r.delay_ms, line, len);

@@ -15,7 +15,8 @@
  * What the hooks do: see enum fault_action. A delay pauses reading and keeps a copy of the
  * line on a uv timer; when it runs out the session's resume callback gets the point and the
  * line back and runs them as if just received (that point's rules are skipped once). Replies
- * and drops do not count against the session's error limits. Every firing is logged as
+ * and drops do not count against the session's error limits; an SMTP reply with code 421 closes
+ * the connection after it, as RFC 5321 3.8 has it. Every firing is logged as
  * event=fault rule=ID point=NAME action=NAME.
  */
 #ifndef POSTERN_SERVER_FAULT_H

@@ -5,11 +5,15 @@ fires twice and then stops; a seeded probability that repeats exactly; a stall m
 added and deleted while the server runs; and a server with faults off that ignores the rules.
 Every firing is in the log as event=fault rule=ID point=... action=....
 """
+import os
 import select
+import shutil
 import sqlite3
+import subprocess
+import tempfile
 import time
 
-from harness import PosternTest
+from harness import BIN, PosternTest, free_ports
 from test_conn import Client
 
 ALICE, BOB = "alice@example.test", "bob@example.test"
@@ -231,6 +235,68 @@ class FaultTest(PosternTest):
         c.send("Subject: x\r\n\r\nbody\r\n.\r\n")
         self.assertTrue(c.closed(timeout=10))
         self.wait_log(f"event=fault rule={rid} point=smtp.eod action=drop")
+
+
+class SmarthostRecipeTest(PosternTest):
+    """The README's recipe "smarthost answers 421": a second postern plays the smarthost with a
+    421 fault at connect; the server under test keeps the message and records the 421."""
+
+    def start_smarthost(self):
+        d = tempfile.mkdtemp(prefix="postern-e2e-smarthost-")
+        self.addCleanup(shutil.rmtree, d, True)
+        ports = free_ports(5)
+        conf = os.path.join(d, "postern.conf")
+        with open(conf, "w") as f:
+            f.write("[server]\nhostname = smarthost.example.test\ndatabase = postern.db\n"
+                    "faults = yes\n"
+                    f"[smtp]\nlisten = 127.0.0.1:{ports[0]}\nsubmission = 127.0.0.1:{ports[1]}\n"
+                    f"submissions = 127.0.0.1:{ports[2]}\n"
+                    f"[pop3]\nlisten = 127.0.0.1:{ports[3]}\npop3s = 127.0.0.1:{ports[4]}\n")
+        cli = [BIN, "-c", conf]
+        r = subprocess.run(cli + ["fault", "add", "smtp.connect", "reply", "--reply",
+                                  "421 4.3.2 Service not available"],
+                           capture_output=True, text=True, timeout=60, cwd=d)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        log = open(os.path.join(d, "serve.log"), "w+")
+        self.addCleanup(log.close)
+        proc = subprocess.Popen(cli + ["serve"], stdout=log, stderr=subprocess.STDOUT, cwd=d)
+
+        def stop():
+            proc.terminate()
+            proc.wait(timeout=20)
+        self.addCleanup(stop)
+        def ready():
+            with open(os.path.join(d, "serve.log")) as f:
+                return "event=ready" in f.read()
+        deadline = time.monotonic() + 20
+        while not ready():
+            self.assertLess(time.monotonic(), deadline, "the smarthost did not start")
+            self.assertIsNone(proc.poll(), "the smarthost exited")
+            time.sleep(0.05)
+        return ports[0], os.path.join(d, "serve.log")
+
+    def test_smarthost_answers_421(self):
+        port, smarthost_log = self.start_smarthost()
+        self.write_config(f"[relay]\nsmarthost = 127.0.0.1:{port}\n")
+        self.ok("domain", "add", "example.test")
+        self.ok("network", "add", "127.0.0.0/8")
+        self.start_server()
+        c = Client(self.ports["smtp"])
+        self.addCleanup(c.sock.close)
+        self.assertTrue(c.reply()[-1].startswith("220 "))
+        for line, code in (("EHLO client.example", "250"), ("MAIL FROM:<a@example.test>", "250"),
+                           ("RCPT TO:<bob@dest.test>", "250"), ("DATA", "354")):
+            c.send(line + "\r\n")
+            self.assertEqual(c.reply()[-1][:3], code, line)
+        c.send("Subject: x\r\n\r\nbody\r\n.\r\n")
+        self.assertTrue(c.reply()[-1].startswith("250 "))
+        deadline = time.monotonic() + 30
+        while "421 4.3.2 Service not available" not in self.ok("queue", "list").out:
+            self.assertLess(time.monotonic(), deadline, self.ok("queue", "list").out)
+            time.sleep(0.2)
+        self.assertIn("bob@dest.test", self.ok("queue", "list").out)
+        with open(smarthost_log) as f:
+            self.assertIn("event=fault rule=1 point=smtp.connect action=reply", f.read())
 
 
 class FaultsOffTest(PosternTest):
