@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/pure/cidr.h"
+#include "storage/faults.h"
 #include "storage/store.h"
 
 struct fixture {
@@ -596,6 +597,44 @@ static int count_queue(void *ctx, const struct store_queue_entry *q)
     return 0;
 }
 
+static int count_rule(void *ctx, int64_t id, const struct fault_spec *spec)
+{
+    assert_string_equal(spec->point, "smtp.rcpt");
+    assert_string_equal(spec->reply, "451 4.3.0 x");
+    assert_int_equal(spec->message, 0);
+    (*(int64_t *)ctx)++;
+    return 0;
+}
+
+/* The faults table: every add and every delete changes its version (max id, count), even a
+ * delete followed by an add, since ids are never reused. */
+static void test_faults_version(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_ok(f);
+    int64_t max_id = -1, count = -1, id1 = 0, id2 = 0, rows = 0;
+    assert_int_equal(store_fault_version(f->s, &max_id, &count), STORE_OK);
+    assert_int_equal(max_id, 0);
+    assert_int_equal(count, 0);
+    struct fault_spec spec = {
+        .point = "smtp.rcpt", .action = "reply", .reply = "451 4.3.0 x", .ppm = FAULT_PPM_ALWAYS};
+    assert_int_equal(store_fault_add(f->s, &spec, 1, &id1), STORE_OK);
+    assert_int_equal(store_fault_add(f->s, &spec, 2, &id2), STORE_OK);
+    assert_int_equal(store_fault_version(f->s, &max_id, &count), STORE_OK);
+    assert_int_equal(max_id, id2);
+    assert_int_equal(count, 2);
+    assert_int_equal(store_fault_del(f->s, id2), STORE_OK);
+    assert_int_equal(store_fault_del(f->s, id2), STORE_NOT_FOUND);
+    int64_t id3 = 0;
+    assert_int_equal(store_fault_add(f->s, &spec, 3, &id3), STORE_OK);
+    assert_true(id3 > id2);
+    assert_int_equal(store_fault_version(f->s, &max_id, &count), STORE_OK);
+    assert_int_equal(max_id, id3);
+    assert_int_equal(count, 2);
+    assert_int_equal(store_fault_list(f->s, count_rule, &rows), STORE_OK);
+    assert_int_equal(rows, 2);
+}
+
 static void test_queue_drop(void **state)
 {
     struct fixture *f = *state;
@@ -675,6 +714,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_windows_expire_by_lookup_not_purge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_window_take_relay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_drop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_faults_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transactions_and_savepoints, setup, teardown),
         cmocka_unit_test_setup_teardown(test_savepoint_undo_keeps_the_cause, setup, teardown),
     };
