@@ -106,6 +106,7 @@ struct cfg {
         bool faults;              /* fault injection (server/fault/fault.h): off unless yes */
         unsigned max_connections; /* 1..1000000 */
         unsigned max_connections_per_ip; /* 1..1000000 */
+        unsigned workers;                /* event loops, 1..64; 0 = one per online core */
     } server;
     struct {
         struct cfg_listen_list listen;

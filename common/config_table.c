@@ -72,6 +72,8 @@ const struct param cfg_params[] = {
           .max = 1000000),
     PARAM("server", "max_connections_per_ip", P_UINT, server.max_connections_per_ip, "20", .min = 1,
           .max = 1000000),
+    /* 0: one event loop per online core (server/serve.c asks sysconf when it starts). */
+    PARAM("server", "workers", P_UINT, server.workers, "0", .min = 0, .max = 64),
 
     PARAM("smtp", "listen", P_LISTEN, smtp.listen, "127.0.0.1:2525"),
     PARAM("smtp", "submission", P_LISTEN, smtp.submission, "127.0.0.1:2587"),

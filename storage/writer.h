@@ -4,9 +4,15 @@
  *
  * One thread owns the write connection. When woken it takes every job waiting at that moment
  * (FIFO order kept), runs them in one transaction (BEGIN IMMEDIATE; per job SAVEPOINT, run,
- * RELEASE or ROLLBACK TO), COMMITs once, and then hands the batch back to the loop thread through
- * a uv_async, where each job's done callback runs. So many sessions share one fsync, and "done"
- * always means "on disk" (WAL, synchronous=FULL): SMTP may answer 250 to end-of-data from there.
+ * RELEASE or ROLLBACK TO), COMMITs once, and then hands the batch back to the loop each job came
+ * from through that loop's uv_async (one send per loop per batch), where each job's done callback
+ * runs. So many sessions share one fsync, and "done" always means "on disk" (WAL,
+ * synchronous=FULL): SMTP may answer 250 to end-of-data from there.
+ *
+ * Several loops: a struct writer is one loop's handle on the one thread. writer_start makes the
+ * thread and the first handle (the owner's loop); writer_attach gives another loop its own handle
+ * on the same thread, so its jobs join the same batches and their done callbacks run on that
+ * loop. A job's done always runs on the loop whose handle it was submitted through.
  *
  * What it does not do: it knows no SQL of its own and nothing about messages or sessions; the run
  * functions (storage/ code) do the work. It never touches the loop except with uv_async_send.
@@ -46,6 +52,7 @@ struct writer_job {
     writer_done_fn done;
     /* private to writer.c */
     struct writer_job *next;
+    struct writer *owner; /* the handle it was submitted through: its done runs on that loop */
     int status;
 };
 
@@ -68,16 +75,32 @@ struct writer_stats {
 int writer_start(uv_loop_t *loop, const char *db_path, struct writer **out, char *err,
                  size_t errlen);
 /*
+ * A handle for another loop on the thread that first (from writer_start) owns: jobs submitted
+ * through it are batched with everybody's, and their done callbacks run on loop. Call it before
+ * loop runs (from any thread) or on loop's own thread. 0, or -1 with err set and *out NULL.
+ */
+int writer_attach(struct writer *first, uv_loop_t *loop, struct writer **out, char *err,
+                  size_t errlen);
+/*
+ * On the attached handle's loop thread: no more submissions through it are expected; once every
+ * job submitted through it has had its done called, its uv_async is closed (the loop must run on
+ * to finish the close; the handle is freed in the close callback). Sets *w to NULL; NULL is a
+ * no-op. Every attached handle must be detached, and its loop run to its end, before writer_stop
+ * is called on the first handle.
+ */
+void writer_detach(struct writer **w);
+/*
  * Queues job (run and done set; the private fields are overwritten). Thread-safe, many producers,
  * also from inside a done callback. Returns -1, and done will never be called, when w or the job is
  * NULL or after writer_stop began.
  */
 int writer_submit(struct writer *w, struct writer_job *job);
 /*
- * Stops accepting, lets the thread finish every job already submitted, joins it, delivers every
- * remaining done callback, closes the uv_async (the caller's loop must run once more to finish the
- * close; the struct is freed in the close callback) and sets *w to NULL. Call on the loop thread;
- * calling it from a done callback is allowed. Does nothing when *w is NULL.
+ * On the first handle (writer_start's): stops accepting, lets the thread finish every job already
+ * submitted, joins it, delivers every remaining done callback, closes the uv_async (the caller's
+ * loop must run once more to finish the close; the struct is freed in the close callback) and sets
+ * *w to NULL. Call on the loop thread; calling it from a done callback is allowed. Does nothing
+ * when *w is NULL.
  */
 void writer_stop(struct writer **w);
 /* A consistent copy of the counters. Any thread. */
