@@ -2,7 +2,8 @@
  * test_writer.c - the writer thread against a real database file in a temporary directory:
  * group commit under several producer threads, a failing job inside a batch, data visible to
  * another connection when done runs, shutdown with jobs queued, submit after stop, a submit from
- * a done callback, and a batch whose COMMIT fails.
+ * a done callback, a batch whose COMMIT fails, and two loops sharing one batch (each job's done
+ * on the loop it was submitted from).
  *
  * Jobs insert into a scratch table through store_exec_for_tests(); the checks read the file through
  * a separate sqlite3 connection. A gate job (its run blocks until the test opens it) holds the
@@ -602,6 +603,108 @@ static void test_commit_failure_fails_batch(void **state)
 
 /* ---- start errors ---- */
 
+/* ---- two loops: one batch, each done on its own loop, detach then stop ---- */
+
+struct second_loop {
+    uv_loop_t loop;
+    uv_async_t quit; /* the test asks the loop to detach its handle and end */
+    struct writer *w;
+    pthread_t thread;
+    atomic_int done_count;
+    atomic_int wrong_thread;
+};
+
+struct loop_job {
+    struct test_job t;
+    struct second_loop *sl; /* NULL: submitted through the first loop's handle */
+    pthread_t expect;       /* the thread its done must run on */
+};
+
+static void loop_job_done(struct writer_job *job, int status)
+{
+    struct loop_job *lj = container_of(job, struct loop_job, t.job);
+    if (!pthread_equal(pthread_self(), lj->expect)) {
+        if (lj->sl != NULL)
+            atomic_fetch_add(&lj->sl->wrong_thread, 1);
+        else
+            lj->t.done_status = -1000;
+    }
+    lj->t.done_calls++;
+    if (lj->t.done_status != -1000)
+        lj->t.done_status = status;
+    if (lj->sl != NULL)
+        atomic_fetch_add(&lj->sl->done_count, 1);
+    else
+        lj->t.fx->done_count++;
+}
+
+static void second_quit_cb(uv_async_t *h)
+{
+    struct second_loop *sl = h->data;
+    writer_detach(&sl->w);
+    uv_close((uv_handle_t *)&sl->quit, NULL);
+}
+
+static void *second_main(void *arg)
+{
+    struct second_loop *sl = arg;
+    uv_run(&sl->loop, UV_RUN_DEFAULT); /* ends once quit and the writer handle are closed */
+    return NULL;
+}
+
+static void test_two_loops_one_batch(void **state)
+{
+    struct fixture *fx = *state;
+    struct second_loop *sl = calloc(1, sizeof(*sl));
+    assert_non_null(sl);
+    char err[256];
+    assert_int_equal(uv_loop_init(&sl->loop), 0);
+    assert_int_equal(uv_async_init(&sl->loop, &sl->quit, second_quit_cb), 0);
+    sl->quit.data = sl;
+    assert_int_equal(writer_attach(fx->w, &sl->loop, &sl->w, err, sizeof(err)), 0);
+    struct writer *wb = sl->w; /* valid until the second loop detaches it */
+    assert_int_equal(pthread_create(&sl->thread, NULL, second_main, sl), 0);
+
+    enum { PER_LOOP = 20 };
+    struct loop_job jobs[2 * PER_LOOP];
+    struct writer_stats before, after;
+    writer_stats(fx->w, &before);
+    struct gate g;
+    gate_init(&g, fx);
+    gate_submit_and_wait(&g, fx->w);
+    for (int i = 0; i < 2 * PER_LOOP; i++) {
+        struct loop_job *lj = &jobs[i];
+        job_init(&lj->t, fx, 500 + i, 0);
+        lj->t.job.done = loop_job_done;
+        bool second = i % 2 == 1; /* interleaved: the batch mixes both loops */
+        lj->sl = second ? sl : NULL;
+        lj->expect = second ? sl->thread : pthread_self();
+        assert_int_equal(writer_submit(second ? wb : fx->w, &lj->t.job), 0);
+    }
+    gate_open(&g);
+    run_until(fx, &fx->done_count, PER_LOOP + 1);
+    for (int spin = 0; atomic_load(&sl->done_count) < PER_LOOP && spin < 30000; spin++)
+        usleep(1000);
+    gate_destroy(&g);
+    assert_int_equal(atomic_load(&sl->done_count), PER_LOOP);
+    assert_int_equal(atomic_load(&sl->wrong_thread), 0);
+    for (int i = 0; i < 2 * PER_LOOP; i++) {
+        assert_int_equal(jobs[i].t.done_calls, 1);
+        assert_int_equal(jobs[i].t.done_status, 0);
+        assert_int_equal(scratch_has(fx->db_path, jobs[i].t.key), 1);
+    }
+    writer_stats(fx->w, &after);
+    /* The gate alone, then the forty jobs of both loops as one batch. */
+    assert_int_equal(after.batches - before.batches, 2);
+    assert_true(after.max_batch_jobs >= 2 * PER_LOOP);
+
+    /* The second loop detaches and ends; the first handle is stopped by the teardown. */
+    assert_int_equal(uv_async_send(&sl->quit), 0);
+    assert_int_equal(pthread_join(sl->thread, NULL), 0);
+    assert_int_equal(uv_loop_close(&sl->loop), 0);
+    free(sl);
+}
+
 static void test_start_bad_path(void **state)
 {
     (void)state;
@@ -628,6 +731,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_submit_after_stop_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_from_done, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_failure_fails_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_loops_one_batch, setup, teardown),
         cmocka_unit_test(test_start_bad_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
