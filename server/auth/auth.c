@@ -11,6 +11,8 @@
 #include "server/auth/auth.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,30 +98,78 @@ struct request_list {
     size_t count;
 };
 
-struct auth {
-    uv_loop_t *loop;        /* borrowed */
-    uv_timer_t ready_timer; /* delivers a->ready; 0 ms, armed while the list is not empty */
-    bool closing;
-    bool timer_closed;
-    int64_t clock_skew_ms;                    /* tests only */
-    uint64_t delay_cap_ms;                    /* tests only: 0, or the longest delay_ms */
-    uint8_t key[crypto_generichash_KEYBYTES]; /* random per process; wiped at free */
-    struct request_list waiting;
-    struct request_list ready;
-    struct auth_stats stats;
+/*
+ * What every verifier of the process shares, one per process whatever the number of loops: the
+ * key, the cache and the throttle tables, so a client's failures add up and a cached success is
+ * found whichever loop its connections land on. The tables are touched under mu, briefly (a
+ * lookup or an update of one set, never while hashing a password or calling back).
+ */
+struct auth_shared {
+    pthread_mutex_t mu;
+    atomic_uint refs;                         /* verifiers holding it; the last one frees it */
+    atomic_uint verifiers;                    /* verifiers made, for sharing the threadpool slots */
+    _Atomic int64_t clock_skew_ms;            /* tests only */
+    uint8_t key[crypto_generichash_KEYBYTES]; /* random per process, read-only; wiped at free */
+    /* Guarded by mu. */
     struct cache_entry cache[AUTH_CACHE_ENTRIES];
     struct throttle by_ip;
     struct throttle by_user;
 };
 
+/* One loop's verifier: its requests, FIFO, timer and counters are the loop's own. */
+struct auth {
+    uv_loop_t *loop;        /* borrowed */
+    uv_timer_t ready_timer; /* delivers a->ready; 0 ms, armed while the list is not empty */
+    bool closing;
+    bool timer_closed;
+    struct auth_shared *sh; /* one reference */
+    uint64_t delay_cap_ms;  /* tests only: 0, or the longest delay_ms */
+    uint64_t pool_share;    /* threadpool slots all verifiers together may hold */
+    struct request_list waiting;
+    struct request_list ready;
+    struct auth_stats stats;
+};
+
+/* The loops' clocks are all uv_hrtime based (CLOCK_MONOTONIC), so their uv_now values agree up
+ * to a loop turn: good enough for a 5 minute TTL and a 10 minute window. */
 static int64_t auth_now_ms(const struct auth *a)
 {
-    return (int64_t)uv_now(a->loop) + a->clock_skew_ms;
+    return (int64_t)uv_now(a->loop) + atomic_load(&a->sh->clock_skew_ms);
 }
 
 void auth_advance_clock_for_tests(struct auth *a, int64_t ms)
 {
-    a->clock_skew_ms += ms;
+    atomic_fetch_add(&a->sh->clock_skew_ms, ms);
+}
+
+/* A mutex that fails with default attributes means a programming error: nothing sane to do. */
+static void shared_lock(struct auth_shared *sh)
+{
+    int rc = pthread_mutex_lock(&sh->mu);
+    if (rc != 0) {
+        log_error("auth", 0, "event=pthread-failed call=pthread_mutex_lock errno=%d", rc);
+        abort();
+    }
+}
+
+static void shared_unlock(struct auth_shared *sh)
+{
+    int rc = pthread_mutex_unlock(&sh->mu);
+    if (rc != 0) {
+        log_error("auth", 0, "event=pthread-failed call=pthread_mutex_unlock errno=%d", rc);
+        abort();
+    }
+}
+
+static void shared_unref(struct auth_shared **shp)
+{
+    struct auth_shared *sh = *shp;
+    *shp = NULL;
+    if (sh == NULL || atomic_fetch_sub(&sh->refs, 1) != 1)
+        return;
+    (void)pthread_mutex_destroy(&sh->mu); /* nobody holds it: the last reference is ours */
+    sodium_memzero(sh, sizeof(*sh));
+    free(sh);
 }
 
 void auth_cap_delay_for_tests(struct auth *a, uint64_t max_ms)
@@ -177,7 +227,7 @@ static void keyed_hash(const struct auth *a, uint8_t *out, size_t outlen, uint8_
     crypto_generichash_state st;
     const void *parts[3] = {p1, p2, p3};
     size_t lens[3] = {n1, n2, n3};
-    crypto_generichash_init(&st, a->key, sizeof(a->key), outlen);
+    crypto_generichash_init(&st, a->sh->key, sizeof(a->sh->key), outlen);
     crypto_generichash_update(&st, &tag, 1);
     for (size_t i = 0; i < 3; i++) {
         uint8_t len_le[8];
@@ -201,9 +251,11 @@ static size_t key_set(const uint8_t *key, size_t sets)
 
 /* ---- cache ---- */
 
+/* The cache and throttle functions below run with a->sh->mu held. */
+
 static bool cache_has(struct auth *a, const uint8_t *key, int64_t now)
 {
-    struct cache_entry *set = &a->cache[key_set(key, CACHE_SETS) * CACHE_WAYS];
+    struct cache_entry *set = &a->sh->cache[key_set(key, CACHE_SETS) * CACHE_WAYS];
     for (size_t i = 0; i < CACHE_WAYS; i++) {
         if (set[i].expires_ms > now && sodium_memcmp(set[i].key, key, CACHE_KEY_BYTES) == 0)
             return true;
@@ -213,7 +265,7 @@ static bool cache_has(struct auth *a, const uint8_t *key, int64_t now)
 
 static void cache_put(struct auth *a, const uint8_t *key, int64_t now)
 {
-    struct cache_entry *set = &a->cache[key_set(key, CACHE_SETS) * CACHE_WAYS];
+    struct cache_entry *set = &a->sh->cache[key_set(key, CACHE_SETS) * CACHE_WAYS];
     struct cache_entry *victim = &set[0];
     for (size_t i = 0; i < CACHE_WAYS; i++) {
         if (set[i].expires_ms > 0 && sodium_memcmp(set[i].key, key, CACHE_KEY_BYTES) == 0) {
@@ -348,9 +400,11 @@ static void settle(struct auth *a, struct auth_request *r, bool ok)
     res->ok = ok;
     if (ok) {
         a->stats.succeeded++;
-        throttle_clear(&a->by_user, r->user_key, now);
+        shared_lock(a->sh);
+        throttle_clear(&a->sh->by_user, r->user_key, now);
         if (!res->cached)
             cache_put(a, r->cache_key, now);
+        shared_unlock(a->sh);
         memcpy(res->hash, r->hash, sizeof(res->hash));
     } else if (r->reason == FAIL_STORE) {
         a->stats.temporary++;
@@ -364,8 +418,10 @@ static void settle(struct auth *a, struct auth_request *r, bool ok)
     } else {
         a->stats.failed++;
         res->user_id = 0;
-        uint32_t by_ip = throttle_fail(&a->by_ip, r->ip_key, now);
-        uint32_t by_user = throttle_fail(&a->by_user, r->user_key, now);
+        shared_lock(a->sh);
+        uint32_t by_ip = throttle_fail(&a->sh->by_ip, r->ip_key, now);
+        uint32_t by_user = throttle_fail(&a->sh->by_user, r->user_key, now);
+        shared_unlock(a->sh);
         res->delay_ms = delay_for(by_ip > by_user ? by_ip : by_user);
         res->too_many = by_ip >= AUTH_IP_MAX_FAILURES;
     }
@@ -386,6 +442,7 @@ static void deliver(struct auth_request *r)
 static void maybe_free_auth(struct auth *a)
 {
     if (a->closing && a->timer_closed && a->stats.in_flight == 0) {
+        shared_unref(&a->sh);
         sodium_memzero(a, sizeof(*a));
         free(a);
     }
@@ -455,6 +512,10 @@ static void verify_after(uv_work_t *w, int status)
 /* Moves requests from the FIFO into the threadpool while there is room. */
 static void pump(struct auth *a)
 {
+    /* The threadpool is the process's, shared by every loop: the verifiers split the slots. */
+    unsigned n = atomic_load(&a->sh->verifiers);
+    uint64_t limit = a->pool_share / (n > 0 ? n : 1);
+    a->stats.in_flight_limit = limit > 0 ? limit : 1;
     while (!a->closing && a->waiting.head != NULL &&
            a->stats.in_flight < a->stats.in_flight_limit) {
         struct auth_request *r = a->waiting.head;
@@ -499,6 +560,37 @@ static uint64_t threadpool_size(void)
     return (uint64_t)n;
 }
 
+/* A verifier on loop using sh (a reference is taken on success). */
+static int verifier_new(uv_loop_t *loop, struct auth_shared *sh, struct auth **out)
+{
+    struct auth *a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        return -ENOMEM;
+    a->loop = loop;
+    uint64_t pool = threadpool_size();
+    a->pool_share = pool / 2 > 0 ? pool / 2 : 1;
+    int rc = uv_timer_init(loop, &a->ready_timer);
+    if (rc != 0) {
+        free(a);
+        return rc;
+    }
+    atomic_fetch_add(&sh->refs, 1);
+    atomic_fetch_add(&sh->verifiers, 1);
+    a->sh = sh;
+    unsigned n = atomic_load(&sh->verifiers);
+    a->stats.in_flight_limit = a->pool_share / n > 0 ? a->pool_share / n : 1;
+    *out = a;
+    return 0;
+}
+
+int auth_new_peer(uv_loop_t *loop, struct auth *peer, struct auth **out)
+{
+    *out = NULL;
+    if (loop == NULL || peer == NULL || peer->closing)
+        return -EINVAL;
+    return verifier_new(loop, peer->sh, out);
+}
+
 int auth_new(uv_loop_t *loop, struct auth **out)
 {
     *out = NULL;
@@ -506,19 +598,21 @@ int auth_new(uv_loop_t *loop, struct auth **out)
         return -EINVAL;
     if (password_init() != 0)
         return -1;
-    struct auth *a = calloc(1, sizeof(*a));
-    if (a == NULL)
+    struct auth_shared *sh = calloc(1, sizeof(*sh));
+    if (sh == NULL)
         return -ENOMEM;
-    a->loop = loop;
-    randombytes_buf(a->key, sizeof(a->key));
-    uint64_t pool = threadpool_size();
-    a->stats.in_flight_limit = pool / 2 > 0 ? pool / 2 : 1;
-    int rc = uv_timer_init(loop, &a->ready_timer);
+    int rc = pthread_mutex_init(&sh->mu, NULL);
     if (rc != 0) {
-        sodium_memzero(a, sizeof(*a));
-        free(a);
-        return rc;
+        free(sh);
+        return -rc;
     }
+    randombytes_buf(sh->key, sizeof(sh->key));
+    struct auth *a = NULL;
+    atomic_store(&sh->refs, 1); /* ours, until the verifier holds its own */
+    rc = verifier_new(loop, sh, &a);
+    shared_unref(&sh);
+    if (rc != 0)
+        return rc;
     /* Hashing the dummy takes as long as a real verification: pay it at startup, not on the
      * loop during the first unknown user's login. */
     (void)password_dummy_hash();
@@ -608,7 +702,10 @@ struct auth_request *auth_verify(struct auth *a, struct store *reads, const stru
     log_escape(r->log_user, sizeof(r->log_user), username, ulen);
 
     /* A blocked client gets nothing looked up, verified or cached. */
-    if (throttle_count(&a->by_ip, r->ip_key, now) >= AUTH_IP_MAX_FAILURES) {
+    shared_lock(a->sh);
+    bool blocked = throttle_count(&a->sh->by_ip, r->ip_key, now) >= AUTH_IP_MAX_FAILURES;
+    shared_unlock(a->sh);
+    if (blocked) {
         r->reason = FAIL_THROTTLED;
         settle(a, r, false);
         make_ready(a, r);
@@ -655,7 +752,10 @@ struct auth_request *auth_verify(struct auth *a, struct store *reads, const stru
     if (r->known) {
         keyed_hash(a, r->cache_key, sizeof(r->cache_key), 'c', r->result.user,
                    strlen(r->result.user), r->hash, strlen(r->hash), password, pwlen);
-        if (cache_has(a, r->cache_key, now)) {
+        shared_lock(a->sh);
+        bool hit = cache_has(a, r->cache_key, now);
+        shared_unlock(a->sh);
+        if (hit) {
             a->stats.cache_hits++;
             r->result.cached = true;
             settle(a, r, true);

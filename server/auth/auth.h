@@ -60,7 +60,14 @@
  * until done has been called (done is its last use) or until auth_cancel(). Passwords are copied
  * into the request and wiped (sodium_memzero) right after use and again when it is freed.
  *
- * Threading: every function here runs on the loop thread; only the argon2id step runs elsewhere.
+ * Several loops: auth_new makes the first verifier, auth_new_peer one more for another loop. A
+ * verifier's requests, FIFO and counters belong to its loop; the key, the cache and both throttle
+ * tables are shared by every verifier made from the first (under a mutex), so failures from one
+ * client add up and a cached success is found whichever loop its connections land on. The
+ * threadpool slots (half the pool) are split evenly between the verifiers.
+ *
+ * Threading: every function here runs on its verifier's loop thread; only the argon2id step runs
+ * elsewhere, and the shared tables are locked for each lookup or update.
  */
 #ifndef POSTERN_AUTH_H
 #define POSTERN_AUTH_H
@@ -150,6 +157,12 @@ struct auth_stats {
  */
 int auth_new(uv_loop_t *loop, struct auth **out);
 /*
+ * A verifier for another loop sharing peer's key, cache and throttle tables. Call it before loop
+ * runs or on loop's own thread; peer must not be freed yet (the tables live until the last
+ * verifier is freed). 0, or a negative code with *out NULL.
+ */
+int auth_new_peer(uv_loop_t *loop, struct auth *peer, struct auth **out);
+/*
  * Starts closing: requests not yet in the threadpool are dropped, the others are left to finish
  * and then dropped; no done is called after this, and no request handle may be used again. The
  * memory is freed once the loop has run the timer's close callback and the last threadpool
@@ -174,7 +187,8 @@ void auth_cancel(struct auth_request *r);
 /* A copy of the counters. */
 void auth_stats(const struct auth *a, struct auth_stats *out);
 
-/* Tests only: moves the clock used for the cache TTL and throttle expiry forward by ms. */
+/* Tests only: moves the clock used for the cache TTL and throttle expiry forward by ms, for
+ * every verifier sharing a's tables. */
 void auth_advance_clock_for_tests(struct auth *a, int64_t ms);
 /* Tests only: failures carry a delay_ms of at most max_ms (0: the real delays). The fuzz targets
  * that drive whole sessions fail thousands of logins a second and cannot wait 250 ms to 8 s for

@@ -4,7 +4,8 @@
  * the loop, the cache (hits skip the threadpool, a password change or the TTL invalidates),
  * cancellation in every place a request can be, throttle delays, the per-client refusal and its
  * expiry, IPv6 /64 grouping, database failures, 200 concurrent requests, closing with work in
- * flight, and the log line.
+ * flight, the log line, and two loops sharing the cache and the throttle (failures from one client
+ * on two loops, even at the same time from two threads, add up).
  *
  * Every loop run is bounded by an unreferenced watchdog timer. Hashes use the cheap test limits
  * (POSTERN_TEST_FAST_HASH=1, set here as well as by ctest).
@@ -17,6 +18,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -642,6 +644,130 @@ static void test_log_line(void **state)
     assert_null(strstr(buf, "Wr0ngPass"));
 }
 
+/* ---- two loops ---- */
+
+/* A second loop with its own verifier (auth_new_peer) and its own read connection, as serve.c
+ * gives every worker loop. */
+struct peer_loop {
+    uv_loop_t loop;
+    struct store *reads;
+    struct auth *a;
+    const char *ip;
+    int failures_wanted;
+    int failures_seen;
+    int calls;
+    struct auth_result last;
+};
+
+static void peer_open(struct fixture *fx, struct peer_loop *p)
+{
+    char err[512] = "";
+    assert_int_equal(uv_loop_init(&p->loop), 0);
+    if (store_open(fx->path, &p->reads, err, sizeof(err)) != STORE_OK)
+        fail_msg("store_open: %s", err);
+    assert_int_equal(auth_new_peer(&p->loop, fx->a, &p->a), 0);
+}
+
+static void peer_close(struct peer_loop *p)
+{
+    auth_free(&p->a);
+    assert_int_equal(uv_run(&p->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&p->loop), 0);
+    store_close(&p->reads);
+}
+
+static void peer_done(void *ctx, const struct auth_result *r)
+{
+    struct peer_loop *p = ctx;
+    p->calls++;
+    p->last = *r;
+    if (!r->ok && !r->too_many)
+        p->failures_seen++;
+}
+
+/* One request on the peer loop, run to its end (the loop has nothing else). */
+static struct auth_result peer_verify(struct peer_loop *p, const char *ip, const char *user,
+                                      const char *pw)
+{
+    struct ip_addr addr = ip_of(ip);
+    int before = p->calls;
+    assert_non_null(auth_verify(p->a, p->reads, &addr, user, pw, strlen(pw), peer_done, p));
+    assert_int_equal(uv_run(&p->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(p->calls, before + 1);
+    return p->last;
+}
+
+static void test_two_loops_share_throttle_and_cache(void **state)
+{
+    struct fixture *fx = *state;
+    struct peer_loop p = {0};
+    peer_open(fx, &p);
+
+    /* Failures alternate between the loops: the delays grow as if one loop saw them all. */
+    const uint64_t want[AUTH_IP_MAX_FAILURES] = {250,  500,  1000, 2000, 4000,
+                                                 8000, 8000, 8000, 8000, 8000};
+    for (int i = 0; i < AUTH_IP_MAX_FAILURES; i++) {
+        char user[64];
+        snprintf(user, sizeof(user), "nobody%d@example.test", i);
+        struct auth_result r = i % 2 == 0 ? verify_once(fx, "198.51.100.7", user, "guess")
+                                          : peer_verify(&p, "198.51.100.7", user, "guess");
+        assert_false(r.ok);
+        assert_int_equal(r.delay_ms, want[i]);
+        assert_int_equal(r.too_many, i + 1 >= AUTH_IP_MAX_FAILURES);
+    }
+    /* Blocked on both loops. */
+    assert_true(peer_verify(&p, "198.51.100.7", "alice@example.test", "s3cret").too_many);
+    assert_true(verify_once(fx, "198.51.100.7", "alice@example.test", "s3cret").too_many);
+
+    /* A success on one loop is a cache hit on the other. */
+    assert_true(verify_once(fx, "192.0.2.1", "alice@example.test", "s3cret").ok);
+    struct auth_result r = peer_verify(&p, "192.0.2.1", "alice@example.test", "s3cret");
+    assert_true(r.ok);
+    assert_true(r.cached);
+
+    /* The clock moves for both: the block ends on the peer too. */
+    auth_advance_clock_for_tests(fx->a, AUTH_THROTTLE_WINDOW_MS);
+    assert_true(peer_verify(&p, "198.51.100.7", "alice@example.test", "s3cret").ok);
+    peer_close(&p);
+}
+
+static void *peer_thread(void *arg)
+{
+    struct peer_loop *p = arg;
+    for (int i = 0; i < p->failures_wanted; i++) {
+        char user[64];
+        snprintf(user, sizeof(user), "t%p-%d@example.test", (void *)p, i);
+        struct ip_addr addr = ip_of(p->ip);
+        if (auth_verify(p->a, p->reads, &addr, user, "guess", 5, peer_done, p) == NULL)
+            return NULL;
+        uv_run(&p->loop, UV_RUN_DEFAULT);
+    }
+    return NULL;
+}
+
+static void test_two_threads_failures_add_up(void **state)
+{
+    struct fixture *fx = *state;
+    struct peer_loop p1 = {0}, p2 = {0};
+    peer_open(fx, &p1);
+    peer_open(fx, &p2);
+    p1.ip = p2.ip = "203.0.113.9";
+    p1.failures_wanted = p2.failures_wanted = AUTH_IP_MAX_FAILURES / 2;
+    pthread_t t1, t2;
+    assert_int_equal(pthread_create(&t1, NULL, peer_thread, &p1), 0);
+    assert_int_equal(pthread_create(&t2, NULL, peer_thread, &p2), 0);
+    assert_int_equal(pthread_join(t1, NULL), 0);
+    assert_int_equal(pthread_join(t2, NULL), 0);
+    assert_int_equal(p1.calls + p2.calls, 2 * (AUTH_IP_MAX_FAILURES / 2));
+    /* Ten failures counted across two threads: the client is now refused on the first loop. */
+    struct auth_result r = verify_once(fx, "203.0.113.9", "alice@example.test", "s3cret");
+    assert_false(r.ok);
+    assert_true(r.too_many);
+    assert_int_equal(stats_of(fx).refused, 1);
+    peer_close(&p1);
+    peer_close(&p2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -659,6 +785,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_done_may_start_and_free, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_work_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_loops_share_throttle_and_cache, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_threads_failures_add_up, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
