@@ -456,7 +456,7 @@ int serve_main(struct cfg *cfg, const char *config_path)
         goto out_stop;
     }
     rc = listener_set_new(srv->conns, cfg, &smtp_session_handler, &pop3_session_handler, srv->tls,
-                          &srv->listeners, err, sizeof(err));
+                          NULL, false, &srv->listeners, err, sizeof(err));
     if (rc != 0) {
         fail_line("listen-failed", err);
         goto out_stop;

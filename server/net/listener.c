@@ -8,6 +8,13 @@
  * goes to conn_accept(), which wraps it in a uv_tcp_t.
  *
  * Per-client counts live in server/net/ip_limit.c, which counts an IPv6 client per /64.
+ *
+ * Several loops: each loop has its own listener set with its own sockets on the same addresses
+ * (SO_REUSEPORT: the kernel spreads new connections over them), but the counts are one struct
+ * limits shared by every set made with a peer, under a mutex (ip_limit.c itself is not
+ * thread-safe). A connection's place is reserved (checked and counted in one locked step) before
+ * conn_accept, so two loops accepting at the same moment cannot both take the last place; a
+ * failed conn_accept gives it back.
  */
 #define _GNU_SOURCE /* accept4 */
 #include "server/net/listener.h"
@@ -15,6 +22,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +51,14 @@ struct listener {
     char name[80]; /* "127.0.0.1:2525" */
 };
 
+/* The connection counts every loop's set shares; total and per_ip are guarded by mu. */
+struct limits {
+    pthread_mutex_t mu;
+    atomic_uint refs;       /* sets using it; the last one frees it */
+    size_t total;           /* accepted connections not yet freed, every loop */
+    struct ip_limit per_ip; /* connections per client (IPv6: per /64) */
+};
+
 struct listener_set {
     uv_loop_t *loop;
     struct conn_set *conns; /* borrowed */
@@ -55,13 +72,95 @@ struct listener_set {
     bool stopped;
     bool free_requested;
     unsigned handles_open;
-    size_t inbound;         /* accepted connections not yet freed */
-    struct ip_limit per_ip; /* connections per client (IPv6: per /64) */
+    size_t inbound;     /* accepted here (this loop) and not yet freed */
+    struct limits *lim; /* one reference: the counts shared with the peers */
     /* Refusal log rate limit. */
     uint64_t refusal_window_ms;
     unsigned refusals_logged;
     unsigned refusals_suppressed;
 };
+
+/* ---- the shared counts --------------------------------------------------------------------- */
+
+/* A mutex that fails with default attributes means a programming error: nothing sane to do. */
+static void limits_lock(struct limits *lim)
+{
+    int rc = pthread_mutex_lock(&lim->mu);
+    if (rc != 0) {
+        log_error("serve", 0, "event=pthread-failed call=pthread_mutex_lock errno=%d", rc);
+        abort();
+    }
+}
+
+static void limits_unlock(struct limits *lim)
+{
+    int rc = pthread_mutex_unlock(&lim->mu);
+    if (rc != 0) {
+        log_error("serve", 0, "event=pthread-failed call=pthread_mutex_unlock errno=%d", rc);
+        abort();
+    }
+}
+
+static struct limits *limits_new(void)
+{
+    struct limits *lim = calloc(1, sizeof(*lim));
+    if (lim == NULL)
+        return NULL;
+    if (pthread_mutex_init(&lim->mu, NULL) != 0) {
+        free(lim);
+        return NULL;
+    }
+    atomic_store(&lim->refs, 1);
+    ip_limit_init(&lim->per_ip);
+    return lim;
+}
+
+static void limits_unref(struct limits **limp)
+{
+    struct limits *lim = *limp;
+    *limp = NULL;
+    if (lim == NULL || atomic_fetch_sub(&lim->refs, 1) != 1)
+        return;
+    ip_limit_clear(&lim->per_ip);
+    (void)pthread_mutex_destroy(&lim->mu); /* the last reference: nobody holds it */
+    free(lim);
+}
+
+/*
+ * Checks both limits for ip and counts the connection in one locked step. 0 (counted), or 1
+ * (over the global limit) or 2 (over the per-client limit), nothing counted.
+ */
+static int limits_reserve(struct limits *lim, const struct cfg *cfg, const struct ip_addr *ip)
+{
+    int rc = 0;
+    bool table_full = false;
+    limits_lock(lim);
+    if (lim->total >= cfg->server.max_connections) {
+        rc = 1;
+    } else if (ip_limit_count(&lim->per_ip, ip) >= cfg->server.max_connections_per_ip) {
+        rc = 2;
+    } else {
+        lim->total++;
+        table_full = ip_limit_inc(&lim->per_ip, ip) != 0;
+    }
+    limits_unlock(lim);
+    if (table_full) {
+        /* Out of memory for the table: this connection counts only globally; ip_limit_dec of
+         * a client without an entry is a no-op, so the counts stay consistent. */
+        char text[INET6_ADDRSTRLEN];
+        ip_format(ip, text, sizeof(text));
+        log_warn("serve", 0, "event=iptable-full ip=%s", text);
+    }
+    return rc;
+}
+
+static void limits_release(struct limits *lim, const struct ip_addr *ip)
+{
+    limits_lock(lim);
+    ip_limit_dec(&lim->per_ip, ip);
+    lim->total--;
+    limits_unlock(lim);
+}
 
 /* ---- lifetime ------------------------------------------------------------------------------ */
 
@@ -69,7 +168,7 @@ static void maybe_release(struct listener_set *ls)
 {
     if (!ls->free_requested || ls->handles_open > 0 || ls->inbound > 0)
         return;
-    ip_limit_clear(&ls->per_ip);
+    limits_unref(&ls->lim);
     tls_ctx_unref(&ls->tls);
     free(ls->items);
     free(ls);
@@ -93,7 +192,7 @@ static void on_poll_closed(uv_handle_t *h)
 static void on_conn_free(void *arg, const struct ip_addr *peer)
 {
     struct listener_set *ls = arg;
-    ip_limit_dec(&ls->per_ip, peer);
+    limits_release(ls->lim, peer);
     ls->inbound--;
     maybe_release(ls);
 }
@@ -179,12 +278,9 @@ static void accepted(struct listener *l, int fd, const struct sockaddr *sa)
         close(fd);
         return;
     }
-    if (ls->inbound >= ls->cfg->server.max_connections) {
-        refuse(l, fd, &ip, false);
-        return;
-    }
-    if (ip_limit_count(&ls->per_ip, &ip) >= ls->cfg->server.max_connections_per_ip) {
-        refuse(l, fd, &ip, true);
+    int over = limits_reserve(ls->lim, ls->cfg, &ip);
+    if (over != 0) {
+        refuse(l, fd, &ip, over == 2);
         return;
     }
     struct conn_params p = {
@@ -199,17 +295,14 @@ static void accepted(struct listener *l, int fd, const struct sockaddr *sa)
     struct conn *c;
     int rc = conn_accept(ls->conns, fd, &p, &c);
     if (rc != 0) {
+        /* A failed conn_accept never calls on_free: give the reserved place back here. */
+        limits_release(ls->lim, &ip);
         log_warn("serve", 0, "event=accept-failed listener=%s error=\"%s\"", l->name,
                  uv_strerror(rc));
         return;
     }
-    /* Counted after conn_accept: on_conn_free runs later, from a close callback, never inside. */
+    /* on_conn_free runs later, from a close callback, never inside conn_accept. */
     ls->inbound++;
-    if (ip_limit_inc(&ls->per_ip, &ip) != 0) {
-        /* Out of memory for the table: this connection counts only globally; ip_limit_dec of
-         * a client without an entry is a no-op, so the counts stay consistent. */
-        log_warn("serve", 0, "event=iptable-full ip=%s", conn_peer_text(c));
-    }
 }
 
 static void on_acceptable(uv_poll_t *h, int status, int events)
@@ -258,7 +351,7 @@ static void on_acceptable(uv_poll_t *h, int status, int events)
 /* ---- binding ------------------------------------------------------------------------------- */
 
 /* A listening socket for addr, or -errno. */
-static int open_socket(const struct cfg_listen *addr)
+static int open_socket(const struct cfg_listen *addr, bool reuseport)
 {
     struct sockaddr_storage ss;
     socklen_t sslen;
@@ -300,6 +393,11 @@ static int open_socket(const struct cfg_listen *addr)
     int on = 1;
     /* A restarted server binds again while old connections sit in TIME_WAIT. */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0)
+        goto fail;
+    /* Several loops: one socket per loop on the same address, and the kernel spreads new
+     * connections over them. Only then: without it a second server on the same port fails to
+     * bind, as it should. */
+    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0)
         goto fail;
     if (family == AF_INET6) {
         /* "*": one socket for both families; an explicit IPv6 address: IPv6 only. */
@@ -364,7 +462,8 @@ static const struct cfg_listen_list *service_addrs(const struct cfg *cfg, enum c
 
 int listener_set_new(struct conn_set *conns, const struct cfg *cfg, const struct conn_handler *smtp,
                      const struct conn_handler *pop3, struct tls_ctx *tls,
-                     struct listener_set **out, char *err, size_t errlen)
+                     struct listener_set *peer, bool reuseport, struct listener_set **out,
+                     char *err, size_t errlen)
 {
     *out = NULL;
     if (sodium_init() < 0) {
@@ -386,9 +485,18 @@ int listener_set_new(struct conn_set *conns, const struct cfg *cfg, const struct
     ls->conns = conns;
     ls->cfg = cfg;
     ls->items = items;
-    ip_limit_init(&ls->per_ip);
+    if (peer != NULL) {
+        ls->lim = peer->lim;
+        atomic_fetch_add(&ls->lim->refs, 1);
+    } else if ((ls->lim = limits_new()) == NULL) {
+        free(items);
+        free(ls);
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
     int rc = uv_timer_init(ls->loop, &ls->pause_timer);
     if (rc != 0) {
+        limits_unref(&ls->lim);
         free(items);
         free(ls);
         snprintf(err, errlen, "cannot create a timer: %s", uv_strerror(rc));
@@ -416,7 +524,7 @@ int listener_set_new(struct conn_set *conns, const struct cfg *cfg, const struct
             l->handler = sp->is_pop3 ? pop3 : smtp;
             l->implicit_tls = sp->implicit_tls;
             cfg_listen_format(&list->addrs[j], l->name, sizeof(l->name));
-            int fd = open_socket(&list->addrs[j]);
+            int fd = open_socket(&list->addrs[j], reuseport);
             if (fd < 0) {
                 snprintf(err, errlen, "cannot listen on %s (%s): %s", l->name, sp->key,
                          uv_strerror(fd)); /* libuv codes are negated errno values on Unix */
@@ -444,7 +552,7 @@ int listener_set_new(struct conn_set *conns, const struct cfg *cfg, const struct
                      sp->implicit_tls ? "implicit" : (tls != NULL ? "starttls" : "no"));
         }
     }
-    if (skipped_tls)
+    if (skipped_tls && peer == NULL) /* said once, by the first loop's set */
         log_warn("serve", 0,
                  "event=warning text=\"no [tls] certificate and key: STARTTLS and STLS are off, "
                  "and the submissions and pop3s listeners are not started\"");
@@ -501,7 +609,18 @@ size_t listener_set_connections(const struct listener_set *ls)
     return ls->inbound;
 }
 
+size_t listener_set_connections_all(const struct listener_set *ls)
+{
+    limits_lock(ls->lim);
+    size_t n = ls->lim->total;
+    limits_unlock(ls->lim);
+    return n;
+}
+
 unsigned listener_set_connections_from(const struct listener_set *ls, const struct ip_addr *ip)
 {
-    return ip_limit_count(&ls->per_ip, ip);
+    limits_lock(ls->lim);
+    unsigned n = ip_limit_count(&ls->lim->per_ip, ip);
+    limits_unlock(ls->lim);
+    return n;
 }

@@ -16,6 +16,10 @@
  * "out of descriptors or memory" (EMFILE, ENFILE, ENOBUFS, ENOMEM) pauses every listener for
  * LISTENER_PAUSE_MS instead of spinning on it; the clients wait in the kernel's backlog.
  *
+ * Several loops: every loop has its own set (its own sockets on the same addresses, with
+ * SO_REUSEPORT so the kernel spreads new connections over them); the sets made with a peer share
+ * one table of counts under a mutex, so both limits hold for the whole process.
+ *
  * What it does not do: read or write on accepted connections (server/net/conn.c), or decide what a
  * session does (the handlers).
  *
@@ -49,13 +53,16 @@ struct tls_ctx;
 /*
  * Binds and listens on every configured address (cfg is borrowed and must outlive the set).
  * smtp and pop3 are the handlers for the SMTP services and the POP3 services; tls (may be NULL:
- * no STARTTLS/STLS, no implicit-TLS ports) is referenced. On failure nothing stays open and err
- * holds one line such as "cannot listen on 127.0.0.1:2525 (smtp): address already in use".
- * 0, or a negative errno / libuv code.
+ * no STARTTLS/STLS, no implicit-TLS ports) is referenced. peer (may be NULL): another loop's set
+ * whose connection counts this one shares (the limits then hold across both); reuseport: bind
+ * with SO_REUSEPORT (every set on the same addresses must, the first one included). On failure
+ * nothing stays open and err holds one line such as "cannot listen on 127.0.0.1:2525 (smtp):
+ * address already in use". 0, or a negative errno / libuv code.
  */
 int listener_set_new(struct conn_set *conns, const struct cfg *cfg, const struct conn_handler *smtp,
                      const struct conn_handler *pop3, struct tls_ctx *tls,
-                     struct listener_set **out, char *err, size_t errlen);
+                     struct listener_set *peer, bool reuseport, struct listener_set **out,
+                     char *err, size_t errlen);
 /* New connections use tls from now on (SIGHUP reload); open ones keep theirs. NULL is refused
  * (TLS cannot be switched off by a reload). */
 void listener_set_tls(struct listener_set *ls, struct tls_ctx *tls);
@@ -66,9 +73,10 @@ void listener_set_stop(struct listener_set *ls);
 void listener_set_free(struct listener_set **lsp);
 /* Listening sockets open. */
 size_t listener_set_sockets(const struct listener_set *ls);
-/* Connections accepted and not yet freed; the same counted for one client (an IPv4 address,
- * an IPv6 /64: ip_limit.h). */
+/* Connections this set accepted and not yet freed; the same over every set sharing its counts;
+ * the shared count for one client (an IPv4 address, an IPv6 /64: ip_limit.h). */
 size_t listener_set_connections(const struct listener_set *ls);
+size_t listener_set_connections_all(const struct listener_set *ls);
 unsigned listener_set_connections_from(const struct listener_set *ls, const struct ip_addr *ip);
 
 #endif
