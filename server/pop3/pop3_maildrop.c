@@ -23,6 +23,7 @@
  * (pop3_session.c) or hold SQL (storage/).
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,42 +64,59 @@ refuse(char reply[POP3_MD_REPLY_MAX_BYTES], const char *fmt, ...)
 
 /*
  * One session per maildrop (RFC 1939 8, RFC 2449 8.1.1 [IN-USE]): the user ids of the sessions
- * that hold their maildrop, in this process (one loop thread, so no mutex). The set is small (one
- * entry per logged-in POP3 session) and scanned linearly; it is freed when it empties, so nothing
- * is left at exit.
+ * that hold their maildrop, in this process. Sessions of every event loop share it, so it is
+ * guarded by a mutex, and checking and taking are one step. The set is small (one entry per
+ * logged-in POP3 session) and scanned linearly; it is freed when it empties, so nothing is left
+ * at exit.
  * XXX(pop3): linear; a hash set if tens of thousands of concurrent POP3 sessions ever matter.
  */
 static struct {
+    pthread_mutex_t mu;
     int64_t *ids;
     size_t n;
     size_t cap;
-} pop3_locks;
+} pop3_locks = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-static bool lock_is_held(int64_t user_id)
+/* A static mutex that fails to lock means memory corruption: nothing sane to carry on with. */
+static void locks_lock(void)
 {
-    for (size_t i = 0; i < pop3_locks.n; i++)
-        if (pop3_locks.ids[i] == user_id)
-            return true;
-    return false;
+    if (pthread_mutex_lock(&pop3_locks.mu) != 0)
+        abort();
 }
 
-/* 0, or -1 (out of memory). The caller checked lock_is_held() first. */
-static int lock_take(int64_t user_id)
+static void locks_unlock(void)
 {
-    if (pop3_locks.n == pop3_locks.cap) {
+    if (pthread_mutex_unlock(&pop3_locks.mu) != 0)
+        abort();
+}
+
+/* 0 (taken), 1 (another session holds it) or -1 (out of memory). */
+static int lock_try(int64_t user_id)
+{
+    int rc = 0;
+    locks_lock();
+    for (size_t i = 0; i < pop3_locks.n && rc == 0; i++)
+        if (pop3_locks.ids[i] == user_id)
+            rc = 1;
+    if (rc == 0 && pop3_locks.n == pop3_locks.cap) {
         size_t cap = pop3_locks.cap == 0 ? 16 : pop3_locks.cap * 2;
         int64_t *ids = realloc(pop3_locks.ids, cap * sizeof(*ids));
-        if (ids == NULL)
-            return -1;
-        pop3_locks.ids = ids;
-        pop3_locks.cap = cap;
+        if (ids == NULL) {
+            rc = -1;
+        } else {
+            pop3_locks.ids = ids;
+            pop3_locks.cap = cap;
+        }
     }
-    pop3_locks.ids[pop3_locks.n++] = user_id;
-    return 0;
+    if (rc == 0)
+        pop3_locks.ids[pop3_locks.n++] = user_id;
+    locks_unlock();
+    return rc;
 }
 
 static void lock_release(int64_t user_id)
 {
+    locks_lock();
     for (size_t i = 0; i < pop3_locks.n; i++) {
         if (pop3_locks.ids[i] == user_id) {
             pop3_locks.ids[i] = pop3_locks.ids[--pop3_locks.n];
@@ -110,6 +128,7 @@ static void lock_release(int64_t user_id)
         pop3_locks.ids = NULL;
         pop3_locks.cap = 0;
     }
+    locks_unlock();
 }
 
 /* ---- open and close ------------------------------------------------------------------------ */
@@ -150,11 +169,12 @@ void pop3_maildrop_close(struct pop3_maildrop *md)
 enum pop3_md_open pop3_maildrop_open(struct pop3_maildrop *md, struct conn *c, struct store *reads,
                                      int64_t user_id, const char *address)
 {
-    if (lock_is_held(user_id)) {
+    int held = lock_try(user_id);
+    if (held > 0) {
         log_info("pop3", conn_sid(c), "event=login-refused user=%s reason=in-use", address);
         return POP3_MD_IN_USE;
     }
-    if (lock_take(user_id) != 0)
+    if (held < 0)
         return POP3_MD_NO_MEMORY;
     md->conn = c;
     md->reads = reads;
