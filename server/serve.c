@@ -23,17 +23,26 @@
  *   After the drop a SIGHUP reload reads the certificate and key as the user: keep them readable
  *   by it, or the reload fails (logged; the old context stays in use).
  *
+ * Loops ([server] workers, docs/threads.md): this file runs the first loop, which alone handles
+ * signals, the housekeeping timer, the queue runner and owns the writer thread; each further loop
+ * is a struct worker (server/worker.c) with its own thread, listeners (SO_REUSEPORT), sessions,
+ * read connection, writer handle and verifier. They are all made in step 3, before the drop, and
+ * their threads start last. workers = 1 makes no worker and no SO_REUSEPORT: one loop, as ever.
+ *
  * Shutdown (SIGTERM, SIGINT): stop the housekeeping timer, close the listening sockets, tell every
  * session (421 4.3.2 / -ERR), flush their output (bounded by conn.c: CONN_CLOSE_FLUSH_MS plus
- * CONN_LINGER_MS, so a client that never reads is cut off), then drain the writer (every job
- * already handed over is committed and its callback delivered), close every handle, exit 0.
- * Outbound attempts are abandoned and their claims released, except one that has sent its end
- * of data: its reply is awaited for up to SMTP_CLIENT_SHUTDOWN_DOT_WAIT_MS (60 s) and recorded
- * (queue_runner.h), so a stop can take that long. A second signal aborts the remaining
- * connections at once (such an attempt is then deferred, not released). SIGHUP reloads the
- * certificate and key: new connections get the new context, open ones keep theirs. A service
- * manager hears of each (server/notify.h): ready once everything above is up, reloading and
- * ready again around a SIGHUP, stopping at the first SIGTERM or SIGINT.
+ * CONN_LINGER_MS, so a client that never reads is cut off); every worker is told through its
+ * uv_async and does the same on its own loop. Once the first loop's connections are gone and
+ * every worker's thread has ended (each says so through one uv_async here), the threads are
+ * joined, then the writer is drained (every job already handed over is committed and its callback
+ * delivered), every handle closed, exit 0. Outbound attempts are abandoned and their claims
+ * released, except one that has sent its end of data: its reply is awaited for up to
+ * SMTP_CLIENT_SHUTDOWN_DOT_WAIT_MS (60 s) and recorded (queue_runner.h), so a stop can take that
+ * long. A second signal aborts the remaining connections of every loop at once (such an attempt
+ * is then deferred, not released). SIGHUP reloads the certificate and key for every loop: new
+ * connections get the new context, open ones keep theirs. A
+ * service manager hears of each (server/notify.h): ready once everything above is up, reloading
+ * and ready again around a SIGHUP, stopping at the first SIGTERM or SIGINT.
  *
  * Exit codes: 0 after a clean stop; 2 for a [server] user that does not exist; 3 when the
  * database (or one open to others), the TLS files, the smarthost password file, a listening
@@ -69,6 +78,7 @@
 #include "server/outbound/smtp_client.h"  /* smarthost credentials */
 #include "server/smtp/smtp_session.h"
 #include "server/net/tls.h"
+#include "server/worker.h"
 #include "storage/store.h"
 #include "storage/writer.h"
 
@@ -79,6 +89,8 @@
 #define SERVE_SPARE_FDS 64
 /* Upper bound when the hard RLIMIT_NOFILE is unlimited (Linux refuses more than nr_open). */
 #define SERVE_NOFILE_CAP (1024 * 1024)
+/* [server] workers: its upper bound, also when counting cores. */
+#define SERVE_MAX_WORKERS 64
 
 struct server {
     uv_loop_t loop;
@@ -101,7 +113,26 @@ struct server {
     /* owned; NULL without [relay] smarthost_user; app.smarthost_creds borrows it */
     struct smtp_client_creds *smarthost_creds;
     struct app app; /* what sessions borrow (app.h); points into the fields above */
+
+    /* Loops 1..nworkers-1 (worker.c); loop 0 is this struct's. */
+    unsigned nloops;                           /* [server] workers, resolved: 1..64 */
+    struct worker *workers[SERVE_MAX_WORKERS]; /* owned; [0] unused */
+    uv_async_t workers_async;                  /* a worker's thread ended */
+    bool workers_async_open;
+    bool main_closed; /* this loop's connections are all gone */
 };
+
+/* [server] workers, 0 meaning one loop per online core. */
+static unsigned resolve_loops(const struct cfg *cfg)
+{
+    long n = cfg->server.workers;
+    if (n == 0) {
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+        if (n < 1)
+            n = 1;
+    }
+    return n > SERVE_MAX_WORKERS ? SERVE_MAX_WORKERS : (unsigned)n;
+}
 
 static int purge_run(struct store *st, struct writer_job *job)
 {
@@ -128,10 +159,9 @@ static void on_housekeeping(uv_timer_t *t)
         srv->purge_busy = true;
 }
 
-/* The last step of a stop: every connection is gone. */
-static void on_connections_closed(void *arg)
+/* The last step of a stop: every connection of every loop is gone and every worker joined. */
+static void finish_stop(struct server *srv)
 {
-    struct server *srv = arg;
     for (size_t i = 0; i < srv->signals_open; i++)
         uv_close((uv_handle_t *)&srv->signals[i], NULL);
     srv->signals_open = 0;
@@ -145,19 +175,84 @@ static void on_connections_closed(void *arg)
     queue_runner_free(&srv->runner); /* after writer_stop delivered its last callbacks */
 }
 
+/* Finishes the stop once this loop is done and every started worker has ended. */
+static void maybe_finish_stop(struct server *srv)
+{
+    if (!srv->main_closed)
+        return;
+    for (unsigned i = 1; i < srv->nloops; i++)
+        if (srv->workers[i] != NULL && !worker_exited(srv->workers[i]))
+            return;
+    for (unsigned i = 1; i < srv->nloops; i++)
+        worker_free(&srv->workers[i]); /* joins: their loops have ended */
+    if (srv->workers_async_open) {
+        srv->workers_async_open = false;
+        uv_close((uv_handle_t *)&srv->workers_async, NULL);
+    }
+    finish_stop(srv);
+}
+
+static void on_connections_closed(void *arg)
+{
+    struct server *srv = arg;
+    srv->main_closed = true;
+    maybe_finish_stop(srv);
+}
+
+static void on_worker_exited(uv_async_t *h)
+{
+    maybe_finish_stop(h->data);
+}
+
+/* On a worker's thread, its last act: wake the first loop. */
+static void worker_exit_notify(void *arg)
+{
+    struct server *srv = arg;
+    int rc = uv_async_send(&srv->workers_async);
+    if (rc != 0)
+        log_error("serve", 0, "event=async-send-failed error=%s", uv_err_name(rc));
+}
+
+/* Tells every worker to stop (or to abort now); one never started is torn down here. */
+static void stop_workers(struct server *srv, bool abort_now)
+{
+    for (unsigned i = 1; i < srv->nloops; i++) {
+        struct worker *w = srv->workers[i];
+        if (w == NULL)
+            continue;
+        if (!worker_started(w))
+            worker_free(&srv->workers[i]);
+        else
+            worker_stop(w, abort_now);
+    }
+}
+
+/* Open connections of every loop: this loop's (outbound ones included) and the other loops'
+ * accepted ones, from the shared counts. */
+static size_t connections_everywhere(const struct server *srv)
+{
+    size_t n = srv->conns != NULL ? conn_set_count(srv->conns) : 0;
+    if (srv->listeners != NULL)
+        n +=
+            listener_set_connections_all(srv->listeners) - listener_set_connections(srv->listeners);
+    return n;
+}
+
 static void shutdown_server(struct server *srv, const char *why)
 {
     if (srv->stopping) {
-        if (srv->conns != NULL && conn_set_count(srv->conns) > 0) {
-            log_info("serve", 0, "event=stopping-now reason=%s connections=%zu", why,
-                     conn_set_count(srv->conns));
-            conn_set_abort_all(srv->conns, "shutdown");
+        size_t open = connections_everywhere(srv);
+        if (open > 0) {
+            log_info("serve", 0, "event=stopping-now reason=%s connections=%zu", why, open);
+            if (srv->conns != NULL)
+                conn_set_abort_all(srv->conns, "shutdown");
         }
+        stop_workers(srv, true);
         return;
     }
     srv->stopping = true;
     log_info("serve", 0, "event=stopping reason=%s connections=%zu", why,
-             srv->conns != NULL ? conn_set_count(srv->conns) : (size_t)0);
+             connections_everywhere(srv));
     if (srv->housekeeping_open) {
         srv->housekeeping_open = false;
         uv_timer_stop(&srv->housekeeping);
@@ -168,6 +263,7 @@ static void shutdown_server(struct server *srv, const char *why)
     /* Outbound delivery: no new claims; attempts in flight are abandoned and their claims released,
      * except those awaiting the reply to their end of data (queue_runner.h). */
     queue_runner_stop(srv->runner, NULL, NULL);
+    stop_workers(srv, false);
     if (srv->conns != NULL)
         conn_set_shutdown(srv->conns, on_connections_closed, srv);
     else
@@ -192,6 +288,9 @@ static void reload(struct server *srv)
     }
     if (srv->listeners != NULL)
         listener_set_tls(srv->listeners, fresh);
+    for (unsigned i = 1; i < srv->nloops; i++)
+        if (srv->workers[i] != NULL)
+            worker_reload(srv->workers[i], fresh);
     tls_ctx_unref(&srv->tls);
     srv->tls = fresh;
     log_info("serve", 0, "event=reload tls=ok");
@@ -455,11 +554,37 @@ int serve_main(struct cfg *cfg, const char *config_path)
         fail_line("start-failed", err);
         goto out_stop;
     }
+    srv->nloops = resolve_loops(cfg);
     rc = listener_set_new(srv->conns, cfg, &smtp_session_handler, &pop3_session_handler, srv->tls,
-                          NULL, false, &srv->listeners, err, sizeof(err));
+                          NULL, srv->nloops > 1, &srv->listeners, err, sizeof(err));
     if (rc != 0) {
         fail_line("listen-failed", err);
         goto out_stop;
+    }
+    if (srv->nloops > 1) {
+        if ((rc = uv_async_init(&srv->loop, &srv->workers_async, on_worker_exited)) != 0) {
+            log_error("serve", 0, "event=start-failed error=\"%s\"", uv_strerror(rc));
+            goto out_stop;
+        }
+        srv->workers_async.data = srv;
+        srv->workers_async_open = true;
+    }
+    for (unsigned i = 1; i < srv->nloops; i++) {
+        struct worker_params wp = {
+            .index = i,
+            .cfg = cfg,
+            .writer = srv->writer,
+            .auth = srv->app.auth,
+            .listeners = srv->listeners,
+            .tls = srv->tls,
+            .smarthost = srv->smarthost_creds,
+            .on_exit = worker_exit_notify,
+            .on_exit_arg = srv,
+        };
+        if (worker_new(&wp, &srv->workers[i], err, sizeof(err)) != 0) {
+            fail_line("listen-failed", err);
+            goto out_stop;
+        }
     }
     int drop = drop_privileges(cfg, err, sizeof(err));
     if (drop != 0) {
@@ -487,10 +612,20 @@ int serve_main(struct cfg *cfg, const char *config_path)
         goto out_stop;
     }
 
+    for (unsigned i = 1; i < srv->nloops; i++) {
+        if ((rc = worker_start(srv->workers[i])) != 0) {
+            snprintf(err, sizeof(err), "cannot start worker %u: %s", i, strerror(rc));
+            fail_line("start-failed", err);
+            goto out_stop;
+        }
+    }
+
     log_info("serve", 0,
-             "event=ready version=%s database=\"%s\" config=\"%s\" pid=%ld listeners=%zu tls=%s",
+             "event=ready version=%s database=\"%s\" config=\"%s\" pid=%ld listeners=%zu tls=%s "
+             "workers=%u",
              POSTERN_VERSION, cfg->server.database, config_path ? config_path : "(defaults)",
-             (long)getpid(), listener_set_sockets(srv->listeners), srv->tls != NULL ? "yes" : "no");
+             (long)getpid(), listener_set_sockets(srv->listeners), srv->tls != NULL ? "yes" : "no",
+             srv->nloops);
     notify_ready(); /* the service manager (server/notify.h): every listener is bound */
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     exit_code = 0;

@@ -157,13 +157,19 @@ void pop3_maildrop_stop(struct pop3_maildrop *md)
     md->conn = NULL;
 }
 
-void pop3_maildrop_close(struct pop3_maildrop *md)
+/* The session is over for the maildrop: another session may take it. */
+static void maildrop_unlock(struct pop3_maildrop *md)
 {
-    pop3_maildrop_stop(md);
     if (md->locked) {
         lock_release(md->user_id);
         md->locked = false;
     }
+}
+
+void pop3_maildrop_close(struct pop3_maildrop *md)
+{
+    pop3_maildrop_stop(md);
+    maildrop_unlock(md);
 }
 
 enum pop3_md_open pop3_maildrop_open(struct pop3_maildrop *md, struct conn *c, struct store *reads,
@@ -544,6 +550,10 @@ static void update_answer(struct pop3_maildrop *md, int status, size_t deleted)
         log_info("pop3", sid, "event=update user=%s deleted=%zu", md->address, deleted);
     else
         log_error("pop3", sid, "event=update-failed user=%s status=%d", md->address, status);
+    /* Released before the answer goes out: a client that logs in again as soon as it reads
+     * it must find the maildrop free, even when its new connection is served by another loop
+     * while this one is still closing. */
+    maildrop_unlock(md);
     if (md->conn != NULL) {
         if (status == 0)
             conn_reply(md->conn, "+OK Bye: %zu %s deleted\r\n", deleted, messages(deleted));
@@ -566,6 +576,7 @@ static void update_done(struct writer_job *job, int status)
 /* Nothing could be deleted, and the client hears so at once. */
 static int update_refused(struct pop3_maildrop *md)
 {
+    maildrop_unlock(md);
     conn_reply(md->conn, "-ERR [SYS/TEMP] Messages could not be deleted; none were\r\n");
     conn_close(md->conn, "quit");
     return 0;
@@ -577,6 +588,7 @@ int pop3_maildrop_quit(struct pop3_maildrop *md, struct writer *w, pop3_md_updat
     struct conn *c = md->conn;
     if (md->deleted_count == 0) {
         log_info("pop3", conn_sid(c), "event=update user=%s deleted=0", md->address);
+        maildrop_unlock(md); /* before the answer, as in update_answer */
         conn_reply(c, "+OK Bye\r\n");
         conn_close(c, "quit");
         return 0;

@@ -105,8 +105,12 @@ class PosternTest(unittest.TestCase):
 
     def write_config(self, extra=""):
         p = self.ports
+        # POSTERN_E2E_WORKERS=N runs every test with [server] workers = N (unset: the default,
+        # one loop per core); a test's own extra config still wins.
+        workers = os.environ.get("POSTERN_E2E_WORKERS", "")
         text = (
             "[server]\nhostname = mail.example.test\ndatabase = postern.db\n"
+            + (f"workers = {int(workers)}\n" if workers else "") +
             f"[smtp]\nlisten = 127.0.0.1:{p['smtp']}\nsubmission = 127.0.0.1:{p['submission']}\n"
             f"submissions = 127.0.0.1:{p['submissions']}\n"
             f"[pop3]\nlisten = 127.0.0.1:{p['pop3']}\npop3s = 127.0.0.1:{p['pop3s']}\n"
