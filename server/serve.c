@@ -578,6 +578,7 @@ int serve_main(struct cfg *cfg, const char *config_path)
             .listeners = srv->listeners,
             .tls = srv->tls,
             .smarthost = srv->smarthost_creds,
+            .disk = srv->app.disk,
             .on_exit = worker_exit_notify,
             .on_exit_arg = srv,
         };

@@ -195,6 +195,7 @@ int worker_new(const struct worker_params *p, struct worker **out, char *err, si
     w->app.reads = w->reads;
     w->app.writer = w->writer;
     w->app.smarthost_creds = p->smarthost;
+    w->app.disk = p->disk;
     rc = conn_set_new(&w->loop, p->cfg, &w->app, p->cfg->server.transcript, &w->conns);
     if (rc != 0) {
         snprintf(err, errlen, "worker %u: cannot set up connections: %s", p->index,
