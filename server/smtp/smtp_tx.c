@@ -90,6 +90,7 @@ void smtp_tx_clear(struct smtp_tx *tx)
     free(tx->trace);
     free(tx->remote_ptrs);
     free(tx->prefix);
+    free(tx->window_refusal);
     smtp_dkim_clear(&tx->dkim);
     smtp_data_free(&tx->data);
     if (tx->spooling)
@@ -256,10 +257,14 @@ static void set_identity(struct smtp_tx *tx, struct conn *c, const struct relay_
  * find the window full, expired or closed, the answer is the refusal a full window gets, made
  * ready here with its log line.
  */
-static void window_count_prepare(struct smtp_tx *tx, struct conn *c, const struct relay_facts *f,
-                                 const char *rcpt_text)
+static int window_count_prepare(struct smtp_tx *tx, struct conn *c, const struct relay_facts *f,
+                                const char *rcpt_text)
 {
     const struct cfg *cfg = conn_cfg(c);
+    free(tx->window_refusal);
+    tx->window_refusal = malloc(sizeof(*tx->window_refusal));
+    if (tx->window_refusal == NULL)
+        return -1;
     snprintf(tx->pending_rcpt, sizeof(tx->pending_rcpt), "%s", rcpt_text);
     ip_window_key(conn_peer_ip(c), cfg->relay.window_ipv6_prefix, tx->window_key,
                   sizeof(tx->window_key));
@@ -268,9 +273,10 @@ static void window_count_prepare(struct smtp_tx *tx, struct conn *c, const struc
     full.window_relayed = (int64_t)full.window_max_recipients;
     struct relay_decision limit;
     relay_decide(&full, &limit);
-    snprintf(tx->window_refusal, sizeof(tx->window_refusal), "%s", limit.reply);
-    relay_format_log(&full, &limit, tx->window_refusal_log, sizeof(tx->window_refusal_log));
+    snprintf(tx->window_refusal->reply, sizeof(tx->window_refusal->reply), "%s", limit.reply);
+    relay_format_log(&full, &limit, tx->window_refusal->log, sizeof(tx->window_refusal->log));
     tx->job_kind = SMTP_JOB_COUNT_WINDOW;
+    return 0;
 }
 
 static enum smtp_tx_result rcpt_temp_failure(struct conn *c, const char *what,
@@ -349,7 +355,8 @@ enum smtp_tx_result smtp_tx_rcpt(struct smtp_tx *tx, const struct smtp_tx_client
         break;
     case RELAY_REASON_POP_WINDOW:
         set_identity(tx, c, &facts, &d);
-        window_count_prepare(tx, c, &facts, text);
+        if (window_count_prepare(tx, c, &facts, text) != 0)
+            return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
         return SMTP_TX_JOB;
     default: /* trusted-network, auth */
         set_identity(tx, c, &facts, &d);
@@ -460,7 +467,7 @@ enum smtp_tx_result smtp_tx_deliver(struct smtp_tx *tx, const struct smtp_tx_cli
     if (tx->block != NULL)
         smtp_dkim_feed(&tx->dkim, tx->block + off, len);
     smtp_dkim_end(&tx->dkim);
-    snprintf(tx->hostname, sizeof(tx->hostname), "%s", conn_cfg(c)->server.hostname);
+    tx->hostname = conn_cfg(c)->server.hostname;
     tx->remote_ptrs = calloc(tx->n_remote + 1, sizeof(*tx->remote_ptrs));
     if (tx->remote_ptrs == NULL)
         return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
@@ -553,10 +560,15 @@ enum smtp_tx_result smtp_tx_job_result(struct smtp_tx *tx, struct conn *c, int s
         return answer(reply, SMTP_TX_ERROR,
                       "451 4.3.0 Error: could not store the message, try again later");
     }
-    if (status == STORE_NOT_FOUND) {
-        log_info("smtp", conn_sid(c), "event=relay %s", tx->window_refusal_log);
-        return answer(reply, SMTP_TX_ERROR, "%s", tx->window_refusal);
+    struct smtp_window_refusal *refusal = tx->window_refusal;
+    tx->window_refusal = NULL; /* this answer is its last use */
+    if (status == STORE_NOT_FOUND && refusal != NULL) {
+        log_info("smtp", conn_sid(c), "event=relay %s", refusal->log);
+        enum smtp_tx_result r = answer(reply, SMTP_TX_ERROR, "%s", refusal->reply);
+        free(refusal);
+        return r;
     }
+    free(refusal);
     if (status != 0)
         return rcpt_temp_failure(c, "count relayed recipient", reply);
     if (tx_add_remote(tx, tx->pending_rcpt) != 0)

@@ -72,6 +72,12 @@ enum smtp_job_kind {
  * One mail transaction: started at MAIL, dropped at RSET, EHLO/HELO, STARTTLS or end of DATA.
  * Embedded in the session, which zeroes it once; the fields are smtp_tx.c's alone.
  */
+/* The refusal a full window gets, prepared before the count job goes out (smtp_tx.c). */
+struct smtp_window_refusal {
+    char reply[SMTP_REPLY_LINE_MAX_BYTES];
+    char log[RELAY_LOG_MAX_BYTES];
+};
+
 struct smtp_tx {
     enum address_path_kind sender_kind;
     struct address sender;
@@ -100,9 +106,11 @@ struct smtp_tx {
     char pending_rcpt[ADDRESS_STRLEN]; /* COUNT_WINDOW: the recipient waiting for its 250 */
     char window_key[CIDR_STRLEN];      /* COUNT_WINDOW */
     unsigned window_max;               /* COUNT_WINDOW: relay.window_max_recipients */
-    char window_refusal[SMTP_REPLY_LINE_MAX_BYTES]; /* COUNT_WINDOW: the answer if not counted */
-    char window_refusal_log[RELAY_LOG_MAX_BYTES];   /* COUNT_WINDOW: its event=relay line */
-    unsigned char *block;                           /* DELIVER: owned, taken from data */
+    /* COUNT_WINDOW: owned, the answer (and its event=relay line) if the writer does not count
+     * the recipient. On the heap, only while such a job is out: every idle session carries a
+     * struct smtp_tx, and these 2 KiB would be most of it. */
+    struct smtp_window_refusal *window_refusal;
+    unsigned char *block;             /* DELIVER: owned, taken from data */
     unsigned char *trace;             /* DELIVER: owned, the trace headers (stored first) */
     const char **remote_ptrs;         /* DELIVER: owned array pointing into remote */
     struct store_delivery delivery;   /* DELIVER */
@@ -112,8 +120,9 @@ struct smtp_tx {
      * signed in the DELIVER job, which then stores prefix (trace + what signing added) in
      * front instead of trace. */
     struct smtp_dkim dkim;
-    unsigned char *prefix;                       /* DELIVER: owned; NULL when nothing was added */
-    char hostname[ADDRESS_DOMAIN_MAX_BYTES + 1]; /* DELIVER: server.hostname, for a Message-ID */
+    unsigned char *prefix; /* DELIVER: owned; NULL when nothing was added */
+    const char *hostname;  /* DELIVER: borrowed server.hostname (fixed for the process), for a
+                            * Message-ID */
 };
 
 /* Drops the transaction and frees what it owns (RSET, and at session end). Not while a writer
