@@ -322,21 +322,27 @@ int probe_smtp_reply(struct probe *p, struct probe_reply *r)
     }
 }
 
-int probe_smtp_cmd(struct probe *p, struct probe_reply *r, const char *fmt, ...)
+/* Formats one command line, adds CRLF and sends it; -1 (with the reason in p) on failure. */
+__attribute__((format(printf, 2, 0))) static int send_command(struct probe *p, const char *fmt,
+                                                              va_list ap)
 {
     char line[4096];
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
-    va_end(ap);
     if (n < 0 || (size_t)n >= sizeof(line) - 2) {
         set_err(p, "command too long");
         return -1;
     }
     memcpy(line + n, "\r\n", 2);
-    if (probe_send(p, line, (size_t)n + 2) != 0)
-        return -1;
-    return probe_smtp_reply(p, r);
+    return probe_send(p, line, (size_t)n + 2);
+}
+
+int probe_smtp_cmd(struct probe *p, struct probe_reply *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = send_command(p, fmt, ap);
+    va_end(ap);
+    return rc != 0 ? -1 : probe_smtp_reply(p, r);
 }
 
 int probe_pop3_line(struct probe *p, struct probe_reply *r)
@@ -353,19 +359,11 @@ int probe_pop3_line(struct probe *p, struct probe_reply *r)
 
 int probe_pop3_cmd(struct probe *p, struct probe_reply *r, const char *fmt, ...)
 {
-    char line[1024];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
+    int rc = send_command(p, fmt, ap);
     va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(line) - 2) {
-        set_err(p, "command too long");
-        return -1;
-    }
-    memcpy(line + n, "\r\n", 2);
-    if (probe_send(p, line, (size_t)n + 2) != 0)
-        return -1;
-    return probe_pop3_line(p, r);
+    return rc != 0 ? -1 : probe_pop3_line(p, r);
 }
 
 int probe_pop3_multiline(struct probe *p, char *out, size_t len)
