@@ -7,6 +7,7 @@
  * line start and a CR after it, which may turn out to be the terminator. No allocation happens
  * except growing the one content block, geometrically and never past the limit (max_bytes, or
  * memory_bytes when spilling: then a full block is handed to the spill function and refilled).
+ * Raw content (BDAT) never enters the dot states: a line start is then just the middle of a line.
  */
 #include "common/pure/smtp_data.h"
 
@@ -172,6 +173,36 @@ int smtp_data_set_spill(struct smtp_data *d, size_t memory_bytes, smtp_data_spil
     return 0;
 }
 
+int smtp_data_set_raw(struct smtp_data *d)
+{
+    if (d->content_bytes != 0 || d->state != SCAN_LINE_START)
+        return -EINVAL;
+    d->raw = true;
+    return 0;
+}
+
+enum smtp_data_status smtp_data_finish(struct smtp_data *d)
+{
+    if (!d->raw)
+        return SMTP_DATA_DONE_NO_MEMORY;
+    if (d->state == SCAN_DONE)
+        return d->result;
+    /* A CR was written as CRLF when it came, so only a line with octets after its last line end
+     * lacks one. */
+    if (d->state == SCAN_MID && d->line_bytes > 0)
+        emit_line_end(d);
+    if (d->state == SCAN_CR)
+        d->bare_cr_count++; /* the last octet: no LF can follow it any more */
+    d->state = SCAN_DONE;
+    d->result = final_status(d);
+    return d->result;
+}
+
+enum smtp_data_status smtp_data_status_so_far(const struct smtp_data *d)
+{
+    return final_status(d);
+}
+
 uint64_t smtp_data_spilled_bytes(const struct smtp_data *d)
 {
     return d->spilled_bytes;
@@ -195,11 +226,13 @@ void smtp_data_reset(struct smtp_data *d)
     smtp_data_spill_fn fn = d->spill_fn;
     void *ctx = d->spill_ctx;
     size_t memory_bytes = d->memory_bytes;
+    bool raw = d->raw;
     smtp_data_free(d);
     /* The limits were accepted before, so this cannot fail. */
     (void)smtp_data_init(d, max_bytes, reserve);
     if (fn != NULL)
         (void)smtp_data_set_spill(d, memory_bytes, fn, ctx);
+    d->raw = raw;
 }
 
 size_t smtp_data_feed(struct smtp_data *d, const unsigned char *p, size_t n,
@@ -218,7 +251,7 @@ size_t smtp_data_feed(struct smtp_data *d, const unsigned char *p, size_t n,
         unsigned char c = p[i];
         switch (d->state) {
         case SCAN_LINE_START:
-            if (c == '.') {
+            if (c == '.' && !d->raw) {
                 d->state = SCAN_DOT;
                 i++;
             } else {

@@ -63,6 +63,17 @@
  * smtp_data_set_prefix() writes the headers there, so smtp_data_message() is one contiguous
  * block. A prefix longer than the reserve still works, at the price of one copy of the content.
  *
+ * Raw content (BDAT, RFC 3030): after smtp_data_set_raw() the protocol layer is off. The octets
+ * are the content as is, with no transparency dots to remove and no end-of-data marker: the
+ * caller knows where the content ends (it counted the chunk sizes) and says so with
+ * smtp_data_finish(). The content layer stays: bare CR and bare LF become CRLF exactly as for
+ * DATA, so a message is stored the same way whichever verb carried it, and nothing stored holds a
+ * lone CR or LF that a later hop could read as a line end (without BINARYMIME, which postern does
+ * not offer, BDAT content is 7bit or 8bitmime text, whose lines end in CRLF: RFC 3030 3). The cut
+ * points between chunks change nothing, as the cut points between reads do not for DATA. A last
+ * line without its CRLF gets one at the finish, so the stored content keeps the form above
+ * (empty, or ending in CRLF) that POP3 and the outbound client rely on.
+ *
  * Ownership: struct smtp_data is embedded by its owner (the SMTP transaction) and owns one heap
  * block (headroom + content), released by smtp_data_free() or smtp_data_reset(), or handed over
  * with smtp_data_take(). Pointers it returns are borrowed and valid until the next call that
@@ -127,6 +138,7 @@ struct smtp_data {
     enum smtp_data_status result; /* meaningful once the end of data was seen */
     bool too_big;                 /* latched: the content passed max_bytes */
     bool no_memory;               /* latched: an allocation failed */
+    bool raw;                     /* smtp_data_set_raw: no dots, no end marker (BDAT) */
     uint64_t line_bytes;          /* octets of the current stored line so far */
 
     /* statistics */
@@ -152,6 +164,23 @@ int smtp_data_init(struct smtp_data *d, size_t max_bytes, size_t prefix_reserve_
  * NULL, or content already fed). Reset keeps the setting; free drops it.
  */
 int smtp_data_set_spill(struct smtp_data *d, size_t memory_bytes, smtp_data_spill_fn fn, void *ctx);
+/*
+ * After init, before the first octet: the content is raw (BDAT, head comment). 0, or -EINVAL
+ * (content already fed). Reset keeps the setting; free drops it.
+ */
+int smtp_data_set_raw(struct smtp_data *d);
+/*
+ * Raw content only: the caller's end of the content. Ends an unterminated last line with CRLF
+ * and returns the DONE* status, as smtp_data_feed does at the end of data (and repeats it once
+ * done). SMTP_DATA_DONE_NO_MEMORY when the content is not raw (nothing changes then).
+ */
+enum smtp_data_status smtp_data_finish(struct smtp_data *d);
+/*
+ * What the end would report if it came now: SMTP_DATA_DONE while nothing has failed, else the
+ * latched failure (too big, spill failed, no memory). Lets a BDAT chunk be refused as soon as the
+ * content it brought passed the limit, before the last chunk.
+ */
+enum smtp_data_status smtp_data_status_so_far(const struct smtp_data *d);
 /* Content octets handed to the spill function so far (they come before smtp_data_body's). */
 uint64_t smtp_data_spilled_bytes(const struct smtp_data *d);
 /* The spill function's failure (a negative errno code), or 0. */

@@ -4,7 +4,8 @@
  * other. smtp_session.c owns the session (its lifetime, state machine, dispatcher, error limits
  * and its one timer) and every command but AUTH; smtp_auth.c holds AUTH (RFC 4954): the SASL
  * exchange, the verification in server/auth/auth.c and the answers, delayed or not, to it.
- * The transaction (smtp_tx.h) is neither's: the session calls it.
+ * smtp_bdat.c holds BDAT (RFC 3030): the command and the chunks' octets in data mode.
+ * The transaction (smtp_tx.h) is none of theirs: the session calls it.
  */
 #ifndef POSTERN_SMTP_INTERNAL_H
 #define POSTERN_SMTP_INTERNAL_H
@@ -28,6 +29,14 @@ enum smtp_state {
     SMTP_STATE_RCPT,        /* at least one recipient accepted */
     SMTP_STATE_DATA,        /* after 354: the connection is in data mode */
     SMTP_STATE_BUSY,        /* end of data seen: the writer is storing the message */
+    SMTP_STATE_BDAT,        /* BDAT chunks taken, the LAST one not yet (smtp_bdat.c) */
+};
+
+/* What the octets of the BDAT chunk being read (in data mode) are for. */
+enum smtp_chunk {
+    SMTP_CHUNK_NONE = 0, /* no chunk: data mode, if on, is DATA's */
+    SMTP_CHUNK_STORE,    /* content of the transaction */
+    SMTP_CHUNK_SKIP,     /* the BDAT was refused: read and dropped, so none is run as a command */
 };
 
 struct smtp_session {
@@ -51,6 +60,10 @@ struct smtp_session {
     bool timer_open;                         /* delay_timer was initialised and is not closing */
     struct smtp_tx tx;                       /* owned: the mail transaction (smtp_tx.c) */
     struct fault_conn *fault;                /* owned; NULL unless [server] faults = yes */
+    enum smtp_chunk chunk;                   /* the BDAT chunk being read, if any */
+    uint64_t chunk_left;                     /* its octets still to come */
+    uint64_t chunk_size;                     /* its size, for "250 2.0.0 N octets received" */
+    bool chunk_last;                         /* it is the LAST one */
 };
 
 /* ---- smtp_session.c ---- */
@@ -64,6 +77,23 @@ void smtp_session_release(struct smtp_session *s);
 /* Runs smtp_auth_failure_answer after delay_ms on the session's timer. -1 when there is no
  * timer (the caller answers at once then). */
 int smtp_session_delay_answer(struct smtp_session *s, uint64_t delay_ms);
+
+/* Moves to st, logging the change at debug level. */
+void smtp_session_enter_state(struct smtp_session *s, enum smtp_state st);
+/* Drops the transaction (RSET semantics); back to READY if the state was past it. */
+void smtp_session_tx_reset(struct smtp_session *s);
+/* The whole message is in: hands it to the writer; the answer comes after the commit. */
+void smtp_session_deliver(struct smtp_session *s);
+/* True (and the 452 4.3.1 sent) while the disk reserve refuses new mail. */
+bool smtp_session_refused_for_space(struct smtp_session *s);
+
+/* ---- smtp_bdat.c ---- */
+
+/* The BDAT command (the dispatcher's table row). */
+void smtp_cmd_bdat(struct smtp_session *s, const char *args);
+/* Data mode while s->chunk is not NONE: octets of the chunk; returns how many were taken (the
+ * rest, after the chunk's last octet, goes back to the line reader). */
+size_t smtp_bdat_data(struct smtp_session *s, const unsigned char *p, size_t n);
 
 /* ---- smtp_auth.c ---- */
 

@@ -3,9 +3,9 @@
  * struct's life (declared in smtp_internal.h), its state machine, the command table and
  * dispatcher, the error limits, the commands that need no more than a reply (EHLO, HELO, NOOP,
  * RSET, QUIT, HELP, VRFY, EXPN, STARTTLS) and the state checks of MAIL, RCPT and DATA. AUTH is
- * smtp_auth.c's, reached through smtp_internal.h. The transaction behind MAIL, RCPT and DATA is
- * smtp_tx.c's: this file calls it through smtp_tx.h and sends the replies it hands back;
- * smtp_tx.c never calls here.
+ * smtp_auth.c's and BDAT smtp_bdat.c's, reached through smtp_internal.h. The transaction behind
+ * MAIL, RCPT and DATA is smtp_tx.c's: this file calls it through smtp_tx.h and sends the replies it
+ * hands back; smtp_tx.c never calls here.
  *
  * What it does not do: read sockets, buffer lines, speak TLS or time anything but its one
  * timer (the delayed answer to a failed AUTH, or a command held back past the soft error
@@ -53,11 +53,11 @@
 
 static const char *state_name(enum smtp_state st)
 {
-    static const char *const names[] = {"greeted", "ready", "mail", "rcpt", "data", "busy"};
+    static const char *const names[] = {"greeted", "ready", "mail", "rcpt", "data", "busy", "bdat"};
     return (unsigned)st < sizeof(names) / sizeof(names[0]) ? names[st] : "?";
 }
 
-static void smtp_enter_state(struct smtp_session *s, enum smtp_state st)
+void smtp_session_enter_state(struct smtp_session *s, enum smtp_state st)
 {
     if (s->state != st)
         log_debug("smtp", conn_sid(s->conn), "event=state from=%s to=%s", state_name(s->state),
@@ -181,11 +181,11 @@ static bool hold(struct smtp_session *s, const char *line, size_t len)
 
 /* Drops the transaction (RSET semantics); the state goes back to READY if it was past it. Not
  * while a writer job is out (reading is paused then). */
-static void tx_reset(struct smtp_session *s)
+void smtp_session_tx_reset(struct smtp_session *s)
 {
     smtp_tx_clear(&s->tx);
     if (s->state > SMTP_STATE_READY)
-        smtp_enter_state(s, SMTP_STATE_READY);
+        smtp_session_enter_state(s, SMTP_STATE_READY);
 }
 
 /* What the transaction may know of the client, for one call. */
@@ -202,7 +202,7 @@ static void tx_answer(struct smtp_session *s, enum smtp_tx_result r, const char 
 {
     switch (r) {
     case SMTP_TX_OK:
-        smtp_enter_state(s, next);
+        smtp_session_enter_state(s, next);
         conn_reply(s->conn, "%s\r\n", reply);
         return;
     case SMTP_TX_ERROR:
@@ -232,7 +232,7 @@ static void job_done(void *ctx, int status)
             conn_reply(c, "%s\r\n", reply);
         else
             smtp_reply_error(s, "%s", reply);
-        tx_reset(s);
+        smtp_session_tx_reset(s);
     } else {
         tx_answer(s, smtp_tx_job_result(&s->tx, c, status, reply), reply, SMTP_STATE_RCPT);
     }
@@ -259,7 +259,7 @@ static void job_submit(struct smtp_session *s)
     conn_resume_reading(s->conn);
     smtp_reply_error(s, "%s", reply);
     if (s->state == SMTP_STATE_BUSY)
-        tx_reset(s);
+        smtp_session_tx_reset(s);
 }
 
 /*
@@ -267,7 +267,7 @@ static void job_submit(struct smtp_session *s)
  * mail waits with a 4xx, so that POP3 logins and deletions, which free space, can still write.
  * RFC 3463 4.3.1: mail system full.
  */
-static bool refused_for_space(struct smtp_session *s)
+bool smtp_session_refused_for_space(struct smtp_session *s)
 {
     const struct app *app = conn_app(s->conn);
     if (app == NULL || !disk_reserve_is_low(app->disk, clock_monotonic_ms()))
@@ -286,7 +286,7 @@ static void cmd_mail(struct smtp_session *s, const char *args)
         smtp_reply_error(s, "503 5.5.1 Error: nested MAIL command");
         return;
     }
-    if (refused_for_space(s))
+    if (smtp_session_refused_for_space(s))
         return;
     char reply[SMTP_TX_REPLY_MAX_BYTES];
     struct smtp_tx_client cl = tx_client(s);
@@ -306,6 +306,11 @@ static void cmd_rcpt(struct smtp_session *s, const char *args)
         reply_need_mail(s);
         return;
     }
+    if (s->state == SMTP_STATE_BDAT) {
+        /* RFC 3030 2: the recipients are all given before the first chunk. */
+        smtp_reply_error(s, "503 5.5.1 Error: RCPT after BDAT");
+        return;
+    }
     char reply[SMTP_TX_REPLY_MAX_BYTES];
     struct smtp_tx_client cl = tx_client(s);
     tx_answer(s, smtp_tx_rcpt(&s->tx, &cl, args, reply), reply, SMTP_STATE_RCPT);
@@ -317,6 +322,11 @@ static void cmd_data(struct smtp_session *s, const char *args)
         reply_need_mail(s);
         return;
     }
+    if (s->state == SMTP_STATE_BDAT) {
+        /* RFC 3030 3: one transaction uses BDAT or DATA, never both. */
+        smtp_reply_error(s, "503 5.5.1 Error: DATA after BDAT");
+        return;
+    }
     if (s->state == SMTP_STATE_MAIL) {
         /* RFC 2920 3.1: a pipelined DATA after refused recipients gets 554 (or 503). */
         smtp_reply_error(s, "554 5.5.1 Error: no valid recipients");
@@ -326,7 +336,7 @@ static void cmd_data(struct smtp_session *s, const char *args)
         smtp_reply_error(s, "501 5.5.4 Syntax: DATA");
         return;
     }
-    if (refused_for_space(s))
+    if (smtp_session_refused_for_space(s))
         return;
     char reply[SMTP_TX_REPLY_MAX_BYTES];
     enum smtp_tx_result r = smtp_tx_data(&s->tx, s->conn, reply);
@@ -337,23 +347,23 @@ static void cmd_data(struct smtp_session *s, const char *args)
 
 /* End of data with the whole content: the transaction prepares the delivery, the writer stores
  * it, and job_done answers. */
-static void deliver(struct smtp_session *s)
+void smtp_session_deliver(struct smtp_session *s)
 {
     enum fault_verdict v =
         fault_at(s->fault, FAULT_SMTP_EOD,
                  &(struct fault_facts){.user = s->auth_user, .sender = s->tx.sender_text});
     if (v == FAULT_TAKEN)
-        tx_reset(s);
+        smtp_session_tx_reset(s);
     if (v != FAULT_PASS)
         return;
     char reply[SMTP_TX_REPLY_MAX_BYTES];
     struct smtp_tx_client cl = tx_client(s);
     if (smtp_tx_deliver(&s->tx, &cl, ++s->transactions, reply) != SMTP_TX_JOB) {
         smtp_reply_error(s, "%s", reply);
-        tx_reset(s);
+        smtp_session_tx_reset(s);
         return;
     }
-    smtp_enter_state(s, SMTP_STATE_BUSY);
+    smtp_session_enter_state(s, SMTP_STATE_BUSY);
     job_submit(s);
 }
 
@@ -361,7 +371,7 @@ static void deliver(struct smtp_session *s)
 
 static void forget_client(struct smtp_session *s)
 {
-    tx_reset(s);
+    smtp_session_tx_reset(s);
     s->esmtp = false;
     s->helo[0] = '\0';
 }
@@ -373,22 +383,26 @@ static void cmd_ehlo(struct smtp_session *s, const char *args)
         return;
     }
     /* RFC 5321 4.1.4: EHLO also resets the transaction, as RSET would. */
-    tx_reset(s);
+    smtp_session_tx_reset(s);
     s->esmtp = true;
     smtp_helo_sanitize(args, s->helo, sizeof(s->helo));
-    smtp_enter_state(s, SMTP_STATE_READY);
+    smtp_session_enter_state(s, SMTP_STATE_READY);
     char esc[ADDRESS_DOMAIN_MAX_BYTES + 16];
     log_info("smtp", conn_sid(s->conn), "event=helo verb=EHLO name=%s",
              log_escape(esc, sizeof(esc), args, strlen(args)));
     const struct cfg *cfg = conn_cfg(s->conn);
     char size[48];
     snprintf(size, sizeof(size), "SIZE %llu", (unsigned long long)cfg->smtp.max_message_size_bytes);
-    const char *ext[8];
+    const char *ext[12];
     size_t n = 0;
     ext[n++] = "PIPELINING";          /* RFC 2920 */
     ext[n++] = size;                  /* RFC 1870 */
     ext[n++] = "8BITMIME";            /* RFC 6152 */
     ext[n++] = "ENHANCEDSTATUSCODES"; /* RFC 2034 */
+    /* RFC 3030. BINARYMIME is not offered: stored messages have canonical CRLF line ends,
+     * which binary content would not survive, and the outbound side could not pass it on to a
+     * next hop without it. */
+    ext[n++] = "CHUNKING";
     if (conn_can_starttls(s->conn))
         ext[n++] = "STARTTLS"; /* RFC 3207: only before TLS is on */
     if (smtp_auth_offered(s) && s->auth_user[0] == '\0')
@@ -405,10 +419,10 @@ static void cmd_helo(struct smtp_session *s, const char *args)
         smtp_reply_error(s, "501 5.5.4 Syntax: HELO hostname");
         return;
     }
-    tx_reset(s);
+    smtp_session_tx_reset(s);
     s->esmtp = false;
     smtp_helo_sanitize(args, s->helo, sizeof(s->helo));
-    smtp_enter_state(s, SMTP_STATE_READY);
+    smtp_session_enter_state(s, SMTP_STATE_READY);
     char esc[ADDRESS_DOMAIN_MAX_BYTES + 16];
     log_info("smtp", conn_sid(s->conn), "event=helo verb=HELO name=%s",
              log_escape(esc, sizeof(esc), args, strlen(args)));
@@ -427,7 +441,7 @@ static void cmd_rset(struct smtp_session *s, const char *args)
         smtp_reply_error(s, "501 5.5.4 Syntax: RSET");
         return;
     }
-    tx_reset(s);
+    smtp_session_tx_reset(s);
     conn_reply(s->conn, "250 2.0.0 Ok\r\n");
 }
 
@@ -439,8 +453,9 @@ static void cmd_quit(struct smtp_session *s, const char *args)
 
 static void cmd_help(struct smtp_session *s, const char *args)
 {
-    conn_reply(s->conn, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY "
-                        "STARTTLS AUTH; see RFC 5321\r\n");
+    conn_reply(s->conn,
+               "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY "
+               "STARTTLS AUTH; see RFC 5321\r\n");
 }
 
 static void cmd_vrfy(struct smtp_session *s, const char *args)
@@ -504,6 +519,7 @@ static const struct smtp_command smtp_commands[] = {
     {{"MAIL", COMMAND_ANY_STATE, 0}, cmd_mail},
     {{"RCPT", COMMAND_ANY_STATE, 0}, cmd_rcpt},
     {{"DATA", COMMAND_ANY_STATE, SMTP_CMD_ENDS_GROUP}, cmd_data},
+    {{"BDAT", COMMAND_ANY_STATE, 0}, smtp_cmd_bdat}, /* RFC 3030 2: may be pipelined */
     {{"RSET", COMMAND_ANY_STATE, 0}, cmd_rset},
     {{"NOOP", COMMAND_ANY_STATE, 0}, cmd_noop},
     {{"QUIT", COMMAND_ANY_STATE, SMTP_CMD_ENDS_GROUP}, cmd_quit},
@@ -538,7 +554,7 @@ static void fault_resume(void *arg, enum fault_point p, const char *line, size_t
     if (p == FAULT_SMTP_CONNECT)
         greet(s->conn);
     else if (p == FAULT_SMTP_EOD)
-        deliver(s);
+        smtp_session_deliver(s);
     else
         dispatch(s, line, len);
     smtp_session_release(s);
@@ -622,12 +638,15 @@ static void smtp_on_line(struct conn *c, const char *line, size_t len)
     smtp_session_release(s);
 }
 
-/* Message octets in data mode (smtp_tx_feed); the end of the message is delivered. */
+/* Message octets in data mode (smtp_tx_feed), or a BDAT chunk's (smtp_bdat.c); the end of the
+ * message is delivered. */
 static size_t smtp_on_data(struct conn *c, const unsigned char *p, size_t n)
 {
     struct smtp_session *s = conn_session(c);
     if (s == NULL)
         return n;
+    if (s->chunk != SMTP_CHUNK_NONE)
+        return smtp_bdat_data(s, p, n);
     char reply[SMTP_TX_REPLY_MAX_BYTES];
     size_t used = 0;
     enum smtp_tx_result r = smtp_tx_feed(&s->tx, p, n, &used, reply);
@@ -637,10 +656,10 @@ static size_t smtp_on_data(struct conn *c, const unsigned char *p, size_t n)
     conn_set_mode_data(c, false);
     session_ref_take(&s->ref);
     if (r == SMTP_TX_OK) {
-        deliver(s);
+        smtp_session_deliver(s);
     } else {
         smtp_reply_error(s, "%s", reply);
-        tx_reset(s);
+        smtp_session_tx_reset(s);
     }
     smtp_session_release(s);
     return used;
@@ -670,7 +689,7 @@ static void smtp_on_tls_ready(struct conn *c)
         return;
     /* RFC 3207 4.2: forget everything learned from the client before TLS, EHLO included. */
     forget_client(s);
-    smtp_enter_state(s, SMTP_STATE_GREETED);
+    smtp_session_enter_state(s, SMTP_STATE_GREETED);
 }
 
 static void smtp_on_timeout(struct conn *c)

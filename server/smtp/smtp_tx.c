@@ -2,8 +2,9 @@
  * smtp_tx.c - the SMTP mail transaction: MAIL (sender, ESMTP parameters), RCPT (the relay decision
  * of common/pure/relay_policy.c on facts gathered by server/relay/relay_facts.c, recipient limits,
  * local recipients resolved to user ids), DATA (the scanner of common/pure/smtp_data.c in data
- * mode) and delivery (trace headers, then store_deliver in one writer job; the session says
- * "250 2.0.0 Ok: queued as ID" only once that commit is durable).
+ * mode), BDAT chunks (RFC 3030: the same scanner on raw content, so both verbs end in the same
+ * spool file, signer and delivery) and delivery (trace headers, then store_deliver in one writer
+ * job; the session says "250 2.0.0 Ok: queued as ID" only once that commit is durable).
  *
  * Memory per transaction is bounded: the scanner keeps at most SMTP_TX_MEMORY_BYTES of content
  * and spills the rest, as it arrives, into a nameless spool file (storage/spool.h; a page-cache
@@ -371,30 +372,37 @@ enum smtp_tx_result smtp_tx_rcpt(struct smtp_tx *tx, const struct smtp_tx_client
 
 /* ---- DATA ---------------------------------------------------------------------------------- */
 
-enum smtp_tx_result smtp_tx_data(struct smtp_tx *tx, struct conn *c,
-                                 char reply[SMTP_TX_REPLY_MAX_BYTES])
+/* Readies the scanner for DATA or, raw, for BDAT chunks (common/pure/smtp_data.h). */
+static int data_begin(struct smtp_tx *tx, struct conn *c, bool raw)
 {
     const struct cfg *cfg = conn_cfg(c);
     /* No headroom: the trace headers travel as a part of their own (smtp_tx_deliver). */
     if (smtp_data_init(&tx->data, (size_t)cfg->smtp.max_message_size_bytes, 0) != 0 ||
-        smtp_data_set_spill(&tx->data, SMTP_TX_MEMORY_BYTES, tx_spill, tx) != 0)
-        return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
+        smtp_data_set_spill(&tx->data, SMTP_TX_MEMORY_BYTES, tx_spill, tx) != 0 ||
+        (raw && smtp_data_set_raw(&tx->data) != 0))
+        return -1;
     tx->db_path = cfg->server.database;
     tx->sid = conn_sid(c);
     /* Remote recipients come only from an authorised client: the message is relayed, so it is
      * signed and fixed up; local deliveries are not. */
     if (tx->n_remote > 0)
         smtp_dkim_start(&tx->dkim);
+    return 0;
+}
+
+enum smtp_tx_result smtp_tx_data(struct smtp_tx *tx, struct conn *c,
+                                 char reply[SMTP_TX_REPLY_MAX_BYTES])
+{
+    if (data_begin(tx, c, false) != 0)
+        return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
     return answer(reply, SMTP_TX_OK, "354 End data with <CR><LF>.<CR><LF>");
 }
 
-enum smtp_tx_result smtp_tx_feed(struct smtp_tx *tx, const unsigned char *p, size_t n,
-                                 size_t *used_out, char reply[SMTP_TX_REPLY_MAX_BYTES])
+/* The scanner's end (or, for a BDAT chunk, its state so far) as an answer: OK, or ERROR with the
+ * spool file dropped. */
+static enum smtp_tx_result data_outcome(struct smtp_tx *tx, enum smtp_data_status st,
+                                        char reply[SMTP_TX_REPLY_MAX_BYTES])
 {
-    enum smtp_data_status st;
-    *used_out = smtp_data_feed(&tx->data, p, n, &st);
-    if (st == SMTP_DATA_MORE)
-        return SMTP_TX_MORE;
     if (st != SMTP_DATA_DONE)
         spool_drop(tx);
     if (st == SMTP_DATA_DONE_SPILL_FAILED) {
@@ -412,6 +420,41 @@ enum smtp_tx_result smtp_tx_feed(struct smtp_tx *tx, const unsigned char *p, siz
     if (st != SMTP_DATA_DONE)
         return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
     return SMTP_TX_OK;
+}
+
+enum smtp_tx_result smtp_tx_feed(struct smtp_tx *tx, const unsigned char *p, size_t n,
+                                 size_t *used_out, char reply[SMTP_TX_REPLY_MAX_BYTES])
+{
+    enum smtp_data_status st;
+    *used_out = smtp_data_feed(&tx->data, p, n, &st);
+    if (st == SMTP_DATA_MORE)
+        return SMTP_TX_MORE;
+    return data_outcome(tx, st, reply);
+}
+
+/* ---- BDAT (RFC 3030) ----------------------------------------------------------------------- */
+
+enum smtp_tx_result smtp_tx_bdat_begin(struct smtp_tx *tx, struct conn *c,
+                                       char reply[SMTP_TX_REPLY_MAX_BYTES])
+{
+    if (data_begin(tx, c, true) != 0)
+        return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
+    return SMTP_TX_OK;
+}
+
+void smtp_tx_bdat_feed(struct smtp_tx *tx, const unsigned char *p, size_t n)
+{
+    enum smtp_data_status st;
+    /* Raw content has no end marker: every octet is used (smtp_data.h). */
+    (void)smtp_data_feed(&tx->data, p, n, &st);
+}
+
+enum smtp_tx_result smtp_tx_bdat_chunk_end(struct smtp_tx *tx, bool last,
+                                           char reply[SMTP_TX_REPLY_MAX_BYTES])
+{
+    if (last)
+        return data_outcome(tx, smtp_data_finish(&tx->data), reply);
+    return data_outcome(tx, smtp_data_status_so_far(&tx->data), reply);
 }
 
 static void log_message(struct smtp_tx *tx, struct conn *c)

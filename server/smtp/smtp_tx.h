@@ -146,6 +146,18 @@ enum smtp_tx_result smtp_tx_data(struct smtp_tx *tx, struct conn *c,
  * (the whole message is in: call smtp_tx_deliver()). */
 enum smtp_tx_result smtp_tx_feed(struct smtp_tx *tx, const unsigned char *p, size_t n,
                                  size_t *used_out, char reply[SMTP_TX_REPLY_MAX_BYTES]);
+/* BDAT's first chunk, with recipients: readies the scanner for raw content (no dots, no end
+ * marker; bare CR and LF made CRLF as for DATA). OK (no reply: the chunk's answer comes at its
+ * end) or ERROR. */
+enum smtp_tx_result smtp_tx_bdat_begin(struct smtp_tx *tx, struct conn *c,
+                                       char reply[SMTP_TX_REPLY_MAX_BYTES]);
+/* Octets of a BDAT chunk, all taken. */
+void smtp_tx_bdat_feed(struct smtp_tx *tx, const unsigned char *p, size_t n);
+/* A chunk's octets are all in. OK (last: the whole message is in, call smtp_tx_deliver(); not
+ * last: the session says how many octets it got) or ERROR (the message is refused, too big say:
+ * clear the transaction). */
+enum smtp_tx_result smtp_tx_bdat_chunk_end(struct smtp_tx *tx, bool last,
+                                           char reply[SMTP_TX_REPLY_MAX_BYTES]);
 /* End of data: trace headers in front, the delivery prepared under queue id "<sid>.<seq>". JOB,
  * or ERROR (clear the transaction). */
 enum smtp_tx_result smtp_tx_deliver(struct smtp_tx *tx, const struct smtp_tx_client *cl,

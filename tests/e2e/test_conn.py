@@ -154,7 +154,8 @@ class GreetingsAndLines(ConnTest):
         c.line()
         c.send("ehlo client.example\r\n")
         self.assertEqual(c.reply(), [f"250-{HOST}", "250-PIPELINING", "250-SIZE 26214400",
-                                     "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250 STARTTLS"])
+                                     "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250-CHUNKING",
+                                     "250 STARTTLS"])
         for cmd, want in [("NOOP", "250 2.0.0 Ok"), ("RSET", "250 2.0.0 Ok"),
                           ("HELO x", f"250 {HOST}"), ("XYZZY", "500 5.5.2 Error: command not recognized"),
                           ("EHLO", "501 5.5.4 Syntax: EHLO hostname")]:
@@ -339,7 +340,7 @@ class Tls(ConnTest):
         c.send("EHLO b\r\n")
         # The first reply over TLS is the EHLO's, and STARTTLS is no longer offered.
         self.assertEqual(c.reply(), [f"250-{HOST}", "250-PIPELINING", "250-SIZE 26214400",
-                                     "250-8BITMIME", "250-ENHANCEDSTATUSCODES",
+                                     "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250-CHUNKING",
                                      "250 AUTH PLAIN LOGIN"])
         c.send("STARTTLS\r\n")
         self.assertEqual(c.line(), "554 5.5.1 Error: TLS already active")
@@ -367,7 +368,7 @@ class Tls(ConnTest):
         self.assertEqual(s.line(), GREETING)
         s.send("EHLO a\r\n")
         self.assertEqual(s.reply(), [f"250-{HOST}", "250-PIPELINING", "250-SIZE 26214400",
-                                     "250-8BITMIME", "250-ENHANCEDSTATUSCODES",
+                                     "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250-CHUNKING",
                                      "250 AUTH PLAIN LOGIN"])
         p = self.connect("pop3s", tls=True)
         self.assertEqual(p.line(), "+OK postern ready.")
@@ -593,7 +594,8 @@ class Startup(PosternTest):
         c.line()
         c.send("EHLO a\r\n")
         self.assertEqual(c.reply(), [f"250-{HOST}", "250-PIPELINING", "250-SIZE 26214400",
-                                     "250-8BITMIME", "250 ENHANCEDSTATUSCODES"])
+                                     "250-8BITMIME", "250-ENHANCEDSTATUSCODES",
+                                     "250 CHUNKING"])
         c.send("STARTTLS\r\n")
         self.assertEqual(c.line(), "502 5.5.1 Command not implemented")
         p = Client(self.ports["pop3"])

@@ -118,12 +118,12 @@ class Protocol(SmtpTest):
         self.start()
         c = self.connect()
         self.assertEqual(self.ehlo(c), [f"250-{HOST}", "250-PIPELINING", "250-SIZE 26214400",
-                                        "250-8BITMIME", "250-ENHANCEDSTATUSCODES",
+                                        "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250-CHUNKING",
                                         "250 STARTTLS"])
         self.assertEqual(self.cmd(c, "STARTTLS"), ["220 2.0.0 Ready to start TLS"])
         c.starttls()
         self.assertEqual(self.ehlo(c), [f"250-{HOST}", "250-PIPELINING", "250-SIZE 26214400",
-                                        "250-8BITMIME", "250-ENHANCEDSTATUSCODES",
+                                        "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250-CHUNKING",
                                         "250 AUTH PLAIN LOGIN"])
         self.wait_log("event=helo verb=EHLO name=client.example")
 
@@ -137,7 +137,7 @@ class Protocol(SmtpTest):
             ("RCPT TO:<alice@example.test>", "503 5.5.1 Error: need MAIL command"),
             ("DATA", "503 5.5.1 Error: need MAIL command"),
             ("NOOP anything", "250 2.0.0 Ok"),
-            ("HELP", "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY "
+            ("HELP", "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY "
                      "STARTTLS AUTH; see RFC 5321"),
             ("VRFY alice", "252 2.0.0 Cannot VRFY user, but will accept message and attempt "
                            "delivery"),

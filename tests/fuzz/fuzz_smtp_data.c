@@ -18,6 +18,9 @@
  *     CR or LF, is empty or ends in CRLF; the block stays within reserve + max;
  *   - the stored content, dot-stuffed in pieces with a small output buffer and scanned again,
  *     comes back exactly, ending exactly at the encoder's terminator;
+ *   - the raw stream as BDAT content (smtp_data_set_raw), fed in the chosen pieces, with and
+ *     without spilling, and finished: the normalised raw stream (every CR, LF and CRLF made
+ *     CRLF, a final line end added), or TOO_BIG when that passes max_bytes;
  *   - the raw stream itself, dot-stuffed, has no bare CR or LF and no early end, and scans back
  *     to its normalised form; a TOP of it scans back to a prefix of that, ending at a line end.
  */
@@ -217,6 +220,47 @@ static void check_spilling(const unsigned char *s, size_t n, size_t max, const u
     free(spilled.p);
 }
 
+static struct bytes normalise(const unsigned char *p, size_t n);
+
+/* BDAT: raw content in pieces (spilling when mem > 0), then the caller's end. */
+static void check_raw(const unsigned char *s, size_t n, size_t max, const uint8_t *pieces,
+                      size_t mem)
+{
+    struct bytes want = normalise(s, n);
+    struct bytes spilled = {NULL, 0};
+    struct smtp_data d;
+    CHECK(smtp_data_init(&d, max, RESERVE_BYTES) == 0);
+    if (mem > 0)
+        CHECK(smtp_data_set_spill(&d, mem, spill_to_bytes, &spilled) == 0);
+    CHECK(smtp_data_set_raw(&d) == 0);
+    size_t off = 0;
+    for (size_t i = 0; off < n; i++) {
+        size_t piece = (size_t)pieces[i % PIECE_SLOTS] + 1;
+        if (piece > n - off)
+            piece = n - off;
+        enum smtp_data_status st;
+        CHECK(smtp_data_feed(&d, s + off, piece, &st) == piece);
+        CHECK(st == SMTP_DATA_MORE);
+        off += piece;
+    }
+    enum smtp_data_status st = smtp_data_finish(&d);
+    CHECK(smtp_data_finish(&d) == st);
+    CHECK(d.content_bytes == want.len);
+    if (want.len > max) {
+        CHECK(st == SMTP_DATA_DONE_TOO_BIG);
+    } else {
+        CHECK(st == SMTP_DATA_DONE);
+        size_t len;
+        const unsigned char *body = smtp_data_body(&d, &len);
+        CHECK(spilled.len + len == want.len);
+        CHECK(spilled.len == 0 || memcmp(spilled.p, want.p, spilled.len) == 0);
+        CHECK(len == 0 || memcmp(body, want.p + spilled.len, len) == 0);
+    }
+    smtp_data_free(&d);
+    free(spilled.p);
+    free(want.p);
+}
+
 /* Dot-stuffs in[0..n) in pieces of `piece` octets into an output buffer of out_cap octets. */
 static void stuff(struct dotstuff *ds, const unsigned char *in, size_t n, size_t piece,
                   size_t out_cap, struct bytes *wire)
@@ -321,6 +365,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(chunked.d.longest_line_bytes == whole.d.longest_line_bytes);
     CHECK(chunked.d.long_lines == whole.d.long_lines);
     check_spilling(stream.p, stream.len, max, pieces, (size_t)(data[5] % 16) + 1, &r);
+
+    check_raw(raw, raw_len, max, pieces, 0);
+    check_raw(raw, raw_len, max, pieces, (size_t)(data[5] % 16) + 1);
 
     /* The stored body survives stuffing and scanning exactly. */
     if (chunked.status == SMTP_DATA_DONE) {

@@ -10,7 +10,8 @@
  * handing the block over, reuse, line statistics and a 20 MiB message in 64 KiB chunks. The
  * spilling tests replay the same table with tiny in-memory parts (the spilled octets followed by
  * the block's must be the same content, whatever the cuts), a spill function that fails, and the
- * 20 MiB message with a 128 KiB in-memory part.
+ * 20 MiB message with a 128 KiB in-memory part. Raw content (BDAT) is checked cut once at every
+ * position: dots kept, no end marker, bare CR and LF made CRLF, a final CRLF added when missing.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -732,6 +733,86 @@ static void test_big_message_spilling(void **state)
     free(body);
 }
 
+/* ---- raw content (BDAT) ---- */
+
+struct raw_case {
+    const char *in;
+    size_t in_len;
+    const char *want;
+    size_t want_len;
+    uint64_t bare_lf, bare_cr;
+};
+
+static const struct raw_case raw_cases[] = {
+    {S(""), S(""), 0, 0},
+    {S("a\r\n"), S("a\r\n"), 0, 0},
+    {S(".\r\n"), S(".\r\n"), 0, 0},
+    {S("..x\r\n.\r\n\r\n.\r\n"), S("..x\r\n.\r\n\r\n.\r\n"), 0, 0},
+    {S("no line end"), S("no line end\r\n"), 0, 0},
+    {S("a\nb\rc\r\r\nd"), S("a\r\nb\r\nc\r\n\r\nd\r\n"), 1, 2},
+    {S("ends in CR\r"), S("ends in CR\r\n"), 0, 1},
+    {S("\x00\x80\xff.\r\n"), S("\x00\x80\xff.\r\n"), 0, 0},
+};
+
+/* Fed whole, and cut once at every position (two BDAT chunks), then finished. */
+static void test_raw_cases(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < ARRAY_LEN(raw_cases); i++) {
+        const struct raw_case *rc = &raw_cases[i];
+        for (size_t cut = 0; cut <= rc->in_len; cut++) {
+            struct smtp_data d;
+            assert_int_equal(smtp_data_init(&d, TEST_MAX_BYTES, TEST_RESERVE_BYTES), 0);
+            assert_int_equal(smtp_data_set_raw(&d), 0);
+            enum smtp_data_status st;
+            assert_int_equal(smtp_data_feed(&d, (const unsigned char *)rc->in, cut, &st), cut);
+            assert_int_equal(st, SMTP_DATA_MORE);
+            assert_int_equal(smtp_data_status_so_far(&d), SMTP_DATA_DONE);
+            assert_int_equal(
+                smtp_data_feed(&d, (const unsigned char *)rc->in + cut, rc->in_len - cut, &st),
+                rc->in_len - cut);
+            assert_int_equal(st, SMTP_DATA_MORE);
+            assert_int_equal(smtp_data_finish(&d), SMTP_DATA_DONE);
+            assert_int_equal(smtp_data_finish(&d), SMTP_DATA_DONE);
+            size_t len;
+            const unsigned char *b = smtp_data_body(&d, &len);
+            assert_int_equal(len, rc->want_len);
+            assert_true(len == 0 || memcmp(b, rc->want, len) == 0);
+            assert_int_equal(d.bare_lf_count, rc->bare_lf);
+            assert_int_equal(d.bare_cr_count, rc->bare_cr);
+            assert_int_equal(d.unstuffed_count, 0);
+            smtp_data_free(&d);
+        }
+    }
+}
+
+/* Past the limit the chunk can be refused at once; finish says so too. Not raw: no finish. */
+static void test_raw_limit_and_misuse(void **state)
+{
+    (void)state;
+    struct smtp_data d;
+    assert_int_equal(smtp_data_init(&d, 8, 0), 0);
+    assert_int_equal(smtp_data_set_raw(&d), 0);
+    enum smtp_data_status st;
+    smtp_data_feed(&d, (const unsigned char *)"1234567", 7, &st);
+    assert_int_equal(smtp_data_status_so_far(&d), SMTP_DATA_DONE);
+    smtp_data_feed(&d, (const unsigned char *)"89", 2, &st);
+    assert_int_equal(st, SMTP_DATA_MORE);
+    assert_int_equal(smtp_data_status_so_far(&d), SMTP_DATA_DONE_TOO_BIG);
+    assert_null(d.block);
+    assert_int_equal(smtp_data_finish(&d), SMTP_DATA_DONE_TOO_BIG);
+    smtp_data_reset(&d);
+    assert_true(d.raw);
+    smtp_data_free(&d);
+
+    assert_int_equal(smtp_data_init(&d, 8, 0), 0);
+    assert_int_equal(smtp_data_finish(&d), SMTP_DATA_DONE_NO_MEMORY);
+    assert_false(smtp_data_is_done(&d));
+    smtp_data_feed(&d, (const unsigned char *)"x", 1, &st);
+    assert_int_equal(smtp_data_set_raw(&d), -EINVAL);
+    smtp_data_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -750,6 +831,8 @@ int main(void)
         cmocka_unit_test(test_cases_spilling),
         cmocka_unit_test(test_spill_failure),
         cmocka_unit_test(test_big_message_spilling),
+        cmocka_unit_test(test_raw_cases),
+        cmocka_unit_test(test_raw_limit_and_misuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
