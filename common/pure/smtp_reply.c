@@ -114,6 +114,8 @@ void smtp_ehlo_parse_line(struct smtp_ehlo_caps *caps, const char *text, size_t 
         }
     } else if (keyword_is(text, len, "8BITMIME", &arg)) {
         caps->eightbitmime = true;
+    } else if (keyword_is(text, len, "CHUNKING", &arg)) {
+        caps->chunking = true;
     } else if (keyword_is(text, len, "SIZE", &arg)) {
         caps->size = true;
         uint64_t v = 0;

@@ -54,6 +54,7 @@ struct smtp_ehlo_caps {
     bool starttls;           /* RFC 3207 */
     bool eightbitmime;       /* RFC 6152 */
     bool size;               /* RFC 1870 */
+    bool chunking;           /* RFC 3030: BDAT */
     bool auth_plain;         /* RFC 4954: AUTH, with PLAIN among its mechanisms */
     uint64_t size_max_bytes; /* SIZE's argument; 0 = no fixed limit given */
 };

@@ -7,6 +7,15 @@
  * taken in order, through the very same states. A reply to MAIL that refuses the sender decides
  * every recipient; the pipelined RCPT and DATA replies that follow are read and ignored.
  *
+ * CHUNKING (RFC 3030): when the server offers it together with PIPELINING, no DATA is sent. Once
+ * the RCPT replies accepted someone, the body goes out as it is read from the store, each read
+ * as one "BDAT n" chunk (no dot-stuffing: the stored body has canonical CRLF line ends), then
+ * "BDAT 0 LAST", all without waiting. The chunks' "250" replies are counted off as they come; a
+ * chunk refused with 4xx/5xx decides the accepted recipients (the server will not deliver, RFC
+ * 3030 2) and the client quits. The reply to the LAST chunk is what the reply to the final dot
+ * is for DATA: the only reply that delivers. Without PIPELINING, BDAT would mean a round trip
+ * per chunk, so DATA is used.
+ *
  * The smarthost credentials and the AUTH PLAIN line are in smtp_client_creds.c.
  *
  * Ownership: the struct smtp_client is owned by itself from smtp_client_start on, and freed in
@@ -86,10 +95,12 @@ struct smtp_client {
     struct smtp_ehlo_caps caps;
     bool esmtp; /* EHLO was accepted */
     bool pipelined;
-    bool mail_failed; /* MAIL was refused: the recipients are decided already */
-    size_t rcpt_i;    /* the RCPT whose reply comes next */
-    size_t accepted;  /* recipients with 250 at RCPT */
-    bool *rcpt_ok;    /* owned: per recipient, accepted at RCPT */
+    bool bdat;                /* the body goes out in BDAT chunks (head comment) */
+    size_t chunks_unanswered; /* BDAT chunks (not the LAST) whose reply is still to come */
+    bool mail_failed;         /* MAIL was refused: the recipients are decided already */
+    size_t rcpt_i;            /* the RCPT whose reply comes next */
+    size_t accepted;          /* recipients with 250 at RCPT */
+    bool *rcpt_ok;            /* owned: per recipient, accepted at RCPT */
     struct smtp_reply reply;
 
     /* body streaming */
@@ -238,6 +249,8 @@ static void start_transaction(struct smtp_client *sc)
         return;
     }
     sc->pipelined = sc->caps.pipelining;
+    sc->bdat = sc->caps.pipelining && sc->caps.chunking;
+    sc->chunks_unanswered = 0;
     sc->state = ST_MAIL;
     sc->rcpt_i = 0;
     sc->accepted = 0;
@@ -246,7 +259,8 @@ static void start_transaction(struct smtp_client *sc)
     if (sc->pipelined) {
         for (size_t i = 0; i < sc->n_rcpts; i++)
             send_rcpt(sc, i);
-        conn_write(sc->conn, "DATA\r\n", 6);
+        if (!sc->bdat)
+            conn_write(sc->conn, "DATA\r\n", 6);
     }
 }
 
@@ -391,7 +405,16 @@ static void pump_body(struct smtp_client *sc)
                 sc->skip_left -= k;
             }
         }
-        if (sc->in_off < sc->in_len) {
+        if (sc->in_off < sc->in_len && sc->bdat) {
+            /* RFC 3030 2: exactly n octets follow the command, as they are. */
+            size_t n = sc->in_len - sc->in_off;
+            char cmd[40];
+            int k = snprintf(cmd, sizeof(cmd), "BDAT %zu\r\n", n);
+            if (conn_write(c, cmd, (size_t)k) != 0 || conn_write(c, sc->in + sc->in_off, n) != 0)
+                return; /* closing: on_close reports */
+            sc->in_off = sc->in_len;
+            sc->chunks_unanswered++;
+        } else if (sc->in_off < sc->in_len) {
             size_t used = 0;
             size_t k = dotstuff_encode(&sc->ds, sc->in + sc->in_off, sc->in_len - sc->in_off, &used,
                                        sc->out, sizeof(sc->out));
@@ -399,7 +422,9 @@ static void pump_body(struct smtp_client *sc)
             if (k > 0 && conn_write(c, sc->out, k) != 0)
                 return; /* closing: on_close reports */
         } else if (sc->body_eof) {
-            while (!dotstuff_is_done(&sc->ds)) {
+            if (sc->bdat && conn_write(c, "BDAT 0 LAST\r\n", 13) != 0)
+                return;
+            while (!sc->bdat && !dotstuff_is_done(&sc->ds)) {
                 size_t k = dotstuff_finish(&sc->ds, sc->out, sizeof(sc->out));
                 if (conn_write(c, sc->out, k) != 0)
                     return;
@@ -418,9 +443,32 @@ static void pump_body(struct smtp_client *sc)
 }
 
 /* One complete reply in the current state. */
+/* A reply to a BDAT chunk that was not the LAST one (head comment). */
+static void on_chunk_reply(struct smtp_client *sc, int code, const char *text)
+{
+    sc->chunks_unanswered--;
+    if (code / 100 == 2)
+        return;
+    if (code == 421) {
+        host_failure(sc, code, "%s", text); /* RFC 5321 3.8: as for any other command */
+        return;
+    }
+    decide_accepted(sc, code / 100 == 5 ? SMTP_RCPT_BOUNCE : SMTP_RCPT_DEFER, code, text);
+    if (sc->state == ST_BODY) {
+        /* Whole chunks only were queued, so the server reads QUIT as a command. */
+        store_body_close(&sc->reader);
+        conn_body_end(sc->conn);
+    }
+    finish(sc);
+}
+
 static void on_reply(struct smtp_client *sc, int code, const char *text)
 {
     int cls = code / 100;
+    if (sc->bdat && sc->chunks_unanswered > 0 && (sc->state == ST_BODY || sc->state == ST_DOT)) {
+        on_chunk_reply(sc, code, text);
+        return;
+    }
     if (sc->state == ST_BODY) {
         /* RFC 5321 4.1.1.4: the server replies after the end of data, which we have not sent:
          * this reply can neither deliver nor bounce (smtp_client.h, "The end of data"). */
@@ -526,8 +574,12 @@ static void on_reply(struct smtp_client *sc, int code, const char *text)
                 send_rcpt(sc, sc->rcpt_i);
             return;
         }
-        if (!sc->pipelined && sc->accepted == 0) {
+        if ((!sc->pipelined || sc->bdat) && (sc->accepted == 0 || sc->mail_failed)) {
             finish(sc);
+            return;
+        }
+        if (sc->bdat) {
+            start_body(sc);
             return;
         }
         sc->state = ST_DATA;

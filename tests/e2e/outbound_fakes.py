@@ -29,6 +29,10 @@ class SmtpSink:
                  before the final dot, then read nothing more and wait (a server that answers
                  too early); the message counts as not accepted
     data_reply_delay  seconds to wait after the final dot before answering it
+    bdat_reply   None, or a reply to every BDAT chunk that is not the LAST one (default: 250
+                 "N octets received"); BDAT (RFC 3030) is taken whenever the client sends it, so
+                 offer CHUNKING in extensions to have it used. The LAST chunk's reply comes from
+                 data_replies, as the final dot's does
     tls_context  an ssl.SSLContext to offer STARTTLS with
     auth         None, or (user, password): offer "AUTH PLAIN" (before and after TLS alike, so a
                  client that would send credentials in the clear gets the chance to) and check
@@ -37,7 +41,8 @@ class SmtpSink:
 
     What it saw: self.messages, one dict per message accepted with 250 (mail_from, mail_params,
     rcpts, data bytes as received after un-stuffing, tls); self.unacked, messages whose final
-    dot got no 2xx; self.sessions counts connections; self.commands lists every command line.
+    dot got no 2xx (a message sent with BDAT has "chunks", the sizes of its BDAT commands);
+    self.sessions counts connections; self.commands lists every command line.
     self.auths lists every AUTH command as a dict (user, password, ok, tls: under TLS or not);
     self.plaintext holds every octet received outside TLS, in every session.
     """
@@ -53,6 +58,7 @@ class SmtpSink:
         self.stalled = []
         self.body_reply = None
         self.data_reply_delay = 0
+        self.bdat_reply = None
         self.early_replies = 0
         self.closing = threading.Event()
         self.tls_context = None
@@ -121,6 +127,7 @@ class SmtpSink:
             return
         mail_from, params, rcpts = None, "", []
         authed = False
+        chunks, bdat = [], bytearray()
         while True:
             raw = f.readline(4096)
             if not raw:
@@ -222,8 +229,40 @@ class SmtpSink:
                     (self.messages if reply.startswith("2") else self.unacked).append(msg)
                 send(reply)
                 mail_from, params, rcpts = None, "", []
+            elif verb == "BDAT":
+                size_text, _, last = line[5:].partition(" ")
+                size = int(size_text)
+                data = f.read(size)
+                if len(data) != size:
+                    return
+                if mail_from is None or not rcpts:
+                    send("503 5.5.1 need MAIL and RCPT")
+                    continue
+                chunks.append(size)
+                bdat += data
+                if last.upper() != "LAST":
+                    send(self.bdat_reply or f"250 2.0.0 {size} octets received")
+                    if self.bdat_reply and not self.bdat_reply.startswith("2"):
+                        mail_from, params, rcpts, chunks, bdat = None, "", [], [], bytearray()
+                    continue
+                msg = {"mail_from": mail_from, "mail_params": params, "rcpts": rcpts,
+                       "data": bytes(bdat), "tls": tls, "chunks": chunks}
+                chunks, bdat = [], bytearray()
+                mail_from, params, rcpts = None, "", []
+                if self.stall_data:
+                    with self.lock:
+                        self.unacked.append(msg)
+                    self.data_seen.set()
+                    time.sleep(60)
+                    return
+                reply = self._next({"d": self.data_replies}, "d")
+                self.data_seen.set()
+                with self.lock:
+                    (self.messages if reply.startswith("2") else self.unacked).append(msg)
+                send(reply)
             elif verb == "RSET":
                 mail_from, params, rcpts = None, "", []
+                chunks, bdat = [], bytearray()
                 send("250 2.0.0 Ok")
             elif verb == "QUIT":
                 send("221 2.0.0 Bye")

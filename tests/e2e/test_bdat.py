@@ -3,7 +3,8 @@ commands, a small message split at every chunk boundary (each position its own c
 size limit (552 and the rest of the chunks read and dropped), the 503 sequencing rules (BDAT
 without MAIL or RCPT, DATA after BDAT, RCPT after BDAT), RSET between chunks, a BDAT whose size
 cannot be read, 8-bit and binary-looking bodies, and large messages that spill into the spool
-file. Content is stored as DATA stores it: byte for byte, except that bare CR and bare LF become
+file. Outbound: BDAT to a fake MX that offers CHUNKING (the reply to the LAST chunk decides, a
+refused chunk defers), DATA to one that does not. Content is stored as DATA stores it: byte for byte, except that bare CR and bare LF become
 CRLF and a last line without its CRLF gets one (common/pure/smtp_data.h).
 
 Only 127.0.0.0/8 is used; every wait is bounded.
@@ -11,6 +12,7 @@ Only 127.0.0.0/8 is used; every wait is bounded.
 import random
 
 import test_smtp
+from test_outbound import OutboundTest, SENT, wait_for
 from test_smtp import HOST, SmtpTest, TLS_CONFIG, content_of
 
 ALICE = "alice@example.test"
@@ -227,3 +229,57 @@ class Bdat(SmtpTest):
         self.assertTrue(c.reply()[0].startswith("250 2.0.0 Ok: queued as "))
         self.assertEqual(self.stored(), [b"ab\r\n"])
         self.assertIn(f"250 {HOST}", self.cmd(c, "HELO again"))
+
+
+# ---- outbound: BDAT to a next hop that offers CHUNKING, DATA to one that does not ----
+
+BIG = (b"Return-Path: <alice@sender.test>\r\nFrom: alice@sender.test\r\nSubject: chunks\r\n\r\n" +
+       b"".join(b".dot line %d caf\xc3\xa9\r\n..two\r\n.\r\n" % i for i in range(3000)))
+BIG_SENT = BIG[BIG.index(b"\r\n") + 2:]
+
+
+class BdatOutbound(OutboundTest):
+    def test_bdat_when_offered(self):
+        self.sink.extensions.append("CHUNKING")
+        self.mx_config()
+        self.enqueue(["bob@dest.test"], body=BIG, facts=(1, BIG.index(b"\r\n") + 2))
+        self.enqueue(["carol@dest.test"])
+        self.start_server()
+        wait_for(lambda: len(self.sink.messages) == 2, what="two messages at the sink")
+        self.wait_queue_empty()
+        by_rcpt = {tuple(m["rcpts"]): m for m in self.sink.messages}
+        m = by_rcpt[("bob@dest.test",)]
+        self.assertEqual(m["data"], BIG_SENT)  # as stored: no dot-stuffing, no Return-Path
+        self.assertGreater(len(m["chunks"]), 2)
+        self.assertEqual(m["chunks"][-1], 0)
+        self.assertIn("BODY=8BITMIME", m["mail_params"])
+        self.assertEqual(by_rcpt[("carol@dest.test",)]["data"], SENT)
+        self.assertNotIn("DATA", self.sink.commands)
+        self.assertEqual(self.sink.commands.count("BDAT 0 LAST"), 2)
+        self.wait_log("status=sent")
+
+    def test_data_when_not_offered(self):
+        self.mx_config()
+        self.enqueue(["bob@dest.test"], body=BIG)
+        self.start_server()
+        wait_for(lambda: len(self.sink.messages) == 1, what="the message at the sink")
+        self.assertEqual(self.sink.messages[0]["data"], BIG_SENT)
+        self.assertNotIn("chunks", self.sink.messages[0])
+        self.assertIn("DATA", self.sink.commands)
+        self.assertFalse(any(c.startswith("BDAT") for c in self.sink.commands))
+
+    def test_refused_chunk_and_refused_last(self):
+        self.sink.extensions.append("CHUNKING")
+        self.sink.bdat_reply = "452 4.3.1 full"
+        self.mx_config()
+        self.enqueue(["bob@dest.test"], body=BIG)
+        self.start_server()
+        self.wait_log("status=deferred dsn=4.3.1")
+        self.assertEqual(self.sink.messages, [])
+        # The reply to the LAST chunk decides, as the reply to the final dot does.
+        self.sink.bdat_reply = None
+        self.sink.data_replies = ["554 5.6.0 rejected content"]
+        self.ok("queue", "flush")
+        self.wait_log("status=bounced dsn=5.6.0")
+        self.assertFalse(any(m["data"] == BIG_SENT for m in self.sink.messages))
+        self.assertTrue(any(m["data"] == BIG_SENT for m in self.sink.unacked))
