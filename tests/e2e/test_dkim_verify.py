@@ -7,7 +7,7 @@ Every message is relayed by a trusted client (or an authenticated one on submiss
 back as stored, which is what goes out (the one smarthost test checks that too): both signatures,
 ed25519-sha256 and rsa-sha256, must verify, across folded and repeated header fields, trailing
 white space, long lines, an empty body, an 8-bit body, a body of blank lines, dot-stuffed lines
-and a message large enough to be spooled; a changed header field or body must not. Messages
+and a message large enough to be spooled, also sent with BDAT; a changed header field or body must not. Messages
 without Message-ID or Date get them, signed. A From outside the local domains, and local
 deliveries, stay unsigned."""
 import base64
@@ -53,6 +53,22 @@ class Client:
         if wire and not wire.endswith(b"\r\n"):
             wire += b"\r\n"
         self.s.sendall(wire + b".\r\n")
+        r = self.reply()
+        assert r.startswith("250"), r
+        return r.split()[-1]
+
+    def send_bdat(self, sender, rcpts, content, chunk_bytes):
+        """The same with BDAT (RFC 3030): content as it is, in chunks, the last one LAST."""
+        assert self.cmd(f"MAIL FROM:<{sender}>").startswith("250")
+        for r in rcpts:
+            assert self.cmd(f"RCPT TO:<{r}>").startswith("250")
+        pieces = [content[i:i + chunk_bytes] for i in range(0, len(content), chunk_bytes)]
+        for p in pieces[:-1]:
+            self.s.sendall(b"BDAT %d\r\n" % len(p) + p)
+            r = self.reply()
+            assert r.startswith("250"), r
+        last = pieces[-1] if pieces else b""
+        self.s.sendall(b"BDAT %d LAST\r\n" % len(last) + last)
         r = self.reply()
         assert r.startswith("250"), r
         return r.split()[-1]
@@ -159,6 +175,27 @@ class DkimSigningTest(PosternTest):
         log = self.read_log()
         self.assertEqual(log.count("dkim=signed d=example.test s=ed,rs"), len(cases), log)
 
+    def test_bdat_messages_are_signed_alike(self):
+        # BDAT content feeds the same signer as DATA content, spooled parts included; a chunk
+        # may end anywhere, a CRLF cut in two too.
+        cases = [
+            (b"From: alice@example.test\r\nSubject: bdat\r\n\r\n.\r\n..dots stay\r\n", 7),
+            (b"From: alice@example.test\r\nSubject: spooled bdat\r\n\r\n" +
+             b"".join(b"%07d %s\r\n" % (i, b"z" * 70) for i in range(4000)), 50_001),
+        ]
+        self.start_server()
+        c = Client(self.ports["smtp"])
+        try:
+            for content, chunk_bytes in cases:
+                c.send_bdat("alice@example.test", ["bob@dest.test"], content, chunk_bytes)
+        finally:
+            c.close()
+        stored = self.stored()
+        self.assertEqual(len(stored), len(cases))
+        for (content, _), m in zip(cases, stored):
+            self.assertTrue(m.endswith(content.split(b"\r\n\r\n", 1)[1]))
+            self.assertEqual(self.verify_all(m), (2, [True, True]), m[:600])
+
     def test_tampering_fails(self):
         content = (b"From: alice@example.test\r\nTo: bob@dest.test\r\nSubject: original\r\n\r\n"
                    b"the body\r\n")
@@ -254,3 +291,4 @@ class DkimSmarthostTest(DkimSigningTest):
     test_tampering_fails = None
     test_message_id_and_date_added_and_signed = None
     test_unsigned_cases_say_why = None
+    test_bdat_messages_are_signed_alike = None
