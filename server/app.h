@@ -9,6 +9,7 @@
 #define POSTERN_APP_H
 
 struct auth;
+struct dkim_cache;
 struct disk_reserve;
 struct cfg;
 struct smtp_client_creds;
@@ -25,6 +26,9 @@ struct app {
     /* [smtp] min_free_space: new mail waits while the database's disk is nearly full; NULL:
      * no check. Thread-safe (disk_reserve.h). */
     struct disk_reserve *disk;
+    /* Parsed DKIM keys of the local domains; thread-safe (server/smtp/dkim_cache.h). NULL: no
+     * message is signed. */
+    struct dkim_cache *dkim;
 };
 
 #endif

@@ -70,6 +70,7 @@
 #include "server/app.h"
 #include "server/auth/auth.h"
 #include "server/disk_reserve.h"
+#include "server/smtp/dkim_cache.h"
 #include "server/net/conn.h"
 #include "server/net/listener.h"
 #include "server/notify.h"
@@ -545,6 +546,10 @@ int serve_main(struct cfg *cfg, const char *config_path)
         fail_line("start-failed", "cannot set up password checks");
         goto out_stop;
     }
+    if (dkim_cache_new(&srv->app.dkim) != 0) {
+        fail_line("start-failed", "cannot set up the DKIM key cache");
+        goto out_stop;
+    }
     srv->app.cfg = cfg;
     srv->app.reads = srv->reads;
     srv->app.writer = srv->writer;
@@ -647,6 +652,8 @@ out:
         uv_run(&srv->loop, UV_RUN_DEFAULT);
     }
     store_close(&srv->reads);
+    /* The loop ran to its end, so no signer holds a key from it. */
+    dkim_cache_free(&srv->app.dkim);
     /* The runner and its clients are gone (the loop ran to its end): nothing borrows it now. */
     srv->app.smarthost_creds = NULL;
     smtp_client_creds_free(&srv->smarthost_creds);

@@ -1,7 +1,8 @@
 /*
  * smtp_dkim.c - see smtp_dkim.h. The header section is collected as content arrives, the body
- * hashed (common/pure/dkim.c), and at delivery, in the writer job, the missing Message-ID and
- * Date are added and each key of the From domain signs the header section as it will be stored.
+ * hashed (common/pure/dkim.c); at end of data, on the loop, the missing Message-ID and Date are
+ * added and the keys of the From domain taken from the cache (server/smtp/dkim_cache.h); then,
+ * in the threadpool, each key signs the header section as it will be stored.
  */
 #include "server/smtp/smtp_dkim.h"
 
@@ -109,140 +110,138 @@ static bool append(char **buf, size_t *len, const char *text, size_t n)
     return true;
 }
 
-/* What one signing pass collects: the fields made so far and who signed. */
-struct signing {
-    const struct smtp_dkim *d;
-    const char *header; /* the added fields followed by the message's header section */
-    size_t header_len;
-    int64_t time_s;
-    char *sigs; /* owned */
-    size_t sigs_len;
-    char selectors[200];
-    int first_error; /* 0, or the first key's failure */
-};
-
-static int sign_with(void *ctx, const struct store_dkim_key *k)
-{
-    struct signing *sg = ctx;
-    enum dkim_alg alg;
-    struct dkim_key *key = NULL;
-    char *field = NULL;
-    int rc = dkim_alg_parse(k->algorithm, &alg) == 0 ? 0 : DKIM_ERR_BAD_KEY;
-    if (rc == 0)
-        rc = dkim_key_load(alg, k->private_key, &key);
-    if (rc == 0)
-        rc = dkim_sign(key, sg->d->from_domain, k->selector, sg->time_s, sg->header, sg->header_len,
-                       sg->d->body_hash, &field);
-    dkim_key_free(&key);
-    if (rc == 0 && !append(&sg->sigs, &sg->sigs_len, field, strlen(field)))
-        rc = DKIM_ERR_NO_MEMORY;
-    free(field);
-    if (rc != 0) {
-        if (sg->first_error == 0)
-            sg->first_error = rc;
-        return 0; /* the other key may still sign */
-    }
-    size_t used = strlen(sg->selectors);
-    snprintf(sg->selectors + used, sizeof(sg->selectors) - used, "%s%s", used > 0 ? "," : "",
-             k->selector);
-    return 0;
-}
-
 /* The reason a message goes out unsigned, or "" to try the keys. */
-static const char *unsigned_reason(const struct smtp_dkim *d, struct store *st, bool *failed)
+static const char *unsigned_reason(const struct smtp_dkim *d, struct store *st)
 {
     if (d->too_big)
         return "header-too-big";
     if (d->from_rc != 0)
         return dkim_reason(d->from_rc);
     bool local = false;
-    if (store_domain_is_local(st, d->from_domain, &local) != STORE_OK) {
-        *failed = true;
+    if (st == NULL || store_domain_is_local(st, d->from_domain, &local) != STORE_OK)
         return "store-error";
-    }
     return local ? "" : "from-not-local";
 }
 
-int smtp_dkim_sign(struct smtp_dkim *d, struct store *st, const char *hostname, const char *id,
-                   int64_t now_ms)
+/* RFC 6409 8.3 and 8.2: a submission server may add a missing Message-ID and Date. The random
+ * part keeps ids unique across restarts, which the queue id alone is not. */
+static int fix_ups(struct smtp_dkim *d, const char *hostname, const char *id, int64_t now_ms)
 {
-    if (!d->on || d->signed_once)
-        return 0;
-    char *added = NULL;
-    size_t added_len = 0;
     char line[DKIM_MESSAGE_ID_MAX_BYTES + 64];
-    /* RFC 6409 8.3 and 8.2: a submission server may add a missing Message-ID and Date. The
-     * random part keeps ids unique across restarts, which the queue id alone is not. */
-    if (!d->too_big && !has_field(d, "Message-ID")) {
+    if (d->too_big)
+        return 0;
+    if (!has_field(d, "Message-ID")) {
         unsigned char rnd[8];
         randombytes_buf(rnd, sizeof(rnd));
         char hex[17];
         sodium_bin2hex(hex, sizeof(hex), rnd, sizeof(rnd));
         int n =
             snprintf(line, sizeof(line), "Message-ID: <%.40s.%s@%.100s>\r\n", id, hex, hostname);
-        if (n < 0 || !append(&added, &added_len, line, (size_t)n))
-            goto oom;
+        if (n < 0 || !append(&d->added, &d->added_len, line, (size_t)n))
+            return DKIM_ERR_NO_MEMORY;
     }
-    if (!d->too_big && !has_field(d, "Date")) {
+    if (!has_field(d, "Date")) {
         char date[DATE_RFC5322_BYTES];
         int n =
             snprintf(line, sizeof(line), "Date: %s\r\n", date_rfc5322(now_ms, date, sizeof(date)));
-        if (n < 0 || !append(&added, &added_len, line, (size_t)n))
-            goto oom;
+        if (n < 0 || !append(&d->added, &d->added_len, line, (size_t)n))
+            return DKIM_ERR_NO_MEMORY;
     }
-    bool failed = false;
-    const char *reason = unsigned_reason(d, st, &failed);
-    if (reason[0] != '\0') {
-        snprintf(d->outcome, sizeof(d->outcome), "none reason=%s", reason);
-    } else {
-        /* Signed as it will be stored: the added fields, then the client's header section. */
-        char *header = NULL;
-        size_t header_len = 0;
-        if ((added_len > 0 && !append(&header, &header_len, added, added_len)) ||
-            (d->hdr_len > 0 && !append(&header, &header_len, d->hdr, d->hdr_len))) {
-            free(header);
-            goto oom;
-        }
-        struct signing sg = {
-            .d = d,
-            .header = header != NULL ? header : "",
-            .header_len = header_len,
-            .time_s = now_ms / 1000,
-        };
-        int rc = store_dkim_key_list(st, d->from_domain, true, sign_with, &sg);
-        free(header);
-        if (sg.sigs_len > 0) {
-            snprintf(d->outcome, sizeof(d->outcome), "signed d=%s s=%s", d->from_domain,
-                     sg.selectors);
-        } else {
-            snprintf(d->outcome, sizeof(d->outcome), "none reason=%s",
-                     rc != STORE_OK        ? "store-error"
-                     : sg.first_error != 0 ? dkim_reason(sg.first_error)
-                                           : "no-key");
-        }
-        /* The signatures go first: RFC 6376 5.6 prepends them to the header section. */
-        if (sg.sigs_len > 0 && added_len > 0 && !append(&sg.sigs, &sg.sigs_len, added, added_len)) {
-            free(sg.sigs);
-            goto oom;
-        }
-        if (sg.sigs_len > 0) {
-            free(added);
-            added = sg.sigs;
-            added_len = sg.sigs_len;
-        }
-    }
-    d->added = added;
-    d->added_len = added_len;
-    d->signed_once = true;
     return 0;
-oom:
-    free(added);
-    snprintf(d->outcome, sizeof(d->outcome), "none reason=no-memory");
-    return DKIM_ERR_NO_MEMORY;
+}
+
+bool smtp_dkim_prepare(struct smtp_dkim *d, struct store *reads, struct dkim_cache *cache,
+                       const char *hostname, const char *id, int64_t now_ms)
+{
+    if (!d->on || d->prepared)
+        return d->n_keys > 0;
+    d->prepared = true;
+    d->time_s = now_ms / 1000;
+    if (fix_ups(d, hostname, id, now_ms) != 0) {
+        free(d->added);
+        d->added = NULL;
+        d->added_len = 0;
+        snprintf(d->outcome, sizeof(d->outcome), "none reason=no-memory");
+        return false;
+    }
+    const char *reason = unsigned_reason(d, reads);
+    if (reason[0] == '\0' && cache == NULL)
+        reason = "no-key";
+    if (reason[0] == '\0') {
+        int rc = dkim_cache_get(cache, reads, d->from_domain, now_ms, d->keys, &d->n_keys);
+        if (rc != 0)
+            reason = rc == DKIM_ERR_NO_MEMORY ? "no-memory" : "store-error";
+        else if (d->n_keys == 0)
+            reason = "no-key";
+    }
+    if (reason[0] != '\0')
+        snprintf(d->outcome, sizeof(d->outcome), "none reason=%s", reason);
+    return d->n_keys > 0;
+}
+
+/* Signs the header section with one key; the field into *field. */
+static int sign_one(const struct smtp_dkim *d, const struct dkim_cached_key *k, const char *header,
+                    size_t header_len, char **field)
+{
+    if (k->key == NULL)
+        return k->load_error != 0 ? k->load_error : DKIM_ERR_BAD_KEY;
+    return dkim_sign(k->key, d->from_domain, k->selector, d->time_s, header, header_len,
+                     d->body_hash, field);
+}
+
+void smtp_dkim_sign(struct smtp_dkim *d)
+{
+    if (d->n_keys == 0)
+        return;
+    char *sigs = NULL, *header = NULL;
+    size_t sigs_len = 0, header_len = 0;
+    char selectors[2 * (DKIM_SELECTOR_MAX_BYTES + 1)] = "";
+    int first_error = 0;
+    /* Signed as it will be stored: the added fields, then the client's header section. */
+    if ((d->added_len > 0 && !append(&header, &header_len, d->added, d->added_len)) ||
+        (d->hdr_len > 0 && !append(&header, &header_len, d->hdr, d->hdr_len)))
+        first_error = DKIM_ERR_NO_MEMORY;
+    for (size_t i = 0; i < d->n_keys && first_error != DKIM_ERR_NO_MEMORY; i++) {
+        char *field = NULL;
+        int rc = sign_one(d, d->keys[i], header != NULL ? header : "", header_len, &field);
+        if (rc == 0 && !append(&sigs, &sigs_len, field, strlen(field)))
+            rc = DKIM_ERR_NO_MEMORY;
+        free(field);
+        if (rc != 0) {
+            if (first_error == 0)
+                first_error = rc;
+            continue; /* the other key may still sign */
+        }
+        size_t used = strlen(selectors);
+        snprintf(selectors + used, sizeof(selectors) - used, "%s%s", used > 0 ? "," : "",
+                 d->keys[i]->selector);
+    }
+    free(header);
+    for (size_t i = 0; i < d->n_keys; i++)
+        dkim_cache_release(&d->keys[i]);
+    d->n_keys = 0;
+    /* The signatures go first: RFC 6376 5.6 prepends them to the header section. */
+    if (sigs_len > 0 && d->added_len > 0 && !append(&sigs, &sigs_len, d->added, d->added_len)) {
+        free(sigs);
+        sigs = NULL;
+        sigs_len = 0;
+        first_error = DKIM_ERR_NO_MEMORY;
+    }
+    if (sigs_len > 0) {
+        snprintf(d->outcome, sizeof(d->outcome), "signed d=%s s=%s", d->from_domain, selectors);
+        free(d->added);
+        d->added = sigs;
+        d->added_len = sigs_len;
+    } else {
+        snprintf(d->outcome, sizeof(d->outcome), "none reason=%s",
+                 first_error != 0 ? dkim_reason(first_error) : "no-key");
+    }
 }
 
 void smtp_dkim_clear(struct smtp_dkim *d)
 {
+    for (size_t i = 0; i < d->n_keys; i++)
+        dkim_cache_release(&d->keys[i]);
     free(d->hdr);
     free(d->added);
     memset(d, 0, sizeof(*d));

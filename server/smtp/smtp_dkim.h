@@ -9,11 +9,17 @@
  *                    SMTP_DKIM_HEADER_MAX_BYTES), the body only hashed, so a large body is never
  *                    held for signing;
  *   smtp_dkim_end    at end of data, on the loop: the body hash and the From domain;
- *   smtp_dkim_sign   in the delivery's writer job, off the loop (an RSA signature costs about a
- *                    millisecond): Message-ID and Date when missing (RFC 6409 8.2, 8.3), then one
- *                    DKIM-Signature per key of the From domain (common/pure/dkim.h), read with
- *                    the writer's store. What it adds goes in front of the stored message after
- *                    the trace headers, so what is stored is what goes out, on every retry.
+ *   smtp_dkim_prepare on the loop, right after: Message-ID and Date when missing (RFC 6409
+ *                    8.2, 8.3), whether the message is signed (From a local domain with a key),
+ *                    and references to the domain's parsed keys (server/smtp/dkim_cache.h);
+ *   smtp_dkim_sign   in the libuv threadpool (server/smtp/smtp_tx.c queues it), not on the loop
+ *                    and not in the writer job: an RSA-2048 signature costs about a millisecond,
+ *                    which on the loop stalls every session of the loop and in the writer job
+ *                    every session's group commit. It needs only what prepare left (the header
+ *                    section, the body hash, the keys), so nothing else of the transaction is
+ *                    touched meanwhile. One DKIM-Signature per key; what prepare and sign add
+ *                    goes in front of the stored message after the trace headers, so what is
+ *                    stored is what goes out, on every retry.
  *
  * Local deliveries are not signed: a message without remote recipients never starts. It does not
  * log; smtp_tx.c logs the outcome (smtp_dkim_outcome) on the event=message line.
@@ -26,6 +32,8 @@
 #include <stdint.h>
 
 #include "common/pure/dkim.h"
+
+#include "server/smtp/dkim_cache.h"
 
 struct store;
 
@@ -47,9 +55,13 @@ struct smtp_dkim {
     uint8_t body_hash[DKIM_HASH_BYTES];
     int from_rc; /* dkim_from_domain's result at the end */
     char from_domain[256];
-    /* Set by smtp_dkim_sign (writer thread), read on the loop after the job's done. */
-    bool signed_once; /* a retried job reuses what the first run made */
-    char *added;      /* owned: the fields to store after the trace headers */
+    /* Set by smtp_dkim_prepare on the loop; smtp_dkim_sign (threadpool) then owns them until
+     * its after-work callback runs on the loop. */
+    bool prepared;
+    int64_t time_s;                                           /* t= */
+    struct dkim_cached_key *keys[DKIM_CACHE_KEYS_PER_DOMAIN]; /* references, released by sign */
+    size_t n_keys;
+    char *added; /* owned: the fields to store after the trace headers */
     size_t added_len;
     char outcome[SMTP_DKIM_OUTCOME_MAX_BYTES];
 };
@@ -58,13 +70,17 @@ void smtp_dkim_start(struct smtp_dkim *d);
 void smtp_dkim_feed(struct smtp_dkim *d, const unsigned char *p, size_t n);
 void smtp_dkim_end(struct smtp_dkim *d);
 /*
- * On the writer thread: fix-ups and signatures into d->added, the outcome into d->outcome. st is
- * the writer's store; hostname is server.hostname (for the Message-ID); id is the queue id. A
- * failure to sign leaves the message unsigned with the reason, never undelivered; 0, or
- * DKIM_ERR_NO_MEMORY when not even that could be recorded.
+ * On the loop: the fix-ups into d->added, and the keys to sign with. reads is the loop's read
+ * store, cache the process's key cache (NULL: nothing is signed), hostname server.hostname (for
+ * the Message-ID), id the queue id, now_ms the wall clock (Date, t=). True when smtp_dkim_sign
+ * has work; otherwise d->outcome says why not. A failure leaves the message unsigned with the
+ * reason, never undelivered.
  */
-int smtp_dkim_sign(struct smtp_dkim *d, struct store *st, const char *hostname, const char *id,
-                   int64_t now_ms);
+bool smtp_dkim_prepare(struct smtp_dkim *d, struct store *reads, struct dkim_cache *cache,
+                       const char *hostname, const char *id, int64_t now_ms);
+/* Any thread, with d left alone meanwhile: the signatures in front of d->added, the outcome into
+ * d->outcome, the key references released. */
+void smtp_dkim_sign(struct smtp_dkim *d);
 /* Frees what d owns and zeroes it. */
 void smtp_dkim_clear(struct smtp_dkim *d);
 

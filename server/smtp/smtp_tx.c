@@ -510,7 +510,10 @@ enum smtp_tx_result smtp_tx_deliver(struct smtp_tx *tx, const struct smtp_tx_cli
     if (tx->block != NULL)
         smtp_dkim_feed(&tx->dkim, tx->block + off, len);
     smtp_dkim_end(&tx->dkim);
-    tx->hostname = conn_cfg(c)->server.hostname;
+    const struct app *app = conn_app(c);
+    (void)smtp_dkim_prepare(&tx->dkim, app != NULL ? app->reads : NULL,
+                            app != NULL ? app->dkim : NULL, conn_cfg(c)->server.hostname, tx->id,
+                            now);
     tx->remote_ptrs = calloc(tx->n_remote + 1, sizeof(*tx->remote_ptrs));
     if (tx->remote_ptrs == NULL)
         return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
@@ -541,25 +544,8 @@ enum smtp_tx_result smtp_tx_deliver(struct smtp_tx *tx, const struct smtp_tx_cli
 static int job_run(struct store *st, struct writer_job *job)
 {
     struct smtp_tx *tx = container_of(job, struct smtp_tx, job);
-    if (tx->job_kind == SMTP_JOB_DELIVER) {
-        /* Signing happens here, off the loop; a retried job signs once (smtp_dkim.h). A
-         * failure leaves the message unsigned with its reason in the log. */
-        (void)smtp_dkim_sign(&tx->dkim, st, tx->hostname, tx->id, tx->delivery.received_ms);
-        if (tx->dkim.added_len > 0 && tx->prefix == NULL) {
-            size_t tlen = tx->delivery.prefix_len;
-            tx->prefix = malloc(tlen + tx->dkim.added_len);
-            if (tx->prefix != NULL) {
-                memcpy(tx->prefix, tx->trace, tlen);
-                memcpy(tx->prefix + tlen, tx->dkim.added, tx->dkim.added_len);
-                tx->delivery.prefix = tx->prefix;
-                tx->delivery.prefix_len = tlen + tx->dkim.added_len;
-                tx->message_bytes += tx->dkim.added_len;
-            } else {
-                snprintf(tx->dkim.outcome, sizeof(tx->dkim.outcome), "none reason=no-memory");
-            }
-        }
+    if (tx->job_kind == SMTP_JOB_DELIVER)
         return store_deliver(st, &tx->delivery);
-    }
     return store_window_take_relay(st, tx->window_key, store_now_ms(), tx->window_max);
 }
 
@@ -567,6 +553,47 @@ static void job_done(struct writer_job *job, int status)
 {
     struct smtp_tx *tx = container_of(job, struct smtp_tx, job);
     tx->done(tx->done_ctx, status);
+}
+
+/* On the loop: what signing and the fix-ups added goes after the trace headers. */
+static void attach_added(struct smtp_tx *tx)
+{
+    if (tx->dkim.added_len == 0 || tx->prefix != NULL)
+        return;
+    size_t tlen = tx->delivery.prefix_len;
+    tx->prefix = malloc(tlen + tx->dkim.added_len);
+    if (tx->prefix == NULL) {
+        snprintf(tx->dkim.outcome, sizeof(tx->dkim.outcome), "none reason=no-memory");
+        return;
+    }
+    memcpy(tx->prefix, tx->trace, tlen);
+    memcpy(tx->prefix + tlen, tx->dkim.added, tx->dkim.added_len);
+    tx->delivery.prefix = tx->prefix;
+    tx->delivery.prefix_len = tlen + tx->dkim.added_len;
+    tx->message_bytes += tx->dkim.added_len;
+}
+
+/* In the threadpool: only tx->dkim is touched (smtp_dkim.h), and the loop leaves the whole
+ * transaction alone until sign_done (the session is paused, waiting for done). */
+static void sign_work(uv_work_t *req)
+{
+    struct smtp_tx *tx = container_of(req, struct smtp_tx, sign_req);
+    smtp_dkim_sign(&tx->dkim);
+}
+
+/* Back on the loop: the signed message goes to the writer, as an unsigned one does at once. The
+ * writer is looked up now, not at submission: it is the server's, and the connection (which the
+ * session holds a reference to until done) keeps the server's resources alive. */
+static void sign_done(uv_work_t *req, int status)
+{
+    (void)status; /* UV_ECANCELED only for uv_cancel, which nothing calls */
+    struct smtp_tx *tx = container_of(req, struct smtp_tx, sign_req);
+    attach_added(tx);
+    const struct app *app = conn_app(tx->sign_conn);
+    struct writer *w = app != NULL ? app->writer : NULL;
+    tx->sign_conn = NULL;
+    if (w == NULL || writer_submit(w, &tx->job) != 0)
+        tx->done(tx->done_ctx, STORE_ERR); /* answered 451, as a failed commit would be */
 }
 
 enum smtp_tx_result smtp_tx_submit(struct smtp_tx *tx, struct conn *c, struct writer *w,
@@ -577,6 +604,21 @@ enum smtp_tx_result smtp_tx_submit(struct smtp_tx *tx, struct conn *c, struct wr
     tx->job.done = job_done;
     tx->done = done;
     tx->done_ctx = ctx;
+    /*
+     * A message with keys to sign with goes to the threadpool first. The loop could sign an
+     * ed25519 message itself (some 50 microseconds with the header hash), but an RSA signature is
+     * about a millisecond, and one path for both keeps a domain with both keys from stalling the
+     * loop; the threadpool hop costs latency, not loop time.
+     */
+    if (tx->job_kind == SMTP_JOB_DELIVER && tx->dkim.n_keys > 0 && w != NULL) {
+        tx->sign_conn = c;
+        if (uv_queue_work(conn_loop(c), &tx->sign_req, sign_work, sign_done) == 0)
+            return SMTP_TX_JOB;
+        tx->sign_conn = NULL;
+        smtp_dkim_sign(&tx->dkim); /* cannot happen (libuv refuses only a NULL work_cb) */
+    }
+    if (tx->job_kind == SMTP_JOB_DELIVER)
+        attach_added(tx);
     if (w != NULL && writer_submit(w, &tx->job) == 0)
         return SMTP_TX_JOB;
     enum smtp_job_kind kind = tx->job_kind;

@@ -117,12 +117,12 @@ struct smtp_tx {
     char id[SMTP_QUEUE_ID_MAX_BYTES]; /* DELIVER: the queue id */
     uint64_t message_bytes;           /* DELIVER: the stored size (headers included) */
     /* Signing and the submission fix-ups of a relayed message (smtp_dkim.h): fed from DATA on,
-     * signed in the DELIVER job, which then stores prefix (trace + what signing added) in
-     * front instead of trace. */
+     * prepared at end of data, signed in the threadpool before the DELIVER job is submitted,
+     * which then stores prefix (trace + what was added) in front instead of trace. */
     struct smtp_dkim dkim;
-    unsigned char *prefix; /* DELIVER: owned; NULL when nothing was added */
-    const char *hostname;  /* DELIVER: borrowed server.hostname (fixed for the process), for a
-                            * Message-ID */
+    unsigned char *prefix;  /* DELIVER: owned; NULL when nothing was added */
+    uv_work_t sign_req;     /* DELIVER: the threadpool request while signing */
+    struct conn *sign_conn; /* DELIVER, while signing: borrowed (the session holds a ref) */
 };
 
 /* Drops the transaction and frees what it owns (RSET, and at session end). Not while a writer
