@@ -179,6 +179,15 @@ bool smtp_dkim_prepare(struct smtp_dkim *d, struct store *reads, struct dkim_cac
     return d->n_keys > 0;
 }
 
+bool smtp_dkim_is_cheap(const struct smtp_dkim *d)
+{
+    for (size_t i = 0; i < d->n_keys; i++) {
+        if (d->keys[i]->key != NULL && d->keys[i]->alg == DKIM_RSA)
+            return false;
+    }
+    return true;
+}
+
 /* Signs the header section with one key; the field into *field. */
 static int sign_one(const struct smtp_dkim *d, const struct dkim_cached_key *k, const char *header,
                     size_t header_len, char **field)
