@@ -2,8 +2,8 @@
  * app.h - the resources a protocol session reaches through conn_app(c). Each event loop has its
  * own struct app (serve.c for the first loop, worker.c for the others), owned by that loop's owner
  * and kept alive until the loop's last connection has closed; sessions borrow. reads, writer and
- * auth are the loop's own and are used on its thread only; cfg, smarthost_creds and disk are the
- * same for every loop (read-only, or thread-safe where said).
+ * auth are the loop's own and are used on its thread only; cfg, smarthost_creds, disk and dkim are
+ * the same for every loop (read-only, or thread-safe where said).
  */
 #ifndef POSTERN_APP_H
 #define POSTERN_APP_H

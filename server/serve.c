@@ -584,6 +584,7 @@ int serve_main(struct cfg *cfg, const char *config_path)
             .tls = srv->tls,
             .smarthost = srv->smarthost_creds,
             .disk = srv->app.disk,
+            .dkim = srv->app.dkim,
             .on_exit = worker_exit_notify,
             .on_exit_arg = srv,
         };
@@ -652,7 +653,8 @@ out:
         uv_run(&srv->loop, UV_RUN_DEFAULT);
     }
     store_close(&srv->reads);
-    /* The loop ran to its end, so no signer holds a key from it. */
+    /* The loop ran to its end and every worker was joined before: nothing looks keys up now
+     * (a signer's own references would outlive the cache anyway). */
     dkim_cache_free(&srv->app.dkim);
     /* The runner and its clients are gone (the loop ran to its end): nothing borrows it now. */
     srv->app.smarthost_creds = NULL;

@@ -196,6 +196,7 @@ int worker_new(const struct worker_params *p, struct worker **out, char *err, si
     w->app.writer = w->writer;
     w->app.smarthost_creds = p->smarthost;
     w->app.disk = p->disk;
+    w->app.dkim = p->dkim;
     rc = conn_set_new(&w->loop, p->cfg, &w->app, p->cfg->server.transcript, &w->conns);
     if (rc != 0) {
         snprintf(err, errlen, "worker %u: cannot set up connections: %s", p->index,

@@ -29,6 +29,7 @@
 struct auth;
 struct cfg;
 struct disk_reserve;
+struct dkim_cache;
 struct listener_set;
 struct smtp_client_creds;
 struct tls_ctx;
@@ -44,6 +45,7 @@ struct worker_params {
     struct tls_ctx *tls;                       /* referenced; NULL: no TLS */
     const struct smtp_client_creds *smarthost; /* borrowed; may be NULL */
     struct disk_reserve *disk;                 /* borrowed, thread-safe; may be NULL */
+    struct dkim_cache *dkim;                   /* borrowed, thread-safe; may be NULL */
     void (*on_exit)(void *arg);                /* called on the worker's thread at its end */
     void *on_exit_arg;
 };
