@@ -107,6 +107,7 @@ struct cfg {
         unsigned max_connections; /* 1..1000000 */
         unsigned max_connections_per_ip; /* 1..1000000 */
         unsigned workers;                /* event loops, 1..64; 0 = one per online core */
+        struct cfg_listen_list metrics;  /* the Prometheus endpoint; count 0 = off */
     } server;
     struct {
         struct cfg_listen_list listen;

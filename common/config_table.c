@@ -74,6 +74,9 @@ const struct param cfg_params[] = {
           .max = 1000000),
     /* 0: one event loop per online core (server/serve.c asks sysconf when it starts). */
     PARAM("server", "workers", P_UINT, server.workers, "0", .min = 0, .max = 64),
+    /* The Prometheus endpoint (server/metrics/metrics_http.h): off unless set; it has no
+     * authentication, so it belongs on loopback or a monitoring network. */
+    PARAM("server", "metrics", P_LISTEN, server.metrics, ""),
 
     PARAM("smtp", "listen", P_LISTEN, smtp.listen, "127.0.0.1:2525"),
     PARAM("smtp", "submission", P_LISTEN, smtp.submission, "127.0.0.1:2587"),

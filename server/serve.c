@@ -72,6 +72,7 @@
 #include "server/disk_reserve.h"
 #include "server/smtp/dkim_cache.h"
 #include "server/net/conn.h"
+#include "server/metrics/metrics_http.h"
 #include "server/net/listener.h"
 #include "server/notify.h"
 #include "server/pop3/pop3_session.h"
@@ -102,6 +103,7 @@ struct server {
     struct tls_ctx *tls;            /* owned reference; NULL without [tls] */
     struct conn_set *conns;         /* owned */
     struct listener_set *listeners; /* owned */
+    struct metrics_http *metrics;   /* owned; NULL without [server] metrics */
     struct queue_runner *runner;    /* owned: outbound delivery */
     uv_signal_t signals[3];         /* SIGTERM, SIGINT, SIGHUP */
     size_t signals_open;            /* initialised (and not yet closed) entries of signals */
@@ -261,6 +263,7 @@ static void shutdown_server(struct server *srv, const char *why)
     }
     if (srv->listeners != NULL)
         listener_set_stop(srv->listeners); /* no new clients while the others are told */
+    metrics_http_stop(&srv->metrics);
     /* Outbound delivery: no new claims; attempts in flight are abandoned and their claims released,
      * except those awaiting the reply to their end of data (queue_runner.h). */
     queue_runner_stop(srv->runner, NULL, NULL);
@@ -563,6 +566,13 @@ int serve_main(struct cfg *cfg, const char *config_path)
     rc = listener_set_new(srv->conns, cfg, &smtp_session_handler, &pop3_session_handler, srv->tls,
                           NULL, srv->nloops > 1, &srv->listeners, err, sizeof(err));
     if (rc != 0) {
+        fail_line("listen-failed", err);
+        goto out_stop;
+    }
+    /* The counters are process-wide: the first loop answers scrapes for every loop. */
+    if (cfg->server.metrics.count > 0 &&
+        metrics_http_start(&srv->loop, &cfg->server.metrics, srv->reads, &srv->metrics, err,
+                           sizeof(err)) != 0) {
         fail_line("listen-failed", err);
         goto out_stop;
     }

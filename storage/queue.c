@@ -85,6 +85,22 @@ static int each_id(struct store *s, sqlite3_stmt *st, const int64_t *ids, size_t
 
 /* ---- admin views ---- */
 
+int store_queue_count(struct store *s, int64_t *count_out)
+{
+    /* count(*) walks the smallest index (queue_due), never the rows. */
+    sqlite3_stmt *st = store_prepare(s, "SELECT count(*) FROM queue");
+    if (st == NULL)
+        return STORE_ERR;
+    int rc = sqlite3_step(st);
+    int status = STORE_OK;
+    if (rc == SQLITE_ROW)
+        *count_out = sqlite3_column_int64(st, 0);
+    else
+        status = store_fail(s, "count queue");
+    store_reset(st);
+    return status;
+}
+
 int store_queue_list(struct store *s, store_queue_fn fn, void *ctx)
 {
     sqlite3_stmt *st = store_prepare(

@@ -197,6 +197,8 @@ int store_window_lookup(struct store *s, const char *key, int64_t now_ms, char *
 int store_window_take_relay(struct store *s, const char *key, int64_t now_ms, int64_t max);
 /* Housekeeping only: lookups check expiry themselves. */
 int store_window_purge(struct store *s, int64_t now_ms);
+/* Windows not expired at now_ms (the metrics gauge). */
+int store_window_count_open(struct store *s, int64_t now_ms, int64_t *count_out);
 
 /* ---- DKIM signing keys (storage/dkim_keys.c) ---- */
 struct store_dkim_key {
@@ -230,6 +232,8 @@ struct store_queue_entry {
 };
 typedef int (*store_queue_fn)(void *ctx, const struct store_queue_entry *q);
 int store_queue_list(struct store *s, store_queue_fn fn, void *ctx);
+/* Queue entries, claimed or waiting (the metrics gauge): counted on the queue_due index. */
+int store_queue_count(struct store *s, int64_t *count_out);
 int store_queue_drop(struct store *s, int64_t id);
 
 #endif

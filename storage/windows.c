@@ -123,3 +123,21 @@ int store_window_purge(struct store *s, int64_t now_ms)
     sqlite3_bind_int64(st, 1, now_ms);
     return store_step_done(s, st, "purge windows");
 }
+
+/* The windows table only holds windows that are open or expired since the last purge (every
+ * HOUSEKEEPING interval), so this scan stays as small as the set of roaming clients. */
+int store_window_count_open(struct store *s, int64_t now_ms, int64_t *count_out)
+{
+    sqlite3_stmt *st = store_prepare(s, "SELECT count(*) FROM windows WHERE expires_ms > ?1");
+    if (st == NULL)
+        return STORE_ERR;
+    sqlite3_bind_int64(st, 1, now_ms);
+    int rc = sqlite3_step(st);
+    int status = STORE_OK;
+    if (rc == SQLITE_ROW)
+        *count_out = sqlite3_column_int64(st, 0);
+    else
+        status = store_fail(s, "count windows");
+    store_reset(st);
+    return status;
+}

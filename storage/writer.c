@@ -37,6 +37,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "server/metrics/metrics.h"
 #include "storage/spool.h"
 #include "storage/store.h"
 
@@ -162,6 +163,7 @@ fail:
 static void batch_run(struct writer_core *w, struct writer_job *batch, struct writer_stats *stats)
 {
     int64_t start_ms = clock_monotonic_ms();
+    uint64_t start_ns = metrics_now_ns();
     uint64_t n = 0;
     for (struct writer_job *j = batch; j != NULL; j = j->next)
         n++;
@@ -184,6 +186,7 @@ static void batch_run(struct writer_core *w, struct writer_job *batch, struct wr
             failed++;
     }
     int64_t ms = clock_monotonic_ms() - start_ms;
+    metrics_writer_batch(n, metrics_now_ns() - start_ns);
     if (rc != 0) {
         attempt = WRITER_BATCH_ATTEMPTS;
         stats->batches_failed++;

@@ -23,6 +23,7 @@
 
 #include "common/log.h"
 #include "common/pure/cidr.h"
+#include "server/metrics/metrics.h"
 #include "server/net/conn_internal.h"
 #include "server/net/tls.h"
 
@@ -173,6 +174,7 @@ static void conn_free(struct conn *c)
     struct conn_set *set = c->set;
     if (c->on_free != NULL)
         c->on_free(c->on_free_arg, &c->peer);
+    metrics_conn_freed((int)c->service);
     linereader_free(&c->lr);
     buf_free(&c->stash);
     outq_free(&c->outq);
@@ -450,6 +452,7 @@ static struct conn *conn_alloc(struct conn_set *set, const struct conn_params *p
     c->set = set;
     c->handler = p->handler;
     c->service = p->service;
+    metrics_conn_created((int)c->service); /* conn_free counts it out, on every path */
     c->sid = new_sid();
     c->refs = 1;
     c->started_ms = uv_now(set->loop);
@@ -505,6 +508,7 @@ static void conn_opened(struct conn *c, const char *listener_name)
              c->peer_text, (unsigned)c->peer_port, listener_name != NULL ? listener_name : "-",
              conn_service_name(c->service));
     c->state = CONN_OPEN;
+    metrics_conn_accepted((int)c->service, c->implicit_tls);
     uv_tcp_nodelay(&c->tcp, 1); /* replies are coalesced here already; Nagle only adds delay */
     if (c->implicit_tls && conn__start_tls(c) != 0) {
         conn_abort(c, "tls-error: setup");

@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "server/metrics/metrics.h"
 #include "server/net/conn_internal.h"
 #include "server/net/tls.h"
 
@@ -122,8 +123,10 @@ static void on_write(uv_write_t *req, int status)
 {
     struct conn *c = req->data;
     outq_write_done(&c->outq);
-    if (status == 0)
+    if (status == 0) {
         c->bytes_out += c->write_len;
+        metrics_bytes_out((int)c->service, c->write_len);
+    }
     if (c->state == CONN_CLOSED)
         return; /* cancelled by the close; the close callback follows */
     if (status < 0) {
@@ -276,6 +279,7 @@ static void tls_check_ready(struct conn *c)
         cipher = space + 1;
     }
     log_info(c->handler->proto, c->sid, "event=tls proto=%s cipher=%s", desc, cipher);
+    metrics_tls_handshake((int)c->service);
     if (c->handler->on_tls_ready != NULL)
         c->handler->on_tls_ready(c);
 }
@@ -478,6 +482,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->bytes_in += (uint64_t)nread;
+    metrics_bytes_in((int)c->service, (uint64_t)nread);
     conn__arm_idle(c);
     if (c->tls != NULL) {
         if (tls_feed_ciphertext(c->tls, buf->base, (size_t)nread) != 0) {

@@ -21,6 +21,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "server/app.h"
+#include "server/metrics/metrics.h"
 
 void queue_attempt_free(struct delivery *d)
 {
@@ -62,6 +63,7 @@ static void log_results(const struct delivery *d)
     for (size_t i = 0; i < d->n; i++) {
         char esc_to[400], esc_reply[600], dsn[DSN_STATUS_BYTES];
         const struct smtp_client_rcpt *rc = &d->rcpts[i];
+        metrics_delivery(status_word(d, i));
         if (d->expired[i])
             snprintf(dsn, sizeof(dsn), "5.4.7");
         else if (d->dsn[i][0] != '\0')

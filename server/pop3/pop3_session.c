@@ -62,6 +62,7 @@
 #include "server/app.h"
 #include "server/auth/auth.h"
 #include "server/fault/fault.h"
+#include "server/metrics/metrics.h"
 #include "server/net/session_ref.h"
 #include "server/pop3/pop3_maildrop.h"
 #include "server/pop3/pop3_window.h"
@@ -428,6 +429,7 @@ static void auth_answer(struct pop3_session *s, const struct auth_result *r)
              : r->temporary ? "error"
                             : "fail",
              r->user[0] ? r->user : "-", conn_peer_text(c), r->cached ? "yes" : "no");
+    metrics_auth(METRICS_PROTO_POP3, metrics_auth_mech(s->mech), r->ok, r->temporary);
     if (r->temporary) {
         conn_reply(c, "-ERR [SYS/TEMP] Cannot check the password now, try again later\r\n");
         conn_resume_reading(c);

@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/pure/command.h"
 #include "server/app.h"
+#include "server/metrics/metrics.h"
 #include "server/smtp/smtp_internal.h"
 #include "server/smtp/smtp_session.h"
 
@@ -59,6 +60,7 @@ static void auth_log_fail(struct smtp_session *s, const char *result, const char
     log_escape(esc, sizeof(esc), user, strlen(user));
     log_info("smtp", conn_sid(s->conn), "event=auth result=%s reason=%s user=%s", result, reason,
              esc);
+    metrics_auth(METRICS_PROTO_SMTP, s->auth_mech, false, strcmp(result, "fail") != 0);
 }
 
 static void sasl_finish(struct smtp_session *s)
@@ -72,6 +74,7 @@ static void auth_answer(struct smtp_session *s, const struct auth_result *r)
 {
     char user[SASL_USER_MAX_BYTES * 4 + 8];
     log_escape(user, sizeof(user), r->user, strlen(r->user));
+    metrics_auth(METRICS_PROTO_SMTP, s->auth_mech, r->ok, r->temporary);
     if (r->ok) {
         snprintf(s->auth_user, sizeof(s->auth_user), "%s", r->user);
         log_info("smtp", conn_sid(s->conn), "event=auth result=ok user=%s cached=%s", user,
@@ -180,6 +183,7 @@ static const char *auth_refusal(const struct smtp_session *s, const char *args, 
 void smtp_cmd_auth(struct smtp_session *s, const char *args)
 {
     const char *reply = NULL;
+    s->auth_mech = (unsigned char)metrics_auth_mech(args);
     const char *reason = auth_refusal(s, args, &reply);
     if (reason != NULL) {
         auth_log_fail(s, "fail", reason, "");

@@ -52,6 +52,7 @@ struct smtp_session {
     size_t held_len;                         /* its length, without the NUL */
     unsigned auth_failures;                  /* failed AUTH attempts on this connection */
     bool auth_too_many;                      /* the pending AUTH failure ends the session */
+    unsigned char auth_mech;                 /* the last AUTH's enum metrics_mech */
     uint64_t commands;                       /* commands dispatched */
     unsigned transactions;                   /* messages handed to the writer (queue id suffix) */
     struct sasl sasl;                        /* owned: the running SASL exchange */

@@ -49,6 +49,7 @@
 #include "common/pure/command.h"
 #include "server/app.h"
 #include "server/disk_reserve.h"
+#include "server/metrics/metrics.h"
 #include "server/smtp/smtp_internal.h"
 
 static const char *state_name(enum smtp_state st)
@@ -80,6 +81,7 @@ void smtp_reply_error(struct smtp_session *s, const char *fmt, ...)
     vsnprintf(line, sizeof(line) - 2, fmt, ap);
     va_end(ap);
     conn_reply(s->conn, "%s\r\n", line);
+    metrics_smtp_refused(s->verb, line); /* counts refusals of mail only (metrics.h) */
     char esc[SMTP_REPLY_LINE_MAX_BYTES];
     log_escape(esc, sizeof(esc), line, strlen(line));
     log_info("smtp", conn_sid(s->conn), "event=rejected code=%.3s command=%s reply=%s", line,
@@ -209,6 +211,7 @@ static void tx_answer(struct smtp_session *s, enum smtp_tx_result r, const char 
         smtp_reply_error(s, "%s", reply);
         return;
     case SMTP_TX_SOFT:
+        metrics_smtp_refused(s->verb, reply);
         conn_reply(s->conn, "%s\r\n", reply);
         return;
     case SMTP_TX_JOB:

@@ -45,6 +45,7 @@
 #include "common/util.h"
 #include "common/pure/relay_policy.h"
 #include "server/app.h"
+#include "server/metrics/metrics.h"
 #include "server/net/tls.h"
 #include "server/relay/relay_facts.h"
 #include "server/smtp/smtp_tx.h"
@@ -320,6 +321,7 @@ enum smtp_tx_result smtp_tx_rcpt(struct smtp_tx *tx, const struct smtp_tx_client
         return rcpt_temp_failure(c, store_errmsg(app->reads), reply);
     struct relay_decision d;
     relay_decide(&facts, &d);
+    metrics_relay_decision((int)d.reason);
     char logline[RELAY_LOG_MAX_BYTES];
     relay_format_log(&facts, &d, logline, sizeof(logline));
     log_info("smtp", conn_sid(c), "event=relay %s", logline);
@@ -462,6 +464,7 @@ static void log_message(struct smtp_tx *tx, struct conn *c)
     char from[ADDRESS_STRLEN * 2], to[ADDRESS_STRLEN * 2];
     log_escape(from, sizeof(from), tx->sender_text, strlen(tx->sender_text));
     log_escape(to, sizeof(to), tx->first_rcpt, strlen(tx->first_rcpt));
+    metrics_smtp_accepted(); /* every stored message passes here once */
     log_info("smtp", conn_sid(c),
              "event=message id=%s message=%lld size=%llu from=<%s> to=<%s> rcpts=%zu local=%zu "
              "queued=%zu%s%s",
@@ -650,6 +653,7 @@ enum smtp_tx_result smtp_tx_job_result(struct smtp_tx *tx, struct conn *c, int s
     tx->window_refusal = NULL; /* this answer is its last use */
     if (status == STORE_NOT_FOUND && refusal != NULL) {
         log_info("smtp", conn_sid(c), "event=relay %s", refusal->log);
+        metrics_relay_decision(RELAY_REASON_WINDOW_LIMIT);
         enum smtp_tx_result r = answer(reply, SMTP_TX_ERROR, "%s", refusal->reply);
         free(refusal);
         return r;
