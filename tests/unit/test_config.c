@@ -84,6 +84,7 @@ static void check_defaults(const struct cfg *cfg, const char *want_database)
     assert_int_equal(cfg->server.max_connections, 1000);
     assert_int_equal(cfg->server.max_connections_per_ip, 20);
     assert_int_equal(cfg->server.workers, 0);
+    assert_int_equal(cfg->server.metrics.count, 0); /* off unless configured */
 
     listen_text(&cfg->smtp.listen, text, sizeof(text));
     assert_string_equal(text, "127.0.0.1:2525");
@@ -202,6 +203,9 @@ static const struct ok_case ok_cases[] = {
     {"server", "max_connections_per_ip", "5", K_UINT, OFF(server.max_connections_per_ip), 5, NULL,
      NULL},
     {"server", "workers", "2", K_UINT, OFF(server.workers), 2, NULL, NULL},
+    {"server", "metrics", "127.0.0.1:9154", K_LISTEN, OFF(server.metrics), 0, "127.0.0.1:9154",
+     NULL},
+    {"server", "metrics", "", K_LISTEN, OFF(server.metrics), 0, "", NULL},
 
     {"smtp", "listen", "127.0.0.1:25", K_LISTEN, OFF(smtp.listen), 0, "127.0.0.1:25", NULL},
     {"smtp", "listen", "127.0.0.1:25, [::1]:25", K_LISTEN, OFF(smtp.listen), 0,
@@ -409,8 +413,8 @@ static void test_every_key_is_covered(void **state)
     }
     free(out);
     /* Every key of common/config_table.c: README.md's, the smarthost credentials, min_free_space,
-     * the SMTP error limits, server.faults and server.workers included. */
-    assert_int_equal(keys, 37);
+     * the SMTP error limits, server.faults, server.workers and server.metrics included. */
+    assert_int_equal(keys, 38);
 }
 
 /* ---- errors, exact text ------------------------------------------------------------------ */
@@ -1023,6 +1027,7 @@ static void assert_cfg_equal(const struct cfg *a, const struct cfg *b)
     assert_int_equal(a->server.max_connections, b->server.max_connections);
     assert_int_equal(a->server.max_connections_per_ip, b->server.max_connections_per_ip);
     assert_int_equal(a->server.workers, b->server.workers);
+    assert_listen_equal(&a->server.metrics, &b->server.metrics);
     assert_listen_equal(&a->smtp.listen, &b->smtp.listen);
     assert_listen_equal(&a->smtp.submission, &b->smtp.submission);
     assert_listen_equal(&a->smtp.submissions, &b->smtp.submissions);
