@@ -154,7 +154,7 @@ const char *metrics_refusal_reason(const char *reply)
 void metrics_smtp_refused(const char *verb, const char *reply)
 {
     if (strcasecmp(verb, "MAIL") != 0 && strcasecmp(verb, "RCPT") != 0 &&
-        strcasecmp(verb, "DATA") != 0)
+        strcasecmp(verb, "DATA") != 0 && strcasecmp(verb, "BDAT") != 0)
         return;
     const char *reason = metrics_refusal_reason(reply);
     if (reason == NULL)
@@ -286,8 +286,9 @@ static void smtp(struct metrics_text *t)
     metrics_text_header(t, "postern_smtp_messages_accepted_total", "counter",
                         "Messages accepted and stored (250 after the end of data).");
     metrics_text_sample(t, "postern_smtp_messages_accepted_total", NULL, get(&m.messages_accepted));
-    metrics_text_header(t, "postern_smtp_refusals_total", "counter",
-                        "Refused MAIL, RCPT and DATA commands, by the reason their reply gives.");
+    metrics_text_header(
+        t, "postern_smtp_refusals_total", "counter",
+        "Refused MAIL, RCPT, DATA and BDAT commands, by the reason their reply gives.");
     for (size_t i = 0; i < METRICS_REFUSALS; i++) {
         const char *values[] = {i < N_ELEMS(refusals) ? refusals[i].reason : "other"};
         metrics_text_sample(t, "postern_smtp_refusals_total",

@@ -51,9 +51,10 @@ void metrics_tls_handshake(int service);
 void metrics_bytes_in(int service, uint64_t n);
 void metrics_bytes_out(int service, uint64_t n);
 
-/* SMTP. A reply that refuses a MAIL, RCPT, DATA or the end of data is counted by the reason its
- * enhanced status code (RFC 3463) gives; other errors (syntax, sequence, AUTH) are not refusals
- * of mail and are not counted. verb is the command being answered ("MAIL", "RCPT", "DATA"). */
+/* SMTP. A reply that refuses a MAIL, RCPT, DATA (or its end of data) or BDAT is counted by the
+ * reason its enhanced status code (RFC 3463) gives; other errors (syntax, sequence, AUTH) are
+ * not refusals of mail and are not counted. verb is the command being answered ("MAIL", "RCPT",
+ * "DATA", "BDAT"). */
 void metrics_smtp_refused(const char *verb, const char *reply);
 void metrics_smtp_accepted(void);
 /* The reason a refusal is counted under, or NULL for a reply that is not a refusal of mail. */

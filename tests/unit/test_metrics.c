@@ -147,6 +147,7 @@ static void test_counters_in_exposition(void **state)
     metrics_smtp_refused("rcpt", "550 5.1.1 <x@y>: Recipient address rejected: User unknown");
     metrics_smtp_refused("AUTH", "535 5.7.8 Authentication credentials invalid"); /* not mail */
     metrics_smtp_refused("EHLO", "550 5.7.1 no"); /* not a transaction command */
+    metrics_smtp_refused("BDAT", "552 5.3.4 Message size exceeds fixed maximum message size");
     metrics_smtp_accepted();
     metrics_relay_decision(RELAY_REASON_NOT_AUTHORIZED);
     metrics_relay_decision(RELAY_REASON_POP_WINDOW);
@@ -171,6 +172,7 @@ static void test_counters_in_exposition(void **state)
     expect_line(t.data, "postern_sent_bytes_total{service=\"smtp\"} 7");
     expect_line(t.data, "postern_smtp_refusals_total{reason=\"relay-denied\"} 1");
     expect_line(t.data, "postern_smtp_refusals_total{reason=\"unknown-user\"} 1");
+    expect_line(t.data, "postern_smtp_refusals_total{reason=\"too-big\"} 1");
     expect_line(t.data, "postern_smtp_refusals_total{reason=\"other\"} 0");
     expect_line(t.data, "postern_smtp_messages_accepted_total 1");
     expect_line(t.data,
