@@ -19,6 +19,9 @@
 /* CLOCK_MONOTONIC in milliseconds. */
 int64_t clock_monotonic_ms(void);
 
+/* CLOCK_MONOTONIC in nanoseconds, for sub-millisecond durations (commit latency histograms). */
+uint64_t clock_monotonic_ns(void);
+
 /* CLOCK_REALTIME in milliseconds since the Unix epoch. */
 int64_t clock_wall_ms(void);
 

@@ -71,6 +71,7 @@
 #include "server/auth/auth.h"
 #include "server/disk_reserve.h"
 #include "server/smtp/dkim_cache.h"
+#include "server/metrics/metrics.h"
 #include "server/net/conn.h"
 #include "server/metrics/metrics_http.h"
 #include "server/net/listener.h"
@@ -545,6 +546,7 @@ int serve_main(struct cfg *cfg, const char *config_path)
         log_error("store", 0, "event=writer-failed error=\"%s\"", err);
         goto out;
     }
+    writer_set_batch_observer(srv->writer, metrics_writer_batch); /* the batch histograms */
     if ((rc = auth_new(&srv->loop, &srv->app.auth)) != 0) {
         fail_line("start-failed", "cannot set up password checks");
         goto out_stop;

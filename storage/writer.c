@@ -28,6 +28,7 @@
 #include "storage/writer.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -37,7 +38,6 @@
 
 #include "common/clock.h"
 #include "common/log.h"
-#include "server/metrics/metrics.h"
 #include "storage/spool.h"
 #include "storage/store.h"
 
@@ -60,6 +60,7 @@ struct writer_core {
     bool sleeping; /* the thread waits on wake: only then does a submit signal it */
     bool stopping;
     struct writer_stats stats;
+    _Atomic(writer_batch_fn) observer; /* writer_set_batch_observer; NULL: none */
 };
 
 /* One loop's handle (writer.h). The first handle owns the core and frees it. */
@@ -163,7 +164,7 @@ fail:
 static void batch_run(struct writer_core *w, struct writer_job *batch, struct writer_stats *stats)
 {
     int64_t start_ms = clock_monotonic_ms();
-    uint64_t start_ns = metrics_now_ns();
+    uint64_t start_ns = clock_monotonic_ns();
     uint64_t n = 0;
     for (struct writer_job *j = batch; j != NULL; j = j->next)
         n++;
@@ -186,7 +187,9 @@ static void batch_run(struct writer_core *w, struct writer_job *batch, struct wr
             failed++;
     }
     int64_t ms = clock_monotonic_ms() - start_ms;
-    metrics_writer_batch(n, metrics_now_ns() - start_ns);
+    writer_batch_fn observe = atomic_load_explicit(&w->observer, memory_order_relaxed);
+    if (observe != NULL)
+        observe(n, clock_monotonic_ns() - start_ns);
     if (rc != 0) {
         attempt = WRITER_BATCH_ATTEMPTS;
         stats->batches_failed++;
@@ -523,4 +526,10 @@ void writer_stats(struct writer *w, struct writer_stats *stats_out)
     core_lock(w->core);
     *stats_out = w->core->stats;
     core_unlock(w->core);
+}
+
+void writer_set_batch_observer(struct writer *w, writer_batch_fn fn)
+{
+    if (w != NULL)
+        atomic_store_explicit(&w->core->observer, fn, memory_order_relaxed);
 }

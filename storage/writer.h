@@ -68,6 +68,13 @@ struct writer_stats {
 };
 
 /*
+ * Told after every batch, on the writer thread: how many jobs it held and how long it took in
+ * nanoseconds (BEGIN to COMMIT, retries included). For metrics; it must be quick and
+ * thread-safe. storage/ knows nothing of what the caller does with it.
+ */
+typedef void (*writer_batch_fn)(uint64_t jobs, uint64_t ns);
+
+/*
  * Opens db_path (store_open: created and migrated if needed), hands the connection to a new thread
  * and sets up the uv_async on loop. Call on the loop thread. On failure returns -1, *out is NULL,
  * err holds one line, and nothing is left to close.
@@ -103,6 +110,8 @@ int writer_submit(struct writer *w, struct writer_job *job);
  * when *w is NULL.
  */
 void writer_stop(struct writer **w);
+/* Sets the batch observer (NULL: none); any thread, at any time. */
+void writer_set_batch_observer(struct writer *w, writer_batch_fn fn);
 /* A consistent copy of the counters. Any thread. */
 void writer_stats(struct writer *w, struct writer_stats *stats_out);
 

@@ -13,7 +13,6 @@
 #include <stdatomic.h>
 #include <strings.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/pure/relay_policy.h"
 #include "server/net/conn.h"
@@ -202,14 +201,6 @@ void metrics_delivery(const char *outcome)
     for (size_t i = 0; i < N_ELEMS(outcome_names); i++)
         if (strcmp(outcome, outcome_names[i]) == 0)
             add(&m.deliveries[i], 1);
-}
-
-uint64_t metrics_now_ns(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-        return 0; /* cannot fail for CLOCK_MONOTONIC; 0 only spoils one observation */
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static void observe(atomic_uint_fast64_t *buckets, const uint64_t *bounds, size_t n, uint64_t v)

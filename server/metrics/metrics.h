@@ -71,8 +71,7 @@ void metrics_auth(enum metrics_proto proto, int mech, bool ok, bool temporary);
 /* Outbound: one recipient's result, "sent", "deferred" or "bounced" (anything else: ignored). */
 void metrics_delivery(const char *outcome);
 
-/* The writer: one batch of jobs and how long it took from BEGIN to its end. */
-uint64_t metrics_now_ns(void);
+/* The writer's batch observer (storage/writer.h): set by serve.c, called on the writer thread. */
 void metrics_writer_batch(uint64_t jobs, uint64_t ns);
 
 /* Read from the store when scraped; have_store false leaves them out (the store failed). */
