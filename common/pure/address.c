@@ -4,8 +4,9 @@
  * the command buffer as it is. Errors carry short static reasons that the server puts into its
  * 501/553 replies and the CLI prints, so they are worded for people.
  *
- * Nothing here allocates; the only buffers are the fixed fields of struct address and small
- * locals sized from the RFC limits.
+ * Nothing here allocates but libidn2, which turns an internationalised domain into its A-label
+ * (IDNA 2008, RFC 5891) and whose result is freed before the call returns; the other buffers
+ * are the fixed fields of struct address and small locals sized from the RFC limits.
  */
 #include "common/pure/address.h"
 
@@ -14,6 +15,10 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+
+#include <idn2.h>
+
+#include "common/pure/utf8.h"
 
 /* Octets of "postmaster", the one mailbox that may appear without a domain (RFC 5321 4.5.1). */
 #define POSTMASTER_BYTES 10
@@ -29,9 +34,14 @@
 
 struct cursor {
     const char *s;
-    size_t end; /* first octet that must not be read */
-    size_t pos; /* next octet; on error, where parsing stopped */
+    size_t end;     /* first octet that must not be read */
+    size_t pos;     /* next octet; on error, where parsing stopped */
+    unsigned flags; /* ADDRESS_ALLOW_UTF8 or 0 */
+    bool utf8_seen; /* a UTF-8 sequence was accepted (struct address's is_utf8) */
 };
+
+const char address_why_needs_smtputf8[] = "non-ASCII address without SMTPUTF8";
+static const char WHY_BAD_UTF8[] = "invalid UTF-8 in address";
 
 /* The octet that ends a mailbox: '>' inside a path, none (the end of the input) otherwise. */
 #define END_OF_PATH  '>'
@@ -85,7 +95,7 @@ static const char *octet_reason(unsigned char ch, const char *otherwise)
     if (ch < 32 || ch == 127)
         return "control character in address";
     if (ch >= 128)
-        return "8-bit octet in address (SMTPUTF8 is not supported)";
+        return address_why_needs_smtputf8;
     return otherwise;
 }
 
@@ -156,7 +166,82 @@ static int check_domain(const char *s, size_t n, char *out, size_t outlen, const
     return 0;
 }
 
+/*
+ * A domain that arrived in UTF-8 (RFC 6531 3.3: sub-domain =/ U-label): checked strictly, then
+ * turned into its A-label by libidn2 (NFC first, then non-transitional processing as IDNA 2008
+ * wants, so "faß.example" is xn--fa-hia.example and not fass.example) and checked as an LDH name.
+ * The result is what every comparison, lookup and relay decision sees, so "bücher.example" and
+ * "xn--bcher-kva.example" are one domain.
+ */
+static int domain_to_a_label(const char *s, size_t n, char *out, size_t outlen, const char **why)
+{
+    if (n > 0 && s[n - 1] == '.')
+        n--;
+    char text[ADDRESS_PATH_MAX_BYTES + 1];
+    if (n == 0 || n >= sizeof(text)) {
+        *why = n == 0 ? "empty domain" : "domain too long";
+        return -1;
+    }
+    /* libidn2 forgives empty labels ("a..b", a second trailing dot); the LDH rule does not. */
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '.' && (i == 0 || i + 1 == n || s[i + 1] == '.')) {
+            *why = "empty label in domain";
+            return -1;
+        }
+    }
+    memcpy(text, s, n);
+    text[n] = '\0';
+    char *ascii = NULL;
+    if (idn2_to_ascii_8z(text, &ascii, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) != IDN2_OK) {
+        /* libidn2 may leave *output untouched on error; it is NULL then. */
+        idn2_free(ascii);
+        *why = "bad internationalised domain";
+        return -1;
+    }
+    int rc = check_domain(ascii, strlen(ascii), out, outlen, why);
+    idn2_free(ascii);
+    return rc;
+}
+
+/*
+ * The domain s[0..n): LDH (check_domain) when it is ASCII; when it has 8-bit octets, strict
+ * UTF-8 turned into its A-label if flags allow UTF-8, else the SMTPUTF8 refusal.
+ */
+static int domain_text(const char *s, size_t n, unsigned flags, char *out, size_t outlen,
+                       const char **why)
+{
+    if (!utf8_has_8bit(s, n))
+        return check_domain(s, n, out, outlen, why);
+    if ((flags & ADDRESS_ALLOW_UTF8) == 0) {
+        *why = address_why_needs_smtputf8;
+        return -1;
+    }
+    if (!utf8_valid(s, n)) {
+        *why = WHY_BAD_UTF8;
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *reason = octet_reason((unsigned char)s[i], NULL);
+        if ((unsigned char)s[i] < 128 && reason != NULL) {
+            *why = reason;
+            return -1;
+        }
+    }
+    char scratch[ADDRESS_DOMAIN_MAX_BYTES + 1];
+    if (out == NULL) {
+        out = scratch;
+        outlen = sizeof(scratch);
+    }
+    return domain_to_a_label(s, n, out, outlen, why);
+}
+
 int domain_normalize(const char *in, char *out, size_t outlen, const char **why_out)
+{
+    return domain_normalize_flags(in, 0, out, outlen, why_out);
+}
+
+int domain_normalize_flags(const char *in, unsigned flags, char *out, size_t outlen,
+                           const char **why_out)
 {
     const char *why_local = NULL;
     const char **why = why_out != NULL ? why_out : &why_local;
@@ -169,9 +254,14 @@ int domain_normalize(const char *in, char *out, size_t outlen, const char **why_
         *why = "empty domain";
         return -1;
     }
-    /* Anything past the text limit plus a trailing dot is too long; do not measure further. */
-    size_t n = strnlen(in, DNS_NAME_MAX_BYTES + 2);
-    if (check_domain(in, n, out, outlen, why) != 0) {
+    /* Anything past the longest mailbox is too long, whatever its A-label would be. */
+    size_t n = strnlen(in, MAILBOX_MAX_BYTES + 1);
+    if (n > MAILBOX_MAX_BYTES) {
+        out[0] = '\0';
+        *why = "domain too long";
+        return -1;
+    }
+    if (domain_text(in, n, flags, out, outlen, why) != 0) {
         out[0] = '\0';
         return -1;
     }
@@ -254,6 +344,19 @@ static int parse_quoted_local(struct cursor *c, struct address *out, const char 
         unsigned char ch = (unsigned char)c->s[i];
         if (ch == '"')
             break;
+        /* RFC 6531 3.3: qtextSMTP =/ UTF8-non-ascii (never after a backslash). */
+        if (ch >= 128 && (c->flags & ADDRESS_ALLOW_UTF8) != 0) {
+            size_t step = utf8_sequence_len((const unsigned char *)c->s + i, c->end - i);
+            if (step == 0 || content_bytes + step > ADDRESS_LOCAL_MAX_BYTES) {
+                c->pos = i;
+                *why = step == 0 ? WHY_BAD_UTF8 : "local part too long";
+                return -1;
+            }
+            c->utf8_seen = true;
+            content_bytes += step;
+            i += step;
+            continue;
+        }
         if (ch == '\\') {
             /* quoted-pairSMTP = "\" %d32-126 */
             i++;
@@ -303,8 +406,23 @@ static int parse_dot_local(struct cursor *c, int terminator, struct address *out
 {
     size_t start = c->pos;
     size_t i = start;
-    for (; i < c->end && (is_atext((unsigned char)c->s[i]) || c->s[i] == '.'); i++) {
-        if (i - start >= ADDRESS_LOCAL_MAX_BYTES) {
+    size_t step = 1;
+    for (; i < c->end; i += step) {
+        unsigned char ch = (unsigned char)c->s[i];
+        step = 1;
+        if (ch >= 128 && (c->flags & ADDRESS_ALLOW_UTF8) != 0) {
+            /* RFC 6531 3.3: atext =/ UTF8-non-ascii. */
+            step = utf8_sequence_len((const unsigned char *)c->s + i, c->end - i);
+            if (step == 0) {
+                c->pos = i;
+                *why = WHY_BAD_UTF8;
+                return -1;
+            }
+            c->utf8_seen = true;
+        } else if (!is_atext(ch) && ch != '.') {
+            break;
+        }
+        if (i + step - start > ADDRESS_LOCAL_MAX_BYTES) {
             c->pos = i;
             *why = "local part too long";
             return -1;
@@ -387,7 +505,10 @@ static int parse_mailbox(struct cursor *c, int terminator, struct address *out, 
             return -1;
         }
     }
-    if (check_domain(c->s + start, i - start, out->domain, sizeof(out->domain), why) != 0) {
+    if (utf8_has_8bit(c->s + start, i - start) && (c->flags & ADDRESS_ALLOW_UTF8) != 0)
+        c->utf8_seen = true;
+    if (domain_text(c->s + start, i - start, c->flags, out->domain, sizeof(out->domain), why) !=
+        0) {
         c->pos = start;
         return -1;
     }
@@ -414,6 +535,12 @@ static int check_mailbox_length(const struct address *a, const char **why)
 
 int address_parse(const char *s, size_t len, struct address *out, const char **why_out)
 {
+    return address_parse_flags(s, len, 0, out, why_out);
+}
+
+int address_parse_flags(const char *s, size_t len, unsigned flags, struct address *out,
+                        const char **why_out)
+{
     const char *why_local = NULL;
     const char **why = why_out != NULL ? why_out : &why_local;
     memset(out, 0, sizeof(*out));
@@ -425,7 +552,7 @@ int address_parse(const char *s, size_t len, struct address *out, const char **w
         *why = "address too long";
         return -1;
     }
-    struct cursor c = {.s = s, .end = len, .pos = 0};
+    struct cursor c = {.s = s, .end = len, .pos = 0, .flags = flags};
     if (parse_mailbox(&c, END_OF_INPUT, out, why) != 0 || check_mailbox_length(out, why) != 0) {
         memset(out, 0, sizeof(*out));
         return -1;
@@ -435,6 +562,7 @@ int address_parse(const char *s, size_t len, struct address *out, const char **w
         memset(out, 0, sizeof(*out));
         return -1;
     }
+    out->is_utf8 = c.utf8_seen;
     return 0;
 }
 
@@ -453,7 +581,8 @@ int address_normalize(const char *in, char *out, size_t outlen, const char **why
     }
     struct address a;
     /* One past the limit is enough for address_parse to say "too long". */
-    if (address_parse(in, strnlen(in, MAILBOX_MAX_BYTES + 1), &a, why) != 0)
+    if (address_parse_flags(in, strnlen(in, MAILBOX_MAX_BYTES + 1), ADDRESS_ALLOW_UTF8, &a, why) !=
+        0)
         return -1;
     if (a.local_is_quoted) {
         *why = "quoted local part not allowed for a local user";
@@ -484,6 +613,12 @@ int address_user_key(const struct address *a, char *out, size_t outlen)
         out[0] = '\0';
         return -1;
     }
+    /*
+     * ASCII letters only: RFC 6531 3.3 leaves the case of a UTF-8 local part to the server, and
+     * Unicode case folding depends on the locale (Turkish dotted I) and on the Unicode version,
+     * so a key folded that way could change under an upgrade. The domain is already its
+     * lower-case A-label.
+     */
     for (char *p = out; *p != '\0'; p++)
         *p = to_lower(*p);
     return 0;
@@ -500,7 +635,7 @@ static int parse_route_hop(struct cursor *c, const char **why)
     size_t i = start;
     while (i < c->end && c->s[i] != ',' && c->s[i] != ':' && c->s[i] != '>')
         i++;
-    if (check_domain(c->s + start, i - start, NULL, 0, why) != 0) {
+    if (domain_text(c->s + start, i - start, c->flags, NULL, 0, why) != 0) {
         c->pos = start;
         return -1;
     }
@@ -581,6 +716,13 @@ static int parse_path_inner(struct cursor *c, struct address *out, enum address_
 int address_parse_path(const char *s, size_t len, struct address *out,
                        enum address_path_kind *kind_out, size_t *consumed_out, const char **why_out)
 {
+    return address_parse_path_flags(s, len, 0, out, kind_out, consumed_out, why_out);
+}
+
+int address_parse_path_flags(const char *s, size_t len, unsigned flags, struct address *out,
+                             enum address_path_kind *kind_out, size_t *consumed_out,
+                             const char **why_out)
+{
     const char *why_local = NULL;
     const char **why = why_out != NULL ? why_out : &why_local;
     memset(out, 0, sizeof(*out));
@@ -595,7 +737,7 @@ int address_parse_path(const char *s, size_t len, struct address *out,
      * "too long" after 256 of them, whatever follows.
      */
     size_t end = len < ADDRESS_PATH_MAX_BYTES ? len : ADDRESS_PATH_MAX_BYTES;
-    struct cursor c = {.s = s, .end = end, .pos = 0};
+    struct cursor c = {.s = s, .end = end, .pos = 0, .flags = flags};
     enum address_path_kind kind = ADDRESS_PATH_NULL;
     if (parse_path_inner(&c, out, &kind, why) != 0) {
         if (c.pos >= c.end && len > end)
@@ -603,6 +745,7 @@ int address_parse_path(const char *s, size_t len, struct address *out,
         memset(out, 0, sizeof(*out));
         return -1;
     }
+    out->is_utf8 = c.utf8_seen;
     *kind_out = kind;
     *consumed_out = c.pos;
     return 0;

@@ -17,17 +17,24 @@
  * literals (canonical inet_ntop text; an IPv4-mapped IPv6 literal becomes the IPv4 literal,
  * as in common/pure/cidr.h).
  *
- * What it refuses: NUL, CR, LF and other control characters anywhere; 8-bit octets (SMTPUTF8,
- * RFC 6531, is not supported yet, so internationalised addresses are refused rather than
- * half-understood); over-long parts (RFC 5321 4.5.3.1); General-address-literals ("[tag:...]",
- * RFC 5321 4.1.3), which nobody uses for mail; a domain whose last label is all digits (a bare
- * IP address such as user@192.0.2.1 must be written as the literal user@[192.0.2.1]).
+ * Internationalised addresses (RFC 6531 3.3, RFC 6532 3.2): with ADDRESS_ALLOW_UTF8 a local part
+ * may hold UTF-8 (kept as sent) and a domain may be written with U-labels; such a domain is
+ * stored as its lower-case A-label (IDNA 2008 through libidn2), so user@bücher.example and
+ * user@xn--bcher-kva.example are the same address to everyone after the parser. The UTF-8 is
+ * checked strictly (common/pure/utf8.h). Without the flag every 8-bit octet is refused with
+ * address_why_needs_smtputf8, which the SMTP server answers with 553 5.6.7 (RFC 6531 3.7.4.1).
+ *
+ * What it refuses: NUL, CR, LF and other control characters anywhere; 8-bit octets without
+ * ADDRESS_ALLOW_UTF8, and invalid UTF-8 with it; over-long parts (RFC 5321 4.5.3.1);
+ * General-address-literals ("[tag:...]", RFC 5321 4.1.3), which nobody uses for mail; a domain
+ * whose last label is all digits (a bare IP address such as user@192.0.2.1 must be written as the
+ * literal user@[192.0.2.1]).
  *
  * Source routes ("<@relay1,@relay2:user@domain>") are accepted and ignored, as RFC 5321 4.1.2
  * and appendix C allow: only the final mailbox counts.
  *
- * Every function is pure (no I/O, no allocation, no state) and never reads past the length it
- * was given, so it may be fed the raw command buffer.
+ * Every function is pure (no I/O, no state; libidn2 allocates and is freed at once) and never
+ * reads past the length it was given, so it may be fed the raw command buffer.
  */
 #ifndef POSTERN_ADDRESS_H
 #define POSTERN_ADDRESS_H
@@ -57,18 +64,32 @@ struct address {
     char domain[ADDRESS_DOMAIN_MAX_BYTES + 1];
     bool domain_is_literal;
     bool local_is_quoted;
+    /* Sent with UTF-8 in the local part or the domain: needs SMTPUTF8 (RFC 6531 3.4). */
+    bool is_utf8;
 };
 
+/* Parse flag: UTF-8 local parts and domains are allowed (the client asked for SMTPUTF8). */
+#define ADDRESS_ALLOW_UTF8 1u
+
+/* The reason (compare the pointer) given for an 8-bit octet when UTF-8 is not allowed. */
+extern const char address_why_needs_smtputf8[];
+
 /*
- * Checks and normalises a domain name given as a C string (the CLI's `domain add`, config).
- * LDH labels (letters, digits, hyphen) of 1..63 octets that neither start nor end with a
- * hyphen, at least one label, at most 253 octets without the trailing dot; lower-cases; removes
- * one trailing dot. Refuses "", ".", "a..b", ".a", "a..", "-a.b", "a_b.c", and a last label of
- * digits only (an IP address written bare: "192.0.2.1"). Returns 0, or -1 with *why_out (if
- * why_out is not NULL) set to a short static reason, and out set to "" when outlen > 0; -1 too
- * when outlen is too small.
+ * Checks and normalises a domain name given as a C string (DNS names, DKIM, config). LDH labels
+ * (letters, digits, hyphen) of 1..63 octets that neither start nor end with a hyphen, at least one
+ * label, at most 253 octets without the trailing dot; lower-cases; removes one trailing dot.
+ * Refuses "", ".", "a..b", ".a", "a..", "-a.b", "a_b.c", and a last label of digits only (an IP
+ * address written bare: "192.0.2.1"). Returns 0, or -1 with *why_out (if why_out is not NULL) set
+ * to a short static reason, and out set to "" when outlen > 0; -1 too when outlen is too small.
  */
 int domain_normalize(const char *in, char *out, size_t outlen, const char **why_out);
+/*
+ * domain_normalize with flags: with ADDRESS_ALLOW_UTF8 (the CLI's `domain add`) a domain with
+ * U-labels ("bücher.example") is taken in strict UTF-8 and becomes its A-label
+ * ("xn--bcher-kva.example"), which is then judged as an ASCII domain.
+ */
+int domain_normalize_flags(const char *in, unsigned flags, char *out, size_t outlen,
+                           const char **why_out);
 
 /*
  * Parses exactly one Mailbox (RFC 5321 4.1.2: Local-part "@" ( Domain / address-literal ))
@@ -76,6 +97,9 @@ int domain_normalize(const char *in, char *out, size_t outlen, const char **why_
  * Returns 0, or -1 with *why_out set to a short static reason; on error *out is zeroed.
  */
 int address_parse(const char *s, size_t len, struct address *out, const char **why_out);
+/* address_parse with flags (ADDRESS_ALLOW_UTF8 or 0; address_parse passes 0). */
+int address_parse_flags(const char *s, size_t len, unsigned flags, struct address *out,
+                        const char **why_out);
 
 /*
  * The users-table key of a parsed address: the one rule every lookup of a local user goes by
@@ -94,9 +118,9 @@ int address_user_key(const struct address *a, char *out, size_t outlen);
 
 /*
  * For local users (the CLI's `user add` and lookups by address): parses the C string in as a
- * Mailbox, then requires a Dot-string local part (no quotes) and a real domain (no address
- * literal), and writes its address_user_key. Returns 0, or -1 with *why_out set; -1 too when
- * outlen is too small.
+ * Mailbox (UTF-8 allowed), then requires a Dot-string local part (no quotes) and a real domain (no
+ * address literal), and writes its address_user_key. Returns 0, or -1 with *why_out set; -1 too
+ * when outlen is too small.
  */
 int address_normalize(const char *in, char *out, size_t outlen, const char **why_out);
 
@@ -125,6 +149,10 @@ enum address_path_kind {
 int address_parse_path(const char *s, size_t len, struct address *out,
                        enum address_path_kind *kind_out, size_t *consumed_out,
                        const char **why_out);
+/* address_parse_path with flags (ADDRESS_ALLOW_UTF8 or 0; address_parse_path passes 0). */
+int address_parse_path_flags(const char *s, size_t len, unsigned flags, struct address *out,
+                             enum address_path_kind *kind_out, size_t *consumed_out,
+                             const char **why_out);
 
 /*
  * Writes "local@domain"; just the local part when the domain is empty (<Postmaster>); the empty

@@ -552,6 +552,164 @@ static void test_address_parse_limits(void **state)
     assert_string_equal(why, "domain label too long");
 }
 
+/* domain_normalize_flags with UTF-8: U-labels become their A-label (IDNA 2008), so both
+ * spellings are one domain; bad UTF-8 and what IDNA refuses stay refused. */
+static void test_domain_normalize_utf8(void **state)
+{
+    (void)state;
+    static const struct domain_ok_case ok[] = {
+        {"b\xc3\xbc"
+         "cher.example",
+         "xn--bcher-kva.example"},
+        {"B\xc3\x9c"
+         "CHER.Example.",
+         "xn--bcher-kva.example"},
+        {"xn--bcher-kva.example", "xn--bcher-kva.example"},
+        {"Example.ORG", "example.org"},
+    };
+    for (size_t i = 0; i < COUNT(ok); i++) {
+        char out[ADDRESS_DOMAIN_MAX_BYTES + 1];
+        const char *why = "unset";
+        if (domain_normalize_flags(ok[i].in, ADDRESS_ALLOW_UTF8, out, sizeof(out), &why) != 0)
+            fail_msg("case %zu: error \"%s\"", i, why);
+        assert_string_equal(out, ok[i].want);
+    }
+    static const struct domain_bad_case bad[] = {
+        {"b\xc3"
+         "cher.example",
+         "invalid UTF-8"},
+        {"b\xc3\xbc"
+         "_cher.example",
+         "bad character"},
+        {"b\xc3\xbc"
+         "cher.123",
+         "all digits"},
+        {"b\xc3\xbc\n.example", "CR or LF"},
+    };
+    for (size_t i = 0; i < COUNT(bad); i++) {
+        char out[ADDRESS_DOMAIN_MAX_BYTES + 1];
+        const char *why = "unset";
+        if (domain_normalize_flags(bad[i].in, ADDRESS_ALLOW_UTF8, out, sizeof(out), &why) == 0 ||
+            strstr(why, bad[i].why) == NULL)
+            fail_msg("case %zu: got \"%s\", want \"%s\"", i, why, bad[i].why);
+        assert_string_equal(out, "");
+    }
+}
+
+/* ---- UTF-8 addresses (RFC 6531 3.3) ------------------------------------------------------ */
+
+struct utf8_case {
+    const char *in; /* a path */
+    size_t len;
+    const char *want; /* address_format of the result, or NULL: refused */
+    const char *why;  /* for a refusal: a substring of the reason */
+};
+
+static const struct utf8_case utf8_cases[] = {
+    {IN("<j\xc3\xb6rg@example.org>"), "j\xc3\xb6rg@example.org", NULL},
+    {IN("<\"j\xc3\xb6 rg\"@example.org>"), "\"j\xc3\xb6 rg\"@example.org", NULL},
+    {IN("<user@b\xc3\xbc"
+        "cher.example>"),
+     "user@xn--bcher-kva.example", NULL},
+    {IN("<user@B\xc3\x9c"
+        "CHER.example>"),
+     "user@xn--bcher-kva.example", NULL},
+    {IN("<user@fa\xc3\x9f.example>"), "user@xn--fa-hia.example", NULL},
+    {IN("<@r\xc3\xa9lai.example:user@example.org>"), "user@example.org", NULL},
+    {IN("<\xe7\x94\xa8\xe6\x88\xb7@\xe4\xbe\x8b\xe5\xad\x90.\xe5\xb9\xbf\xe5\x91\x8a>"),
+     "\xe7\x94\xa8\xe6\x88\xb7@xn--fsqu00a.xn--4rr70v", NULL},
+    {IN("<\xf0\x9f\x98\x80@example.org>"), "\xf0\x9f\x98\x80@example.org", NULL},
+    /* Strict UTF-8: overlong, surrogate, above U+10FFFF, C1, stray and truncated octets. */
+    {IN("<a\xc0\xaf@example.org>"), NULL, "invalid UTF-8"},
+    {IN("<a\xe0\x80\xaf@example.org>"), NULL, "invalid UTF-8"},
+    {IN("<a\xed\xa0\x80@example.org>"), NULL, "invalid UTF-8"},
+    {IN("<a\xf4\x90\x80\x80@example.org>"), NULL, "invalid UTF-8"},
+    {IN("<a\xc2\x85@example.org>"), NULL, "invalid UTF-8"},
+    {IN("<a\x80@example.org>"), NULL, "invalid UTF-8"},
+    {IN("<a\xc3@example.org>"), NULL, "invalid UTF-8"},
+    {IN("<user@b\xc3\xbc\xc0\xaf"
+        "cher.example>"),
+     NULL, "invalid UTF-8"},
+    {IN("<\"a\\\xc3\xb6\"@example.org>"), NULL, "SMTPUTF8"},
+    /* Controls stay refused, UTF-8 or not. */
+    {IN("<j\xc3\xb6rg\r@example.org>"), NULL, "CR or LF"},
+    {IN("<user@b\xc3\xbc\x01"
+        "cher.example>"),
+     NULL, "control character"},
+    /* The tricks: still one '@', still no bare IP, still no junk. */
+    {IN("<j\xc3\xb6rg@b\xc3\xbc"
+        "cher.example@other.example>"),
+     NULL, "more than one '@'"},
+    {IN("<user@\xc3\xbc.123>"), NULL, "all digits"},
+    /* 64 octets of local part, counted in octets not characters (33 x two octets). */
+    {IN("<\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6"
+        "\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6"
+        "\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6\xc3\xb6"
+        "\xc3\xb6\xc3\xb6\xc3\xb6@example.org>"),
+     NULL, "local part too long"},
+};
+
+static void test_address_utf8(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < COUNT(utf8_cases); i++) {
+        const struct utf8_case *tc = &utf8_cases[i];
+        struct address a;
+        enum address_path_kind kind;
+        size_t consumed = 0;
+        const char *why = "unset";
+        int rc = address_parse_path_flags(tc->in, tc->len, ADDRESS_ALLOW_UTF8, &a, &kind, &consumed,
+                                          &why);
+        if (tc->want == NULL) {
+            if (rc == 0 || strstr(why, tc->why) == NULL)
+                fail_msg("case %zu: rc %d why \"%s\", want \"%s\"", i, rc, why, tc->why);
+            continue;
+        }
+        if (rc != 0)
+            fail_msg("case %zu: error \"%s\"", i, why);
+        char text[ADDRESS_STRLEN];
+        address_format(&a, text, sizeof(text));
+        if (strcmp(text, tc->want) != 0)
+            fail_msg("case %zu: got \"%s\", want \"%s\"", i, text, tc->want);
+        assert_int_equal(consumed, tc->len);
+        /* Without the flag the same path is refused as needing SMTPUTF8 (RFC 6531 3.7.4.1). */
+        assert_int_equal(address_parse_path(tc->in, tc->len, &a, &kind, &consumed, &why), -1);
+        assert_ptr_equal(why, address_why_needs_smtputf8);
+        /* What address_format wrote parses back with the flag. */
+        char path[ADDRESS_STRLEN + 2];
+        snprintf(path, sizeof(path), "<%s>", text);
+        assert_int_equal(address_parse_path_flags(path, strlen(path), ADDRESS_ALLOW_UTF8, &a, &kind,
+                                                  &consumed, &why),
+                         0);
+    }
+}
+
+/* The users-table key: ASCII letters fold, UTF-8 stays, the domain is its A-label, so the
+ * U-label and A-label spellings of one mailbox give one key. */
+static void test_address_user_key_utf8(void **state)
+{
+    (void)state;
+    static const char *const spellings[] = {
+        "<J\xc3\x96rg@B\xc3\xbc"
+        "cher.Example>",
+        "<j\xc3\x96rg@xn--bcher-kva.example>",
+        "<J\xc3\x96RG@XN--BCHER-KVA.EXAMPLE.>",
+    };
+    for (size_t i = 0; i < COUNT(spellings); i++) {
+        struct address a;
+        enum address_path_kind kind;
+        size_t consumed = 0;
+        const char *why = NULL;
+        assert_int_equal(address_parse_path_flags(spellings[i], strlen(spellings[i]),
+                                                  ADDRESS_ALLOW_UTF8, &a, &kind, &consumed, &why),
+                         0);
+        char key[ADDRESS_STRLEN];
+        assert_int_equal(address_user_key(&a, key, sizeof(key)), 0);
+        /* U+00D6 is not folded to U+00F6: only ASCII case is the server's to ignore. */
+        assert_string_equal(key, "j\xc3\x96rg@xn--bcher-kva.example");
+    }
+}
+
 /* ---- address_normalize ------------------------------------------------------------------- */
 
 static const struct domain_ok_case normalize_ok_cases[] = {
@@ -561,6 +719,11 @@ static const struct domain_ok_case normalize_ok_cases[] = {
     {"First.Last+Tag@Mail.Example.ORG", "first.last+tag@mail.example.org"},
     {"o'brien@example.org", "o'brien@example.org"},
     {"postmaster@localhost", "postmaster@localhost"},
+    /* UTF-8 local part kept as sent except ASCII case; the domain becomes its A-label. */
+    {"J\xc3\xb6rg@B\xc3\xbc"
+     "cher.example",
+     "j\xc3\xb6rg@xn--bcher-kva.example"},
+    {"\xc3\x96mer@xn--bcher-kva.example", "\xc3\x96mer@xn--bcher-kva.example"},
 };
 
 static void test_address_normalize_ok(void **state)
@@ -593,7 +756,7 @@ static const struct domain_bad_case normalize_bad_cases[] = {
     {"user@example.org ", "bad character in domain"},
     {" user@example.org", "bad character in local part"},
     {"user@example.org\n", "CR or LF"},
-    {"j\xc3\xb6rg@example.org", "SMTPUTF8"},
+    {"j\xc3\xb6rg@example.org\xff", "invalid UTF-8"},
     {"<user@example.org>", "bad character in local part"},
 };
 
@@ -1096,6 +1259,9 @@ int main(void)
         cmocka_unit_test(test_address_parse_bad),
         cmocka_unit_test(test_address_parse_respects_len),
         cmocka_unit_test(test_address_parse_limits),
+        cmocka_unit_test(test_domain_normalize_utf8),
+        cmocka_unit_test(test_address_utf8),
+        cmocka_unit_test(test_address_user_key_utf8),
         cmocka_unit_test(test_address_normalize_ok),
         cmocka_unit_test(test_address_normalize_bad),
         cmocka_unit_test(test_address_parse_path_ok),
