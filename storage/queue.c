@@ -453,9 +453,10 @@ static int route_bounce(struct store *s, const char *sender, enum store_bounce_r
         *route_out = STORE_BOUNCE_NULL_SENDER;
         return STORE_OK;
     }
-    /* The sender as address_format wrote it at MAIL FROM, so it parses; if not, it is no use. */
+    /* The sender as address_format wrote it at MAIL FROM, so it parses (UTF-8 included, as
+     * SMTPUTF8 allowed it); if not, it is no use. */
     struct address a;
-    if (address_parse(sender, strlen(sender), &a, NULL) != 0) {
+    if (address_parse_flags(sender, strlen(sender), ADDRESS_ALLOW_UTF8, &a, NULL) != 0) {
         *route_out = STORE_BOUNCE_BAD_SENDER;
         return STORE_OK;
     }

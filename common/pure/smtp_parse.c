@@ -51,7 +51,9 @@ int smtp_parse_path_arg(const char *args, const char *keyword, struct address *a
         return SMTP_PARSE_SYNTAX;
     size_t consumed = 0;
     const char *why = NULL;
-    if (address_parse_path(p, strlen(p), addr_out, kind_out, &consumed, &why) != 0) {
+    /* UTF-8 is parsed always; whether it is allowed is the session's call (smtp_parse.h). */
+    if (address_parse_path_flags(p, strlen(p), ADDRESS_ALLOW_UTF8, addr_out, kind_out, &consumed,
+                                 &why) != 0) {
         if (why_out != NULL)
             *why_out = why != NULL ? why : "bad address";
         return SMTP_PARSE_BAD_ADDRESS;
@@ -153,6 +155,13 @@ int smtp_parse_mail_params(const char *params, struct smtp_mail_params *out, con
             }
             seen_body = true;
             out->body_8bit = value_is(val, vlen, "8BITMIME");
+        } else if (key_is(key, klen, "SMTPUTF8")) {
+            /* RFC 6531 3.4: no value. */
+            if (out->smtputf8 || val != NULL) {
+                status = SMTP_PARSE_BAD_PARAM;
+                why = "bad SMTPUTF8";
+            }
+            out->smtputf8 = true;
         } else if (key_is(key, klen, "AUTH")) {
             /* RFC 4954 5: xtext, "<>" when unknown; we never pass it on, so it is ignored. */
             if (out->has_auth || val == NULL) {

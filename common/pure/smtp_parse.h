@@ -1,8 +1,9 @@
 /*
  * smtp_parse.h - the pure pieces of the SMTP server session: the arguments of MAIL and RCPT
  * (RFC 5321 4.1.1.2, 4.1.1.3, 4.1.2) with their ESMTP parameters (SIZE of RFC 1870, BODY of RFC
- * 6152, AUTH of RFC 4954 5), and the trace headers the session puts in front of a message
- * (Received of RFC 5321 4.4 with the RFC 3848 "with" types, Return-Path of RFC 5321 4.4).
+ * 6152, AUTH of RFC 4954 5, SMTPUTF8 of RFC 6531 3.4), and the trace headers the session puts in
+ * front of a message (Received of RFC 5321 4.4 with the RFC 3848 "with" types, Return-Path of RFC
+ * 5321 4.4).
  *
  * No I/O, no allocation, no clock (the time is an argument), no logging: the session
  * (server/smtp/smtp_session.c) turns the results into replies. Addresses themselves are parsed by
@@ -42,8 +43,10 @@ const char *smtp_parse_strerror(int code);
  * "FROM:" or "TO:" (matched case-insensitively). Spaces between the colon and "<" are accepted,
  * although RFC 5321 has none: many clients send "MAIL FROM: <a@b>", and Postfix and sendmail take
  * it. *params_out points at what follows the path (spaces skipped; "" when nothing does); the
- * text after '>' must be empty or start with a space. Returns an smtp_parse_status; *why_out
- * (may be NULL) gets a short reason for BAD_ADDRESS.
+ * text after '>' must be empty or start with a space. The path is parsed with UTF-8 allowed
+ * (ADDRESS_ALLOW_UTF8): SMTPUTF8 comes after the path in MAIL, so the session checks
+ * addr_out->is_utf8 against the transaction's SMTPUTF8 itself (553 5.6.7, RFC 6531 3.7.4.1).
+ * Returns an smtp_parse_status; *why_out (may be NULL) gets a short reason for BAD_ADDRESS.
  */
 int smtp_parse_path_arg(const char *args, const char *keyword, struct address *addr_out,
                         enum address_path_kind *kind_out, const char **params_out,
@@ -55,12 +58,13 @@ struct smtp_mail_params {
     uint64_t size_bytes; /* SIZE=n (RFC 1870): the client's estimate */
     bool body_8bit;      /* BODY=8BITMIME (RFC 6152); BODY=7BIT leaves it false */
     bool has_auth;       /* AUTH=... (RFC 4954 5): accepted and ignored (we trust no one's) */
+    bool smtputf8;       /* SMTPUTF8 (RFC 6531 3.4): UTF-8 addresses and headers may follow */
 };
 
 /*
  * Parses "KEY=VALUE KEY ..." (RFC 5321 4.1.2 Mail-parameters; keywords any case, each at most
- * once). SIZE, BODY and AUTH are known; anything else is SMTP_PARSE_UNKNOWN_PARAM, a malformed or
- * repeated parameter SMTP_PARSE_BAD_PARAM. *why_out (may be NULL) names the problem.
+ * once). SIZE, BODY, SMTPUTF8 and AUTH are known; anything else is SMTP_PARSE_UNKNOWN_PARAM, a
+ * malformed or repeated parameter SMTP_PARSE_BAD_PARAM. *why_out (may be NULL) names the problem.
  */
 int smtp_parse_mail_params(const char *params, struct smtp_mail_params *out, const char **why_out);
 /* RCPT TO takes no parameters here (DSN's NOTIFY/ORCPT are not offered): "" is OK, a

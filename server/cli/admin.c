@@ -132,7 +132,9 @@ static int parse_args(int argc, char **argv, const char *usage, unsigned allowed
 int admin_check_domain(const struct args *a, struct input *in)
 {
     const char *why = NULL;
-    if (domain_normalize(a->pos[0], in->domain, sizeof(in->domain), &why) != 0) {
+    /* A U-label domain is stored as its A-label, the one form the users table knows. */
+    if (domain_normalize_flags(a->pos[0], ADDRESS_ALLOW_UTF8, in->domain, sizeof(in->domain),
+                               &why) != 0) {
         admin_say_error("invalid domain \"%s\": %s", a->pos[0], why ? why : "bad syntax");
         return -1;
     }
@@ -238,7 +240,8 @@ static int parse_path_arg(const char *opt, const char *in, struct address *out,
     size_t consumed = 0;
     if (n < 0 || (size_t)n >= sizeof(path) || in_len >= sizeof(path)) {
         why = "path too long";
-    } else if (address_parse_path(path, (size_t)n, out, kind_out, &consumed, &why) == 0 &&
+    } else if (address_parse_path_flags(path, (size_t)n, ADDRESS_ALLOW_UTF8, out, kind_out,
+                                        &consumed, &why) == 0 &&
                consumed != (size_t)n) {
         why = "junk after the address";
     }

@@ -1,8 +1,8 @@
 /*
  * pop3_session.c - the POP3 server session (RFC 1939) on top of server/net/conn.c: the command
- * table and dispatcher, CAPA (RFC 2449), STLS (RFC 2595), the AUTHORIZATION state (USER/PASS, RFC
- * 1939 7; AUTH PLAIN and LOGIN with initial response, RFC 5034), the maildrop lock ([IN-USE]), the
- * POP-before-SMTP relay window, and the close path.
+ * table and dispatcher, CAPA (RFC 2449), STLS (RFC 2595), UTF8 (RFC 6856), the AUTHORIZATION state
+ * (USER/PASS, RFC 1939 7; AUTH PLAIN and LOGIN with initial response, RFC 5034), the maildrop lock
+ * ([IN-USE]), the POP-before-SMTP relay window, and the close path.
  *
  * Logging in: the password is checked by server/auth/auth.c (argon2id in the threadpool, a cache of
  * successes, throttling). While a check, a failure delay or the window's writer job is pending the
@@ -582,6 +582,9 @@ static void cmd_capa(struct pop3_session *s, const char *args)
     if (authz && auth_allowed(s))
         conn_reply(c, "USER\r\nSASL %s\r\n", SASL_MECHANISMS);
     conn_reply(c, "RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
+    /* RFC 6856 2: "USER" says user names may be UTF-8 (address.c takes them, the domain as
+     * either label form). Listed in both states, as RFC 2449 wants CAPA to be the same. */
+    conn_reply(c, "UTF8 USER\r\n");
     /* RFC 2595 4: STLS only where it may be used: before login, TLS not on yet. */
     if (authz && conn_can_starttls(c))
         conn_reply(c, "STLS\r\n");
@@ -621,6 +624,20 @@ static void cmd_noop(struct pop3_session *s, const char *args)
     conn_reply(s->conn, "+OK\r\n");
 }
 
+/*
+ * RFC 6856 2: the client says it understands UTF-8 headers. Messages are always given out as they
+ * were received (SMTPUTF8 mail included), never downgraded, so nothing changes but the answer; the
+ * command is valid only in AUTHORIZATION, as the RFC says.
+ */
+static void cmd_utf8(struct pop3_session *s, const char *args)
+{
+    if (args[0] != '\0') {
+        pop3_reply_error(s, "-ERR Syntax error: UTF8 takes no argument");
+        return;
+    }
+    conn_reply(s->conn, "+OK UTF8 enabled\r\n");
+}
+
 static void cmd_stls(struct pop3_session *s, const char *args)
 {
     if (conn_is_tls(s->conn)) {
@@ -654,6 +671,7 @@ static const struct pop3_command pop3_commands[] = {
     {{"CAPA", POP3_IN_AUTHORIZATION | POP3_IN_TRANSACTION, 0}, cmd_capa, NULL},
     {{"QUIT", POP3_IN_AUTHORIZATION | POP3_IN_TRANSACTION, 0}, cmd_quit, NULL},
     {{"STLS", POP3_IN_AUTHORIZATION, 0}, cmd_stls, NULL},
+    {{"UTF8", POP3_IN_AUTHORIZATION, 0}, cmd_utf8, NULL},
     {{"USER", POP3_IN_AUTHORIZATION, 0}, cmd_user, NULL},
     {{"PASS", POP3_IN_AUTHORIZATION, 0}, cmd_pass, NULL},
     {{"AUTH", POP3_IN_AUTHORIZATION, 0}, cmd_auth, NULL},

@@ -406,11 +406,11 @@ static void cmd_ehlo(struct smtp_session *s, const char *args)
      * which binary content would not survive, and the outbound side could not pass it on to a
      * next hop without it. */
     ext[n++] = "CHUNKING";
+    ext[n++] = "SMTPUTF8"; /* RFC 6531: UTF-8 addresses, common/pure/address.c */
     if (conn_can_starttls(s->conn))
         ext[n++] = "STARTTLS"; /* RFC 3207: only before TLS is on */
     if (smtp_auth_offered(s) && s->auth_user[0] == '\0')
         ext[n++] = "AUTH " SASL_MECHANISMS; /* RFC 4954 */
-    /* SMTPUTF8 (RFC 6531) is not offered: common/pure/address.c refuses 8-bit addresses. */
     conn_reply(s->conn, "250-%s\r\n", smtp_hostname(s));
     for (size_t i = 0; i < n; i++)
         conn_reply(s->conn, "250%c%s\r\n", i + 1 == n ? ' ' : '-', ext[i]);

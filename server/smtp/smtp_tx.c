@@ -213,6 +213,12 @@ enum smtp_tx_result smtp_tx_mail(struct smtp_tx *tx, const struct smtp_tx_client
         smtp_tx_clear(tx);
         return SMTP_TX_ERROR;
     }
+    /* RFC 6531 3.7.4.1: a UTF-8 reverse-path needs the SMTPUTF8 parameter. */
+    if (tx->sender.is_utf8 && !tx->params.smtputf8) {
+        smtp_tx_clear(tx);
+        return answer(reply, SMTP_TX_ERROR,
+                      "553 5.6.7 Non-ASCII addresses not permitted for that sender");
+    }
     uint64_t max = conn_cfg(c)->smtp.max_message_size_bytes;
     /* RFC 1870 6: a declared size above the limit is refused at MAIL already. */
     if (tx->params.has_size && tx->params.size_bytes > max) {
@@ -300,6 +306,10 @@ enum smtp_tx_result smtp_tx_rcpt(struct smtp_tx *tx, const struct smtp_tx_client
         return answer(reply, SMTP_TX_ERROR, "501 5.5.4 Syntax: RCPT TO:<address>");
     if (rc != SMTP_PARSE_OK)
         return answer(reply, SMTP_TX_ERROR, "501 5.1.3 Bad recipient address syntax (%s)", why);
+    /* RFC 6531 3.7.4.1: a UTF-8 forward-path only in a transaction that said SMTPUTF8. */
+    if (rcpt.is_utf8 && !tx->params.smtputf8)
+        return answer(reply, SMTP_TX_ERROR,
+                      "553 5.6.7 Non-ASCII addresses not permitted for that recipient");
     rc = smtp_parse_rcpt_params(params, &why);
     if (rc != SMTP_PARSE_OK) {
         if (rc == SMTP_PARSE_UNKNOWN_PARAM)

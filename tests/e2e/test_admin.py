@@ -96,7 +96,7 @@ class UserTest(PosternTest):
     def test_invalid_addresses_exit_2(self):
         for bad in ["alice", "@example.test", "alice@", "a b@example.test", "a@@example.test",
                     "alice@[127.0.0.1]", "\"a@b\"@example.test", "a" * 65 + "@example.test",
-                    "al\u00e9@example.test"]:
+                    "al\u0085@example.test"]:
             r = self.cli("user", "add", bad, input="pw\n")
             self.assertEqual(r.code, 2, f"{bad!r}: {r}")
             self.assertTrue(r.err.startswith("postern: invalid address"), r.err)

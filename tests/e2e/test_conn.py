@@ -155,6 +155,7 @@ class GreetingsAndLines(ConnTest):
         c.send("ehlo client.example\r\n")
         self.assertEqual(c.reply(), [f"250-{HOST}", "250-PIPELINING", "250-SIZE 26214400",
                                      "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250-CHUNKING",
+                                     "250-SMTPUTF8",
                                      "250 STARTTLS"])
         for cmd, want in [("NOOP", "250 2.0.0 Ok"), ("RSET", "250 2.0.0 Ok"),
                           ("HELO x", f"250 {HOST}"), ("XYZZY", "500 5.5.2 Error: command not recognized"),
@@ -203,10 +204,10 @@ class GreetingsAndLines(ConnTest):
         p = self.connect("pop3")
         p.line()
         p.send("CAPA\r\nNOOP\r\nQUIT\r\n")
-        lines = [p.line() for _ in range(10)]
+        lines = [p.line() for _ in range(11)]
         self.assertEqual(lines, ["+OK Capability list follows", "TOP", "UIDL", "RESP-CODES",
-                                 "AUTH-RESP-CODE", "PIPELINING", "STLS", "IMPLEMENTATION postern",
-                                 ".", "-ERR Command not valid in this state"])
+                                 "AUTH-RESP-CODE", "PIPELINING", "UTF8 USER", "STLS",
+                                 "IMPLEMENTATION postern", ".", "-ERR Command not valid in this state"])
         self.assertEqual(p.line(), "+OK Bye")
 
     def test_many_pipelined_commands_and_a_client_that_reads_late(self):
@@ -341,6 +342,7 @@ class Tls(ConnTest):
         # The first reply over TLS is the EHLO's, and STARTTLS is no longer offered.
         self.assertEqual(c.reply(), [f"250-{HOST}", "250-PIPELINING", "250-SIZE 26214400",
                                      "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250-CHUNKING",
+                                     "250-SMTPUTF8",
                                      "250 AUTH PLAIN LOGIN"])
         c.send("STARTTLS\r\n")
         self.assertEqual(c.line(), "554 5.5.1 Error: TLS already active")
@@ -354,11 +356,11 @@ class Tls(ConnTest):
         self.assertEqual(p.line(), "+OK Begin TLS negotiation")
         p.starttls()
         p.send("CAPA\r\n")
-        lines = [p.line() for _ in range(10)]
+        lines = [p.line() for _ in range(11)]
         # After STLS, USER and SASL are offered and STLS is not.
         self.assertEqual(lines, ["+OK Capability list follows", "TOP", "UIDL", "USER",
                                  "SASL PLAIN LOGIN", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING",
-                                 "IMPLEMENTATION postern", "."])
+                                 "UTF8 USER", "IMPLEMENTATION postern", "."])
         p.send("STLS\r\n")
         self.assertEqual(p.line(), "-ERR Command not permitted when TLS active")
 
@@ -369,6 +371,7 @@ class Tls(ConnTest):
         s.send("EHLO a\r\n")
         self.assertEqual(s.reply(), [f"250-{HOST}", "250-PIPELINING", "250-SIZE 26214400",
                                      "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250-CHUNKING",
+                                     "250-SMTPUTF8",
                                      "250 AUTH PLAIN LOGIN"])
         p = self.connect("pop3s", tls=True)
         self.assertEqual(p.line(), "+OK postern ready.")
@@ -595,16 +598,17 @@ class Startup(PosternTest):
         c.send("EHLO a\r\n")
         self.assertEqual(c.reply(), [f"250-{HOST}", "250-PIPELINING", "250-SIZE 26214400",
                                      "250-8BITMIME", "250-ENHANCEDSTATUSCODES",
-                                     "250 CHUNKING"])
+                                     "250-CHUNKING", "250 SMTPUTF8"])
         c.send("STARTTLS\r\n")
         self.assertEqual(c.line(), "502 5.5.1 Command not implemented")
         p = Client(self.ports["pop3"])
         self.addCleanup(p.close)
         p.line()
         p.send("CAPA\r\nSTLS\r\n")
-        self.assertEqual([p.line() for _ in range(8)],
+        self.assertEqual([p.line() for _ in range(9)],
                          ["+OK Capability list follows", "TOP", "UIDL", "RESP-CODES",
-                          "AUTH-RESP-CODE", "PIPELINING", "IMPLEMENTATION postern", "."])
+                          "AUTH-RESP-CODE", "PIPELINING", "UTF8 USER", "IMPLEMENTATION postern",
+                          "."])
         self.assertEqual(p.line(), "-ERR Command not implemented")
 
     def test_wildcard_listens_on_ipv4_and_ipv6(self):

@@ -125,12 +125,12 @@ class Commands(Pop3Test):
         c = self.raw()
         self.assertEqual(self.cmd(c, "CAPA"), "+OK Capability list follows")
         self.assertEqual(self.multi(c), ["TOP", "UIDL", "USER", "SASL PLAIN LOGIN", "RESP-CODES",
-                                         "AUTH-RESP-CODE", "PIPELINING",
+                                         "AUTH-RESP-CODE", "PIPELINING", "UTF8 USER",
                                          "IMPLEMENTATION postern"])
         self.login_raw(c)
         self.assertEqual(self.cmd(c, "capa"), "+OK Capability list follows")
         self.assertEqual(self.multi(c), ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE",
-                                         "PIPELINING", "IMPLEMENTATION postern"])
+                                         "PIPELINING", "UTF8 USER", "IMPLEMENTATION postern"])
 
     def test_stat_list_uidl_retr_with_poplib(self):
         p = self.pop()

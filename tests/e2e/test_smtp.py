@@ -119,11 +119,13 @@ class Protocol(SmtpTest):
         c = self.connect()
         self.assertEqual(self.ehlo(c), [f"250-{HOST}", "250-PIPELINING", "250-SIZE 26214400",
                                         "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250-CHUNKING",
+                                        "250-SMTPUTF8",
                                         "250 STARTTLS"])
         self.assertEqual(self.cmd(c, "STARTTLS"), ["220 2.0.0 Ready to start TLS"])
         c.starttls()
         self.assertEqual(self.ehlo(c), [f"250-{HOST}", "250-PIPELINING", "250-SIZE 26214400",
                                         "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250-CHUNKING",
+                                        "250-SMTPUTF8",
                                         "250 AUTH PLAIN LOGIN"])
         self.wait_log("event=helo verb=EHLO name=client.example")
 

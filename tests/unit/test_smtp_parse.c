@@ -12,6 +12,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/pure/smtp_parse.h"
 
@@ -64,7 +65,12 @@ static const struct path_case path_cases[] = {
     {"TO:<a@b@c.test>", "TO:", SMTP_PARSE_BAD_ADDRESS, ADDRESS_PATH_NULL, "", ""},
     {"TO:<a@b.test", "TO:", SMTP_PARSE_BAD_ADDRESS, ADDRESS_PATH_NULL, "", ""},
     {"TO:<a@b..test>", "TO:", SMTP_PARSE_BAD_ADDRESS, ADDRESS_PATH_NULL, "", ""},
-    {"TO:<a@\xc3\xa9.test>", "TO:", SMTP_PARSE_BAD_ADDRESS, ADDRESS_PATH_NULL, "", ""},
+    /* UTF-8 is parsed (the session decides whether SMTPUTF8 allows it); the domain is an
+     * A-label from then on. Invalid UTF-8 is a bad address. */
+    {"TO:<a@\xc3\xa9.test>", "TO:", SMTP_PARSE_OK, ADDRESS_PATH_MAILBOX, "a@xn--9ca.test", ""},
+    {"FROM:<j\xc3\xb6rg@x.test> SMTPUTF8", "FROM:", SMTP_PARSE_OK, ADDRESS_PATH_MAILBOX,
+     "j\xc3\xb6rg@x.test", "SMTPUTF8"},
+    {"TO:<a\xc0\xaf@x.test>", "TO:", SMTP_PARSE_BAD_ADDRESS, ADDRESS_PATH_NULL, "", ""},
 };
 
 static void test_path_arg(void **state)
@@ -115,7 +121,9 @@ static const struct mail_param_case mail_param_cases[] = {
     {"BODY=BINARYMIME", SMTP_PARSE_BAD_PARAM, false, 0, false, false},
     {"BODY=7BIT BODY=7BIT", SMTP_PARSE_BAD_PARAM, false, 0, false, false},
     {"AUTH", SMTP_PARSE_BAD_PARAM, false, 0, false, false},
-    {"SMTPUTF8", SMTP_PARSE_UNKNOWN_PARAM, false, 0, false, false},
+    {"smtputf8 SIZE=5", SMTP_PARSE_OK, true, 5, false, false},
+    {"SMTPUTF8=yes", SMTP_PARSE_BAD_PARAM, false, 0, false, false},
+    {"SMTPUTF8 smtputf8", SMTP_PARSE_BAD_PARAM, false, 0, false, false},
     {"RET=HDRS", SMTP_PARSE_UNKNOWN_PARAM, false, 0, false, false},
     {"-X=1", SMTP_PARSE_BAD_PARAM, false, 0, false, false},
     {"X=a=b", SMTP_PARSE_BAD_PARAM, false, 0, false, false},
@@ -143,6 +151,7 @@ static void test_mail_params(void **state)
                      (unsigned long long)pc->size);
         check_int(row, "body_8bit", p.body_8bit, pc->body_8bit);
         check_int(row, "has_auth", p.has_auth, pc->has_auth);
+        check_int(row, "smtputf8", p.smtputf8, strncasecmp(pc->params, "SMTPUTF8", 8) == 0);
     }
 }
 
