@@ -57,7 +57,27 @@ struct body_facts {
     bool first_line_open;       /* still inside the first line */
     bool is_return_path;        /* the first line starts with "Return-Path:" (any case) */
     uint64_t return_path_bytes; /* that line's octets, its CRLF included, once complete */
+    bool in_headers;            /* before the empty line that ends the header section */
+    uint64_t line_bytes;        /* octets of the current header line, CR not counted */
+    unsigned char header_ored;  /* the header section's octets OR-ed together */
 };
+
+/* The header section (RFC 5322 2.1) ends at the first empty line: scanned octet by octet, which
+ * is a few kilobytes; the whole body is OR-ed for eightbit besides. */
+static void facts_headers(struct body_facts *f, const unsigned char *p, size_t n)
+{
+    size_t i = 0;
+    for (; i < n && f->in_headers; i++) {
+        f->header_ored |= p[i];
+        if (p[i] == '\n') {
+            if (f->line_bytes == 0)
+                f->in_headers = false;
+            f->line_bytes = 0;
+        } else if (p[i] != '\r') {
+            f->line_bytes++;
+        }
+    }
+}
 
 static void facts_feed(struct body_facts *f, const unsigned char *p, size_t n)
 {
@@ -79,6 +99,8 @@ static void facts_feed(struct body_facts *f, const unsigned char *p, size_t n)
                 f->return_path_bytes = at + 1;
         }
     }
+    if (f->in_headers)
+        facts_headers(f, p, n);
     unsigned char acc = 0;
     for (size_t j = i; j < n; j++)
         acc |= p[j];
@@ -130,15 +152,17 @@ static int write_spool(struct store *s, sqlite3_blob *blob, const struct store_d
     return status;
 }
 
-static int insert_facts(struct store *s, int64_t message_id, const struct body_facts *f)
+static int insert_facts(struct store *s, int64_t message_id, const struct body_facts *f,
+                        bool smtputf8)
 {
     sqlite3_stmt *st = store_prepare(s, "INSERT INTO message_facts(message_id, eightbit,"
-                                        " return_path_bytes) VALUES (?1, ?2, ?3)");
+                                        " return_path_bytes, smtputf8) VALUES (?1, ?2, ?3, ?4)");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, message_id);
     sqlite3_bind_int(st, 2, (f->ored & 0x80) != 0);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)f->return_path_bytes);
+    sqlite3_bind_int(st, 4, smtputf8 && (f->header_ored & 0x80) != 0);
     return store_step_done(s, st, "deliver: insert message facts");
 }
 
@@ -227,7 +251,7 @@ static int insert_message(struct store *s, const struct store_delivery *d, int64
     if (status != STORE_OK)
         return status;
     int64_t id = sqlite3_last_insert_rowid(s->db);
-    struct body_facts facts = {.first_line_open = true};
+    struct body_facts facts = {.first_line_open = true, .in_headers = true};
     if (len > 0) {
         sqlite3_blob *blob = NULL;
         if (sqlite3_blob_open(s->db, "main", "messages", "body", id, 1, &blob) != SQLITE_OK) {
@@ -244,7 +268,7 @@ static int insert_message(struct store *s, const struct store_delivery *d, int64
         if (status != STORE_OK)
             return status;
     }
-    status = insert_facts(s, id, &facts);
+    status = insert_facts(s, id, &facts, d->smtputf8);
     if (status != STORE_OK)
         return status;
     *id_out = id;

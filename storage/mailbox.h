@@ -78,6 +78,9 @@ struct store_delivery {
     const char *const *remote_rcpts;
     size_t n_remote;
     int64_t received_ms;
+    /* The client said SMTPUTF8 (RFC 6531): with 8-bit octets in the header section the message
+     * is recorded as needing SMTPUTF8 to be relayed (message_facts.smtputf8). */
+    bool smtputf8;
     /* Set on success. A writer job whose COMMIT is retried runs again and sets it again, so read
      * it in the done callback, not in run. */
     int64_t message_id_out;

@@ -712,10 +712,10 @@ int store_queue_body_open(struct store *s, int64_t message_id, int64_t hold_ms,
 int store_queue_message_facts(struct store *s, int64_t message_id, struct store_message_facts *out)
 {
     *out = (struct store_message_facts){0};
-    sqlite3_stmt *st =
-        store_prepare(s, "SELECT m.size, f.eightbit, f.return_path_bytes FROM messages m"
-                         " LEFT JOIN message_facts f ON f.message_id = m.id WHERE m.id = ?1"
-                         " AND EXISTS (SELECT 1 FROM queue WHERE message_id = ?1)");
+    sqlite3_stmt *st = store_prepare(
+        s, "SELECT m.size, f.eightbit, f.return_path_bytes, f.smtputf8 FROM messages m"
+           " LEFT JOIN message_facts f ON f.message_id = m.id WHERE m.id = ?1"
+           " AND EXISTS (SELECT 1 FROM queue WHERE message_id = ?1)");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, message_id);
@@ -726,6 +726,7 @@ int store_queue_message_facts(struct store *s, int64_t message_id, struct store_
         out->known = sqlite3_column_type(st, 1) != SQLITE_NULL;
         out->eightbit = out->known && sqlite3_column_int(st, 1) != 0;
         out->return_path_bytes = out->known ? sqlite3_column_int64(st, 2) : 0;
+        out->smtputf8 = out->known && sqlite3_column_int(st, 3) != 0;
         if (out->return_path_bytes < 0 || out->return_path_bytes > out->size_bytes) {
             snprintf(s->errmsg, sizeof(s->errmsg), "message %lld: bad facts",
                      (long long)message_id);

@@ -229,6 +229,7 @@ struct store_message_facts {
     bool known;                /* false for a message stored before the facts were recorded */
     bool eightbit;             /* an octet above 127 somewhere (BODY=8BITMIME) */
     int64_t return_path_bytes; /* a leading Return-Path line's octets, CRLF included, or 0 */
+    bool smtputf8;             /* UTF-8 headers sent under SMTPUTF8 (schema 9) */
 };
 /*
  * The facts of queued message message_id, one indexed lookup on s (the loop's read connection):

@@ -151,6 +151,11 @@ static const char *const migrations[] = {
     "  ppm INTEGER NOT NULL DEFAULT 1000000,"
     "  seed INTEGER NOT NULL DEFAULT 0,"
     "  created_ms INTEGER NOT NULL);",
+
+    /* 9: whether a message needs SMTPUTF8 to be relayed (RFC 6531 3.7.5): the client said
+     * SMTPUTF8 and the header section holds octets above 127 (UTF-8 headers, RFC 6532). A UTF-8
+     * envelope is seen from the queue rows themselves. 0 for messages stored before. */
+    "ALTER TABLE message_facts ADD COLUMN smtputf8 INTEGER NOT NULL DEFAULT 0;",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == SCHEMA_VERSION,

@@ -56,6 +56,7 @@ struct smtp_ehlo_caps {
     bool size;               /* RFC 1870 */
     bool chunking;           /* RFC 3030: BDAT */
     bool auth_plain;         /* RFC 4954: AUTH, with PLAIN among its mechanisms */
+    bool smtputf8;           /* RFC 6531 */
     uint64_t size_max_bytes; /* SIZE's argument; 0 = no fixed limit given */
 };
 

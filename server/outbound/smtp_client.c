@@ -41,6 +41,7 @@
 #include "common/log.h"
 #include "server/net/conn.h"
 #include "server/outbound/smtp_client_facts.h"
+#include "common/pure/utf8.h"
 #include "storage/queue.h"
 #include "storage/store.h"
 
@@ -86,6 +87,7 @@ struct smtp_client {
     uint64_t size_bytes;  /* what is sent: the stored size less a Return-Path line */
     uint64_t strip_bytes; /* the Return-Path line's octets at the start, 0 if none */
     bool has_8bit;
+    bool needs_smtputf8; /* a UTF-8 envelope, or UTF-8 headers received under SMTPUTF8 */
 
     /* smarthost AUTH: the whole "AUTH PLAIN ...\r\n" line (owned, wiped on free), or NULL */
     char *auth_line;
@@ -137,6 +139,13 @@ static int body_facts(struct smtp_client *sc)
     if (rc != STORE_OK)
         return rc;
     sc->has_8bit = f.has_8bit;
+    /* RFC 6531 3.7.5: the envelope needs SMTPUTF8 when an address has UTF-8 left after the
+     * domains became A-labels, i.e. in a local part. */
+    sc->needs_smtputf8 = f.utf8_headers || utf8_has_8bit(sc->sender, strlen(sc->sender));
+    for (size_t i = 0; i < sc->n_rcpts; i++) {
+        const char *a = sc->rcpts[i].address;
+        sc->needs_smtputf8 = sc->needs_smtputf8 || utf8_has_8bit(a, strlen(a));
+    }
     sc->strip_bytes = f.strip_bytes;
     sc->size_bytes = f.size_bytes;
     return STORE_OK;
@@ -223,7 +232,10 @@ static void send_mail(struct smtp_client *sc)
         used += (size_t)snprintf(params + used, sizeof(params) - used, " SIZE=%llu",
                                  (unsigned long long)sc->size_bytes);
     if (sc->caps.eightbitmime && sc->has_8bit)
-        snprintf(params + used, sizeof(params) - used, " BODY=8BITMIME");
+        used += (size_t)snprintf(params + used, sizeof(params) - used, " BODY=8BITMIME");
+    /* start_transaction has made sure the server offers it. */
+    if (sc->needs_smtputf8)
+        snprintf(params + used, sizeof(params) - used, " SMTPUTF8");
     conn_reply(sc->conn, "MAIL FROM:<%s>%s\r\n", sc->sender, params);
 }
 
@@ -245,6 +257,19 @@ static void start_transaction(struct smtp_client *sc)
         for (size_t i = 0; i < sc->n_rcpts; i++)
             if (sc->rcpts[i].status == SMTP_RCPT_PENDING)
                 set_rcpt_own(&sc->rcpts[i], SMTP_RCPT_BOUNCE, 0, text, "5.3.4");
+        finish(sc);
+        return;
+    }
+    if (sc->needs_smtputf8 && !sc->caps.smtputf8) {
+        /* RFC 6531 3.7.5: not sent, and not downgraded (the addresses have no ASCII form). */
+        char text[160];
+        snprintf(text, sizeof(text),
+                 "non-ASCII addresses not permitted for that recipient: %s does not offer "
+                 "SMTPUTF8 (RFC 6531)",
+                 sc->remote_host);
+        for (size_t i = 0; i < sc->n_rcpts; i++)
+            if (sc->rcpts[i].status == SMTP_RCPT_PENDING)
+                set_rcpt_own(&sc->rcpts[i], SMTP_RCPT_BOUNCE, 0, text, "5.6.7");
         finish(sc);
         return;
     }

@@ -20,7 +20,12 @@
  * What it does not do: choose the address (the runner resolves MX hosts and walks them), retry,
  * touch the queue, verify certificates (so AUTH over TLS protects the password from passive
  * eavesdroppers only, as every opportunistic-TLS MTA's default does), AUTH mechanisms other than
- * PLAIN, SMTPUTF8, DSN extension parameters, or CHUNKING.
+ * PLAIN, DSN extension parameters, or CHUNKING.
+ *
+ * SMTPUTF8 (RFC 6531): a message whose envelope has a UTF-8 local part, or whose UTF-8 headers
+ * came in under SMTPUTF8 (smtp_client_facts.h), is sent with MAIL FROM:<...> SMTPUTF8 to a server
+ * that offers it; to one that does not, every recipient is bounced with 5.6.7 "non-ASCII
+ * addresses not permitted for that recipient" (RFC 6531 3.7.5) and nothing is sent.
  *
  * Result timing: done runs once, as soon as the outcome is known, and in particular right after
  * the 250 to the end of data, before QUIT: the queue must record a delivery promptly (queue.h,

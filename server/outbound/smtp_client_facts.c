@@ -69,6 +69,7 @@ int smtp_client_facts_get(struct store *s, int64_t message_id, unsigned char *bu
     if (!f.known)
         return scan(s, message_id, buf, cap, out);
     out->has_8bit = f.eightbit;
+    out->utf8_headers = f.smtputf8;
     out->strip_bytes = (uint64_t)f.return_path_bytes;
     out->size_bytes = (uint64_t)(f.size_bytes - f.return_path_bytes);
     return STORE_OK;

@@ -21,6 +21,7 @@ struct smtp_client_facts {
     uint64_t size_bytes;  /* what is sent: the stored size less a Return-Path line */
     uint64_t strip_bytes; /* the Return-Path line's octets at the start, 0 if none */
     bool has_8bit;
+    bool utf8_headers; /* UTF-8 headers received under SMTPUTF8: relaying them needs it too */
 };
 
 /*

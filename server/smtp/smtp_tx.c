@@ -546,6 +546,7 @@ enum smtp_tx_result smtp_tx_deliver(struct smtp_tx *tx, const struct smtp_tx_cli
         .remote_rcpts = tx->remote_ptrs,
         .n_remote = tx->n_remote,
         .received_ms = now,
+        .smtputf8 = tx->params.smtputf8,
     };
     tx->job_kind = SMTP_JOB_DELIVER;
     return SMTP_TX_JOB;

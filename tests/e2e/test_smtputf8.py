@@ -8,10 +8,12 @@ retrieved through POP3 byte for byte.
 Clients are raw sockets (test_conn.Client) and Python's smtplib, which sends SMTPUTF8 through
 mail_options. Only 127.0.0.0/8 is used.
 """
-import poplib
 import smtplib
+import sqlite3
 
+import test_outbound
 import test_smtp
+
 from test_conn import Client
 from test_smtp import HOST, OUTSIDE, PASSWORD, TLS_CONFIG, TRUSTED
 
@@ -24,6 +26,11 @@ REMOTE_A = REMOTE_U.encode("idna").decode()
 UTF8_BODY = ("From: J\u00f6rg <" + JOERG_U + ">\r\nTo: " + JOERG_U + "\r\n"
              "Subject: Gr\u00fc\u00dfe aus M\u00fcnchen \u2603\r\n\r\n"
              "Gr\u00fc\u00dfe\r\n").encode()
+
+
+def latin1(text):
+    """How test_conn.Client and the fake MX (outbound_fakes) show UTF-8 octets."""
+    return text.encode("utf-8").decode("latin-1")
 
 
 def utf8(line):
@@ -146,6 +153,17 @@ class Relay(Utf8Test):
         c.send(UTF8_BODY + b".\r\n")
         self.assertTrue(c.reply()[0].startswith("250 2.0.0 Ok: queued as "))
         self.assertEqual(self.queued(), [f"fr\u00efend@{REMOTE_A}", f"plain@{REMOTE_A}"])
+        # UTF-8 headers under SMTPUTF8: the message needs SMTPUTF8 to be relayed (schema 9).
+        self.assertEqual(self.query("SELECT smtputf8 FROM message_facts"), [(1,)])
+
+    def test_8bit_headers_without_smtputf8_are_not_marked(self):
+        self.ok("network", "add", "127.0.0.2/32")
+        self.start()
+        c = self.session(source=TRUSTED)
+        self.assertEqual(self.transaction(c, "x@example.test", ["friend@remote.test"],
+                                          body=UTF8_BODY.replace(JOERG_U.encode(), b"j@x.test"))
+                         [-1][:3], "250")
+        self.assertEqual(self.query("SELECT smtputf8 FROM message_facts"), [(0,)])
 
     def test_outside_remote_refused_in_both_spellings(self):
         self.start()
@@ -235,3 +253,63 @@ class Pop3(Utf8Test):
         self.assertTrue((b"\r\n".join(lines) + b"\r\n").endswith(UTF8_BODY))
         p.send("QUIT\r\n")
         p.line()
+
+
+class Outbound(test_outbound.OutboundTest):
+    def enqueue_utf8(self, recipients, sender, smtputf8_fact):
+        ids = self.enqueue(recipients, sender=sender, body=UTF8_BODY, facts=(1, 0))
+        con = sqlite3.connect(self.db, timeout=10)
+        try:
+            con.execute("UPDATE message_facts SET smtputf8 = ? WHERE message_id ="
+                        " (SELECT message_id FROM queue WHERE id = ?)",
+                        (int(smtputf8_fact), ids[0]))
+            con.commit()
+        finally:
+            con.close()
+        return ids
+
+    def test_sent_with_smtputf8_to_a_server_that_offers_it(self):
+        self.smarthost_config()
+        self.sink.extensions = ["PIPELINING", "8BITMIME", "SMTPUTF8"]
+        self.enqueue_utf8([f"fr\u00efend@{REMOTE_A}"], f"j\u00f6rg@{DOMAIN_A}", False)
+        self.start_server()
+        m = test_outbound.wait_for(lambda: self.sink.messages, what="the message at the sink")[0]
+        self.assertIn("SMTPUTF8", m["mail_params"])
+        self.assertEqual(m["mail_from"], latin1(f"j\u00f6rg@{DOMAIN_A}"))
+        self.assertEqual(m["rcpts"], [latin1(f"fr\u00efend@{REMOTE_A}")])
+        self.assertEqual(m["data"], UTF8_BODY)
+        self.wait_queue_empty()
+
+    def test_ascii_message_never_says_smtputf8(self):
+        self.smarthost_config()
+        self.sink.extensions = ["PIPELINING", "SMTPUTF8"]
+        self.enqueue(["bob@dest.test"], body=b"Subject: plain\r\n\r\nx\r\n", facts=(0, 0))
+        self.start_server()
+        m = test_outbound.wait_for(lambda: self.sink.messages, what="the message at the sink")[0]
+        self.assertNotIn("SMTPUTF8", m["mail_params"])
+
+    def test_utf8_recipient_bounces_where_smtputf8_is_not_offered(self):
+        self.smarthost_config()
+        self.enqueue_utf8([f"fr\u00efend@{REMOTE_A}"], test_outbound.SENDER, False)
+        self.start_server()
+        self.wait_log("status=bounced dsn=5.6.7")
+        self.assertFalse(any(c.startswith("RCPT") for c in self.sink.commands
+                             if "fr" in c and "end@" in c))
+        bounce = test_outbound.wait_for(lambda: [m for m in self.sink.messages if m["mail_from"] == ""],
+                          what="the bounce")[0]
+        self.assertEqual(bounce["rcpts"], [test_outbound.SENDER])
+        text = bounce["data"].decode("utf-8", "replace")
+        self.assertIn("Status: 5.6.7", text)
+        self.assertIn("non-ASCII addresses not permitted for that\r\n recipient: 127.0.0.1 does "
+                      "not offer SMTPUTF8", text)
+
+    def test_utf8_headers_need_smtputf8_only_when_received_with_it(self):
+        self.smarthost_config()
+        self.enqueue_utf8(["bob@dest.test"], test_outbound.SENDER, True)
+        self.enqueue_utf8(["carol@dest.test"], test_outbound.SENDER, False)
+        self.start_server()
+        self.wait_log("status=bounced dsn=5.6.7")
+        # Legacy 8-bit headers without SMTPUTF8 are relayed as before.
+        test_outbound.wait_for(lambda: any(m["rcpts"] == ["carol@dest.test"] for m in self.sink.messages),
+                 what="carol's message")
+        self.assertFalse(any(m["rcpts"] == ["bob@dest.test"] for m in self.sink.messages))
