@@ -175,6 +175,9 @@ static void test_ehlo_accumulates(void **state)
     static const char *const lines[] = {"PIPELINING", "SIZE 1000", "ENHANCEDSTATUSCODES",
                                         "8BITMIME",   "STARTTLS",  "chunking"};
     struct smtp_ehlo_caps caps = {0};
+    smtp_ehlo_parse_line(&caps, "smtputf8", 8);
+    assert_true(caps.smtputf8);
+    caps = (struct smtp_ehlo_caps){0};
     for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
         smtp_ehlo_parse_line(&caps, lines[i], strlen(lines[i]));
     assert_true(caps.chunking);
