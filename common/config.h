@@ -87,6 +87,11 @@ enum cfg_sender_check {
     CFG_SENDER_CHECK_ADDRESS,
 };
 
+enum cfg_milter_default {
+    CFG_MILTER_TEMPFAIL = 0, /* 4xx: the client tries again later (Postfix's default) */
+    CFG_MILTER_ACCEPT,       /* go on without that milter */
+};
+
 enum cfg_denied_style {
     CFG_DENIED_STYLE_SENDMAIL = 0,
     CFG_DENIED_STYLE_QMAIL,
@@ -147,6 +152,12 @@ struct cfg {
         uint16_t outbound_port; /* 1..65535 */
         uint64_t max_age_ms;    /* 1s..365d */
     } relay;
+    struct {
+        char *mx;            /* milters for the MX port, in order; "" = none */
+        char *submission;    /* milters for the submission ports (587, 465); "" = none */
+        uint64_t timeout_ms; /* 1s..1h: one step's wait for a milter's answer */
+        enum cfg_milter_default default_action; /* when a milter is down, slow or confused */
+    } milter;
     /* Allowed but doubtful values, "FILE:LINE: text", for the caller to log or print. */
     char warnings[CFG_WARNINGS_MAX][CFG_WARNING_MAX_BYTES];
     size_t warning_count;

@@ -28,7 +28,8 @@ void cfg_param_format(const struct cfg *cfg, const struct param *p, char *buf, s
     case P_HOSTNAME:
     case P_USER:
     case P_SASLNAME:
-    case P_PATH: {
+    case P_PATH:
+    case P_MILTERS: {
         const char *s = *(char *const *)field;
         snprintf(buf, len, "%s", s != NULL ? s : "");
         break;

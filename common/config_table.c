@@ -15,6 +15,7 @@
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum cfg_sender_check) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum cfg_denied_style) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum cfg_milter_default) == sizeof(int), "enum size");
 
 static const struct enum_name log_level_names[] = {
     {"debug", LOG_LEVEL_DEBUG},
@@ -27,6 +28,11 @@ static const struct enum_name sender_check_names[] = {
     {"off", CFG_SENDER_CHECK_OFF},
     {"domain", CFG_SENDER_CHECK_DOMAIN},
     {"address", CFG_SENDER_CHECK_ADDRESS},
+    {NULL, 0},
+};
+static const struct enum_name milter_default_names[] = {
+    {"tempfail", CFG_MILTER_TEMPFAIL},
+    {"accept", CFG_MILTER_ACCEPT},
     {NULL, 0},
 };
 static const struct enum_name denied_style_names[] = {
@@ -122,6 +128,13 @@ const struct param cfg_params[] = {
     PARAM("relay", "outbound_port", P_PORT, relay.outbound_port, "25", .min = 1, .max = 65535),
     PARAM("relay", "max_age", P_DURATION, relay.max_age_ms, "5d", .min = DURATION_MS_PER_SECOND,
           .max = 365 * DURATION_MS_PER_DAY),
+
+    PARAM("milter", "mx", P_MILTERS, milter.mx, ""),
+    PARAM("milter", "submission", P_MILTERS, milter.submission, ""),
+    PARAM("milter", "timeout", P_DURATION, milter.timeout_ms, "30s", .min = DURATION_MS_PER_SECOND,
+          .max = DURATION_MS_PER_HOUR),
+    PARAM("milter", "default_action", P_ENUM, milter.default_action, "tempfail",
+          .names = milter_default_names),
 };
 const size_t cfg_param_count = sizeof(cfg_params) / sizeof(cfg_params[0]);
 

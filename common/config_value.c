@@ -16,6 +16,7 @@
 #include "common/config_internal.h"
 #include "common/pure/address.h"
 #include "common/pure/duration.h"
+#include "common/pure/milter.h"
 
 static bool is_ascii_digit(char c)
 {
@@ -399,6 +400,16 @@ int cfg_param_set(struct cfg *cfg, const struct param *p, const char *base_dir, 
             return -1;
         }
         return set_string(field, strdup(value), reason, rlen);
+    case P_MILTERS: {
+        struct milter_spec specs[MILTER_LIST_MAX];
+        size_t n;
+        const char *why = NULL;
+        if (milter_spec_parse(value, specs, &n, &why) != 0) {
+            snprintf(reason, rlen, "%s", why);
+            return -1;
+        }
+        return set_string(field, strdup(value), reason, rlen);
+    }
     case P_PATH: {
         char *path = resolve_path(base_dir, value);
         if (path != NULL && strlen(path) >= PATH_MAX) {

@@ -403,3 +403,95 @@ bool milter_reply_allowed(enum milter_reply_kind kind, enum milter_step step, ui
     }
     return step == MILTER_STEP_EOM && (actions & need) != 0;
 }
+
+/* ---- the list of milters ---- */
+
+static int spec_one(const char *item, size_t len, struct milter_spec *sp, const char **why)
+{
+    memset(sp, 0, sizeof(*sp));
+    if (len > 5 && memcmp(item, "unix:", 5) == 0) {
+        size_t plen = len - 5;
+        if (item[5] != '/' || plen >= sizeof(sp->path)) {
+            *why = "a unix: milter needs an absolute path of at most 107 bytes";
+            return -1;
+        }
+        sp->is_unix = true;
+        memcpy(sp->path, item + 5, plen);
+        return 0;
+    }
+    if (len <= 5 || memcmp(item, "inet:", 5) != 0) {
+        *why = "expected inet:HOST:PORT or unix:/path";
+        return -1;
+    }
+    const char *h = item + 5;
+    const char *end = item + len;
+    const char *colon = NULL;
+    for (const char *q = end; q > h; q--)
+        if (q[-1] == ':') {
+            colon = q - 1;
+            break;
+        }
+    if (colon == NULL || colon == h || colon + 1 == end) {
+        *why = "an inet: milter needs HOST:PORT";
+        return -1;
+    }
+    const char *hs = h, *he = colon;
+    if (*hs == '[' && he[-1] == ']') {
+        hs++;
+        he--;
+    }
+    unsigned long port = 0;
+    for (const char *q = colon + 1; q < end; q++) {
+        if (*q < '0' || *q > '9' || port > 65535) {
+            *why = "the port of an inet: milter is a number from 1 to 65535";
+            return -1;
+        }
+        port = port * 10 + (unsigned long)(*q - '0');
+    }
+    if (port == 0 || port > 65535 || he <= hs || (size_t)(he - hs) >= sizeof(sp->host)) {
+        *why = "an inet: milter needs a host and a port from 1 to 65535";
+        return -1;
+    }
+    for (const char *q = hs; q < he; q++)
+        if ((unsigned char)*q <= ' ' || *q == ',' || (unsigned char)*q >= 0x7f) {
+            *why = "the host of an inet: milter has a character a host name cannot have";
+            return -1;
+        }
+    memcpy(sp->host, hs, (size_t)(he - hs));
+    sp->port = (uint16_t)port;
+    return 0;
+}
+
+int milter_spec_parse(const char *text, struct milter_spec out[MILTER_LIST_MAX], size_t *n,
+                      const char **why)
+{
+    *n = 0;
+    const char *p = text;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p == '\0')
+        return 0;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        const char *end = comma != NULL ? comma : p + strlen(p);
+        const char *s = p, *e = end;
+        while (s < e && (*s == ' ' || *s == '\t'))
+            s++;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        if (e == s) {
+            *why = "an empty item in the list";
+            return -1;
+        }
+        if (*n == MILTER_LIST_MAX) {
+            *why = "more than 8 milters";
+            return -1;
+        }
+        if (spec_one(s, (size_t)(e - s), &out[*n], why) != 0)
+            return -1;
+        (*n)++;
+        if (comma == NULL)
+            return 0;
+        p = comma + 1;
+    }
+}

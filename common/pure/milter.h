@@ -225,6 +225,27 @@ bool milter_step_answered(uint32_t protocol, enum milter_step step);
  */
 bool milter_reply_allowed(enum milter_reply_kind kind, enum milter_step step, uint32_t actions);
 
+/* ---- where milters listen: "inet:HOST:PORT" or "unix:/path", a comma-separated list ---- */
+
+/* Milters per list: more than a few in a row is a configuration mistake, not a need. */
+#define MILTER_LIST_MAX 8
+/* A socket path as struct sockaddr_un holds it (108 on Linux, NUL included). */
+#define MILTER_PATH_MAX 108
+
+struct milter_spec {
+    bool is_unix;
+    char host[256]; /* inet: a name or an address; IPv6 in brackets is taken without them */
+    uint16_t port;
+    char path[MILTER_PATH_MAX]; /* unix: absolute */
+};
+
+/*
+ * Reads a list such as "inet:127.0.0.1:11332, unix:/run/opendkim/opendkim.sock" into out[0..*n).
+ * "" is the empty list. 0, or -1 with *why saying what is wrong.
+ */
+int milter_spec_parse(const char *text, struct milter_spec out[MILTER_LIST_MAX], size_t *n,
+                      const char **why);
+
 /* A REPLYCODE text is "4xx" or "5xx" then SP, "-" or end; the code, or 0 when malformed. */
 int milter_replycode(const char *text);
 
