@@ -100,4 +100,11 @@ void milter_abort(struct milter_session *ms);
  * milter_abort and by the next message. */
 const struct milter_mod *milter_mods(const struct milter_session *ms, size_t *n);
 
+/*
+ * The message of the last end of message with the milters' header changes and new body
+ * applied (milter_edit.c): 1 and a new buffer the caller owns in *out, 0 when no milter changed
+ * the content (nothing in *out), -1 when out of memory or the message could not be read.
+ */
+int milter_message_edit(struct milter_session *ms, unsigned char **out, size_t *out_len);
+
 #endif

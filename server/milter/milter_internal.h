@@ -122,6 +122,8 @@ int milter_item_make(struct milter_session *ms, struct milter_conn *m, size_t po
                      struct milter_item *it);
 /* Reads the header section of msg. 0 or -1. */
 int milter_item_message_begin(struct milter_session *ms, const struct milter_message *msg);
+/* Reads msg[off..off+n) into buf: the spool file's part first, then memory. 0 or -1. */
+int milter_message_read(const struct milter_message *msg, uint64_t off, uint8_t *buf, size_t n);
 /* The position after the last body chunk (SKIP). */
 size_t milter_item_skip_body(const struct milter_session *ms);
 

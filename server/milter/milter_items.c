@@ -17,7 +17,7 @@
 #include "storage/spool.h"
 
 /* Reads msg[off..off+n) into buf: the spool file's part first, then memory. 0 or -1. */
-static int message_read(const struct milter_message *msg, uint64_t off, uint8_t *buf, size_t n)
+int milter_message_read(const struct milter_message *msg, uint64_t off, uint8_t *buf, size_t n)
 {
     while (n > 0) {
         if (off < msg->spool_len) {
@@ -63,7 +63,7 @@ int milter_item_message_begin(struct milter_session *ms, const struct milter_mes
     size_t hlen =
         ms->total < MILTER_HEADERS_MAX_BYTES ? (size_t)ms->total : MILTER_HEADERS_MAX_BYTES;
     ms->hdrs = malloc(hlen + 1);
-    if (ms->hdrs == NULL || message_read(msg, 0, ms->hdrs, hlen) != 0)
+    if (ms->hdrs == NULL || milter_message_read(msg, 0, ms->hdrs, hlen) != 0)
         return -1;
     ms->hdrs_len = hlen;
     const unsigned char *p = ms->hdrs;
@@ -198,7 +198,7 @@ static int message_item(struct milter_session *ms, struct milter_conn *m, size_t
         uint64_t left = ms->total - off;
         size_t n = left < MILTER_CHUNK_MAX ? (size_t)left : MILTER_CHUNK_MAX;
         /* Encoded in place: the frame header, then the chunk read straight behind it. */
-        if (message_read(&ms->msg, off, b + MILTER_HEADER_LEN + 1, n) != 0)
+        if (milter_message_read(&ms->msg, off, b + MILTER_HEADER_LEN + 1, n) != 0)
             return -1;
         uint32_t flen = (uint32_t)n + 1;
         b[0] = (uint8_t)(flen >> 24);

@@ -69,7 +69,9 @@ static void chunk_end(struct smtp_session *s)
         return;
     }
     if (s->chunk_last) {
-        smtp_session_deliver(s);
+        /* The milters' verdict and changes first, as for DATA (smtp_milter.c). */
+        if (!smtp_milter_message(s))
+            smtp_session_deliver(s);
         return;
     }
     conn_reply(s->conn, "250 2.0.0 %llu octets received\r\n", (unsigned long long)s->chunk_size);

@@ -21,6 +21,12 @@
 #include "server/fault/fault.h"
 #include "server/net/session_ref.h"
 #include "server/smtp/smtp_tx.h"
+#include "common/pure/milter.h"
+
+struct milter_session;
+
+/* Arguments of MAIL or RCPT a milter is shown: the path and a few parameters. */
+#define SMTP_MILTER_ARGS_MAX 8
 
 enum smtp_state {
     SMTP_STATE_GREETED = 0, /* greeting sent; no EHLO/HELO yet (or forgotten at STARTTLS) */
@@ -65,6 +71,15 @@ struct smtp_session {
     uint64_t chunk_left;                     /* its octets still to come */
     uint64_t chunk_size;                     /* its size, for "250 2.0.0 N octets received" */
     bool chunk_last;                         /* it is the LAST one */
+    /* The milters (smtp_milter.c); NULL when the service has none. */
+    struct milter_session *milter;                  /* owned */
+    enum milter_step milter_step;                   /* the envelope step being asked */
+    void (*milter_next_ok)(struct smtp_session *s); /* the positive reply, once they agree */
+    struct smtp_tx_rcpt_mark milter_mark;           /* RCPT: what to take back on refusal */
+    bool milter_discard;                            /* a milter said discard: store nothing */
+    char rcpt_args[SMTP_LINE_MAX_BYTES];            /* the RCPT being answered */
+    char milter_args[SMTP_LINE_MAX_BYTES];          /* MAIL/RCPT split for the milters */
+    const char *milter_argv[SMTP_MILTER_ARGS_MAX];  /* into milter_args */
 };
 
 /* ---- smtp_session.c ---- */
@@ -81,7 +96,8 @@ int smtp_session_delay_answer(struct smtp_session *s, uint64_t delay_ms);
 
 /* Moves to st, logging the change at debug level. */
 void smtp_session_enter_state(struct smtp_session *s, enum smtp_state st);
-/* Drops the transaction (RSET semantics); back to READY if the state was past it. */
+/* Drops the transaction (RSET semantics), telling the milters; back to READY if the state was
+ * past it. */
 void smtp_session_tx_reset(struct smtp_session *s);
 /* The whole message is in: hands it to the writer; the answer comes after the commit. */
 void smtp_session_deliver(struct smtp_session *s);
@@ -95,6 +111,22 @@ void smtp_cmd_bdat(struct smtp_session *s, const char *args);
 /* Data mode while s->chunk is not NONE: octets of the chunk; returns how many were taken (the
  * rest, after the chunk's last octet, goes back to the line reader). */
 size_t smtp_bdat_data(struct smtp_session *s, const unsigned char *p, size_t n);
+
+/* ---- smtp_milter.c: each returns false when there are no milters (the caller goes on) ---- */
+
+/* At open: the milters' connect step, which sends the greeting. */
+bool smtp_milter_connect(struct smtp_session *s);
+/* After postern accepted HELO/EHLO, MAIL or RCPT: next_ok sends the positive reply if the
+ * milters agree; otherwise their refusal is sent (and a refused recipient taken back). */
+bool smtp_milter_helo(struct smtp_session *s, void (*next_ok)(struct smtp_session *s));
+bool smtp_milter_envelope(struct smtp_session *s, bool mail, const char *args,
+                          void (*next_ok)(struct smtp_session *s));
+/* End of data: the milters' verdict, their changes applied, then smtp_session_deliver. */
+bool smtp_milter_message(struct smtp_session *s);
+/* The transaction ended without a message. */
+void smtp_milter_abort(struct smtp_session *s);
+/* At close. */
+void smtp_milter_free(struct smtp_session *s);
 
 /* ---- smtp_auth.c ---- */
 

@@ -108,6 +108,7 @@ static bool smtp_has_args(const char *args)
 
 static void session_free(struct smtp_session *s)
 {
+    smtp_milter_free(s);
     smtp_tx_clear(&s->tx);
     sasl_reset(&s->sasl);
     free(s->held);
@@ -185,6 +186,8 @@ static bool hold(struct smtp_session *s, const char *line, size_t len)
  * while a writer job is out (reading is paused then). */
 void smtp_session_tx_reset(struct smtp_session *s)
 {
+    if (s->state > SMTP_STATE_READY)
+        smtp_milter_abort(s);
     smtp_tx_clear(&s->tx);
     if (s->state > SMTP_STATE_READY)
         smtp_session_enter_state(s, SMTP_STATE_READY);
@@ -222,6 +225,20 @@ static void tx_answer(struct smtp_session *s, enum smtp_tx_result r, const char 
     }
 }
 
+static void rcpt_ok(struct smtp_session *s)
+{
+    smtp_session_enter_state(s, SMTP_STATE_RCPT);
+    conn_reply(s->conn, "250 2.1.5 Ok\r\n");
+}
+
+/* A recipient postern accepted is shown to the milters before its 250 (smtp_milter.c). */
+static void rcpt_answer(struct smtp_session *s, enum smtp_tx_result r, const char *reply)
+{
+    if (r == SMTP_TX_OK && smtp_milter_envelope(s, false, s->rcpt_args, rcpt_ok))
+        return;
+    tx_answer(s, r, reply, SMTP_STATE_RCPT);
+}
+
 /* The writer's answer. The job held a reference to the session and one to the connection. */
 static void job_done(void *ctx, int status)
 {
@@ -237,7 +254,7 @@ static void job_done(void *ctx, int status)
             smtp_reply_error(s, "%s", reply);
         smtp_session_tx_reset(s);
     } else {
-        tx_answer(s, smtp_tx_job_result(&s->tx, c, status, reply), reply, SMTP_STATE_RCPT);
+        rcpt_answer(s, smtp_tx_job_result(&s->tx, c, status, reply), reply);
     }
     if (!s->ref.closed && !conn_is_closing(c))
         conn_resume_reading(c);
@@ -279,6 +296,12 @@ bool smtp_session_refused_for_space(struct smtp_session *s)
     return true;
 }
 
+static void mail_ok(struct smtp_session *s)
+{
+    smtp_session_enter_state(s, SMTP_STATE_MAIL);
+    conn_reply(s->conn, "250 2.1.0 Ok\r\n");
+}
+
 static void cmd_mail(struct smtp_session *s, const char *args)
 {
     if (s->state == SMTP_STATE_GREETED) {
@@ -293,7 +316,10 @@ static void cmd_mail(struct smtp_session *s, const char *args)
         return;
     char reply[SMTP_TX_REPLY_MAX_BYTES];
     struct smtp_tx_client cl = tx_client(s);
-    tx_answer(s, smtp_tx_mail(&s->tx, &cl, args, reply), reply, SMTP_STATE_MAIL);
+    enum smtp_tx_result r = smtp_tx_mail(&s->tx, &cl, args, reply);
+    if (r == SMTP_TX_OK && smtp_milter_envelope(s, true, args, mail_ok))
+        return;
+    tx_answer(s, r, reply, SMTP_STATE_MAIL);
 }
 
 /* RCPT or DATA without a transaction: which command is missing. */
@@ -316,7 +342,9 @@ static void cmd_rcpt(struct smtp_session *s, const char *args)
     }
     char reply[SMTP_TX_REPLY_MAX_BYTES];
     struct smtp_tx_client cl = tx_client(s);
-    tx_answer(s, smtp_tx_rcpt(&s->tx, &cl, args, reply), reply, SMTP_STATE_RCPT);
+    snprintf(s->rcpt_args, sizeof(s->rcpt_args), "%s", args);
+    smtp_tx_rcpt_mark(&s->tx, &s->milter_mark);
+    rcpt_answer(s, smtp_tx_rcpt(&s->tx, &cl, args, reply), reply);
 }
 
 static void cmd_data(struct smtp_session *s, const char *args)
@@ -379,6 +407,8 @@ static void forget_client(struct smtp_session *s)
     s->helo[0] = '\0';
 }
 
+static void ehlo_ok(struct smtp_session *s);
+
 static void cmd_ehlo(struct smtp_session *s, const char *args)
 {
     if (!smtp_has_args(args)) {
@@ -393,6 +423,13 @@ static void cmd_ehlo(struct smtp_session *s, const char *args)
     char esc[ADDRESS_DOMAIN_MAX_BYTES + 16];
     log_info("smtp", conn_sid(s->conn), "event=helo verb=EHLO name=%s",
              log_escape(esc, sizeof(esc), args, strlen(args)));
+    if (!smtp_milter_helo(s, ehlo_ok))
+        ehlo_ok(s);
+}
+
+/* The EHLO reply: the extensions offered. */
+static void ehlo_ok(struct smtp_session *s)
+{
     const struct cfg *cfg = conn_cfg(s->conn);
     char size[48];
     snprintf(size, sizeof(size), "SIZE %llu", (unsigned long long)cfg->smtp.max_message_size_bytes);
@@ -416,6 +453,11 @@ static void cmd_ehlo(struct smtp_session *s, const char *args)
         conn_reply(s->conn, "250%c%s\r\n", i + 1 == n ? ' ' : '-', ext[i]);
 }
 
+static void helo_ok(struct smtp_session *s)
+{
+    conn_reply(s->conn, "250 %s\r\n", smtp_hostname(s));
+}
+
 static void cmd_helo(struct smtp_session *s, const char *args)
 {
     if (!smtp_has_args(args)) {
@@ -429,7 +471,8 @@ static void cmd_helo(struct smtp_session *s, const char *args)
     char esc[ADDRESS_DOMAIN_MAX_BYTES + 16];
     log_info("smtp", conn_sid(s->conn), "event=helo verb=HELO name=%s",
              log_escape(esc, sizeof(esc), args, strlen(args)));
-    conn_reply(s->conn, "250 %s\r\n", smtp_hostname(s));
+    if (!smtp_milter_helo(s, helo_ok))
+        helo_ok(s);
 }
 
 static void cmd_noop(struct smtp_session *s, const char *args)
@@ -544,6 +587,10 @@ static const struct smtp_command *find_command(const char *verb, size_t len)
 
 static void greet(struct conn *c)
 {
+    /* With milters the greeting waits for their connect step, which sends it. */
+    struct smtp_session *s = conn_session(c);
+    if (s != NULL && smtp_milter_connect(s))
+        return;
     /* RFC 5321 4.2: the greeting starts with our domain. On 465 the TLS layer holds it until
      * the handshake is done. */
     conn_reply(c, "220 %s ESMTP postern\r\n", conn_cfg(c)->server.hostname);
@@ -659,7 +706,8 @@ static size_t smtp_on_data(struct conn *c, const unsigned char *p, size_t n)
     conn_set_mode_data(c, false);
     session_ref_take(&s->ref);
     if (r == SMTP_TX_OK) {
-        smtp_session_deliver(s);
+        if (!smtp_milter_message(s))
+            smtp_session_deliver(s);
     } else {
         smtp_reply_error(s, "%s", reply);
         smtp_session_tx_reset(s);

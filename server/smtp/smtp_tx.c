@@ -126,7 +126,7 @@ static int tx_spill(void *ctx, const unsigned char *p, size_t n)
 }
 
 /* Adds a local user id once. 0, or -1 when out of memory. */
-static int tx_add_local(struct smtp_tx *tx, int64_t id)
+int smtp_tx_add_local(struct smtp_tx *tx, int64_t id)
 {
     for (size_t i = 0; i < tx->n_local; i++) {
         if (tx->local_ids[i] == id)
@@ -145,7 +145,7 @@ static int tx_add_local(struct smtp_tx *tx, int64_t id)
 }
 
 /* Adds a remote recipient once. 0, or -1 when out of memory. */
-static int tx_add_remote(struct smtp_tx *tx, const char *rcpt)
+int smtp_tx_add_remote(struct smtp_tx *tx, const char *rcpt)
 {
     for (size_t i = 0; i < tx->n_remote; i++) {
         if (strcmp(tx->remote[i], rcpt) == 0)
@@ -373,11 +373,11 @@ enum smtp_tx_result smtp_tx_rcpt(struct smtp_tx *tx, const struct smtp_tx_client
         return SMTP_TX_JOB;
     default: /* trusted-network, auth */
         set_identity(tx, c, &facts, &d);
-        if (tx_add_remote(tx, text) != 0)
+        if (smtp_tx_add_remote(tx, text) != 0)
             return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
         return rcpt_accepted(tx, text, reply);
     }
-    if (tx_add_local(tx, id) != 0)
+    if (smtp_tx_add_local(tx, id) != 0)
         return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
     return rcpt_accepted(tx, text, reply);
 }
@@ -516,9 +516,11 @@ enum smtp_tx_result smtp_tx_deliver(struct smtp_tx *tx, const struct smtp_tx_cli
         return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
     memcpy(tx->trace, trace, (size_t)tlen);
     /* The message is trace + spilled content + the in-memory tail (store_delivery's parts). */
-    uint64_t spilled = smtp_data_spilled_bytes(&tx->data);
-    size_t off = 0, len = 0;
-    if (smtp_data_take(&tx->data, &tx->block, &off, &len) != 0)
+    uint64_t spilled = !tx->spooling ? 0
+                       : tx->taken   ? tx->spilled
+                                     : smtp_data_spilled_bytes(&tx->data);
+    size_t off = tx->block_off, len = tx->block_len;
+    if (!tx->taken && smtp_data_take(&tx->data, &tx->block, &off, &len) != 0)
         return answer(reply, SMTP_TX_ERROR, "451 4.3.0 Error: could not prepare the message");
     if (tx->block != NULL)
         smtp_dkim_feed(&tx->dkim, tx->block + off, len);
@@ -672,7 +674,7 @@ enum smtp_tx_result smtp_tx_job_result(struct smtp_tx *tx, struct conn *c, int s
     free(refusal);
     if (status != 0)
         return rcpt_temp_failure(c, "count relayed recipient", reply);
-    if (tx_add_remote(tx, tx->pending_rcpt) != 0)
+    if (smtp_tx_add_remote(tx, tx->pending_rcpt) != 0)
         return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
     return rcpt_accepted(tx, tx->pending_rcpt, reply);
 }

@@ -123,6 +123,13 @@ struct smtp_tx {
     unsigned char *prefix;  /* DELIVER: owned; NULL when nothing was added */
     uv_work_t sign_req;     /* DELIVER: the threadpool request while signing */
     struct conn *sign_conn; /* DELIVER, while signing: borrowed (the session holds a ref) */
+    /* The milters' end of message (smtp_tx_milter.c): the content was taken from the scanner
+     * before delivery (block + block_off, block_len), and what they decided. */
+    bool taken;
+    size_t block_off, block_len;
+    uint64_t spilled; /* the spool file's length, read before the take (which forgets it) */
+    bool quarantined;
+    char quarantine[256]; /* the first milter's reason */
 };
 
 /* Drops the transaction and frees what it owns (RSET, and at session end). Not while a writer
@@ -173,5 +180,28 @@ enum smtp_tx_result smtp_tx_job_result(struct smtp_tx *tx, struct conn *c, int s
                                        char reply[SMTP_TX_REPLY_MAX_BYTES]);
 /* The job finished after the client went: logs a message that was stored all the same. */
 void smtp_tx_job_orphaned(struct smtp_tx *tx, struct conn *c, int status);
+
+/* ---- the milters (smtp_tx_milter.c) ---- */
+
+struct milter_message;
+struct milter_mod;
+
+/* What RCPT added, to be taken back when a milter refuses the recipient. */
+struct smtp_tx_rcpt_mark {
+    size_t n_local, n_remote, n_rcpts;
+};
+void smtp_tx_rcpt_mark(const struct smtp_tx *tx, struct smtp_tx_rcpt_mark *mark);
+void smtp_tx_rcpt_undo(struct smtp_tx *tx, const struct smtp_tx_rcpt_mark *mark);
+/* Takes the whole message from the scanner so the milters can read it (view). 0 or -1. */
+int smtp_tx_take_message(struct smtp_tx *tx, struct milter_message *view);
+/* Applies the milters' modifications: envelope, quarantine, and (with new content) the message.
+ * content, when not NULL, is the whole new message (owned by the transaction from here). 0, or
+ * -1 with the reply. */
+int smtp_tx_apply_milters(struct smtp_tx *tx, struct conn *c, const struct milter_mod *mods,
+                          size_t n, unsigned char *content, size_t content_len,
+                          char reply[SMTP_TX_REPLY_MAX_BYTES]);
+/* Shared with smtp_tx_milter.c: add a recipient once (0, or -1 when out of memory). */
+int smtp_tx_add_local(struct smtp_tx *tx, int64_t id);
+int smtp_tx_add_remote(struct smtp_tx *tx, const char *rcpt);
 
 #endif

@@ -317,6 +317,16 @@ static const struct ok_case ok_cases[] = {
     {"relay", "outbound_port", "2525", K_U16, OFF(relay.outbound_port), 2525, NULL, NULL},
     {"relay", "max_age", "1s", K_U64, OFF(relay.max_age_ms), S, NULL, NULL},
     {"relay", "max_age", "2h", K_U64, OFF(relay.max_age_ms), 2 * H, NULL, NULL},
+    {"milter", "mx", "inet:127.0.0.1:11332, unix:/run/opendkim/opendkim.sock", K_STR,
+     OFF(milter.mx), 0, "inet:127.0.0.1:11332, unix:/run/opendkim/opendkim.sock", NULL},
+    {"milter", "mx", "inet:[::1]:11332", K_STR, OFF(milter.mx), 0, "inet:[::1]:11332", NULL},
+    {"milter", "submission", "inet:localhost:8891", K_STR, OFF(milter.submission), 0,
+     "inet:localhost:8891", NULL},
+    {"milter", "timeout", "1s", K_U64, OFF(milter.timeout_ms), S, NULL, NULL},
+    {"milter", "default_action", "accept", K_ENUM, OFF(milter.default_action), CFG_MILTER_ACCEPT,
+     NULL, NULL},
+    {"milter", "default_action", "tempfail", K_ENUM, OFF(milter.default_action),
+     CFG_MILTER_TEMPFAIL, NULL, NULL},
 };
 
 static void check_ok_case(const struct ok_case *c, const struct cfg *cfg)
@@ -413,8 +423,9 @@ static void test_every_key_is_covered(void **state)
     }
     free(out);
     /* Every key of common/config_table.c: README.md's, the smarthost credentials, min_free_space,
-     * the SMTP error limits, server.faults, server.workers and server.metrics included. */
-    assert_int_equal(keys, 38);
+     * the SMTP error limits, server.faults, server.workers, server.metrics and the milters
+     * included. */
+    assert_int_equal(keys, 42);
 }
 
 /* ---- errors, exact text ------------------------------------------------------------------ */
@@ -428,6 +439,19 @@ struct err_case {
     "a value cannot start with ';' or '#' (written back, it would read as a comment)"
 
 static const struct err_case err_cases[] = {
+    /* milters */
+    {"[milter]\nmx = tcp:1.2.3.4:5\n",
+     "t.conf:2: bad value \"tcp:1.2.3.4:5\" for mx in [milter]: expected inet:HOST:PORT or "
+     "unix:/path"},
+    {"[milter]\nmx = inet:127.0.0.1:0\n",
+     "t.conf:2: bad value \"inet:127.0.0.1:0\" for mx in [milter]: an inet: milter needs a host "
+     "and a port from 1 to 65535"},
+    {"[milter]\nmx = unix:relative.sock\n",
+     "t.conf:2: bad value \"unix:relative.sock\" for mx in [milter]: a unix: milter needs an "
+     "absolute path of at most 107 bytes"},
+    {"[milter]\nsubmission = inet:127.0.0.1:1,,inet:127.0.0.1:2\n",
+     "t.conf:2: bad value \"inet:127.0.0.1:1,,inet:127.0.0.1:2\" for submission in [milter]: an "
+     "empty item in the list"},
     /* structure */
     {"[smtpp]\n", "t.conf:1: unknown section [smtpp]"},
     {"[server]\n[bogus]\n[smtp]\n", "t.conf:2: unknown section [bogus]"}, /* empty section */

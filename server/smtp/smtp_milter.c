@@ -1,0 +1,222 @@
+/*
+ * smtp_milter.c - where the SMTP session asks its milters (server/milter/milter.h): at connect
+ * (before the greeting), after HELO/EHLO, MAIL and RCPT were accepted by postern's own checks
+ * (before their positive reply), and at end of data (before the delivery job, so that every
+ * verdict and modification is applied before the durable 250). Reading is paused while the
+ * milters think; the session's reference count is untouched, because closing the session frees
+ * the milters first and a step in flight then never answers.
+ *
+ * Verdicts: reject and tempfail answer the command with the milter's text (or 550 5.7.1 /
+ * 451 4.7.1); at connect the greeting itself is the refusal and the session ends. A recipient
+ * refused is taken back out of the transaction. Discard at MAIL, RCPT or end of message accepts
+ * the message and stores nothing (logged as event=message-discarded). The DATA command's own
+ * step is sent at end of data, just before the headers, as the milters see the message whole.
+ */
+#include <stdio.h>
+#include <sys/socket.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "server/milter/milter.h"
+#include "server/smtp/smtp_internal.h"
+
+static bool is_submission(const struct smtp_session *s)
+{
+    enum conn_service svc = conn_service(s->conn);
+    return svc == CONN_SERVICE_SMTP_SUBMISSION || svc == CONN_SERVICE_SMTP_SUBMISSIONS;
+}
+
+/* Pauses reading for a step; its done resumes it. */
+static void step_begin(struct smtp_session *s)
+{
+    conn_pause_reading(s->conn);
+}
+
+static void step_end(struct smtp_session *s)
+{
+    if (!s->ref.closed && !conn_is_closing(s->conn))
+        conn_resume_reading(s->conn);
+}
+
+/* ---- connect ---- */
+
+static void connect_done(void *ctx, const struct milter_verdict *v)
+{
+    struct smtp_session *s = ctx;
+    const struct cfg *cfg = conn_cfg(s->conn);
+    if (v->kind == MILTER_V_REJECT || v->kind == MILTER_V_TEMPFAIL) {
+        /* RFC 5321 3.1: a 554 greeting refuses the session; 421 says "not now". */
+        conn_reply(s->conn, "%s %s\r\n", v->kind == MILTER_V_REJECT ? "554 5.7.1" : "421 4.7.1",
+                   cfg->server.hostname);
+        conn_close(s->conn, "milter-refused");
+        return;
+    }
+    conn_reply(s->conn, "220 %s ESMTP postern\r\n", cfg->server.hostname);
+    step_end(s);
+}
+
+bool smtp_milter_connect(struct smtp_session *s)
+{
+    struct conn *c = s->conn;
+    s->milter = milter_session_new(conn_loop(c), conn_cfg(c), is_submission(s), conn_sid(c));
+    if (s->milter == NULL)
+        return false;
+    char name[80];
+    snprintf(name, sizeof(name), "[%s]", conn_peer_text(c));
+    struct milter_client_info ci = {
+        .hostname = conn_cfg(c)->server.hostname,
+        .daemon = conn_service_name(conn_service(c)),
+        .peer_ip = conn_peer_text(c),
+        .peer_name = name,
+        .peer_port = conn_peer_port(c),
+        .ipv6 = conn_peer_ip(c)->family == AF_INET6,
+    };
+    step_begin(s);
+    milter_step_connect(s->milter, &ci, connect_done, s);
+    return true;
+}
+
+/* ---- HELO, MAIL, RCPT ---- */
+
+/* The verdict of an envelope step: the positive reply waiting in s->milter_reply, or the
+ * milter's refusal. */
+static void envelope_done(void *ctx, const struct milter_verdict *v)
+{
+    struct smtp_session *s = ctx;
+    switch (v->kind) {
+    case MILTER_V_DISCARD:
+        s->milter_discard = true; /* the client hears the positive reply all the same */
+        s->milter_next_ok(s);
+        break;
+    case MILTER_V_CONTINUE:
+        s->milter_next_ok(s);
+        break;
+    default:
+        if (s->milter_step == MILTER_STEP_RCPT)
+            smtp_tx_rcpt_undo(&s->tx, &s->milter_mark);
+        else if (s->milter_step == MILTER_STEP_MAIL)
+            smtp_session_tx_reset(s);
+        else if (s->state == SMTP_STATE_READY)
+            s->state = SMTP_STATE_GREETED; /* HELO refused: as if it was never said */
+        smtp_reply_error(s, "%s", v->reply);
+        break;
+    }
+    step_end(s);
+}
+
+bool smtp_milter_helo(struct smtp_session *s, void (*next_ok)(struct smtp_session *s))
+{
+    if (s->milter == NULL)
+        return false;
+    char tls[128] = "";
+    if (conn_is_tls(s->conn) && conn_tls_describe(s->conn, tls, sizeof(tls)) != NULL)
+        tls[strcspn(tls, " ")] = '\0';
+    s->milter_step = MILTER_STEP_HELO;
+    s->milter_next_ok = next_ok;
+    step_begin(s);
+    milter_step_helo(s->milter, s->helo, tls, s->auth_user, envelope_done, s);
+    return true;
+}
+
+/* Splits "FROM:<a@b> SIZE=1" into "<a@b>", "SIZE=1" (postern's parser accepted it already). */
+static size_t split_args(struct smtp_session *s, const char *args)
+{
+    const char *p = strchr(args, ':');
+    p = p != NULL ? p + 1 : args;
+    while (*p == ' ')
+        p++;
+    snprintf(s->milter_args, sizeof(s->milter_args), "%s", p);
+    size_t n = 0;
+    char *q = s->milter_args;
+    while (*q != '\0' && n < SMTP_MILTER_ARGS_MAX) {
+        s->milter_argv[n++] = q;
+        q += strcspn(q, " ");
+        while (*q == ' ')
+            *q++ = '\0';
+    }
+    return n;
+}
+
+bool smtp_milter_envelope(struct smtp_session *s, bool mail, const char *args,
+                          void (*next_ok)(struct smtp_session *s))
+{
+    if (s->milter == NULL)
+        return false;
+    size_t n = split_args(s, args);
+    if (n == 0)
+        return false;
+    s->milter_step = mail ? MILTER_STEP_MAIL : MILTER_STEP_RCPT;
+    s->milter_next_ok = next_ok;
+    step_begin(s);
+    if (mail)
+        milter_step_mail(s->milter, s->milter_argv, n, envelope_done, s);
+    else
+        milter_step_rcpt(s->milter, s->milter_argv, n, envelope_done, s);
+    return true;
+}
+
+/* ---- end of message ---- */
+
+static void message_done(void *ctx, const struct milter_verdict *v)
+{
+    struct smtp_session *s = ctx;
+    char reply[SMTP_TX_REPLY_MAX_BYTES] = "";
+    if (v->kind == MILTER_V_REJECT || v->kind == MILTER_V_TEMPFAIL) {
+        smtp_reply_error(s, "%s", v->reply);
+        smtp_session_tx_reset(s);
+    } else if (v->kind == MILTER_V_DISCARD) {
+        log_info("smtp", conn_sid(s->conn), "event=message-discarded id=%016llx.%u",
+                 (unsigned long long)conn_sid(s->conn), ++s->transactions);
+        conn_reply(s->conn, "250 2.0.0 Ok: queued as %016llx.%u\r\n",
+                   (unsigned long long)conn_sid(s->conn), s->transactions);
+        smtp_session_tx_reset(s);
+    } else {
+        unsigned char *content = NULL;
+        size_t len = 0;
+        size_t nmods = 0;
+        const struct milter_mod *mods = milter_mods(s->milter, &nmods);
+        if (milter_message_edit(s->milter, &content, &len) < 0 ||
+            smtp_tx_apply_milters(&s->tx, s->conn, mods, nmods, content, len, reply) != 0) {
+            smtp_reply_error(s, "%s",
+                             reply[0] != '\0' ? reply
+                                              : "451 4.3.0 Error: could not prepare the message");
+            smtp_session_tx_reset(s);
+        } else {
+            smtp_session_deliver(s);
+        }
+    }
+    step_end(s);
+}
+
+bool smtp_milter_message(struct smtp_session *s)
+{
+    if (s->milter == NULL)
+        return false;
+    if (s->milter_discard) {
+        struct milter_verdict v = {.kind = MILTER_V_DISCARD};
+        message_done(s, &v);
+        return true;
+    }
+    struct milter_message view;
+    if (smtp_tx_take_message(&s->tx, &view) != 0)
+        return false; /* smtp_tx_deliver reports the same failure */
+    char id[64];
+    snprintf(id, sizeof(id), "%016llx.%u", (unsigned long long)conn_sid(s->conn),
+             s->transactions + 1);
+    step_begin(s);
+    milter_step_message(s->milter, &view, id, message_done, s);
+    return true;
+}
+
+void smtp_milter_abort(struct smtp_session *s)
+{
+    s->milter_discard = false;
+    if (s->milter != NULL)
+        milter_abort(s->milter);
+}
+
+void smtp_milter_free(struct smtp_session *s)
+{
+    milter_session_free(&s->milter);
+}

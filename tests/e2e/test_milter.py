@@ -1,0 +1,234 @@
+"""Milters (README.md, "Filtering"): postern against real milters written with python3-milter
+(Debian's binding of Sendmail's libmilter; tests/e2e/milter_fake.py), one per action family,
+started on a Unix socket in the test's folder. Runs under the system Python (/usr/bin/python3,
+CMakeLists.txt), where the Debian package lives; scripts/bootstrap installs it.
+
+Checked: what the milter is told (connect, HELO, MAIL, RCPT with their macros, the headers and
+the body); reject, tempfail and discard at connect, HELO, RCPT and end of message, with the
+milter's own reply text passed to the client; the GTUBE message refused; every modification
+(add, insert, change and delete header, replace body, change sender, add and delete recipient,
+quarantine) found in what is stored; a milter that is down answered by default_action, logged
+once per outage."""
+import os
+import socket
+import sqlite3
+import subprocess
+import time
+
+from harness import PosternTest
+
+PY = "/usr/bin/python3"
+FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "milter_fake.py")
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+class Smtp:
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.f = self.s.makefile("rb")
+        self.greeting = self.reply()
+
+    def reply(self):
+        while True:
+            line = self.f.readline().decode()
+            if line[3:4] != "-":
+                return line.rstrip("\r\n")
+
+    def cmd(self, line):
+        self.s.sendall(line.encode() + b"\r\n")
+        return self.reply()
+
+    def message(self, sender, rcpts, subject, body="hello\r\n", extra=""):
+        assert self.cmd(f"MAIL FROM:<{sender}>").startswith("250")
+        for r in rcpts:
+            assert self.cmd(f"RCPT TO:<{r}>").startswith("250")
+        assert self.cmd("DATA").startswith("354")
+        self.s.sendall((f"From: {sender}\r\nTo: {rcpts[0]}\r\nSubject: {subject}\r\n{extra}\r\n"
+                        f"{body}.\r\n").encode())
+        return self.reply()
+
+    def close(self):
+        try:
+            self.cmd("QUIT")
+        except OSError:
+            pass
+        self.s.close()
+
+
+class MilterTest(PosternTest):
+    def setUp(self):
+        super().setUp()
+        self.ok("domain", "add", "example.test")
+        self.ok("user", "add", "alice@example.test", input="alice password\n")
+        self.ok("user", "add", "bob@example.test", input="bob password\n")
+
+    def start_milter(self, mode):
+        sock = os.path.join(self.dir, f"milter-{mode}.sock")
+        out = open(os.path.join(self.dir, f"milter-{mode}.out"), "w+")
+        self.addCleanup(out.close)
+        proc = subprocess.Popen([PY, FAKE, "unix:" + sock, mode], stdout=out,
+                                stderr=subprocess.STDOUT, cwd=self.dir)
+        self.addCleanup(lambda: (proc.kill(), proc.wait(timeout=10)))
+        deadline = time.monotonic() + 20
+        while not os.path.exists(sock):
+            self.assertIsNone(proc.poll(), "the milter exited")
+            self.assertLess(time.monotonic(), deadline, "the milter did not start")
+            time.sleep(0.05)
+        self.milter_out = out.name
+        return sock
+
+    def serve(self, milters, extra=""):
+        self.write_config(f"[milter]\nmx = {milters}\ntimeout = 10s\n{extra}")
+        self.start_server()
+
+    def seen(self):
+        with open(self.milter_out) as f:
+            return f.read()
+
+    def stored(self):
+        con = sqlite3.connect(self.db, timeout=10)
+        try:
+            return [bytes(r[0]).decode("utf-8", "replace") for r in con.execute(
+                "SELECT body FROM messages ORDER BY id").fetchall()]
+        finally:
+            con.close()
+
+    def mailbox_count(self, user):
+        con = sqlite3.connect(self.db, timeout=10)
+        try:
+            return con.execute("SELECT count(*) FROM mailbox m JOIN users u ON u.id = m.user_id "
+                               "WHERE u.address = ?", (user,)).fetchone()[0]
+        finally:
+            con.close()
+
+    # ---- what the milter is told ----
+
+    def test_steps_and_macros_reach_the_milter(self):
+        self.serve("unix:" + self.start_milter("none"))
+        c = Smtp(self.ports["smtp"])
+        self.assertTrue(c.greeting.startswith("220"), c.greeting)
+        self.assertTrue(c.cmd("EHLO client.test").startswith("250"))
+        r = c.message("sender@remote.test", ["alice@example.test"], "hi", "line one\r\n")
+        self.assertTrue(r.startswith("250"), r)
+        queue_id = r.split()[-1]
+        c.close()
+        seen = self.seen()
+        self.assertIn("connect [127.0.0.1] 127.0.0.1 mail.example.test 127.0.0.1 smtp", seen)
+        self.assertIn("helo client.test", seen)
+        self.assertIn("mail <sender@remote.test> sender@remote.test", seen)
+        self.assertIn("rcpt <alice@example.test> alice@example.test", seen)
+        self.assertIn("header Subject hi", seen)
+        self.assertIn("eoh", seen)
+        self.assertIn(f"eom 10 {queue_id}", seen)
+        self.assertEqual(len(self.stored()), 1)
+
+    # ---- verdicts ----
+
+    def test_reject_at_connect(self):
+        self.serve("unix:" + self.start_milter("connect"))
+        c = Smtp(self.ports["smtp"])
+        self.assertTrue(c.greeting.startswith("554 "), c.greeting)
+        c.s.close()
+
+    def test_tempfail_at_helo(self):
+        self.serve("unix:" + self.start_milter("helo"))
+        c = Smtp(self.ports["smtp"])
+        self.assertTrue(c.cmd("EHLO client.test").startswith("451 4.7.1"))
+        self.assertTrue(c.cmd("MAIL FROM:<a@remote.test>").startswith("503"))
+        c.close()
+
+    def test_reject_recipient_with_the_milters_text(self):
+        self.ok("user", "add", "spam@example.test", input="spam password\n")
+        self.serve("unix:" + self.start_milter("rcpt"))
+        c = Smtp(self.ports["smtp"])
+        c.cmd("EHLO client.test")
+        self.assertTrue(c.cmd("MAIL FROM:<a@remote.test>").startswith("250"))
+        self.assertEqual(c.cmd("RCPT TO:<spam@example.test>"), "550 5.7.1 no spam for you")
+        self.assertTrue(c.cmd("RCPT TO:<alice@example.test>").startswith("250"))
+        self.assertTrue(c.cmd("DATA").startswith("354"))
+        c.s.sendall(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+        self.assertTrue(c.reply().startswith("250"))
+        c.close()
+        self.assertEqual(len(self.stored()), 1)
+
+    def test_end_of_message_verdicts(self):
+        self.serve("unix:" + self.start_milter("eom"))
+        c = Smtp(self.ports["smtp"])
+        c.cmd("EHLO client.test")
+        r = c.message("a@remote.test", ["alice@example.test"], "reject")
+        self.assertEqual(r, "550 5.7.1 rejected by the fake milter")
+        r = c.message("a@remote.test", ["alice@example.test"], "tempfail")
+        self.assertTrue(r.startswith("451 4.7.1"), r)
+        r = c.message("a@remote.test", ["alice@example.test"], "gtube", GTUBE + "\r\n")
+        self.assertEqual(r, "554 5.7.1 Gtube pattern; spam detected")
+        r = c.message("a@remote.test", ["alice@example.test"], "discard")
+        self.assertTrue(r.startswith("250 2.0.0"), r)
+        self.assertEqual(self.stored(), [])
+        self.wait_log("event=message-discarded")
+        r = c.message("a@remote.test", ["alice@example.test"], "fine")
+        self.assertTrue(r.startswith("250 2.0.0"), r)
+        c.close()
+        self.assertEqual(len(self.stored()), 1)
+
+    # ---- modifications ----
+
+    def test_header_and_body_changes_are_stored(self):
+        self.serve("unix:" + self.start_milter("eom"))
+        c = Smtp(self.ports["smtp"])
+        c.cmd("EHLO client.test")
+        big = ("z" * 998 + "\r\n") * 300  # spooled: beyond what is kept in memory
+        for subject, body, extra in (("addheader", big, ""), ("insheader", "b\r\n", ""),
+                                     ("chgheader", "b\r\n", ""),
+                                     ("delheader", "b\r\n", "X-Remove: me\r\n"),
+                                     ("replbody", "old body\r\n", "")):
+            r = c.message("a@remote.test", ["alice@example.test"], subject, body, extra)
+            self.assertTrue(r.startswith("250"), (subject, r))
+        c.close()
+        add, ins, chg, dele, repl = self.stored()
+        head, _, body = add.partition("\r\n\r\n")
+        self.assertTrue(head.endswith("X-Fake-Milter: checked"), head)
+        self.assertEqual(body, big)
+        self.assertRegex(ins, r"\+0000\r\nX-First: inserted\r\nFrom: ")
+        self.assertIn("\r\nSubject: changed\r\n", chg)
+        self.assertNotIn("Subject: chgheader", chg)
+        self.assertNotIn("X-Remove", dele)
+        self.assertTrue(repl.endswith("\r\n\r\nreplaced body\r\n"), repl)
+
+    def test_envelope_changes(self):
+        self.serve("unix:" + self.start_milter("eom"))
+        c = Smtp(self.ports["smtp"])
+        c.cmd("EHLO client.test")
+        self.assertTrue(c.message("a@remote.test", ["alice@example.test"],
+                                  "addrcpt").startswith("250"))
+        self.assertEqual((self.mailbox_count("alice@example.test"),
+                          self.mailbox_count("bob@example.test")), (1, 1))
+        self.assertTrue(c.message("a@remote.test", ["alice@example.test", "bob@example.test"],
+                                  "delrcpt").startswith("250"))
+        self.assertEqual((self.mailbox_count("alice@example.test"),
+                          self.mailbox_count("bob@example.test")), (2, 1))
+        self.assertTrue(c.message("a@remote.test", ["alice@example.test"],
+                                  "chgfrom").startswith("250"))
+        c.close()
+        self.assertIn("Return-Path: <new-sender@example.test>", self.stored()[-1])
+
+    # ---- a milter that is down ----
+
+    def test_down_milter_tempfails_by_default(self):
+        self.serve("unix:" + os.path.join(self.dir, "nobody.sock"))
+        for _ in range(2):
+            c = Smtp(self.ports["smtp"])
+            self.assertTrue(c.greeting.startswith("421 4.7.1"), c.greeting)
+            c.s.close()
+        self.wait_log("event=milter-down")
+        time.sleep(0.2)
+        self.assertEqual(self.read_log().count("event=milter-down"), 1)
+
+    def test_down_milter_accepts_when_configured(self):
+        self.serve("unix:" + os.path.join(self.dir, "nobody.sock"),
+                   "default_action = accept\n")
+        c = Smtp(self.ports["smtp"])
+        self.assertTrue(c.greeting.startswith("220"), c.greeting)
+        c.cmd("EHLO client.test")
+        self.assertTrue(c.message("a@remote.test", ["alice@example.test"], "x").startswith("250"))
+        c.close()
+        self.assertEqual(len(self.stored()), 1)
