@@ -235,13 +235,18 @@ static int read_uidl_tag(struct store *s, char *tag_out, size_t taglen)
 static int insert_message(struct store *s, const struct store_delivery *d, int64_t *id_out)
 {
     uint64_t len = delivery_len(d);
-    sqlite3_stmt *st = store_prepare(s, "INSERT INTO messages(sender, size, received_ms, body)"
-                                        " VALUES (?1, ?2, ?3, ?4)");
+    sqlite3_stmt *st =
+        store_prepare(s, "INSERT INTO messages(sender, size, received_ms, body, quarantine)"
+                         " VALUES (?1, ?2, ?3, ?4, ?5)");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, d->sender != NULL ? d->sender : "", -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)len);
     sqlite3_bind_int64(st, 3, d->received_ms);
+    if (d->quarantine != NULL)
+        sqlite3_bind_text(st, 5, d->quarantine, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 5);
     if (sqlite3_bind_zeroblob64(st, 4, (sqlite3_uint64)len) != SQLITE_OK) {
         int status = store_fail(s, "deliver: bind body");
         store_reset(st);

@@ -81,6 +81,8 @@ struct store_delivery {
     /* The client said SMTPUTF8 (RFC 6531): with 8-bit octets in the header section the message
      * is recorded as needing SMTPUTF8 to be relayed (message_facts.smtputf8). */
     bool smtputf8;
+    /* A milter's quarantine reason (stored in messages.quarantine), or NULL. */
+    const char *quarantine;
     /* Set on success. A writer job whose COMMIT is retried runs again and sets it again, so read
      * it in the done callback, not in run. */
     int64_t message_id_out;

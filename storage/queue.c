@@ -104,8 +104,9 @@ int store_queue_count(struct store *s, int64_t *count_out)
 int store_queue_list(struct store *s, store_queue_fn fn, void *ctx)
 {
     sqlite3_stmt *st = store_prepare(
-        s, "SELECT id, sender, recipient, created_ms, next_attempt_ms, attempts, last_error"
-           " FROM queue ORDER BY next_attempt_ms, id");
+        s, "SELECT q.id, q.sender, q.recipient, q.created_ms, q.next_attempt_ms, q.attempts,"
+           " q.last_error, m.quarantine FROM queue q JOIN messages m ON m.id = q.message_id"
+           " ORDER BY q.next_attempt_ms, q.id");
     if (st == NULL)
         return STORE_ERR;
     int rc;
@@ -118,6 +119,7 @@ int store_queue_list(struct store *s, store_queue_fn fn, void *ctx)
             .next_attempt_ms = sqlite3_column_int64(st, 4),
             .attempts = sqlite3_column_int64(st, 5),
             .last_error = (const char *)sqlite3_column_text(st, 6),
+            .quarantine = (const char *)sqlite3_column_text(st, 7),
         };
         if (fn(ctx, &q) != 0)
             break;

@@ -156,6 +156,11 @@ static const char *const migrations[] = {
      * SMTPUTF8 and the header section holds octets above 127 (UTF-8 headers, RFC 6532). A UTF-8
      * envelope is seen from the queue rows themselves. 0 for messages stored before. */
     "ALTER TABLE message_facts ADD COLUMN smtputf8 INTEGER NOT NULL DEFAULT 0;",
+
+    /* 10: a message a milter quarantined (server/milter/): stored and delivered as any other, with
+     * the milter's reason here, so `postern queue list` and the log can show it. NULL: not
+     * quarantined. */
+    "ALTER TABLE messages ADD COLUMN quarantine TEXT;",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == SCHEMA_VERSION,

@@ -19,7 +19,7 @@
 #include "common/error.h"
 
 /* The schema version this binary writes; older databases are migrated at open. */
-#define STORE_SCHEMA_VERSION 9
+#define STORE_SCHEMA_VERSION 10
 /* How long a statement waits for a lock held by another connection or process. */
 #define STORE_BUSY_TIMEOUT_MS 10000
 
@@ -229,6 +229,7 @@ struct store_queue_entry {
     int64_t next_attempt_ms;
     int64_t attempts;
     const char *last_error; /* "" when none */
+    const char *quarantine; /* a milter's quarantine reason, or NULL */
 };
 typedef int (*store_queue_fn)(void *ctx, const struct store_queue_entry *q);
 int store_queue_list(struct store *s, store_queue_fn fn, void *ctx);

@@ -549,8 +549,15 @@ static int print_queue_entry(void *ctx, const struct store_queue_entry *q)
     char err[300];
     date_iso8601(q->next_attempt_ms, next, sizeof(next));
     log_escape(err, sizeof(err), q->last_error, strlen(q->last_error));
-    printf("%lld %s %s attempts=%lld next=%s error=%s\n", (long long)q->id,
-           q->sender[0] ? q->sender : "<>", q->recipient, (long long)q->attempts, next, err);
+    char quarantine[300] = "";
+    if (q->quarantine != NULL) {
+        char esc[280];
+        snprintf(quarantine, sizeof(quarantine), " quarantine=%s",
+                 log_escape(esc, sizeof(esc), q->quarantine, strlen(q->quarantine)));
+    }
+    printf("%lld %s %s attempts=%lld next=%s error=%s%s\n", (long long)q->id,
+           q->sender[0] ? q->sender : "<>", q->recipient, (long long)q->attempts, next, err,
+           quarantine);
     return 0;
 }
 

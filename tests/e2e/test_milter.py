@@ -211,6 +211,27 @@ class MilterTest(PosternTest):
         c.close()
         self.assertIn("Return-Path: <new-sender@example.test>", self.stored()[-1])
 
+    def test_quarantine_is_stored_and_shown(self):
+        self.ok("network", "add", "127.0.0.0/8")
+        self.serve("unix:" + self.start_milter("eom"))
+        c = Smtp(self.ports["smtp"])
+        c.cmd("EHLO client.test")
+        r = c.message("alice@example.test", ["carol@dest.test", "bob@example.test"],
+                      "quarantine")
+        self.assertTrue(r.startswith("250"), r)
+        c.close()
+        self.wait_log('quarantine="looks odd"')
+        self.stop_server()
+        listed = self.ok("queue", "list").out
+        self.assertIn("carol@dest.test", listed)
+        self.assertIn('quarantine="looks odd"', listed)
+        con = sqlite3.connect(self.db, timeout=10)
+        try:
+            self.assertEqual(con.execute("SELECT quarantine FROM messages").fetchall(),
+                             [("looks odd",)])
+        finally:
+            con.close()
+
     # ---- a milter that is down ----
 
     def test_down_milter_tempfails_by_default(self):

@@ -125,6 +125,9 @@ static void test_older_database_is_migrated_in_order(void **state)
             assert_int_equal(query_int(f->path, "SELECT count(*) FROM pragma_table_info("
                                                 "'message_facts') WHERE name = 'smtputf8'"),
                              0);
+        assert_int_equal(query_int(f->path, "SELECT count(*) FROM pragma_table_info('messages') "
+                                            "WHERE name = 'quarantine'"),
+                         0);
         assert_int_equal(store_domain_add(old, "old.test"), STORE_OK);
         store_close(&old);
 
@@ -136,6 +139,9 @@ static void test_older_database_is_migrated_in_order(void **state)
         assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
                                             "name IN ('meta', 'message_facts', 'faults')"),
                          3);
+        assert_int_equal(query_int(f->path, "SELECT count(*) FROM pragma_table_info('messages') "
+                                            "WHERE name = 'quarantine'"),
+                         1);
         assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE "
                                             "name IN ('users_domain_address', 'users_domain')"),
                          1);
