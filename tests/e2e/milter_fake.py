@@ -5,6 +5,7 @@ MODE names the step it acts at:
   connect   rejects every connection (550 at connect)
   helo      tempfails HELO/EHLO
   rcpt      rejects the recipient spam@..., with its own reply text
+  slow      takes 3 seconds to answer at end of message
   eom       acts at end of message on what the Subject says:
             reject, tempfail, discard, gtube (the GTUBE string in the body: 554 with its text),
             addheader, insheader, chgheader, delheader, replbody, chgfrom, addrcpt, delrcpt,
@@ -12,6 +13,7 @@ MODE names the step it acts at:
 Every message it sees is also written to stdout as one line, "step argument", for the test to
 read back what postern sent (macros included)."""
 import sys
+import time
 
 import Milter
 
@@ -72,6 +74,8 @@ class Fake(Milter.Base):
 
     def eom(self):
         note("eom", len(self.content), self.getsymval("i"))
+        if MODE == "slow":
+            time.sleep(3)
         if MODE != "eom":
             return Milter.CONTINUE
         s = self.subject

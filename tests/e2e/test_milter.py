@@ -244,6 +244,16 @@ class MilterTest(PosternTest):
         time.sleep(0.2)
         self.assertEqual(self.read_log().count("event=milter-down"), 1)
 
+    def test_slow_milter_tempfails_the_message(self):
+        self.serve("unix:" + self.start_milter("slow"), "timeout = 1s\n")
+        c = Smtp(self.ports["smtp"])
+        c.cmd("EHLO client.test")
+        r = c.message("a@remote.test", ["alice@example.test"], "x")
+        self.assertTrue(r.startswith("451 4.7.1"), r)
+        c.close()
+        self.assertIn('reason="timeout"', self.wait_log("event=milter-down"))
+        self.assertEqual(self.stored(), [])
+
     def test_down_milter_accepts_when_configured(self):
         self.serve("unix:" + os.path.join(self.dir, "nobody.sock"),
                    "default_action = accept\n")

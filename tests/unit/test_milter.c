@@ -288,6 +288,42 @@ static void test_steps_and_actions(void **state)
     assert_false(milter_reply_allowed(MILTER_R_SETSYMLIST, MILTER_STEP_EOM, MILTER_ACT_ALL));
 }
 
+static void test_spec_parse(void **state)
+{
+    (void)state;
+    struct milter_spec sp[MILTER_LIST_MAX];
+    size_t n = 99;
+    const char *why = NULL;
+    assert_int_equal(milter_spec_parse("", sp, &n, &why), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(
+        milter_spec_parse(" inet:127.0.0.1:11332 , unix:/run/o.sock,inet:[::1]:25", sp, &n, &why),
+        0);
+    assert_int_equal(n, 3);
+    assert_false(sp[0].is_unix);
+    assert_string_equal(sp[0].host, "127.0.0.1");
+    assert_int_equal(sp[0].port, 11332);
+    assert_true(sp[1].is_unix);
+    assert_string_equal(sp[1].path, "/run/o.sock");
+    assert_string_equal(sp[2].host, "::1");
+    assert_int_equal(sp[2].port, 25);
+    const char *bad[] = {"inet:127.0.0.1", "inet::25",  "inet:h:0",  "inet:h:65536",
+                         "inet:h:2x",      "unix:",     "unix:rel",  "tcp:h:1",
+                         "inet:h:1,",      ",inet:h:1", "inet:a b:1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        why = NULL;
+        assert_int_equal(milter_spec_parse(bad[i], sp, &n, &why), -1);
+        assert_non_null(why);
+    }
+    char many[512] = "";
+    for (int i = 0; i <= MILTER_LIST_MAX; i++)
+        strcat(many, i ? ",inet:h:1" : "inet:h:1");
+    assert_int_equal(milter_spec_parse(many, sp, &n, &why), -1);
+    char longpath[200] = "unix:/";
+    memset(longpath + 6, 'p', 120);
+    assert_int_equal(milter_spec_parse(longpath, sp, &n, &why), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -297,6 +333,7 @@ int main(void)
         cmocka_unit_test(test_decode_verdicts), cmocka_unit_test(test_decode_replycode),
         cmocka_unit_test(test_decode_headers),  cmocka_unit_test(test_decode_envelope),
         cmocka_unit_test(test_decode_optneg),   cmocka_unit_test(test_steps_and_actions),
+        cmocka_unit_test(test_spec_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
