@@ -64,11 +64,23 @@ static void session_memory_free(struct milter_session *ms)
     free(ms);
 }
 
-static void on_closed(uv_handle_t *h)
+static void close_done(struct milter_session *ms)
 {
-    struct milter_session *ms = h->data;
     if (--ms->pending_closes == 0 && ms->freeing)
         session_memory_free(ms);
+}
+
+/* The timer's data is the session. */
+static void on_closed(uv_handle_t *h)
+{
+    close_done(h->data);
+}
+
+/* A milter's stream's data is its struct milter_conn. */
+static void on_conn_closed(uv_handle_t *h)
+{
+    struct milter_conn *m = h->data;
+    close_done(m->ms);
 }
 
 void milter_session_free(struct milter_session **msp)
@@ -105,7 +117,7 @@ void milter_conn_close(struct milter_session *ms, struct milter_conn *m)
     m->handle_open = false;
     ms->pending_closes++;
     /* A pending write or connect is cancelled by the close; their callbacks see the error. */
-    uv_close(&m->u.handle, on_closed);
+    uv_close(&m->u.handle, on_conn_closed);
 }
 
 /* ---- the timer ---- */

@@ -44,6 +44,8 @@ static void step_end(struct smtp_session *s)
 static void connect_done(void *ctx, const struct milter_verdict *v)
 {
     struct smtp_session *s = ctx;
+    if (s->ref.closed)
+        return; /* not reached: on_close frees the milters first */
     const struct cfg *cfg = conn_cfg(s->conn);
     if (v->kind == MILTER_V_REJECT || v->kind == MILTER_V_TEMPFAIL) {
         /* RFC 5321 3.1: a 554 greeting refuses the session; 421 says "not now". */
@@ -84,6 +86,8 @@ bool smtp_milter_connect(struct smtp_session *s)
 static void envelope_done(void *ctx, const struct milter_verdict *v)
 {
     struct smtp_session *s = ctx;
+    if (s->ref.closed)
+        return; /* not reached: on_close frees the milters first */
     switch (v->kind) {
     case MILTER_V_DISCARD:
         s->milter_discard = true; /* the client hears the positive reply all the same */
@@ -161,6 +165,8 @@ bool smtp_milter_envelope(struct smtp_session *s, bool mail, const char *args,
 static void message_done(void *ctx, const struct milter_verdict *v)
 {
     struct smtp_session *s = ctx;
+    if (s->ref.closed)
+        return; /* not reached: on_close frees the milters first */
     char reply[SMTP_TX_REPLY_MAX_BYTES] = "";
     if (v->kind == MILTER_V_REJECT || v->kind == MILTER_V_TEMPFAIL) {
         smtp_reply_error(s, "%s", v->reply);

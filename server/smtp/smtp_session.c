@@ -763,6 +763,8 @@ static void smtp_on_close(struct conn *c, const char *reason)
               (unsigned long long)s->commands, s->errors);
     s->ref.closed = true;
     conn_set_session(c, NULL);
+    /* The milters go now: a step in flight must not answer a connection that is gone. */
+    smtp_milter_free(s);
     fault_conn_free(&s->fault);
     unsigned drops = 1; /* the connection's */
     if (smtp_auth_cancel(s))

@@ -253,6 +253,19 @@ class MilterTest(PosternTest):
         c.close()
         self.assertIn('reason="timeout"', self.wait_log("event=milter-down"))
         self.assertEqual(self.stored(), [])
+        # A client that leaves while the milter thinks: the server drops the step and goes on.
+        c = Smtp(self.ports["smtp"])
+        c.cmd("EHLO client.test")
+        for line in ("MAIL FROM:<a@remote.test>", "RCPT TO:<alice@example.test>", "DATA"):
+            self.assertTrue(c.cmd(line)[0] in "23", line)
+        c.s.sendall(b"Subject: gone\r\n\r\nbody\r\n.\r\n")
+        c.s.close()
+        c = Smtp(self.ports["smtp"])
+        self.assertTrue(c.greeting.startswith("220"), c.greeting)
+        c.close()
+        self.assertEqual(self.stored(), [])
+        code = self.stop_server()
+        self.assertEqual(code, 0, self.read_log()[-9000:])
 
     def test_down_milter_accepts_when_configured(self):
         self.serve("unix:" + os.path.join(self.dir, "nobody.sock"),
