@@ -7,13 +7,15 @@ Checked: what the milter is told (connect, HELO, MAIL, RCPT with their macros, t
 the body); reject, tempfail and discard at connect, HELO, RCPT and end of message, with the
 milter's own reply text passed to the client; the GTUBE message refused; every modification
 (add, insert, change and delete header, replace body, change sender, add and delete recipient,
-quarantine) found in what is stored; a milter that is down answered by default_action, logged
-once per outage."""
+quarantine) found in what is stored; a milter that is down or slow answered by default_action,
+logged once per outage; OpenDKIM (Debian's opendkim) verifying postern's own DKIM signature."""
 import os
+import re
 import socket
 import sqlite3
 import subprocess
 import time
+import unittest
 
 from harness import PosternTest
 
@@ -276,3 +278,79 @@ class MilterTest(PosternTest):
         self.assertTrue(c.message("a@remote.test", ["alice@example.test"], "x").startswith("250"))
         c.close()
         self.assertEqual(len(self.stored()), 1)
+
+
+OPENDKIM = "/usr/sbin/opendkim"
+
+
+@unittest.skipUnless(os.path.exists(OPENDKIM), "opendkim is not installed (scripts/bootstrap)")
+class OpenDkimTest(PosternTest):
+    """OpenDKIM (Debian's opendkim) in verify mode as the MX port's milter, its DNS answered from
+    what `postern dkim show` printed (its TestDNSData option): a message postern signed when it
+    relayed it comes back in on the MX port and OpenDKIM adds dkim=pass in the
+    Authentication-Results header it inserts; the same message with its Subject changed fails."""
+
+    def setUp(self):
+        super().setUp()
+        self.ok("domain", "add", "example.test")
+        self.ok("user", "add", "alice@example.test", input="alice password\n")
+        self.ok("network", "add", "127.0.0.0/8")
+        self.ok("dkim", "keygen", "example.test", "--selector", "rs", "--algorithm", "rsa")
+        dns = os.path.join(self.dir, "dns")
+        with open(dns, "w") as f:
+            for line in self.ok("dkim", "show", "example.test").out.splitlines():
+                name, _, rest = line.partition(" IN TXT ")
+                txt = "".join(re.findall(r'"([^"]*)"', rest)).replace(" ", "")
+                f.write(f"{name.rstrip('.')} {txt}\n")
+        sock = os.path.join(self.dir, "opendkim.sock")
+        conf = os.path.join(self.dir, "opendkim.conf")
+        with open(conf, "w") as f:
+            f.write(f"Mode v\nSocket local:{sock}\nTestDNSData file:{dns}\nSyslog no\n"
+                    f"AuthservID mail.example.test\nAlwaysAddARHeader yes\n")
+        out = open(os.path.join(self.dir, "opendkim.out"), "w+")
+        self.addCleanup(out.close)
+        proc = subprocess.Popen([OPENDKIM, "-f", "-x", conf], stdout=out,
+                                stderr=subprocess.STDOUT, cwd=self.dir)
+        self.addCleanup(lambda: (proc.kill(), proc.wait(timeout=10)))
+        deadline = time.monotonic() + 20
+        while not os.path.exists(sock):
+            self.assertIsNone(proc.poll(), "opendkim exited")
+            self.assertLess(time.monotonic(), deadline, "opendkim did not start")
+            time.sleep(0.05)
+        self.write_config(f"[milter]\nmx = unix:{sock}\ntimeout = 10s\n"
+                          "[relay]\nsmarthost = 127.0.0.1:9\n")
+
+    def test_authentication_results_for_postern_signature(self):
+        self.start_server()
+        c = Smtp(self.ports["smtp"])
+        c.cmd("EHLO client.test")
+        r = c.message("alice@example.test", ["bob@dest.test"], "signed here",
+                      "a body\r\n",
+                      "Message-ID: <1@example.test>\r\nDate: Fri, 4 Dec 2026 10:00:00 +0000\r\n")
+        self.assertTrue(r.startswith("250"), r)
+        con = sqlite3.connect(self.db, timeout=10)
+        try:
+            signed = bytes(con.execute("SELECT body FROM messages").fetchone()[0])
+        finally:
+            con.close()
+        self.assertIn(b"DKIM-Signature:", signed)
+        for content, want in ((signed, "dkim=pass"),
+                              (signed.replace(b"Subject: signed here", b"Subject: changed"),
+                               "dkim=fail")):
+            self.assertTrue(c.cmd("MAIL FROM:<x@remote.test>").startswith("250"))
+            self.assertTrue(c.cmd("RCPT TO:<alice@example.test>").startswith("250"))
+            self.assertTrue(c.cmd("DATA").startswith("354"))
+            wire = re.sub(rb"(^|\r\n)\.", rb"\1..", content)
+            c.s.sendall(wire + b".\r\n")
+            self.assertTrue(c.reply().startswith("250"))
+            con = sqlite3.connect(self.db, timeout=10)
+            try:
+                last = bytes(con.execute(
+                    "SELECT body FROM messages ORDER BY id DESC LIMIT 1").fetchone()[0]).decode()
+            finally:
+                con.close()
+            ar = re.search(r"Authentication-Results: mail\.example\.test;[^\r]*(\r\n[ \t][^\r]*)*",
+                           last)
+            self.assertIsNotNone(ar, last[:1500])
+            self.assertIn(want, ar.group(0))
+        c.close()
