@@ -288,7 +288,9 @@ class OpenDkimTest(PosternTest):
     """OpenDKIM (Debian's opendkim) in verify mode as the MX port's milter, its DNS answered from
     what `postern dkim show` printed (its TestDNSData option): a message postern signed when it
     relayed it comes back in on the MX port and OpenDKIM adds dkim=pass in the
-    Authentication-Results header it inserts; the same message with its Subject changed fails."""
+    Authentication-Results header it inserts; the same message with its Subject changed fails.
+    The first pass also shows signing comes after the milters: the header OpenDKIM inserted then
+    is in the signed message, and the signature still verifies."""
 
     def setUp(self):
         super().setUp()
@@ -334,6 +336,8 @@ class OpenDkimTest(PosternTest):
         finally:
             con.close()
         self.assertIn(b"DKIM-Signature:", signed)
+        # OpenDKIM had inserted its header before postern signed, and the signature holds.
+        self.assertIn(b"Authentication-Results: mail.example.test", signed)
         for content, want in ((signed, "dkim=pass"),
                               (signed.replace(b"Subject: signed here", b"Subject: changed"),
                                "dkim=fail")):
