@@ -21,12 +21,8 @@
 #include "server/fault/fault.h"
 #include "server/net/session_ref.h"
 #include "server/smtp/smtp_tx.h"
-#include "common/pure/milter.h"
 
-struct milter_session;
-
-/* Arguments of MAIL or RCPT a milter is shown: the path and a few parameters. */
-#define SMTP_MILTER_ARGS_MAX 8
+struct smtp_milter;
 
 enum smtp_state {
     SMTP_STATE_GREETED = 0, /* greeting sent; no EHLO/HELO yet (or forgotten at STARTTLS) */
@@ -71,15 +67,9 @@ struct smtp_session {
     uint64_t chunk_left;                     /* its octets still to come */
     uint64_t chunk_size;                     /* its size, for "250 2.0.0 N octets received" */
     bool chunk_last;                         /* it is the LAST one */
-    /* The milters (smtp_milter.c); NULL when the service has none. */
-    struct milter_session *milter;                  /* owned */
-    enum milter_step milter_step;                   /* the envelope step being asked */
-    void (*milter_next_ok)(struct smtp_session *s); /* the positive reply, once they agree */
-    struct smtp_tx_rcpt_mark milter_mark;           /* RCPT: what to take back on refusal */
-    bool milter_discard;                            /* a milter said discard: store nothing */
-    char rcpt_args[SMTP_LINE_MAX_BYTES];            /* the RCPT being answered */
-    char milter_args[SMTP_LINE_MAX_BYTES];          /* MAIL/RCPT split for the milters */
-    const char *milter_argv[SMTP_MILTER_ARGS_MAX];  /* into milter_args */
+    /* owned: the milters and what their steps need (smtp_milter.c); NULL when the service has
+     * none, so that an idle session without milters carries only this pointer. */
+    struct smtp_milter *milter;
 };
 
 /* ---- smtp_session.c ---- */
@@ -119,8 +109,13 @@ bool smtp_milter_connect(struct smtp_session *s);
 /* After postern accepted HELO/EHLO, MAIL or RCPT: next_ok sends the positive reply if the
  * milters agree; otherwise their refusal is sent (and a refused recipient taken back). */
 bool smtp_milter_helo(struct smtp_session *s, void (*next_ok)(struct smtp_session *s));
-bool smtp_milter_envelope(struct smtp_session *s, bool mail, const char *args,
-                          void (*next_ok)(struct smtp_session *s));
+bool smtp_milter_mail(struct smtp_session *s, const char *args,
+                      void (*next_ok)(struct smtp_session *s));
+/* Before postern's RCPT checks: remembers the arguments and what to take back (the checks may
+ * finish in a writer job, after the command line is gone). Nothing without milters. */
+void smtp_milter_rcpt_begin(struct smtp_session *s, const char *args);
+/* RCPT accepted by postern: the remembered arguments shown to the milters. */
+bool smtp_milter_rcpt(struct smtp_session *s, void (*next_ok)(struct smtp_session *s));
 /* End of data: the milters' verdict, their changes applied, then smtp_session_deliver. */
 bool smtp_milter_message(struct smtp_session *s);
 /* The transaction ended without a message. */

@@ -11,6 +11,10 @@
  * refused is taken back out of the transaction. Discard at MAIL, RCPT or end of message accepts
  * the message and stores nothing (logged as event=message-discarded). The DATA command's own
  * step is sent at end of data, just before the headers, as the milters see the message whole.
+ *
+ * What the steps need between a command and its answer (struct smtp_milter: the RCPT line, the
+ * split MAIL/RCPT arguments, about 2 KiB) is allocated at connect and only when the service has
+ * milters: an idle session without them carries a NULL pointer.
  */
 #include <stdio.h>
 #include <sys/socket.h>
@@ -18,8 +22,23 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/pure/milter.h"
 #include "server/milter/milter.h"
 #include "server/smtp/smtp_internal.h"
+
+/* Arguments of MAIL or RCPT a milter is shown: the path and a few parameters. */
+#define SMTP_MILTER_ARGS_MAX 8
+
+struct smtp_milter {
+    struct milter_session *ms;               /* owned */
+    enum milter_step step;                   /* the envelope step being asked */
+    void (*next_ok)(struct smtp_session *s); /* the positive reply, once they agree */
+    struct smtp_tx_rcpt_mark mark;           /* RCPT: what to take back on refusal */
+    bool discard;                            /* a milter said discard: store nothing */
+    char rcpt_args[SMTP_LINE_MAX_BYTES];     /* the RCPT being answered */
+    char args[SMTP_LINE_MAX_BYTES];          /* MAIL/RCPT split for the milters */
+    const char *argv[SMTP_MILTER_ARGS_MAX];  /* into args */
+};
 
 static bool is_submission(const struct smtp_session *s)
 {
@@ -61,9 +80,21 @@ static void connect_done(void *ctx, const struct milter_verdict *v)
 bool smtp_milter_connect(struct smtp_session *s)
 {
     struct conn *c = s->conn;
-    s->milter = milter_session_new(conn_loop(c), conn_cfg(c), is_submission(s), conn_sid(c));
-    if (s->milter == NULL)
+    struct milter_session *ms =
+        milter_session_new(conn_loop(c), conn_cfg(c), is_submission(s), conn_sid(c));
+    if (ms == NULL)
         return false;
+    s->milter = calloc(1, sizeof(*s->milter));
+    if (s->milter == NULL) {
+        /* Going on without the milters would let unfiltered mail in. */
+        milter_session_free(&ms);
+        log_error("milter", conn_sid(c), "event=milter-session-failed reason=no-memory");
+        conn_reply(c, "421 4.3.0 %s Error: insufficient system resources\r\n",
+                   conn_cfg(c)->server.hostname);
+        conn_close(c, "no-memory");
+        return true;
+    }
+    s->milter->ms = ms;
     char name[80];
     snprintf(name, sizeof(name), "[%s]", conn_peer_text(c));
     struct milter_client_info ci = {
@@ -75,13 +106,13 @@ bool smtp_milter_connect(struct smtp_session *s)
         .ipv6 = conn_peer_ip(c)->family == AF_INET6,
     };
     step_begin(s);
-    milter_step_connect(s->milter, &ci, connect_done, s);
+    milter_step_connect(s->milter->ms, &ci, connect_done, s);
     return true;
 }
 
 /* ---- HELO, MAIL, RCPT ---- */
 
-/* The verdict of an envelope step: the positive reply waiting in s->milter_reply, or the
+/* The verdict of an envelope step: the positive reply (s->milter->next_ok), or the
  * milter's refusal. */
 static void envelope_done(void *ctx, const struct milter_verdict *v)
 {
@@ -90,16 +121,16 @@ static void envelope_done(void *ctx, const struct milter_verdict *v)
         return; /* not reached: on_close frees the milters first */
     switch (v->kind) {
     case MILTER_V_DISCARD:
-        s->milter_discard = true; /* the client hears the positive reply all the same */
-        s->milter_next_ok(s);
+        s->milter->discard = true; /* the client hears the positive reply all the same */
+        s->milter->next_ok(s);
         break;
     case MILTER_V_CONTINUE:
-        s->milter_next_ok(s);
+        s->milter->next_ok(s);
         break;
     default:
-        if (s->milter_step == MILTER_STEP_RCPT)
-            smtp_tx_rcpt_undo(&s->tx, &s->milter_mark);
-        else if (s->milter_step == MILTER_STEP_MAIL)
+        if (s->milter->step == MILTER_STEP_RCPT)
+            smtp_tx_rcpt_undo(&s->tx, &s->milter->mark);
+        else if (s->milter->step == MILTER_STEP_MAIL)
             smtp_session_tx_reset(s);
         else if (s->state == SMTP_STATE_READY)
             s->state = SMTP_STATE_GREETED; /* HELO refused: as if it was never said */
@@ -116,25 +147,25 @@ bool smtp_milter_helo(struct smtp_session *s, void (*next_ok)(struct smtp_sessio
     char tls[128] = "";
     if (conn_is_tls(s->conn) && conn_tls_describe(s->conn, tls, sizeof(tls)) != NULL)
         tls[strcspn(tls, " ")] = '\0';
-    s->milter_step = MILTER_STEP_HELO;
-    s->milter_next_ok = next_ok;
+    s->milter->step = MILTER_STEP_HELO;
+    s->milter->next_ok = next_ok;
     step_begin(s);
-    milter_step_helo(s->milter, s->helo, tls, s->auth_user, envelope_done, s);
+    milter_step_helo(s->milter->ms, s->helo, tls, s->auth_user, envelope_done, s);
     return true;
 }
 
 /* Splits "FROM:<a@b> SIZE=1" into "<a@b>", "SIZE=1" (postern's parser accepted it already). */
-static size_t split_args(struct smtp_session *s, const char *args)
+static size_t split_args(struct smtp_milter *m, const char *args)
 {
     const char *p = strchr(args, ':');
     p = p != NULL ? p + 1 : args;
     while (*p == ' ')
         p++;
-    snprintf(s->milter_args, sizeof(s->milter_args), "%s", p);
+    snprintf(m->args, sizeof(m->args), "%s", p);
     size_t n = 0;
-    char *q = s->milter_args;
+    char *q = m->args;
     while (*q != '\0' && n < SMTP_MILTER_ARGS_MAX) {
-        s->milter_argv[n++] = q;
+        m->argv[n++] = q;
         q += strcspn(q, " ");
         while (*q == ' ')
             *q++ = '\0';
@@ -142,22 +173,40 @@ static size_t split_args(struct smtp_session *s, const char *args)
     return n;
 }
 
-bool smtp_milter_envelope(struct smtp_session *s, bool mail, const char *args,
-                          void (*next_ok)(struct smtp_session *s))
+static bool envelope(struct smtp_session *s, bool mail, const char *args,
+                     void (*next_ok)(struct smtp_session *s))
 {
-    if (s->milter == NULL)
-        return false;
-    size_t n = split_args(s, args);
+    struct smtp_milter *m = s->milter;
+    size_t n = split_args(m, args);
     if (n == 0)
         return false;
-    s->milter_step = mail ? MILTER_STEP_MAIL : MILTER_STEP_RCPT;
-    s->milter_next_ok = next_ok;
+    m->step = mail ? MILTER_STEP_MAIL : MILTER_STEP_RCPT;
+    m->next_ok = next_ok;
     step_begin(s);
     if (mail)
-        milter_step_mail(s->milter, s->milter_argv, n, envelope_done, s);
+        milter_step_mail(m->ms, m->argv, n, envelope_done, s);
     else
-        milter_step_rcpt(s->milter, s->milter_argv, n, envelope_done, s);
+        milter_step_rcpt(m->ms, m->argv, n, envelope_done, s);
     return true;
+}
+
+bool smtp_milter_mail(struct smtp_session *s, const char *args,
+                      void (*next_ok)(struct smtp_session *s))
+{
+    return s->milter != NULL && envelope(s, true, args, next_ok);
+}
+
+void smtp_milter_rcpt_begin(struct smtp_session *s, const char *args)
+{
+    if (s->milter == NULL)
+        return;
+    snprintf(s->milter->rcpt_args, sizeof(s->milter->rcpt_args), "%s", args);
+    smtp_tx_rcpt_mark(&s->tx, &s->milter->mark);
+}
+
+bool smtp_milter_rcpt(struct smtp_session *s, void (*next_ok)(struct smtp_session *s))
+{
+    return s->milter != NULL && envelope(s, false, s->milter->rcpt_args, next_ok);
 }
 
 /* ---- end of message ---- */
@@ -181,8 +230,8 @@ static void message_done(void *ctx, const struct milter_verdict *v)
         unsigned char *content = NULL;
         size_t len = 0;
         size_t nmods = 0;
-        const struct milter_mod *mods = milter_mods(s->milter, &nmods);
-        if (milter_message_edit(s->milter, &content, &len) < 0 ||
+        const struct milter_mod *mods = milter_mods(s->milter->ms, &nmods);
+        if (milter_message_edit(s->milter->ms, &content, &len) < 0 ||
             smtp_tx_apply_milters(&s->tx, s->conn, mods, nmods, content, len, reply) != 0) {
             smtp_reply_error(s, "%s",
                              reply[0] != '\0' ? reply
@@ -199,7 +248,7 @@ bool smtp_milter_message(struct smtp_session *s)
 {
     if (s->milter == NULL)
         return false;
-    if (s->milter_discard) {
+    if (s->milter->discard) {
         struct milter_verdict v = {.kind = MILTER_V_DISCARD};
         message_done(s, &v);
         return true;
@@ -211,18 +260,23 @@ bool smtp_milter_message(struct smtp_session *s)
     snprintf(id, sizeof(id), "%016llx.%u", (unsigned long long)conn_sid(s->conn),
              s->transactions + 1);
     step_begin(s);
-    milter_step_message(s->milter, &view, id, message_done, s);
+    milter_step_message(s->milter->ms, &view, id, message_done, s);
     return true;
 }
 
 void smtp_milter_abort(struct smtp_session *s)
 {
-    s->milter_discard = false;
-    if (s->milter != NULL)
-        milter_abort(s->milter);
+    if (s->milter == NULL)
+        return;
+    s->milter->discard = false;
+    milter_abort(s->milter->ms);
 }
 
 void smtp_milter_free(struct smtp_session *s)
 {
-    milter_session_free(&s->milter);
+    if (s->milter == NULL)
+        return;
+    milter_session_free(&s->milter->ms);
+    free(s->milter);
+    s->milter = NULL;
 }

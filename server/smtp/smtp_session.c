@@ -234,7 +234,7 @@ static void rcpt_ok(struct smtp_session *s)
 /* A recipient postern accepted is shown to the milters before its 250 (smtp_milter.c). */
 static void rcpt_answer(struct smtp_session *s, enum smtp_tx_result r, const char *reply)
 {
-    if (r == SMTP_TX_OK && smtp_milter_envelope(s, false, s->rcpt_args, rcpt_ok))
+    if (r == SMTP_TX_OK && smtp_milter_rcpt(s, rcpt_ok))
         return;
     tx_answer(s, r, reply, SMTP_STATE_RCPT);
 }
@@ -317,7 +317,7 @@ static void cmd_mail(struct smtp_session *s, const char *args)
     char reply[SMTP_TX_REPLY_MAX_BYTES];
     struct smtp_tx_client cl = tx_client(s);
     enum smtp_tx_result r = smtp_tx_mail(&s->tx, &cl, args, reply);
-    if (r == SMTP_TX_OK && smtp_milter_envelope(s, true, args, mail_ok))
+    if (r == SMTP_TX_OK && smtp_milter_mail(s, args, mail_ok))
         return;
     tx_answer(s, r, reply, SMTP_STATE_MAIL);
 }
@@ -342,8 +342,7 @@ static void cmd_rcpt(struct smtp_session *s, const char *args)
     }
     char reply[SMTP_TX_REPLY_MAX_BYTES];
     struct smtp_tx_client cl = tx_client(s);
-    snprintf(s->rcpt_args, sizeof(s->rcpt_args), "%s", args);
-    smtp_tx_rcpt_mark(&s->tx, &s->milter_mark);
+    smtp_milter_rcpt_begin(s, args);
     rcpt_answer(s, smtp_tx_rcpt(&s->tx, &cl, args, reply), reply);
 }
 

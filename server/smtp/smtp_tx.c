@@ -93,6 +93,7 @@ void smtp_tx_clear(struct smtp_tx *tx)
     free(tx->remote_ptrs);
     free(tx->prefix);
     free(tx->window_refusal);
+    free(tx->quarantine);
     smtp_dkim_clear(&tx->dkim);
     smtp_data_free(&tx->data);
     if (tx->spooling)
@@ -471,8 +472,10 @@ enum smtp_tx_result smtp_tx_bdat_chunk_end(struct smtp_tx *tx, bool last,
 
 static void log_message(struct smtp_tx *tx, struct conn *c)
 {
-    char from[ADDRESS_STRLEN * 2], to[ADDRESS_STRLEN * 2], quarantine[sizeof(tx->quarantine) * 2];
-    log_escape(quarantine, sizeof(quarantine), tx->quarantine, strlen(tx->quarantine));
+    char from[ADDRESS_STRLEN * 2], to[ADDRESS_STRLEN * 2];
+    char quarantine[SMTP_TX_QUARANTINE_MAX_BYTES * 2] = "";
+    if (tx->quarantine != NULL)
+        log_escape(quarantine, sizeof(quarantine), tx->quarantine, strlen(tx->quarantine));
     log_escape(from, sizeof(from), tx->sender_text, strlen(tx->sender_text));
     log_escape(to, sizeof(to), tx->first_rcpt, strlen(tx->first_rcpt));
     metrics_smtp_accepted(); /* every stored message passes here once */
@@ -481,8 +484,8 @@ static void log_message(struct smtp_tx *tx, struct conn *c)
              "queued=%zu%s%s%s%s",
              tx->id, (long long)tx->delivery.message_id_out, (unsigned long long)tx->message_bytes,
              from, to, tx->n_rcpts, tx->n_local, tx->n_remote, tx->dkim.on ? " dkim=" : "",
-             tx->dkim.on ? tx->dkim.outcome : "", tx->quarantined ? " quarantine=" : "",
-             tx->quarantined ? quarantine : "");
+             tx->dkim.on ? tx->dkim.outcome : "", tx->quarantine != NULL ? " quarantine=" : "",
+             quarantine);
 }
 
 enum smtp_tx_result smtp_tx_deliver(struct smtp_tx *tx, const struct smtp_tx_client *cl,
@@ -551,7 +554,7 @@ enum smtp_tx_result smtp_tx_deliver(struct smtp_tx *tx, const struct smtp_tx_cli
         .n_remote = tx->n_remote,
         .received_ms = now,
         .smtputf8 = tx->params.smtputf8,
-        .quarantine = tx->quarantined ? tx->quarantine : NULL,
+        .quarantine = tx->quarantine,
     };
     tx->job_kind = SMTP_JOB_DELIVER;
     return SMTP_TX_JOB;

@@ -40,6 +40,8 @@
 #define SMTP_TX_MEMORY_BYTES (128 * 1024)
 /* A reply as the transaction writes it, without CRLF: what fits one SMTP reply line. */
 #define SMTP_TX_REPLY_MAX_BYTES (SMTP_REPLY_LINE_MAX_BYTES - 2)
+/* A milter's quarantine reason is kept up to this long, NUL included (longer is cut). */
+#define SMTP_TX_QUARANTINE_MAX_BYTES 256
 
 /* What a call asks of the session. */
 enum smtp_tx_result {
@@ -128,8 +130,8 @@ struct smtp_tx {
     bool taken;
     size_t block_off, block_len;
     uint64_t spilled; /* the spool file's length, read before the take (which forgets it) */
-    bool quarantined;
-    char quarantine[256]; /* the first milter's reason */
+    char *quarantine; /* owned: the first milter's quarantine reason; NULL when none, so that a
+                       * transaction without one carries only the pointer */
 };
 
 /* Drops the transaction and frees what it owns (RSET, and at session end). Not while a writer

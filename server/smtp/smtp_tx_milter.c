@@ -144,10 +144,13 @@ int smtp_tx_apply_milters(struct smtp_tx *tx, struct conn *c, const struct milte
     for (size_t i = 0; i < n; i++) {
         const struct milter_mod *md = &mods[i];
         if (md->kind == MILTER_R_QUARANTINE) {
-            if (!tx->quarantined)
-                snprintf(tx->quarantine, sizeof(tx->quarantine), "%s",
-                         md->value != NULL ? md->value : "");
-            tx->quarantined = true;
+            if (tx->quarantine == NULL &&
+                (tx->quarantine = strndup(md->value != NULL ? md->value : "",
+                                          SMTP_TX_QUARANTINE_MAX_BYTES - 1)) == NULL) {
+                free(content);
+                snprintf(reply, SMTP_TX_REPLY_MAX_BYTES, "452 4.3.1 Insufficient system storage");
+                return -1;
+            }
             continue;
         }
         if (envelope_mod(tx, c, md) != 0) {

@@ -172,6 +172,30 @@ class MilterTest(PosternTest):
         c.close()
         self.assertEqual(len(self.stored()), 1)
 
+    def test_bdat_messages_go_through_the_milters(self):
+        """A message sent in BDAT chunks (RFC 3030) meets the same end-of-message verdict and
+        changes as one sent with DATA."""
+        self.serve("unix:" + self.start_milter("eom"))
+        c = Smtp(self.ports["smtp"])
+        c.cmd("EHLO client.test")
+        for subject, want in (("reject", "550 5.7.1 rejected by the fake milter"),
+                              ("addheader", "250 2.0.0")):
+            self.assertTrue(c.cmd("MAIL FROM:<a@remote.test>").startswith("250"))
+            self.assertTrue(c.cmd("RCPT TO:<alice@example.test>").startswith("250"))
+            head = f"From: a@remote.test\r\nSubject: {subject}\r\n".encode()
+            body = b"\r\nchunked body\r\n"
+            c.s.sendall(f"BDAT {len(head)}\r\n".encode() + head)
+            self.assertTrue(c.reply().startswith("250"))
+            c.s.sendall(f"BDAT {len(body)} LAST\r\n".encode() + body)
+            r = c.reply()
+            self.assertTrue(r.startswith(want), (subject, r))
+        c.close()
+        stored = self.stored()
+        self.assertEqual(len(stored), 1)
+        head, _, body = stored[0].partition("\r\n\r\n")
+        self.assertTrue(head.endswith("X-Fake-Milter: checked"), head)
+        self.assertEqual(body, "chunked body\r\n")
+
     # ---- modifications ----
 
     def test_header_and_body_changes_are_stored(self):
