@@ -5,6 +5,8 @@
  * and its one timer) and every command but AUTH; smtp_auth.c holds AUTH (RFC 4954): the SASL
  * exchange, the verification in server/auth/auth.c and the answers, delayed or not, to it.
  * smtp_bdat.c holds BDAT (RFC 3030): the command and the chunks' octets in data mode.
+ * smtp_milter.c asks the milters (server/milter/milter.h) at connect, HELO, MAIL, RCPT and end
+ * of message; what it keeps is behind one pointer, NULL when the service has no milters.
  * The transaction (smtp_tx.h) is none of theirs: the session calls it.
  */
 #ifndef POSTERN_SMTP_INTERNAL_H
