@@ -270,8 +270,8 @@ void conn_mask_next_line(struct conn *c);
  * A message body goes out (RETR, TOP, the outbound client's DATA): until conn_body_end,
  * conn_write sends as always but the transcript only counts the octets and lines, and
  * conn_body_end logs them as one event=send-body line. A body ended by a closing connection, or
- * not ended before the close, is logged with complete=no. Received data (data mode) is counted the same way by itself
- * (event=recv-body when data mode ends). Not nested; a second begin is a no-op.
+ * not ended before the close, is logged with complete=no. Received data (data mode) is counted the
+ * same way by itself (event=recv-body when data mode ends). Not nested; a second begin is a no-op.
  */
 void conn_body_begin(struct conn *c);
 void conn_body_end(struct conn *c);
