@@ -7,7 +7,7 @@
  * LOGIN (RFC 5034). APOP is not offered: it needs a plaintext-equivalent secret on the server,
  * and postern keeps only argon2id hashes. A successful login opens the POP-before-SMTP relay
  * window for the client's address (relay.window). The implementation is split over
- * pop3_session.c (the session, its lifetime, the dispatcher, login), which calls
+ * pop3_session.c (the session, its lifetime, the dispatcher) and pop3_auth.c (login), which call
  * pop3_maildrop.c (the lock, the snapshot, TRANSACTION, UPDATE) and pop3_window.c (the relay
  * window's writer jobs), with the pure helpers in common/pure/pop3_parse.c and
  * common/pure/command.c.
