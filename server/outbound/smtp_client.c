@@ -16,13 +16,17 @@
  * is for DATA: the only reply that delivers. Without PIPELINING, BDAT would mean a round trip
  * per chunk, so DATA is used.
  *
- * The smarthost credentials and the AUTH PLAIN line are in smtp_client_creds.c.
+ * The body itself (DATA with dot-stuffing, BDAT chunks, pumped under backpressure) is streamed by
+ * smtp_client_body.c; smtp_client_internal.h is what the two share. The smarthost credentials
+ * and the AUTH PLAIN line are in smtp_client_creds.c.
  *
  * Ownership: the struct smtp_client is owned by itself from smtp_client_start on, and freed in
  * the connection's on_close. The caller's recipient array is borrowed only until done runs;
  * after that (the QUIT phase) the client touches nothing of the caller's.
  */
 #include "server/outbound/smtp_client.h"
+
+#include "server/outbound/smtp_client_internal.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -46,74 +50,6 @@
 #include "storage/store.h"
 
 /* ---- one transaction ----------------------------------------------------------------------- */
-
-enum client_state {
-    ST_CONNECTING = 0,
-    ST_GREETING,
-    ST_EHLO,
-    ST_HELO,
-    ST_STARTTLS,
-    ST_HANDSHAKE,
-    ST_AUTH,
-    ST_MAIL,
-    ST_RCPT,
-    ST_DATA,
-    ST_BODY,      /* streaming the body: the end of data is not sent yet, so no reply may come */
-    ST_DOT,       /* the end of data was sent: only its reply decides, and it must not be lost */
-    ST_EMPTY_DOT, /* pipelined DATA got 354 with no recipient accepted: "." alone was sent */
-    ST_QUIT,      /* done has run; waiting for 221 or the close */
-};
-
-struct smtp_client {
-    struct conn *conn; /* borrowed from the set; NULL once closed */
-    enum client_state state;
-    bool reported;        /* done has run (or was cancelled): the caller's data is off limits */
-    bool cancelled;       /* smtp_client_cancel: done never runs */
-    bool stopping;        /* the server is stopping (on_shutdown): no waiting for the 221 */
-    uint64_t dot_sent_ms; /* loop time the end of data was queued (ST_DOT) */
-
-    /* copies of the parameters */
-    char *remote_host;
-    char *helo_name;
-    char *sender;
-    struct smtp_client_rcpt *rcpts; /* borrowed until reported */
-    size_t n_rcpts;
-    struct store *store;
-    int64_t message_id;
-    void (*done)(void *arg, const struct smtp_client_result *res);
-    void *arg;
-
-    /* what the body scan found */
-    uint64_t size_bytes;  /* what is sent: the stored size less a Return-Path line */
-    uint64_t strip_bytes; /* the Return-Path line's octets at the start, 0 if none */
-    bool has_8bit;
-    bool needs_smtputf8; /* a UTF-8 envelope, or UTF-8 headers received under SMTPUTF8 */
-
-    /* smarthost AUTH: the whole "AUTH PLAIN ...\r\n" line (owned, wiped on free), or NULL */
-    char *auth_line;
-    size_t auth_line_len;
-    bool tls_heard; /* a reply arrived under TLS: the handshake surely succeeded */
-
-    struct smtp_ehlo_caps caps;
-    bool esmtp; /* EHLO was accepted */
-    bool pipelined;
-    bool bdat;                /* the body goes out in BDAT chunks (head comment) */
-    size_t chunks_unanswered; /* BDAT chunks (not the LAST) whose reply is still to come */
-    bool mail_failed;         /* MAIL was refused: the recipients are decided already */
-    size_t rcpt_i;            /* the RCPT whose reply comes next */
-    size_t accepted;          /* recipients with 250 at RCPT */
-    bool *rcpt_ok;            /* owned: per recipient, accepted at RCPT */
-    struct smtp_reply reply;
-
-    /* body streaming */
-    struct store_body_reader *reader;
-    struct dotstuff ds;
-    unsigned char in[SMTP_CLIENT_CHUNK_BYTES];
-    size_t in_off, in_len;
-    uint64_t skip_left; /* Return-Path octets still to skip */
-    bool body_eof;
-    unsigned char out[2 * SMTP_CLIENT_CHUNK_BYTES + 8];
-};
 
 static void client_free(struct smtp_client *sc)
 {
@@ -151,7 +87,7 @@ static int body_facts(struct smtp_client *sc)
     return STORE_OK;
 }
 
-static void report(struct smtp_client *sc, struct smtp_client_result *res)
+void smtp_client_report(struct smtp_client *sc, struct smtp_client_result *res)
 {
     if (sc->reported)
         return;
@@ -168,9 +104,7 @@ static void dot_unanswered(struct smtp_client *sc, const char *why);
  * data our own failure (code 0: a timeout, a malformed reply) leaves the outcome unknown instead
  * (dot_unanswered); a 421 there is the server's refusal and stays a host failure.
  */
-static void host_failure(struct smtp_client *sc, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void host_failure(struct smtp_client *sc, int code, const char *fmt, ...)
+void smtp_client_host_failure(struct smtp_client *sc, int code, const char *fmt, ...)
 {
     struct smtp_client_result res = {.host_failed = true, .code = code};
     va_list ap;
@@ -182,7 +116,7 @@ static void host_failure(struct smtp_client *sc, int code, const char *fmt, ...)
     if (sc->state == ST_DOT && code == 0)
         dot_unanswered(sc, res.error);
     else
-        report(sc, &res);
+        smtp_client_report(sc, &res);
     if (sc->state == ST_BODY) {
         /* Anything written now would be read as body text: cut the connection before the end
          * of data, so the server discards the message (RFC 5321 4.1.1.4). */
@@ -212,10 +146,10 @@ static void set_rcpt(struct smtp_client_rcpt *r, enum smtp_rcpt_status st, int c
 }
 
 /* Every recipient is decided: report, then QUIT (and close at once when the server stops). */
-static void finish(struct smtp_client *sc)
+void smtp_client_finish(struct smtp_client *sc)
 {
     struct smtp_client_result res = {.used_tls = conn_is_tls(sc->conn)};
-    report(sc, &res);
+    smtp_client_report(sc, &res);
     sc->state = ST_QUIT;
     conn_keep_at_shutdown(sc->conn, false);
     conn_set_timeout(sc->conn, SMTP_CLIENT_COMMAND_TIMEOUT_MS);
@@ -257,7 +191,7 @@ static void start_transaction(struct smtp_client *sc)
         for (size_t i = 0; i < sc->n_rcpts; i++)
             if (sc->rcpts[i].status == SMTP_RCPT_PENDING)
                 set_rcpt_own(&sc->rcpts[i], SMTP_RCPT_BOUNCE, 0, text, "5.3.4");
-        finish(sc);
+        smtp_client_finish(sc);
         return;
     }
     if (sc->needs_smtputf8 && !sc->caps.smtputf8) {
@@ -270,7 +204,7 @@ static void start_transaction(struct smtp_client *sc)
         for (size_t i = 0; i < sc->n_rcpts; i++)
             if (sc->rcpts[i].status == SMTP_RCPT_PENDING)
                 set_rcpt_own(&sc->rcpts[i], SMTP_RCPT_BOUNCE, 0, text, "5.6.7");
-        finish(sc);
+        smtp_client_finish(sc);
         return;
     }
     sc->pipelined = sc->caps.pipelining;
@@ -299,13 +233,14 @@ static void after_ehlo(struct smtp_client *sc)
     if (sc->auth_line != NULL) {
         /* Credentials never go out in the clear: no TLS, no AUTH, no transaction. */
         if (!conn_is_tls(sc->conn)) {
-            host_failure(sc, 0, "%s: smarthost requires TLS for AUTH: STARTTLS not offered",
-                         sc->remote_host);
+            smtp_client_host_failure(sc, 0,
+                                     "%s: smarthost requires TLS for AUTH: STARTTLS not offered",
+                                     sc->remote_host);
             return;
         }
         if (!sc->caps.auth_plain) {
-            host_failure(sc, 0, "%s: smarthost does not offer AUTH PLAIN after STARTTLS",
-                         sc->remote_host);
+            smtp_client_host_failure(
+                sc, 0, "%s: smarthost does not offer AUTH PLAIN after STARTTLS", sc->remote_host);
             return;
         }
         sc->state = ST_AUTH;
@@ -330,19 +265,17 @@ static void auth_failed(struct smtp_client *sc, int code, const char *text)
     for (size_t i = 0; i < sc->n_rcpts; i++)
         if (sc->rcpts[i].status == SMTP_RCPT_PENDING)
             set_rcpt_own(&sc->rcpts[i], SMTP_RCPT_DEFER, code, text, dsn);
-    finish(sc);
+    smtp_client_finish(sc);
 }
 
 /* Recipients accepted at RCPT take the data's result. */
-static void decide_accepted(struct smtp_client *sc, enum smtp_rcpt_status st, int code,
-                            const char *text)
+void smtp_client_decide_accepted(struct smtp_client *sc, enum smtp_rcpt_status st, int code,
+                                 const char *text)
 {
     for (size_t i = 0; i < sc->n_rcpts; i++)
         if (sc->rcpt_ok[i] && sc->rcpts[i].status == SMTP_RCPT_PENDING)
             set_rcpt_own(&sc->rcpts[i], st, code, text, code == 0 ? "4.3.0" : "");
 }
-
-static void pump_body(struct smtp_client *sc);
 
 /*
  * The end of data was sent and no usable reply came: the server may have the message (RFC 1047).
@@ -359,158 +292,35 @@ static void dot_unanswered(struct smtp_client *sc, const char *why)
         if (sc->rcpt_ok[i] && sc->rcpts[i].status == SMTP_RCPT_PENDING)
             set_rcpt_own(&sc->rcpts[i], SMTP_RCPT_DEFER, 0, text, "4.4.2");
     struct smtp_client_result res = {.used_tls = sc->conn != NULL && conn_is_tls(sc->conn)};
-    report(sc, &res);
-}
-
-/*
- * The store could not give the body once the server was waiting for it (rc is a STORE_* code):
- * every accepted recipient is deferred with a text that names the store, and the connection is
- * aborted before the final dot, so nothing is delivered. This is not a host failure: another
- * address would fail the same way.
- */
-static void body_failed(struct smtp_client *sc, int rc, const char *close_reason)
-{
-    char text[SMTP_REPLY_TEXT_MAX_BYTES];
-    if (rc == STORE_NOT_FOUND)
-        snprintf(text, sizeof(text), "the message left the queue during delivery");
-    else
-        snprintf(text, sizeof(text), "the message cannot be read from the store (%s: %s)",
-                 postern_strerror(rc), store_errmsg(sc->store));
-    decide_accepted(sc, SMTP_RCPT_DEFER, 0, text);
-    struct smtp_client_result res = {0};
-    report(sc, &res);
-    conn_abort(sc->conn, close_reason);
-}
-
-static void start_body(struct smtp_client *sc)
-{
-    int64_t size = 0;
-    int rc = store_queue_body_open(sc->store, sc->message_id, SMTP_CLIENT_BODY_HOLD_MS, &sc->reader,
-                                   &size);
-    if (rc != STORE_OK) {
-        /* Dropped meanwhile, or unreadable: abort without the final dot, so nothing is
-         * delivered. Either way it is our store's doing, not the host's. */
-        body_failed(sc, rc, rc == STORE_NOT_FOUND ? "body-gone" : "body-read-failed");
-        return;
-    }
-    dotstuff_init(&sc->ds);
-    sc->in_off = sc->in_len = 0;
-    sc->skip_left = sc->strip_bytes;
-    sc->body_eof = false;
-    sc->state = ST_BODY;
-    conn_body_begin(sc->conn); /* the transcript sums the message up, never logs it */
-    pump_body(sc);
-}
-
-static void pump_body(struct smtp_client *sc)
-{
-    struct conn *c = sc->conn;
-    conn_set_timeout(c, SMTP_CLIENT_DATA_BLOCK_TIMEOUT_MS); /* progress re-arms it */
-    for (;;) {
-        struct conn_stats st;
-        conn_get_stats(c, &st);
-        if (st.output_bytes >= CONN_OUTPUT_HIGH_BYTES) {
-            conn_want_drain(c);
-            return;
-        }
-        if (sc->in_off == sc->in_len && !sc->body_eof) {
-            size_t n = 0;
-            int rc = store_body_read(sc->reader, sc->in, sizeof(sc->in), &n);
-            if (rc != STORE_OK) {
-                body_failed(sc, rc, "body-read-failed");
-                return;
-            }
-            sc->in_off = 0;
-            sc->in_len = n;
-            if (n == 0)
-                sc->body_eof = true;
-            if (sc->skip_left > 0) {
-                size_t k = sc->skip_left < n ? (size_t)sc->skip_left : n;
-                sc->in_off = k;
-                sc->skip_left -= k;
-            }
-        }
-        if (sc->in_off < sc->in_len && sc->bdat) {
-            /* RFC 3030 2: exactly n octets follow the command, as they are. */
-            size_t n = sc->in_len - sc->in_off;
-            char cmd[40];
-            int k = snprintf(cmd, sizeof(cmd), "BDAT %zu\r\n", n);
-            if (conn_write(c, cmd, (size_t)k) != 0 || conn_write(c, sc->in + sc->in_off, n) != 0)
-                return; /* closing: on_close reports */
-            sc->in_off = sc->in_len;
-            sc->chunks_unanswered++;
-        } else if (sc->in_off < sc->in_len) {
-            size_t used = 0;
-            size_t k = dotstuff_encode(&sc->ds, sc->in + sc->in_off, sc->in_len - sc->in_off, &used,
-                                       sc->out, sizeof(sc->out));
-            sc->in_off += used;
-            if (k > 0 && conn_write(c, sc->out, k) != 0)
-                return; /* closing: on_close reports */
-        } else if (sc->body_eof) {
-            if (sc->bdat && conn_write(c, "BDAT 0 LAST\r\n", 13) != 0)
-                return;
-            while (!sc->bdat && !dotstuff_is_done(&sc->ds)) {
-                size_t k = dotstuff_finish(&sc->ds, sc->out, sizeof(sc->out));
-                if (conn_write(c, sc->out, k) != 0)
-                    return;
-            }
-            store_body_close(&sc->reader);
-            conn_body_end(c);
-            sc->state = ST_DOT;
-            sc->dot_sent_ms = uv_now(conn_loop(c));
-            conn_set_timeout(c, SMTP_CLIENT_FINAL_DOT_TIMEOUT_MS);
-            /* From here the server may have the message: a graceful stop must wait for the
-             * reply rather than drop it (c_shutdown bounds the wait). */
-            conn_keep_at_shutdown(c, true);
-            return;
-        }
-    }
+    smtp_client_report(sc, &res);
 }
 
 /* One complete reply in the current state. */
-/* A reply to a BDAT chunk that was not the LAST one (head comment). */
-static void on_chunk_reply(struct smtp_client *sc, int code, const char *text)
-{
-    sc->chunks_unanswered--;
-    if (code / 100 == 2)
-        return;
-    if (code == 421) {
-        host_failure(sc, code, "%s", text); /* RFC 5321 3.8: as for any other command */
-        return;
-    }
-    decide_accepted(sc, code / 100 == 5 ? SMTP_RCPT_BOUNCE : SMTP_RCPT_DEFER, code, text);
-    if (sc->state == ST_BODY) {
-        /* Whole chunks only were queued, so the server reads QUIT as a command. */
-        store_body_close(&sc->reader);
-        conn_body_end(sc->conn);
-    }
-    finish(sc);
-}
-
 static void on_reply(struct smtp_client *sc, int code, const char *text)
 {
     int cls = code / 100;
     if (sc->bdat && sc->chunks_unanswered > 0 && (sc->state == ST_BODY || sc->state == ST_DOT)) {
-        on_chunk_reply(sc, code, text);
+        smtp_client_on_chunk_reply(sc, code, text);
         return;
     }
     if (sc->state == ST_BODY) {
         /* RFC 5321 4.1.1.4: the server replies after the end of data, which we have not sent:
          * this reply can neither deliver nor bounce (smtp_client.h, "The end of data"). */
-        host_failure(sc, code, "%s replied before the end of data (protocol violation): %s",
-                     sc->remote_host, text);
+        smtp_client_host_failure(sc, code,
+                                 "%s replied before the end of data (protocol violation): %s",
+                                 sc->remote_host, text);
         return;
     }
     if (code == 421 && sc->state != ST_QUIT) {
         /* RFC 5321 3.8: the server is closing the channel. Recipients accepted at RCPT are
          * still PENDING (only the end of data decides them): they go to the next host. */
-        host_failure(sc, code, "%s", text);
+        smtp_client_host_failure(sc, code, "%s", text);
         return;
     }
     switch (sc->state) {
     case ST_GREETING:
         if (code != 220) {
-            host_failure(sc, code, "%s", text);
+            smtp_client_host_failure(sc, code, "%s", text);
             return;
         }
         sc->state = ST_EHLO;
@@ -524,19 +334,19 @@ static void on_reply(struct smtp_client *sc, int code, const char *text)
             sc->state = ST_HELO; /* RFC 5321 3.2: a server that predates EHLO */
             conn_reply(sc->conn, "HELO %s\r\n", sc->helo_name);
         } else {
-            host_failure(sc, code, "%s", text);
+            smtp_client_host_failure(sc, code, "%s", text);
         }
         return;
     case ST_HELO:
         if (cls != 2) {
-            host_failure(sc, code, "%s", text);
+            smtp_client_host_failure(sc, code, "%s", text);
             return;
         }
         if (sc->auth_line != NULL) {
             /* HELO has neither STARTTLS nor AUTH; going on unauthenticated would only get
              * "530 authentication required", a 5xx that would bounce. */
-            host_failure(sc, 0, "%s: smarthost requires TLS for AUTH: EHLO refused",
-                         sc->remote_host);
+            smtp_client_host_failure(sc, 0, "%s: smarthost requires TLS for AUTH: EHLO refused",
+                                     sc->remote_host);
             return;
         }
         memset(&sc->caps, 0, sizeof(sc->caps));
@@ -546,12 +356,13 @@ static void on_reply(struct smtp_client *sc, int code, const char *text)
         if (code == 220) {
             sc->state = ST_HANDSHAKE;
             if (conn_starttls(sc->conn) != 0)
-                host_failure(sc, 0, "cannot start TLS");
+                smtp_client_host_failure(sc, 0, "cannot start TLS");
             return;
         }
         if (sc->auth_line != NULL) {
-            host_failure(sc, code, "%s: smarthost requires TLS for AUTH: STARTTLS refused: %s",
-                         sc->remote_host, text);
+            smtp_client_host_failure(sc, code,
+                                     "%s: smarthost requires TLS for AUTH: STARTTLS refused: %s",
+                                     sc->remote_host, text);
             return;
         }
         start_transaction(sc); /* opportunistic: go on in plaintext (RFC 7435) */
@@ -565,7 +376,7 @@ static void on_reply(struct smtp_client *sc, int code, const char *text)
         return;
     case ST_HANDSHAKE:
         /* Nothing may arrive before the handshake is done. */
-        host_failure(sc, code, "reply during the TLS handshake: %s", text);
+        smtp_client_host_failure(sc, code, "reply during the TLS handshake: %s", text);
         return;
     case ST_MAIL:
         if (cls != 2) {
@@ -575,7 +386,7 @@ static void on_reply(struct smtp_client *sc, int code, const char *text)
                     set_rcpt(&sc->rcpts[i], cls == 5 ? SMTP_RCPT_BOUNCE : SMTP_RCPT_DEFER, code,
                              text);
             if (!sc->pipelined) {
-                finish(sc);
+                smtp_client_finish(sc);
                 return;
             }
         }
@@ -600,11 +411,11 @@ static void on_reply(struct smtp_client *sc, int code, const char *text)
             return;
         }
         if ((!sc->pipelined || sc->bdat) && (sc->accepted == 0 || sc->mail_failed)) {
-            finish(sc);
+            smtp_client_finish(sc);
             return;
         }
         if (sc->bdat) {
-            start_body(sc);
+            smtp_client_start_body(sc);
             return;
         }
         sc->state = ST_DATA;
@@ -621,23 +432,25 @@ static void on_reply(struct smtp_client *sc, int code, const char *text)
                 conn_write(sc->conn, ".\r\n", 3);
                 return;
             }
-            start_body(sc);
+            smtp_client_start_body(sc);
             return;
         }
         if (sc->accepted > 0 && !sc->mail_failed)
-            decide_accepted(sc, cls == 5 ? SMTP_RCPT_BOUNCE : SMTP_RCPT_DEFER, code, text);
-        finish(sc);
+            smtp_client_decide_accepted(sc, cls == 5 ? SMTP_RCPT_BOUNCE : SMTP_RCPT_DEFER, code,
+                                        text);
+        smtp_client_finish(sc);
         return;
     case ST_DOT:
         /* The reply to the end of data: the only reply that delivers. */
         if (cls == 2)
-            decide_accepted(sc, SMTP_RCPT_SENT, code, text);
+            smtp_client_decide_accepted(sc, SMTP_RCPT_SENT, code, text);
         else
-            decide_accepted(sc, cls == 5 ? SMTP_RCPT_BOUNCE : SMTP_RCPT_DEFER, code, text);
-        finish(sc);
+            smtp_client_decide_accepted(sc, cls == 5 ? SMTP_RCPT_BOUNCE : SMTP_RCPT_DEFER, code,
+                                        text);
+        smtp_client_finish(sc);
         return;
     case ST_EMPTY_DOT:
-        finish(sc);
+        smtp_client_finish(sc);
         return;
     case ST_QUIT:
         conn_close(sc->conn, "quit");
@@ -663,8 +476,8 @@ static void c_line(struct conn *c, const char *line, size_t len)
     int st = smtp_reply_feed(&sc->reply, line, len);
     if (st == SMTP_REPLY_BAD) {
         char esc[200];
-        host_failure(sc, 0, "malformed reply from %s: %s", sc->remote_host,
-                     log_escape(esc, sizeof(esc), line, len));
+        smtp_client_host_failure(sc, 0, "malformed reply from %s: %s", sc->remote_host,
+                                 log_escape(esc, sizeof(esc), line, len));
         return;
     }
     if (st == SMTP_REPLY_MORE) {
@@ -684,7 +497,8 @@ static void c_line(struct conn *c, const char *line, size_t len)
 static void c_bad_line(struct conn *c, enum linereader_status why)
 {
     struct smtp_client *sc = conn_session(c);
-    host_failure(sc, 0, "%s sent a reply line that is too long or holds NUL", sc->remote_host);
+    smtp_client_host_failure(sc, 0, "%s sent a reply line that is too long or holds NUL",
+                             sc->remote_host);
     (void)why;
 }
 
@@ -701,15 +515,15 @@ static void c_drain(struct conn *c)
 {
     struct smtp_client *sc = conn_session(c);
     if (sc->state == ST_BODY)
-        pump_body(sc);
+        smtp_client_pump_body(sc);
 }
 
 static void c_timeout(struct conn *c)
 {
     struct smtp_client *sc = conn_session(c);
-    host_failure(sc, 0, "%s waiting for %s",
-                 sc->state == ST_DOT && sc->stopping ? "timeout at shutdown" : "timeout",
-                 sc->remote_host);
+    smtp_client_host_failure(
+        sc, 0, "%s waiting for %s",
+        sc->state == ST_DOT && sc->stopping ? "timeout at shutdown" : "timeout", sc->remote_host);
 }
 
 /* The server is stopping. After the end of data the connection is kept open and the reply
@@ -764,7 +578,7 @@ static void c_close(struct conn *c, const char *reason)
         else
             snprintf(res.error, sizeof(res.error), "%s: connection lost (%s)", sc->remote_host,
                      reason);
-        report(sc, &res);
+        smtp_client_report(sc, &res);
     }
     sc->conn = NULL;
     client_free(sc);
