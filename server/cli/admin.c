@@ -8,7 +8,8 @@
  * when the database is unavailable and the store only ever holds canonical names: a domain in
  * lower case without its trailing dot, "local@domain" addresses, networks with their host bits
  * cleared. What each action does to the store is in storage/; the relay decision itself is
- * common/pure/relay_policy.c.
+ * common/pure/relay_policy.c. The window and queue commands' functions are in window_queue.c,
+ * dkim's in dkim.c and fault's in fault.c (admin_internal.h).
  */
 #include "server/cli/admin.h"
 #include "server/cli/admin_internal.h"
@@ -168,59 +169,6 @@ static int check_network(const struct args *a, struct input *in)
         return -1;
     }
     cidr_format(&in->net, in->key, sizeof(in->key));
-    return 0;
-}
-
-/* A window's key is its IPv4 address or its IPv6 block (relay.window_ipv6_prefix). */
-static int check_window_ip(const struct args *a, struct input *in)
-{
-    if (ip_parse(a->pos[0], &in->ip) != 0) {
-        admin_say_error("invalid IP address \"%s\"", a->pos[0]);
-        return -1;
-    }
-    ip_window_key(&in->ip, a->cfg->relay.window_ipv6_prefix, in->key, sizeof(in->key));
-    return 0;
-}
-
-static int check_window_open(const struct args *a, struct input *in)
-{
-    const char *user = a->opt[OPT_USER], *dur = a->opt[OPT_FOR];
-    if (check_window_ip(a, in) != 0)
-        return -1;
-    if (user != NULL) {
-        const char *why = NULL;
-        /* No longer than user add accepts (struct input's address). */
-        if (address_normalize(user, in->user, sizeof(in->address), &why) != 0) {
-            admin_say_error("invalid address \"%s\": %s", user, why ? why : "bad syntax");
-            return -1;
-        }
-    }
-    in->duration_ms = a->cfg->relay.window_ms;
-    if (dur != NULL && duration_parse(dur, &in->duration_ms) != 0) {
-        admin_say_error("invalid duration \"%s\" (expected e.g. 90s, 30m, 2h)", dur);
-        return -1;
-    }
-    if (in->duration_ms == 0) {
-        admin_say_error("a window needs a duration above 0 (relay.window is 0; give --for)");
-        return -1;
-    }
-    if (in->duration_ms > (uint64_t)INT64_MAX / 2) {
-        admin_say_error("duration \"%s\" is too long", dur);
-        return -1;
-    }
-    return 0;
-}
-
-static int check_queue_id(const struct args *a, struct input *in)
-{
-    const char *s = a->pos[0];
-    char *end = NULL;
-    errno = 0;
-    in->id = strtoll(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || in->id <= 0 || s[0] == '+') {
-        admin_say_error("invalid queue id \"%s\" (expected a number from queue list)", s);
-        return -1;
-    }
     return 0;
 }
 
@@ -485,111 +433,6 @@ static int run_network_del(struct store *s, const struct args *a, const struct i
     return rc;
 }
 
-/* ---------------------------------------------------------------- window */
-
-static int print_window(void *ctx, const struct store_window *w)
-{
-    ++*(size_t *)ctx;
-    char opened[32], expires[32];
-    date_iso8601(w->opened_ms, opened, sizeof(opened));
-    date_iso8601(w->expires_ms, expires, sizeof(expires));
-    printf("%s user=%s opened=%s expires=%s relayed=%lld\n", w->key, w->user[0] ? w->user : "-",
-           opened, expires, (long long)w->relayed);
-    return 0;
-}
-
-static int run_window_list(struct store *s, const struct args *a, const struct input *in)
-{
-    size_t rows = 0;
-    int rc = admin_store_result(s, store_window_list(s, store_now_ms(), print_window, &rows), "");
-    admin_say_if_empty(rc, rows, "no open windows");
-    return rc;
-}
-
-static int run_window_close(struct store *s, const struct args *a, const struct input *in)
-{
-    char msg[600];
-    snprintf(msg, sizeof(msg), "no window for %s", in->key);
-    int rc = admin_store_result(s, store_window_close(s, in->key), msg);
-    if (rc == ADMIN_OK)
-        printf("closed window %s\n", in->key);
-    return rc;
-}
-
-static int run_window_open(struct store *s, const struct args *a, const struct input *in)
-{
-    int64_t now = store_now_ms();
-    int64_t duration_ms = (int64_t)in->duration_ms;
-    int rc = ADMIN_OK;
-    if (in->user[0] != '\0') {
-        char msg[600];
-        int64_t id;
-        char hash[PASSWORD_HASH_BYTES];
-        snprintf(msg, sizeof(msg), "no such user: %s", in->user);
-        rc = admin_store_result(s, store_user_get(s, in->user, &id, hash, sizeof(hash)), msg);
-    }
-    if (rc == ADMIN_OK)
-        rc = admin_store_result(s, store_window_open(s, in->key, in->user, now, duration_ms), "");
-    if (rc == ADMIN_OK) {
-        char expires[32], d[32];
-        date_iso8601(now + duration_ms, expires, sizeof(expires));
-        duration_format(in->duration_ms, d, sizeof(d));
-        printf("opened window %s user=%s for=%s expires=%s\n", in->key,
-               in->user[0] ? in->user : "-", d, expires);
-    }
-    return rc;
-}
-
-/* ---------------------------------------------------------------- queue */
-
-static int print_queue_entry(void *ctx, const struct store_queue_entry *q)
-{
-    ++*(size_t *)ctx;
-    char next[32];
-    char err[300];
-    date_iso8601(q->next_attempt_ms, next, sizeof(next));
-    log_escape(err, sizeof(err), q->last_error, strlen(q->last_error));
-    char quarantine[300] = "";
-    if (q->quarantine != NULL) {
-        char esc[280];
-        snprintf(quarantine, sizeof(quarantine), " quarantine=%s",
-                 log_escape(esc, sizeof(esc), q->quarantine, strlen(q->quarantine)));
-    }
-    printf("%lld %s %s attempts=%lld next=%s error=%s%s\n", (long long)q->id,
-           q->sender[0] ? q->sender : "<>", q->recipient, (long long)q->attempts, next, err,
-           quarantine);
-    return 0;
-}
-
-static int run_queue_list(struct store *s, const struct args *a, const struct input *in)
-{
-    size_t rows = 0;
-    int rc = admin_store_result(s, store_queue_list(s, print_queue_entry, &rows), "");
-    admin_say_if_empty(rc, rows, "queue is empty");
-    return rc;
-}
-
-static int run_queue_flush(struct store *s, const struct args *a, const struct input *in)
-{
-    /* The running server sees the change at its next scan (queue.h, STORE_QUEUE_RESCAN_MS):
-     * the database is the only channel between the two processes. */
-    size_t due = 0;
-    int rc = admin_store_result(s, store_queue_flush(s, store_now_ms(), &due), "");
-    if (rc == ADMIN_OK)
-        printf("flushed: %zu queue entries due now\n", due);
-    return rc;
-}
-
-static int run_queue_drop(struct store *s, const struct args *a, const struct input *in)
-{
-    char msg[100];
-    snprintf(msg, sizeof(msg), "no such queue entry: %lld", in->id);
-    int rc = admin_store_result(s, store_queue_drop(s, in->id), msg);
-    if (rc == ADMIN_OK)
-        printf("dropped queue entry %lld\n", in->id);
-    return rc;
-}
-
 /* ---------------------------------------------------------------- relay-check */
 
 /* The relay decision as the server would take it now: 0 allowed, 1 refused. */
@@ -689,13 +532,13 @@ static const struct command commands[] = {
     {"network", "list", NULL, run_network_list, network_usage, 0, 0, 0, 0, true},
     {"network", "add", check_network, run_network_add, network_usage, 1, 1, 0, 0, true},
     {"network", "del", check_network, run_network_del, network_usage, 1, 1, 0, 0, true},
-    {"window", "list", NULL, run_window_list, window_usage, 0, 0, 0, 0, true},
-    {"window", "open", check_window_open, run_window_open, window_usage, 1, 1,
+    {"window", "list", NULL, window_run_list, window_usage, 0, 0, 0, 0, true},
+    {"window", "open", window_check_open, window_run_open, window_usage, 1, 1,
      OPT_BIT(OPT_USER) | OPT_BIT(OPT_FOR), 0, true},
-    {"window", "close", check_window_ip, run_window_close, window_usage, 1, 1, 0, 0, true},
-    {"queue", "list", NULL, run_queue_list, queue_usage, 0, 0, 0, 0, true},
-    {"queue", "flush", NULL, run_queue_flush, queue_usage, 0, 0, 0, 0, true},
-    {"queue", "drop", check_queue_id, run_queue_drop, queue_usage, 1, 1, 0, 0, true},
+    {"window", "close", window_check_ip, window_run_close, window_usage, 1, 1, 0, 0, true},
+    {"queue", "list", NULL, queue_run_list, queue_usage, 0, 0, 0, 0, true},
+    {"queue", "flush", NULL, queue_run_flush, queue_usage, 0, 0, 0, 0, true},
+    {"queue", "drop", queue_check_id, queue_run_drop, queue_usage, 1, 1, 0, 0, true},
     {"dkim", "keygen", dkim_check_keygen, dkim_run_keygen, dkim_usage, 1, 1,
      OPT_BIT(OPT_SELECTOR) | OPT_BIT(OPT_ALGORITHM) | OPT_BIT(OPT_BITS), 0, true},
     {"dkim", "list", NULL, dkim_run_list, dkim_usage, 0, 0, 0, 0, true},

@@ -1,8 +1,8 @@
 /*
  * admin_internal.h - shared by the files of server/cli/ that hold command handlers (admin.c,
- * dkim.c, fault.c): the options, the arguments as the dispatcher split them, what check functions
- * make of them, and the helpers that print errors and map store codes to exit codes. Nothing
- * outside server/cli/ includes this; the table itself stays in admin.c.
+ * window_queue.c, dkim.c, fault.c): the options, the arguments as the dispatcher split them, what
+ * check functions make of them, and the helpers that print errors and map store codes to exit
+ * codes. Nothing outside server/cli/ includes this; the table itself stays in admin.c.
  */
 #ifndef POSTERN_ADMIN_INTERNAL_H
 #define POSTERN_ADMIN_INTERNAL_H
@@ -85,6 +85,17 @@ void admin_say_if_empty(int rc, size_t rows, const char *what);
 int admin_store_result(struct store *s, int status, const char *negative_msg);
 /* The first positional argument as a domain, normalised into in->domain. */
 int admin_check_domain(const struct args *a, struct input *in);
+
+/* The window and queue commands (server/cli/window_queue.c). */
+int window_check_ip(const struct args *a, struct input *in);
+int window_check_open(const struct args *a, struct input *in);
+int queue_check_id(const struct args *a, struct input *in);
+int window_run_list(struct store *s, const struct args *a, const struct input *in);
+int window_run_open(struct store *s, const struct args *a, const struct input *in);
+int window_run_close(struct store *s, const struct args *a, const struct input *in);
+int queue_run_list(struct store *s, const struct args *a, const struct input *in);
+int queue_run_flush(struct store *s, const struct args *a, const struct input *in);
+int queue_run_drop(struct store *s, const struct args *a, const struct input *in);
 
 /* The dkim command (server/cli/dkim.c). */
 int dkim_check_keygen(const struct args *a, struct input *in);
