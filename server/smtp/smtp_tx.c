@@ -94,7 +94,9 @@ void smtp_tx_clear(struct smtp_tx *tx)
     free(tx->prefix);
     free(tx->window_refusal);
     free(tx->quarantine);
-    smtp_dkim_clear(&tx->dkim);
+    if (tx->dkim != NULL)
+        smtp_dkim_clear(tx->dkim);
+    free(tx->dkim);
     smtp_data_free(&tx->data);
     if (tx->spooling)
         (void)close(tx->spool_fd); /* nameless: closing it is deleting it, nothing to lose */
@@ -115,7 +117,8 @@ static int tx_spill(void *ctx, const unsigned char *p, size_t n)
 {
     struct smtp_tx *tx = ctx;
     /* Content leaves memory here in order, so the signer sees all of it once (smtp_dkim.h). */
-    smtp_dkim_feed(&tx->dkim, p, n);
+    if (tx->dkim != NULL)
+        smtp_dkim_feed(tx->dkim, p, n);
     if (!tx->spooling) {
         int fd = spool_file_open(tx->db_path);
         if (fd < 0)
@@ -398,8 +401,16 @@ static int data_begin(struct smtp_tx *tx, struct conn *c, bool raw)
     tx->sid = conn_sid(c);
     /* Remote recipients come only from an authorised client: the message is relayed, so it is
      * signed and fixed up; local deliveries are not. */
-    if (tx->n_remote > 0)
-        smtp_dkim_start(&tx->dkim);
+    if (tx->n_remote > 0 && smtp_tx_dkim_start(tx) != 0)
+        return -1;
+    return 0;
+}
+
+int smtp_tx_dkim_start(struct smtp_tx *tx)
+{
+    if (tx->dkim == NULL && (tx->dkim = calloc(1, sizeof(*tx->dkim))) == NULL)
+        return -1;
+    smtp_dkim_start(tx->dkim); /* drops what an earlier start collected */
     return 0;
 }
 
@@ -479,12 +490,13 @@ static void log_message(struct smtp_tx *tx, struct conn *c)
     log_escape(from, sizeof(from), tx->sender_text, strlen(tx->sender_text));
     log_escape(to, sizeof(to), tx->first_rcpt, strlen(tx->first_rcpt));
     metrics_smtp_accepted(); /* every stored message passes here once */
+    bool signing = tx->dkim != NULL && tx->dkim->on;
     log_info("smtp", conn_sid(c),
              "event=message id=%s message=%lld size=%llu from=<%s> to=<%s> rcpts=%zu local=%zu "
              "queued=%zu%s%s%s%s",
              tx->id, (long long)tx->delivery.message_id_out, (unsigned long long)tx->message_bytes,
-             from, to, tx->n_rcpts, tx->n_local, tx->n_remote, tx->dkim.on ? " dkim=" : "",
-             tx->dkim.on ? tx->dkim.outcome : "", tx->quarantine != NULL ? " quarantine=" : "",
+             from, to, tx->n_rcpts, tx->n_local, tx->n_remote, signing ? " dkim=" : "",
+             signing ? tx->dkim->outcome : "", tx->quarantine != NULL ? " quarantine=" : "",
              quarantine);
 }
 
@@ -527,13 +539,15 @@ enum smtp_tx_result smtp_tx_deliver(struct smtp_tx *tx, const struct smtp_tx_cli
     size_t off = tx->block_off, len = tx->block_len;
     if (!tx->taken && smtp_data_take(&tx->data, &tx->block, &off, &len) != 0)
         return answer(reply, SMTP_TX_ERROR, "451 4.3.0 Error: could not prepare the message");
-    if (tx->block != NULL)
-        smtp_dkim_feed(&tx->dkim, tx->block + off, len);
-    smtp_dkim_end(&tx->dkim);
-    const struct app *app = conn_app(c);
-    (void)smtp_dkim_prepare(&tx->dkim, app != NULL ? app->reads : NULL,
-                            app != NULL ? app->dkim : NULL, conn_cfg(c)->server.hostname, tx->id,
-                            now);
+    if (tx->dkim != NULL) {
+        if (tx->block != NULL)
+            smtp_dkim_feed(tx->dkim, tx->block + off, len);
+        smtp_dkim_end(tx->dkim);
+        const struct app *app = conn_app(c);
+        (void)smtp_dkim_prepare(tx->dkim, app != NULL ? app->reads : NULL,
+                                app != NULL ? app->dkim : NULL, conn_cfg(c)->server.hostname,
+                                tx->id, now);
+    }
     tx->remote_ptrs = calloc(tx->n_remote + 1, sizeof(*tx->remote_ptrs));
     if (tx->remote_ptrs == NULL)
         return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
@@ -580,27 +594,29 @@ static void job_done(struct writer_job *job, int status)
 /* On the loop: what signing and the fix-ups added goes after the trace headers. */
 static void attach_added(struct smtp_tx *tx)
 {
-    if (tx->dkim.added_len == 0 || tx->prefix != NULL)
+    struct smtp_dkim *d = tx->dkim;
+    if (d == NULL || d->added_len == 0 || tx->prefix != NULL)
         return;
     size_t tlen = tx->delivery.prefix_len;
-    tx->prefix = malloc(tlen + tx->dkim.added_len);
+    tx->prefix = malloc(tlen + d->added_len);
     if (tx->prefix == NULL) {
-        snprintf(tx->dkim.outcome, sizeof(tx->dkim.outcome), "none reason=no-memory");
+        snprintf(d->outcome, sizeof(d->outcome), "none reason=no-memory");
         return;
     }
     memcpy(tx->prefix, tx->trace, tlen);
-    memcpy(tx->prefix + tlen, tx->dkim.added, tx->dkim.added_len);
+    memcpy(tx->prefix + tlen, d->added, d->added_len);
     tx->delivery.prefix = tx->prefix;
-    tx->delivery.prefix_len = tlen + tx->dkim.added_len;
-    tx->message_bytes += tx->dkim.added_len;
+    tx->delivery.prefix_len = tlen + d->added_len;
+    tx->message_bytes += d->added_len;
 }
 
-/* In the threadpool: only tx->dkim is touched (smtp_dkim.h), and the loop leaves the whole
- * transaction alone until sign_done (the session is paused, waiting for done). */
+/* In the threadpool: only *tx->dkim is touched (smtp_dkim.h), and the loop leaves the whole
+ * transaction alone until sign_done (the session is paused, waiting for done). Only queued when
+ * tx->dkim has keys, so it is not NULL here. */
 static void sign_work(uv_work_t *req)
 {
     struct smtp_tx *tx = container_of(req, struct smtp_tx, sign_req);
-    smtp_dkim_sign(&tx->dkim);
+    smtp_dkim_sign(tx->dkim);
 }
 
 /* Back on the loop: the signed message goes to the writer, as an unsigned one does at once. The
@@ -631,14 +647,15 @@ enum smtp_tx_result smtp_tx_submit(struct smtp_tx *tx, struct conn *c, struct wr
      * millisecond of CPU would stall the loop); ed25519 alone is signed here, since its 40
      * microseconds cost the loop less than the hop costs the session (smtp_dkim.h).
      */
-    if (tx->job_kind == SMTP_JOB_DELIVER && smtp_dkim_is_cheap(&tx->dkim))
-        smtp_dkim_sign(&tx->dkim);
-    if (tx->job_kind == SMTP_JOB_DELIVER && tx->dkim.n_keys > 0 && w != NULL) {
+    struct smtp_dkim *d = tx->job_kind == SMTP_JOB_DELIVER ? tx->dkim : NULL;
+    if (d != NULL && smtp_dkim_is_cheap(d))
+        smtp_dkim_sign(d);
+    if (d != NULL && d->n_keys > 0 && w != NULL) {
         tx->sign_conn = c;
         if (uv_queue_work(conn_loop(c), &tx->sign_req, sign_work, sign_done) == 0)
             return SMTP_TX_JOB;
         tx->sign_conn = NULL;
-        smtp_dkim_sign(&tx->dkim); /* cannot happen (libuv refuses only a NULL work_cb) */
+        smtp_dkim_sign(d); /* cannot happen (libuv refuses only a NULL work_cb) */
     }
     if (tx->job_kind == SMTP_JOB_DELIVER)
         attach_added(tx);

@@ -120,8 +120,9 @@ struct smtp_tx {
     uint64_t message_bytes;           /* DELIVER: the stored size (headers included) */
     /* Signing and the submission fix-ups of a relayed message (smtp_dkim.h): fed from DATA on,
      * prepared at end of data, signed in the threadpool before the DELIVER job is submitted,
-     * which then stores prefix (trace + what was added) in front instead of trace. */
-    struct smtp_dkim dkim;
+     * which then stores prefix (trace + what was added) in front instead of trace. On the heap,
+     * so that a session that never relays does not carry the signer's buffers. */
+    struct smtp_dkim *dkim; /* owned; NULL unless signing started */
     unsigned char *prefix;  /* DELIVER: owned; NULL when nothing was added */
     uv_work_t sign_req;     /* DELIVER: the threadpool request while signing */
     struct conn *sign_conn; /* DELIVER, while signing: borrowed (the session holds a ref) */
@@ -137,6 +138,9 @@ struct smtp_tx {
 /* Drops the transaction and frees what it owns (RSET, and at session end). Not while a writer
  * job is out. */
 void smtp_tx_clear(struct smtp_tx *tx);
+/* Starts the signer over (smtp_dkim_start), allocating it when the transaction has none yet.
+ * 0, or -1 when out of memory. */
+int smtp_tx_dkim_start(struct smtp_tx *tx);
 
 /* MAIL FROM, in the session's READY state: the submission ports' AUTH requirement, the sender,
  * its parameters. OK or ERROR. */

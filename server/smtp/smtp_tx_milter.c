@@ -176,9 +176,10 @@ int smtp_tx_apply_milters(struct smtp_tx *tx, struct conn *c, const struct milte
     tx->block = content;
     tx->block_off = 0;
     tx->block_len = content_len;
-    bool sign = tx->dkim.on || tx->n_remote > 0;
-    smtp_dkim_clear(&tx->dkim);
-    if (sign)
-        smtp_dkim_start(&tx->dkim);
+    bool sign = (tx->dkim != NULL && tx->dkim->on) || tx->n_remote > 0;
+    if (sign && smtp_tx_dkim_start(tx) != 0) {
+        snprintf(reply, SMTP_TX_REPLY_MAX_BYTES, "452 4.3.1 Insufficient system storage");
+        return -1;
+    }
     return 0;
 }
