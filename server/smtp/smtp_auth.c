@@ -10,7 +10,9 @@
  * the boundary), decide whether a password is right (auth.c), or keep anything of its own: its
  * state is the session's sasl, auth_req and failure counters.
  */
+#include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/config.h"
@@ -63,9 +65,24 @@ static void auth_log_fail(struct smtp_session *s, const char *result, const char
     metrics_auth(METRICS_PROTO_SMTP, s->auth_mech, false, strcmp(result, "fail") != 0);
 }
 
+bool smtp_auth_active(const struct smtp_session *s)
+{
+    return s->sasl != NULL && sasl_is_active(s->sasl);
+}
+
+void smtp_auth_drop(struct smtp_session *s)
+{
+    if (s->sasl == NULL)
+        return;
+    sasl_reset(s->sasl);
+    sodium_memzero(s->sasl, sizeof(*s->sasl));
+    free(s->sasl);
+    s->sasl = NULL;
+}
+
 static void sasl_finish(struct smtp_session *s)
 {
-    sasl_reset(&s->sasl);
+    smtp_auth_drop(s);
     conn_set_max_line(s->conn, SMTP_LINE_MAX_BYTES);
 }
 
@@ -192,8 +209,14 @@ void smtp_cmd_auth(struct smtp_session *s, const char *args)
     }
     struct command_auth_args a;
     command_split_auth(args, &a);
+    /* The exchange's state lives only while it runs: an idle session does not carry it. */
+    if (s->sasl == NULL && (s->sasl = calloc(1, sizeof(*s->sasl))) == NULL) {
+        auth_log_fail(s, "error", "temporary", "");
+        smtp_reply_error(s, "454 4.7.0 Temporary authentication failure");
+        return;
+    }
     struct sasl_step step;
-    sasl_start(&s->sasl, a.mech, a.mech_len, a.initial, a.initial_len, &step);
+    sasl_start(s->sasl, a.mech, a.mech_len, a.initial, a.initial_len, &step);
     sasl_result(s, &step);
 }
 
@@ -201,7 +224,7 @@ void smtp_cmd_auth(struct smtp_session *s, const char *args)
 void smtp_auth_continue(struct smtp_session *s, const char *line, size_t len)
 {
     struct sasl_step step;
-    sasl_step(&s->sasl, line, len, &step);
+    sasl_step(s->sasl, line, len, &step);
     sasl_result(s, &step);
 }
 
@@ -209,7 +232,7 @@ void smtp_auth_bad_line(struct smtp_session *s, enum linereader_status why)
 {
     /* RFC 4954 4: a response over the limit fails the exchange. */
     auth_log_fail(s, "fail", why == LINEREADER_TOO_LONG ? "line-too-long" : "malformed",
-                  s->sasl.user);
+                  s->sasl->user);
     sasl_finish(s);
     smtp_reply_error(s, why == LINEREADER_TOO_LONG
                             ? "500 5.5.6 Authentication Exchange line is too long"

@@ -59,16 +59,16 @@ struct smtp_session {
     unsigned char auth_mech;                 /* the last AUTH's enum metrics_mech */
     uint64_t commands;                       /* commands dispatched */
     unsigned transactions;                   /* messages handed to the writer (queue id suffix) */
-    struct sasl sasl;                        /* owned: the running SASL exchange */
-    struct auth_request *auth_req;           /* in flight (holds a reference); cancelled at close */
-    uv_timer_t delay_timer;                  /* a failed AUTH's answer, or held's run */
-    bool timer_open;                         /* delay_timer was initialised and is not closing */
-    struct smtp_tx tx;                       /* owned: the mail transaction (smtp_tx.c) */
-    struct fault_conn *fault;                /* owned; NULL unless [server] faults = yes */
-    enum smtp_chunk chunk;                   /* the BDAT chunk being read, if any */
-    uint64_t chunk_left;                     /* its octets still to come */
-    uint64_t chunk_size;                     /* its size, for "250 2.0.0 N octets received" */
-    bool chunk_last;                         /* it is the LAST one */
+    struct sasl *sasl; /* owned: the running SASL exchange (1.3 KiB); NULL outside one */
+    struct auth_request *auth_req; /* in flight (holds a reference); cancelled at close */
+    uv_timer_t delay_timer;        /* a failed AUTH's answer, or held's run */
+    bool timer_open;               /* delay_timer was initialised and is not closing */
+    struct smtp_tx tx;             /* owned: the mail transaction (smtp_tx.c) */
+    struct fault_conn *fault;      /* owned; NULL unless [server] faults = yes */
+    enum smtp_chunk chunk;         /* the BDAT chunk being read, if any */
+    uint64_t chunk_left;           /* its octets still to come */
+    uint64_t chunk_size;           /* its size, for "250 2.0.0 N octets received" */
+    bool chunk_last;               /* it is the LAST one */
     /* owned: the milters and what their steps need (smtp_milter.c); NULL when the service has
      * none, so that an idle session without milters carries only this pointer. */
     struct smtp_milter *milter;
@@ -133,6 +133,10 @@ bool smtp_auth_offered(const struct smtp_session *s);
 void smtp_cmd_auth(struct smtp_session *s, const char *args);
 /* A line answering a 334 challenge, while sasl_is_active(). */
 void smtp_auth_continue(struct smtp_session *s, const char *line, size_t len);
+/* Whether an AUTH exchange is running (the next line is its answer). */
+bool smtp_auth_active(const struct smtp_session *s);
+/* Wipes and frees the SASL exchange state, if any (at the exchange's end and at close). */
+void smtp_auth_drop(struct smtp_session *s);
 /* A line the reader refused (overlong, NUL) while sasl_is_active(): fails the exchange. */
 void smtp_auth_bad_line(struct smtp_session *s, enum linereader_status why);
 /* The answer to a failed verification, from the session's timer or at once. */

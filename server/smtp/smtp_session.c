@@ -110,7 +110,7 @@ static void session_free(struct smtp_session *s)
 {
     smtp_milter_free(s);
     smtp_tx_clear(&s->tx);
-    sasl_reset(&s->sasl);
+    smtp_auth_drop(s);
     free(s->held);
     free(s);
 }
@@ -638,7 +638,7 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
     struct conn *c = s->conn;
     if (smtp_hard_limit(s))
         return;
-    if (sasl_is_active(&s->sasl)) {
+    if (smtp_auth_active(s)) {
         smtp_auth_continue(s, line, len);
         return;
     }
@@ -722,7 +722,7 @@ static void smtp_on_bad_line(struct conn *c, enum linereader_status why)
         return;
     if (smtp_hard_limit(s))
         return;
-    if (sasl_is_active(&s->sasl)) {
+    if (smtp_auth_active(s)) {
         smtp_auth_bad_line(s, why);
         return;
     }
