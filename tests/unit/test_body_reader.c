@@ -28,6 +28,7 @@
 #include "storage/mailbox.h"
 #include "storage/queue.h"
 #include "storage/store.h"
+#include "tests/unit/store_fixture.h"
 
 #define SMALL_BYTES 4096u
 #define LARGE_BYTES (3u * 1024 * 1024)
@@ -41,15 +42,6 @@ struct fixture {
     struct store *rd; /* the loop's read connection: its pool is under test */
     int64_t uid;
 };
-
-static struct store *open_ok(const char *path)
-{
-    char err[512] = "";
-    struct store *s = NULL;
-    if (store_open(path, &s, err, sizeof(err)) != STORE_OK)
-        fail_msg("store_open: %s", err);
-    return s;
-}
 
 static int setup(void **state)
 {

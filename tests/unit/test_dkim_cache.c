@@ -20,6 +20,7 @@
 
 #include "server/smtp/dkim_cache.h"
 #include "storage/store.h"
+#include "tests/unit/store_fixture.h"
 
 struct fixture {
     char dir[64];
@@ -28,15 +29,6 @@ struct fixture {
     struct store *admin; /* another connection, as the CLI's */
     struct dkim_cache *cache;
 };
-
-static struct store *open_ok(const char *path)
-{
-    char err[512] = "";
-    struct store *s = NULL;
-    if (store_open(path, &s, err, sizeof(err)) != STORE_OK)
-        fail_msg("store_open: %s", err);
-    return s;
-}
 
 static int setup(void **state)
 {

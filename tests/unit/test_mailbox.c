@@ -33,6 +33,7 @@
 #include "common/util.h"
 #include "storage/mailbox.h"
 #include "storage/store.h"
+#include "tests/unit/store_fixture.h"
 #include "storage/writer.h"
 
 #define N_USERS     4
@@ -54,15 +55,6 @@ struct fixture {
 };
 
 /* ---- database helpers ---- */
-
-static struct store *open_ok(const char *path)
-{
-    char err[512] = "";
-    struct store *s = NULL;
-    if (store_open(path, &s, err, sizeof(err)) != STORE_OK)
-        fail_msg("store_open: %s", err);
-    return s;
-}
 
 static void add_users(struct fixture *f)
 {

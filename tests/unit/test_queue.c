@@ -40,6 +40,7 @@
 #include "storage/mailbox.h"
 #include "storage/queue.h"
 #include "storage/store.h"
+#include "tests/unit/store_fixture.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define MIN_MS       (60 * 1000LL)
@@ -54,15 +55,6 @@ struct fixture {
 };
 
 /* ---- helpers ---- */
-
-static struct store *open_ok(const char *path)
-{
-    char err[512] = "";
-    struct store *s = NULL;
-    if (store_open(path, &s, err, sizeof(err)) != STORE_OK)
-        fail_msg("store_open: %s", err);
-    return s;
-}
 
 static int setup(void **state)
 {
