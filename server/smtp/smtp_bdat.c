@@ -63,7 +63,7 @@ static void chunk_end(struct smtp_session *s)
     if (what != SMTP_CHUNK_STORE)
         return; /* a refused chunk was answered at its command */
     char reply[SMTP_TX_REPLY_MAX_BYTES];
-    if (smtp_tx_bdat_chunk_end(&s->tx, s->chunk_last, reply) != SMTP_TX_OK) {
+    if (smtp_tx_bdat_chunk_end(s->tx, s->chunk_last, reply) != SMTP_TX_OK) {
         smtp_reply_error(s, "%s", reply);
         smtp_session_tx_reset(s);
         return;
@@ -94,7 +94,7 @@ static bool refused(struct smtp_session *s)
         if (smtp_session_refused_for_space(s))
             return true;
         char reply[SMTP_TX_REPLY_MAX_BYTES];
-        if (smtp_tx_bdat_begin(&s->tx, s->conn, reply) != SMTP_TX_OK) {
+        if (smtp_tx_bdat_begin(s->tx, s->conn, reply) != SMTP_TX_OK) {
             smtp_reply_error(s, "%s", reply);
             smtp_session_tx_reset(s);
             return true;
@@ -136,7 +136,7 @@ size_t smtp_bdat_data(struct smtp_session *s, const unsigned char *p, size_t n)
 {
     size_t k = s->chunk_left < n ? (size_t)s->chunk_left : n;
     if (s->chunk == SMTP_CHUNK_STORE)
-        smtp_tx_bdat_feed(&s->tx, p, k);
+        smtp_tx_bdat_feed(s->tx, p, k);
     s->chunk_left -= k;
     if (s->chunk_left > 0)
         return k;

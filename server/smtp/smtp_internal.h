@@ -63,12 +63,14 @@ struct smtp_session {
     struct auth_request *auth_req; /* in flight (holds a reference); cancelled at close */
     uv_timer_t delay_timer;        /* a failed AUTH's answer, or held's run */
     bool timer_open;               /* delay_timer was initialised and is not closing */
-    struct smtp_tx tx;             /* owned: the mail transaction (smtp_tx.c) */
-    struct fault_conn *fault;      /* owned; NULL unless [server] faults = yes */
-    enum smtp_chunk chunk;         /* the BDAT chunk being read, if any */
-    uint64_t chunk_left;           /* its octets still to come */
-    uint64_t chunk_size;           /* its size, for "250 2.0.0 N octets received" */
-    bool chunk_last;               /* it is the LAST one */
+    /* owned: the mail transaction (smtp_tx.c), allocated at MAIL and freed when it ends
+     * (smtp_session_tx_reset); NULL in GREETED and READY. */
+    struct smtp_tx *tx;
+    struct fault_conn *fault; /* owned; NULL unless [server] faults = yes */
+    enum smtp_chunk chunk;    /* the BDAT chunk being read, if any */
+    uint64_t chunk_left;      /* its octets still to come */
+    uint64_t chunk_size;      /* its size, for "250 2.0.0 N octets received" */
+    bool chunk_last;          /* it is the LAST one */
     /* owned: the milters and what their steps need (smtp_milter.c); NULL when the service has
      * none, so that an idle session without milters carries only this pointer. */
     struct smtp_milter *milter;

@@ -129,7 +129,7 @@ static void envelope_done(void *ctx, const struct milter_verdict *v)
         break;
     default:
         if (s->milter->step == MILTER_STEP_RCPT)
-            smtp_tx_rcpt_undo(&s->tx, &s->milter->mark);
+            smtp_tx_rcpt_undo(s->tx, &s->milter->mark);
         else if (s->milter->step == MILTER_STEP_MAIL)
             smtp_session_tx_reset(s);
         else if (s->state == SMTP_STATE_READY)
@@ -201,7 +201,7 @@ void smtp_milter_rcpt_begin(struct smtp_session *s, const char *args)
     if (s->milter == NULL)
         return;
     snprintf(s->milter->rcpt_args, sizeof(s->milter->rcpt_args), "%s", args);
-    smtp_tx_rcpt_mark(&s->tx, &s->milter->mark);
+    smtp_tx_rcpt_mark(s->tx, &s->milter->mark);
 }
 
 bool smtp_milter_rcpt(struct smtp_session *s, void (*next_ok)(struct smtp_session *s))
@@ -232,7 +232,7 @@ static void message_done(void *ctx, const struct milter_verdict *v)
         size_t nmods = 0;
         const struct milter_mod *mods = milter_mods(s->milter->ms, &nmods);
         if (milter_message_edit(s->milter->ms, &content, &len) < 0 ||
-            smtp_tx_apply_milters(&s->tx, s->conn, mods, nmods, content, len, reply) != 0) {
+            smtp_tx_apply_milters(s->tx, s->conn, mods, nmods, content, len, reply) != 0) {
             smtp_reply_error(s, "%s",
                              reply[0] != '\0' ? reply
                                               : "451 4.3.0 Error: could not prepare the message");
@@ -254,7 +254,7 @@ bool smtp_milter_message(struct smtp_session *s)
         return true;
     }
     struct milter_message view;
-    if (smtp_tx_take_message(&s->tx, &view) != 0)
+    if (smtp_tx_take_message(s->tx, &view) != 0)
         return false; /* smtp_tx_deliver reports the same failure */
     char id[64];
     snprintf(id, sizeof(id), "%016llx.%u", (unsigned long long)conn_sid(s->conn),

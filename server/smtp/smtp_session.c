@@ -109,7 +109,7 @@ static bool smtp_has_args(const char *args)
 static void session_free(struct smtp_session *s)
 {
     smtp_milter_free(s);
-    smtp_tx_clear(&s->tx);
+    smtp_tx_free(&s->tx);
     smtp_auth_drop(s);
     free(s->held);
     free(s);
@@ -182,13 +182,14 @@ static bool hold(struct smtp_session *s, const char *line, size_t len)
 
 /* ---- the transaction: MAIL, RCPT, DATA (smtp_tx.c does the work) ------------------------- */
 
-/* Drops the transaction (RSET semantics); the state goes back to READY if it was past it. Not
- * while a writer job is out (reading is paused then). */
+/* Drops the transaction (RSET semantics) and frees it, so that a session between transactions
+ * holds none; the state goes back to READY if it was past it. Not while a writer job is out
+ * (reading is paused then). */
 void smtp_session_tx_reset(struct smtp_session *s)
 {
     if (s->state > SMTP_STATE_READY)
         smtp_milter_abort(s);
-    smtp_tx_clear(&s->tx);
+    smtp_tx_free(&s->tx);
     if (s->state > SMTP_STATE_READY)
         smtp_session_enter_state(s, SMTP_STATE_READY);
 }
@@ -246,15 +247,15 @@ static void job_done(void *ctx, int status)
     struct conn *c = s->conn;
     char reply[SMTP_TX_REPLY_MAX_BYTES];
     if (s->ref.closed) {
-        smtp_tx_job_orphaned(&s->tx, c, status);
+        smtp_tx_job_orphaned(s->tx, c, status);
     } else if (s->state == SMTP_STATE_BUSY) {
-        if (smtp_tx_job_result(&s->tx, c, status, reply) == SMTP_TX_OK)
+        if (smtp_tx_job_result(s->tx, c, status, reply) == SMTP_TX_OK)
             conn_reply(c, "%s\r\n", reply);
         else
             smtp_reply_error(s, "%s", reply);
         smtp_session_tx_reset(s);
     } else {
-        rcpt_answer(s, smtp_tx_job_result(&s->tx, c, status, reply), reply);
+        rcpt_answer(s, smtp_tx_job_result(s->tx, c, status, reply), reply);
     }
     if (!s->ref.closed && !conn_is_closing(c))
         conn_resume_reading(c);
@@ -271,7 +272,7 @@ static void job_submit(struct smtp_session *s)
     conn_pause_reading(c);
     conn_ref(c);
     session_ref_take(&s->ref);
-    if (smtp_tx_submit(&s->tx, c, ((struct app *)conn_app(c))->writer, job_done, s, reply) ==
+    if (smtp_tx_submit(s->tx, c, ((struct app *)conn_app(c))->writer, job_done, s, reply) ==
         SMTP_TX_JOB)
         return;
     smtp_session_release(s); /* never the last: the connection holds one */
@@ -314,10 +315,20 @@ static void cmd_mail(struct smtp_session *s, const char *args)
     }
     if (smtp_session_refused_for_space(s))
         return;
+    /* The transaction exists from here to its end (smtp_session_tx_reset). RFC 3463 4.3.1: out
+     * of memory is the mail system's own resource running short, as for RCPT. */
+    smtp_tx_free(&s->tx); /* none in READY; this only keeps a slip from leaking */
+    s->tx = smtp_tx_new();
+    if (s->tx == NULL) {
+        smtp_reply_error(s, "452 4.3.1 Insufficient system storage");
+        return;
+    }
     char reply[SMTP_TX_REPLY_MAX_BYTES];
     struct smtp_tx_client cl = tx_client(s);
-    enum smtp_tx_result r = smtp_tx_mail(&s->tx, &cl, args, reply);
-    if (r == SMTP_TX_OK && smtp_milter_mail(s, args, mail_ok))
+    enum smtp_tx_result r = smtp_tx_mail(s->tx, &cl, args, reply);
+    if (r != SMTP_TX_OK)
+        smtp_tx_free(&s->tx); /* refused: no transaction started */
+    else if (smtp_milter_mail(s, args, mail_ok))
         return;
     tx_answer(s, r, reply, SMTP_STATE_MAIL);
 }
@@ -343,7 +354,7 @@ static void cmd_rcpt(struct smtp_session *s, const char *args)
     char reply[SMTP_TX_REPLY_MAX_BYTES];
     struct smtp_tx_client cl = tx_client(s);
     smtp_milter_rcpt_begin(s, args);
-    rcpt_answer(s, smtp_tx_rcpt(&s->tx, &cl, args, reply), reply);
+    rcpt_answer(s, smtp_tx_rcpt(s->tx, &cl, args, reply), reply);
 }
 
 static void cmd_data(struct smtp_session *s, const char *args)
@@ -369,7 +380,7 @@ static void cmd_data(struct smtp_session *s, const char *args)
     if (smtp_session_refused_for_space(s))
         return;
     char reply[SMTP_TX_REPLY_MAX_BYTES];
-    enum smtp_tx_result r = smtp_tx_data(&s->tx, s->conn, reply);
+    enum smtp_tx_result r = smtp_tx_data(s->tx, s->conn, reply);
     tx_answer(s, r, reply, SMTP_STATE_DATA);
     if (r == SMTP_TX_OK)
         conn_set_mode_data(s->conn, true);
@@ -381,14 +392,14 @@ void smtp_session_deliver(struct smtp_session *s)
 {
     enum fault_verdict v =
         fault_at(s->fault, FAULT_SMTP_EOD,
-                 &(struct fault_facts){.user = s->auth_user, .sender = s->tx.sender_text});
+                 &(struct fault_facts){.user = s->auth_user, .sender = s->tx->sender_text});
     if (v == FAULT_TAKEN)
         smtp_session_tx_reset(s);
     if (v != FAULT_PASS)
         return;
     char reply[SMTP_TX_REPLY_MAX_BYTES];
     struct smtp_tx_client cl = tx_client(s);
-    if (smtp_tx_deliver(&s->tx, &cl, ++s->transactions, reply) != SMTP_TX_JOB) {
+    if (smtp_tx_deliver(s->tx, &cl, ++s->transactions, reply) != SMTP_TX_JOB) {
         smtp_reply_error(s, "%s", reply);
         smtp_session_tx_reset(s);
         return;
@@ -666,7 +677,7 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
             log_debug("smtp", conn_sid(c), "event=pipelining-violation command=%s", cmd->cmd.verb);
     }
     if (fault_smtp_command(s->fault, cmd->cmd.verb, args, line, len, s->auth_user,
-                           s->tx.sender_text) != FAULT_PASS)
+                           s->tx != NULL ? s->tx->sender_text : "") != FAULT_PASS)
         return;
     cmd->run(s, args);
 }
@@ -698,7 +709,7 @@ static size_t smtp_on_data(struct conn *c, const unsigned char *p, size_t n)
         return smtp_bdat_data(s, p, n);
     char reply[SMTP_TX_REPLY_MAX_BYTES];
     size_t used = 0;
-    enum smtp_tx_result r = smtp_tx_feed(&s->tx, p, n, &used, reply);
+    enum smtp_tx_result r = smtp_tx_feed(s->tx, p, n, &used, reply);
     if (r == SMTP_TX_MORE)
         return used;
     /* The rest (pipelined commands after the dot, RFC 2920) goes back to the line reader. */

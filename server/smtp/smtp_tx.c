@@ -103,6 +103,20 @@ void smtp_tx_clear(struct smtp_tx *tx)
     memset(tx, 0, sizeof(*tx));
 }
 
+struct smtp_tx *smtp_tx_new(void)
+{
+    return calloc(1, sizeof(struct smtp_tx));
+}
+
+void smtp_tx_free(struct smtp_tx **txp)
+{
+    if (txp == NULL || *txp == NULL)
+        return;
+    smtp_tx_clear(*txp);
+    free(*txp);
+    *txp = NULL;
+}
+
 /* Drops the spool file of a refused message at once, so its disk space goes back now. */
 static void spool_drop(struct smtp_tx *tx)
 {

@@ -70,16 +70,18 @@ enum smtp_job_kind {
     SMTP_JOB_COUNT_WINDOW, /* store_window_take_relay for a recipient allowed on a window */
 };
 
-/*
- * One mail transaction: started at MAIL, dropped at RSET, EHLO/HELO, STARTTLS or end of DATA.
- * Embedded in the session, which zeroes it once; the fields are smtp_tx.c's alone.
- */
 /* The refusal a full window gets, prepared before the count job goes out (smtp_tx.c). */
 struct smtp_window_refusal {
     char reply[SMTP_REPLY_LINE_MAX_BYTES];
     char log[RELAY_LOG_MAX_BYTES];
 };
 
+/*
+ * One mail transaction: allocated by the session at MAIL (smtp_tx_new), freed (smtp_tx_free) at
+ * RSET, EHLO/HELO, STARTTLS, the end of DATA or BDAT LAST, a refused MAIL and the session's end,
+ * as OpenSMTPD's smtp_tx is: an idle session holds only a NULL pointer instead of these 2.8 KiB.
+ * The session owns the pointer; the fields are smtp_tx.c's alone.
+ */
 struct smtp_tx {
     enum address_path_kind sender_kind;
     struct address sender;
@@ -135,8 +137,14 @@ struct smtp_tx {
                        * transaction without one carries only the pointer */
 };
 
-/* Drops the transaction and frees what it owns (RSET, and at session end). Not while a writer
- * job is out. */
+/* A new, empty transaction (zeroed), or NULL when out of memory. */
+struct smtp_tx *smtp_tx_new(void);
+/* Frees what the transaction owns and the transaction itself, and sets *txp to NULL (RSET, the
+ * end of a transaction, the session's end). NULL or *txp NULL: a no-op. Not while a writer job is
+ * out. */
+void smtp_tx_free(struct smtp_tx **txp);
+/* Drops what the transaction holds and zeroes it, keeping the struct (a new MAIL in the same
+ * allocation). Not while a writer job is out. */
 void smtp_tx_clear(struct smtp_tx *tx);
 /* Starts the signer over (smtp_dkim_start), allocating it when the transaction has none yet.
  * 0, or -1 when out of memory. */
