@@ -706,6 +706,8 @@ void conn_get_stats(const struct conn *c, struct conn_stats *out)
     out->input_bytes =
         buf_unread(&c->stash) + c->chunk_len + (c->lr_live ? linereader_buffered(&c->lr) : 0);
     out->reading = c->reading;
+    out->held_bytes = c->outq.pending.cap + c->outq.in_flight.cap + c->stash.cap +
+                      (c->lr_live ? c->lr.in.cap : 0);
 }
 
 void conn_keep_at_shutdown(struct conn *c, bool keep)

@@ -309,6 +309,8 @@ struct conn_stats {
     size_t output_bytes; /* queued, not yet written */
     size_t input_bytes;  /* received, not yet handed over */
     bool reading;        /* the socket is being read */
+    size_t held_bytes;   /* heap buffers the connection holds now (output queue, line reader,
+                            stash), unread or not: 0 for an idle plaintext connection */
 };
 void conn_get_stats(const struct conn *c, struct conn_stats *out);
 

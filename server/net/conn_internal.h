@@ -28,8 +28,6 @@
 #define CONN_STASH_MAX_BYTES (2 * CONN_READ_BUF_BYTES)
 /* Room for TLS record framing on top of CONN_OUTPUT_MAX_BYTES of plaintext. */
 #define CONN_OUTQ_TLS_SLACK_BYTES (64 * 1024)
-/* Output buffers larger than this are released once drained, so a burst does not stay resident. */
-#define CONN_OUTQ_KEEP_BYTES (4 * 1024)
 
 enum conn_state {
     CONN_CONNECTING, /* outbound, connect in progress */

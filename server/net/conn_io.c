@@ -20,11 +20,14 @@
  * turn of pipelined commands costs one write. Inside the pump writes are only queued and flushed
  * once at its end.
  *
- * Memory: an idle connection keeps its struct (about 1.3 KiB with the libuv handles), small output
- * buffers and, with TLS, the tls_conn (about 14 KiB). The line reader's buffer (largest line +
- * 128 octets: 12.4 KiB for SMTP, whose AUTH lines may reach 12288) is allocated when input arrives
- * and released ("parked") whenever it holds nothing, which is the normal state of a client waiting
- * for a reply, and the output buffers are dropped when they grew large and drained.
+ * Memory: an idle connection keeps its struct (about 1.3 KiB with the libuv handles) and, with
+ * TLS, the tls_conn (about 14 KiB); no buffer. The line reader's buffer (largest line + 128
+ * octets: 12.4 KiB for SMTP, whose AUTH lines may reach 12288) is allocated when input arrives and
+ * released ("parked") whenever it holds nothing, which is the normal state of a client waiting
+ * for a reply. The output buffers are released whenever the last write completed and nothing is
+ * queued: a reply costs one small allocation, which is cheaper than every idle connection keeping
+ * its last reply's buffers. A stream (POP3 RETR, with on_drain) refills the queue before it
+ * drains, so it keeps its buffers while it runs.
  */
 #include "server/net/conn.h"
 
@@ -80,12 +83,12 @@ static void check_output_pressure(struct conn *c)
     }
 }
 
-/* Releases large output buffers once everything went out (see "Memory" at the top). */
+/* Releases the output buffers once everything went out (see "Memory" at the top). */
 static void trim_output(struct conn *c)
 {
     if (outq_is_writing(&c->outq) || outq_unsent_bytes(&c->outq) > 0)
         return;
-    if (c->outq.pending.cap + c->outq.in_flight.cap <= CONN_OUTQ_KEEP_BYTES)
+    if (c->outq.pending.cap + c->outq.in_flight.cap == 0)
         return;
     size_t limit = c->outq.limit_bytes;
     outq_free(&c->outq);

@@ -19,8 +19,9 @@
  * that never reads; STARTTLS with plaintext injected in the same packet (discarded) and in a later
  * packet (TLS fails, never executed); implicit TLS with the greeting held until the handshake;
  * an outbound conn_connect doing STARTTLS as a client against a server conn; and the transcript
- * with masking. Under POSTERN_SANITIZE=ON, ASan checks every close path for leaks and
- * use-after-free, and uv_loop_close() at the end of each test proves no handle was left open.
+ * with masking; an idle connection holding no buffer. Under POSTERN_SANITIZE=ON, ASan checks every
+ * close path for leaks and use-after-free, and uv_loop_close() at the end of each test proves no
+ * handle was left open.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -582,6 +583,30 @@ static void test_byte_by_byte(void **state)
     assert_string_equal(rec_text(rec_of(c)), "L:HELLO there\nL:bare lf\nL:NOOP\n");
 }
 
+/* What the connection holds now (struct conn_stats.held_bytes). */
+static size_t held_bytes(struct conn *c)
+{
+    struct conn_stats st;
+    conn_get_stats(c, &st);
+    return st.held_bytes;
+}
+
+/* An idle connection holds no buffer: the line reader parks when it is empty and the output
+ * queue is released once its last write completed, after a small reply and after a large one. */
+static void test_idle_holds_no_buffers(void **state)
+{
+    struct conn *c;
+    struct client *cl = open_client_ex(false, false, &c);
+    client_sends(cl, "HELLO\r\n");
+    WAIT_FOR(cl->in_len == strlen("OK HELLO\r\n"));
+    WAIT_FOR(held_bytes(c) == 0);
+    env.reply_bytes = 48 * 1024;
+    client_sends(cl, "BIG\r\n");
+    WAIT_FOR(cl->in_len == strlen("OK HELLO\r\n") + 48 * 1024);
+    WAIT_FOR(held_bytes(c) == 0);
+    assert_int_equal(rec_of(c)->lines, 2);
+}
+
 static void test_many_lines_one_write_and_fairness(void **state)
 {
     enum { N = 1000 };
@@ -1116,6 +1141,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_split_every_position, setup, teardown),
         cmocka_unit_test_setup_teardown(test_byte_by_byte, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_lines_one_write_and_fairness, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_holds_no_buffers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overlong_and_nul, setup, teardown),
         cmocka_unit_test_setup_teardown(test_data_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
