@@ -11,6 +11,7 @@
  * renew the relay window (pop3_session.c) or answer TRANSACTION commands (pop3_maildrop.c).
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -37,11 +38,26 @@ static void refuse_plaintext(struct pop3_session *s)
         pop3_reply_error(s, "-ERR [AUTH] Plaintext authentication is disabled: use POP3S");
 }
 
+bool pop3_auth_active(const struct pop3_session *s)
+{
+    return s->sasl != NULL && sasl_is_active(s->sasl);
+}
+
+void pop3_auth_drop(struct pop3_session *s)
+{
+    if (s->sasl == NULL)
+        return;
+    sasl_reset(s->sasl);
+    sodium_memzero(s->sasl, sizeof(*s->sasl));
+    free(s->sasl);
+    s->sasl = NULL;
+}
+
 void pop3_auth_reset(struct pop3_session *s)
 {
     s->have_user = false;
     sodium_memzero(s->user, sizeof(s->user));
-    sasl_reset(&s->sasl);
+    pop3_auth_drop(s);
     conn_set_max_line(s->conn, POP3_LINE_MAX_BYTES);
 }
 
@@ -260,7 +276,7 @@ static void sasl_continue(struct pop3_session *s, enum sasl_status st, const str
     case SASL_DONE:
         conn_set_max_line(s->conn, POP3_LINE_MAX_BYTES);
         verify(s, step->user, step->password, step->password_len);
-        sasl_reset(&s->sasl);
+        pop3_auth_drop(s); /* step pointed into it: dropped only after verify copied them */
         return;
     case SASL_CANCELLED:
         pop3_auth_reset(s);
@@ -299,15 +315,21 @@ void pop3_cmd_auth(struct pop3_session *s, const char *args)
     command_split_auth(args, &a);
     s->have_user = false;
     s->mech = strncasecmp(a.mech, "PLAIN", a.mech_len) == 0 && a.mech_len == 5 ? "PLAIN" : "LOGIN";
+    /* The exchange's state lives on the heap only while it runs (pop3_internal.h). RFC 3206
+     * SYS/TEMP: a passing problem of the server, not of the client's credentials. */
+    if (s->sasl == NULL && (s->sasl = calloc(1, sizeof(*s->sasl))) == NULL) {
+        pop3_reply_error(s, "-ERR [SYS/TEMP] Out of memory, try again later");
+        return;
+    }
     struct sasl_step step;
-    enum sasl_status st = sasl_start(&s->sasl, a.mech, a.mech_len, a.initial, a.initial_len, &step);
+    enum sasl_status st = sasl_start(s->sasl, a.mech, a.mech_len, a.initial, a.initial_len, &step);
     sasl_continue(s, st, &step);
 }
 
 void pop3_auth_sasl_line(struct pop3_session *s, const char *line, size_t len)
 {
     struct sasl_step step;
-    enum sasl_status st = sasl_step(&s->sasl, line, len, &step);
+    enum sasl_status st = sasl_step(s->sasl, line, len, &step);
     sasl_continue(s, st, &step);
 }
 

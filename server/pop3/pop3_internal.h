@@ -45,8 +45,10 @@ struct pop3_session {
     /* AUTHORIZATION */
     bool have_user; /* USER was accepted; PASS may follow */
     char user[SASL_USER_MAX_BYTES + 1];
-    const char *mech;              /* "USER", "PLAIN", "LOGIN": for the logs */
-    struct sasl sasl;              /* AUTH exchange in progress when sasl_is_active() */
+    const char *mech; /* "USER", "PLAIN", "LOGIN": for the logs */
+    /* owned: the AUTH exchange (1.3 KiB, a password inside), allocated by AUTH and wiped and
+     * freed when the exchange ends (pop3_auth_drop) and at close; NULL outside one. */
+    struct sasl *sasl;
     struct auth_request *auth_req; /* borrowed from auth until done runs or we cancel */
     bool fail_close;               /* after the delayed failure answer: close */
     uv_timer_t timer;              /* failure delay (AUTHORIZATION) or stalled reader (RETR) */
@@ -84,6 +86,10 @@ void pop3_on_renew_timer(uv_timer_t *t);
 bool pop3_auth_allowed(const struct pop3_session *s);
 /* Forgets a USER and an AUTH exchange, and the SASL line length. */
 void pop3_auth_reset(struct pop3_session *s);
+/* Whether an AUTH exchange is running (the next line is its answer). */
+bool pop3_auth_active(const struct pop3_session *s);
+/* Wipes (sodium_memzero) and frees the SASL exchange state, if any. */
+void pop3_auth_drop(struct pop3_session *s);
 void pop3_cmd_user(struct pop3_session *s, const char *args);
 void pop3_cmd_pass(struct pop3_session *s, const char *args);
 void pop3_cmd_auth(struct pop3_session *s, const char *args);

@@ -115,7 +115,7 @@ void pop3_reply_error(struct pop3_session *s, const char *fmt, ...)
 static void session_free(struct pop3_session *s)
 {
     pop3_maildrop_close(&s->md);
-    sasl_reset(&s->sasl);
+    pop3_auth_drop(s);
     sodium_memzero(s->user, sizeof(s->user));
     sodium_memzero(s->user_hash, sizeof(s->user_hash));
     free(s);
@@ -405,7 +405,7 @@ static void pop3_on_open(struct conn *c)
 /* One line: a SASL answer or a command. */
 static void dispatch(struct pop3_session *s, const char *line, size_t len)
 {
-    if (sasl_is_active(&s->sasl)) {
+    if (pop3_auth_active(s)) {
         pop3_auth_sasl_line(s, line, len);
         return;
     }
@@ -457,7 +457,7 @@ static void pop3_on_bad_line(struct conn *c, enum linereader_status why)
     struct pop3_session *s = conn_session(c);
     if (s == NULL)
         return;
-    if (sasl_is_active(&s->sasl)) {
+    if (pop3_auth_active(s)) {
         pop3_auth_reset(s);
         pop3_reply_error(s, "-ERR Malformed authentication data");
         return;
