@@ -92,17 +92,18 @@ static void auth_answer(struct smtp_session *s, const struct auth_result *r)
     char user[SASL_USER_MAX_BYTES * 4 + 8];
     log_escape(user, sizeof(user), r->user, strlen(r->user));
     metrics_auth(METRICS_PROTO_SMTP, s->auth_mech, r->ok, r->temporary);
-    if (r->ok) {
-        snprintf(s->auth_user, sizeof(s->auth_user), "%s", r->user);
+    /* The identity is kept at its length (at most an address). Out of memory for it, the login
+     * cannot stand: answered as any temporary failure. */
+    if (r->ok && (s->auth_user = strndup(r->user, ADDRESS_STRLEN - 1)) != NULL) {
         log_info("smtp", conn_sid(s->conn), "event=auth result=ok user=%s cached=%s", user,
                  r->cached ? "yes" : "no");
         conn_reply(s->conn, "235 2.7.0 Authentication successful\r\n");
         conn_resume_reading(s->conn);
         return;
     }
-    if (r->temporary) {
-        log_warn("smtp", conn_sid(s->conn), "event=auth result=error reason=temporary user=%s",
-                 user);
+    if (r->ok || r->temporary) {
+        log_warn("smtp", conn_sid(s->conn), "event=auth result=error reason=%s user=%s",
+                 r->ok ? "out-of-memory" : "temporary", user);
         smtp_reply_error(s, "454 4.7.0 Temporary authentication failure");
         if (!conn_is_closing(s->conn))
             conn_resume_reading(s->conn);
@@ -178,7 +179,7 @@ static const char *auth_refusal(const struct smtp_session *s, const char *args, 
         *reply = "503 5.5.1 Error: send EHLO first";
         return "no-ehlo";
     }
-    if (s->auth_user[0] != '\0') {
+    if (s->auth_user != NULL) {
         *reply = "503 5.5.1 Error: already authenticated";
         return "already-authenticated";
     }

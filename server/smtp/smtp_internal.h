@@ -47,22 +47,26 @@ struct smtp_session {
     struct conn *conn; /* borrowed; valid while !ref.closed (and while a conn_ref is held) */
     struct session_ref ref;
     enum smtp_state state;
-    bool esmtp;                              /* the client said EHLO */
-    char helo[ADDRESS_DOMAIN_MAX_BYTES + 1]; /* EHLO/HELO argument, sanitised for the header */
-    char auth_user[ADDRESS_STRLEN];          /* normalised AUTH identity; "" before AUTH */
-    char verb[16];                           /* the command being answered, for event=rejected */
-    unsigned errors;                         /* error replies so far */
-    char *held;                              /* owned: the command waiting out error_delay */
-    size_t held_len;                         /* its length, without the NUL */
-    unsigned auth_failures;                  /* failed AUTH attempts on this connection */
-    bool auth_too_many;                      /* the pending AUTH failure ends the session */
-    unsigned char auth_mech;                 /* the last AUTH's enum metrics_mech */
-    uint64_t commands;                       /* commands dispatched */
-    unsigned transactions;                   /* messages handed to the writer (queue id suffix) */
-    struct sasl *sasl; /* owned: the running SASL exchange (1.3 KiB); NULL outside one */
+    bool esmtp; /* the client said EHLO */
+    /* owned: the EHLO/HELO argument, sanitised for the header; NULL before (smtp_session_helo
+     * says "" then). On the heap at its length: most names are short, the limit is 255. */
+    char *helo;
+    /* owned: the normalised AUTH identity; NULL before AUTH (smtp_session_auth_user says "") */
+    char *auth_user;
+    char verb[16];           /* the command being answered, for event=rejected */
+    unsigned errors;         /* error replies so far */
+    char *held;              /* owned: the command waiting out error_delay */
+    size_t held_len;         /* its length, without the NUL */
+    unsigned auth_failures;  /* failed AUTH attempts on this connection */
+    bool auth_too_many;      /* the pending AUTH failure ends the session */
+    unsigned char auth_mech; /* the last AUTH's enum metrics_mech */
+    uint64_t commands;       /* commands dispatched */
+    unsigned transactions;   /* messages handed to the writer (queue id suffix) */
+    struct sasl *sasl;       /* owned: the running SASL exchange (1.3 KiB); NULL outside one */
     struct auth_request *auth_req; /* in flight (holds a reference); cancelled at close */
-    uv_timer_t delay_timer;        /* a failed AUTH's answer, or held's run */
-    bool timer_open;               /* delay_timer was initialised and is not closing */
+    /* owned: a failed AUTH's answer, or held's run; made at its first use (delay_timer_get), so
+     * that a session that never waits carries only the pointer, and closed at close */
+    uv_timer_t *delay_timer;
     /* owned: the mail transaction (smtp_tx.c), allocated at MAIL and freed when it ends
      * (smtp_session_tx_reset); NULL in GREETED and READY. */
     struct smtp_tx *tx;
@@ -82,6 +86,9 @@ struct smtp_session {
  * error limits. */
 __attribute__((format(printf, 2, 3))) void smtp_reply_error(struct smtp_session *s, const char *fmt,
                                                             ...);
+/* The EHLO/HELO name and the AUTH identity, "" when there is none. */
+const char *smtp_session_helo(const struct smtp_session *s);
+const char *smtp_session_auth_user(const struct smtp_session *s);
 /* Drops one reference (server/net/session_ref.h); the last one frees the session. */
 void smtp_session_release(struct smtp_session *s);
 /* Runs smtp_auth_failure_answer after delay_ms on the session's timer. -1 when there is no

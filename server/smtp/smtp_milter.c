@@ -150,7 +150,8 @@ bool smtp_milter_helo(struct smtp_session *s, void (*next_ok)(struct smtp_sessio
     s->milter->step = MILTER_STEP_HELO;
     s->milter->next_ok = next_ok;
     step_begin(s);
-    milter_step_helo(s->milter->ms, s->helo, tls, s->auth_user, envelope_done, s);
+    milter_step_helo(s->milter->ms, smtp_session_helo(s), tls, smtp_session_auth_user(s),
+                     envelope_done, s);
     return true;
 }
 

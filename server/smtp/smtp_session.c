@@ -112,7 +112,19 @@ static void session_free(struct smtp_session *s)
     smtp_tx_free(&s->tx);
     smtp_auth_drop(s);
     free(s->held);
+    free(s->helo);
+    free(s->auth_user);
     free(s);
+}
+
+const char *smtp_session_helo(const struct smtp_session *s)
+{
+    return s->helo != NULL ? s->helo : "";
+}
+
+const char *smtp_session_auth_user(const struct smtp_session *s)
+{
+    return s->auth_user != NULL ? s->auth_user : "";
 }
 
 /* Drops one reference: the last one frees the session, here and nowhere else. */
@@ -124,7 +136,9 @@ void smtp_session_release(struct smtp_session *s)
 
 static void on_handle_closed(uv_handle_t *h)
 {
-    smtp_session_release(h->data);
+    struct smtp_session *s = h->data;
+    free(h);
+    smtp_session_release(s);
 }
 
 static void dispatch(struct smtp_session *s, const char *line, size_t len);
@@ -150,9 +164,27 @@ static void delay_timer_cb(uv_timer_t *h)
     smtp_session_release(s);
 }
 
+/* The delay timer, made at its first use; NULL when it cannot be (out of memory, closed). */
+static uv_timer_t *delay_timer_get(struct smtp_session *s)
+{
+    if (s->delay_timer != NULL || s->ref.closed)
+        return s->delay_timer;
+    uv_timer_t *t = malloc(sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    if (uv_timer_init(conn_loop(s->conn), t) != 0) {
+        free(t); /* uv_timer_init fails before the handle is registered: nothing to close */
+        return NULL;
+    }
+    t->data = s;
+    s->delay_timer = t;
+    return t;
+}
+
 int smtp_session_delay_answer(struct smtp_session *s, uint64_t delay_ms)
 {
-    if (!s->timer_open || uv_timer_start(&s->delay_timer, delay_timer_cb, delay_ms, 0) != 0)
+    uv_timer_t *t = delay_timer_get(s);
+    if (t == NULL || uv_timer_start(t, delay_timer_cb, delay_ms, 0) != 0)
         return -1;
     return 0;
 }
@@ -163,14 +195,17 @@ static bool hold(struct smtp_session *s, const char *line, size_t len)
 {
     const struct cfg *cfg = conn_cfg(s->conn);
     if (s->errors < cfg->smtp.soft_error_limit || s->errors >= cfg->smtp.hard_error_limit ||
-        cfg->smtp.error_delay_ms == 0 || !s->timer_open)
+        cfg->smtp.error_delay_ms == 0)
+        return false;
+    uv_timer_t *t = delay_timer_get(s);
+    if (t == NULL)
         return false;
     char *copy = malloc(len + 1);
     if (copy == NULL)
         return false;
     memcpy(copy, line, len);
     copy[len] = '\0';
-    if (uv_timer_start(&s->delay_timer, delay_timer_cb, cfg->smtp.error_delay_ms, 0) != 0) {
+    if (uv_timer_start(t, delay_timer_cb, cfg->smtp.error_delay_ms, 0) != 0) {
         free(copy);
         return false;
     }
@@ -197,7 +232,8 @@ void smtp_session_tx_reset(struct smtp_session *s)
 /* What the transaction may know of the client, for one call. */
 static struct smtp_tx_client tx_client(const struct smtp_session *s)
 {
-    return (struct smtp_tx_client){s->conn, s->auth_user, s->helo, s->esmtp};
+    return (struct smtp_tx_client){s->conn, smtp_session_auth_user(s), smtp_session_helo(s),
+                                   s->esmtp};
 }
 
 static void job_submit(struct smtp_session *s);
@@ -390,9 +426,9 @@ static void cmd_data(struct smtp_session *s, const char *args)
  * it, and job_done answers. */
 void smtp_session_deliver(struct smtp_session *s)
 {
-    enum fault_verdict v =
-        fault_at(s->fault, FAULT_SMTP_EOD,
-                 &(struct fault_facts){.user = s->auth_user, .sender = s->tx->sender_text});
+    enum fault_verdict v = fault_at(
+        s->fault, FAULT_SMTP_EOD,
+        &(struct fault_facts){.user = smtp_session_auth_user(s), .sender = s->tx->sender_text});
     if (v == FAULT_TAKEN)
         smtp_session_tx_reset(s);
     if (v != FAULT_PASS)
@@ -414,10 +450,31 @@ static void forget_client(struct smtp_session *s)
 {
     smtp_session_tx_reset(s);
     s->esmtp = false;
-    s->helo[0] = '\0';
+    free(s->helo);
+    s->helo = NULL;
 }
 
 static void ehlo_ok(struct smtp_session *s);
+
+/*
+ * Keeps the sanitised EHLO/HELO name, at its length. 0, or -1 when out of memory: then the
+ * session ends with 421 (RFC 5321 3.8: the answer to any command when the server must close),
+ * because without the name it could not write the Received header it promises.
+ */
+static int set_helo(struct smtp_session *s, const char *args)
+{
+    char name[ADDRESS_DOMAIN_MAX_BYTES + 1];
+    smtp_helo_sanitize(args, name, sizeof(name));
+    char *copy = strdup(name);
+    if (copy == NULL) {
+        conn_reply(s->conn, "421 4.3.0 %s Error: out of memory, closing\r\n", smtp_hostname(s));
+        conn_close(s->conn, "out of memory");
+        return -1;
+    }
+    free(s->helo);
+    s->helo = copy;
+    return 0;
+}
 
 static void cmd_ehlo(struct smtp_session *s, const char *args)
 {
@@ -427,8 +484,9 @@ static void cmd_ehlo(struct smtp_session *s, const char *args)
     }
     /* RFC 5321 4.1.4: EHLO also resets the transaction, as RSET would. */
     smtp_session_tx_reset(s);
+    if (set_helo(s, args) != 0)
+        return;
     s->esmtp = true;
-    smtp_helo_sanitize(args, s->helo, sizeof(s->helo));
     smtp_session_enter_state(s, SMTP_STATE_READY);
     char esc[ADDRESS_DOMAIN_MAX_BYTES + 16];
     log_info("smtp", conn_sid(s->conn), "event=helo verb=EHLO name=%s",
@@ -456,7 +514,7 @@ static void ehlo_ok(struct smtp_session *s)
     ext[n++] = "SMTPUTF8"; /* RFC 6531: UTF-8 addresses, common/pure/address.c */
     if (conn_can_starttls(s->conn))
         ext[n++] = "STARTTLS"; /* RFC 3207: only before TLS is on */
-    if (smtp_auth_offered(s) && s->auth_user[0] == '\0')
+    if (smtp_auth_offered(s) && s->auth_user == NULL)
         ext[n++] = "AUTH " SASL_MECHANISMS; /* RFC 4954 */
     conn_reply(s->conn, "250-%s\r\n", smtp_hostname(s));
     for (size_t i = 0; i < n; i++)
@@ -475,8 +533,9 @@ static void cmd_helo(struct smtp_session *s, const char *args)
         return;
     }
     smtp_session_tx_reset(s);
+    if (set_helo(s, args) != 0)
+        return;
     s->esmtp = false;
-    smtp_helo_sanitize(args, s->helo, sizeof(s->helo));
     smtp_session_enter_state(s, SMTP_STATE_READY);
     char esc[ADDRESS_DOMAIN_MAX_BYTES + 16];
     log_info("smtp", conn_sid(s->conn), "event=helo verb=HELO name=%s",
@@ -547,7 +606,7 @@ static void cmd_starttls(struct smtp_session *s, const char *args)
     }
     /* RFC 3207 4.2: what was learned before TLS is forgotten; after AUTH or inside a
      * transaction there is something that must not be forgotten silently, so refuse. */
-    if (s->auth_user[0] != '\0' || s->state >= SMTP_STATE_MAIL) {
+    if (s->auth_user != NULL || s->state >= SMTP_STATE_MAIL) {
         smtp_reply_error(s, "503 5.5.1 Error: STARTTLS not allowed now");
         return;
     }
@@ -631,10 +690,6 @@ static void smtp_on_open(struct conn *c)
     session_ref_init(&s->ref);
     s->state = SMTP_STATE_GREETED;
     snprintf(s->verb, sizeof(s->verb), "-");
-    if (uv_timer_init(conn_loop(c), &s->delay_timer) == 0) {
-        s->delay_timer.data = s;
-        s->timer_open = true;
-    }
     conn_set_session(c, s);
     const struct cfg *cfg = conn_cfg(c);
     conn_set_timeout(c, cfg->smtp.timeout_ms);
@@ -676,7 +731,7 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
         if (st.input_bytes > 0)
             log_debug("smtp", conn_sid(c), "event=pipelining-violation command=%s", cmd->cmd.verb);
     }
-    if (fault_smtp_command(s->fault, cmd->cmd.verb, args, line, len, s->auth_user,
+    if (fault_smtp_command(s->fault, cmd->cmd.verb, args, line, len, smtp_session_auth_user(s),
                            s->tx != NULL ? s->tx->sender_text : "") != FAULT_PASS)
         return;
     cmd->run(s, args);
@@ -779,10 +834,10 @@ static void smtp_on_close(struct conn *c, const char *reason)
     unsigned drops = 1; /* the connection's */
     if (smtp_auth_cancel(s))
         drops++; /* the cancelled verification's */
-    if (s->timer_open) {
-        s->timer_open = false;
-        session_ref_take(&s->ref); /* until the handle is closed */
-        uv_close((uv_handle_t *)&s->delay_timer, on_handle_closed);
+    if (s->delay_timer != NULL) {
+        session_ref_take(&s->ref); /* until the handle is closed; its callback frees it */
+        uv_close((uv_handle_t *)s->delay_timer, on_handle_closed);
+        s->delay_timer = NULL;
     }
     /* A writer job still out keeps its reference: its done frees the session if it is last. */
     if (session_ref_drop_n(&s->ref, drops))
