@@ -20,7 +20,7 @@
  * turn of pipelined commands costs one write. Inside the pump writes are only queued and flushed
  * once at its end.
  *
- * Memory: an idle connection keeps its struct (about 1.3 KiB with the libuv handles) and, with
+ * Memory: an idle connection keeps its struct (about 1.2 KiB with the libuv handles) and, with
  * TLS, the tls_conn (about 14 KiB); no buffer. The line reader's buffer (largest line + 128
  * octets: 12.4 KiB for SMTP, whose AUTH lines may reach 12288) is allocated when input arrives and
  * released ("parked") whenever it holds nothing, which is the normal state of a client waiting
@@ -106,11 +106,18 @@ void conn__flush(struct conn *c)
         size_t n = outq_write_begin(&c->outq, &data);
         if (n > 0) {
             uv_buf_t b = uv_buf_init((char *)data, (unsigned int)n);
-            c->write_req.data = c;
+            uv_write_t *req = malloc(sizeof(*req)); /* freed by on_write */
+            if (req == NULL) {
+                outq_write_done(&c->outq);
+                conn_abort(c, "out of memory");
+                return;
+            }
+            req->data = c;
             c->write_len = n;
-            int rc = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+            int rc = uv_write(req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
             if (rc != 0) {
                 char why[CONN_REASON_MAX_BYTES];
+                free(req); /* a failed uv_write never calls on_write */
                 outq_write_done(&c->outq);
                 conn__reason_with_uv(why, sizeof(why), "write-error", rc);
                 conn_abort(c, why);
@@ -124,7 +131,10 @@ void conn__flush(struct conn *c)
 
 static void on_write(uv_write_t *req, int status)
 {
+    /* libuv calls this before the handle's close callback, cancelled writes included, so c is
+     * still there. */
     struct conn *c = req->data;
+    free(req);
     outq_write_done(&c->outq);
     if (status == 0) {
         c->bytes_out += c->write_len;
