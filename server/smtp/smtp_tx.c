@@ -13,9 +13,10 @@
  * them into the message row; no mailbox or queue row exists before that commit, and closing the
  * spool file (RSET, a refusal, a dropped connection, the job's end) is all the cleanup there is.
  *
- * It owns the struct smtp_tx and what hangs off it, and the writer jobs' work. It does not own
- * the session: server/smtp/smtp_session.c calls in through smtp_tx.h, checks the SMTP state
- * before each call, and sends the reply this file hands back (smtp_tx.h says what each result
+ * It makes and frees the struct smtp_tx (smtp_tx_new at MAIL, smtp_tx_free when the transaction
+ * ends; the session holds the one pointer), owns what hangs off it, and the writer jobs' work. It
+ * does not own the session: server/smtp/smtp_session.c calls in through smtp_tx.h, checks the SMTP
+ * state before each call, and sends the reply this file hands back (smtp_tx.h says what each result
  * asks of it). Nor does it decide relaying (relay_decide does, and this file only carries out the
  * verdict), touch SQL (storage/ does, through the read store and the writer), or send anything
  * outbound (queue rows are what it leaves for the queue runner).
