@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* The session settings postern relies on, sent again after each reconnection. synchronous_commit
  * on: a COMMIT returns once the WAL is flushed (and on the synchronous standbys the operator
@@ -109,14 +110,23 @@ int pg_usable(struct pg_conn *c)
     return STORE_OK;
 }
 
-void pg_note_changes(struct pg_conn *c, const PGresult *res)
+int64_t pg_cmd_changes(const PGresult *res)
 {
+    /* libpq's accessors take a non-const result though they only read it. */
     const char *status = PQcmdStatus((PGresult *)res);
     if (strncmp(status, "INSERT ", 7) != 0 && strncmp(status, "UPDATE ", 7) != 0 &&
         strncmp(status, "DELETE ", 7) != 0 && strncmp(status, "MERGE ", 6) != 0)
-        return;
+        return -1;
     int64_t n = 0;
-    if (pg_parse_i64(PQcmdTuples((PGresult *)res), &n) == STORE_OK)
+    if (pg_parse_i64(PQcmdTuples((PGresult *)res), &n) != STORE_OK)
+        return -1;
+    return n;
+}
+
+void pg_note_changes(struct pg_conn *c, const PGresult *res)
+{
+    int64_t n = pg_cmd_changes(res);
+    if (n >= 0)
         c->changes = n;
 }
 
@@ -252,12 +262,128 @@ int pg_exec(struct pg_conn *c, const char *sql)
     PGresult *res = PQexec(c->pq, sql);
     ExecStatusType t = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     int status = STORE_OK;
-    if (t == PGRES_COMMAND_OK || t == PGRES_TUPLES_OK || t == PGRES_EMPTY_QUERY)
+    if (t == PGRES_COMMAND_OK || t == PGRES_TUPLES_OK || t == PGRES_EMPTY_QUERY) {
         pg_note_changes(c, res);
-    else
+        /* A COMMIT of a transaction in which a statement failed succeeds as a command but rolls
+         * back, and says so only in its command tag: that is a failure, or a batch whose error
+         * went unnoticed would be reported as committed. */
+        if (strcmp(PQcmdStatus(res), "ROLLBACK") == 0 && strncasecmp(sql, "ROLLBACK", 8) != 0 &&
+            strncasecmp(sql, "ABORT", 5) != 0)
+            status = pg_fail_msg(c, "commit: an earlier statement of the transaction failed, so "
+                                    "the server rolled it back");
+    } else {
         status = pg_fail(c, res, "exec");
+    }
     PQclear(res);
     return status;
+}
+
+/* ---- savepoints ---- */
+
+/* Longest savepoint statement: "ROLLBACK TO " and a short name. */
+#define PG_SP_SQL_BYTES 64
+
+/* Runs verb followed by the savepoint's name ("RELEASE mailbox"). */
+static int sp_exec(struct pg_conn *c, const char *verb, const char *name)
+{
+    char sql[PG_SP_SQL_BYTES];
+    int n = snprintf(sql, sizeof(sql), "%s %s", verb, name);
+    if (n < 0 || (size_t)n >= sizeof(sql))
+        return pg_fail_msg(c, "savepoint name too long: %.32s", name);
+    return pg_exec(c, sql);
+}
+
+/* The depth of the innermost open savepoint called name, 0 when there is none. */
+static size_t sp_find(const struct pg_conn *c, const char *name)
+{
+    for (size_t i = c->n_sp; i > 0; i--)
+        if (strcmp(c->sp_names[i - 1], name) == 0)
+            return i;
+    return 0;
+}
+
+int pg_sp_begin(struct pg_conn *c, const char *name)
+{
+    if (!pg_conn_in_transaction(c)) {
+        /* What the stack held ended with its transaction (a COMMIT or ROLLBACK run directly). */
+        c->n_sp = 0;
+        c->sp_opened_transaction = false;
+    }
+    if (c->n_sp == PG_SP_DEPTH)
+        return pg_fail_msg(c, "savepoint %.32s: already %d deep", name, PG_SP_DEPTH);
+    bool open = c->n_sp == 0 && !pg_conn_in_transaction(c);
+    if (open && pg_exec(c, "BEGIN") != STORE_OK)
+        return STORE_ERR;
+    int status = sp_exec(c, "SAVEPOINT", name);
+    if (status != STORE_OK) {
+        if (open && !c->lost)
+            pg_exec(c, "ROLLBACK");
+        return status;
+    }
+    if (open)
+        c->sp_opened_transaction = true;
+    c->sp_names[c->n_sp++] = name;
+    return STORE_OK;
+}
+
+/* Forgets name and the savepoints after it; ends the transaction (with verb) when it was the
+ * savepoint that opened it. */
+static int sp_pop(struct pg_conn *c, size_t depth, const char *verb)
+{
+    c->n_sp = depth - 1;
+    if (c->n_sp > 0 || !c->sp_opened_transaction)
+        return STORE_OK;
+    c->sp_opened_transaction = false;
+    return pg_exec(c, verb);
+}
+
+int pg_sp_release(struct pg_conn *c, const char *name)
+{
+    size_t depth = sp_find(c, name);
+    if (depth == 0 || !pg_conn_in_transaction(c))
+        return pg_fail_msg(c, "release %.32s: no such savepoint", name);
+    /* Releasing the savepoint that opened the transaction commits it, as in SQLite: the COMMIT
+     * alone does both. */
+    if (depth == 1 && c->sp_opened_transaction)
+        return sp_pop(c, depth, "COMMIT");
+    int status = sp_exec(c, "RELEASE", name);
+    if (status != STORE_OK)
+        return status;
+    return sp_pop(c, depth, "COMMIT");
+}
+
+int pg_sp_undo(struct pg_conn *c, const char *name)
+{
+    char why[PG_ERRMSG_BYTES];
+    memcpy(why, c->errmsg, sizeof(why));
+    size_t depth = sp_find(c, name);
+    /* No transaction left (the connection was lost, or someone ended it): nothing to undo to. */
+    if (depth == 0 || !pg_conn_in_transaction(c) || c->lost) {
+        c->n_sp = 0;
+        c->sp_opened_transaction = false;
+        if (why[0] == '\0')
+            snprintf(why, sizeof(why), "undo %.32s: no transaction left", name);
+        memcpy(c->errmsg, why, sizeof(why));
+        return STORE_ERR;
+    }
+    int status;
+    if (depth == 1 && c->sp_opened_transaction) {
+        status = sp_pop(c, depth, "ROLLBACK");
+    } else {
+        status = sp_exec(c, "ROLLBACK TO", name);
+        if (status == STORE_OK)
+            status = sp_exec(c, "RELEASE", name);
+        if (status == STORE_OK)
+            status = sp_pop(c, depth, "COMMIT");
+    }
+    if (status == STORE_OK) {
+        memcpy(c->errmsg, why, sizeof(why));
+        return STORE_OK;
+    }
+    char cleanup[PG_ERRMSG_BYTES];
+    memcpy(cleanup, c->errmsg, sizeof(cleanup));
+    snprintf(c->errmsg, sizeof(c->errmsg), "%.300s (undo failed: %.180s)", why, cleanup);
+    return STORE_ERR;
 }
 
 /* ---- LISTEN/NOTIFY ---- */

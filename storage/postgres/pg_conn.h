@@ -119,7 +119,9 @@ int pg_exec(struct pg_conn *c, const char *sql);
 struct pg_stmt *pg_prepare(struct pg_conn *c, const char *sql);
 /* Bind ?idx (1-based). Text and blobs are borrowed until the next step; text must not contain a
  * NUL byte (PostgreSQL text cannot). len < 0: text is NUL-terminated; else the first len bytes
- * (copied). A parameter never bound is NULL. */
+ * (copied). A parameter never bound is NULL. A failed bind (no such parameter, a NUL in text)
+ * returns STORE_ERR and also makes the next step fail with its reason, so a caller that does not
+ * look at what a bind returns never runs the statement with a parameter missing. */
 int pg_bind_i64(struct pg_stmt *st, int idx, int64_t v);
 int pg_bind_text(struct pg_stmt *st, int idx, const char *text, int len);
 int pg_bind_blob(struct pg_stmt *st, int idx, const void *data, size_t len);
@@ -139,8 +141,27 @@ const char *pg_col_text(const struct pg_stmt *st, int col);
 /* A bytea column decoded; another column's text as it is. NULL with *len_out 0 for NULL, and
  * on a decoding failure (out of memory), with the reason in pg_conn_errmsg. */
 const void *pg_col_blob(struct pg_stmt *st, int col, size_t *len_out);
+/* Rows inserted, updated or deleted by the statement's last execution (not by triggers or
+ * cascades it set off); 0 for a statement that changes none. */
+int64_t pg_changes(const struct pg_stmt *st);
 /* Drops the result, keeps the bindings: the next step runs the statement again. */
 void pg_reset(struct pg_stmt *st);
+
+/*
+ * Named savepoints with SQLite's meaning, which the storage code is written for: a savepoint
+ * taken outside a transaction opens one (PostgreSQL refuses SAVEPOINT there), and releasing it
+ * commits that transaction. name is a string literal of letters and underscores.
+ *   pg_sp_begin    SAVEPOINT name, after BEGIN when no transaction is open
+ *   pg_sp_release  RELEASE name (and the savepoints after it); COMMIT when it opened the
+ *                  transaction
+ *   pg_sp_undo     ROLLBACK TO name, RELEASE name; ROLLBACK when it opened the transaction.
+ *                  Called after a failure, it keeps that failure's text in pg_conn_errmsg (the
+ *                  cleanup's reason appended when the cleanup fails too); STORE_ERR when nothing
+ *                  could be rolled back, including when no transaction is left.
+ */
+int pg_sp_begin(struct pg_conn *c, const char *name);
+int pg_sp_release(struct pg_conn *c, const char *name);
+int pg_sp_undo(struct pg_conn *c, const char *name);
 
 /* ---- LISTEN/NOTIFY ---- */
 struct pg_notification {

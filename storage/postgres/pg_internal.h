@@ -22,6 +22,9 @@ enum pg_bind_kind {
     PG_BIND_BLOB,
 };
 
+/* Nested named savepoints one connection tracks: the writer's job and a table file's own. */
+#define PG_SP_DEPTH 8
+
 /* Room for INT64_MIN in decimal and its NUL. */
 #define PG_I64_TEXT_BYTES 24
 
@@ -44,8 +47,12 @@ struct pg_stmt {
         char *owned;       /* owned: a copy of text bound with a length */
         char num[PG_I64_TEXT_BYTES];
     } params[PG_MAX_PARAMS];
-    PGresult *res; /* owned: the result of the last execution; NULL before one */
-    int row;       /* the current row of res */
+    /* The first binding that failed since pg_prepare, reported by the next step: the statement
+     * interface's binds return nothing, so a failure must not be lost between bind and step. */
+    char bind_error[160];
+    PGresult *res;   /* owned: the result of the last execution; NULL before one */
+    int64_t changes; /* rows its last execution inserted, updated or deleted */
+    int row;         /* the current row of res */
     struct pg_blob {
         unsigned char *data; /* owned (PQfreemem): the current row's decoded bytea */
         size_t len;
@@ -63,6 +70,11 @@ struct pg_conn {
     struct pg_stmt *stmts[PG_STMT_CACHE]; /* owned: allocated at first use */
     char *listen[PG_LISTEN_MAX];          /* owned: channels to listen on again after reconnect */
     size_t n_listen;
+    /* The savepoints of pg_sp_begin still open, innermost last (borrowed names: string
+     * literals), and whether the first of them opened the transaction (see pg_sp_begin). */
+    const char *sp_names[PG_SP_DEPTH];
+    size_t n_sp;
+    bool sp_opened_transaction;
 };
 
 /* Records a failure of res (NULL when libpq returned none) under what and maps it to a STORE_*
@@ -75,6 +87,8 @@ int pg_usable(struct pg_conn *c);
 /* Notes the rows an INSERT, UPDATE or DELETE changed (other commands leave the count alone, as
  * sqlite3_changes does). */
 void pg_note_changes(struct pg_conn *c, const PGresult *res);
+/* The rows an INSERT, UPDATE, DELETE or MERGE result says it changed; -1 for other commands. */
+int64_t pg_cmd_changes(const PGresult *res);
 /* Frees the statements (pg_conn_close). */
 void pg_stmt_free_all(struct pg_conn *c);
 

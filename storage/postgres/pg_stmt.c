@@ -9,6 +9,7 @@
 #include "storage/postgres/pg_internal.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,6 +166,7 @@ int pg_parse_i64(const char *text, int64_t *out)
 
 static void clear_result(struct pg_stmt *st)
 {
+    st->changes = 0;
     for (int i = 0; i < st->n_blobs; i++)
         PQfreemem(st->blobs[i].data);
     free(st->blobs);
@@ -177,6 +179,7 @@ static void clear_result(struct pg_stmt *st)
 
 static void clear_bindings(struct pg_stmt *st)
 {
+    st->bind_error[0] = '\0';
     for (int i = 0; i < PG_MAX_PARAMS; i++) {
         free(st->params[i].owned);
         st->params[i].owned = NULL;
@@ -236,6 +239,11 @@ struct pg_stmt *pg_prepare(struct pg_conn *c, const char *sql)
     return st;
 }
 
+int64_t pg_changes(const struct pg_stmt *st)
+{
+    return st->changes;
+}
+
 void pg_reset(struct pg_stmt *st)
 {
     if (st != NULL)
@@ -244,13 +252,29 @@ void pg_reset(struct pg_stmt *st)
 
 /* ---- binding ---- */
 
+/* Records a failed bind in the connection and, unless an earlier one is there, in the statement
+ * for its next step. */
+static int bind_fail(struct pg_stmt *st, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int bind_fail(struct pg_stmt *st, const char *fmt, ...)
+{
+    char msg[sizeof(st->bind_error)];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (st->bind_error[0] == '\0')
+        memcpy(st->bind_error, msg, sizeof(msg));
+    return pg_fail_msg(st->conn, "%s", msg);
+}
+
 /* The parameter ?idx, its old value dropped, ready to be bound: NULL (after recording why) when
  * idx is not one of the statement's. A new value counts from the next execution: the next step
  * after pg_prepare or pg_reset. */
 static struct pg_stmt *bind_slot(struct pg_stmt *st, int idx)
 {
     if (idx < 1 || idx > st->nparams) {
-        pg_fail_msg(st->conn, "bind: no parameter ?%d in a statement with %d", idx, st->nparams);
+        bind_fail(st, "bind: no parameter ?%d in a statement with %d", idx, st->nparams);
         return NULL;
     }
     free(st->params[idx - 1].owned);
@@ -280,10 +304,10 @@ int pg_bind_text(struct pg_stmt *st, int idx, const char *text, int len)
     if (len >= 0) {
         /* The text format is NUL-terminated: a text given by length is copied to add one. */
         if (memchr(text, '\0', (size_t)len) != NULL)
-            return pg_fail_msg(st->conn, "bind: ?%d text holds a NUL byte", idx);
+            return bind_fail(st, "bind: ?%d text holds a NUL byte", idx);
         char *copy = malloc((size_t)len + 1);
         if (copy == NULL)
-            return pg_fail_msg(st->conn, "bind: out of memory");
+            return bind_fail(st, "bind: out of memory");
         memcpy(copy, text, (size_t)len);
         copy[len] = '\0';
         st->params[idx - 1].owned = copy;
@@ -300,7 +324,7 @@ int pg_bind_blob(struct pg_stmt *st, int idx, const void *data, size_t len)
         return STORE_ERR;
     /* A bytea is at most 1 GB; libpq takes its length as an int. */
     if (len > (size_t)1 << 30)
-        return pg_fail_msg(st->conn, "bind: ?%d blob of %zu bytes (at most 1 GiB)", idx, len);
+        return bind_fail(st, "bind: ?%d blob of %zu bytes (at most 1 GiB)", idx, len);
     st->params[idx - 1].kind = PG_BIND_BLOB;
     /* A NULL value pointer would send SQL NULL: an empty blob points at an empty string. */
     st->params[idx - 1].value = (data != NULL && len > 0) ? data : "";
@@ -364,6 +388,8 @@ static int ensure_prepared(struct pg_stmt *st)
 static int execute(struct pg_stmt *st)
 {
     struct pg_conn *c = st->conn;
+    if (st->bind_error[0] != '\0')
+        return pg_fail_msg(c, "%.240s: %s", st->sql, st->bind_error);
     if (pg_usable(c) != STORE_OK)
         return STORE_ERR;
     int status = ensure_prepared(st);
@@ -389,6 +415,8 @@ static int execute(struct pg_stmt *st)
         return status;
     }
     pg_note_changes(c, res);
+    int64_t changed = pg_cmd_changes(res);
+    st->changes = changed > 0 ? changed : 0;
     int ncols = PQnfields(res);
     if (ncols > 0) {
         st->blobs = calloc((size_t)ncols, sizeof(*st->blobs));

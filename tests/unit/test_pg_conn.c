@@ -403,6 +403,153 @@ static void test_errors_and_savepoints(void **state)
     pg_test_db_drop(&db);
 }
 
+/* Rows of p whose k is key, seen from another connection: what is committed. */
+static int64_t committed(struct pg_conn *other, const char *key)
+{
+    static const char *const sql = "SELECT count(*) FROM p WHERE k = ?1";
+    struct pg_stmt *st = pg_prepare(other, sql);
+    pg_bind_text(st, 1, key, -1);
+    assert_int_equal(pg_step(st), PG_ROW);
+    int64_t n = pg_col_i64(st, 0);
+    pg_reset(st);
+    return n;
+}
+
+static void insert_p(struct pg_conn *c, const char *key, int want)
+{
+    static const char *const ins = "INSERT INTO p (k) VALUES (?1)";
+    struct pg_stmt *st = pg_prepare(c, ins);
+    pg_bind_text(st, 1, key, -1);
+    int rc = pg_step(st);
+    if (rc != want)
+        fail_msg("insert %s: got %d, want %d (%s)", key, rc, want, pg_conn_errmsg(c));
+    pg_reset(st);
+}
+
+static void test_savepoints_as_sqlite(void **state)
+{
+    PG_SKIP_UNLESS_SERVER();
+    struct pg_test_db db;
+    pg_test_db_new(&db, "spsql");
+    struct pg_conn *c = open_ok(db.conninfo);
+    struct pg_conn *other = open_ok(db.conninfo);
+    exec_ok(c, "CREATE TABLE p (k TEXT PRIMARY KEY)");
+
+    /* Outside a transaction a savepoint opens one, and its release commits it. */
+    assert_int_equal(pg_sp_begin(c, "mailbox"), STORE_OK);
+    assert_true(pg_conn_in_transaction(c));
+    insert_p(c, "a", PG_DONE);
+    assert_int_equal(committed(other, "a"), 0);
+    assert_int_equal(pg_sp_release(c, "mailbox"), STORE_OK);
+    assert_false(pg_conn_in_transaction(c));
+    assert_int_equal(committed(other, "a"), 1);
+
+    /* Undone, it rolls that transaction back, keeping the failure's reason. */
+    assert_int_equal(pg_sp_begin(c, "mailbox"), STORE_OK);
+    insert_p(c, "b", PG_DONE);
+    insert_p(c, "a", STORE_EXISTS);
+    char why[PG_ERRMSG_BYTES];
+    snprintf(why, sizeof(why), "%s", pg_conn_errmsg(c));
+    assert_int_equal(pg_sp_undo(c, "mailbox"), STORE_OK);
+    assert_string_equal(pg_conn_errmsg(c), why);
+    assert_false(pg_conn_in_transaction(c));
+    assert_int_equal(committed(other, "b"), 0);
+
+    /* Inside the caller's transaction (the writer's batch and job), an inner savepoint undone
+     * leaves the rest, and nothing commits before the caller's COMMIT. */
+    exec_ok(c, "BEGIN");
+    assert_int_equal(pg_sp_begin(c, "job"), STORE_OK);
+    insert_p(c, "c", PG_DONE);
+    assert_int_equal(pg_sp_begin(c, "queue"), STORE_OK);
+    insert_p(c, "d", PG_DONE);
+    insert_p(c, "a", STORE_EXISTS);
+    assert_int_equal(pg_sp_undo(c, "queue"), STORE_OK);
+    assert_int_equal(pg_sp_release(c, "job"), STORE_OK);
+    assert_true(pg_conn_in_transaction(c));
+    assert_int_equal(committed(other, "c"), 0);
+    exec_ok(c, "COMMIT");
+    assert_int_equal(committed(other, "c"), 1);
+    assert_int_equal(committed(other, "d"), 0);
+    assert_int_equal(pg_sp_release(c, "job"), STORE_ERR); /* gone with its transaction */
+
+    /* A COMMIT of a transaction in which a statement failed rolled back: a failure. */
+    exec_ok(c, "BEGIN");
+    insert_p(c, "e", PG_DONE);
+    insert_p(c, "a", STORE_EXISTS);
+    assert_int_equal(pg_exec(c, "COMMIT"), STORE_ERR);
+    assert_non_null(strstr(pg_conn_errmsg(c), "rolled it back"));
+    assert_false(pg_conn_in_transaction(c));
+    assert_int_equal(committed(other, "e"), 0);
+    exec_ok(c, "BEGIN");
+    exec_ok(c, "ROLLBACK");
+
+    /* With the connection gone there is nothing to undo to. */
+    assert_int_equal(pg_sp_begin(c, "job"), STORE_OK);
+    char sql[96];
+    snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%d, 10000)", pg_conn_backend_pid(c));
+    exec_ok(other, sql);
+    insert_p(c, "f", STORE_ERR);
+    assert_true(pg_conn_is_lost(c));
+    assert_int_equal(pg_sp_undo(c, "job"), STORE_ERR);
+    assert_int_equal(pg_conn_reconnect(c), STORE_OK);
+    assert_false(pg_conn_in_transaction(c));
+    assert_int_equal(committed(other, "f"), 0);
+
+    pg_conn_close(&c);
+    pg_conn_close(&other);
+    pg_test_db_drop(&db);
+}
+
+static void test_bind_errors_and_changes(void **state)
+{
+    PG_SKIP_UNLESS_SERVER();
+    struct pg_test_db db;
+    pg_test_db_new(&db, "bind");
+    struct pg_conn *c = open_ok(db.conninfo);
+    exec_ok(c, "CREATE TABLE t (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, s TEXT)");
+    static const char *const ins = "INSERT INTO t (s) VALUES (?1) RETURNING id";
+    /* A bind that failed makes the step fail too, with the bind's reason, even when the caller
+     * did not look at what the bind returned. */
+    struct pg_stmt *st = pg_prepare(c, ins);
+    (void)pg_bind_text(st, 2, "x", -1);
+    assert_int_equal(pg_step(st), STORE_ERR);
+    assert_non_null(strstr(pg_conn_errmsg(c), "no parameter ?2"));
+    st = pg_prepare(c, ins);
+    (void)pg_bind_text(st, 1, "a\0b", 3);
+    assert_int_equal(pg_step(st), STORE_ERR);
+    assert_non_null(strstr(pg_conn_errmsg(c), "NUL"));
+    assert_int_equal(scalar(c, "SELECT count(*) FROM t"), 0);
+    /* pg_prepare starts over. An INSERT ... RETURNING gives the new id as a row. */
+    st = pg_prepare(c, ins);
+    pg_bind_text(st, 1, "a", -1);
+    assert_int_equal(pg_step(st), PG_ROW);
+    assert_int_equal(pg_col_i64(st, 0), 1);
+    assert_int_equal(pg_step(st), PG_DONE);
+    assert_int_equal(pg_changes(st), 1);
+    st = pg_prepare(c, ins);
+    pg_bind_text(st, 1, "b", -1);
+    assert_int_equal(pg_step(st), PG_ROW);
+    assert_int_equal(pg_col_i64(st, 0), 2);
+    pg_reset(st);
+
+    static const char *const upd = "UPDATE t SET s = s || ?1";
+    st = pg_prepare(c, upd);
+    pg_bind_text(st, 1, "!", -1);
+    assert_int_equal(pg_step(st), PG_DONE);
+    assert_int_equal(pg_changes(st), 2);
+    static const char *const sel = "SELECT s FROM t ORDER BY id";
+    struct pg_stmt *q = pg_prepare(c, sel);
+    assert_int_equal(pg_step(q), PG_ROW);
+    assert_string_equal(pg_col_text(q, 0), "a!");
+    assert_int_equal(pg_changes(q), 0);
+    /* Each statement keeps its own count. */
+    assert_int_equal(pg_changes(st), 2);
+    pg_reset(q);
+    pg_reset(st);
+    pg_conn_close(&c);
+    pg_test_db_drop(&db);
+}
+
 /* Waits (at most 10 s) for a notification on c. */
 static void wait_notification(struct pg_conn *c, struct pg_notification *n)
 {
@@ -517,10 +664,16 @@ static void test_reconnect(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rewrite),        cmocka_unit_test(test_parse_i64),
-        cmocka_unit_test(test_conninfo_is_pg), cmocka_unit_test(test_connect),
-        cmocka_unit_test(test_round_trip),     cmocka_unit_test(test_errors_and_savepoints),
-        cmocka_unit_test(test_listen_notify),  cmocka_unit_test(test_reconnect),
+        cmocka_unit_test(test_rewrite),
+        cmocka_unit_test(test_parse_i64),
+        cmocka_unit_test(test_conninfo_is_pg),
+        cmocka_unit_test(test_connect),
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_errors_and_savepoints),
+        cmocka_unit_test(test_savepoints_as_sqlite),
+        cmocka_unit_test(test_bind_errors_and_changes),
+        cmocka_unit_test(test_listen_notify),
+        cmocka_unit_test(test_reconnect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

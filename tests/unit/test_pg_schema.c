@@ -2,7 +2,8 @@
  * test_pg_schema.c - storage/postgres/pg_schema.c on the throwaway server of
  * tests/unit/pg_fixture.h: creating the schema and creating it again, the tables and indexes
  * SQLite has, refusing a newer version, a database that is not postern's, the message release
- * trigger, and the advisory lock that makes a second node wait for the first one's creation.
+ * trigger, a body written whole and read in chunks, and the advisory lock that makes a second node
+ * wait for the first one's creation.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -190,6 +191,68 @@ static void test_release_trigger(void **state)
     pg_test_db_drop(&db);
 }
 
+/* A body goes in as one binary parameter and comes back in chunks, as a body reader will read
+ * it; it is stored uncompressed, so a chunk costs only its own pages. */
+static void test_body_in_chunks(void **state)
+{
+    PG_SKIP_UNLESS_SERVER();
+    struct pg_test_db db;
+    pg_test_db_new(&db, "body");
+    struct pg_conn *c = open_ok(db.conninfo);
+    ensure_ok(c);
+    char storage[8];
+    scalar(c,
+           "SELECT attstorage FROM pg_attribute WHERE attrelid = 'messages'::regclass"
+           " AND attname = 'body'",
+           storage, sizeof(storage));
+    assert_string_equal(storage, "e");
+
+    enum { BODY_BYTES = 1 << 20, CHUNK_BYTES = 65536 };
+    unsigned char *body = malloc(BODY_BYTES);
+    assert_non_null(body);
+    uint32_t x = 2463534242u; /* xorshift32: every octet value, no pattern to compress */
+    for (size_t i = 0; i < BODY_BYTES; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        body[i] = (unsigned char)x;
+    }
+    static const char *const ins = "INSERT INTO messages (sender, size, received_ms, body)"
+                                   " VALUES (?1, ?2, ?3, ?4) RETURNING id";
+    struct pg_stmt *st = pg_prepare(c, ins);
+    pg_bind_text(st, 1, "s@example.net", -1);
+    pg_bind_i64(st, 2, BODY_BYTES);
+    pg_bind_i64(st, 3, 1700000000000);
+    pg_bind_blob(st, 4, body, BODY_BYTES);
+    int rc = pg_step(st);
+    if (rc != PG_ROW)
+        fail_msg("insert: %d %s", rc, pg_conn_errmsg(c));
+    int64_t id = pg_col_i64(st, 0);
+    pg_reset(st);
+
+    static const char *const chunk = "SELECT substring(body FROM ?2 FOR ?3) FROM messages"
+                                     " WHERE id = ?1";
+    size_t at = 0;
+    while (at < BODY_BYTES) {
+        st = pg_prepare(c, chunk);
+        pg_bind_i64(st, 1, id);
+        pg_bind_i64(st, 2, (int64_t)at + 1); /* SQL counts from 1 */
+        pg_bind_i64(st, 3, CHUNK_BYTES);
+        rc = pg_step(st);
+        if (rc != PG_ROW)
+            fail_msg("chunk at %zu: %d %s", at, rc, pg_conn_errmsg(c));
+        size_t len = 0;
+        const void *p = pg_col_blob(st, 0, &len);
+        assert_int_equal(len, CHUNK_BYTES);
+        assert_memory_equal(p, body + at, len);
+        at += len;
+        pg_reset(st);
+    }
+    free(body);
+    pg_conn_close(&c);
+    pg_test_db_drop(&db);
+}
+
 struct racer {
     const char *conninfo;
     int rc;
@@ -264,11 +327,9 @@ static void test_lock_serialises_creation(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_create_twice),
-        cmocka_unit_test(test_refuses_newer),
-        cmocka_unit_test(test_not_postern),
-        cmocka_unit_test(test_release_trigger),
-        cmocka_unit_test(test_lock_serialises_creation),
+        cmocka_unit_test(test_create_twice),   cmocka_unit_test(test_refuses_newer),
+        cmocka_unit_test(test_not_postern),    cmocka_unit_test(test_release_trigger),
+        cmocka_unit_test(test_body_in_chunks), cmocka_unit_test(test_lock_serialises_creation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
