@@ -2,8 +2,8 @@
  * test_pg_schema.c - storage/postgres/pg_schema.c on the throwaway server of
  * tests/unit/pg_fixture.h: creating the schema and creating it again, the tables and indexes
  * SQLite has, refusing a newer version, a database that is not postern's, the message release
- * trigger, a body written whole and read in chunks, and the advisory lock that makes a second node
- * wait for the first one's creation.
+ * trigger (also when two nodes remove the last two references at once), a body written whole and
+ * read in chunks, and the advisory lock that makes a second node wait for the first one's creation.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -191,6 +191,76 @@ static void test_release_trigger(void **state)
     pg_test_db_drop(&db);
 }
 
+struct deleter {
+    struct pg_conn *c;
+    int rc;
+};
+
+static void *delete_queue_thread(void *arg)
+{
+    struct deleter *d = arg;
+    d->rc = pg_exec(d->c, "DELETE FROM queue");
+    return NULL;
+}
+
+/* Waits (at most 10 s) until a backend of the test's database waits for a lock. A row lock is
+ * waited for as the holder's transaction id, which pg_locks shows without a database: the
+ * backend's database says whose it is. */
+static bool someone_waits(struct pg_conn *watch)
+{
+    static const char *const sql = "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a"
+                                   " ON a.pid = l.pid WHERE NOT l.granted"
+                                   " AND a.datname = current_database()";
+    for (int i = 0; i < 200; i++) {
+        if (scalar(watch, sql, NULL, 0) > 0)
+            return true;
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return false;
+}
+
+/* Two nodes remove a message's last two references at once: the second waits for the first and
+ * then removes the message, where without the row lock each would leave it to the other. */
+static void test_release_race(void **state)
+{
+    PG_SKIP_UNLESS_SERVER();
+    struct pg_test_db db;
+    pg_test_db_new(&db, "race");
+    struct pg_conn *a = open_ok(db.conninfo);
+    struct pg_conn *b = open_ok(db.conninfo);
+    struct pg_conn *watch = open_ok(db.conninfo);
+    ensure_ok(a);
+    exec_ok(a, "INSERT INTO domains (name, created_ms) VALUES ('example.org', 1);"
+               " INSERT INTO users (address, domain_id, password_hash, created_ms)"
+               "   SELECT 'a@example.org', id, 'h', 1 FROM domains;"
+               " INSERT INTO messages (sender, size, received_ms, body)"
+               "   VALUES ('s@example.net', 1, 1, '\\x00');"
+               " INSERT INTO mailbox (user_id, message_id, uidl, size, added_ms)"
+               "   SELECT u.id, m.id, 'u1', 1, 1 FROM users u, messages m;"
+               " INSERT INTO queue (message_id, sender, recipient, domain, created_ms,"
+               "   next_attempt_ms) SELECT id, 's', 'r@example.com', 'example.com', 1, 1"
+               "   FROM messages");
+    exec_ok(a, "BEGIN");
+    exec_ok(a, "DELETE FROM mailbox"); /* the queue still refers to the message: it stays */
+    exec_ok(b, "BEGIN");
+    struct deleter d = {.c = b, .rc = 1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, delete_queue_thread, &d), 0);
+    bool waited = someone_waits(watch);
+    exec_ok(a, "COMMIT");
+    assert_int_equal(pthread_join(t, NULL), 0);
+    if (d.rc != STORE_OK)
+        fail_msg("delete from queue: %s", pg_conn_errmsg(b));
+    exec_ok(b, "COMMIT");
+    assert_true(waited);
+    assert_int_equal(scalar(watch, "SELECT count(*) FROM messages", NULL, 0), 0);
+    pg_conn_close(&a);
+    pg_conn_close(&b);
+    pg_conn_close(&watch);
+    pg_test_db_drop(&db);
+}
+
 /* A body goes in as one binary parameter and comes back in chunks, as a body reader will read
  * it; it is stored uncompressed, so a chunk costs only its own pages. */
 static void test_body_in_chunks(void **state)
@@ -327,9 +397,13 @@ static void test_lock_serialises_creation(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_create_twice),   cmocka_unit_test(test_refuses_newer),
-        cmocka_unit_test(test_not_postern),    cmocka_unit_test(test_release_trigger),
-        cmocka_unit_test(test_body_in_chunks), cmocka_unit_test(test_lock_serialises_creation),
+        cmocka_unit_test(test_create_twice),
+        cmocka_unit_test(test_refuses_newer),
+        cmocka_unit_test(test_not_postern),
+        cmocka_unit_test(test_release_trigger),
+        cmocka_unit_test(test_release_race),
+        cmocka_unit_test(test_body_in_chunks),
+        cmocka_unit_test(test_lock_serialises_creation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
