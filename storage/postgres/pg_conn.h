@@ -189,9 +189,8 @@ int pg_notify_take(struct pg_conn *c, struct pg_notification *out);
  * quote, or no memory.
  */
 int pg_sql_rewrite(const char *sql, char **out, int *nparams_out, char *why, size_t whylen);
-/* Parses a result's text as a 64-bit integer: decimal digits with an optional sign, or a
- * fraction cut toward zero (a numeric "12.0"), or "t"/"f". STORE_ERR on anything else or an
- * overflow. */
+/* Parses a result's text as a 64-bit integer: decimal digits with an optional sign, and a
+ * fraction cut toward zero (a numeric "12.0"). STORE_ERR on anything else or an overflow. */
 int pg_parse_i64(const char *text, int64_t *out);
 
 #endif

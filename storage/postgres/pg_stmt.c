@@ -134,10 +134,6 @@ int pg_parse_i64(const char *text, int64_t *out)
     *out = 0;
     if (text == NULL || text[0] == '\0')
         return STORE_ERR;
-    if (strcmp(text, "t") == 0 || strcmp(text, "f") == 0) {
-        *out = text[0] == 't';
-        return STORE_OK;
-    }
     /* strtoll alone would take leading blanks and stop quietly at junk. */
     const char *p = text;
     if (*p == '-' || *p == '+')
@@ -479,6 +475,12 @@ int pg_col_i64_checked(struct pg_stmt *st, int col, int64_t *out)
     if (PQgetisnull(st->res, st->row, col))
         return STORE_OK;
     const char *text = PQgetvalue(st->res, st->row, col);
+    /* A boolean reads as SQLite's comparisons do: 1 or 0. */
+    if (PQftype(st->res, col) == PG_OID_BOOL &&
+        (strcmp(text, "t") == 0 || strcmp(text, "f") == 0)) {
+        *out = text[0] == 't';
+        return STORE_OK;
+    }
     if (pg_parse_i64(text, out) != STORE_OK)
         return pg_fail_msg(st->conn, "column %d (%s): not a 64-bit integer: %.40s", col,
                            PQfname(st->res, col), text);
