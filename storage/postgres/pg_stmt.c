@@ -275,6 +275,7 @@ static struct pg_stmt *bind_slot(struct pg_stmt *st, int idx)
     }
     free(st->params[idx - 1].owned);
     st->params[idx - 1].owned = NULL;
+    st->params[idx - 1].kind = PG_BIND_NULL;
     st->params[idx - 1].value = NULL;
     st->params[idx - 1].length = 0;
     return st;
