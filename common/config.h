@@ -151,6 +151,9 @@ struct cfg {
         struct cfg_hostport dns_server;
         uint16_t outbound_port; /* 1..65535 */
         uint64_t max_age_ms;    /* 1s..365d */
+        /* 0..365d: a queued message still undelivered this long gets one delay notice (RFC
+         * 3461 Action: delayed) for each recipient that did not refuse it; 0 = never */
+        uint64_t delay_notice_ms;
     } relay;
     struct {
         char *mx;            /* milters for the MX port, in order; "" = none */

@@ -128,6 +128,8 @@ const struct param cfg_params[] = {
     PARAM("relay", "outbound_port", P_PORT, relay.outbound_port, "25", .min = 1, .max = 65535),
     PARAM("relay", "max_age", P_DURATION, relay.max_age_ms, "5d", .min = DURATION_MS_PER_SECOND,
           .max = 365 * DURATION_MS_PER_DAY),
+    PARAM("relay", "delay_notice", P_DURATION, relay.delay_notice_ms, "4h", .min = 0,
+          .max = 365 * DURATION_MS_PER_DAY),
 
     PARAM("milter", "mx", P_MILTERS, milter.mx, ""),
     PARAM("milter", "submission", P_MILTERS, milter.submission, ""),

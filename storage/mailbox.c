@@ -29,6 +29,7 @@
 #include <ctype.h>
 #include <time.h>
 
+#include "storage/queue.h"
 #include "storage/spool.h"
 #include "storage/store_internal.h"
 
@@ -236,8 +237,8 @@ static int insert_message(struct store *s, const struct store_delivery *d, int64
 {
     uint64_t len = delivery_len(d);
     sqlite3_stmt *st =
-        store_prepare(s, "INSERT INTO messages(sender, size, received_ms, body, quarantine)"
-                         " VALUES (?1, ?2, ?3, ?4, ?5)");
+        store_prepare(s, "INSERT INTO messages(sender, size, received_ms, body, quarantine,"
+                         " dsn_envid, dsn_ret) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, d->sender != NULL ? d->sender : "", -1, SQLITE_STATIC);
@@ -247,6 +248,11 @@ static int insert_message(struct store *s, const struct store_delivery *d, int64
         sqlite3_bind_text(st, 5, d->quarantine, -1, SQLITE_STATIC);
     else
         sqlite3_bind_null(st, 5);
+    if (d->dsn_envid != NULL && d->dsn_envid[0] != '\0')
+        sqlite3_bind_text(st, 6, d->dsn_envid, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 6);
+    sqlite3_bind_int(st, 7, d->dsn_ret);
     if (sqlite3_bind_zeroblob64(st, 4, (sqlite3_uint64)len) != SQLITE_OK) {
         int status = store_fail(s, "deliver: bind body");
         store_reset(st);
@@ -322,14 +328,22 @@ static int insert_entry(struct store *s, const struct store_delivery *d, int64_t
 }
 
 static int insert_queue_row(struct store *s, const struct store_delivery *d, int64_t message_id,
-                            const char *rcpt)
+                            size_t i)
 {
+    const char *rcpt = d->remote_rcpts[i];
     sqlite3_stmt *st = store_prepare(
-        s, "INSERT INTO queue(message_id, sender, recipient, domain, created_ms, next_attempt_ms)"
-           " SELECT ?1, ?2, ?3, ?4, ?5, ?5 WHERE NOT EXISTS"
+        s, "INSERT INTO queue(message_id, sender, recipient, domain, created_ms, next_attempt_ms,"
+           " dsn_notify, dsn_orcpt)"
+           " SELECT ?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7 WHERE NOT EXISTS"
            " (SELECT 1 FROM queue WHERE message_id = ?1 AND recipient = ?3)");
     if (st == NULL)
         return STORE_ERR;
+    const char *orcpt = d->remote_orcpt != NULL ? d->remote_orcpt[i] : NULL;
+    sqlite3_bind_int(st, 6, d->remote_notify != NULL ? (int)d->remote_notify[i] : 0);
+    if (orcpt != NULL && orcpt[0] != '\0')
+        sqlite3_bind_text(st, 7, orcpt, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 7);
     sqlite3_bind_int64(st, 1, message_id);
     sqlite3_bind_text(st, 2, d->sender != NULL ? d->sender : "", -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, rcpt, -1, SQLITE_STATIC);
@@ -353,7 +367,20 @@ int store_deliver(struct store *s, struct store_delivery *d)
     for (size_t i = 0; status == STORE_OK && i < d->n_local; i++)
         status = insert_entry(s, d, message_id, d->local_user_ids[i], tag);
     for (size_t i = 0; status == STORE_OK && i < d->n_remote; i++)
-        status = insert_queue_row(s, d, message_id, d->remote_rcpts[i]);
+        status = insert_queue_row(s, d, message_id, i);
+    /* RFC 3461: a local recipient's NOTIFY=SUCCESS is answered once the mailbox has the message,
+     * which is this savepoint's release: stored together, they exist together. */
+    if (status == STORE_OK && d->n_delivered > 0 && d->sender != NULL && d->sender[0] != '\0') {
+        struct store_notice n = {
+            .hostname = d->hostname != NULL ? d->hostname : "localhost",
+            .now_ms = d->received_ms,
+            .message_id = message_id,
+            .action = DSN_ACTION_DELIVERED,
+            .rcpts = d->delivered,
+            .n = d->n_delivered,
+        };
+        status = store_notice(s, &n);
+    }
     if (status == STORE_OK)
         status = store_sp_release(s, SP_NAME);
     if (status != STORE_OK) {

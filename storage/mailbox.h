@@ -44,6 +44,7 @@
 #include <stdint.h>
 
 #include "common/limits.h"
+#include "common/pure/dsn.h"
 #include "storage/store.h"
 
 /* Spool octets store_deliver reads and writes at a time (its one buffer, on the writer thread). */
@@ -83,6 +84,25 @@ struct store_delivery {
     bool smtputf8;
     /* A milter's quarantine reason (stored in messages.quarantine), or NULL. */
     const char *quarantine;
+    /*
+     * DSN (RFC 3461; the values of common/pure/smtp_parse.h). ENVID as sent (xtext) or NULL, and
+     * RET, stored with the message; per remote recipient (each array n_remote long, or NULL when
+     * no recipient gave one) NOTIFY bits and ORCPT as sent (NULL entries: none), stored with its
+     * queue row. A recipient listed twice keeps its first parameters.
+     */
+    const char *dsn_envid;
+    int dsn_ret;
+    const unsigned *remote_notify;
+    const char *const *remote_orcpt;
+    /*
+     * The local recipients that asked for NOTIFY=SUCCESS (address and ORCPT set; the rest of each
+     * entry is ignored): a "delivered" notice (storage/queue.h, store_notice) for them goes to the
+     * sender in the same savepoint, so it exists exactly when the delivery does. Never for the null
+     * sender. hostname is the reporting MTA.
+     */
+    const struct dsn_recipient *delivered;
+    size_t n_delivered;
+    const char *hostname;
     /* Set on success. A writer job whose COMMIT is retried runs again and sets it again, so read
      * it in the done callback, not in run. */
     int64_t message_id_out;

@@ -3,8 +3,9 @@
  * (store.h: list, drop) and the runner's side (queue.h: claims, results, bounces, flush, reading a
  * queued body). See queue.h for the claim and crash-safety rules.
  *
- * What it does not do: SMTP, DNS, timers or concurrency limits (server/outbound/queue_runner.c), or
- * the text of a bounce (common/pure/dsn.c builds it; here it is only routed and stored).
+ * What it does not do: SMTP, DNS, timers or concurrency limits (server/outbound/queue_runner.c),
+ * permanent failures and delivery status notifications (storage/queue_notice.c), or the text of
+ * a notice (common/pure/dsn.c).
  */
 #include "storage/queue.h"
 
@@ -14,8 +15,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/pure/address.h"
-#include "storage/mailbox.h"
 #include "storage/store_internal.h"
 
 /* The claims array starts with room for this many entries and doubles. */
@@ -185,20 +184,22 @@ static char *json_string_array(const char *const *v, size_t n)
     return out;
 }
 
-/* Copies the three strings of a claim into one allocation. */
+/* Copies the four strings of a claim into one allocation. */
 static int claim_fill(struct store_queue_claim *c, const char *sender, const char *rcpt,
-                      const char *domain)
+                      const char *domain, const char *orcpt)
 {
-    size_t ls = strlen(sender), lr = strlen(rcpt), ld = strlen(domain);
-    c->text = malloc(ls + lr + ld + 3);
+    size_t ls = strlen(sender), lr = strlen(rcpt), ld = strlen(domain), lo = strlen(orcpt);
+    c->text = malloc(ls + lr + ld + lo + 4);
     if (c->text == NULL)
         return -1;
     memcpy(c->text, sender, ls + 1);
     memcpy(c->text + ls + 1, rcpt, lr + 1);
     memcpy(c->text + ls + lr + 2, domain, ld + 1);
+    memcpy(c->text + ls + lr + ld + 3, orcpt, lo + 1);
     c->sender = c->text;
     c->recipient = c->text + ls + 1;
     c->domain = c->text + ls + lr + 2;
+    c->orcpt = c->text + ls + lr + ld + 3;
     return 0;
 }
 
@@ -224,8 +225,10 @@ static int claims_push(struct store *s, struct store_queue_claims *out, size_t *
     const char *domain = (const char *)sqlite3_column_text(st, 4);
     c->created_ms = sqlite3_column_int64(st, 5);
     c->attempts = sqlite3_column_int64(st, 6);
+    c->notify = (unsigned)sqlite3_column_int(st, 7);
+    const char *orcpt = (const char *)sqlite3_column_text(st, 8);
     if (claim_fill(c, sender != NULL ? sender : "", rcpt != NULL ? rcpt : "",
-                   domain != NULL ? domain : "") != 0)
+                   domain != NULL ? domain : "", orcpt != NULL ? orcpt : "") != 0)
         return fail_text(s, STORE_ERR, "claim queue entries: out of memory");
     out->n++;
     return STORE_OK;
@@ -241,8 +244,9 @@ static const char claim_sql[] =
     "   WHERE next_attempt_ms <= ?1 AND (claimed_ms IS NULL OR claimed_ms <= ?2)"
     "     AND domain NOT IN (SELECT value FROM json_each(?4))"
     "   ORDER BY next_attempt_ms, id LIMIT ?3))"
-    " SELECT q.id, q.message_id, q.sender, q.recipient, q.domain, q.created_ms, q.attempts"
-    " FROM queue q JOIN pick p ON q.message_id = p.message_id AND q.domain = p.domain"
+    " SELECT q.id, q.message_id, q.sender, q.recipient, q.domain, q.created_ms, q.attempts,"
+    " q.dsn_notify, q.dsn_orcpt FROM queue q JOIN pick p ON q.message_id = p.message_id AND "
+    "q.domain = p.domain"
     " WHERE q.next_attempt_ms <= ?1 AND (q.claimed_ms IS NULL OR q.claimed_ms <= ?2)"
     " ORDER BY q.domain, q.message_id, q.id LIMIT ?3";
 
@@ -419,247 +423,6 @@ int store_queue_defer(struct store *s, int64_t id, int64_t now_ms, int64_t max_a
     return status;
 }
 
-/* ---- permanent failure and the bounce ---- */
-
-/* The entry's message, sender and creation time; STORE_NOT_FOUND when it is gone. sender_out is
- * malloc'd. */
-static int read_entry(struct store *s, int64_t id, int64_t *message_id_out, int64_t *created_out,
-                      char **sender_out)
-{
-    sqlite3_stmt *st =
-        store_prepare(s, "SELECT message_id, created_ms, sender FROM queue WHERE id = ?1");
-    if (st == NULL)
-        return STORE_ERR;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    int status = STORE_OK;
-    if (rc == SQLITE_ROW) {
-        *message_id_out = sqlite3_column_int64(st, 0);
-        *created_out = sqlite3_column_int64(st, 1);
-        const char *sender = (const char *)sqlite3_column_text(st, 2);
-        *sender_out = strdup(sender != NULL ? sender : "");
-        if (*sender_out == NULL)
-            status = fail_text(s, STORE_ERR, "fail: out of memory");
-    } else if (rc == SQLITE_DONE) {
-        status = STORE_NOT_FOUND;
-    }
-    int end = store_rows_end(s, st, rc, "fail: read queue entry");
-    return status != STORE_OK ? status : end;
-}
-
-/* Where a bounce to sender goes; *user_id_out is set for STORE_BOUNCE_LOCAL. */
-static int route_bounce(struct store *s, const char *sender, enum store_bounce_route *route_out,
-                        int64_t *user_id_out)
-{
-    if (sender[0] == '\0') {
-        *route_out = STORE_BOUNCE_NULL_SENDER;
-        return STORE_OK;
-    }
-    /* The sender as address_format wrote it at MAIL FROM, so it parses (UTF-8 included, as
-     * SMTPUTF8 allowed it); if not, it is no use. */
-    struct address a;
-    if (address_parse_flags(sender, strlen(sender), ADDRESS_ALLOW_UTF8, &a, NULL) != 0) {
-        *route_out = STORE_BOUNCE_BAD_SENDER;
-        return STORE_OK;
-    }
-    bool local = false;
-    int status = a.domain_is_literal ? STORE_OK : store_domain_is_local(s, a.domain, &local);
-    if (status != STORE_OK || !local) {
-        if (status == STORE_OK)
-            *route_out = STORE_BOUNCE_QUEUED;
-        return status;
-    }
-    /* Looked up by the users-table key RCPT TO uses; a quoted local part is never a user. */
-    char key[ADDRESS_STRLEN];
-    if (address_user_key(&a, key, sizeof(key)) != 0) {
-        *route_out = STORE_BOUNCE_NO_MAILBOX;
-        return STORE_OK;
-    }
-    sqlite3_stmt *st = store_prepare(s, "SELECT id FROM users WHERE address = ?1");
-    if (st == NULL)
-        return STORE_ERR;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *user_id_out = sqlite3_column_int64(st, 0);
-        *route_out = STORE_BOUNCE_LOCAL;
-    } else {
-        *route_out = STORE_BOUNCE_NO_MAILBOX;
-    }
-    return store_rows_end(s, st, rc, "fail: look up sender");
-}
-
-/* The first octets of the body, enough for its header section (dsn_header_length never needs
- * more than DSN_ORIG_HEADERS_MAX_BYTES; one more lets it see that a line goes on past the cap). */
-static int read_head(struct store *s, int64_t message_id, unsigned char **out, size_t *len_out)
-{
-    *out = NULL;
-    *len_out = 0;
-    sqlite3_blob *blob = NULL;
-    if (sqlite3_blob_open(s->db, "main", "messages", "body", message_id, 0, &blob) != SQLITE_OK) {
-        int status = store_fail(s, "fail: open original body");
-        (void)sqlite3_blob_close(blob);
-        return status;
-    }
-    int size = sqlite3_blob_bytes(blob);
-    size_t n = size < 0 ? 0 : (size_t)size;
-    if (n > DSN_ORIG_HEADERS_MAX_BYTES + 1)
-        n = DSN_ORIG_HEADERS_MAX_BYTES + 1;
-    unsigned char *buf = malloc(n > 0 ? n : 1);
-    int status = STORE_OK;
-    if (buf == NULL)
-        status = fail_text(s, STORE_ERR, "fail: out of memory");
-    else if (n > 0 && sqlite3_blob_read(blob, buf, (int)n, 0) != SQLITE_OK)
-        status = store_fail(s, "fail: read original body");
-    /* A read-only handle loses nothing on close. */
-    (void)sqlite3_blob_close(blob);
-    if (status != STORE_OK) {
-        free(buf);
-        return status;
-    }
-    *out = buf;
-    *len_out = n;
-    return STORE_OK;
-}
-
-/* Builds the bounce and stores it by route. keep[i] says whether f->ids[i] is still there. */
-static int store_bounce(struct store *s, struct store_queue_failure *f, const bool *keep,
-                        size_t n_keep, int64_t message_id, int64_t created_ms, const char *sender,
-                        int64_t user_id)
-{
-    struct dsn_recipient *rcpts = calloc(n_keep, sizeof(*rcpts));
-    if (rcpts == NULL)
-        return fail_text(s, STORE_ERR, "fail: out of memory");
-    for (size_t i = 0, k = 0; i < f->n; i++) {
-        if (keep[i])
-            rcpts[k++] = f->rcpts[i];
-    }
-    unsigned char *head = NULL;
-    size_t head_len = 0;
-    int status = read_head(s, message_id, &head, &head_len);
-    unsigned char *dsn = NULL;
-    size_t dsn_len = 0;
-    if (status == STORE_OK) {
-        struct dsn_info info = {
-            .hostname = f->hostname,
-            .sender = sender,
-            .arrival_ms = created_ms,
-            .now_ms = f->now_ms,
-            .return_path = f->route_out == STORE_BOUNCE_LOCAL,
-            .rcpts = rcpts,
-            .n_rcpts = n_keep,
-        };
-        int rc = dsn_build(&info, head, head_len, &dsn, &dsn_len);
-        if (rc != DSN_OK) {
-            snprintf(s->errmsg, sizeof(s->errmsg), "fail: building the bounce failed (%s)",
-                     dsn_strerror(rc));
-            status = STORE_ERR;
-        }
-    }
-    if (status == STORE_OK) {
-        const char *remote[1] = {sender};
-        struct store_delivery d = {
-            .sender = "", /* the null sender: a bounce is never bounced (RFC 5321 6.1) */
-            .body = dsn,
-            .body_len = dsn_len,
-            .local_user_ids = &user_id,
-            .n_local = f->route_out == STORE_BOUNCE_LOCAL ? 1 : 0,
-            .remote_rcpts = remote,
-            .n_remote = f->route_out == STORE_BOUNCE_QUEUED ? 1 : 0,
-            .received_ms = f->now_ms,
-        };
-        status = store_deliver(s, &d);
-        if (status == STORE_OK)
-            f->bounce_message_id_out = d.message_id_out;
-    }
-    free(dsn);
-    free(head);
-    free(rcpts);
-    return status;
-}
-
-int store_queue_fail(struct store *s, struct store_queue_failure *f)
-{
-    f->route_out = STORE_BOUNCE_NONE;
-    f->bounce_message_id_out = 0;
-    f->removed_out = 0;
-    if (f->n == 0 || f->ids == NULL || f->rcpts == NULL || f->hostname == NULL)
-        return fail_text(s, STORE_ERR, "fail: no entries, recipients or hostname");
-    bool *keep = calloc(f->n, sizeof(*keep));
-    if (keep == NULL)
-        return fail_text(s, STORE_ERR, "fail: out of memory");
-    if (store_sp_begin(s, SP_NAME) != STORE_OK) {
-        free(keep);
-        return STORE_ERR;
-    }
-    int status = STORE_OK;
-    size_t n_keep = 0;
-    int64_t message_id = 0, created_ms = 0;
-    char *sender = NULL;
-    for (size_t i = 0; status == STORE_OK && i < f->n; i++) {
-        int64_t mid = 0, created = 0;
-        char *snd = NULL;
-        int rc = read_entry(s, f->ids[i], &mid, &created, &snd);
-        if (rc == STORE_NOT_FOUND)
-            continue; /* dropped meanwhile: not bounced */
-        if (rc != STORE_OK) {
-            status = rc;
-            break;
-        }
-        if (sender == NULL) {
-            message_id = mid;
-            created_ms = created;
-            sender = snd;
-        } else {
-            free(snd);
-            if (mid != message_id) {
-                status = fail_text(s, STORE_ERR, "fail: entries of more than one message");
-                break;
-            }
-        }
-        keep[i] = true;
-        n_keep++;
-    }
-    if (status == STORE_OK && n_keep == 0)
-        status = fail_text(s, STORE_NOT_FOUND, "fail: none of the entries is left");
-
-    int64_t user_id = 0;
-    enum store_bounce_route route = STORE_BOUNCE_NONE;
-    if (status == STORE_OK)
-        status = route_bounce(s, sender, &route, &user_id);
-    f->route_out = route;
-    if (status == STORE_OK && (route == STORE_BOUNCE_LOCAL || route == STORE_BOUNCE_QUEUED))
-        status = store_bounce(s, f, keep, n_keep, message_id, created_ms, sender, user_id);
-
-    /* Deleted after the bounce is stored: the body the bounce quotes goes with the last row. */
-    size_t removed = 0;
-    if (status == STORE_OK) {
-        sqlite3_stmt *st = store_prepare(s, "DELETE FROM queue WHERE id = ?1");
-        if (st == NULL)
-            status = STORE_ERR;
-        for (size_t i = 0; status == STORE_OK && i < f->n; i++) {
-            if (!keep[i])
-                continue;
-            sqlite3_bind_int64(st, 1, f->ids[i]);
-            status = store_step_done(s, st, "fail: delete queue entry");
-            if (status == STORE_OK)
-                removed += (size_t)sqlite3_changes(s->db);
-        }
-    }
-    if (status == STORE_OK)
-        status = store_sp_release(s, SP_NAME);
-    if (status != STORE_OK) {
-        (void)store_sp_undo(s, SP_NAME);
-        f->route_out = STORE_BOUNCE_NONE;
-        f->bounce_message_id_out = 0;
-    } else {
-        f->removed_out = removed;
-    }
-    free(sender);
-    free(keep);
-    return status;
-}
-
 /* ---- flush ---- */
 
 int store_queue_flush(struct store *s, int64_t now_ms, size_t *due_out)
@@ -715,7 +478,8 @@ int store_queue_message_facts(struct store *s, int64_t message_id, struct store_
 {
     *out = (struct store_message_facts){0};
     sqlite3_stmt *st = store_prepare(
-        s, "SELECT m.size, f.eightbit, f.return_path_bytes, f.smtputf8 FROM messages m"
+        s, "SELECT m.size, f.eightbit, f.return_path_bytes, f.smtputf8, m.dsn_ret, m.dsn_envid"
+           " FROM messages m"
            " LEFT JOIN message_facts f ON f.message_id = m.id WHERE m.id = ?1"
            " AND EXISTS (SELECT 1 FROM queue WHERE message_id = ?1)");
     if (st == NULL)
@@ -729,6 +493,9 @@ int store_queue_message_facts(struct store *s, int64_t message_id, struct store_
         out->eightbit = out->known && sqlite3_column_int(st, 1) != 0;
         out->return_path_bytes = out->known ? sqlite3_column_int64(st, 2) : 0;
         out->smtputf8 = out->known && sqlite3_column_int(st, 3) != 0;
+        out->dsn_ret = sqlite3_column_int(st, 4);
+        const char *envid = (const char *)sqlite3_column_text(st, 5);
+        snprintf(out->dsn_envid, sizeof(out->dsn_envid), "%s", envid != NULL ? envid : "");
         if (out->return_path_bytes < 0 || out->return_path_bytes > out->size_bytes) {
             snprintf(s->errmsg, sizeof(s->errmsg), "message %lld: bad facts",
                      (long long)message_id);

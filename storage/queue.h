@@ -66,6 +66,7 @@
 #include <stdint.h>
 
 #include "common/pure/dsn.h"
+#include "common/pure/smtp_parse.h"
 #include "storage/store.h"
 
 /* How long a claim holds. Far longer than any attempt may last (the runner's hard deadline per
@@ -99,7 +100,9 @@ struct store_queue_claim {
     const char *sender; /* "" for the null sender; these three point into text */
     const char *recipient;
     const char *domain; /* the recipient's domain, as stored */
-    char *text;         /* owned: the three strings above, NUL-separated */
+    unsigned notify;    /* DSN NOTIFY bits (SMTP_NOTIFY_*), 0 when not given */
+    const char *orcpt;  /* DSN ORCPT as received, "" when not given; in text too */
+    char *text;         /* owned: the four strings above, NUL-separated */
 };
 
 struct store_queue_claims {
@@ -167,7 +170,51 @@ enum store_bounce_route {
     STORE_BOUNCE_NULL_SENDER, /* the original had the null sender: never bounced */
     STORE_BOUNCE_NO_MAILBOX,  /* the sender's domain is local but no such user: nowhere to go */
     STORE_BOUNCE_BAD_SENDER,  /* the sender is not local@domain: nowhere to go */
+    STORE_BOUNCE_NOT_ASKED,   /* NOTIFY (RFC 3461) asked for no failure notice */
 };
+
+/*
+ * Delivery status notifications (RFC 3461, common/pure/dsn.h). Who gets which:
+ *   - failed (store_queue_fail): as always, unless the entry's NOTIFY was given without FAILURE
+ *     (NEVER included): then it is removed without one. RET=FULL returns the whole message
+ *     (up to DSN_RETURN_FULL_MAX_BYTES), RET=HDRS or none its headers.
+ *   - delayed (store_queue_delay_notice): once per entry, when an attempt is deferred and the
+ *     entry is relay.delay_notice old, if its NOTIFY has DELAY or was not given (no NOTIFY
+ *     counts as FAILURE,DELAY, as RFC 3461 asks).
+ *   - relayed (store_notice from the runner): the next hop took it without offering DSN and
+ *     NOTIFY had SUCCESS. With DSN offered the parameters went on, and that hop reports.
+ *   - delivered (store_notice from store_deliver): a local recipient with NOTIFY=SUCCESS.
+ * Never for a message with the null sender; a notice itself has the null sender. ENVID and
+ * ORCPT are echoed (Original-Envelope-Id, Original-Recipient).
+ */
+struct store_notice {
+    const char *hostname; /* the reporting MTA */
+    int64_t now_ms;
+    int64_t message_id; /* the original: sender, arrival, ENVID, RET and body come from it */
+    enum dsn_action action;
+    const struct dsn_recipient *rcpts; /* n, at least 1 */
+    size_t n;
+    /* Set by store_notice. */
+    enum store_bounce_route route_out;
+    int64_t notice_message_id_out; /* 0 when none was stored */
+};
+
+/*
+ * Builds the notice and stores it (in the sender's mailbox here, or queued with the null sender
+ * for the sender's server; enum store_bounce_route), in its own savepoint. A null sender, an
+ * unusable sender or a local domain without that user is STORE_OK with nothing stored
+ * (route_out says which). STORE_NOT_FOUND when the message is gone, STORE_ERR on failure.
+ */
+int store_notice(struct store *s, struct store_notice *n);
+
+/*
+ * After store_queue_defer of entry id (not expired): when the entry is delay_ms old or older at
+ * now_ms (delay_ms 0: never), has not had its delay notice, and asked for one (see above), stores
+ * a delayed notice with why (address and ORCPT are taken from the entry) and marks the entry.
+ * *sent_out says whether a notice was stored. STORE_NOT_FOUND when the entry is gone.
+ */
+int store_queue_delay_notice(struct store *s, int64_t id, int64_t now_ms, int64_t delay_ms,
+                             const char *hostname, const struct dsn_recipient *why, bool *sent_out);
 
 struct store_queue_failure {
     const char *hostname; /* the reporting MTA: From: MAILER-DAEMON@hostname */
@@ -230,6 +277,8 @@ struct store_message_facts {
     bool eightbit;             /* an octet above 127 somewhere (BODY=8BITMIME) */
     int64_t return_path_bytes; /* a leading Return-Path line's octets, CRLF included, or 0 */
     bool smtputf8;             /* UTF-8 headers sent under SMTPUTF8 (schema 9) */
+    int dsn_ret;               /* RET (enum smtp_dsn_ret), SMTP_DSN_RET_NONE when not given */
+    char dsn_envid[SMTP_DSN_ENVID_MAX_BYTES + 1]; /* ENVID as received, "" when not given */
 };
 /*
  * The facts of queued message message_id, one indexed lookup on s (the loop's read connection):

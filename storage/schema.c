@@ -161,6 +161,17 @@ static const char *const migrations[] = {
      * the milter's reason here, so `postern queue list` and the log can show it. NULL: not
      * quarantined. */
     "ALTER TABLE messages ADD COLUMN quarantine TEXT;",
+
+    /* 11: delivery status notifications (RFC 3461). Per message, ENVID as the client sent it
+     * (xtext; NULL when not given) and RET (0 not given, 1 FULL, 2 HDRS); per queue row, NOTIFY
+     * (bits: 1 SUCCESS, 2 FAILURE, 4 DELAY, 8 NEVER; 0 not given), ORCPT as sent (NULL when not
+     * given) and whether its delay notice went out. Mailbox rows need none: a local
+     * recipient's success notice is stored together with the delivery (storage/mailbox.c). */
+    "ALTER TABLE messages ADD COLUMN dsn_envid TEXT;"
+    "ALTER TABLE messages ADD COLUMN dsn_ret INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE queue ADD COLUMN dsn_notify INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE queue ADD COLUMN dsn_orcpt TEXT;"
+    "ALTER TABLE queue ADD COLUMN delay_notified INTEGER NOT NULL DEFAULT 0;",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == SCHEMA_VERSION,

@@ -19,7 +19,7 @@
 #include "common/error.h"
 
 /* The schema version this binary writes; older databases are migrated at open. */
-#define STORE_SCHEMA_VERSION 10
+#define STORE_SCHEMA_VERSION 11
 /* How long a statement waits for a lock held by another connection or process. */
 #define STORE_BUSY_TIMEOUT_MS 10000
 

@@ -1,5 +1,5 @@
 /*
- * dsn.c - see dsn.h: the RFC 3464 bounce builder.
+ * dsn.c - see dsn.h: the RFC 3464 notice builder (failed, delayed, delivered, relayed).
  *
  * Everything that comes from outside (the remote reply, addresses, the configured hostname) is
  * made 7-bit before it goes into a header or a delivery-status field: printable ASCII is kept,
@@ -19,6 +19,7 @@
 #include <sodium.h>
 
 #include "common/pure/date.h"
+#include "common/pure/smtp_parse.h"
 
 /* Continuation lines of the human-readable text are indented by this. */
 #define DSN_TEXT_INDENT "    "
@@ -308,9 +309,16 @@ static size_t status_code_len(const char *s)
     return i;
 }
 
-void dsn_status(const struct dsn_recipient *r, char out[DSN_STATUS_BYTES])
+void dsn_status_for(enum dsn_action action, const struct dsn_recipient *r,
+                    char out[DSN_STATUS_BYTES])
 {
-    if (r->expired) {
+    if (action == DSN_ACTION_DELIVERED || action == DSN_ACTION_RELAYED) {
+        /* RFC 3463 X.0.0: success, nothing more to say. */
+        snprintf(out, DSN_STATUS_BYTES, "2.0.0");
+        return;
+    }
+    char cls = action == DSN_ACTION_DELAYED ? '4' : '5';
+    if (r->expired && action == DSN_ACTION_FAILED) {
         /* RFC 3463 X.4.7 "delivery time expired", final: class 5. */
         snprintf(out, DSN_STATUS_BYTES, "5.4.7");
         return;
@@ -331,11 +339,16 @@ void dsn_status(const struct dsn_recipient *r, char out[DSN_STATUS_BYTES])
         }
     }
     if (code == NULL) {
-        snprintf(out, DSN_STATUS_BYTES, "5.0.0");
+        snprintf(out, DSN_STATUS_BYTES, "%c.0.0", cls);
         return;
     }
-    /* The failure is permanent whatever class the last reply had. */
-    snprintf(out, DSN_STATUS_BYTES, "5%.*s", (int)(len - 1), code + 1);
+    /* A failure is permanent and a delay transient, whatever class the last reply had. */
+    snprintf(out, DSN_STATUS_BYTES, "%c%.*s", cls, (int)(len - 1), code + 1);
+}
+
+void dsn_status(const struct dsn_recipient *r, char out[DSN_STATUS_BYTES])
+{
+    dsn_status_for(DSN_ACTION_FAILED, r, out);
 }
 
 /* ---- the original header section ---- */
@@ -453,14 +466,41 @@ static void hex_random(char *out, size_t nbytes)
         snprintf(out + 2 * i, 3, "%02x", raw[i]);
 }
 
+/* What the text part says first, by action. */
+static const char *text_intro(enum dsn_action action, bool whole)
+{
+    switch (action) {
+    case DSN_ACTION_DELAYED:
+        return "Your message could not be delivered yet to one or more\r\n"
+               "recipients. The mail system will keep trying; you do not need\r\n"
+               "to send it again, and you will be told if it gives up. The\r\n"
+               "headers of your message are attached below.\r\n";
+    case DSN_ACTION_DELIVERED:
+        return "Your message was delivered to the mailbox of the recipients\r\n"
+               "below, as you asked. The headers of your message are attached\r\n"
+               "below.\r\n";
+    case DSN_ACTION_RELAYED:
+        return "Your message was passed on to the recipients' mail system,\r\n"
+               "which does not send delivery notices: you asked for one, and\r\n"
+               "this is the last one you will get. The headers of your message\r\n"
+               "are attached below.\r\n";
+    case DSN_ACTION_FAILED:
+        break;
+    }
+    return whole ? "I'm sorry to have to inform you that your message could not\r\n"
+                   "be delivered to one or more recipients. Your message is\r\n"
+                   "attached below.\r\n"
+                 : "I'm sorry to have to inform you that your message could not\r\n"
+                   "be delivered to one or more recipients. The headers of your\r\n"
+                   "message are attached below.\r\n";
+}
+
 /* The explanation for a person: what happened to each recipient, in a few wrapped lines. */
-static int ob_text_part(struct obuf *b, const struct dsn_info *info, const char *host)
+static int ob_text_part(struct obuf *b, const struct dsn_info *info, const char *host, bool whole)
 {
     ob_printf(b, "This is the mail system at host %s.\r\n\r\n", host);
-    ob_str(b, "I'm sorry to have to inform you that your message could not\r\n"
-              "be delivered to one or more recipients. The headers of your\r\n"
-              "message are attached below.\r\n"
-              "\r\n"
+    ob_str(b, text_intro(info->action, whole));
+    ob_str(b, "\r\n"
               "For further assistance, please send mail to the postmaster.\r\n"
               "\r\n"
               "                   The mail system\r\n"
@@ -479,7 +519,9 @@ static int ob_text_part(struct obuf *b, const struct dsn_info *info, const char 
         size_t before = v.len;
         ob_escaped(&v, r->reply, DSN_DIAGNOSTIC_MAX_BYTES);
         if (v.len == before)
-            ob_str(&v, "no reason was recorded");
+            ob_str(&v, info->action == DSN_ACTION_DELIVERED ? "delivered to mailbox"
+                       : info->action == DSN_ACTION_RELAYED ? "relayed"
+                                                            : "no reason was recorded");
         struct obuf first = {0};
         ob_str(&first, "<");
         ob_escaped(&first, r->address, DSN_ADDRESS_MAX_BYTES);
@@ -495,10 +537,33 @@ static int ob_text_part(struct obuf *b, const struct dsn_info *info, const char 
     return DSN_OK;
 }
 
+/*
+ * A field whose value came as xtext (ENVID, the address of ORCPT): decoded when that gives
+ * printable ASCII, so a person reads what the sender wrote; else the xtext itself, which is 7-bit
+ * and says the same to a program. Folded like every field.
+ */
+static void ob_xtext_field(struct obuf *b, const char *first, const char *xtext)
+{
+    char decoded[SMTP_DSN_ORCPT_MAX_BYTES + 1];
+    int n = smtp_xtext_decode(xtext, decoded, sizeof(decoded));
+    bool plain = n > 0 && (size_t)n == strlen(decoded) && is_printable_ascii(decoded);
+    struct obuf v = {0};
+    ob_escaped(&v, plain ? decoded : xtext, SMTP_DSN_ORCPT_MAX_BYTES + 8);
+    if (!v.failed && v.p != NULL)
+        ob_folded(b, first, (const char *)v.p, " ");
+    else if (v.failed)
+        b->failed = true;
+    ob_free(&v);
+}
+
 /* RFC 3464 2.2 and 2.3: per-message fields, then one group of per-recipient fields each. */
 static int ob_status_part(struct obuf *b, const struct dsn_info *info, const char *host)
 {
+    static const char *const action_names[] = {"failed", "delayed", "delivered", "relayed"};
     char date[DATE_RFC5322_BYTES];
+    /* RFC 3464 2.2.1: first of the per-message fields. */
+    if (info->envid != NULL && info->envid[0] != '\0')
+        ob_xtext_field(b, "Original-Envelope-Id: ", info->envid);
     ob_printf(b, "Reporting-MTA: dns; %s\r\n", host);
     if (info->arrival_ms > 0) {
         date_rfc5322(info->arrival_ms, date, sizeof(date));
@@ -507,14 +572,24 @@ static int ob_status_part(struct obuf *b, const struct dsn_info *info, const cha
     for (size_t i = 0; i < info->n_rcpts; i++) {
         const struct dsn_recipient *r = &info->rcpts[i];
         ob_str(b, "\r\n");
+        /* RFC 3464 2.3.1: addr-type "; " address, before Final-Recipient. */
+        const char *semi = r->orcpt != NULL ? strchr(r->orcpt, ';') : NULL;
+        if (semi != NULL) {
+            char first[64];
+            int tl = (int)(semi - r->orcpt);
+            if (tl > 0 && tl < 40) {
+                snprintf(first, sizeof(first), "Original-Recipient: %.*s; ", tl, r->orcpt);
+                ob_xtext_field(b, first, semi + 1);
+            }
+        }
         struct obuf v = {0};
         ob_address_field(&v, r->address);
         if (!v.failed)
             ob_folded(b, "Final-Recipient: ", (const char *)v.p, " ");
         ob_free(&v);
         char status[DSN_STATUS_BYTES];
-        dsn_status(r, status);
-        ob_printf(b, "Action: failed\r\nStatus: %s\r\n", status);
+        dsn_status_for(info->action, r, status);
+        ob_printf(b, "Action: %s\r\nStatus: %s\r\n", action_names[info->action], status);
         if (r->remote_mta != NULL && r->remote_mta[0] != '\0') {
             char mta[ADDRESS_DOMAIN_MAX_BYTES + 1];
             clean_hostname(r->remote_mta, mta);
@@ -540,8 +615,15 @@ static int ob_status_part(struct obuf *b, const struct dsn_info *info, const cha
 
 /* Writes the whole message with the given boundary. */
 static int assemble(struct obuf *b, const struct dsn_info *info, const char *host,
-                    const char *boundary, const unsigned char *headers, size_t headers_len)
+                    const char *boundary, const unsigned char *headers, size_t headers_len,
+                    bool whole)
 {
+    static const char *const subjects[] = {
+        "Undelivered Mail Returned to Sender",
+        "Delayed Mail (still being retried)",
+        "Successful Mail Delivery Report",
+        "Successful Mail Delivery Report",
+    };
     char date[DATE_RFC5322_BYTES];
     char id[2 * DSN_RANDOM_BYTES + 1];
     hex_random(id, DSN_RANDOM_BYTES);
@@ -559,7 +641,7 @@ static int assemble(struct obuf *b, const struct dsn_info *info, const char *hos
          * it. RFC 5322 3.4 group syntax for "nobody named here". */
         ob_str(b, "To: undisclosed-recipients:;\r\n");
     }
-    ob_str(b, "Subject: Undelivered Mail Returned to Sender\r\n");
+    ob_printf(b, "Subject: %s\r\n", subjects[info->action]);
     ob_printf(b, "Date: %s\r\n", date);
     ob_printf(b, "Message-ID: <%s.%lld@%s>\r\n", id, (long long)info->now_ms, host);
     /* RFC 3834 5: automatic responders should not answer this. */
@@ -575,7 +657,7 @@ static int assemble(struct obuf *b, const struct dsn_info *info, const char *hos
     ob_printf(b, "\r\n--%s\r\n", boundary);
     ob_str(b, "Content-Description: Notification\r\n"
               "Content-Type: text/plain; charset=us-ascii\r\n\r\n");
-    int status = ob_text_part(b, info, host);
+    int status = ob_text_part(b, info, host, whole);
 
     ob_printf(b, "\r\n--%s\r\n", boundary);
     ob_str(b, "Content-Description: Delivery report\r\n"
@@ -584,12 +666,22 @@ static int assemble(struct obuf *b, const struct dsn_info *info, const char *hos
         status = ob_status_part(b, info, host);
 
     ob_printf(b, "\r\n--%s\r\n", boundary);
-    ob_str(b, "Content-Description: Undelivered Message Headers\r\n"
-              "Content-Type: text/rfc822-headers\r\n");
-    if (headers_are_7bit(headers, headers_len)) {
+    bool undelivered = info->action == DSN_ACTION_FAILED || info->action == DSN_ACTION_DELAYED;
+    if (whole) {
+        /* RFC 3461 4.3 RET=FULL; the caller checked it is 7-bit with short lines. */
+        ob_str(b, "Content-Description: Undelivered Message\r\n"
+                  "Content-Type: message/rfc822\r\n\r\n");
+        ob_headers_7bit(b, headers, headers_len);
+    } else if (headers_are_7bit(headers, headers_len)) {
+        ob_str(b, undelivered ? "Content-Description: Undelivered Message Headers\r\n"
+                              : "Content-Description: Message Headers\r\n");
+        ob_str(b, "Content-Type: text/rfc822-headers\r\n");
         ob_str(b, "\r\n");
         ob_headers_7bit(b, headers, headers_len);
     } else {
+        ob_str(b, undelivered ? "Content-Description: Undelivered Message Headers\r\n"
+                              : "Content-Description: Message Headers\r\n");
+        ob_str(b, "Content-Type: text/rfc822-headers\r\n");
         ob_str(b, "Content-Transfer-Encoding: quoted-printable\r\n\r\n");
         ob_headers_qp(b, headers, headers_len);
     }
@@ -641,7 +733,8 @@ int dsn_build(const struct dsn_info *info, const unsigned char *orig, size_t ori
     *out = NULL;
     *out_len = 0;
     if (info == NULL || info->hostname == NULL || info->sender == NULL || info->sender[0] == '\0' ||
-        info->rcpts == NULL || info->n_rcpts == 0 || (orig == NULL && orig_len > 0))
+        info->rcpts == NULL || info->n_rcpts == 0 || (orig == NULL && orig_len > 0) ||
+        (unsigned)info->action > DSN_ACTION_RELAYED)
         return DSN_ERR_INVALID;
     for (size_t i = 0; i < info->n_rcpts; i++) {
         if (info->rcpts[i].address == NULL || info->rcpts[i].address[0] == '\0')
@@ -652,13 +745,18 @@ int dsn_build(const struct dsn_info *info, const unsigned char *orig, size_t ori
     char host[ADDRESS_DOMAIN_MAX_BYTES + 1];
     clean_hostname(info->hostname, host);
     size_t headers_len = orig != NULL ? dsn_header_length(orig, orig_len) : 0;
+    /* RET=FULL: the whole message, when a 7-bit report can carry it as it is. */
+    bool whole = info->action == DSN_ACTION_FAILED && info->return_full && orig_len > 0 &&
+                 orig_len <= DSN_RETURN_FULL_MAX_BYTES && headers_are_7bit(orig, orig_len);
+    if (whole)
+        headers_len = orig_len;
 
     for (int attempt = 0; attempt < DSN_BOUNDARY_TRIES; attempt++) {
         char boundary[16 + 2 * DSN_RANDOM_BYTES + 1];
         memcpy(boundary, "=_postern_", 11);
         hex_random(boundary + 10, DSN_RANDOM_BYTES);
         struct obuf b = {0};
-        int status = assemble(&b, info, host, boundary, orig, headers_len);
+        int status = assemble(&b, info, host, boundary, orig, headers_len, whole);
         if (status != DSN_OK) {
             ob_free(&b);
             return status;

@@ -1,6 +1,6 @@
 /*
- * smtp_parse.c - see smtp_parse.h: MAIL/RCPT arguments and ESMTP parameters in, trace headers
- * out. Pure functions only.
+ * smtp_parse.c - see smtp_parse.h: MAIL/RCPT arguments and ESMTP parameters (DSN's included) in,
+ * trace headers out. Pure functions only.
  */
 #include "common/pure/smtp_parse.h"
 
@@ -118,10 +118,76 @@ static bool value_is(const char *val, size_t vlen, const char *name)
     return val != NULL && strlen(name) == vlen && strncasecmp(val, name, vlen) == 0;
 }
 
+static bool is_upper_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F');
+}
+
+bool smtp_xtext_is_valid(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '+') {
+            if (i + 2 >= len || !is_upper_hex(s[i + 1]) || !is_upper_hex(s[i + 2]))
+                return false;
+            i += 2;
+        } else if (c < 33 || c > 126 || c == '=') {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int hex_value(char c)
+{
+    return c <= '9' ? c - '0' : c - 'A' + 10;
+}
+
+int smtp_xtext_decode(const char *s, char *out, size_t outlen)
+{
+    size_t len = strlen(s);
+    out[0] = '\0';
+    if (!smtp_xtext_is_valid(s, len))
+        return -1;
+    size_t n = 0;
+    for (size_t i = 0; i < len && n + 1 < outlen; i++) {
+        if (s[i] == '+') {
+            out[n++] = (char)(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2]));
+            i += 2;
+        } else {
+            out[n++] = s[i];
+        }
+    }
+    out[n] = '\0';
+    return (int)n;
+}
+
+/* RET=FULL|HDRS (RFC 3461 4.3). */
+static bool parse_ret(const char *val, size_t vlen, enum smtp_dsn_ret *out)
+{
+    if (value_is(val, vlen, "FULL"))
+        *out = SMTP_DSN_RET_FULL;
+    else if (value_is(val, vlen, "HDRS"))
+        *out = SMTP_DSN_RET_HDRS;
+    else
+        return false;
+    return true;
+}
+
+/* Copies an xtext value of at most max octets into out (max + 1 octets); false if it is not. */
+static bool copy_xtext(const char *val, size_t vlen, size_t max, char *out)
+{
+    if (val == NULL || vlen > max || !smtp_xtext_is_valid(val, vlen))
+        return false;
+    memcpy(out, val, vlen);
+    out[vlen] = '\0';
+    return true;
+}
+
 int smtp_parse_mail_params(const char *params, struct smtp_mail_params *out, const char **why_out)
 {
     memset(out, 0, sizeof(*out));
-    bool seen_body = false;
+    bool seen_body = false, seen_envid = false;
     const char *why = NULL;
     int status = SMTP_PARSE_OK;
     const char *p = params;
@@ -169,6 +235,23 @@ int smtp_parse_mail_params(const char *params, struct smtp_mail_params *out, con
                 why = "bad AUTH";
             }
             out->has_auth = true;
+        } else if (key_is(key, klen, "RET")) {
+            if (out->ret != SMTP_DSN_RET_NONE) {
+                status = SMTP_PARSE_BAD_PARAM;
+                why = "duplicate RET";
+            } else if (!parse_ret(val, vlen, &out->ret)) {
+                status = SMTP_PARSE_BAD_PARAM;
+                why = "RET must be FULL or HDRS";
+            }
+        } else if (key_is(key, klen, "ENVID")) {
+            if (seen_envid) {
+                status = SMTP_PARSE_BAD_PARAM;
+                why = "duplicate ENVID";
+            } else if (!copy_xtext(val, vlen, SMTP_DSN_ENVID_MAX_BYTES, out->envid)) {
+                status = SMTP_PARSE_BAD_PARAM;
+                why = "ENVID must be xtext of at most 100 characters";
+            }
+            seen_envid = true;
         } else {
             status = SMTP_PARSE_UNKNOWN_PARAM;
             why = "parameter not recognized";
@@ -179,15 +262,93 @@ int smtp_parse_mail_params(const char *params, struct smtp_mail_params *out, con
     return status;
 }
 
-int smtp_parse_rcpt_params(const char *params, const char **why_out)
+/* NOTIFY=NEVER, or a comma list of SUCCESS, FAILURE and DELAY, each once (RFC 3461 4.1). */
+static bool parse_notify(const char *val, size_t vlen, unsigned *out)
 {
+    if (val == NULL)
+        return false;
+    if (value_is(val, vlen, "NEVER")) {
+        *out = SMTP_NOTIFY_NEVER;
+        return true;
+    }
+    unsigned bits = 0;
+    size_t i = 0;
+    while (i <= vlen) {
+        size_t j = i;
+        while (j < vlen && val[j] != ',')
+            j++;
+        unsigned bit = value_is(val + i, j - i, "SUCCESS")   ? SMTP_NOTIFY_SUCCESS
+                       : value_is(val + i, j - i, "FAILURE") ? SMTP_NOTIFY_FAILURE
+                       : value_is(val + i, j - i, "DELAY")   ? SMTP_NOTIFY_DELAY
+                                                             : 0;
+        if (bit == 0 || (bits & bit) != 0)
+            return false;
+        bits |= bit;
+        i = j + 1;
+    }
+    *out = bits;
+    return true;
+}
+
+/* ORCPT=addr-type;xtext (RFC 3461 4.2): addr-type is an atom (RFC 5322 atext without the
+ * specials that are not xtext); the address at least one octet of xtext. */
+static bool orcpt_is_valid(const char *val, size_t vlen)
+{
+    if (val == NULL || vlen > SMTP_DSN_ORCPT_MAX_BYTES)
+        return false;
+    const char *semi = memchr(val, ';', vlen);
+    if (semi == NULL || semi == val || (size_t)(semi - val) + 1 >= vlen)
+        return false;
+    for (const char *t = val; t < semi; t++) {
+        if (!is_alnum(*t) && *t != '-' && *t != '_' && *t != '.')
+            return false;
+    }
+    size_t alen = vlen - (size_t)(semi - val) - 1;
+    return smtp_xtext_is_valid(semi + 1, alen);
+}
+
+int smtp_parse_rcpt_params(const char *params, struct smtp_rcpt_params *out, const char **why_out)
+{
+    memset(out, 0, sizeof(*out));
+    const char *why = NULL;
+    int status = SMTP_PARSE_OK;
     const char *p = params;
     const char *key, *val;
     size_t klen, vlen;
-    int rc = next_param(&p, &key, &klen, &val, &vlen);
+    int rc;
+    bool seen_orcpt = false;
+    while (status == SMTP_PARSE_OK && (rc = next_param(&p, &key, &klen, &val, &vlen)) != 0) {
+        if (rc < 0) {
+            status = SMTP_PARSE_BAD_PARAM;
+            why = "bad parameter syntax";
+        } else if (key_is(key, klen, "NOTIFY")) {
+            if (out->notify != 0) {
+                status = SMTP_PARSE_BAD_PARAM;
+                why = "duplicate NOTIFY";
+            } else if (!parse_notify(val, vlen, &out->notify)) {
+                status = SMTP_PARSE_BAD_PARAM;
+                why = "NOTIFY must be NEVER or a list of SUCCESS, FAILURE, DELAY";
+            }
+        } else if (key_is(key, klen, "ORCPT")) {
+            if (seen_orcpt) {
+                status = SMTP_PARSE_BAD_PARAM;
+                why = "duplicate ORCPT";
+            } else if (!orcpt_is_valid(val, vlen)) {
+                status = SMTP_PARSE_BAD_PARAM;
+                why = "ORCPT must be addr-type;xtext of at most 500 characters";
+            } else {
+                memcpy(out->orcpt, val, vlen);
+                out->orcpt[vlen] = '\0';
+            }
+            seen_orcpt = true;
+        } else {
+            status = SMTP_PARSE_UNKNOWN_PARAM;
+            why = "parameter not recognized";
+        }
+    }
     if (why_out != NULL)
-        *why_out = rc == 0 ? NULL : rc < 0 ? "bad parameter syntax" : "parameter not recognized";
-    return rc == 0 ? SMTP_PARSE_OK : rc < 0 ? SMTP_PARSE_BAD_PARAM : SMTP_PARSE_UNKNOWN_PARAM;
+        *why_out = why;
+    return status;
 }
 
 char *smtp_helo_sanitize(const char *in, char *out, size_t outlen)

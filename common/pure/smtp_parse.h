@@ -1,7 +1,8 @@
 /*
  * smtp_parse.h - the pure pieces of the SMTP server session: the arguments of MAIL and RCPT
  * (RFC 5321 4.1.1.2, 4.1.1.3, 4.1.2) with their ESMTP parameters (SIZE of RFC 1870, BODY of RFC
- * 6152, AUTH of RFC 4954 5, SMTPUTF8 of RFC 6531 3.4), and the trace headers the session puts in
+ * 6152, AUTH of RFC 4954 5, SMTPUTF8 of RFC 6531 3.4, DSN's RET, ENVID, NOTIFY and ORCPT of RFC
+ * 3461 4.1-4.4), xtext (RFC 3461 4), and the trace headers the session puts in
  * front of a message (Received of RFC 5321 4.4 with the RFC 3848 "with" types, Return-Path of RFC
  * 5321 4.4).
  *
@@ -52,24 +53,65 @@ int smtp_parse_path_arg(const char *args, const char *keyword, struct address *a
                         enum address_path_kind *kind_out, const char **params_out,
                         const char **why_out);
 
+/* RFC 3461 4.4: ENVID is at most 100 characters; 4.2: ORCPT at most 500. Both are kept as the
+ * client sent them (xtext), so that they can be passed on verbatim. */
+#define SMTP_DSN_ENVID_MAX_BYTES 100
+#define SMTP_DSN_ORCPT_MAX_BYTES 500
+
+/* RET (RFC 3461 4.3): what a failure notice returns of the message. */
+enum smtp_dsn_ret {
+    SMTP_DSN_RET_NONE = 0, /* not given: headers only, as postern always did */
+    SMTP_DSN_RET_FULL = 1,
+    SMTP_DSN_RET_HDRS = 2,
+};
+
+/* NOTIFY (RFC 3461 4.1) as bits; 0 when the parameter was not given. NEVER is never combined. */
+#define SMTP_NOTIFY_SUCCESS 1u
+#define SMTP_NOTIFY_FAILURE 2u
+#define SMTP_NOTIFY_DELAY   4u
+#define SMTP_NOTIFY_NEVER   8u
+
 /* The ESMTP parameters of MAIL FROM that postern offers. */
 struct smtp_mail_params {
     bool has_size;
-    uint64_t size_bytes; /* SIZE=n (RFC 1870): the client's estimate */
-    bool body_8bit;      /* BODY=8BITMIME (RFC 6152); BODY=7BIT leaves it false */
-    bool has_auth;       /* AUTH=... (RFC 4954 5): accepted and ignored (we trust no one's) */
-    bool smtputf8;       /* SMTPUTF8 (RFC 6531 3.4): UTF-8 addresses and headers may follow */
+    uint64_t size_bytes;   /* SIZE=n (RFC 1870): the client's estimate */
+    bool body_8bit;        /* BODY=8BITMIME (RFC 6152); BODY=7BIT leaves it false */
+    bool has_auth;         /* AUTH=... (RFC 4954 5): accepted and ignored (we trust no one's) */
+    bool smtputf8;         /* SMTPUTF8 (RFC 6531 3.4): UTF-8 addresses and headers may follow */
+    enum smtp_dsn_ret ret; /* RET=FULL|HDRS */
+    char envid[SMTP_DSN_ENVID_MAX_BYTES + 1]; /* ENVID=xtext as sent; "" when not given */
+};
+
+/* The ESMTP parameters of RCPT TO that postern offers (DSN, RFC 3461 4.1, 4.2). */
+struct smtp_rcpt_params {
+    unsigned notify;                          /* SMTP_NOTIFY_* bits; 0: not given */
+    char orcpt[SMTP_DSN_ORCPT_MAX_BYTES + 1]; /* ORCPT=addr-type;xtext as sent; "" if none */
 };
 
 /*
  * Parses "KEY=VALUE KEY ..." (RFC 5321 4.1.2 Mail-parameters; keywords any case, each at most
- * once). SIZE, BODY, SMTPUTF8 and AUTH are known; anything else is SMTP_PARSE_UNKNOWN_PARAM, a
- * malformed or repeated parameter SMTP_PARSE_BAD_PARAM. *why_out (may be NULL) names the problem.
+ * once). SIZE, BODY, SMTPUTF8, AUTH, RET and ENVID are known; anything else is
+ * SMTP_PARSE_UNKNOWN_PARAM, a malformed or repeated parameter SMTP_PARSE_BAD_PARAM. *why_out (may
+ * be NULL) names the problem. A malformed parameter is reported before an unknown one that
+ * follows it, and the first problem wins.
  */
 int smtp_parse_mail_params(const char *params, struct smtp_mail_params *out, const char **why_out);
-/* RCPT TO takes no parameters here (DSN's NOTIFY/ORCPT are not offered): "" is OK, a
- * well-formed parameter is UNKNOWN_PARAM, anything else BAD_PARAM. */
-int smtp_parse_rcpt_params(const char *params, const char **why_out);
+/*
+ * The parameters of RCPT TO: NOTIFY=NEVER, or a comma list of SUCCESS, FAILURE and DELAY (any
+ * order, each once); ORCPT=addr-type;xtext (addr-type an atom such as rfc822 or RFC 6533's
+ * utf-8). "" is OK; anything else as for smtp_parse_mail_params.
+ */
+int smtp_parse_rcpt_params(const char *params, struct smtp_rcpt_params *out, const char **why_out);
+
+/* Whether s[0..len) is xtext (RFC 3461 4): octets 33-126 except '+' and '=', and "+HH" with two
+ * upper-case hex digits. The empty string is xtext. */
+bool smtp_xtext_is_valid(const char *s, size_t len);
+/*
+ * Decodes xtext s into out (outlen > 0, NUL-terminated, cut to fit). Returns the decoded length,
+ * or -1 when s is not xtext (out is "" then). Decoded octets may be anything, NUL included: the
+ * caller decides what it can show.
+ */
+int smtp_xtext_decode(const char *s, char *out, size_t outlen);
 
 /*
  * The HELO/EHLO argument made safe for a header: at most ADDRESS_DOMAIN_MAX_BYTES octets of

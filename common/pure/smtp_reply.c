@@ -118,6 +118,8 @@ void smtp_ehlo_parse_line(struct smtp_ehlo_caps *caps, const char *text, size_t 
         caps->chunking = true;
     } else if (keyword_is(text, len, "SMTPUTF8", &arg)) {
         caps->smtputf8 = true;
+    } else if (keyword_is(text, len, "DSN", &arg)) {
+        caps->dsn = true;
     } else if (keyword_is(text, len, "SIZE", &arg)) {
         caps->size = true;
         uint64_t v = 0;

@@ -57,6 +57,7 @@ struct smtp_ehlo_caps {
     bool chunking;           /* RFC 3030: BDAT */
     bool auth_plain;         /* RFC 4954: AUTH, with PLAIN among its mechanisms */
     bool smtputf8;           /* RFC 6531 */
+    bool dsn;                /* RFC 3461: RET, ENVID, NOTIFY and ORCPT are passed on */
     uint64_t size_max_bytes; /* SIZE's argument; 0 = no fixed limit given */
 };
 

@@ -31,6 +31,11 @@ void queue_attempt_free(struct delivery *d)
         for (size_t i = 0; i < d->n; i++)
             free(d->addresses[i]);
     free(d->addresses);
+    if (d->orcpts != NULL)
+        for (size_t i = 0; i < d->n; i++)
+            free(d->orcpts[i]);
+    free(d->orcpts);
+    free(d->notify);
     free(d->sender);
     free(d->domain);
     free(d->ids);
@@ -81,18 +86,69 @@ static void log_results(const struct delivery *d)
     }
 }
 
+/* host[ip]:port (relay[i]) cut to the host for Remote-MTA, in buf. */
+static const char *remote_host(const struct delivery *d, size_t i, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s", d->relay[i]);
+    char *br = strchr(buf, '[');
+    if (br != NULL)
+        *br = '\0';
+    return buf;
+}
+
+/*
+ * RFC 3461 5.2.2: a recipient that asked for NOTIFY=SUCCESS and went to a server that does not
+ * offer DSN gets a "relayed" notice from us, since nobody further on will send one. Stored before
+ * the entries are deleted: the notice quotes the original, whose body goes with its last entry.
+ */
+static int relayed_notices(struct store *st, struct delivery *d)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        const struct smtp_client_rcpt *rc_i = &d->rcpts[i];
+        if (rc_i->status != SMTP_RCPT_SENT || rc_i->dsn_passed ||
+            (d->notify[i] & SMTP_NOTIFY_SUCCESS) == 0)
+            continue;
+        d->fail[n++] = (struct dsn_recipient){
+            .address = d->addresses[i],
+            .remote_mta = remote_host(d, i, d->errtext[i], sizeof(d->errtext[i])),
+            .reply_code = rc_i->code,
+            .reply = rc_i->reply,
+            .last_attempt_ms = d->now_ms,
+            .orcpt = d->orcpts[i],
+        };
+    }
+    if (n == 0)
+        return STORE_OK;
+    struct store_notice nt = {
+        .hostname = d->hostname,
+        .now_ms = d->now_ms,
+        .message_id = d->message_id,
+        .action = DSN_ACTION_RELAYED,
+        .rcpts = d->fail,
+        .n = n,
+    };
+    int rc = store_notice(st, &nt);
+    if (rc == STORE_OK && nt.notice_message_id_out != 0)
+        d->n_relayed = n;
+    return rc == STORE_NOT_FOUND ? STORE_OK : rc;
+}
+
 /* Writer thread: record every recipient's result. */
 static int record_run(struct store *st, struct writer_job *job)
 {
     struct delivery *d = container_of(job, struct delivery, job);
     size_t n_ids = 0;
     d->route = STORE_BOUNCE_NONE;
+    d->n_relayed = d->n_delayed = 0;
     for (size_t i = 0; i < d->n; i++) {
         d->expired[i] = false;
         if (d->rcpts[i].status == SMTP_RCPT_SENT)
             d->scratch_ids[n_ids++] = d->ids[i];
     }
-    int rc = STORE_OK;
+    int rc = relayed_notices(st, d);
+    if (rc != STORE_OK)
+        return rc;
     if (n_ids > 0 && (rc = store_queue_delivered(st, d->scratch_ids, n_ids, NULL)) != STORE_OK)
         return rc;
     n_ids = 0;
@@ -109,14 +165,26 @@ static int record_run(struct store *st, struct writer_job *job)
             if (rc != STORE_OK)
                 return rc;
             d->expired[i] = expired;
+            if (!expired) {
+                char host[RELAY_TEXT_BYTES];
+                struct dsn_recipient why = {
+                    .remote_mta = rc_i->code != 0 ? remote_host(d, i, host, sizeof(host)) : NULL,
+                    .reply_code = rc_i->code,
+                    .reply = rc_i->reply,
+                    .status = d->dsn[i][0] == '\0' ? NULL : d->dsn[i],
+                    .last_attempt_ms = d->now_ms,
+                };
+                bool sent = false;
+                rc = store_queue_delay_notice(st, d->ids[i], d->now_ms, d->delay_notice_ms,
+                                              d->hostname, &why, &sent);
+                if (rc != STORE_OK && rc != STORE_NOT_FOUND)
+                    return rc;
+                d->n_delayed += sent ? 1 : 0;
+            }
         }
         if (rc_i->status == SMTP_RCPT_BOUNCE || d->expired[i]) {
             /* relay[i] is "host[ip]:port"; Remote-MTA wants the host only. */
-            char *host = d->errtext[i];
-            snprintf(host, sizeof(d->errtext[i]), "%s", d->relay[i]);
-            char *br = strchr(host, '[');
-            if (br != NULL)
-                *br = '\0';
+            const char *host = remote_host(d, i, d->errtext[i], sizeof(d->errtext[i]));
             d->scratch_ids[n_ids] = d->ids[i];
             d->fail[n_ids] = (struct dsn_recipient){
                 .address = d->addresses[i],
@@ -161,6 +229,8 @@ static const char *route_name(enum store_bounce_route route)
         return "no-mailbox";
     case STORE_BOUNCE_BAD_SENDER:
         return "bad-sender";
+    case STORE_BOUNCE_NOT_ASKED:
+        return "not-asked";
     }
     return "?";
 }
@@ -180,6 +250,12 @@ static void record_done(struct writer_job *job, int status)
         if (d->route != STORE_BOUNCE_NONE)
             log_info("queue", 0, "event=bounce msg=%" PRId64 " route=%s", d->message_id,
                      route_name(d->route));
+        if (d->n_relayed > 0)
+            log_info("queue", 0, "event=notice msg=%" PRId64 " action=relayed rcpts=%zu",
+                     d->message_id, d->n_relayed);
+        if (d->n_delayed > 0)
+            log_info("queue", 0, "event=notice msg=%" PRId64 " action=delayed rcpts=%zu",
+                     d->message_id, d->n_delayed);
     }
     queue_runner_recorded(d);
 }
@@ -206,6 +282,7 @@ void queue_attempt_finish(struct delivery *d)
     d->phase = PH_RECORDING;
     d->now_ms = store_now_ms();
     d->max_age_ms = (int64_t)r->app->cfg->relay.max_age_ms;
+    d->delay_notice_ms = (int64_t)r->app->cfg->relay.delay_notice_ms;
     d->hostname = r->app->cfg->server.hostname;
     d->job.run = record_run;
     d->job.done = record_done;
@@ -252,6 +329,8 @@ struct delivery *queue_attempt_new(struct queue_runner *r, const struct store_qu
     d->ids = calloc(n, sizeof(*d->ids));
     d->attempts = calloc(n, sizeof(*d->attempts));
     d->addresses = calloc(n, sizeof(*d->addresses));
+    d->notify = calloc(n, sizeof(*d->notify));
+    d->orcpts = calloc(n, sizeof(*d->orcpts));
     d->rcpts = calloc(n, sizeof(*d->rcpts));
     d->relay = calloc(n, sizeof(*d->relay));
     d->dsn = calloc(n, sizeof(*d->dsn));
@@ -262,9 +341,9 @@ struct delivery *queue_attempt_new(struct queue_runner *r, const struct store_qu
     d->fail = calloc(n, sizeof(*d->fail));
     d->errtext = calloc(n, sizeof(*d->errtext));
     if (d->sender == NULL || d->domain == NULL || d->ids == NULL || d->attempts == NULL ||
-        d->addresses == NULL || d->rcpts == NULL || d->relay == NULL || d->dsn == NULL ||
-        d->cur == NULL || d->cur_idx == NULL || d->expired == NULL || d->scratch_ids == NULL ||
-        d->fail == NULL || d->errtext == NULL) {
+        d->addresses == NULL || d->notify == NULL || d->orcpts == NULL || d->rcpts == NULL ||
+        d->relay == NULL || d->dsn == NULL || d->cur == NULL || d->cur_idx == NULL ||
+        d->expired == NULL || d->scratch_ids == NULL || d->fail == NULL || d->errtext == NULL) {
         queue_attempt_free(d);
         return NULL;
     }
@@ -272,7 +351,9 @@ struct delivery *queue_attempt_new(struct queue_runner *r, const struct store_qu
         const struct store_queue_claim *c = &cl->v[from + i];
         d->ids[i] = c->id;
         d->attempts[i] = c->attempts;
-        if ((d->addresses[i] = strdup(c->recipient)) == NULL) {
+        d->notify[i] = c->notify;
+        if ((d->addresses[i] = strdup(c->recipient)) == NULL ||
+            (d->orcpts[i] = strdup(c->orcpt != NULL ? c->orcpt : "")) == NULL) {
             queue_attempt_free(d);
             return NULL;
         }

@@ -114,7 +114,11 @@ static void try_addr(struct delivery *d)
         for (size_t i = 0; i < d->n; i++) {
             if (d->rcpts[i].status != SMTP_RCPT_PENDING)
                 continue;
-            d->cur[d->n_cur] = (struct smtp_client_rcpt){.address = d->addresses[i]};
+            d->cur[d->n_cur] = (struct smtp_client_rcpt){
+                .address = d->addresses[i],
+                .notify = d->notify[i],
+                .orcpt = d->orcpts[i],
+            };
             d->cur_idx[d->n_cur++] = i;
         }
         if (d->n_cur == 0) {

@@ -58,6 +58,8 @@ struct delivery {
     int64_t *ids;                    /* owned, n */
     int64_t *attempts;               /* owned, n: failed attempts before this one */
     char **addresses;                /* owned, n */
+    unsigned *notify;                /* owned, n: DSN NOTIFY bits as received (0: none) */
+    char **orcpts;                   /* owned, n: DSN ORCPT as received ("" when none) */
     struct smtp_client_rcpt *rcpts;  /* owned, n: the final result per recipient */
     char (*relay)[RELAY_TEXT_BYTES]; /* owned, n: where it was decided */
     char (*dsn)[DSN_STATUS_BYTES];   /* owned, n: own-text status ("" = from the reply) */
@@ -93,12 +95,14 @@ struct delivery {
     struct writer_job job;
     int64_t now_ms;
     int64_t max_age_ms;
+    int64_t delay_notice_ms;                                       /* relay.delay_notice */
     const char *hostname;                                          /* borrowed from cfg */
     bool *expired;                                                 /* owned, n */
     int64_t *scratch_ids;                                          /* owned, n */
     struct dsn_recipient *fail;                                    /* owned, n */
     char (*errtext)[SMTP_REPLY_TEXT_MAX_BYTES + RELAY_TEXT_BYTES]; /* owned, n */
     enum store_bounce_route route;
+    size_t n_relayed, n_delayed; /* DSN notices the job stored (RFC 3461) */
     int job_rc;
 };
 

@@ -84,6 +84,8 @@ static int body_facts(struct smtp_client *sc)
     }
     sc->strip_bytes = f.strip_bytes;
     sc->size_bytes = f.size_bytes;
+    sc->dsn_ret = f.dsn_ret;
+    snprintf(sc->dsn_envid, sizeof(sc->dsn_envid), "%s", f.dsn_envid);
     return STORE_OK;
 }
 
@@ -160,7 +162,8 @@ void smtp_client_finish(struct smtp_client *sc)
 
 static void send_mail(struct smtp_client *sc)
 {
-    char params[64] = "";
+    /* Room for every parameter: SIZE, BODY, SMTPUTF8, RET and a 100-character ENVID. */
+    char params[96 + SMTP_DSN_ENVID_MAX_BYTES] = "";
     size_t used = 0;
     if (sc->caps.size)
         used += (size_t)snprintf(params + used, sizeof(params) - used, " SIZE=%llu",
@@ -169,13 +172,38 @@ static void send_mail(struct smtp_client *sc)
         used += (size_t)snprintf(params + used, sizeof(params) - used, " BODY=8BITMIME");
     /* start_transaction has made sure the server offers it. */
     if (sc->needs_smtputf8)
-        snprintf(params + used, sizeof(params) - used, " SMTPUTF8");
+        used += (size_t)snprintf(params + used, sizeof(params) - used, " SMTPUTF8");
+    /* RFC 3461 5.2.1: to a server that offers DSN, the parameters go on as they came. */
+    if (sc->caps.dsn && sc->dsn_ret != SMTP_DSN_RET_NONE)
+        used += (size_t)snprintf(params + used, sizeof(params) - used, " RET=%s",
+                                 sc->dsn_ret == SMTP_DSN_RET_FULL ? "FULL" : "HDRS");
+    if (sc->caps.dsn && sc->dsn_envid[0] != '\0')
+        snprintf(params + used, sizeof(params) - used, " ENVID=%s", sc->dsn_envid);
     conn_reply(sc->conn, "MAIL FROM:<%s>%s\r\n", sc->sender, params);
 }
 
 static void send_rcpt(struct smtp_client *sc, size_t i)
 {
-    conn_reply(sc->conn, "RCPT TO:<%s>\r\n", sc->rcpts[i].address);
+    struct smtp_client_rcpt *r = &sc->rcpts[i];
+    char notify[48] = "";
+    /* The one place a recipient learns whether its DSN request went on: the runner sends a
+     * "relayed" notice itself only when it did not (RFC 3461 5.2.2). */
+    r->dsn_passed = sc->caps.dsn;
+    if (sc->caps.dsn && r->notify != 0) {
+        if (r->notify & SMTP_NOTIFY_NEVER)
+            snprintf(notify, sizeof(notify), " NOTIFY=NEVER");
+        else
+            snprintf(notify, sizeof(notify), " NOTIFY=%s%s%s%s%s",
+                     r->notify & SMTP_NOTIFY_SUCCESS ? "SUCCESS" : "",
+                     (r->notify & SMTP_NOTIFY_SUCCESS) && (r->notify & 6u) ? "," : "",
+                     r->notify & SMTP_NOTIFY_FAILURE ? "FAILURE" : "",
+                     (r->notify & SMTP_NOTIFY_FAILURE) && (r->notify & SMTP_NOTIFY_DELAY) ? ","
+                                                                                          : "",
+                     r->notify & SMTP_NOTIFY_DELAY ? "DELAY" : "");
+    }
+    bool orcpt = sc->caps.dsn && r->orcpt != NULL && r->orcpt[0] != '\0';
+    conn_reply(sc->conn, "RCPT TO:<%s>%s%s%s\r\n", r->address, notify, orcpt ? " ORCPT=" : "",
+               orcpt ? r->orcpt : "");
 }
 
 /* After EHLO/HELO (and TLS): the transaction proper. */

@@ -19,8 +19,12 @@
  *
  * What it does not do: choose the address (the runner resolves MX hosts and walks them), retry,
  * touch the queue, verify certificates (so AUTH over TLS protects the password from passive
- * eavesdroppers only, as every opportunistic-TLS MTA's default does), AUTH mechanisms other than
- * PLAIN, DSN extension parameters, or CHUNKING.
+ * eavesdroppers only, as every opportunistic-TLS MTA's default does), or AUTH mechanisms other
+ * than PLAIN.
+ *
+ * DSN (RFC 3461): to a server that offers it, MAIL carries the RET and ENVID and each RCPT the
+ * NOTIFY and ORCPT the message came with, as they came; each recipient says whether they went
+ * (dsn_passed), so that the runner can send a "relayed" notice where they did not.
  *
  * SMTPUTF8 (RFC 6531): a message whose envelope has a UTF-8 local part, or whose UTF-8 headers
  * came in under SMTPUTF8 (smtp_client_facts.h), is sent with MAIL FROM:<...> SMTPUTF8 to a server
@@ -152,6 +156,9 @@ struct smtp_client_rcpt {
     int code;                              /* the deciding reply's code; 0 for our own text */
     char reply[SMTP_REPLY_TEXT_MAX_BYTES]; /* that reply, or our own text */
     char dsn[DSN_STATUS_BYTES];            /* with our own text (code 0): its status; else "" */
+    unsigned notify;   /* DSN NOTIFY bits as received (0: none), passed on when DSN is offered */
+    const char *orcpt; /* borrowed: DSN ORCPT as received, or NULL / "" */
+    bool dsn_passed;   /* set by the client: the server offered DSN, the parameters went on */
 };
 
 struct smtp_client_result {

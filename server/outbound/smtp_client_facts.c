@@ -6,6 +6,7 @@
 #include "server/outbound/smtp_client_facts.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "server/outbound/smtp_client.h"
@@ -70,6 +71,8 @@ int smtp_client_facts_get(struct store *s, int64_t message_id, unsigned char *bu
         return scan(s, message_id, buf, cap, out);
     out->has_8bit = f.eightbit;
     out->utf8_headers = f.smtputf8;
+    out->dsn_ret = f.dsn_ret;
+    snprintf(out->dsn_envid, sizeof(out->dsn_envid), "%s", f.dsn_envid);
     out->strip_bytes = (uint64_t)f.return_path_bytes;
     out->size_bytes = (uint64_t)(f.size_bytes - f.return_path_bytes);
     return STORE_OK;

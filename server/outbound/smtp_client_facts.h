@@ -1,7 +1,8 @@
 /*
  * smtp_client_facts.h - what the outbound client must know of a queued body before MAIL: its
  * size as sent (SIZE=, RFC 1870), whether it has 8-bit octets (BODY=8BITMIME, RFC 6152), and the
- * length of a leading Return-Path line, which a relay must not pass on (RFC 5321 4.4).
+ * length of a leading Return-Path line, which a relay must not pass on (RFC 5321 4.4), and the
+ * DSN parameters of MAIL (RET, ENVID; RFC 3461) to pass on.
  *
  * For a message stored by this version they were recorded when it was accepted
  * (store_queue_message_facts, storage/queue.h): one indexed lookup, so a 25 MB body is not read on
@@ -15,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/pure/smtp_parse.h"
+
 struct store;
 
 struct smtp_client_facts {
@@ -22,6 +25,8 @@ struct smtp_client_facts {
     uint64_t strip_bytes; /* the Return-Path line's octets at the start, 0 if none */
     bool has_8bit;
     bool utf8_headers; /* UTF-8 headers received under SMTPUTF8: relaying them needs it too */
+    int dsn_ret;       /* RET (enum smtp_dsn_ret) as received, passed on to a DSN server */
+    char dsn_envid[SMTP_DSN_ENVID_MAX_BYTES + 1]; /* ENVID as received, "" when none */
 };
 
 /*

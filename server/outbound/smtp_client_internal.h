@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "common/pure/dotstuff.h"
+#include "common/pure/smtp_parse.h"
 #include "server/outbound/smtp_client.h"
 #include "storage/store.h"
 
@@ -59,6 +60,8 @@ struct smtp_client {
     uint64_t strip_bytes; /* the Return-Path line's octets at the start, 0 if none */
     bool has_8bit;
     bool needs_smtputf8; /* a UTF-8 envelope, or UTF-8 headers received under SMTPUTF8 */
+    int dsn_ret;         /* RET and ENVID as received (RFC 3461), sent on when DSN is offered */
+    char dsn_envid[SMTP_DSN_ENVID_MAX_BYTES + 1];
 
     /* smarthost AUTH: the whole "AUTH PLAIN ...\r\n" line (owned, wiped on free), or NULL */
     char *auth_line;

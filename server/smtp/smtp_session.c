@@ -512,6 +512,7 @@ static void ehlo_ok(struct smtp_session *s)
      * next hop without it. */
     ext[n++] = "CHUNKING";
     ext[n++] = "SMTPUTF8"; /* RFC 6531: UTF-8 addresses, common/pure/address.c */
+    ext[n++] = "DSN";      /* RFC 3461: NOTIFY, ORCPT, RET, ENVID (smtp_tx.c, storage/queue.h) */
     if (conn_can_starttls(s->conn))
         ext[n++] = "STARTTLS"; /* RFC 3207: only before TLS is on */
     if (smtp_auth_offered(s) && s->auth_user == NULL)

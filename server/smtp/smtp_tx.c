@@ -87,6 +87,13 @@ static enum smtp_tx_result unsupported_option(char reply[SMTP_TX_REPLY_MAX_BYTES
 
 void smtp_tx_clear(struct smtp_tx *tx)
 {
+    smtp_tx_truncate(tx, 0, 0);
+    smtp_tx_rcpt_dsn_free(&tx->pending_dsn);
+    free(tx->local_dsn);
+    free(tx->remote_dsn);
+    free(tx->remote_notify);
+    free(tx->remote_orcpt);
+    free(tx->delivered);
     free(tx->local_ids);
     free(tx->remote);
     free(tx->block);
@@ -142,44 +149,6 @@ static int tx_spill(void *ctx, const unsigned char *p, size_t n)
         tx->spooling = true;
     }
     return spool_file_append(tx->spool_fd, p, n);
-}
-
-/* Adds a local user id once. 0, or -1 when out of memory. */
-int smtp_tx_add_local(struct smtp_tx *tx, int64_t id)
-{
-    for (size_t i = 0; i < tx->n_local; i++) {
-        if (tx->local_ids[i] == id)
-            return 0;
-    }
-    if (tx->n_local == tx->cap_local) {
-        size_t cap = tx->cap_local ? tx->cap_local * 2 : 8;
-        int64_t *p = realloc(tx->local_ids, cap * sizeof(*p));
-        if (p == NULL)
-            return -1;
-        tx->local_ids = p;
-        tx->cap_local = cap;
-    }
-    tx->local_ids[tx->n_local++] = id;
-    return 0;
-}
-
-/* Adds a remote recipient once. 0, or -1 when out of memory. */
-int smtp_tx_add_remote(struct smtp_tx *tx, const char *rcpt)
-{
-    for (size_t i = 0; i < tx->n_remote; i++) {
-        if (strcmp(tx->remote[i], rcpt) == 0)
-            return 0;
-    }
-    if (tx->n_remote == tx->cap_remote) {
-        size_t cap = tx->cap_remote ? tx->cap_remote * 2 : 8;
-        char(*p)[ADDRESS_STRLEN] = realloc(tx->remote, cap * sizeof(*p));
-        if (p == NULL)
-            return -1;
-        tx->remote = p;
-        tx->cap_remote = cap;
-    }
-    snprintf(tx->remote[tx->n_remote++], ADDRESS_STRLEN, "%s", rcpt);
-    return 0;
 }
 
 /* A recipient was accepted: count it; the session answers and enters its RCPT state. */
@@ -329,7 +298,8 @@ enum smtp_tx_result smtp_tx_rcpt(struct smtp_tx *tx, const struct smtp_tx_client
     if (rcpt.is_utf8 && !tx->params.smtputf8)
         return answer(reply, SMTP_TX_ERROR,
                       "553 5.6.7 Non-ASCII addresses not permitted for that recipient");
-    rc = smtp_parse_rcpt_params(params, &why);
+    struct smtp_rcpt_params rp;
+    rc = smtp_parse_rcpt_params(params, &rp, &why);
     if (rc != SMTP_PARSE_OK) {
         if (rc == SMTP_PARSE_UNKNOWN_PARAM)
             return unsupported_option(reply, params);
@@ -387,16 +357,18 @@ enum smtp_tx_result smtp_tx_rcpt(struct smtp_tx *tx, const struct smtp_tx_client
         break;
     case RELAY_REASON_POP_WINDOW:
         set_identity(tx, c, &facts, &d);
-        if (window_count_prepare(tx, c, &facts, text) != 0)
+        smtp_tx_rcpt_dsn_free(&tx->pending_dsn);
+        if (window_count_prepare(tx, c, &facts, text) != 0 ||
+            smtp_tx_rcpt_dsn_set(&tx->pending_dsn, &rp, NULL) != 0)
             return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
         return SMTP_TX_JOB;
     default: /* trusted-network, auth */
         set_identity(tx, c, &facts, &d);
-        if (smtp_tx_add_remote(tx, text) != 0)
+        if (smtp_tx_add_remote_dsn(tx, text, &rp) != 0)
             return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
         return rcpt_accepted(tx, text, reply);
     }
-    if (smtp_tx_add_local(tx, id) != 0)
+    if (smtp_tx_add_local_dsn(tx, id, &rp, text) != 0)
         return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
     return rcpt_accepted(tx, text, reply);
 }
@@ -568,6 +540,8 @@ enum smtp_tx_result smtp_tx_deliver(struct smtp_tx *tx, const struct smtp_tx_cli
         return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
     for (size_t i = 0; i < tx->n_remote; i++)
         tx->remote_ptrs[i] = tx->remote[i];
+    if (smtp_tx_dsn_prepare(tx) != 0)
+        return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
     tx->message_bytes = (uint64_t)tlen + spilled + len;
     tx->delivery = (struct store_delivery){
         .sender = tx->sender_text,
@@ -584,6 +558,13 @@ enum smtp_tx_result smtp_tx_deliver(struct smtp_tx *tx, const struct smtp_tx_cli
         .received_ms = now,
         .smtputf8 = tx->params.smtputf8,
         .quarantine = tx->quarantine,
+        .dsn_envid = tx->params.envid[0] != '\0' ? tx->params.envid : NULL,
+        .dsn_ret = (int)tx->params.ret,
+        .remote_notify = tx->remote_notify,
+        .remote_orcpt = tx->remote_orcpt,
+        .delivered = tx->delivered,
+        .n_delivered = tx->n_delivered,
+        .hostname = conn_cfg(c)->server.hostname,
     };
     tx->job_kind = SMTP_JOB_DELIVER;
     return SMTP_TX_JOB;
@@ -712,7 +693,11 @@ enum smtp_tx_result smtp_tx_job_result(struct smtp_tx *tx, struct conn *c, int s
     free(refusal);
     if (status != 0)
         return rcpt_temp_failure(c, "count relayed recipient", reply);
-    if (smtp_tx_add_remote(tx, tx->pending_rcpt) != 0)
+    struct smtp_rcpt_params rp = {.notify = tx->pending_dsn.notify};
+    if (tx->pending_dsn.orcpt != NULL)
+        snprintf(rp.orcpt, sizeof(rp.orcpt), "%s", tx->pending_dsn.orcpt);
+    smtp_tx_rcpt_dsn_free(&tx->pending_dsn);
+    if (smtp_tx_add_remote_dsn(tx, tx->pending_rcpt, &rp) != 0)
         return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
     return rcpt_accepted(tx, tx->pending_rcpt, reply);
 }

@@ -76,6 +76,13 @@ struct smtp_window_refusal {
     char log[RELAY_LOG_MAX_BYTES];
 };
 
+/* A recipient's DSN parameters (RFC 3461 4.1, 4.2), kept beside local_ids and remote. */
+struct smtp_tx_rcpt_dsn {
+    unsigned notify; /* SMTP_NOTIFY_* bits; 0 when not given */
+    char *orcpt;     /* owned: ORCPT as sent, NULL when not given */
+    char *address;   /* owned: the RCPT address, kept only for a local NOTIFY=SUCCESS */
+};
+
 /*
  * One mail transaction: allocated by the session at MAIL (smtp_tx_new), freed (smtp_tx_free) at
  * RSET, EHLO/HELO, STARTTLS, the end of DATA or BDAT LAST, a refused MAIL and the session's end,
@@ -91,6 +98,10 @@ struct smtp_tx {
     size_t n_local, cap_local;
     char (*remote)[ADDRESS_STRLEN]; /* owned: distinct remote recipients, "local@domain" */
     size_t n_remote, cap_remote;
+    /* owned: the DSN parameters of local_ids[i] and remote[i] (same counts and capacities) */
+    struct smtp_tx_rcpt_dsn *local_dsn, *remote_dsn;
+    /* COUNT_WINDOW: the DSN parameters of pending_rcpt (owned strings) */
+    struct smtp_tx_rcpt_dsn pending_dsn;
     size_t n_rcpts; /* RCPTs answered 250, duplicates included (max_recipients counts these) */
     char first_rcpt[ADDRESS_STRLEN]; /* for the log */
     /* The identity the first relayed recipient rested on (Received header), or "". */
@@ -117,6 +128,10 @@ struct smtp_tx {
     unsigned char *block;             /* DELIVER: owned, taken from data */
     unsigned char *trace;             /* DELIVER: owned, the trace headers (stored first) */
     const char **remote_ptrs;         /* DELIVER: owned array pointing into remote */
+    unsigned *remote_notify;          /* DELIVER: owned, n_remote: NOTIFY of each */
+    const char **remote_orcpt;        /* DELIVER: owned array pointing into remote_dsn */
+    struct dsn_recipient *delivered;  /* DELIVER: owned, local NOTIFY=SUCCESS recipients */
+    size_t n_delivered;               /* DELIVER */
     struct store_delivery delivery;   /* DELIVER */
     char id[SMTP_QUEUE_ID_MAX_BYTES]; /* DELIVER: the queue id */
     uint64_t message_bytes;           /* DELIVER: the stored size (headers included) */
@@ -214,8 +229,28 @@ int smtp_tx_take_message(struct smtp_tx *tx, struct milter_message *view);
 int smtp_tx_apply_milters(struct smtp_tx *tx, struct conn *c, const struct milter_mod *mods,
                           size_t n, unsigned char *content, size_t content_len,
                           char reply[SMTP_TX_REPLY_MAX_BYTES]);
-/* Shared with smtp_tx_milter.c: add a recipient once (0, or -1 when out of memory). */
+/* Shared with smtp_tx_milter.c: add a recipient once (0, or -1 when out of memory); one a
+ * milter adds has no DSN parameters. */
 int smtp_tx_add_local(struct smtp_tx *tx, int64_t id);
 int smtp_tx_add_remote(struct smtp_tx *tx, const char *rcpt);
+/* Drop recipient i, or every recipient from n on, with its DSN parameters. */
+void smtp_tx_drop_local(struct smtp_tx *tx, size_t i);
+void smtp_tx_drop_remote(struct smtp_tx *tx, size_t i);
+void smtp_tx_truncate(struct smtp_tx *tx, size_t n_local, size_t n_remote);
+
+/* ---- the recipients and their DSN parameters (smtp_tx_rcpt.c), for smtp_tx.c ---- */
+
+/* Add a recipient once with the DSN parameters of its RCPT (p NULL: none); a local one keeps
+ * address only when it asked for NOTIFY=SUCCESS. 0, or -1 when out of memory. */
+int smtp_tx_add_local_dsn(struct smtp_tx *tx, int64_t id, const struct smtp_rcpt_params *p,
+                          const char *address);
+int smtp_tx_add_remote_dsn(struct smtp_tx *tx, const char *rcpt, const struct smtp_rcpt_params *p);
+/* Copies p into *d (address as for smtp_tx_add_local_dsn, NULL for a remote one); 0 or -1. */
+int smtp_tx_rcpt_dsn_set(struct smtp_tx_rcpt_dsn *d, const struct smtp_rcpt_params *p,
+                         const char *address);
+/* Frees what *d holds and zeroes it. */
+void smtp_tx_rcpt_dsn_free(struct smtp_tx_rcpt_dsn *d);
+/* End of data: remote_notify, remote_orcpt and delivered for store_deliver. 0 or -1. */
+int smtp_tx_dsn_prepare(struct smtp_tx *tx);
 
 #endif

@@ -29,8 +29,7 @@ void smtp_tx_rcpt_mark(const struct smtp_tx *tx, struct smtp_tx_rcpt_mark *mark)
 /* Recipients are only ever appended (duplicates are not), so the counts are the undo. */
 void smtp_tx_rcpt_undo(struct smtp_tx *tx, const struct smtp_tx_rcpt_mark *mark)
 {
-    tx->n_local = mark->n_local;
-    tx->n_remote = mark->n_remote;
+    smtp_tx_truncate(tx, mark->n_local, mark->n_remote);
     tx->n_rcpts = mark->n_rcpts;
     if (tx->n_rcpts == 0)
         tx->first_rcpt[0] = '\0';
@@ -85,17 +84,13 @@ static void del_rcpt(struct smtp_tx *tx, struct store *reads, const struct addre
     address_format(a, text, sizeof(text));
     for (size_t i = 0; i < tx->n_remote; i++)
         if (strcasecmp(tx->remote[i], text) == 0) {
-            memmove(tx->remote[i], tx->remote[i + 1],
-                    (tx->n_remote - i - 1) * sizeof(tx->remote[0]));
-            tx->n_remote--;
+            smtp_tx_drop_remote(tx, i);
             return;
         }
     int64_t id = local_user(reads, a);
     for (size_t i = 0; id != 0 && i < tx->n_local; i++)
         if (tx->local_ids[i] == id) {
-            memmove(&tx->local_ids[i], &tx->local_ids[i + 1],
-                    (tx->n_local - i - 1) * sizeof(tx->local_ids[0]));
-            tx->n_local--;
+            smtp_tx_drop_local(tx, i);
             return;
         }
 }

@@ -156,6 +156,7 @@ class GreetingsAndLines(ConnTest):
         self.assertEqual(c.reply(), [f"250-{HOST}", "250-PIPELINING", "250-SIZE 26214400",
                                      "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250-CHUNKING",
                                      "250-SMTPUTF8",
+                                     "250-DSN",
                                      "250 STARTTLS"])
         for cmd, want in [("NOOP", "250 2.0.0 Ok"), ("RSET", "250 2.0.0 Ok"),
                           ("HELO x", f"250 {HOST}"), ("XYZZY", "500 5.5.2 Error: command not recognized"),
@@ -343,6 +344,7 @@ class Tls(ConnTest):
         self.assertEqual(c.reply(), [f"250-{HOST}", "250-PIPELINING", "250-SIZE 26214400",
                                      "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250-CHUNKING",
                                      "250-SMTPUTF8",
+                                     "250-DSN",
                                      "250 AUTH PLAIN LOGIN"])
         c.send("STARTTLS\r\n")
         self.assertEqual(c.line(), "554 5.5.1 Error: TLS already active")
@@ -372,6 +374,7 @@ class Tls(ConnTest):
         self.assertEqual(s.reply(), [f"250-{HOST}", "250-PIPELINING", "250-SIZE 26214400",
                                      "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250-CHUNKING",
                                      "250-SMTPUTF8",
+                                     "250-DSN",
                                      "250 AUTH PLAIN LOGIN"])
         p = self.connect("pop3s", tls=True)
         self.assertEqual(p.line(), "+OK postern ready.")
@@ -598,7 +601,7 @@ class Startup(PosternTest):
         c.send("EHLO a\r\n")
         self.assertEqual(c.reply(), [f"250-{HOST}", "250-PIPELINING", "250-SIZE 26214400",
                                      "250-8BITMIME", "250-ENHANCEDSTATUSCODES",
-                                     "250-CHUNKING", "250 SMTPUTF8"])
+                                     "250-CHUNKING", "250-SMTPUTF8", "250 DSN"])
         c.send("STARTTLS\r\n")
         self.assertEqual(c.line(), "502 5.5.1 Command not implemented")
         p = Client(self.ports["pop3"])

@@ -120,12 +120,14 @@ class Protocol(SmtpTest):
         self.assertEqual(self.ehlo(c), [f"250-{HOST}", "250-PIPELINING", "250-SIZE 26214400",
                                         "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250-CHUNKING",
                                         "250-SMTPUTF8",
+                                        "250-DSN",
                                         "250 STARTTLS"])
         self.assertEqual(self.cmd(c, "STARTTLS"), ["220 2.0.0 Ready to start TLS"])
         c.starttls()
         self.assertEqual(self.ehlo(c), [f"250-{HOST}", "250-PIPELINING", "250-SIZE 26214400",
                                         "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250-CHUNKING",
                                         "250-SMTPUTF8",
+                                        "250-DSN",
                                         "250 AUTH PLAIN LOGIN"])
         self.wait_log("event=helo verb=EHLO name=client.example")
 
@@ -160,8 +162,11 @@ class Protocol(SmtpTest):
             ("MAIL FROM: <a@remote.test> BODY=8BITMIME", "250 2.1.0 Ok"),
             ("MAIL FROM:<b@remote.test>", "503 5.5.1 Error: nested MAIL command"),
             ("DATA", "554 5.5.1 Error: no valid recipients"),
-            ("RCPT TO:<alice@example.test> NOTIFY=NEVER", "555 5.5.4 Unsupported option: "
-                                                          "NOTIFY=NEVER"),
+            ("RCPT TO:<alice@example.test> XNOTIFY=NEVER", "555 5.5.4 Unsupported option: "
+                                                           "XNOTIFY=NEVER"),
+            ("RCPT TO:<alice@example.test> NOTIFY=NEVER,SUCCESS",
+             "501 5.5.4 Bad RCPT parameter (NOTIFY must be NEVER or a list of SUCCESS, FAILURE, "
+             "DELAY)"),
             ("RCPT TO:<>", "501 5.1.3 Bad recipient address syntax"),
             ("RSET", "250 2.0.0 Ok"),
             ("RSET x", "501 5.5.4 Syntax: RSET"),

@@ -31,8 +31,20 @@ static void check_path(const char *text, const char *keyword)
         return;
     CHECK(params != NULL && params >= text && params <= text + strlen(text));
     struct smtp_mail_params mp;
-    (void)smtp_parse_mail_params(params, &mp, &why);
-    (void)smtp_parse_rcpt_params(params, &why);
+    if (smtp_parse_mail_params(params, &mp, &why) == SMTP_PARSE_OK) {
+        /* What is kept is what RFC 3461 4.4 allows, and it is passed on verbatim. */
+        CHECK(strlen(mp.envid) <= SMTP_DSN_ENVID_MAX_BYTES);
+        CHECK(smtp_xtext_is_valid(mp.envid, strlen(mp.envid)));
+        char decoded[SMTP_DSN_ENVID_MAX_BYTES + 1];
+        CHECK(smtp_xtext_decode(mp.envid, decoded, sizeof(decoded)) >= 0);
+    }
+    struct smtp_rcpt_params rp;
+    if (smtp_parse_rcpt_params(params, &rp, &why) == SMTP_PARSE_OK) {
+        CHECK(strlen(rp.orcpt) <= SMTP_DSN_ORCPT_MAX_BYTES);
+        /* NEVER stands alone (RFC 3461 4.1). */
+        CHECK((rp.notify & SMTP_NOTIFY_NEVER) == 0 || rp.notify == SMTP_NOTIFY_NEVER);
+        CHECK(rp.orcpt[0] == '\0' || strchr(rp.orcpt, ';') != NULL);
+    }
     if (kind != ADDRESS_PATH_MAILBOX)
         return;
     char formatted[ADDRESS_STRLEN + 2];

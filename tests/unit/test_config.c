@@ -128,6 +128,7 @@ static void check_defaults(const struct cfg *cfg, const char *want_database)
     assert_int_equal(cfg->relay.dns_server.port, 0);
     assert_int_equal(cfg->relay.outbound_port, 25);
     assert_int_equal(cfg->relay.max_age_ms, 5 * D);
+    assert_int_equal(cfg->relay.delay_notice_ms, 4 * H);
     assert_int_equal(cfg->warning_count, 0);
 }
 
@@ -317,6 +318,8 @@ static const struct ok_case ok_cases[] = {
     {"relay", "outbound_port", "2525", K_U16, OFF(relay.outbound_port), 2525, NULL, NULL},
     {"relay", "max_age", "1s", K_U64, OFF(relay.max_age_ms), S, NULL, NULL},
     {"relay", "max_age", "2h", K_U64, OFF(relay.max_age_ms), 2 * H, NULL, NULL},
+    {"relay", "delay_notice", "0", K_U64, OFF(relay.delay_notice_ms), 0, NULL, NULL},
+    {"relay", "delay_notice", "2s", K_U64, OFF(relay.delay_notice_ms), 2 * S, NULL, NULL},
     {"milter", "mx", "inet:127.0.0.1:11332, unix:/run/opendkim/opendkim.sock", K_STR,
      OFF(milter.mx), 0, "inet:127.0.0.1:11332, unix:/run/opendkim/opendkim.sock", NULL},
     {"milter", "mx", "inet:[::1]:11332", K_STR, OFF(milter.mx), 0, "inet:[::1]:11332", NULL},
@@ -425,7 +428,7 @@ static void test_every_key_is_covered(void **state)
     /* Every key of common/config_table.c: README.md's, the smarthost credentials, min_free_space,
      * the SMTP error limits, server.faults, server.workers, server.metrics and the milters
      * included. */
-    assert_int_equal(keys, 42);
+    assert_int_equal(keys, 43);
 }
 
 /* ---- errors, exact text ------------------------------------------------------------------ */

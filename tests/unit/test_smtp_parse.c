@@ -124,7 +124,7 @@ static const struct mail_param_case mail_param_cases[] = {
     {"smtputf8 SIZE=5", SMTP_PARSE_OK, true, 5, false, false},
     {"SMTPUTF8=yes", SMTP_PARSE_BAD_PARAM, false, 0, false, false},
     {"SMTPUTF8 smtputf8", SMTP_PARSE_BAD_PARAM, false, 0, false, false},
-    {"RET=HDRS", SMTP_PARSE_UNKNOWN_PARAM, false, 0, false, false},
+    {"XRET=HDRS", SMTP_PARSE_UNKNOWN_PARAM, false, 0, false, false},
     {"-X=1", SMTP_PARSE_BAD_PARAM, false, 0, false, false},
     {"X=a=b", SMTP_PARSE_BAD_PARAM, false, 0, false, false},
     {"X=\xff", SMTP_PARSE_BAD_PARAM, false, 0, false, false},
@@ -155,21 +155,140 @@ static void test_mail_params(void **state)
     }
 }
 
-static void test_rcpt_params(void **state)
+/* A string of n copies of c after prefix, in a static buffer (one use per table row). */
+static const char *repeat(char *buf, const char *prefix, char c, size_t n)
 {
-    static const struct {
+    size_t k = strlen(prefix);
+    memcpy(buf, prefix, k);
+    memset(buf + k, c, n);
+    buf[k + n] = '\0';
+    return buf;
+}
+
+/* RET and ENVID (RFC 3461 4.3, 4.4). */
+static void test_mail_dsn_params(void **state)
+{
+    (void)state;
+    static char envid100[128], envid101[128];
+    const struct {
         const char *params;
         int status;
+        enum smtp_dsn_ret ret;
+        const char *envid;
     } cases[] = {
-        {"", SMTP_PARSE_OK},
-        {"NOTIFY=NEVER", SMTP_PARSE_UNKNOWN_PARAM},
-        {"ORCPT=rfc822;a@b", SMTP_PARSE_UNKNOWN_PARAM},
-        {"=x", SMTP_PARSE_BAD_PARAM},
+        {"RET=FULL", SMTP_PARSE_OK, SMTP_DSN_RET_FULL, ""},
+        {"ret=hdrs", SMTP_PARSE_OK, SMTP_DSN_RET_HDRS, ""},
+        {"ENVID=QQ314159", SMTP_PARSE_OK, SMTP_DSN_RET_NONE, "QQ314159"},
+        {"RET=HDRS ENVID=a+2Bb SIZE=10", SMTP_PARSE_OK, SMTP_DSN_RET_HDRS, "a+2Bb"},
+        {repeat(envid100, "ENVID=", 'x', 100), SMTP_PARSE_OK, SMTP_DSN_RET_NONE, envid100 + 6},
+        {repeat(envid101, "ENVID=", 'x', 101), SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"RET=BODY", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"RET", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"RET=FULL RET=FULL", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"RET=FULL RET=HDRS", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"ENVID=a ENVID=a", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"ENVID", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"ENVID=a+2b", SMTP_PARSE_BAD_PARAM, 0, ""}, /* hex must be upper case */
+        {"ENVID=a+2", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"ENVID=a+", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"ENVID=a+ZZ", SMTP_PARSE_BAD_PARAM, 0, ""},
+        /* A malformed DSN parameter is named even when an unknown one follows. */
+        {"RET=X FOO=1", SMTP_PARSE_BAD_PARAM, 0, ""},
+    };
+    for (size_t i = 0; i < COUNT(cases); i++) {
+        char row[96];
+        snprintf(row, sizeof(row), "mail dsn row %zu", i);
+        struct smtp_mail_params p;
+        const char *why = NULL;
+        int st = smtp_parse_mail_params(cases[i].params, &p, &why);
+        check_int(row, "status", st, cases[i].status);
+        if (st != SMTP_PARSE_OK) {
+            if (why == NULL)
+                fail_msg("%s: no reason", row);
+            continue;
+        }
+        check_int(row, "ret", p.ret, cases[i].ret);
+        check_str(row, "envid", p.envid, cases[i].envid);
+    }
+}
+
+static void test_rcpt_params(void **state)
+{
+    (void)state;
+    static char orcpt500[600], orcpt501[600];
+    repeat(orcpt500, "ORCPT=rfc822;", 'a', 500 - 7);
+    repeat(orcpt501, "ORCPT=rfc822;", 'a', 501 - 7);
+    const struct {
+        const char *params;
+        int status;
+        unsigned notify;
+        const char *orcpt;
+    } cases[] = {
+        {"", SMTP_PARSE_OK, 0, ""},
+        {"NOTIFY=NEVER", SMTP_PARSE_OK, SMTP_NOTIFY_NEVER, ""},
+        {"NOTIFY=SUCCESS", SMTP_PARSE_OK, SMTP_NOTIFY_SUCCESS, ""},
+        {"notify=delay,failure", SMTP_PARSE_OK, SMTP_NOTIFY_DELAY | SMTP_NOTIFY_FAILURE, ""},
+        {"NOTIFY=SUCCESS,FAILURE,DELAY", SMTP_PARSE_OK, 7, ""},
+        {"ORCPT=rfc822;a@b", SMTP_PARSE_OK, 0, "rfc822;a@b"},
+        {"ORCPT=rfc822;a+2Bb@c NOTIFY=FAILURE", SMTP_PARSE_OK, SMTP_NOTIFY_FAILURE,
+         "rfc822;a+2Bb@c"},
+        {"ORCPT=utf-8;j\\x{F6}rg@x.test", SMTP_PARSE_OK, 0, "utf-8;j\\x{F6}rg@x.test"},
+        {orcpt500, SMTP_PARSE_OK, 0, orcpt500 + 6},
+        {orcpt501, SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"NOTIFY=NEVER,SUCCESS", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"NOTIFY=SUCCESS,NEVER", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"NOTIFY=SUCCESS,SUCCESS", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"NOTIFY=SUCCESS,", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"NOTIFY=,SUCCESS", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"NOTIFY=SOMETIMES", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"NOTIFY", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"NOTIFY=FAILURE NOTIFY=FAILURE", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"ORCPT=rfc822;a ORCPT=rfc822;a", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"ORCPT=a@b", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"ORCPT=rfc822;", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"ORCPT=;a@b", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"ORCPT=rfc822;a+4", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"ORCPT=rf(c;a", SMTP_PARSE_BAD_PARAM, 0, ""},
+        {"FOO=1", SMTP_PARSE_UNKNOWN_PARAM, 0, ""},
+        {"NOTIFY=NEVER FOO", SMTP_PARSE_UNKNOWN_PARAM, 0, ""},
+        {"=x", SMTP_PARSE_BAD_PARAM, 0, ""},
     };
     for (size_t i = 0; i < COUNT(cases); i++) {
         char row[64];
         snprintf(row, sizeof(row), "rcpt params row %zu", i);
-        check_int(row, "status", smtp_parse_rcpt_params(cases[i].params, NULL), cases[i].status);
+        struct smtp_rcpt_params p;
+        const char *why = NULL;
+        int st = smtp_parse_rcpt_params(cases[i].params, &p, &why);
+        check_int(row, "status", st, cases[i].status);
+        if (st != SMTP_PARSE_OK) {
+            if (why == NULL)
+                fail_msg("%s: no reason", row);
+            continue;
+        }
+        check_int(row, "notify", p.notify, cases[i].notify);
+        check_str(row, "orcpt", p.orcpt, cases[i].orcpt);
+    }
+}
+
+static void test_xtext(void **state)
+{
+    (void)state;
+    const struct {
+        const char *in;
+        int len;
+        const char *out;
+    } cases[] = {
+        {"", 0, ""},     {"abc", 3, "abc"}, {"a+2Bb+3Dc", 5, "a+b=c"},
+        {"+40", 1, "@"}, {"a+2b", -1, ""},  {"a=b", -1, ""},
+        {"a b", -1, ""}, {"+", -1, ""},     {"+4", -1, ""},
+    };
+    for (size_t i = 0; i < COUNT(cases); i++) {
+        char row[64], out[32];
+        snprintf(row, sizeof(row), "xtext row %zu", i);
+        check_int(row, "length", smtp_xtext_decode(cases[i].in, out, sizeof(out)), cases[i].len);
+        check_str(row, "decoded", out, cases[i].out);
+        check_int(row, "valid", smtp_xtext_is_valid(cases[i].in, strlen(cases[i].in)),
+                  cases[i].len >= 0);
     }
 }
 
@@ -260,9 +379,10 @@ static void test_trace_headers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_path_arg),    cmocka_unit_test(test_mail_params),
-        cmocka_unit_test(test_rcpt_params), cmocka_unit_test(test_helo_sanitize),
-        cmocka_unit_test(test_with_type),   cmocka_unit_test(test_trace_headers),
+        cmocka_unit_test(test_path_arg),        cmocka_unit_test(test_mail_params),
+        cmocka_unit_test(test_rcpt_params),     cmocka_unit_test(test_helo_sanitize),
+        cmocka_unit_test(test_mail_dsn_params), cmocka_unit_test(test_xtext),
+        cmocka_unit_test(test_with_type),       cmocka_unit_test(test_trace_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
