@@ -42,7 +42,8 @@ class SmtpSink:
     What it saw: self.messages, one dict per message accepted with 250 (mail_from, mail_params,
     rcpts, data bytes as received after un-stuffing, tls); self.unacked, messages whose final
     dot got no 2xx (a message sent with BDAT has "chunks", the sizes of its BDAT commands);
-    self.sessions counts connections; self.commands lists every command line.
+    self.sessions counts connections; self.commands lists every command line;
+    self.rcpt_params maps each address given to RCPT to the parameters after it (the last seen).
     self.auths lists every AUTH command as a dict (user, password, ok, tls: under TLS or not);
     self.plaintext holds every octet received outside TLS, in every session.
     """
@@ -68,6 +69,7 @@ class SmtpSink:
         self.messages = []
         self.unacked = []
         self.commands = []
+        self.rcpt_params = {}
         self.sessions = 0
         self.data_seen = threading.Event()
         self.lock = threading.Lock()
@@ -173,7 +175,10 @@ class SmtpSink:
                 mail_from, params, rcpts = addr.lstrip("<"), params.strip(), []
                 send("250 2.1.0 Ok")
             elif verb == "RCPT":
-                addr = line[8:].strip().strip("<>")
+                addr, _, rparams = line[8:].strip().partition(">")
+                addr = addr.lstrip("<")
+                with self.lock:
+                    self.rcpt_params[addr] = rparams.strip()
                 reply = self._next(self.rcpt_replies, addr) or "250 2.1.5 Ok"
                 if reply.startswith("2"):
                     rcpts.append(addr)
