@@ -1,5 +1,6 @@
 /*
- * test_dsn.c - common/pure/dsn.c, the RFC 3464 bounce builder. Every built message is parsed back
+ * test_dsn.c - common/pure/dsn.c, the RFC 3464 notice builder (every action, ENVID and ORCPT
+ * echoed, RET=FULL and its fall-back to headers). Every built message is parsed back
  * here, independently of the builder: split into header section and body, the boundary taken
  * from the unfolded Content-Type, the body split at the delimiter lines into its three parts.
  * Checked on every message: CRLF line ends only, no line over 998 octets, no octet outside 7-bit
@@ -719,6 +720,122 @@ static void test_random_ids_differ(void **state)
     free(m2);
 }
 
+/* Each action: its Subject, Action, Status class; ENVID and ORCPT echoed, xtext decoded when
+ * that gives printable ASCII, kept as xtext otherwise; only the headers returned. */
+static void test_actions_envid_orcpt(void **state)
+{
+    (void)state;
+    static const struct {
+        enum dsn_action action;
+        const char *subject, *action_word, *status;
+    } cases[] = {
+        {DSN_ACTION_FAILED, "Undelivered Mail Returned to Sender", "failed", "5.2.2"},
+        {DSN_ACTION_DELAYED, "Delayed Mail (still being retried)", "delayed", "4.2.2"},
+        {DSN_ACTION_DELIVERED, "Successful Mail Delivery Report", "delivered", "2.0.0"},
+        {DSN_ACTION_RELAYED, "Successful Mail Delivery Report", "relayed", "2.0.0"},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        struct dsn_recipient r[2] = {
+            {.address = "bob@remote.test",
+             .reply_code = 452,
+             .reply = "452 4.2.2 mailbox full",
+             .orcpt = "rfc822;bob+2Bold@remote.test"},
+            /* "+0A" decodes to a line feed: not printable, so the xtext stays. */
+            {.address = "carol@remote.test", .orcpt = "rfc822;carol+0A@remote.test"},
+        };
+        struct dsn_info info = {
+            .hostname = "mail.example.test",
+            .sender = "alice@example.test",
+            .arrival_ms = T_ARRIVAL_MS,
+            .now_ms = T_NOW_MS,
+            .rcpts = r,
+            .n_rcpts = 2,
+            .action = cases[i].action,
+            .envid = "QQ+2B314159",
+            .return_full = true, /* only a failure may return the message */
+        };
+        size_t len = 0;
+        char *msg = build(&info, orig_msg, sizeof(orig_msg) - 1, &len);
+        struct parsed m;
+        parse(msg, len, &m);
+        char v[1024];
+        assert_true(field(m.headers, "Subject", v, sizeof(v)));
+        assert_string_equal(v, cases[i].subject);
+        struct span groups[MAX_GROUPS];
+        assert_int_equal(split_groups(m.part_body[1], groups, MAX_GROUPS), 3);
+        assert_true(field(groups[0], "Original-Envelope-Id", v, sizeof(v)));
+        assert_string_equal(v, "QQ+314159");
+        assert_true(field(groups[1], "Original-Recipient", v, sizeof(v)));
+        assert_string_equal(v, "rfc822; bob+old@remote.test");
+        assert_true(field(groups[1], "Action", v, sizeof(v)));
+        assert_string_equal(v, cases[i].action_word);
+        assert_true(field(groups[1], "Status", v, sizeof(v)));
+        assert_string_equal(v, cases[i].status);
+        assert_true(field(groups[2], "Original-Recipient", v, sizeof(v)));
+        assert_string_equal(v, "rfc822; carol+0A@remote.test");
+        /* Original-Recipient comes before Final-Recipient (RFC 3464 2.3). */
+        assert_true(find_str(groups[1].p, groups[1].len, "Original-Recipient") <
+                    find_str(groups[1].p, groups[1].len, "Final-Recipient"));
+        if (cases[i].action == DSN_ACTION_FAILED) {
+            assert_true(field(m.part_headers[2], "Content-Type", v, sizeof(v)));
+            assert_string_equal(v, "message/rfc822");
+            assert_non_null(find_str(msg, len, "SECRET-BODY line two"));
+        } else {
+            check_part_types(&m, NULL);
+            assert_null(find_str(msg, len, "SECRET-BODY"));
+        }
+        free(msg);
+    }
+}
+
+/* RET=FULL: a message that a 7-bit report cannot carry as it is (8-bit, an overlong line) or
+ * that is too large has its headers returned instead; without RET=FULL the headers always. */
+static void test_return_full_falls_back_to_headers(void **state)
+{
+    (void)state;
+    static const char eight[] = "Subject: x\r\n\r\ncaf\xc3\xa9 SECRET-BODY\r\n";
+    char *big = malloc(DSN_RETURN_FULL_MAX_BYTES + 128);
+    assert_non_null(big);
+    size_t big_len = (size_t)snprintf(big, 64, "Subject: big\r\n\r\n");
+    while (big_len <= DSN_RETURN_FULL_MAX_BYTES) { /* one line past the limit */
+        memcpy(big + big_len, "SECRET-BODY 64 octets of text ................................\r\n",
+               64);
+        big_len += 64;
+    }
+    const struct {
+        const char *orig;
+        size_t len;
+        bool full;
+        bool whole;
+    } cases[] = {
+        {orig_msg, sizeof(orig_msg) - 1, true, true},
+        {orig_msg, sizeof(orig_msg) - 1, false, false},
+        {eight, sizeof(eight) - 1, true, false},
+        {big, big_len, true, false},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        struct dsn_recipient r = {.address = "bob@remote.test", .reply = "no"};
+        struct dsn_info info = {
+            .hostname = "mail.example.test",
+            .sender = "alice@example.test",
+            .now_ms = T_NOW_MS,
+            .rcpts = &r,
+            .n_rcpts = 1,
+            .return_full = cases[i].full,
+        };
+        size_t len = 0;
+        char *msg = build(&info, cases[i].orig, cases[i].len, &len);
+        struct parsed m;
+        parse(msg, len, &m);
+        char v[256];
+        assert_true(field(m.part_headers[2], "Content-Type", v, sizeof(v)));
+        assert_string_equal(v, cases[i].whole ? "message/rfc822" : "text/rfc822-headers");
+        assert_int_equal(find_str(msg, len, "SECRET-BODY") != NULL, cases[i].whole);
+        free(msg);
+    }
+    free(big);
+}
+
 static void test_refuses_bad_input(void **state)
 {
     (void)state;
@@ -767,6 +884,8 @@ int main(void)
         cmocka_unit_test(test_addresses_and_hostnames),
         cmocka_unit_test(test_random_ids_differ),
         cmocka_unit_test(test_refuses_bad_input),
+        cmocka_unit_test(test_actions_envid_orcpt),
+        cmocka_unit_test(test_return_full_falls_back_to_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

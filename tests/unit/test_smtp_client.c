@@ -177,6 +177,11 @@ static void test_ehlo_accumulates(void **state)
     struct smtp_ehlo_caps caps = {0};
     smtp_ehlo_parse_line(&caps, "smtputf8", 8);
     assert_true(caps.smtputf8);
+    assert_false(caps.dsn);
+    smtp_ehlo_parse_line(&caps, "DSNX", 4); /* another keyword */
+    assert_false(caps.dsn);
+    smtp_ehlo_parse_line(&caps, "dsn", 3); /* RFC 3461 */
+    assert_true(caps.dsn);
     caps = (struct smtp_ehlo_caps){0};
     for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
         smtp_ehlo_parse_line(&caps, lines[i], strlen(lines[i]));
