@@ -577,7 +577,14 @@ static int ob_status_part(struct obuf *b, const struct dsn_info *info, const cha
         if (semi != NULL) {
             char first[64];
             int tl = (int)(semi - r->orcpt);
-            if (tl > 0 && tl < 40) {
+            /* The addr-type is an atom (RFC 3461 4.2); anything else is not written. */
+            bool atom = tl > 0 && tl < 40;
+            for (int k = 0; atom && k < tl; k++) {
+                char c = r->orcpt[k];
+                atom = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                       c == '-' || c == '_' || c == '.';
+            }
+            if (atom) {
                 snprintf(first, sizeof(first), "Original-Recipient: %.*s; ", tl, r->orcpt);
                 ob_xtext_field(b, first, semi + 1);
             }
