@@ -45,12 +45,14 @@
  * by store_queue_defer, which counts the attempt and sets the next one by the backoff schedule
  * (store_queue_backoff_ms, the one place it is defined). When the entry is older than relay.max_age
  * defer says so and keeps the claim: the runner then bounces it with store_queue_fail (Status
- * 5.4.7). A permanent failure (5xx, a null MX) goes straight to store_queue_fail. store_queue_fail
- * builds the RFC 3464 bounce (common/pure/dsn.h) from the original's headers, stores it with the
- * null sender for the original sender (their mailbox here when the sender is a local user, else a
- * new queue row) and deletes the failed entries, all in one savepoint. It is also the one place
- * that enforces "a bounce is never bounced": an entry whose sender is the null sender is removed
- * without a bounce (RFC 5321 6.1, RFC 3464 2.4.3).
+ * 5.4.7). A permanent failure (5xx, a null MX) goes straight to store_queue_fail (in
+ * storage/queue_notice.c). store_queue_fail builds the RFC 3464 bounce (common/pure/dsn.h) from
+ * the original (its headers, or all of it for RET=FULL), stores it with the null sender for the
+ * original sender (their mailbox here when the sender is a local user, else a new queue row) and
+ * deletes the failed entries, all in one savepoint. It is also the one place that enforces "a
+ * bounce is never bounced": an entry whose sender is the null sender is removed without a bounce
+ * (RFC 5321 6.1, RFC 3464 2.4.3); every other notice goes through store_notice, which refuses
+ * the null sender the same way.
  *
  * Flush. `postern queue flush` (another process) makes every unclaimed entry due now. The runner
  * learns of it only from the database: it rescans at least every STORE_QUEUE_RESCAN_MS, so the

@@ -13,6 +13,11 @@
  * them into the message row; no mailbox or queue row exists before that commit, and closing the
  * spool file (RSET, a refusal, a dropped connection, the job's end) is all the cleanup there is.
  *
+ * DSN (RFC 3461): RET and ENVID come with MAIL (smtp_parse.c), NOTIFY and ORCPT with each RCPT
+ * and are kept beside the recipient (smtp_tx_rcpt.c); all of them go into store_deliver, which
+ * stores them with the message and its queue rows and answers a local NOTIFY=SUCCESS in the same
+ * transaction (storage/queue.h says who gets which notice).
+ *
  * It makes and frees the struct smtp_tx (smtp_tx_new at MAIL, smtp_tx_free when the transaction
  * ends; the session holds the one pointer), owns what hangs off it, and the writer jobs' work. It
  * does not own the session: server/smtp/smtp_session.c calls in through smtp_tx.h, checks the SMTP
