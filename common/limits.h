@@ -18,6 +18,14 @@
 /* RFC 5321 4.5.3.1.4: a command line is at most 512 octets including the CRLF. */
 #define SMTP_LINE_MAX_BYTES 512
 /*
+ * What the SMTP server reads as one command line: RFC 5321 4.5.3.1.4 lets an extension raise the
+ * 512, and DSN does (RFC 3461 4): an RCPT may be longer by 500 octets for ORCPT and 14 for
+ * NOTIFY, a MAIL by 100 for ENVID and 8 for RET. The largest, RCPT's, is taken for every command:
+ * the reader does not know the verb before it has the line. The line reader's buffer is sized
+ * for AUTH's longer lines anyway, so this costs no memory.
+ */
+#define SMTP_COMMAND_LINE_MAX_BYTES (SMTP_LINE_MAX_BYTES + 500 + 14)
+/*
  * RFC 5321 4.5.3.1.5: a reply line is at most 512 octets including the CRLF. The outbound client
  * reads replies with it, and a reply postern builds (relay_policy.h) fits a buffer this size
  * without the CRLF.

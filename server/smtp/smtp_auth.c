@@ -83,7 +83,7 @@ void smtp_auth_drop(struct smtp_session *s)
 static void sasl_finish(struct smtp_session *s)
 {
     smtp_auth_drop(s);
-    conn_set_max_line(s->conn, SMTP_LINE_MAX_BYTES);
+    conn_set_max_line(s->conn, SMTP_COMMAND_LINE_MAX_BYTES);
 }
 
 /* The verification's answer (the request is over; a failure may wait for the delay timer). */

@@ -30,14 +30,14 @@
 #define SMTP_MILTER_ARGS_MAX 8
 
 struct smtp_milter {
-    struct milter_session *ms;               /* owned */
-    enum milter_step step;                   /* the envelope step being asked */
-    void (*next_ok)(struct smtp_session *s); /* the positive reply, once they agree */
-    struct smtp_tx_rcpt_mark mark;           /* RCPT: what to take back on refusal */
-    bool discard;                            /* a milter said discard: store nothing */
-    char rcpt_args[SMTP_LINE_MAX_BYTES];     /* the RCPT being answered */
-    char args[SMTP_LINE_MAX_BYTES];          /* MAIL/RCPT split for the milters */
-    const char *argv[SMTP_MILTER_ARGS_MAX];  /* into args */
+    struct milter_session *ms;                   /* owned */
+    enum milter_step step;                       /* the envelope step being asked */
+    void (*next_ok)(struct smtp_session *s);     /* the positive reply, once they agree */
+    struct smtp_tx_rcpt_mark mark;               /* RCPT: what to take back on refusal */
+    bool discard;                                /* a milter said discard: store nothing */
+    char rcpt_args[SMTP_COMMAND_LINE_MAX_BYTES]; /* the RCPT being answered */
+    char args[SMTP_COMMAND_LINE_MAX_BYTES];      /* MAIL/RCPT split for the milters */
+    const char *argv[SMTP_MILTER_ARGS_MAX];      /* into args */
 };
 
 static bool is_submission(const struct smtp_session *s)

@@ -853,7 +853,7 @@ static void smtp_busy_reply(const struct cfg *cfg, bool per_ip, char *buf, size_
 
 const struct conn_handler smtp_session_handler = {
     .proto = "smtp",
-    .max_line_bytes = SMTP_LINE_MAX_BYTES,
+    .max_line_bytes = SMTP_COMMAND_LINE_MAX_BYTES,
     .largest_line_bytes = SMTP_AUTH_LINE_MAX_BYTES,
     .on_open = smtp_on_open,
     .on_line = smtp_on_line,

@@ -168,11 +168,12 @@ class GreetingsAndLines(ConnTest):
         self.start_server()
         c = self.connect("smtp")
         c.line()
-        # RFC 5321 4.5.3.1.4: 512 octets with CRLF; the tail must not run as a command.
-        c.send("X" * 600 + "QUIT\r\nNOOP\r\n")
+        # RFC 5321 4.5.3.1.4: 512 octets with CRLF, and 514 more for DSN's ORCPT and NOTIFY
+        # (RFC 3461 4); the tail must not run as a command.
+        c.send("X" * 1100 + "QUIT\r\nNOOP\r\n")
         self.assertEqual(c.line(), "500 5.5.0 Line too long")
         self.assertEqual(c.line(), "250 2.0.0 Ok")
-        c.send("N" * 510 + "\r\n")  # exactly 512 with CRLF: a line, not too long
+        c.send("N" * 1024 + "\r\n")  # exactly 1026 with CRLF: a line, not too long
         self.assertEqual(c.line(), "500 5.5.2 Error: command not recognized")
         c.send("A\0B\r\n")
         self.assertEqual(c.line(), "500 5.5.2 Syntax error")

@@ -29,6 +29,7 @@ class DsnTest(OutboundTest):
         self.ok("domain", "add", "example.test")
         self.ok("user", "add", SENDER, input=PASSWORD + "\n")
         self.ok("user", "add", "bob@example.test", input="bob-password-1\n")
+        self.ok("user", "add", "carol@example.test", input="carol-password-1\n")
 
     def start(self, extra=""):
         make_cert(self.dir, "mail.example.test")
@@ -123,6 +124,12 @@ class Parameters(DsnTest):
             ("RCPT TO:<bob@example.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;b+2Bx@example.test",
              "250 2.1.5 Ok"),
             ("RCPT TO:<bob@example.test> NOTIFY=NEVER", "250 2.1.5 Ok"),
+            # The longest parameters fit the longer command line RFC 3461 allows.
+            ("RCPT TO:<carol@example.test> NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=rfc822;" + "c" * 493,
+             "250 2.1.5 Ok"),
+            ("RCPT TO:<carol@example.test> ORCPT=rfc822;" + "c" * 494,
+             "501 5.5.4 Bad RCPT parameter (ORCPT must be addr-type;xtext of at most 500 "
+             "characters)"),
         ]:
             self.assertEqual(cmd(line), want, line)
 
