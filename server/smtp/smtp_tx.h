@@ -86,7 +86,7 @@ struct smtp_tx_rcpt_dsn {
 /*
  * One mail transaction: allocated by the session at MAIL (smtp_tx_new), freed (smtp_tx_free) at
  * RSET, EHLO/HELO, STARTTLS, the end of DATA or BDAT LAST, a refused MAIL and the session's end,
- * as OpenSMTPD's smtp_tx is: an idle session holds only a NULL pointer instead of these 2.8 KiB.
+ * as OpenSMTPD's smtp_tx is: an idle session holds only a NULL pointer instead of these 3.0 KiB.
  * The session owns the pointer; the fields are smtp_tx.c's alone.
  */
 struct smtp_tx {
