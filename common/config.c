@@ -363,6 +363,21 @@ static void check_cross(struct parse *ps)
              cfg->smtp.hard_error_limit, cfg->smtp.soft_error_limit);
         return;
     }
+    /* A listener that waits for a PROXY header nobody may send would refuse every client. */
+    for (size_t i = 0; i < cfg_param_count && cfg->server.proxy_from.count == 0; i++) {
+        if (cfg_params[i].type != P_LISTEN)
+            continue;
+        const struct cfg_listen_list *a = cfg_cfield(cfg, &cfg_params[i]);
+        for (size_t x = 0; x < a->count; x++) {
+            if (!a->addrs[x].proxy)
+                continue;
+            char text[96];
+            cfg_listen_format(&a->addrs[x], text, sizeof(text));
+            fail(ps, 0, "[%s] %s: %s is marked proxy but [server] proxy_from is empty",
+                 cfg_params[i].section, cfg_params[i].key, text);
+            return;
+        }
+    }
     /* The same address:port on two listeners would fail at bind time; say it now. */
     for (size_t i = 0; i < cfg_param_count; i++) {
         if (cfg_params[i].type != P_LISTEN)

@@ -32,6 +32,7 @@
  *   FILE: [relay] smarthost_user and smarthost_password_file must be set together
  *   FILE: [relay] smarthost_user is set but smarthost is not
  *   FILE: ADDR is in both [S1] K1 and [S2] K2        (one address:port on two listeners)
+ *   FILE: [S] K: ADDR is marked proxy but [server] proxy_from is empty
  *
  * Not thread-safe: inih's options are process-wide variables that cfg_load* sets (and restores)
  * around each parse. Load the configuration from one thread, before starting others.
@@ -46,28 +47,40 @@
 
 #include "common/limits.h"
 #include "common/log.h"
+#include "common/pure/cidr.h"
 
 /* Longest accepted line, without its line ending; longer is an error, never truncation. Room
  * for a PATH_MAX (4096) path and its key, so whatever cfg_print writes loads back. */
 #define CFG_LINE_MAX_BYTES 8192
 /* Addresses per listen key; more is a config error. */
-#define CFG_LISTEN_MAX        8
+#define CFG_LISTEN_MAX 8
+/* Networks per CIDR list key ([server] proxy_from); more is a config error. */
+#define CFG_CIDRS_MAX         32
 #define CFG_WARNINGS_MAX      8
 #define CFG_WARNING_MAX_BYTES 256
 
 /*
  * One listening address. host is "*" (every address, IPv4 and IPv6: the server decides how
  * to bind), or a numeric IPv4 or IPv6 address in canonical inet_ntop form without brackets
- * ("127.0.0.1", "::1", "0.0.0.0"). port is 1..65535.
+ * ("127.0.0.1", "::1", "0.0.0.0"). port is 1..65535. proxy: written "ADDRESS:PORT proxy" (the
+ * SMTP and POP3 listen keys only): every connection must open with a PROXY protocol header
+ * from a balancer in [server] proxy_from.
  */
 struct cfg_listen {
     char host[64];
     uint16_t port;
+    bool proxy;
 };
 
 /* A comma-separated listen key; count 0 means the service is disabled (empty value). */
 struct cfg_listen_list {
     struct cfg_listen addrs[CFG_LISTEN_MAX];
+    size_t count;
+};
+
+/* A comma-separated list of networks ("10.0.0.0/8, 2001:db8::/32"); count 0 when empty. */
+struct cfg_cidr_list {
+    struct cidr nets[CFG_CIDRS_MAX];
     size_t count;
 };
 
@@ -113,6 +126,9 @@ struct cfg {
         unsigned max_connections_per_ip; /* 1..1000000 */
         unsigned workers;                /* event loops, 1..64; 0 = one per online core */
         struct cfg_listen_list metrics;  /* the Prometheus endpoint; count 0 = off */
+        /* The balancers allowed to send a PROXY protocol header, to the listen addresses marked
+         * proxy; a marked address with this list empty is a config error. */
+        struct cfg_cidr_list proxy_from;
     } server;
     struct {
         struct cfg_listen_list listen;
@@ -202,7 +218,11 @@ void cfg_free(struct cfg *cfg);
 /* True when certificate and key are set: STARTTLS/STLS and the implicit-TLS ports are on. */
 bool cfg_has_tls(const struct cfg *cfg);
 
-/* "127.0.0.1:2525", "[::1]:2525" or "*:25" into buf (cut at len-1 bytes). */
+/* "127.0.0.1:2525", "[::1]:2525" or "*:25" into buf (cut at len-1 bytes); without the proxy
+ * marker: this is the socket's name. */
 void cfg_listen_format(const struct cfg_listen *addr, char *buf, size_t len);
+
+/* True when ip lies in one of the networks of list. */
+bool cfg_cidr_list_contains(const struct cfg_cidr_list *list, const struct ip_addr *ip);
 
 #endif

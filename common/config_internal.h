@@ -26,6 +26,7 @@ enum param_type {
     P_SIZE,     /* uint64_t bytes, min..max */
     P_ENUM,     /* an enum (int-sized), one of names */
     P_LISTEN,   /* struct cfg_listen_list */
+    P_CIDRS,    /* struct cfg_cidr_list */
     P_HOSTPORT, /* struct cfg_hostport, host is a name or an address */
     P_IPPORT,   /* struct cfg_hostport, host is a numeric address */
 };
@@ -52,6 +53,8 @@ struct param {
     /* P_SIZE: a word accepted instead of a size, stored as CFG_SIZE_DERIVED and replaced after
      * loading by a value derived from other keys (config.c, derive_values). */
     const char *derived_word;
+    /* P_LISTEN: an address may carry the "proxy" marker (the SMTP and POP3 services). */
+    bool proxy_marker;
 };
 
 /*

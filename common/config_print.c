@@ -63,6 +63,20 @@ void cfg_param_format(const struct cfg *cfg, const struct param *p, char *buf, s
         for (size_t i = 0; i < list->count && used < len; i++) {
             char text[96];
             cfg_listen_format(&list->addrs[i], text, sizeof(text));
+            int n = snprintf(buf + used, len - used, "%s%s%s", i > 0 ? ", " : "", text,
+                             list->addrs[i].proxy ? " proxy" : "");
+            if (n < 0)
+                break;
+            used += (size_t)n;
+        }
+        break;
+    }
+    case P_CIDRS: {
+        const struct cfg_cidr_list *list = field;
+        size_t used = 0;
+        for (size_t i = 0; i < list->count && used < len; i++) {
+            char text[CIDR_STRLEN];
+            cidr_format(&list->nets[i], text, sizeof(text));
             int n = snprintf(buf + used, len - used, "%s%s", i > 0 ? ", " : "", text);
             if (n < 0)
                 break;

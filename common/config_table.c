@@ -83,10 +83,13 @@ const struct param cfg_params[] = {
     /* The Prometheus endpoint (server/metrics/metrics_http.h): off unless set; it has no
      * authentication, so it belongs on loopback or a monitoring network. */
     PARAM("server", "metrics", P_LISTEN, server.metrics, ""),
+    /* PROXY protocol (server/net/conn_proxy.c): who may say where a connection comes from. */
+    PARAM("server", "proxy_from", P_CIDRS, server.proxy_from, ""),
 
-    PARAM("smtp", "listen", P_LISTEN, smtp.listen, "127.0.0.1:2525"),
-    PARAM("smtp", "submission", P_LISTEN, smtp.submission, "127.0.0.1:2587"),
-    PARAM("smtp", "submissions", P_LISTEN, smtp.submissions, "127.0.0.1:2465"),
+    PARAM("smtp", "listen", P_LISTEN, smtp.listen, "127.0.0.1:2525", .proxy_marker = true),
+    PARAM("smtp", "submission", P_LISTEN, smtp.submission, "127.0.0.1:2587", .proxy_marker = true),
+    PARAM("smtp", "submissions", P_LISTEN, smtp.submissions, "127.0.0.1:2465",
+          .proxy_marker = true),
     PARAM("smtp", "max_message_size", P_SIZE, smtp.max_message_size_bytes, "25M",
           .min = SIZE_KIB_BYTES, .max = 512 * SIZE_MIB_BYTES),
     PARAM("smtp", "min_free_space", P_SIZE, smtp.min_free_space_bytes, "auto", .min = 0,
@@ -102,8 +105,8 @@ const struct param cfg_params[] = {
     PARAM("smtp", "error_delay", P_DURATION, smtp.error_delay_ms, "1s", .min = 0,
           .max = DURATION_MS_PER_MINUTE),
 
-    PARAM("pop3", "listen", P_LISTEN, pop3.listen, "127.0.0.1:1110"),
-    PARAM("pop3", "pop3s", P_LISTEN, pop3.pop3s, "127.0.0.1:1995"),
+    PARAM("pop3", "listen", P_LISTEN, pop3.listen, "127.0.0.1:1110", .proxy_marker = true),
+    PARAM("pop3", "pop3s", P_LISTEN, pop3.pop3s, "127.0.0.1:1995", .proxy_marker = true),
     PARAM("pop3", "plaintext_auth", P_BOOL, pop3.plaintext_auth, "no"),
     PARAM("pop3", "timeout", P_DURATION, pop3.timeout_ms, "10m", .min = DURATION_MS_PER_SECOND,
           .max = DURATION_MS_PER_DAY),

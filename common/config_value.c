@@ -1,6 +1,7 @@
 /*
  * config_value.c - one configuration value from its text: the syntax of each parameter type
- * (names, numbers with bounds, durations, sizes, enums, listen lists, host:port) and the reason
+ * (names, numbers with bounds, durations, sizes, enums, listen lists, network lists, host:port)
+ * and the reason
  * text when it is wrong. It checks form only: nothing is bound, resolved or looked up, and
  * cross-key rules and file positions are config.c's. The parameter rows come from
  * config_table.c; formatting a value back is config_print.c's.
@@ -112,7 +113,7 @@ static int parse_listen(const char *item, struct cfg_listen *out, char *reason, 
 {
     char host[128];
     const char *port;
-    struct cfg_listen addr = {{0}, 0};
+    struct cfg_listen addr = {{0}, 0, false};
 
     if (item[0] == '[') {
         const char *close = strchr(item, ']');
@@ -177,9 +178,31 @@ void cfg_listen_format(const struct cfg_listen *addr, char *buf, size_t len)
         snprintf(buf, len, "%s:%u", addr->host, (unsigned)addr->port);
 }
 
-/* "a, b, c" into out; "" is an empty list (the service is off). */
-static int parse_listen_list(const char *value, struct cfg_listen_list *out, char *reason,
-                             size_t rlen)
+/*
+ * The words after an address in a listen entry (rest, blanks trimmed): only "proxy", and only
+ * where marker_ok. Another address is the common mistake, so it gets its own hint.
+ */
+static int parse_listen_marker(const char *rest, bool marker_ok, struct cfg_listen *addr,
+                               char *reason, size_t rlen)
+{
+    if (strcmp(rest, "proxy") != 0) {
+        if (strchr(rest, ':') != NULL)
+            snprintf(reason, rlen, "separate addresses with commas");
+        else
+            snprintf(reason, rlen, "unknown word \"%.40s\" after an address (only proxy)", rest);
+        return -1;
+    }
+    if (!marker_ok) {
+        snprintf(reason, rlen, "proxy is only for the [smtp] and [pop3] listen addresses");
+        return -1;
+    }
+    addr->proxy = true;
+    return 0;
+}
+
+/* "a, b proxy, c" into out; "" is an empty list (the service is off). */
+static int parse_listen_list(const char *value, bool marker_ok, struct cfg_listen_list *out,
+                             char *reason, size_t rlen)
 {
     struct cfg_listen_list list;
     const char *p = value;
@@ -211,15 +234,19 @@ static int parse_listen_list(const char *value, struct cfg_listen_list *out, cha
         }
         memcpy(item, p, n);
         item[n] = '\0';
-        if (strpbrk(item, " \t") != NULL) {
-            snprintf(reason, rlen, "separate addresses with commas");
-            return -1;
+        char *rest = strpbrk(item, " \t");
+        if (rest != NULL) {
+            *rest++ = '\0';
+            while (cfg_is_blank(*rest))
+                rest++;
         }
         if (list.count == CFG_LISTEN_MAX) {
             snprintf(reason, rlen, "at most %d addresses", CFG_LISTEN_MAX);
             return -1;
         }
         if (parse_listen(item, &addr, reason, rlen) < 0)
+            return -1;
+        if (rest != NULL && parse_listen_marker(rest, marker_ok, &addr, reason, rlen) < 0)
             return -1;
         for (size_t i = 0; i < list.count; i++) {
             if (cfg_listen_equal(&list.addrs[i], &addr)) {
@@ -236,6 +263,70 @@ static int parse_listen_list(const char *value, struct cfg_listen_list *out, cha
     }
     *out = list;
     return 0;
+}
+
+/* "10.0.0.0/8, 2001:db8::/32" into out (cidr_parse per entry); "" is an empty list. */
+static int parse_cidr_list(const char *value, struct cfg_cidr_list *out, char *reason, size_t rlen)
+{
+    struct cfg_cidr_list list;
+    const char *p = value;
+
+    memset(&list, 0, sizeof(list));
+    while (*value != '\0') {
+        const char *comma = strchr(p, ',');
+        size_t n = comma != NULL ? (size_t)(comma - p) : strlen(p);
+        char item[CIDR_STRLEN + 8];
+        struct cidr net;
+        const char *why = NULL;
+
+        while (n > 0 && cfg_is_blank(*p)) {
+            p++;
+            n--;
+        }
+        while (n > 0 && cfg_is_blank(p[n - 1]))
+            n--;
+        if (n == 0) {
+            snprintf(reason, rlen, "empty entry in the list");
+            return -1;
+        }
+        if (n >= sizeof(item)) {
+            snprintf(reason, rlen, "expected networks such as 10.0.0.0/8, 2001:db8::/32");
+            return -1;
+        }
+        memcpy(item, p, n);
+        item[n] = '\0';
+        if (cidr_parse(item, &net, &why) != 0) {
+            snprintf(reason, rlen, "\"%s\": %s", item, why);
+            return -1;
+        }
+        for (size_t i = 0; i < list.count; i++) {
+            if (list.nets[i].prefix == net.prefix && ip_equal(&list.nets[i].net, &net.net)) {
+                char text[CIDR_STRLEN];
+                cidr_format(&net, text, sizeof(text));
+                snprintf(reason, rlen, "%s is listed twice", text);
+                return -1;
+            }
+        }
+        if (list.count == CFG_CIDRS_MAX) {
+            snprintf(reason, rlen, "at most %d networks", CFG_CIDRS_MAX);
+            return -1;
+        }
+        list.nets[list.count++] = net;
+        if (comma == NULL)
+            break;
+        p = comma + 1;
+    }
+    *out = list;
+    return 0;
+}
+
+bool cfg_cidr_list_contains(const struct cfg_cidr_list *list, const struct ip_addr *ip)
+{
+    for (size_t i = 0; i < list->count; i++) {
+        if (cidr_contains(&list->nets[i], ip))
+            return true;
+    }
+    return false;
 }
 
 /*
@@ -490,7 +581,9 @@ int cfg_param_set(struct cfg *cfg, const struct param *p, const char *base_dir, 
         return -1;
     }
     case P_LISTEN:
-        return parse_listen_list(value, field, reason, rlen);
+        return parse_listen_list(value, p->proxy_marker, field, reason, rlen);
+    case P_CIDRS:
+        return parse_cidr_list(value, field, reason, rlen);
     case P_HOSTPORT:
     case P_IPPORT:
         return parse_hostport(value, p->type == P_IPPORT, p->default_port, field, reason, rlen);

@@ -65,6 +65,18 @@ static void listen_text(const struct cfg_listen_list *list, char *buf, size_t le
     for (size_t i = 0; i < list->count; i++) {
         char one[96];
         cfg_listen_format(&list->addrs[i], one, sizeof(one));
+        used += (size_t)snprintf(buf + used, len - used, "%s%s%s", i ? "," : "", one,
+                                 list->addrs[i].proxy ? " proxy" : "");
+    }
+}
+
+static void cidrs_text(const struct cfg_cidr_list *list, char *buf, size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < list->count; i++) {
+        char one[CIDR_STRLEN];
+        cidr_format(&list->nets[i], one, sizeof(one));
         used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? "," : "", one);
     }
 }
@@ -155,7 +167,7 @@ static void test_defaults(void **state)
 
 /* ---- every key, every accepted form ------------------------------------------------------ */
 
-enum kind { K_STR, K_BOOL, K_UINT, K_U16, K_U64, K_ENUM, K_LISTEN, K_HOSTPORT };
+enum kind { K_STR, K_BOOL, K_UINT, K_U16, K_U64, K_ENUM, K_LISTEN, K_HOSTPORT, K_CIDRS };
 
 struct ok_case {
     const char *section;
@@ -164,7 +176,8 @@ struct ok_case {
     enum kind kind;
     size_t offset;
     uint64_t want_u;    /* K_BOOL K_UINT K_U16 K_U64 K_ENUM, K_HOSTPORT port */
-    const char *want_s; /* K_STR, K_LISTEN (comma-joined cfg_listen_format), K_HOSTPORT host */
+    const char *want_s; /* K_STR, K_LISTEN (comma-joined cfg_listen_format, " proxy" marks),
+                           K_HOSTPORT host, K_CIDRS (comma-joined cidr_format) */
     const char *also;   /* extra lines for the same section, or NULL */
 };
 
@@ -207,6 +220,17 @@ static const struct ok_case ok_cases[] = {
     {"server", "metrics", "127.0.0.1:9154", K_LISTEN, OFF(server.metrics), 0, "127.0.0.1:9154",
      NULL},
     {"server", "metrics", "", K_LISTEN, OFF(server.metrics), 0, "", NULL},
+    {"server", "proxy_from", "10.0.0.0/8, 2001:db8::/32", K_CIDRS, OFF(server.proxy_from), 0,
+     "10.0.0.0/8,2001:db8::/32", NULL},
+    {"server", "proxy_from", "192.0.2.7,::ffff:198.51.100.0/120", K_CIDRS, OFF(server.proxy_from),
+     0, "192.0.2.7/32,198.51.100.0/24", NULL},
+    {"server", "proxy_from", "", K_CIDRS, OFF(server.proxy_from), 0, "", NULL},
+    {"smtp", "listen", "10.0.0.5:25 proxy, 127.0.0.1:25", K_LISTEN, OFF(smtp.listen), 0,
+     "10.0.0.5:25 proxy,127.0.0.1:25", "[server]\nproxy_from = 10.0.0.0/24\n"},
+    {"smtp", "submissions", "[::1]:465  proxy", K_LISTEN, OFF(smtp.submissions), 0,
+     "[::1]:465 proxy", "[server]\nproxy_from = ::1\n"},
+    {"pop3", "listen", "*:110 proxy", K_LISTEN, OFF(pop3.listen), 0, "*:110 proxy",
+     "[server]\nproxy_from = 10.0.0.0/24\n"},
 
     {"smtp", "listen", "127.0.0.1:25", K_LISTEN, OFF(smtp.listen), 0, "127.0.0.1:25", NULL},
     {"smtp", "listen", "127.0.0.1:25, [::1]:25", K_LISTEN, OFF(smtp.listen), 0,
@@ -366,13 +390,16 @@ static void check_ok_case(const struct ok_case *c, const struct cfg *cfg)
         got_u = hp->port;
         break;
     }
+    case K_CIDRS:
+        cidrs_text((const struct cfg_cidr_list *)(const void *)f, got_s, sizeof(got_s));
+        break;
     }
-    if (c->kind == K_STR || c->kind == K_LISTEN || c->kind == K_HOSTPORT) {
+    if (c->kind == K_STR || c->kind == K_LISTEN || c->kind == K_HOSTPORT || c->kind == K_CIDRS) {
         if (strcmp(got_s, c->want_s) != 0)
             fail_msg("[%s] %s = %s: got \"%s\", want \"%s\"", c->section, c->key, c->value, got_s,
                      c->want_s);
     }
-    if (c->kind != K_STR && c->kind != K_LISTEN && got_u != c->want_u)
+    if (c->kind != K_STR && c->kind != K_LISTEN && c->kind != K_CIDRS && got_u != c->want_u)
         fail_msg("[%s] %s = %s: got %llu, want %llu", c->section, c->key, c->value,
                  (unsigned long long)got_u, (unsigned long long)c->want_u);
 }
@@ -426,9 +453,9 @@ static void test_every_key_is_covered(void **state)
     }
     free(out);
     /* Every key of common/config_table.c: README.md's, the smarthost credentials, min_free_space,
-     * the SMTP error limits, server.faults, server.workers, server.metrics and the milters
-     * included. */
-    assert_int_equal(keys, 43);
+     * the SMTP error limits, server.faults, server.workers, server.metrics, server.proxy_from,
+     * relay.delay_notice and the milters included. */
+    assert_int_equal(keys, 44);
 }
 
 /* ---- errors, exact text ------------------------------------------------------------------ */
@@ -665,6 +692,31 @@ static const struct err_case err_cases[] = {
     {"[smtp]\nhard_error_limit = 3\nsoft_error_limit = 4\n",
      "t.conf: [smtp] hard_error_limit (3) must be at least soft_error_limit (4)"},
     {"[tls]\ncertificate = c.pem\n", "t.conf: [tls] certificate and key must be set together"},
+    {"[smtp]\nlisten = 127.0.0.1:25, 10.0.0.5:25 proxy\n",
+     "t.conf: [smtp] listen: 10.0.0.5:25 is marked proxy but [server] proxy_from is empty"},
+    {"[pop3]\npop3s = [::1]:995 proxy\n",
+     "t.conf: [pop3] pop3s: [::1]:995 is marked proxy but [server] proxy_from is empty"},
+    {"[server]\nmetrics = 127.0.0.1:9154 proxy\nproxy_from = 10.0.0.1\n",
+     "t.conf:2: bad value \"127.0.0.1:9154 proxy\" for metrics in [server]: proxy is only for the "
+     "[smtp] and [pop3] listen addresses"},
+    {"[smtp]\nlisten = 127.0.0.1:25 prxy\n",
+     "t.conf:2: bad value \"127.0.0.1:25 prxy\" for listen in [smtp]: unknown word \"prxy\" "
+     "after an address (only proxy)"},
+    {"[smtp]\nlisten = 127.0.0.1:25 proxy, 127.0.0.1:25\n",
+     "t.conf:2: bad value \"127.0.0.1:25 proxy, 127.0.0.1:25\" for listen in [smtp]: "
+     "127.0.0.1:25 is listed twice"},
+    {"[server]\nproxy_from = 10.0.0.0/33\n",
+     "t.conf:2: bad value \"10.0.0.0/33\" for proxy_from in [server]: \"10.0.0.0/33\": prefix "
+     "out of range"},
+    {"[server]\nproxy_from = balancer.example\n",
+     "t.conf:2: bad value \"balancer.example\" for proxy_from in [server]: \"balancer.example\": "
+     "bad address"},
+    {"[server]\nproxy_from = 10.0.0.0/8,,10.1.0.0/16\n",
+     "t.conf:2: bad value \"10.0.0.0/8,,10.1.0.0/16\" for proxy_from in [server]: empty entry in "
+     "the list"},
+    {"[server]\nproxy_from = 10.0.0.1/8, 10.0.0.0/8\n",
+     "t.conf:2: bad value \"10.0.0.1/8, 10.0.0.0/8\" for proxy_from in [server]: 10.0.0.0/8 is "
+     "listed twice"},
     {"[tls]\nkey = k.pem\n", "t.conf: [tls] certificate and key must be set together"},
     {"[pop3]\nlisten = 127.0.0.1:2525\n",
      "t.conf: 127.0.0.1:2525 is in both [smtp] listen and [pop3] listen"},
@@ -1041,6 +1093,16 @@ static void assert_listen_equal(const struct cfg_listen_list *a, const struct cf
     for (size_t i = 0; i < a->count; i++) {
         assert_string_equal(a->addrs[i].host, b->addrs[i].host);
         assert_int_equal(a->addrs[i].port, b->addrs[i].port);
+        assert_int_equal(a->addrs[i].proxy, b->addrs[i].proxy);
+    }
+}
+
+static void assert_cidrs_equal(const struct cfg_cidr_list *a, const struct cfg_cidr_list *b)
+{
+    assert_int_equal(a->count, b->count);
+    for (size_t i = 0; i < a->count; i++) {
+        assert_true(ip_equal(&a->nets[i].net, &b->nets[i].net));
+        assert_int_equal(a->nets[i].prefix, b->nets[i].prefix);
     }
 }
 
@@ -1055,6 +1117,7 @@ static void assert_cfg_equal(const struct cfg *a, const struct cfg *b)
     assert_int_equal(a->server.max_connections_per_ip, b->server.max_connections_per_ip);
     assert_int_equal(a->server.workers, b->server.workers);
     assert_listen_equal(&a->server.metrics, &b->server.metrics);
+    assert_cidrs_equal(&a->server.proxy_from, &b->server.proxy_from);
     assert_listen_equal(&a->smtp.listen, &b->smtp.listen);
     assert_listen_equal(&a->smtp.submission, &b->smtp.submission);
     assert_listen_equal(&a->smtp.submissions, &b->smtp.submissions);
@@ -1131,8 +1194,9 @@ static void test_print_round_trip(void **state)
                     "transcript = on\n"
                     "max_connections = 7\n"
                     "max_connections_per_ip = 3\n"
+                    "proxy_from = 10.0.0.0/8, 2001:db8::1\n"
                     "[smtp]\n"
-                    "listen = *:25, [0::1]:2525, 0.0.0.0:26\n"
+                    "listen = *:25 proxy, [0::1]:2525, 0.0.0.0:26\n"
                     "submission =\n"
                     "submissions = [::]:465\n"
                     "max_message_size = 1536\n"
@@ -1166,7 +1230,9 @@ static void test_print_round_trip(void **state)
     static const char *const lines[] = {
         "[server]\nhostname = mx.example.org\ndatabase = /base/d/p.db\nuser = mail\n",
         "log_level = debug\ntranscript = yes\n",
-        "\n[smtp]\nlisten = *:25, [::1]:2525, 0.0.0.0:26\nsubmission =\nsubmissions = [::]:465\n",
+        "proxy_from = 10.0.0.0/8, 2001:db8::1/128\n",
+        "\n[smtp]\nlisten = *:25 proxy, [::1]:2525, 0.0.0.0:26\nsubmission =\n"
+        "submissions = [::]:465\n",
         "max_message_size = 1536\nmin_free_space = 3K\nmax_recipients = 50\n"
         "plaintext_auth = yes\ntimeout = 90m\n",
         "timeout = 1h1s\n",
@@ -1265,7 +1331,7 @@ static void test_interface_example(void **state)
 
 static void test_listen_format(void **state)
 {
-    struct cfg_listen a = {"127.0.0.1", 25}, b = {"::1", 2525}, c = {"*", 1};
+    struct cfg_listen a = {"127.0.0.1", 25, false}, b = {"::1", 2525, false}, c = {"*", 1, false};
     char buf[64];
     (void)state;
 
