@@ -64,7 +64,8 @@ static void stop_timer(struct conn *c)
 
 static void on_timer(uv_timer_t *t);
 
-static void start_timer(struct conn *c, uint64_t ms)
+/* The connection's one timer, for whatever bound the state needs; a failure is only logged. */
+void conn__start_timer(struct conn *c, uint64_t ms)
 {
     int rc = uv_timer_start(&c->timer, on_timer, ms, 0);
     if (rc != 0)
@@ -74,8 +75,10 @@ static void start_timer(struct conn *c, uint64_t ms)
 /* The idle timer runs in OPEN/CONNECTING, unless paused or no timeout is set. */
 void conn__arm_idle(struct conn *c)
 {
+    if (c->proxy_wait)
+        return; /* the header's own bound runs (conn_proxy.c) */
     if ((c->state == CONN_OPEN || c->state == CONN_CONNECTING) && c->timeout_ms > 0 && !c->paused)
-        start_timer(c, c->timeout_ms);
+        conn__start_timer(c, c->timeout_ms);
     else if (c->state == CONN_OPEN || c->state == CONN_CONNECTING)
         stop_timer(c);
 }
@@ -173,10 +176,11 @@ static void conn_free(struct conn *c)
 {
     struct conn_set *set = c->set;
     if (c->on_free != NULL)
-        c->on_free(c->on_free_arg, &c->peer);
+        c->on_free(c->on_free_arg, c->client_counted ? &c->peer : NULL);
     metrics_conn_freed((int)c->service);
     linereader_free(&c->lr);
     buf_free(&c->stash);
+    buf_free(&c->proxy_in);
     outq_free(&c->outq);
     tls_conn_free(&c->tls);
     tls_ctx_unref(&c->tls_ctx);
@@ -280,7 +284,7 @@ static void start_linger(struct conn *c)
         conn__finish_close(c);
         return;
     }
-    start_timer(c, CONN_LINGER_MS);
+    conn__start_timer(c, CONN_LINGER_MS);
 }
 
 /* FLUSHING and nothing left to send: go on to LINGERING. */
@@ -307,7 +311,7 @@ void conn_close(struct conn *c, const char *reason)
     notify_close(c);
     if (c->tls != NULL)
         (void)tls_shutdown(c->tls); /* close_notify after the queued replies; failure: just close */
-    start_timer(c, CONN_CLOSE_FLUSH_MS);
+    conn__start_timer(c, CONN_CLOSE_FLUSH_MS);
     conn__flush(c);
 }
 
@@ -319,6 +323,10 @@ static void on_timer(uv_timer_t *t)
         conn_abort(c, "connect-timeout");
         break;
     case CONN_OPEN:
+        if (c->proxy_wait) {
+            conn__proxy_fail(c, "no complete header in time");
+            break;
+        }
         log_debug(c->handler->proto, c->sid, "event=timeout after_ms=%" PRIu64, c->timeout_ms);
         if (c->handler->on_timeout != NULL)
             c->handler->on_timeout(c);
@@ -371,8 +379,8 @@ void conn_set_shutdown(struct conn_set *set, void (*done)(void *arg), void *arg)
     struct conn *next;
     for (struct conn *c = set->all_first; c != NULL; c = next) {
         next = c->all_next; /* closing never frees synchronously, so next stays valid */
-        if (c->state == CONN_CONNECTING) {
-            conn_abort(c, "shutdown");
+        if (c->state == CONN_CONNECTING || (c->state == CONN_OPEN && c->proxy_wait)) {
+            conn_abort(c, "shutdown"); /* no session yet to say goodbye */
         } else if (c->state == CONN_OPEN) {
             if (c->handler->on_shutdown != NULL)
                 c->handler->on_shutdown(c);
@@ -459,6 +467,7 @@ static struct conn *conn_alloc(struct conn_set *set, const struct conn_params *p
     c->max_line_bytes = p->handler->max_line_bytes;
     c->largest_line_bytes = p->handler->largest_line_bytes;
     c->on_free = p->on_free;
+    c->on_client = p->on_client;
     c->on_free_arg = p->on_free_arg;
     c->implicit_tls = p->implicit_tls;
     snprintf(c->reason, sizeof(c->reason), "unknown");
@@ -501,15 +510,23 @@ static struct conn *conn_alloc(struct conn_set *set, const struct conn_params *p
     return c;
 }
 
-/* Connected (accepted or outbound): TLS, reading, the greeting. */
-static void conn_opened(struct conn *c, const char *listener_name)
+/* Connected (accepted or outbound): the PROXY header first where asked, then conn__start. */
+static void conn_opened(struct conn *c, const char *listener_name, bool proxy_protocol)
 {
-    log_info(c->handler->proto, c->sid, "event=connected ip=%s port=%u listener=%s service=%s",
-             c->peer_text, (unsigned)c->peer_port, listener_name != NULL ? listener_name : "-",
-             conn_service_name(c->service));
     c->state = CONN_OPEN;
     metrics_conn_accepted((int)c->service, c->implicit_tls);
     uv_tcp_nodelay(&c->tcp, 1); /* replies are coalesced here already; Nagle only adds delay */
+    if (proxy_protocol)
+        conn__proxy_begin(c, listener_name);
+    else
+        conn__start(c, listener_name, "");
+}
+
+void conn__start(struct conn *c, const char *listener_name, const char *via)
+{
+    log_info(c->handler->proto, c->sid, "event=connected ip=%s port=%u listener=%s service=%s%s",
+             c->peer_text, (unsigned)c->peer_port, listener_name != NULL ? listener_name : "-",
+             conn_service_name(c->service), via);
     if (c->implicit_tls && conn__start_tls(c) != 0) {
         conn_abort(c, "tls-error: setup");
         return;
@@ -559,9 +576,11 @@ int conn_accept(struct conn_set *set, int fd, const struct conn_params *params, 
         return rc;
     }
     set_peer(c, (struct sockaddr *)&ss);
+    /* Counted at accept against the peer, unless a PROXY header is to name the client. */
+    c->client_counted = !params->proxy_protocol;
     c->callbacks_on = true;
     *out = c;
-    conn_opened(c, params->listener_name);
+    conn_opened(c, params->listener_name, params->proxy_protocol);
     return 0;
 }
 
@@ -578,7 +597,7 @@ static void on_connect(uv_connect_t *req, int status)
         conn_abort(c, why);
         return;
     }
-    conn_opened(c, NULL);
+    conn_opened(c, NULL, false);
 }
 
 int conn_connect(struct conn_set *set, const struct sockaddr *addr,

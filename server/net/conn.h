@@ -9,7 +9,8 @@
  * (server/net/listener.c), or log anything beyond the connection events below.
  *
  * Events logged with the connection's sid (sub=proto): connected, tls, tls-failed,
- * starttls-discarded, disconnected (reason, duration_ms, bytes_in, bytes_out, lines); with
+ * starttls-discarded, proxy-failed, refused (a proxied client over the per-client limit),
+ * disconnected (reason, duration_ms, bytes_in, bytes_out, lines); with
  * transcript on, recv (every line received, or "***" after conn_mask_next_line) and send (every
  * line sent), each masked where the handler's transcript_visible hook says; a message body is
  * never logged, only summed up (send-body, recv-body: octets and lines).
@@ -40,6 +41,16 @@
  * (uv_read_stop) while input is waiting, while the session paused reading, and while more than
  * CONN_OUTPUT_HIGH_BYTES of output are unsent (a client that pipelines and never reads); it
  * resumes when the output drains below half of that.
+ *
+ * PROXY protocol (conn_proxy.c): on a listener marked proxy the connection first waits, at
+ * most CONN_PROXY_HEADER_MS, for the header a load balancer sends (the listener has already
+ * checked that the peer is in [server] proxy_from). Until it is complete and valid nothing else
+ * happens: no TLS, no on_open, no greeting (SMTP and POP3 servers speak first, and the
+ * specification forbids processing before the header). A valid header replaces the peer address
+ * and port with the client's, so every conn_peer_* call, every log line and the session see the
+ * client and never the balancer (LOCAL and UNKNOWN headers keep the balancer's, as the
+ * specification asks). A broken, missing or late header aborts the connection, logged as
+ * event=proxy-failed with the reason.
  *
  * Threading: everything here runs on the loop thread, conn_ref/conn_unref included: take the
  * reference before handing work to another thread, drop it in the completion back on the loop.
@@ -80,6 +91,12 @@ struct tls_ctx;
 /* After the last reply was flushed and FIN sent: how long unread client input is drained, so
  * the kernel does not answer it with a RST that could destroy the reply in flight. */
 #define CONN_LINGER_MS 1000
+/*
+ * How long a connection on a proxy listener may take to send its PROXY header. A balancer sends
+ * it with the connection, at once; the specification asks a receiver that times out to wait at
+ * least 3 seconds so that one lost segment and its retransmission still make it.
+ */
+#define CONN_PROXY_HEADER_MS 5000
 /* Room for a close reason ("read-error: connection reset by peer" and the like). */
 #define CONN_REASON_MAX_BYTES 80
 
@@ -154,10 +171,17 @@ struct conn_params {
                                   implicit TLS or conn_starttls; NULL: no TLS. A reference is
                                   taken. */
     bool implicit_tls;         /* start TLS at once (submissions, pop3s) */
+    bool proxy_protocol;       /* accepted only: a PROXY header comes first (see the top) */
     const char *sni_hostname;  /* outbound only: server name indication (copied); may be NULL */
-    /* Called once when the struct conn is freed (listener.c: per-address counts). May be NULL. */
-    void (*on_free)(void *arg, const struct ip_addr *peer);
-    void *on_free_arg;
+    /* Called once when the struct conn is freed (listener.c: the counts). counted: the address
+     * a per-client place was taken for (at accept, or by on_client), NULL if none was. May be
+     * NULL. */
+    void (*on_free)(void *arg, const struct ip_addr *counted);
+    /* proxy_protocol only: the header named the client (or kept the balancer's address): take a
+     * per-client place for it. 0, or nonzero when it is over the per-client limit (then the
+     * handler's busy reply on a plaintext port, and the connection is closed). May be NULL. */
+    int (*on_client)(void *arg, const struct ip_addr *client);
+    void *on_free_arg; /* for on_free and on_client */
 };
 
 /* ---- the set ------------------------------------------------------------------------------- */

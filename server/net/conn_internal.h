@@ -1,9 +1,9 @@
 /*
- * conn_internal.h - what conn.c (life and close path), conn_io.c (reading, writing, TLS switch)
- * and conn_transcript.c share: the connection and set structs and the functions each calls in
- * another. Private to those three files; everyone else uses conn.h. Shared functions carry a
- * double underscore (conn__), as libuv marks its internal names, so they are never mistaken for
- * the public API.
+ * conn_internal.h - what conn.c (life and close path), conn_io.c (reading, writing, TLS switch),
+ * conn_proxy.c (the PROXY header) and conn_transcript.c share: the connection and set structs
+ * and the functions each calls in another. Private to those files; everyone else uses conn.h.
+ * Shared functions carry a double underscore (conn__), as libuv marks its internal names, so they
+ * are never mistaken for the public API.
  */
 #ifndef POSTERN_CONN_INTERNAL_H
 #define POSTERN_CONN_INTERNAL_H
@@ -130,8 +130,15 @@ struct conn {
     uint64_t started_ms;
     uint64_t bytes_in, bytes_out, lines_in, bad_lines;
     char reason[CONN_REASON_MAX_BYTES];
-    void (*on_free)(void *arg, const struct ip_addr *peer);
+    void (*on_free)(void *arg, const struct ip_addr *counted);
+    int (*on_client)(void *arg, const struct ip_addr *client);
     void *on_free_arg;
+    bool client_counted; /* a per-client place is held for peer (given back by on_free) */
+
+    /* PROXY protocol (conn_proxy.c) */
+    bool proxy_wait;           /* the header is not complete yet: nothing else happens */
+    struct buf proxy_in;       /* owned: the header's octets so far, when it came in pieces */
+    const char *listener_name; /* borrowed from the listener, which outlives its connections */
 };
 
 /* ---- conn.c -------------------------------------------------------------------------------- */
@@ -140,6 +147,8 @@ struct conn {
 void conn__reason_with_uv(char *buf, size_t len, const char *what, int uv_err);
 /* The idle timer runs in OPEN/CONNECTING, unless paused or no timeout is set. */
 void conn__arm_idle(struct conn *c);
+/* The connection's one timer, for whatever bound the state needs; a failure is only logged. */
+void conn__start_timer(struct conn *c, uint64_t ms);
 /* The ready list: connections with input left over, continued from the set's uv_idle. */
 void conn__ready_add(struct conn *c);
 void conn__ready_remove(struct conn *c);
@@ -147,6 +156,18 @@ void conn__ready_remove(struct conn *c);
 void conn__finish_close(struct conn *c);
 /* FLUSHING and nothing left to send: go on to LINGERING. */
 void conn__maybe_flushed(struct conn *c);
+/* The connection starts for the session: the connected event (with via, the PROXY part, "" for
+ * none), TLS for an implicit-TLS port, reading, on_open and the greeting. */
+void conn__start(struct conn *c, const char *listener_name, const char *via);
+
+/* ---- conn_proxy.c -------------------------------------------------------------------------- */
+
+/* Accepted on a proxy listener: wait for the header (reading, the header timer). */
+void conn__proxy_begin(struct conn *c, const char *listener_name);
+/* Octets read while waiting (plaintext: nothing else runs before the header). */
+void conn__proxy_input(struct conn *c, const unsigned char *data, size_t n);
+/* No header: abort with "proxy-error: why" after logging event=proxy-failed. */
+void conn__proxy_fail(struct conn *c, const char *why);
 
 /* ---- conn_io.c ----------------------------------------------------------------------------- */
 

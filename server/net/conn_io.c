@@ -482,6 +482,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (c->state != CONN_OPEN)
         return;
+    if (nread < 0 && c->proxy_wait) {
+        conn__proxy_fail(c, nread == UV_EOF ? "closed before a complete header" : "read error");
+        return;
+    }
     if (nread < 0) {
         if (nread == UV_EOF) {
             c->eof = true;
@@ -496,6 +500,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     c->bytes_in += (uint64_t)nread;
     metrics_bytes_in((int)c->service, (uint64_t)nread);
+    if (c->proxy_wait) {
+        conn__proxy_input(c, (const unsigned char *)buf->base, (size_t)nread);
+        return;
+    }
     conn__arm_idle(c);
     if (c->tls != NULL) {
         if (tls_feed_ciphertext(c->tls, buf->base, (size_t)nread) != 0) {

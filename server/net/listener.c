@@ -48,6 +48,7 @@ struct listener {
     enum conn_service service;
     const struct conn_handler *handler; /* borrowed (static) */
     bool implicit_tls;
+    bool proxy;    /* marked proxy: peers from [server] proxy_from only, a PROXY header first */
     char name[80]; /* "127.0.0.1:2525" */
 };
 
@@ -128,20 +129,23 @@ static void limits_unref(struct limits **limp)
 
 /*
  * Checks both limits for ip and counts the connection in one locked step. 0 (counted), or 1
- * (over the global limit) or 2 (over the per-client limit), nothing counted.
+ * (over the global limit) or 2 (over the per-client limit), nothing counted. per_ip false: the
+ * global limit only (a proxy listener, whose peer is the balancer: the client's place is taken
+ * by limits_reserve_client once its PROXY header names it).
  */
-static int limits_reserve(struct limits *lim, const struct cfg *cfg, const struct ip_addr *ip)
+static int limits_reserve(struct limits *lim, const struct cfg *cfg, const struct ip_addr *ip,
+                          bool per_ip)
 {
     int rc = 0;
     bool table_full = false;
     limits_lock(lim);
     if (lim->total >= cfg->server.max_connections) {
         rc = 1;
-    } else if (ip_limit_count(&lim->per_ip, ip) >= cfg->server.max_connections_per_ip) {
+    } else if (per_ip && ip_limit_count(&lim->per_ip, ip) >= cfg->server.max_connections_per_ip) {
         rc = 2;
     } else {
         lim->total++;
-        table_full = ip_limit_inc(&lim->per_ip, ip) != 0;
+        table_full = per_ip && ip_limit_inc(&lim->per_ip, ip) != 0;
     }
     limits_unlock(lim);
     if (table_full) {
@@ -154,10 +158,32 @@ static int limits_reserve(struct limits *lim, const struct cfg *cfg, const struc
     return rc;
 }
 
-static void limits_release(struct limits *lim, const struct ip_addr *ip)
+/* The per-client place of a connection already counted globally. 0, or 2 when over. */
+static int limits_reserve_client(struct limits *lim, const struct cfg *cfg,
+                                 const struct ip_addr *ip)
+{
+    int rc = 0;
+    bool table_full = false;
+    limits_lock(lim);
+    if (ip_limit_count(&lim->per_ip, ip) >= cfg->server.max_connections_per_ip)
+        rc = 2;
+    else
+        table_full = ip_limit_inc(&lim->per_ip, ip) != 0;
+    limits_unlock(lim);
+    if (table_full) {
+        char text[INET6_ADDRSTRLEN];
+        ip_format(ip, text, sizeof(text));
+        log_warn("serve", 0, "event=iptable-full ip=%s", text);
+    }
+    return rc;
+}
+
+/* counted: the address whose per-client place is given back, NULL when none was taken. */
+static void limits_release(struct limits *lim, const struct ip_addr *counted)
 {
     limits_lock(lim);
-    ip_limit_dec(&lim->per_ip, ip);
+    if (counted != NULL)
+        ip_limit_dec(&lim->per_ip, counted);
     lim->total--;
     limits_unlock(lim);
 }
@@ -189,12 +215,19 @@ static void on_poll_closed(uv_handle_t *h)
     maybe_release(ls);
 }
 
-static void on_conn_free(void *arg, const struct ip_addr *peer)
+static void on_conn_free(void *arg, const struct ip_addr *counted)
 {
     struct listener_set *ls = arg;
-    limits_release(ls->lim, peer);
+    limits_release(ls->lim, counted);
     ls->inbound--;
     maybe_release(ls);
+}
+
+/* A PROXY header named the client (conn_proxy.c): its per-client place, or nonzero when over. */
+static int on_conn_client(void *arg, const struct ip_addr *client)
+{
+    struct listener_set *ls = arg;
+    return limits_reserve_client(ls->lim, ls->cfg, client);
 }
 
 /* ---- accepting ----------------------------------------------------------------------------- */
@@ -233,7 +266,7 @@ static void start_pause(struct listener_set *ls, int err)
 }
 
 static void log_refusal(struct listener_set *ls, const struct listener *l, const char *ip,
-                        bool per_ip)
+                        const char *reason)
 {
     uint64_t now = uv_now(ls->loop);
     if (now - ls->refusal_window_ms >= 1000) {
@@ -249,8 +282,7 @@ static void log_refusal(struct listener_set *ls, const struct listener *l, const
     }
     ls->refusals_logged++;
     log_info("serve", 0, "event=refused reason=%s ip=%s listener=%s service=%s connections=%zu",
-             per_ip ? "too-many-connections-from-ip" : "too-many-connections", ip, l->name,
-             conn_service_name(l->service), ls->inbound);
+             reason, ip, l->name, conn_service_name(l->service), ls->inbound);
 }
 
 /* Over a limit: the busy reply on a plaintext port, then close; no struct conn is made. */
@@ -267,7 +299,20 @@ static void refuse(struct listener *l, int fd, const struct ip_addr *ip, bool pe
         (void)w;
     }
     close(fd);
-    log_refusal(ls, l, text, per_ip);
+    log_refusal(ls, l, text, per_ip ? "too-many-connections-from-ip" : "too-many-connections");
+}
+
+/*
+ * A peer outside [server] proxy_from on a proxy listener: whatever it would send, a header from
+ * it must not be believed, and without one the listener has nothing to offer it. Closed
+ * without a word: it may not even speak the protocol of the port.
+ */
+static void refuse_proxy(struct listener *l, int fd, const struct ip_addr *ip)
+{
+    char text[INET6_ADDRSTRLEN];
+    ip_format(ip, text, sizeof(text));
+    close(fd);
+    log_refusal(l->ls, l, text, "proxy-not-allowed");
 }
 
 static void accepted(struct listener *l, int fd, const struct sockaddr *sa)
@@ -278,7 +323,11 @@ static void accepted(struct listener *l, int fd, const struct sockaddr *sa)
         close(fd);
         return;
     }
-    int over = limits_reserve(ls->lim, ls->cfg, &ip);
+    if (l->proxy && !cfg_cidr_list_contains(&ls->cfg->server.proxy_from, &ip)) {
+        refuse_proxy(l, fd, &ip);
+        return;
+    }
+    int over = limits_reserve(ls->lim, ls->cfg, &ip, !l->proxy);
     if (over != 0) {
         refuse(l, fd, &ip, over == 2);
         return;
@@ -289,14 +338,16 @@ static void accepted(struct listener *l, int fd, const struct sockaddr *sa)
         .listener_name = l->name,
         .tls_ctx = ls->tls,
         .implicit_tls = l->implicit_tls,
+        .proxy_protocol = l->proxy,
         .on_free = on_conn_free,
+        .on_client = on_conn_client,
         .on_free_arg = ls,
     };
     struct conn *c;
     int rc = conn_accept(ls->conns, fd, &p, &c);
     if (rc != 0) {
         /* A failed conn_accept never calls on_free: give the reserved place back here. */
-        limits_release(ls->lim, &ip);
+        limits_release(ls->lim, l->proxy ? NULL : &ip);
         log_warn("serve", 0, "event=accept-failed listener=%s error=\"%s\"", l->name,
                  uv_strerror(rc));
         return;
@@ -523,6 +574,7 @@ int listener_set_new(struct conn_set *conns, const struct cfg *cfg, const struct
             l->service = sp->service;
             l->handler = sp->is_pop3 ? pop3 : smtp;
             l->implicit_tls = sp->implicit_tls;
+            l->proxy = list->addrs[j].proxy;
             cfg_listen_format(&list->addrs[j], l->name, sizeof(l->name));
             int fd = open_socket(&list->addrs[j], reuseport);
             if (fd < 0) {
@@ -548,8 +600,9 @@ int listener_set_new(struct conn_set *conns, const struct cfg *cfg, const struct
                          uv_strerror(rc));
                 goto fail;
             }
-            log_info("serve", 0, "event=listening address=%s service=%s tls=%s", l->name, sp->key,
-                     sp->implicit_tls ? "implicit" : (tls != NULL ? "starttls" : "no"));
+            log_info("serve", 0, "event=listening address=%s service=%s tls=%s proxy=%s", l->name,
+                     sp->key, sp->implicit_tls ? "implicit" : (tls != NULL ? "starttls" : "no"),
+                     l->proxy ? "yes" : "no");
         }
     }
     if (skipped_tls && peer == NULL) /* said once, by the first loop's set */

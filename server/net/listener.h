@@ -16,6 +16,15 @@
  * "out of descriptors or memory" (EMFILE, ENFILE, ENOBUFS, ENOMEM) pauses every listener for
  * LISTENER_PAUSE_MS instead of spinning on it; the clients wait in the kernel's backlog.
  *
+ * Proxy listeners (an address marked proxy: a load balancer connects, and a PROXY header names
+ * the client): a peer outside [server] proxy_from is closed at once, without a reply (event=
+ * refused reason=proxy-not-allowed). At accept such a connection counts against the global
+ * limit only, because its peer is the balancer, which carries every client: counting it per
+ * address would refuse everyone past max_connections_per_ip. The per-address place is taken once
+ * the header named the client (server/net/conn_proxy.c), against the client's address, with the
+ * same busy reply when it is over; a LOCAL or UNKNOWN header (a health check) counts against the
+ * balancer's own address.
+ *
  * Several loops: every loop has its own set (its own sockets on the same addresses, with
  * SO_REUSEPORT so the kernel spreads new connections over them); the sets made with a peer share
  * one table of counts under a mutex, so both limits hold for the whole process.
