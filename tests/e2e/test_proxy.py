@@ -239,6 +239,13 @@ class Refusals(ProxyTest):
         self.assertEqual(c.line(), GREETING)
         self.wait_log(f"event=connected ip={TRUSTED} port=1234")
 
+    def test_octets_behind_the_header_reach_the_session(self):
+        self.start_server()
+        # One write: the header and a command; the command is answered after the greeting.
+        c = self.via(v1(TRUSTED) + b"NOOP\r\nQUIT\r\n")
+        self.assertEqual(c.reply(), ["250 2.0.0 Ok"])
+        self.assertTrue(c.reply()[0].startswith("221"))
+
     def test_per_address_limit_counts_the_reported_client(self):
         self.configure("[server]\nmax_connections_per_ip = 2\n")
         self.start_server()
@@ -288,6 +295,34 @@ class ImplicitTls(ProxyTest):
         self.assertIn(f"event=connected ip={TRUSTED} port=4321 listener=127.0.0.1:"
                       f"{self.ports['submissions']} service=submissions proxy=v2 kind=proxied "
                       f"balancer={BALANCER}", log)
+
+    def test_header_and_client_hello_in_one_write(self):
+        self.start_server()
+        raw = socket.create_connection(("127.0.0.1", self.ports["submissions"]), timeout=10,
+                                       source_address=(BALANCER, 0))
+        self.addCleanup(raw.close)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = client_tls_context().wrap_bio(incoming, outgoing)
+        with self.assertRaises(ssl.SSLWantReadError):
+            tls.do_handshake()
+        raw.sendall(v2(TRUSTED, sport=4322, dport=465) + outgoing.read())
+        plain = b""
+        while b"\r\n" not in plain:
+            try:
+                tls.do_handshake()
+                plain += tls.read(4096)
+            except ssl.SSLWantReadError:
+                pass
+            out = outgoing.read()
+            if out:
+                raw.sendall(out)
+            if b"\r\n" in plain:
+                break
+            data = raw.recv(65536)
+            self.assertTrue(data, "closed during the handshake")
+            incoming.write(data)
+        self.assertEqual(plain.split(b"\r\n")[0].decode(), GREETING)
+        self.wait_log(f"event=connected ip={TRUSTED} port=4322")
 
     def test_tls_without_header_is_refused(self):
         self.start_server()
