@@ -75,7 +75,7 @@ void conn__start_timer(struct conn *c, uint64_t ms)
 /* The idle timer runs in OPEN/CONNECTING, unless paused or no timeout is set. */
 void conn__arm_idle(struct conn *c)
 {
-    if (c->proxy_wait)
+    if (c->proxy != NULL)
         return; /* the header's own bound runs (conn_proxy.c) */
     if ((c->state == CONN_OPEN || c->state == CONN_CONNECTING) && c->timeout_ms > 0 && !c->paused)
         conn__start_timer(c, c->timeout_ms);
@@ -180,7 +180,7 @@ static void conn_free(struct conn *c)
     metrics_conn_freed((int)c->service);
     linereader_free(&c->lr);
     buf_free(&c->stash);
-    buf_free(&c->proxy_in);
+    conn__proxy_free(c);
     outq_free(&c->outq);
     tls_conn_free(&c->tls);
     tls_ctx_unref(&c->tls_ctx);
@@ -323,7 +323,7 @@ static void on_timer(uv_timer_t *t)
         conn_abort(c, "connect-timeout");
         break;
     case CONN_OPEN:
-        if (c->proxy_wait) {
+        if (c->proxy != NULL) {
             conn__proxy_fail(c, "no complete header in time");
             break;
         }
@@ -379,7 +379,7 @@ void conn_set_shutdown(struct conn_set *set, void (*done)(void *arg), void *arg)
     struct conn *next;
     for (struct conn *c = set->all_first; c != NULL; c = next) {
         next = c->all_next; /* closing never frees synchronously, so next stays valid */
-        if (c->state == CONN_CONNECTING || (c->state == CONN_OPEN && c->proxy_wait)) {
+        if (c->state == CONN_CONNECTING || (c->state == CONN_OPEN && c->proxy != NULL)) {
             conn_abort(c, "shutdown"); /* no session yet to say goodbye */
         } else if (c->state == CONN_OPEN) {
             if (c->handler->on_shutdown != NULL)
@@ -467,7 +467,6 @@ static struct conn *conn_alloc(struct conn_set *set, const struct conn_params *p
     c->max_line_bytes = p->handler->max_line_bytes;
     c->largest_line_bytes = p->handler->largest_line_bytes;
     c->on_free = p->on_free;
-    c->on_client = p->on_client;
     c->on_free_arg = p->on_free_arg;
     c->implicit_tls = p->implicit_tls;
     snprintf(c->reason, sizeof(c->reason), "unknown");
@@ -510,14 +509,15 @@ static struct conn *conn_alloc(struct conn_set *set, const struct conn_params *p
     return c;
 }
 
-/* Connected (accepted or outbound): the PROXY header first where asked, then conn__start. */
-static void conn_opened(struct conn *c, const char *listener_name, bool proxy_protocol)
+/* Connected (accepted or outbound): the PROXY header first where asked (proxy: the params of a
+ * proxy listener, else NULL), then conn__start. */
+static void conn_opened(struct conn *c, const char *listener_name, const struct conn_params *proxy)
 {
     c->state = CONN_OPEN;
     metrics_conn_accepted((int)c->service, c->implicit_tls);
     uv_tcp_nodelay(&c->tcp, 1); /* replies are coalesced here already; Nagle only adds delay */
-    if (proxy_protocol)
-        conn__proxy_begin(c, listener_name);
+    if (proxy != NULL)
+        conn__proxy_begin(c, listener_name, proxy->on_client);
     else
         conn__start(c, listener_name, "");
 }
@@ -580,7 +580,7 @@ int conn_accept(struct conn_set *set, int fd, const struct conn_params *params, 
     c->client_counted = !params->proxy_protocol;
     c->callbacks_on = true;
     *out = c;
-    conn_opened(c, params->listener_name, params->proxy_protocol);
+    conn_opened(c, params->listener_name, params->proxy_protocol ? params : NULL);
     return 0;
 }
 
@@ -597,7 +597,7 @@ static void on_connect(uv_connect_t *req, int status)
         conn_abort(c, why);
         return;
     }
-    conn_opened(c, NULL, false);
+    conn_opened(c, NULL, NULL);
 }
 
 int conn_connect(struct conn_set *set, const struct sockaddr *addr,

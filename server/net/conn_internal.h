@@ -131,14 +131,21 @@ struct conn {
     uint64_t bytes_in, bytes_out, lines_in, bad_lines;
     char reason[CONN_REASON_MAX_BYTES];
     void (*on_free)(void *arg, const struct ip_addr *counted);
-    int (*on_client)(void *arg, const struct ip_addr *client);
     void *on_free_arg;
     bool client_counted; /* a per-client place is held for peer (given back by on_free) */
+    /* Owned; set exactly while a PROXY header is awaited (conn_proxy.c), when nothing else
+     * happens on the connection. */
+    struct conn_proxy *proxy;
+};
 
-    /* PROXY protocol (conn_proxy.c) */
-    bool proxy_wait;           /* the header is not complete yet: nothing else happens */
-    struct buf proxy_in;       /* owned: the header's octets so far, when it came in pieces */
+/*
+ * What a connection on a proxy listener needs until its PROXY header is read, on the heap and
+ * freed once the header is judged, so that no other connection carries it.
+ */
+struct conn_proxy {
+    struct buf in;             /* owned: the header's octets so far, when it came in pieces */
     const char *listener_name; /* borrowed from the listener, which outlives its connections */
+    int (*on_client)(void *arg, const struct ip_addr *client); /* conn_params.on_client */
 };
 
 /* ---- conn.c -------------------------------------------------------------------------------- */
@@ -162,8 +169,12 @@ void conn__start(struct conn *c, const char *listener_name, const char *via);
 
 /* ---- conn_proxy.c -------------------------------------------------------------------------- */
 
-/* Accepted on a proxy listener: wait for the header (reading, the header timer). */
-void conn__proxy_begin(struct conn *c, const char *listener_name);
+/* Accepted on a proxy listener: wait for the header (reading, the header timer). on_client:
+ * conn_params.on_client. Out of memory aborts the connection. */
+void conn__proxy_begin(struct conn *c, const char *listener_name,
+                       int (*on_client)(void *arg, const struct ip_addr *client));
+/* Frees c->proxy (conn_free, and once the header is judged); NULL is a no-op. */
+void conn__proxy_free(struct conn *c);
 /* Octets read while waiting (plaintext: nothing else runs before the header). */
 void conn__proxy_input(struct conn *c, const unsigned char *data, size_t n);
 /* No header: abort with "proxy-error: why" after logging event=proxy-failed. */

@@ -482,7 +482,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (c->state != CONN_OPEN)
         return;
-    if (nread < 0 && c->proxy_wait) {
+    if (nread < 0 && c->proxy != NULL) {
         conn__proxy_fail(c, nread == UV_EOF ? "closed before a complete header" : "read error");
         return;
     }
@@ -500,7 +500,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     c->bytes_in += (uint64_t)nread;
     metrics_bytes_in((int)c->service, (uint64_t)nread);
-    if (c->proxy_wait) {
+    if (c->proxy != NULL) {
         conn__proxy_input(c, (const unsigned char *)buf->base, (size_t)nread);
         return;
     }

@@ -8,11 +8,13 @@
  * What it does not do: decide who may send a header (listener.c refuses a peer outside
  * [server] proxy_from before a struct conn exists), or know the header's format.
  *
- * Ownership: c->proxy_in holds the header's octets only when it arrives in pieces (a balancer
- * sends it whole, so normally the read buffer is parsed in place); it is freed as soon as the
- * header is judged. listener_name is borrowed from the listener, which outlives its connections.
+ * Ownership: c->proxy (struct conn_proxy) is the connection's from conn__proxy_begin until the
+ * header is judged or the connection is freed. Its buffer holds the header's octets only when
+ * they arrive in pieces (a balancer sends the header whole, so normally the read buffer is parsed
+ * in place). listener_name is borrowed from the listener, which outlives its connections.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
@@ -21,25 +23,40 @@
 #include "server/net/conn_internal.h"
 #include "server/net/tls.h"
 
-void conn__proxy_begin(struct conn *c, const char *listener_name)
+void conn__proxy_begin(struct conn *c, const char *listener_name,
+                       int (*on_client)(void *arg, const struct ip_addr *client))
 {
-    c->proxy_wait = true;
-    c->listener_name = listener_name;
-    buf_init(&c->proxy_in, PROXY_HEADER_MAX_BYTES);
+    struct conn_proxy *px = calloc(1, sizeof(*px));
+    if (px == NULL) {
+        conn_abort(c, "out of memory");
+        return;
+    }
+    buf_init(&px->in, PROXY_HEADER_MAX_BYTES);
+    px->listener_name = listener_name != NULL ? listener_name : "-";
+    px->on_client = on_client;
+    c->proxy = px;
     conn__update_reading(c);
     if (c->state == CONN_OPEN)
         conn__start_timer(c, CONN_PROXY_HEADER_MS);
+}
+
+void conn__proxy_free(struct conn *c)
+{
+    if (c->proxy == NULL)
+        return;
+    buf_free(&c->proxy->in);
+    free(c->proxy);
+    c->proxy = NULL;
 }
 
 void conn__proxy_fail(struct conn *c, const char *why)
 {
     log_info(c->handler->proto, c->sid,
              "event=proxy-failed ip=%s port=%u listener=%s service=%s reason=\"%s\"", c->peer_text,
-             (unsigned)c->peer_port, c->listener_name != NULL ? c->listener_name : "-",
-             conn_service_name(c->service), why);
+             (unsigned)c->peer_port, c->proxy->listener_name, conn_service_name(c->service), why);
     char reason[CONN_REASON_MAX_BYTES];
     snprintf(reason, sizeof(reason), "proxy-error: %s", why);
-    buf_free(&c->proxy_in);
+    conn__proxy_free(c);
     conn_abort(c, reason);
 }
 
@@ -47,14 +64,12 @@ void conn__proxy_fail(struct conn *c, const char *why)
  * Over the per-client limit once the client is known: what listener.c does at accept for a
  * direct client (the busy reply on a plaintext port, none where it would cost a handshake).
  */
-static void refuse_client(struct conn *c, const char *balancer)
+static void refuse_client(struct conn *c, const char *balancer, const char *listener_name)
 {
     log_info(c->handler->proto, c->sid,
              "event=refused reason=too-many-connections-from-ip ip=%s balancer=%s listener=%s "
              "service=%s",
-             c->peer_text, balancer, c->listener_name != NULL ? c->listener_name : "-",
-             conn_service_name(c->service));
-    c->proxy_wait = false;
+             c->peer_text, balancer, listener_name, conn_service_name(c->service));
     if (!c->implicit_tls && c->handler->busy_reply != NULL) {
         char reply[256];
         c->handler->busy_reply(c->set->cfg, true, reply, sizeof(reply));
@@ -71,7 +86,9 @@ static void proxy_done(struct conn *c, const struct proxy_header *h, const unsig
 {
     char balancer[INET6_ADDRSTRLEN];
     snprintf(balancer, sizeof(balancer), "%s", c->peer_text);
-    c->proxy_wait = false;
+    const char *listener_name = c->proxy->listener_name;
+    int (*on_client)(void *arg, const struct ip_addr *client) = c->proxy->on_client;
+    conn__proxy_free(c);
     uv_timer_stop(&c->timer);
     /* LOCAL (a health check), UNKNOWN and unsupported families keep the balancer's address,
      * as the specification asks. */
@@ -80,9 +97,9 @@ static void proxy_done(struct conn *c, const struct proxy_header *h, const unsig
         ip_format(&c->peer, c->peer_text, sizeof(c->peer_text));
         c->peer_port = h->src_port;
     }
-    if (c->on_client != NULL) {
-        if (c->on_client(c->on_free_arg, &c->peer) != 0) {
-            refuse_client(c, balancer);
+    if (on_client != NULL) {
+        if (on_client(c->on_free_arg, &c->peer) != 0) {
+            refuse_client(c, balancer, listener_name);
             return;
         }
         c->client_counted = true;
@@ -90,8 +107,6 @@ static void proxy_done(struct conn *c, const struct proxy_header *h, const unsig
     char via[96];
     snprintf(via, sizeof(via), " proxy=v%u kind=%s balancer=%s", h->version,
              proxy_kind_name(h->kind), balancer);
-    const char *listener_name = c->listener_name;
-    c->listener_name = NULL;
     conn__start(c, listener_name, via);
     if (c->state != CONN_OPEN || rest_len == 0)
         return;
@@ -111,18 +126,19 @@ static void proxy_done(struct conn *c, const struct proxy_header *h, const unsig
 
 void conn__proxy_input(struct conn *c, const unsigned char *data, size_t n)
 {
-    size_t old = buf_unread(&c->proxy_in);
+    struct buf *in = &c->proxy->in;
+    size_t old = buf_unread(in);
     const unsigned char *p = data;
     size_t have = n;
     if (old > 0) {
         /* The header came in pieces: parse it joined. The parser never wants more than
          * PROXY_HEADER_MAX_BYTES, so what does not fit is past the header anyway. */
-        size_t take = n < buf_room(&c->proxy_in) ? n : buf_room(&c->proxy_in);
-        if (buf_append(&c->proxy_in, data, take) != 0) {
+        size_t take = n < buf_room(in) ? n : buf_room(in);
+        if (buf_append(in, data, take) != 0) {
             conn_abort(c, "out of memory");
             return;
         }
-        p = buf_unread_data(&c->proxy_in);
+        p = buf_unread_data(in);
         have = old + take;
     }
     struct proxy_header h;
@@ -132,7 +148,7 @@ void conn__proxy_input(struct conn *c, const unsigned char *data, size_t n)
         conn__proxy_fail(c, why);
         return;
     case PROXY_NEED_MORE:
-        if (old == 0 && buf_append(&c->proxy_in, data, n) != 0)
+        if (old == 0 && buf_append(in, data, n) != 0)
             conn_abort(c, "out of memory");
         return;
     case PROXY_DONE:
@@ -140,6 +156,5 @@ void conn__proxy_input(struct conn *c, const unsigned char *data, size_t n)
     }
     /* A shorter prefix needed more, so the header ends inside this read: at header_bytes - old. */
     size_t rest_off = h.header_bytes - old;
-    buf_free(&c->proxy_in);
     proxy_done(c, &h, data + rest_off, n - rest_off);
 }
