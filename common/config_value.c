@@ -200,40 +200,51 @@ static int parse_listen_marker(const char *rest, bool marker_ok, struct cfg_list
     return 0;
 }
 
+/*
+ * The next entry of a comma-separated list: *pp points at it (NULL once the list is done);
+ * the entry, blanks trimmed, goes to item (cap bytes) and *pp moves past its comma. 1 with an
+ * entry, 0 at the end, -1 with reason for an empty entry or one of cap bytes or more (hint).
+ */
+static int list_next(const char **pp, char *item, size_t cap, const char *hint, char *reason,
+                     size_t rlen)
+{
+    const char *p = *pp;
+    if (p == NULL)
+        return 0;
+    const char *comma = strchr(p, ',');
+    size_t n = comma != NULL ? (size_t)(comma - p) : strlen(p);
+    *pp = comma != NULL ? comma + 1 : NULL;
+    while (n > 0 && cfg_is_blank(*p)) {
+        p++;
+        n--;
+    }
+    while (n > 0 && cfg_is_blank(p[n - 1]))
+        n--;
+    if (n == 0) {
+        snprintf(reason, rlen, "empty entry in the list");
+        return -1;
+    }
+    if (n >= cap) {
+        snprintf(reason, rlen, "%s", hint);
+        return -1;
+    }
+    memcpy(item, p, n);
+    item[n] = '\0';
+    return 1;
+}
+
 /* "a, b proxy, c" into out; "" is an empty list (the service is off). */
 static int parse_listen_list(const char *value, bool marker_ok, struct cfg_listen_list *out,
                              char *reason, size_t rlen)
 {
     struct cfg_listen_list list;
-    const char *p = value;
+    const char *p = *value != '\0' ? value : NULL;
+    char item[160];
+    int more;
 
     memset(&list, 0, sizeof(list));
-    if (*value == '\0') {
-        *out = list;
-        return 0;
-    }
-    for (;;) {
-        const char *comma = strchr(p, ',');
-        size_t n = comma != NULL ? (size_t)(comma - p) : strlen(p);
-        char item[160];
+    while ((more = list_next(&p, item, sizeof(item), listen_hint, reason, rlen)) > 0) {
         struct cfg_listen addr;
-
-        while (n > 0 && cfg_is_blank(*p)) {
-            p++;
-            n--;
-        }
-        while (n > 0 && cfg_is_blank(p[n - 1]))
-            n--;
-        if (n == 0) {
-            snprintf(reason, rlen, "empty entry in the list");
-            return -1;
-        }
-        if (n >= sizeof(item)) {
-            snprintf(reason, rlen, "%s", listen_hint);
-            return -1;
-        }
-        memcpy(item, p, n);
-        item[n] = '\0';
         char *rest = strpbrk(item, " \t");
         if (rest != NULL) {
             *rest++ = '\0';
@@ -257,10 +268,9 @@ static int parse_listen_list(const char *value, bool marker_ok, struct cfg_liste
             }
         }
         list.addrs[list.count++] = addr;
-        if (comma == NULL)
-            break;
-        p = comma + 1;
     }
+    if (more < 0)
+        return -1;
     *out = list;
     return 0;
 }
@@ -269,32 +279,16 @@ static int parse_listen_list(const char *value, bool marker_ok, struct cfg_liste
 static int parse_cidr_list(const char *value, struct cfg_cidr_list *out, char *reason, size_t rlen)
 {
     struct cfg_cidr_list list;
-    const char *p = value;
+    const char *p = *value != '\0' ? value : NULL;
+    char item[CIDR_STRLEN + 8];
+    int more;
 
     memset(&list, 0, sizeof(list));
-    while (*value != '\0') {
-        const char *comma = strchr(p, ',');
-        size_t n = comma != NULL ? (size_t)(comma - p) : strlen(p);
-        char item[CIDR_STRLEN + 8];
+    while ((more = list_next(&p, item, sizeof(item),
+                             "expected networks such as 10.0.0.0/8, 2001:db8::/32", reason, rlen)) >
+           0) {
         struct cidr net;
         const char *why = NULL;
-
-        while (n > 0 && cfg_is_blank(*p)) {
-            p++;
-            n--;
-        }
-        while (n > 0 && cfg_is_blank(p[n - 1]))
-            n--;
-        if (n == 0) {
-            snprintf(reason, rlen, "empty entry in the list");
-            return -1;
-        }
-        if (n >= sizeof(item)) {
-            snprintf(reason, rlen, "expected networks such as 10.0.0.0/8, 2001:db8::/32");
-            return -1;
-        }
-        memcpy(item, p, n);
-        item[n] = '\0';
         if (cidr_parse(item, &net, &why) != 0) {
             snprintf(reason, rlen, "\"%s\": %s", item, why);
             return -1;
@@ -312,10 +306,9 @@ static int parse_cidr_list(const char *value, struct cfg_cidr_list *out, char *r
             return -1;
         }
         list.nets[list.count++] = net;
-        if (comma == NULL)
-            break;
-        p = comma + 1;
     }
+    if (more < 0)
+        return -1;
     *out = list;
     return 0;
 }

@@ -128,6 +128,17 @@ static void limits_unref(struct limits **limp)
 }
 
 /*
+ * Out of memory for the per-client table: this connection counts only globally; ip_limit_dec
+ * of a client without an entry is a no-op, so the counts stay consistent.
+ */
+static void log_table_full(const struct ip_addr *ip)
+{
+    char text[INET6_ADDRSTRLEN];
+    ip_format(ip, text, sizeof(text));
+    log_warn("serve", 0, "event=iptable-full ip=%s", text);
+}
+
+/*
  * Checks both limits for ip and counts the connection in one locked step. 0 (counted), or 1
  * (over the global limit) or 2 (over the per-client limit), nothing counted. per_ip false: the
  * global limit only (a proxy listener, whose peer is the balancer: the client's place is taken
@@ -148,13 +159,8 @@ static int limits_reserve(struct limits *lim, const struct cfg *cfg, const struc
         table_full = per_ip && ip_limit_inc(&lim->per_ip, ip) != 0;
     }
     limits_unlock(lim);
-    if (table_full) {
-        /* Out of memory for the table: this connection counts only globally; ip_limit_dec of
-         * a client without an entry is a no-op, so the counts stay consistent. */
-        char text[INET6_ADDRSTRLEN];
-        ip_format(ip, text, sizeof(text));
-        log_warn("serve", 0, "event=iptable-full ip=%s", text);
-    }
+    if (table_full)
+        log_table_full(ip);
     return rc;
 }
 
@@ -170,11 +176,8 @@ static int limits_reserve_client(struct limits *lim, const struct cfg *cfg,
     else
         table_full = ip_limit_inc(&lim->per_ip, ip) != 0;
     limits_unlock(lim);
-    if (table_full) {
-        char text[INET6_ADDRSTRLEN];
-        ip_format(ip, text, sizeof(text));
-        log_warn("serve", 0, "event=iptable-full ip=%s", text);
-    }
+    if (table_full)
+        log_table_full(ip);
     return rc;
 }
 
