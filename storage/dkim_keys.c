@@ -3,7 +3,7 @@
  * Keys arrive made and checked (common/pure/dkim_key.c); this file only stores their text. The
  * private key leaves the database only for a caller that asks for it by name (with_private).
  */
-#include "storage/store_internal.h"
+#include "storage/sqlite/legacy.h"
 
 int store_dkim_key_add(struct store *s, const char *domain, const char *selector,
                        const char *algorithm, const char *private_key, const char *public_key)
@@ -14,7 +14,7 @@ int store_dkim_key_add(struct store *s, const char *domain, const char *selector
         return rc;
     if (!local)
         return STORE_NO_DOMAIN;
-    sqlite3_stmt *st = store_prepare(
+    sqlite3_stmt *st = legacy_prepare(
         s, "INSERT INTO dkim_keys(domain_id, selector, algorithm, private_key, public_key,"
            " created_ms) SELECT id, ?2, ?3, ?4, ?5, ?6 FROM domains WHERE name = ?1");
     if (st == NULL)
@@ -26,26 +26,26 @@ int store_dkim_key_add(struct store *s, const char *domain, const char *selector
     sqlite3_bind_text(st, 5, public_key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, store_now_ms());
     /* The domain may have gone between the check and the insert: then nothing is inserted. */
-    rc = store_step_changed(s, st, "add dkim key");
+    rc = legacy_step_changed(s, st, "add dkim key");
     return rc == STORE_NOT_FOUND ? STORE_NO_DOMAIN : rc;
 }
 
 int store_dkim_key_del(struct store *s, const char *domain, const char *selector)
 {
     sqlite3_stmt *st =
-        store_prepare(s, "DELETE FROM dkim_keys WHERE selector = ?2"
-                         " AND domain_id = (SELECT id FROM domains WHERE name = ?1)");
+        legacy_prepare(s, "DELETE FROM dkim_keys WHERE selector = ?2"
+                          " AND domain_id = (SELECT id FROM domains WHERE name = ?1)");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, domain, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, selector, -1, SQLITE_STATIC);
-    return store_step_changed(s, st, "delete dkim key");
+    return legacy_step_changed(s, st, "delete dkim key");
 }
 
 int store_dkim_key_list(struct store *s, const char *domain_or_null, bool with_private,
                         store_dkim_key_fn fn, void *ctx)
 {
-    sqlite3_stmt *st = store_prepare(
+    sqlite3_stmt *st = legacy_prepare(
         s, "SELECT d.name, k.selector, k.algorithm, k.private_key, k.public_key, k.created_ms"
            " FROM dkim_keys k JOIN domains d ON d.id = k.domain_id"
            " WHERE ?1 IS NULL OR d.name = ?1 ORDER BY d.name, k.algorithm");
@@ -71,5 +71,5 @@ int store_dkim_key_list(struct store *s, const char *domain_or_null, bool with_p
         if (fn(ctx, &k) != 0)
             break;
     }
-    return store_rows_end(s, st, rc, "list dkim keys");
+    return legacy_rows_end(s, st, rc, "list dkim keys");
 }

@@ -2,30 +2,30 @@
  * domains.c - local domains: mail for them is delivered here. Names arrive normalised
  * (common/pure/address.c domain_normalize), so equality is plain string equality.
  */
-#include "storage/store_internal.h"
+#include "storage/sqlite/legacy.h"
 
 int store_domain_add(struct store *s, const char *name)
 {
-    sqlite3_stmt *st = store_prepare(s, "INSERT INTO domains(name, created_ms) VALUES (?1, ?2)");
+    sqlite3_stmt *st = legacy_prepare(s, "INSERT INTO domains(name, created_ms) VALUES (?1, ?2)");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, store_now_ms());
-    return store_step_done(s, st, "add domain");
+    return legacy_step_done(s, st, "add domain");
 }
 
 int store_domain_del(struct store *s, const char *name)
 {
-    sqlite3_stmt *st = store_prepare(s, "DELETE FROM domains WHERE name = ?1");
+    sqlite3_stmt *st = legacy_prepare(s, "DELETE FROM domains WHERE name = ?1");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    return store_step_changed(s, st, "delete domain");
+    return legacy_step_changed(s, st, "delete domain");
 }
 
 int store_domain_list(struct store *s, store_domain_fn fn, void *ctx)
 {
-    sqlite3_stmt *st = store_prepare(
+    sqlite3_stmt *st = legacy_prepare(
         s, "SELECT d.name, d.created_ms, (SELECT count(*) FROM users u WHERE u.domain_id = d.id)"
            " FROM domains d ORDER BY d.name");
     if (st == NULL)
@@ -40,12 +40,12 @@ int store_domain_list(struct store *s, store_domain_fn fn, void *ctx)
         if (fn(ctx, &d) != 0)
             break;
     }
-    return store_rows_end(s, st, rc, "list domains");
+    return legacy_rows_end(s, st, rc, "list domains");
 }
 
 int store_domain_is_local(struct store *s, const char *name, bool *local_out)
 {
-    sqlite3_stmt *st = store_prepare(s, "SELECT 1 FROM domains WHERE name = ?1");
+    sqlite3_stmt *st = legacy_prepare(s, "SELECT 1 FROM domains WHERE name = ?1");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
@@ -57,6 +57,6 @@ int store_domain_is_local(struct store *s, const char *name, bool *local_out)
         *local_out = false;
     else
         status = store_fail(s, "look up domain");
-    store_reset(st);
+    legacy_reset(st);
     return status;
 }

@@ -4,11 +4,11 @@
  */
 #include "storage/faults.h"
 
-#include "storage/store_internal.h"
+#include "storage/sqlite/legacy.h"
 
 int store_fault_add(struct store *s, const struct fault_spec *spec, int64_t now_ms, int64_t *id_out)
 {
-    sqlite3_stmt *st = store_prepare(
+    sqlite3_stmt *st = legacy_prepare(
         s, "INSERT INTO faults(point, action, client, user, sender, recipient, reply, delay_ms,"
            " after_bytes, times, ppm, seed, created_ms, message)"
            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
@@ -25,19 +25,19 @@ int store_fault_add(struct store *s, const struct fault_spec *spec, int64_t now_
     sqlite3_bind_int64(st, 12, spec->seed);
     sqlite3_bind_int64(st, 13, now_ms);
     sqlite3_bind_int64(st, 14, spec->message);
-    int rc = store_step_done(s, st, "add fault");
+    int rc = legacy_step_done(s, st, "add fault");
     if (rc == STORE_OK)
-        *id_out = sqlite3_last_insert_rowid(s->db);
+        *id_out = sqlite3_last_insert_rowid(sqlite_of(s)->db);
     return rc;
 }
 
 int store_fault_del(struct store *s, int64_t id)
 {
-    sqlite3_stmt *st = store_prepare(s, "DELETE FROM faults WHERE id = ?1");
+    sqlite3_stmt *st = legacy_prepare(s, "DELETE FROM faults WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, id);
-    return store_step_changed(s, st, "delete fault");
+    return legacy_step_changed(s, st, "delete fault");
 }
 
 static const char *text_col(sqlite3_stmt *st, int i)
@@ -48,7 +48,7 @@ static const char *text_col(sqlite3_stmt *st, int i)
 
 int store_fault_list(struct store *s, store_fault_fn fn, void *ctx)
 {
-    sqlite3_stmt *st = store_prepare(
+    sqlite3_stmt *st = legacy_prepare(
         s, "SELECT id, point, action, client, user, sender, recipient, reply, delay_ms,"
            " after_bytes, times, ppm, seed, message FROM faults ORDER BY id");
     if (st == NULL)
@@ -73,12 +73,12 @@ int store_fault_list(struct store *s, store_fault_fn fn, void *ctx)
         if (fn(ctx, sqlite3_column_int64(st, 0), &spec) != 0)
             break;
     }
-    return store_rows_end(s, st, rc, "list faults");
+    return legacy_rows_end(s, st, rc, "list faults");
 }
 
 int store_fault_version(struct store *s, int64_t *max_id_out, int64_t *count_out)
 {
-    sqlite3_stmt *st = store_prepare(s, "SELECT coalesce(max(id), 0), count(*) FROM faults");
+    sqlite3_stmt *st = legacy_prepare(s, "SELECT coalesce(max(id), 0), count(*) FROM faults");
     if (st == NULL)
         return STORE_ERR;
     int rc = sqlite3_step(st);
@@ -87,6 +87,6 @@ int store_fault_version(struct store *s, int64_t *max_id_out, int64_t *count_out
         *count_out = sqlite3_column_int64(st, 1);
     }
     int status = rc == SQLITE_ROW ? STORE_OK : store_fail(s, "fault version");
-    store_reset(st);
+    legacy_reset(st);
     return status;
 }

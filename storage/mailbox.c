@@ -31,7 +31,7 @@
 
 #include "storage/queue.h"
 #include "storage/spool.h"
-#include "storage/store_internal.h"
+#include "storage/sqlite/legacy.h"
 
 /* Body bytes per sqlite3_blob_write call (its length and offset are ints). */
 #define MAILBOX_WRITE_CHUNK_BYTES (1024 * 1024)
@@ -156,15 +156,15 @@ static int write_spool(struct store *s, sqlite3_blob *blob, const struct store_d
 static int insert_facts(struct store *s, int64_t message_id, const struct body_facts *f,
                         bool smtputf8)
 {
-    sqlite3_stmt *st = store_prepare(s, "INSERT INTO message_facts(message_id, eightbit,"
-                                        " return_path_bytes, smtputf8) VALUES (?1, ?2, ?3, ?4)");
+    sqlite3_stmt *st = legacy_prepare(s, "INSERT INTO message_facts(message_id, eightbit,"
+                                         " return_path_bytes, smtputf8) VALUES (?1, ?2, ?3, ?4)");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, message_id);
     sqlite3_bind_int(st, 2, (f->ored & 0x80) != 0);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)f->return_path_bytes);
     sqlite3_bind_int(st, 4, smtputf8 && (f->header_ored & 0x80) != 0);
-    return store_step_done(s, st, "deliver: insert message facts");
+    return legacy_step_done(s, st, "deliver: insert message facts");
 }
 
 static int check_delivery(struct store *s, const struct store_delivery *d)
@@ -180,7 +180,7 @@ static int check_delivery(struct store *s, const struct store_delivery *d)
         return STORE_ERR;
     }
     /* SQLITE_LIMIT_LENGTH caps a blob (1e9 by default); sqlite3_blob_write offsets are ints. */
-    int limit = sqlite3_limit(s->db, SQLITE_LIMIT_LENGTH, -1);
+    int limit = sqlite3_limit(sqlite_of(s)->db, SQLITE_LIMIT_LENGTH, -1);
     uint64_t len = delivery_len(d);
     if (d->spool_len > (uint64_t)INT_MAX || d->body_len > (size_t)INT_MAX ||
         d->prefix_len > (size_t)INT_MAX || len > (uint64_t)limit || len > (uint64_t)INT_MAX) {
@@ -204,7 +204,7 @@ static int check_delivery(struct store *s, const struct store_delivery *d)
 /* Reads the per-database UIDL tag and checks it is usable in a UIDL. */
 static int read_uidl_tag(struct store *s, char *tag_out, size_t taglen)
 {
-    sqlite3_stmt *st = store_prepare(s, "SELECT value FROM meta WHERE key = 'uidl_tag'");
+    sqlite3_stmt *st = legacy_prepare(s, "SELECT value FROM meta WHERE key = 'uidl_tag'");
     if (st == NULL)
         return STORE_ERR;
     int rc = sqlite3_step(st);
@@ -227,7 +227,7 @@ static int read_uidl_tag(struct store *s, char *tag_out, size_t taglen)
     } else {
         status = store_fail(s, "read uidl tag");
     }
-    store_reset(st);
+    legacy_reset(st);
     return status;
 }
 
@@ -237,8 +237,8 @@ static int insert_message(struct store *s, const struct store_delivery *d, int64
 {
     uint64_t len = delivery_len(d);
     sqlite3_stmt *st =
-        store_prepare(s, "INSERT INTO messages(sender, size, received_ms, body, quarantine,"
-                         " dsn_envid, dsn_ret) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+        legacy_prepare(s, "INSERT INTO messages(sender, size, received_ms, body, quarantine,"
+                          " dsn_envid, dsn_ret) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, d->sender != NULL ? d->sender : "", -1, SQLITE_STATIC);
@@ -255,17 +255,18 @@ static int insert_message(struct store *s, const struct store_delivery *d, int64
     sqlite3_bind_int(st, 7, d->dsn_ret);
     if (sqlite3_bind_zeroblob64(st, 4, (sqlite3_uint64)len) != SQLITE_OK) {
         int status = store_fail(s, "deliver: bind body");
-        store_reset(st);
+        legacy_reset(st);
         return status;
     }
-    int status = store_step_done(s, st, "deliver: insert message");
+    int status = legacy_step_done(s, st, "deliver: insert message");
     if (status != STORE_OK)
         return status;
-    int64_t id = sqlite3_last_insert_rowid(s->db);
+    int64_t id = sqlite3_last_insert_rowid(sqlite_of(s)->db);
     struct body_facts facts = {.first_line_open = true, .in_headers = true};
     if (len > 0) {
         sqlite3_blob *blob = NULL;
-        if (sqlite3_blob_open(s->db, "main", "messages", "body", id, 1, &blob) != SQLITE_OK) {
+        if (sqlite3_blob_open(sqlite_of(s)->db, "main", "messages", "body", id, 1, &blob) !=
+            SQLITE_OK) {
             return store_fail(s, "deliver: open body");
         }
         uint64_t off = 0;
@@ -293,24 +294,24 @@ static int insert_entry(struct store *s, const struct store_delivery *d, int64_t
                         int64_t user_id, const char *tag)
 {
     sqlite3_stmt *st =
-        store_prepare(s, "INSERT INTO mailbox(user_id, message_id, uidl, size, added_ms)"
-                         " SELECT ?1, ?2, '', ?3, ?4 WHERE NOT EXISTS"
-                         " (SELECT 1 FROM mailbox WHERE message_id = ?2 AND user_id = ?1)");
+        legacy_prepare(s, "INSERT INTO mailbox(user_id, message_id, uidl, size, added_ms)"
+                          " SELECT ?1, ?2, '', ?3, ?4 WHERE NOT EXISTS"
+                          " (SELECT 1 FROM mailbox WHERE message_id = ?2 AND user_id = ?1)");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, user_id);
     sqlite3_bind_int64(st, 2, message_id);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)delivery_len(d));
     sqlite3_bind_int64(st, 4, d->received_ms);
-    int status = store_step_done(s, st, "deliver: insert mailbox entry");
+    int status = legacy_step_done(s, st, "deliver: insert mailbox entry");
     if (status == STORE_IN_USE) {
         /* users(id) is the only foreign key a new entry can break: the message was just made. */
         snprintf(s->errmsg, sizeof(s->errmsg), "deliver: no user with id %lld", (long long)user_id);
         return STORE_NOT_FOUND;
     }
-    if (status != STORE_OK || sqlite3_changes(s->db) == 0)
+    if (status != STORE_OK || sqlite3_changes(sqlite_of(s)->db) == 0)
         return status; /* failed, or a repeated user */
-    int64_t entry_id = sqlite3_last_insert_rowid(s->db);
+    int64_t entry_id = sqlite3_last_insert_rowid(sqlite_of(s)->db);
 
     char uidl[POP3_UIDL_MAX_BYTES + 1];
     int len = snprintf(uidl, sizeof(uidl), "%s.%lld.%lld", tag, (long long)entry_id,
@@ -319,19 +320,19 @@ static int insert_entry(struct store *s, const struct store_delivery *d, int64_t
         snprintf(s->errmsg, sizeof(s->errmsg), "deliver: uidl too long");
         return STORE_ERR;
     }
-    st = store_prepare(s, "UPDATE mailbox SET uidl = ?2 WHERE id = ?1");
+    st = legacy_prepare(s, "UPDATE mailbox SET uidl = ?2 WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, entry_id);
     sqlite3_bind_text(st, 2, uidl, len, SQLITE_STATIC);
-    return store_step_done(s, st, "deliver: set uidl");
+    return legacy_step_done(s, st, "deliver: set uidl");
 }
 
 static int insert_queue_row(struct store *s, const struct store_delivery *d, int64_t message_id,
                             size_t i)
 {
     const char *rcpt = d->remote_rcpts[i];
-    sqlite3_stmt *st = store_prepare(
+    sqlite3_stmt *st = legacy_prepare(
         s, "INSERT INTO queue(message_id, sender, recipient, domain, created_ms, next_attempt_ms,"
            " dsn_notify, dsn_orcpt)"
            " SELECT ?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7 WHERE NOT EXISTS"
@@ -349,7 +350,7 @@ static int insert_queue_row(struct store *s, const struct store_delivery *d, int
     sqlite3_bind_text(st, 3, rcpt, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, strrchr(rcpt, '@') + 1, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 5, d->received_ms);
-    return store_step_done(s, st, "deliver: insert queue row");
+    return legacy_step_done(s, st, "deliver: insert queue row");
 }
 
 int store_deliver(struct store *s, struct store_delivery *d)
@@ -399,8 +400,8 @@ int store_mailbox_snapshot(struct store *s, int64_t user_id, struct store_mail_e
     *entries_out = NULL;
     *count_out = 0;
     /* mailbox_user (user_id, id) gives the order without a sort. */
-    sqlite3_stmt *st = store_prepare(s, "SELECT id, size, uidl, message_id FROM mailbox"
-                                        " WHERE user_id = ?1 ORDER BY id");
+    sqlite3_stmt *st = legacy_prepare(s, "SELECT id, size, uidl, message_id FROM mailbox"
+                                         " WHERE user_id = ?1 ORDER BY id");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, user_id);
@@ -438,7 +439,7 @@ int store_mailbox_snapshot(struct store *s, int64_t user_id, struct store_mail_e
         e->message_id = sqlite3_column_int64(st, 3);
         n++;
     }
-    int end = store_rows_end(s, st, rc, "mailbox snapshot");
+    int end = legacy_rows_end(s, st, rc, "mailbox snapshot");
     if (status == STORE_OK)
         status = end;
     if (status != STORE_OK) {
@@ -477,16 +478,16 @@ int store_mailbox_delete(struct store *s, int64_t user_id, const int64_t *entry_
     if (store_sp_begin(s, SP_NAME) != STORE_OK)
         return STORE_ERR;
     /* The user_id condition is what keeps one user from deleting another's mail. */
-    sqlite3_stmt *st = store_prepare(s, "DELETE FROM mailbox WHERE id = ?1 AND user_id = ?2");
+    sqlite3_stmt *st = legacy_prepare(s, "DELETE FROM mailbox WHERE id = ?1 AND user_id = ?2");
     int status = st != NULL ? STORE_OK : STORE_ERR;
     size_t deleted = 0;
     for (size_t i = 0; status == STORE_OK && i < n; i++) {
         sqlite3_bind_int64(st, 1, entry_ids[i]);
         sqlite3_bind_int64(st, 2, user_id);
-        status = store_step_done(s, st, "mailbox delete");
+        status = legacy_step_done(s, st, "mailbox delete");
         /* Direct changes only: the trigger's message deletions are not counted. */
         if (status == STORE_OK)
-            deleted += (size_t)sqlite3_changes(s->db);
+            deleted += (size_t)sqlite3_changes(sqlite_of(s)->db);
     }
     if (status == STORE_OK)
         status = store_sp_release(s, SP_NAME);

@@ -4,7 +4,7 @@
  * prefix, from which matching is done in C with cidr_contains(), the same code the unit tests
  * cover. The table is small (a site has a handful of networks), so a scan per lookup is fine.
  */
-#include "storage/store_internal.h"
+#include "storage/sqlite/legacy.h"
 
 #include <netinet/in.h>
 #include <stdio.h>
@@ -18,7 +18,7 @@ int store_network_add(struct store *s, const struct cidr *c)
     char text[CIDR_STRLEN];
     cidr_format(c, text, sizeof(text));
     bool v4 = c->net.family == AF_INET;
-    sqlite3_stmt *st = store_prepare(
+    sqlite3_stmt *st = legacy_prepare(
         s, "INSERT INTO networks(cidr, family, net, prefix, created_ms) VALUES (?1,?2,?3,?4,?5)");
     if (st == NULL)
         return STORE_ERR;
@@ -27,24 +27,24 @@ int store_network_add(struct store *s, const struct cidr *c)
     sqlite3_bind_blob(st, 3, c->net.bytes, v4 ? 4 : 16, SQLITE_TRANSIENT);
     sqlite3_bind_int(st, 4, (int)c->prefix);
     sqlite3_bind_int64(st, 5, store_now_ms());
-    return store_step_done(s, st, "add network");
+    return legacy_step_done(s, st, "add network");
 }
 
 int store_network_del(struct store *s, const struct cidr *c)
 {
     char text[CIDR_STRLEN];
     cidr_format(c, text, sizeof(text));
-    sqlite3_stmt *st = store_prepare(s, "DELETE FROM networks WHERE cidr = ?1");
+    sqlite3_stmt *st = legacy_prepare(s, "DELETE FROM networks WHERE cidr = ?1");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, text, -1, SQLITE_TRANSIENT);
-    return store_step_changed(s, st, "delete network");
+    return legacy_step_changed(s, st, "delete network");
 }
 
 int store_network_list(struct store *s, store_network_fn fn, void *ctx)
 {
     sqlite3_stmt *st =
-        store_prepare(s, "SELECT cidr, created_ms FROM networks ORDER BY family, net, prefix");
+        legacy_prepare(s, "SELECT cidr, created_ms FROM networks ORDER BY family, net, prefix");
     if (st == NULL)
         return STORE_ERR;
     int rc;
@@ -56,7 +56,7 @@ int store_network_list(struct store *s, store_network_fn fn, void *ctx)
         if (fn(ctx, &n) != 0)
             break;
     }
-    return store_rows_end(s, st, rc, "list networks");
+    return legacy_rows_end(s, st, rc, "list networks");
 }
 
 int store_network_match(struct store *s, const struct ip_addr *ip, bool *trusted_out,
@@ -66,7 +66,7 @@ int store_network_match(struct store *s, const struct ip_addr *ip, bool *trusted
     if (matchlen > 0)
         match_out[0] = '\0';
     bool v4 = ip->family == AF_INET;
-    sqlite3_stmt *st = store_prepare(
+    sqlite3_stmt *st = legacy_prepare(
         s, "SELECT cidr, net, prefix FROM networks WHERE family = ?1 ORDER BY prefix DESC");
     if (st == NULL)
         return STORE_ERR;
@@ -89,5 +89,5 @@ int store_network_match(struct store *s, const struct ip_addr *ip, bool *trusted
             break;
         }
     }
-    return store_rows_end(s, st, rc, "match networks");
+    return legacy_rows_end(s, st, rc, "match networks");
 }

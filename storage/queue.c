@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "storage/store_internal.h"
+#include "storage/sqlite/legacy.h"
 
 /* The claims array starts with room for this many entries and doubles. */
 #define QUEUE_CLAIMS_FIRST 16
@@ -73,9 +73,9 @@ static int each_id(struct store *s, sqlite3_stmt *st, const int64_t *ids, size_t
     int status = STORE_OK;
     for (size_t i = 0; status == STORE_OK && i < n; i++) {
         sqlite3_bind_int64(st, 1, ids[i]);
-        status = store_step_done(s, st, what);
+        status = legacy_step_done(s, st, what);
         if (status == STORE_OK)
-            changed += (size_t)sqlite3_changes(s->db);
+            changed += (size_t)sqlite3_changes(sqlite_of(s)->db);
     }
     if (changed_out != NULL)
         *changed_out = changed;
@@ -87,7 +87,7 @@ static int each_id(struct store *s, sqlite3_stmt *st, const int64_t *ids, size_t
 int store_queue_count(struct store *s, int64_t *count_out)
 {
     /* count(*) walks the smallest index (queue_due), never the rows. */
-    sqlite3_stmt *st = store_prepare(s, "SELECT count(*) FROM queue");
+    sqlite3_stmt *st = legacy_prepare(s, "SELECT count(*) FROM queue");
     if (st == NULL)
         return STORE_ERR;
     int rc = sqlite3_step(st);
@@ -96,13 +96,13 @@ int store_queue_count(struct store *s, int64_t *count_out)
         *count_out = sqlite3_column_int64(st, 0);
     else
         status = store_fail(s, "count queue");
-    store_reset(st);
+    legacy_reset(st);
     return status;
 }
 
 int store_queue_list(struct store *s, store_queue_fn fn, void *ctx)
 {
-    sqlite3_stmt *st = store_prepare(
+    sqlite3_stmt *st = legacy_prepare(
         s, "SELECT q.id, q.sender, q.recipient, q.created_ms, q.next_attempt_ms, q.attempts,"
            " q.last_error, m.quarantine FROM queue q JOIN messages m ON m.id = q.message_id"
            " ORDER BY q.next_attempt_ms, q.id");
@@ -123,17 +123,17 @@ int store_queue_list(struct store *s, store_queue_fn fn, void *ctx)
         if (fn(ctx, &q) != 0)
             break;
     }
-    return store_rows_end(s, st, rc, "list queue");
+    return legacy_rows_end(s, st, rc, "list queue");
 }
 
 int store_queue_drop(struct store *s, int64_t id)
 {
     /* The queue_release trigger drops the message body if nothing else refers to it. */
-    sqlite3_stmt *st = store_prepare(s, "DELETE FROM queue WHERE id = ?1");
+    sqlite3_stmt *st = legacy_prepare(s, "DELETE FROM queue WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, id);
-    return store_step_changed(s, st, "drop queue entry");
+    return legacy_step_changed(s, st, "drop queue entry");
 }
 
 /* ---- claiming ---- */
@@ -270,7 +270,7 @@ int store_queue_claim_due(struct store *s, int64_t now_ms, int64_t lease_ms, siz
         return STORE_ERR;
     }
     int status = STORE_OK;
-    sqlite3_stmt *st = store_prepare(s, claim_sql);
+    sqlite3_stmt *st = legacy_prepare(s, claim_sql);
     if (st == NULL)
         status = STORE_ERR;
     if (status == STORE_OK) {
@@ -285,19 +285,19 @@ int store_queue_claim_due(struct store *s, int64_t now_ms, int64_t lease_ms, siz
             if (status != STORE_OK)
                 break;
         }
-        int end = store_rows_end(s, st, rc, "claim queue entries");
+        int end = legacy_rows_end(s, st, rc, "claim queue entries");
         if (status == STORE_OK)
             status = end;
     }
     free(skip);
     if (status == STORE_OK && out->n > 0) {
-        st = store_prepare(s, "UPDATE queue SET claimed_ms = ?2 WHERE id = ?1");
+        st = legacy_prepare(s, "UPDATE queue SET claimed_ms = ?2 WHERE id = ?1");
         if (st == NULL)
             status = STORE_ERR;
         for (size_t i = 0; status == STORE_OK && i < out->n; i++) {
             sqlite3_bind_int64(st, 1, out->v[i].id);
             sqlite3_bind_int64(st, 2, now_ms);
-            status = store_step_done(s, st, "claim queue entry");
+            status = legacy_step_done(s, st, "claim queue entry");
         }
     }
     if (status == STORE_OK)
@@ -315,7 +315,7 @@ int store_queue_release(struct store *s, const int64_t *ids, size_t n)
         return STORE_OK;
     if (ids == NULL)
         return fail_text(s, STORE_ERR, "release queue entries: no id array");
-    sqlite3_stmt *st = store_prepare(s, "UPDATE queue SET claimed_ms = NULL WHERE id = ?1");
+    sqlite3_stmt *st = legacy_prepare(s, "UPDATE queue SET claimed_ms = NULL WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
     if (store_sp_begin(s, SP_NAME) != STORE_OK)
@@ -335,16 +335,16 @@ int store_queue_release_stale(struct store *s, int64_t now_ms, size_t *released_
     /* The attempt counts (it was made, and a message that crashes the server each time must not
      * be retried at full speed forever without anyone seeing it in `queue list`), but the entry
      * is due at once: the restart itself is no reason to wait. */
-    sqlite3_stmt *st = store_prepare(
+    sqlite3_stmt *st = legacy_prepare(
         s, "UPDATE queue SET claimed_ms = NULL, attempts = attempts + 1,"
            " last_error = '" QUEUE_INTERRUPTED_TEXT "', next_attempt_ms = min(next_attempt_ms, ?1)"
            " WHERE claimed_ms IS NOT NULL AND claimed_ms <= ?1");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, now_ms);
-    int status = store_step_done(s, st, "release stale claims");
+    int status = legacy_step_done(s, st, "release stale claims");
     if (status == STORE_OK && released_out != NULL)
-        *released_out = (size_t)sqlite3_changes(s->db);
+        *released_out = (size_t)sqlite3_changes(sqlite_of(s)->db);
     return status;
 }
 
@@ -359,7 +359,7 @@ int store_queue_delivered(struct store *s, const int64_t *ids, size_t n, size_t 
     if (ids == NULL)
         return fail_text(s, STORE_ERR, "delivered: no id array");
     /* The queue_release trigger drops the body with its last reference. */
-    sqlite3_stmt *st = store_prepare(s, "DELETE FROM queue WHERE id = ?1");
+    sqlite3_stmt *st = legacy_prepare(s, "DELETE FROM queue WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
     if (store_sp_begin(s, SP_NAME) != STORE_OK)
@@ -381,14 +381,14 @@ int store_queue_defer(struct store *s, int64_t id, int64_t now_ms, int64_t max_a
                       const char *error, bool *expired_out)
 {
     *expired_out = false;
-    sqlite3_stmt *st = store_prepare(s, "SELECT created_ms, attempts FROM queue WHERE id = ?1");
+    sqlite3_stmt *st = legacy_prepare(s, "SELECT created_ms, attempts FROM queue WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, id);
     int rc = sqlite3_step(st);
     int64_t created_ms = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
     int64_t attempts = rc == SQLITE_ROW ? sqlite3_column_int64(st, 1) : 0;
-    int status = store_rows_end(s, st, rc, "defer: read queue entry");
+    int status = legacy_rows_end(s, st, rc, "defer: read queue entry");
     if (status != STORE_OK)
         return status;
     if (rc == SQLITE_DONE) {
@@ -407,9 +407,9 @@ int store_queue_defer(struct store *s, int64_t id, int64_t now_ms, int64_t max_a
         elen = STORE_QUEUE_ERROR_MAX_BYTES;
 
     /* An expired entry stays claimed: the caller bounces it next (queue.h). */
-    st = store_prepare(s, "UPDATE queue SET attempts = ?2, last_error = ?3, next_attempt_ms = ?4,"
-                          " claimed_ms = CASE WHEN ?5 THEN claimed_ms ELSE NULL END"
-                          " WHERE id = ?1");
+    st = legacy_prepare(s, "UPDATE queue SET attempts = ?2, last_error = ?3, next_attempt_ms = ?4,"
+                           " claimed_ms = CASE WHEN ?5 THEN claimed_ms ELSE NULL END"
+                           " WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, id);
@@ -417,7 +417,7 @@ int store_queue_defer(struct store *s, int64_t id, int64_t now_ms, int64_t max_a
     sqlite3_bind_text(st, 3, error, (int)elen, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, next_ms);
     sqlite3_bind_int(st, 5, expired ? 1 : 0);
-    status = store_step_done(s, st, "defer queue entry");
+    status = legacy_step_done(s, st, "defer queue entry");
     if (status == STORE_OK)
         *expired_out = expired;
     return status;
@@ -429,37 +429,38 @@ int store_queue_flush(struct store *s, int64_t now_ms, size_t *due_out)
 {
     if (due_out != NULL)
         *due_out = 0;
-    sqlite3_stmt *st = store_prepare(s, "UPDATE queue SET next_attempt_ms = ?1"
-                                        " WHERE next_attempt_ms > ?1 AND claimed_ms IS NULL");
+    sqlite3_stmt *st = legacy_prepare(s, "UPDATE queue SET next_attempt_ms = ?1"
+                                         " WHERE next_attempt_ms > ?1 AND claimed_ms IS NULL");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, now_ms);
-    int status = store_step_done(s, st, "flush queue");
+    int status = legacy_step_done(s, st, "flush queue");
     if (status != STORE_OK || due_out == NULL)
         return status;
-    st = store_prepare(s, "SELECT count(*) FROM queue WHERE next_attempt_ms <= ?1"
-                          " AND claimed_ms IS NULL");
+    st = legacy_prepare(s, "SELECT count(*) FROM queue WHERE next_attempt_ms <= ?1"
+                           " AND claimed_ms IS NULL");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, now_ms);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         *due_out = (size_t)sqlite3_column_int64(st, 0);
-    return store_rows_end(s, st, rc, "count due queue entries");
+    return legacy_rows_end(s, st, rc, "count due queue entries");
 }
 
 int store_queue_next_due(struct store *s, int64_t *due_ms_out)
 {
     *due_ms_out = INT64_MAX;
     /* The queue_due index gives the order; claimed rows (a few in flight) are stepped over. */
-    sqlite3_stmt *st = store_prepare(s, "SELECT next_attempt_ms FROM queue WHERE claimed_ms IS NULL"
-                                        " ORDER BY next_attempt_ms LIMIT 1");
+    sqlite3_stmt *st =
+        legacy_prepare(s, "SELECT next_attempt_ms FROM queue WHERE claimed_ms IS NULL"
+                          " ORDER BY next_attempt_ms LIMIT 1");
     if (st == NULL)
         return STORE_ERR;
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         *due_ms_out = sqlite3_column_int64(st, 0);
-    return store_rows_end(s, st, rc, "next due queue entry");
+    return legacy_rows_end(s, st, rc, "next due queue entry");
 }
 
 /* ---- reading a queued body ---- */
@@ -477,7 +478,7 @@ int store_queue_body_open(struct store *s, int64_t message_id, int64_t hold_ms,
 int store_queue_message_facts(struct store *s, int64_t message_id, struct store_message_facts *out)
 {
     *out = (struct store_message_facts){0};
-    sqlite3_stmt *st = store_prepare(
+    sqlite3_stmt *st = legacy_prepare(
         s, "SELECT m.size, f.eightbit, f.return_path_bytes, f.smtputf8, m.dsn_ret, m.dsn_envid"
            " FROM messages m"
            " LEFT JOIN message_facts f ON f.message_id = m.id WHERE m.id = ?1"
@@ -508,6 +509,6 @@ int store_queue_message_facts(struct store *s, int64_t message_id, struct store_
     } else {
         status = store_fail(s, "read message facts");
     }
-    store_reset(st);
+    legacy_reset(st);
     return status;
 }

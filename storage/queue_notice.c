@@ -16,7 +16,7 @@
 #include "common/pure/address.h"
 #include "storage/mailbox.h"
 #include "storage/queue.h"
-#include "storage/store_internal.h"
+#include "storage/sqlite/legacy.h"
 
 /* Each call below is atomic inside whatever the caller has open: its own savepoint. */
 #define SP_NAME "notice"
@@ -50,9 +50,9 @@ static void entry_row_free(struct entry_row *e)
 static int read_entry(struct store *s, int64_t id, struct entry_row *out)
 {
     memset(out, 0, sizeof(*out));
-    sqlite3_stmt *st = store_prepare(s, "SELECT message_id, created_ms, sender, dsn_notify,"
-                                        " dsn_orcpt, recipient, delay_notified FROM queue"
-                                        " WHERE id = ?1");
+    sqlite3_stmt *st = legacy_prepare(s, "SELECT message_id, created_ms, sender, dsn_notify,"
+                                         " dsn_orcpt, recipient, delay_notified FROM queue"
+                                         " WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, id);
@@ -74,7 +74,7 @@ static int read_entry(struct store *s, int64_t id, struct entry_row *out)
     } else if (rc == SQLITE_DONE) {
         status = STORE_NOT_FOUND;
     }
-    int end = store_rows_end(s, st, rc, "read queue entry");
+    int end = legacy_rows_end(s, st, rc, "read queue entry");
     if (status != STORE_OK || end != STORE_OK)
         entry_row_free(out);
     return status != STORE_OK ? status : end;
@@ -108,7 +108,7 @@ static int route_bounce(struct store *s, const char *sender, enum store_bounce_r
         *route_out = STORE_BOUNCE_NO_MAILBOX;
         return STORE_OK;
     }
-    sqlite3_stmt *st = store_prepare(s, "SELECT id FROM users WHERE address = ?1");
+    sqlite3_stmt *st = legacy_prepare(s, "SELECT id FROM users WHERE address = ?1");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
@@ -119,7 +119,7 @@ static int route_bounce(struct store *s, const char *sender, enum store_bounce_r
     } else {
         *route_out = STORE_BOUNCE_NO_MAILBOX;
     }
-    return store_rows_end(s, st, rc, "notice: look up sender");
+    return legacy_rows_end(s, st, rc, "notice: look up sender");
 }
 
 /*
@@ -133,7 +133,8 @@ static int read_body(struct store *s, int64_t message_id, size_t max, unsigned c
     *out = NULL;
     *len_out = 0;
     sqlite3_blob *blob = NULL;
-    if (sqlite3_blob_open(s->db, "main", "messages", "body", message_id, 0, &blob) != SQLITE_OK) {
+    if (sqlite3_blob_open(sqlite_of(s)->db, "main", "messages", "body", message_id, 0, &blob) !=
+        SQLITE_OK) {
         int status = store_fail(s, "notice: open original body");
         (void)sqlite3_blob_close(blob);
         return status;
@@ -171,8 +172,8 @@ struct message_row {
 static int read_message(struct store *s, int64_t message_id, struct message_row *out)
 {
     memset(out, 0, sizeof(*out));
-    sqlite3_stmt *st = store_prepare(s, "SELECT sender, received_ms, size, dsn_ret, dsn_envid"
-                                        " FROM messages WHERE id = ?1");
+    sqlite3_stmt *st = legacy_prepare(s, "SELECT sender, received_ms, size, dsn_ret, dsn_envid"
+                                         " FROM messages WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, message_id);
@@ -191,7 +192,7 @@ static int read_message(struct store *s, int64_t message_id, struct message_row 
     } else if (rc == SQLITE_DONE) {
         status = fail_text(s, STORE_NOT_FOUND, "notice: the original message is gone");
     }
-    int end = store_rows_end(s, st, rc, "notice: read message");
+    int end = legacy_rows_end(s, st, rc, "notice: read message");
     if (status != STORE_OK || end != STORE_OK) {
         free(out->sender);
         free(out->envid);
@@ -329,11 +330,11 @@ int store_queue_delay_notice(struct store *s, int64_t id, int64_t now_ms, int64_
     if (status == STORE_OK) {
         /* Marked whether or not the notice could be routed: it is tried once (RFC 3461 asks
          * for one delay notice, not one per attempt). */
-        sqlite3_stmt *st = store_prepare(s, "UPDATE queue SET delay_notified = 1 WHERE id = ?1");
+        sqlite3_stmt *st = legacy_prepare(s, "UPDATE queue SET delay_notified = 1 WHERE id = ?1");
         status = st == NULL ? STORE_ERR : STORE_OK;
         if (st != NULL) {
             sqlite3_bind_int64(st, 1, id);
-            status = store_step_done(s, st, "mark delay notice");
+            status = legacy_step_done(s, st, "mark delay notice");
         }
     }
     if (status == STORE_OK)
@@ -423,16 +424,16 @@ int store_queue_fail(struct store *s, struct store_queue_failure *f)
     /* Deleted after the bounce is stored: the body the bounce quotes goes with the last row. */
     size_t removed = 0;
     if (status == STORE_OK) {
-        sqlite3_stmt *st = store_prepare(s, "DELETE FROM queue WHERE id = ?1");
+        sqlite3_stmt *st = legacy_prepare(s, "DELETE FROM queue WHERE id = ?1");
         if (st == NULL)
             status = STORE_ERR;
         for (size_t i = 0; status == STORE_OK && i < f->n; i++) {
             if (!keep[i])
                 continue;
             sqlite3_bind_int64(st, 1, f->ids[i]);
-            status = store_step_done(s, st, "fail: delete queue entry");
+            status = legacy_step_done(s, st, "fail: delete queue entry");
             if (status == STORE_OK)
-                removed += (size_t)sqlite3_changes(s->db);
+                removed += (size_t)sqlite3_changes(sqlite_of(s)->db);
         }
     }
     if (status == STORE_OK)

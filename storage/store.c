@@ -1,28 +1,21 @@
 /*
- * store.c - opening the database, its pragmas and migrations, transactions, and the small
- * statement helpers the other storage/ files share. See store.h for the threading rules.
+ * store.c - what every backend's store shares: choosing the backend at open, the status texts,
+ * the statement helpers of sql.h (stepping to the end, row loops, ids from RETURNING), commit and
+ * rollback, and the named savepoints. See store.h for the threading rules.
+ *
+ * What it does not do: talk to a database library. Everything here is written on sql.h and the
+ * few backend calls of store_internal.h; the SQLite side is storage/sqlite/.
  */
 #include "storage/store_internal.h"
 
-#include <errno.h>
-#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "common/clock.h"
-#include "storage/schema.h"
-
-_Static_assert(SCHEMA_VERSION == STORE_SCHEMA_VERSION, "store.h and schema.h agree");
 
 int64_t store_now_ms(void)
 {
     return clock_wall_ms();
-}
-
-int store_fail(struct store *s, const char *what)
-{
-    snprintf(s->errmsg, sizeof(s->errmsg), "%s: %s", what, sqlite3_errmsg(s->db));
-    return STORE_ERR;
 }
 
 const char *store_strerror(int code)
@@ -51,86 +44,89 @@ const char *store_errmsg(const struct store *s)
     return s->errmsg;
 }
 
-sqlite3_stmt *store_prepare(struct store *s, const char *sql)
+/* ---- opening and closing: the one place that picks a backend ---- */
+
+int store_open(const char *path, struct store **out, char *err, size_t errlen)
 {
-    size_t free_slot = STORE_STMT_CACHE;
-    for (size_t i = 0; i < STORE_STMT_CACHE; i++) {
-        if (s->cache[i].sql == sql) {
-            sqlite3_stmt *st = s->cache[i].stmt;
-            sqlite3_reset(st);
-            sqlite3_clear_bindings(st);
-            return st;
-        }
-        if (s->cache[i].sql == NULL && free_slot == STORE_STMT_CACHE)
-            free_slot = i;
-    }
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
-        store_fail(s, "prepare");
-        return NULL;
-    }
-    if (free_slot == STORE_STMT_CACHE) {
-        /* storage/ has more distinct statements than the cache holds. Evicting one could
-         * finalize a statement a caller is still stepping, so refuse instead: raise the size. */
-        sqlite3_finalize(st);
-        snprintf(s->errmsg, sizeof(s->errmsg), "statement cache full (%d): raise STORE_STMT_CACHE",
-                 STORE_STMT_CACHE);
-        return NULL;
-    }
-    s->cache[free_slot].sql = sql;
-    s->cache[free_slot].stmt = st;
-    return st;
+    return sqlite_store_open(path, STORE_SCHEMA_VERSION, out, err, errlen);
 }
 
-void store_reset(sqlite3_stmt *st)
+int store_open_at_version(const char *path, int version, struct store **out, char *err,
+                          size_t errlen)
 {
-    if (st != NULL)
-        sqlite3_reset(st);
+    return sqlite_store_open(path, version, out, err, errlen);
 }
 
-int store_step_done(struct store *s, sqlite3_stmt *st, const char *what)
+bool store_created(const struct store *s)
 {
-    int rc = sqlite3_step(st);
-    int ext = sqlite3_extended_errcode(s->db);
+    return s->created;
+}
+
+void store_close(struct store **sp)
+{
+    struct store *s = *sp;
+    if (s == NULL)
+        return;
+    switch (s->backend) {
+    case STORE_BACKEND_SQLITE:
+        sqlite_store_close(s);
+        break;
+    }
+    *sp = NULL;
+}
+
+/* ---- statement helpers ---- */
+
+int store_fail(struct store *s, const char *what)
+{
+    snprintf(s->errmsg, sizeof(s->errmsg), "%s: %s", what, store_backend_errmsg(s));
+    return STORE_ERR;
+}
+
+int store_step_done(struct store *s, struct sql_stmt *st, const char *what)
+{
+    int rc = sql_step(st);
     int status = STORE_OK;
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        if (ext == SQLITE_CONSTRAINT_UNIQUE || ext == SQLITE_CONSTRAINT_PRIMARYKEY)
-            status = STORE_EXISTS;
-        else if (ext == SQLITE_CONSTRAINT_FOREIGNKEY || ext == SQLITE_CONSTRAINT_TRIGGER)
-            /* ON DELETE RESTRICT reports itself as a trigger constraint. */
-            status = STORE_IN_USE;
-        else
-            status = STORE_ERR;
+    if (rc != SQL_DONE && rc != SQL_ROW) {
+        status = rc;
         store_fail(s, what);
     }
-    sqlite3_reset(st);
+    sql_reset(st);
     return status;
 }
 
-int store_step_changed(struct store *s, sqlite3_stmt *st, const char *what)
+int store_step_changed(struct store *s, struct sql_stmt *st, const char *what)
 {
     int status = store_step_done(s, st, what);
-    if (status == STORE_OK && sqlite3_changes(s->db) == 0)
+    if (status == STORE_OK && sql_changes(st) == 0)
         status = STORE_NOT_FOUND;
     return status;
 }
 
-int store_rows_end(struct store *s, sqlite3_stmt *st, int rc, const char *what)
+int store_step_id(struct store *s, struct sql_stmt *st, const char *what, int64_t *id_out)
 {
-    int status = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? STORE_OK : store_fail(s, what);
-    sqlite3_reset(st);
+    int rc = sql_step(st);
+    int status = STORE_OK;
+    if (rc == SQL_ROW) {
+        *id_out = sql_col_i64(st, 0);
+        /* One row inserted, one returned: the next step ends the statement. */
+        rc = sql_step(st);
+    } else if (rc == SQL_DONE) {
+        status = STORE_NOT_FOUND;
+    }
+    if (rc != SQL_DONE) {
+        status = rc < 0 ? rc : STORE_ERR;
+        store_fail(s, what);
+    }
+    sql_reset(st);
     return status;
 }
 
-int store_exec(struct store *s, const char *sql)
+int store_rows_end(struct store *s, struct sql_stmt *st, int rc, const char *what)
 {
-    char *msg = NULL;
-    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        snprintf(s->errmsg, sizeof(s->errmsg), "%s", msg ? msg : sqlite3_errmsg(s->db));
-        sqlite3_free(msg);
-        return STORE_ERR;
-    }
-    return STORE_OK;
+    int status = (rc == SQL_ROW || rc == SQL_DONE) ? STORE_OK : store_fail(s, what);
+    sql_reset(st);
+    return status;
 }
 
 int store_exec_for_tests(struct store *s, const char *sql)
@@ -138,10 +134,7 @@ int store_exec_for_tests(struct store *s, const char *sql)
     return store_exec(s, sql);
 }
 
-int store_begin(struct store *s)
-{
-    return store_exec(s, "BEGIN IMMEDIATE");
-}
+/* ---- transactions and savepoints ---- */
 
 int store_commit(struct store *s)
 {
@@ -151,7 +144,7 @@ int store_commit(struct store *s)
 int store_rollback(struct store *s)
 {
     /* A failed COMMIT or an I/O error may already have rolled back. */
-    if (sqlite3_get_autocommit(s->db))
+    if (!store_in_transaction(s))
         return STORE_OK;
     return store_exec(s, "ROLLBACK");
 }
@@ -185,8 +178,8 @@ int store_sp_undo(struct store *s, const char *name)
 {
     char why[STORE_ERRMSG_BYTES];
     memcpy(why, s->errmsg, sizeof(why));
-    /* No transaction left: SQLite rolled everything back itself, savepoint included. */
-    if (sqlite3_get_autocommit(s->db))
+    /* No transaction left: the database rolled everything back itself, savepoint included. */
+    if (!store_in_transaction(s))
         return STORE_ERR;
     int status = sp_exec(s, "ROLLBACK TO", name);
     if (status == STORE_OK)
@@ -215,144 +208,4 @@ int store_savepoint_release(struct store *s)
 int store_savepoint_rollback(struct store *s)
 {
     return store_sp_undo(s, "job");
-}
-
-static int read_user_version(struct store *s, int *version_out)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
-        return store_fail(s, "read schema version");
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW) {
-        sqlite3_finalize(st);
-        return store_fail(s, "read schema version");
-    }
-    *version_out = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    return STORE_OK;
-}
-
-int store_schema_version(struct store *s)
-{
-    int v = -1;
-    if (read_user_version(s, &v) != STORE_OK)
-        return -1;
-    return v;
-}
-
-/* Applies the migrations up to target, one transaction each. The version is read again inside
- * the write lock, so two processes opening a fresh database at once migrate it once. */
-static int migrate(struct store *s, int target)
-{
-    for (;;) {
-        if (store_begin(s) != STORE_OK)
-            return STORE_ERR;
-        int v = 0;
-        if (read_user_version(s, &v) != STORE_OK) {
-            store_rollback(s);
-            return STORE_ERR;
-        }
-        if (v > SCHEMA_VERSION) {
-            store_rollback(s);
-            snprintf(s->errmsg, sizeof(s->errmsg),
-                     "database schema version %d is newer than this postern knows (%d)", v,
-                     SCHEMA_VERSION);
-            return STORE_TOO_NEW;
-        }
-        if (v >= target) {
-            store_rollback(s);
-            return STORE_OK;
-        }
-        char pragma[64];
-        snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", v + 1);
-        if (store_exec(s, schema_migration(v + 1)) != STORE_OK ||
-            store_exec(s, pragma) != STORE_OK || store_commit(s) != STORE_OK) {
-            char why[STORE_ERRMSG_BYTES];
-            snprintf(why, sizeof(why), "%s", s->errmsg);
-            store_rollback(s);
-            snprintf(s->errmsg, sizeof(s->errmsg), "migration to schema version %d: %.400s", v + 1,
-                     why);
-            return STORE_ERR;
-        }
-    }
-}
-
-static int open_at(const char *path, int version, struct store **out, char *err, size_t errlen)
-{
-    *out = NULL;
-    struct store *s = calloc(1, sizeof(*s));
-    if (s == NULL) {
-        snprintf(err, errlen, "%s: out of memory", path);
-        return STORE_ERR;
-    }
-    snprintf(s->path, sizeof(s->path), "%s", path);
-    /* Created 0600 before SQLite sees it: SQLite would create it 0644 under the usual umask,
-     * and its -wal and -shm files take the database file's mode. */
-    if (store_file_create_private(path, &s->created, s->errmsg, sizeof(s->errmsg)) != STORE_OK) {
-        snprintf(err, errlen, "%s: %s", path, s->errmsg);
-        store_close(&s);
-        return STORE_ERR;
-    }
-    int rc = sqlite3_open_v2(
-        path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    int status = STORE_OK;
-    if (rc != SQLITE_OK) {
-        snprintf(s->errmsg, sizeof(s->errmsg), "cannot open: %s",
-                 s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
-        status = STORE_ERR;
-    }
-    /* WAL: readers never block the writer. synchronous=FULL: a COMMIT is on disk when it
-     * returns (the promise behind "250 Ok"). The busy timeout covers admin commands and the
-     * server writing at the same moment. */
-    if (status == STORE_OK) {
-        sqlite3_extended_result_codes(s->db, 1);
-        if (sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS) != SQLITE_OK)
-            status = store_fail(s, "busy timeout");
-    }
-    if (status == STORE_OK)
-        status = store_exec(s, "PRAGMA journal_mode = WAL");
-    if (status == STORE_OK)
-        status = store_exec(s, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
-                               " PRAGMA secure_delete = OFF; PRAGMA trusted_schema = OFF");
-    if (status == STORE_OK && version > 0)
-        status = migrate(s, version);
-    if (status != STORE_OK) {
-        snprintf(err, errlen, "%s: %s", path, s->errmsg);
-        store_close(&s);
-        return status;
-    }
-    *out = s;
-    return STORE_OK;
-}
-
-int store_open(const char *path, struct store **out, char *err, size_t errlen)
-{
-    return open_at(path, SCHEMA_VERSION, out, err, errlen);
-}
-
-int store_open_at_version(const char *path, int version, struct store **out, char *err,
-                          size_t errlen)
-{
-    return open_at(path, version, out, err, errlen);
-}
-
-bool store_created(const struct store *s)
-{
-    return s->created;
-}
-
-void store_close(struct store **sp)
-{
-    struct store *s = *sp;
-    if (s == NULL)
-        return;
-    store_read_pool_free(s);
-    for (size_t i = 0; i < STORE_STMT_CACHE; i++)
-        sqlite3_finalize(s->cache[i].stmt);
-    if (s->db != NULL && sqlite3_close(s->db) != SQLITE_OK) {
-        /* Only an unfinalized statement keeps it open; all of ours are finalized above. */
-        sqlite3_close_v2(s->db);
-    }
-    free(s);
-    *sp = NULL;
 }

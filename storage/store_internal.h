@@ -1,97 +1,83 @@
 /*
- * store_internal.h - shared by the files of storage/ only: the connection and statement helpers.
- * Nothing outside storage/ includes this.
+ * store_internal.h - shared by the files of storage/ only: what every backend's store has in
+ * common, the statement interface (sql.h) and the few calls each backend provides beside it (the
+ * message body, transactions). Nothing outside storage/ includes this, and nothing in it names a
+ * type of a database library: the table files (domains.c, users.c, ... queue.c, mailbox.c) are
+ * written on this header alone, so every backend runs them unchanged.
+ *
+ * Backends live in folders of their own: storage/sqlite/ today. Each embeds struct store as the
+ * first part of its own connection struct and recovers that with container_of.
  */
 #ifndef POSTERN_STORE_INTERNAL_H
 #define POSTERN_STORE_INTERNAL_H
 
-#include <sqlite3.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
+#include "storage/sql.h"
 #include "storage/store.h"
 
 #define STORE_ERRMSG_BYTES 512
 
-/* Prepared statements are cached by the address of their SQL text, which is always a string
- * literal in storage/, so the hot paths (RCPT lookups, window checks) prepare once. */
-#define STORE_STMT_CACHE 128
-
-/* Statements one pooled connection keeps prepared: the two lookups (mailbox entry, queued
- * message) and the "is it still there" check. */
-#define STORE_READ_CONN_STMTS 4
-
-/* A pooled read-only connection (body_reader.c). */
-struct store_read_conn {
-    sqlite3 *db; /* owned */
-    struct {
-        const char *sql;    /* borrowed: a string literal */
-        sqlite3_stmt *stmt; /* owned */
-    } stmts[STORE_READ_CONN_STMTS];
-    struct store_read_conn *next; /* the pool's idle list */
+/* Which database a store talks to; chosen by store_open from what it is given. */
+enum store_backend {
+    STORE_BACKEND_SQLITE = 1, /* a file path: storage/sqlite/ */
 };
 
 struct store {
-    sqlite3 *db;  /* owned */
-    bool created; /* store_open created the database file */
+    enum store_backend backend;
+    bool created; /* store_open created the database (a new file) */
     char path[1024];
-    char errmsg[STORE_ERRMSG_BYTES];
-    struct {
-        const char *sql;    /* borrowed: a string literal */
-        sqlite3_stmt *stmt; /* owned */
-    } cache[STORE_STMT_CACHE];
-    struct {
-        struct store_read_conn *idle; /* owned: a list of n_idle connections */
-        size_t n_idle;
-        uint64_t opened; /* connections ever opened for readers, for tests */
-    } read_pool;
+    char errmsg[STORE_ERRMSG_BYTES]; /* the last failure, for store_errmsg */
 };
 
-/* A reset statement for sql (a string literal), bindings cleared. The caller steps it and then
- * calls store_reset(). On failure records the error and returns NULL. */
-sqlite3_stmt *store_prepare(struct store *s, const char *sql);
-void store_reset(sqlite3_stmt *st);
-/* Records sqlite3_errmsg under a context word and returns STORE_ERR. */
-int store_fail(struct store *s, const char *what);
-/* Maps the result of a modifying step: SQLITE_DONE -> STORE_OK, constraint -> STORE_EXISTS. */
-int store_step_done(struct store *s, sqlite3_stmt *st, const char *what);
-/* store_step_done for a statement that must change a row (UPDATE or DELETE by key): STORE_NOT_FOUND
- * when it changed none, so "no such row" is told apart from success. */
-int store_step_changed(struct store *s, sqlite3_stmt *st, const char *what);
-int store_exec(struct store *s, const char *sql);
-/* Creates path with mode 0600 unless it exists (db_files.c); *created_out says whether it did.
- * STORE_OK, or STORE_ERR with one line ("cannot create: <reason>") in err. */
-int store_file_create_private(const char *path, bool *created_out, char *err, size_t errlen);
-/* Ends a row loop: rc is the last sqlite3_step result (a callback may have stopped it at a row).
- * Resets the statement; STORE_OK, or STORE_ERR with the error recorded under `what`. */
-int store_rows_end(struct store *s, sqlite3_stmt *st, int rc, const char *what);
+/* ---- provided by each backend ---- */
+
+/* The backends' doors, for store_open and store_close (storage/store.c). */
+int sqlite_store_open(const char *path, int version, struct store **out, char *err, size_t errlen);
+void sqlite_store_close(struct store *s);
+
+/* The connection's own text for its last failure (what store_fail appends). */
+const char *store_backend_errmsg(struct store *s);
+/* Whether a transaction is open on the connection. An I/O error or a failed COMMIT may have
+ * rolled one back without being asked: store_rollback and store_sp_undo look here first. */
+bool store_in_transaction(struct store *s);
 
 /*
- * Named savepoints: the one way a storage/ function makes its own changes atomic inside whatever
- * the caller has open (the writer's batch transaction and per-job savepoint, or nothing: then the
- * savepoint is the transaction). name is a string literal of letters and underscores, one per
- * caller family ("mailbox", "queue", "job"), so that releasing an inner savepoint can never
- * release an outer one with the same name by mistake.
- *   store_sp_begin    SAVEPOINT name
- *   store_sp_release  RELEASE name: keeps the changes (they commit with the outer transaction)
- *   store_sp_undo     ROLLBACK TO name, then RELEASE name: drops the changes since begin
- * store_sp_undo is called after a failure and keeps that failure's text in s->errmsg, so the
- * caller reports why it failed rather than how the cleanup went; if the cleanup fails too, its
- * reason is appended. It returns STORE_OK once the savepoint is gone, STORE_ERR when it could not
- * be rolled back, including when an error (I/O error, disk full) already rolled back the whole
- * transaction and no savepoint is left: a batch must then stop, not carry on in autocommit.
+ * Writing a message body (storage/mailbox.c, storage/queue.c's bounce). store_body_create inserts
+ * the messages row (sender, size_bytes, received_ms, quarantine or NULL) with room for a body of
+ * exactly size_bytes and gives its id; store_body_write then appends, in order, until size_bytes
+ * have been written. Inside the caller's savepoint: a failure anywhere leaves the row for the
+ * caller's undo. One body at a time per store; a body with size 0 needs no write.
  */
-int store_sp_begin(struct store *s, const char *name);
-int store_sp_release(struct store *s, const char *name);
-int store_sp_undo(struct store *s, const char *name);
+struct store_message_row {
+    const char *sender;
+    int64_t size_bytes;
+    int64_t received_ms;
+    const char *quarantine; /* NULL: not quarantined */
+};
+int store_body_create(struct store *s, const struct store_message_row *m, int64_t *id_out);
+int store_body_write(struct store *s, const void *p, size_t n);
+/* Ends the body begun by store_body_create: STORE_OK once all size_bytes are written and stored,
+ * else its first failure. Always call it, also after a failure, so the store is ready for the
+ * next body; abandon (the caller failed on its own side, as reading a spool file) closes it
+ * without touching the error text and returns STORE_ERR. */
+int store_body_finish(struct store *s, bool abandon);
+/* The largest body the store can hold, in bytes. */
+uint64_t store_body_max_bytes(struct store *s);
+/* Copies the first up to cap bytes of message message_id's body into buf (*n_out: how many, less
+ * than cap only when the body is shorter), on the store's own connection: it sees the caller's
+ * open transaction. */
+int store_body_read_head(struct store *s, int64_t message_id, void *buf, size_t cap, size_t *n_out);
 
-/* Opens a body reader (body_reader.c). lookup_sql (a string literal: it keys the pooled
- * connections' statement caches) returns (message id, size) of the body to read given key1 as ?1
- * and, when it has a second parameter, key2 as ?2; no row means "gone". what and owner (string
- * literals; owner NULL when key2 is not used) name the keys in error texts: "mailbox entry 5 of
- * user 3" is what "mailbox entry", owner "user". */
+/* Opens a body reader (store.h: store_body_read). lookup_sql (a string literal: it keys the
+ * statement caches) returns (message id, size) of the body to read given key1 as ?1 and, when it
+ * has a second parameter, key2 as ?2; no row means "gone". what and owner (string literals; owner
+ * NULL when key2 is not used) name the keys in error texts: "mailbox entry 5 of user 3" is what
+ * "mailbox entry", owner "user". */
 int store_body_reader_open(struct store *s, const char *lookup_sql, int64_t key1, int64_t key2,
                            const char *what, const char *owner, int64_t hold_ms,
                            struct store_body_reader **reader_out, int64_t *size_out);
-/* Closes the idle pooled connections (store_close). Every reader must be closed before. */
-void store_read_pool_free(struct store *s);
 
 #endif

@@ -7,7 +7,7 @@
  * A POP3 session logged in before the change finds out through store_user_unchanged() when it
  * next renews its window (server/pop3/pop3_session.c).
  */
-#include "storage/store_internal.h"
+#include "storage/sqlite/legacy.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -16,16 +16,16 @@ int store_user_add(struct store *s, const char *address, const char *domain,
                    const char *password_hash)
 {
     sqlite3_stmt *st =
-        store_prepare(s, "INSERT INTO users(address, domain_id, password_hash, created_ms)"
-                         " SELECT ?1, id, ?3, ?4 FROM domains WHERE name = ?2");
+        legacy_prepare(s, "INSERT INTO users(address, domain_id, password_hash, created_ms)"
+                          " SELECT ?1, id, ?3, ?4 FROM domains WHERE name = ?2");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, domain, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, password_hash, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, store_now_ms());
-    int status = store_step_done(s, st, "add user");
-    if (status == STORE_OK && sqlite3_changes(s->db) == 0) {
+    int status = legacy_step_done(s, st, "add user");
+    if (status == STORE_OK && sqlite3_changes(sqlite_of(s)->db) == 0) {
         snprintf(s->errmsg, sizeof(s->errmsg), "%s is not a local domain", domain);
         status = STORE_NO_DOMAIN;
     }
@@ -35,11 +35,11 @@ int store_user_add(struct store *s, const char *address, const char *domain,
 /* The second half of a revocation: the windows opened under address. */
 static int close_windows_of(struct store *s, const char *address)
 {
-    sqlite3_stmt *st = store_prepare(s, "DELETE FROM windows WHERE user = ?1");
+    sqlite3_stmt *st = legacy_prepare(s, "DELETE FROM windows WHERE user = ?1");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
-    return store_step_done(s, st, "close windows");
+    return legacy_step_done(s, st, "close windows");
 }
 
 /*
@@ -51,7 +51,7 @@ static int revoke(struct store *s, sqlite3_stmt *st, const char *address, const 
 {
     if (store_exec(s, "SAVEPOINT revoke") != STORE_OK)
         return STORE_ERR;
-    int status = store_step_changed(s, st, what);
+    int status = legacy_step_changed(s, st, what);
     if (status == STORE_OK)
         status = close_windows_of(s, address);
     if (status == STORE_OK && store_exec(s, "RELEASE revoke") == STORE_OK)
@@ -60,7 +60,7 @@ static int revoke(struct store *s, sqlite3_stmt *st, const char *address, const 
         status = STORE_ERR; /* RELEASE (the commit) failed */
     char why[STORE_ERRMSG_BYTES];
     snprintf(why, sizeof(why), "%s", s->errmsg);
-    if (!sqlite3_get_autocommit(s->db))
+    if (!sqlite3_get_autocommit(sqlite_of(s)->db))
         store_exec(s, "ROLLBACK TO revoke; RELEASE revoke");
     snprintf(s->errmsg, sizeof(s->errmsg), "%s", why);
     return status;
@@ -68,7 +68,7 @@ static int revoke(struct store *s, sqlite3_stmt *st, const char *address, const 
 
 int store_user_set_password(struct store *s, const char *address, const char *password_hash)
 {
-    sqlite3_stmt *st = store_prepare(s, "UPDATE users SET password_hash = ?2 WHERE address = ?1");
+    sqlite3_stmt *st = legacy_prepare(s, "UPDATE users SET password_hash = ?2 WHERE address = ?1");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
@@ -80,7 +80,7 @@ int store_user_del(struct store *s, const char *address)
 {
     /* The user's mailbox entries go with it (ON DELETE CASCADE) and the triggers drop message
      * bodies nobody else refers to. */
-    sqlite3_stmt *st = store_prepare(s, "DELETE FROM users WHERE address = ?1");
+    sqlite3_stmt *st = legacy_prepare(s, "DELETE FROM users WHERE address = ?1");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
@@ -89,7 +89,8 @@ int store_user_del(struct store *s, const char *address)
 
 int store_user_unchanged(struct store *s, int64_t id, const char *password_hash)
 {
-    sqlite3_stmt *st = store_prepare(s, "SELECT 1 FROM users WHERE id = ?1 AND password_hash = ?2");
+    sqlite3_stmt *st =
+        legacy_prepare(s, "SELECT 1 FROM users WHERE id = ?1 AND password_hash = ?2");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, id);
@@ -98,18 +99,18 @@ int store_user_unchanged(struct store *s, int64_t id, const char *password_hash)
     int status = rc == SQLITE_ROW    ? STORE_OK
                  : rc == SQLITE_DONE ? STORE_NOT_FOUND
                                      : store_fail(s, "check user");
-    store_reset(st);
+    legacy_reset(st);
     return status;
 }
 
 int store_user_list(struct store *s, const char *domain_or_null, store_user_fn fn, void *ctx)
 {
     sqlite3_stmt *st =
-        store_prepare(s, "SELECT u.id, u.address, u.created_ms,"
-                         " (SELECT count(*) FROM mailbox m WHERE m.user_id = u.id),"
-                         " (SELECT coalesce(sum(m.size), 0) FROM mailbox m WHERE m.user_id = u.id)"
-                         " FROM users u JOIN domains d ON d.id = u.domain_id"
-                         " WHERE ?1 IS NULL OR d.name = ?1 ORDER BY d.name, u.address");
+        legacy_prepare(s, "SELECT u.id, u.address, u.created_ms,"
+                          " (SELECT count(*) FROM mailbox m WHERE m.user_id = u.id),"
+                          " (SELECT coalesce(sum(m.size), 0) FROM mailbox m WHERE m.user_id = u.id)"
+                          " FROM users u JOIN domains d ON d.id = u.domain_id"
+                          " WHERE ?1 IS NULL OR d.name = ?1 ORDER BY d.name, u.address");
     if (st == NULL)
         return STORE_ERR;
     if (domain_or_null != NULL)
@@ -126,7 +127,7 @@ int store_user_list(struct store *s, const char *domain_or_null, store_user_fn f
         if (fn(ctx, &u) != 0)
             break;
     }
-    return store_rows_end(s, st, rc, "list users");
+    return legacy_rows_end(s, st, rc, "list users");
 }
 
 int store_user_first(struct store *s, const char *domain_or_null, int64_t *id_out)
@@ -136,11 +137,11 @@ int store_user_first(struct store *s, const char *domain_or_null, int64_t *id_ou
      * each asking that index for its first user, until one has any. */
     sqlite3_stmt *st =
         domain_or_null != NULL
-            ? store_prepare(s, "SELECT u.id FROM domains d JOIN users u ON u.domain_id = d.id"
-                               " WHERE d.name = ?1 ORDER BY u.address LIMIT 1")
-            : store_prepare(s, "SELECT (SELECT u.id FROM users u WHERE u.domain_id = d.id"
-                               "  ORDER BY u.address LIMIT 1) AS first FROM domains d"
-                               " WHERE first IS NOT NULL ORDER BY d.name LIMIT 1");
+            ? legacy_prepare(s, "SELECT u.id FROM domains d JOIN users u ON u.domain_id = d.id"
+                                " WHERE d.name = ?1 ORDER BY u.address LIMIT 1")
+            : legacy_prepare(s, "SELECT (SELECT u.id FROM users u WHERE u.domain_id = d.id"
+                                "  ORDER BY u.address LIMIT 1) AS first FROM domains d"
+                                " WHERE first IS NOT NULL ORDER BY d.name LIMIT 1");
     if (st == NULL)
         return STORE_ERR;
     if (domain_or_null != NULL)
@@ -153,14 +154,14 @@ int store_user_first(struct store *s, const char *domain_or_null, int64_t *id_ou
         status = STORE_NOT_FOUND;
     else
         status = store_fail(s, "first user");
-    store_reset(st);
+    legacy_reset(st);
     return status;
 }
 
 int store_user_get(struct store *s, const char *address, int64_t *id_out, char *hash_out,
                    size_t hashlen)
 {
-    sqlite3_stmt *st = store_prepare(s, "SELECT id, password_hash FROM users WHERE address = ?1");
+    sqlite3_stmt *st = legacy_prepare(s, "SELECT id, password_hash FROM users WHERE address = ?1");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
@@ -180,6 +181,6 @@ int store_user_get(struct store *s, const char *address, int64_t *id_out, char *
     } else {
         status = store_fail(s, "look up user");
     }
-    store_reset(st);
+    legacy_reset(st);
     return status;
 }

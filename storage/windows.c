@@ -10,7 +10,7 @@
  * again from 0. The count is taken by store_window_take_relay, whose one UPDATE both checks the
  * limit and counts, so sessions running in parallel cannot overshoot it.
  */
-#include "storage/store_internal.h"
+#include "storage/sqlite/legacy.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -18,7 +18,7 @@
 int store_window_open(struct store *s, const char *key, const char *user, int64_t now_ms,
                       int64_t duration_ms)
 {
-    sqlite3_stmt *st = store_prepare(
+    sqlite3_stmt *st = legacy_prepare(
         s, "INSERT INTO windows(ip_key, user, opened_ms, expires_ms, relayed)"
            " VALUES (?1, ?2, ?3, ?4, 0)"
            " ON CONFLICT(ip_key) DO UPDATE SET"
@@ -31,35 +31,35 @@ int store_window_open(struct store *s, const char *key, const char *user, int64_
     sqlite3_bind_text(st, 2, user, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, now_ms);
     sqlite3_bind_int64(st, 4, now_ms + duration_ms);
-    return store_step_done(s, st, "open window");
+    return legacy_step_done(s, st, "open window");
 }
 
 int store_pop_login_record(struct store *s, const char *key, const char *user, int64_t at_ms)
 {
     sqlite3_stmt *st =
-        store_prepare(s, "INSERT INTO pop_logins(ip_key, user, at_ms) VALUES (?1, ?2, ?3)");
+        legacy_prepare(s, "INSERT INTO pop_logins(ip_key, user, at_ms) VALUES (?1, ?2, ?3)");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, user, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, at_ms);
-    return store_step_done(s, st, "record login");
+    return legacy_step_done(s, st, "record login");
 }
 
 int store_window_close(struct store *s, const char *key)
 {
-    sqlite3_stmt *st = store_prepare(s, "DELETE FROM windows WHERE ip_key = ?1");
+    sqlite3_stmt *st = legacy_prepare(s, "DELETE FROM windows WHERE ip_key = ?1");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    return store_step_changed(s, st, "close window");
+    return legacy_step_changed(s, st, "close window");
 }
 
 int store_window_list(struct store *s, int64_t now_ms, store_window_fn fn, void *ctx)
 {
     sqlite3_stmt *st =
-        store_prepare(s, "SELECT ip_key, user, opened_ms, expires_ms, relayed FROM windows"
-                         " WHERE expires_ms > ?1 ORDER BY opened_ms, ip_key");
+        legacy_prepare(s, "SELECT ip_key, user, opened_ms, expires_ms, relayed FROM windows"
+                          " WHERE expires_ms > ?1 ORDER BY opened_ms, ip_key");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, now_ms);
@@ -75,13 +75,13 @@ int store_window_list(struct store *s, int64_t now_ms, store_window_fn fn, void 
         if (fn(ctx, &w) != 0)
             break;
     }
-    return store_rows_end(s, st, rc, "list windows");
+    return legacy_rows_end(s, st, rc, "list windows");
 }
 
 int store_window_lookup(struct store *s, const char *key, int64_t now_ms, char *user_out,
                         size_t userlen, int64_t *expires_out, int64_t *relayed_out)
 {
-    sqlite3_stmt *st = store_prepare(
+    sqlite3_stmt *st = legacy_prepare(
         s, "SELECT user, expires_ms, relayed FROM windows WHERE ip_key = ?1 AND expires_ms > ?2");
     if (st == NULL)
         return STORE_ERR;
@@ -98,13 +98,13 @@ int store_window_lookup(struct store *s, const char *key, int64_t now_ms, char *
     } else {
         status = store_fail(s, "look up window");
     }
-    store_reset(st);
+    legacy_reset(st);
     return status;
 }
 
 int store_window_take_relay(struct store *s, const char *key, int64_t now_ms, int64_t max)
 {
-    sqlite3_stmt *st = store_prepare(
+    sqlite3_stmt *st = legacy_prepare(
         s, "UPDATE windows SET relayed = relayed + 1"
            " WHERE ip_key = ?1 AND expires_ms > ?2 AND relayed >= 0 AND relayed < ?3");
     if (st == NULL)
@@ -112,23 +112,23 @@ int store_window_take_relay(struct store *s, const char *key, int64_t now_ms, in
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, now_ms);
     sqlite3_bind_int64(st, 3, max);
-    return store_step_changed(s, st, "count relayed");
+    return legacy_step_changed(s, st, "count relayed");
 }
 
 int store_window_purge(struct store *s, int64_t now_ms)
 {
-    sqlite3_stmt *st = store_prepare(s, "DELETE FROM windows WHERE expires_ms <= ?1");
+    sqlite3_stmt *st = legacy_prepare(s, "DELETE FROM windows WHERE expires_ms <= ?1");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, now_ms);
-    return store_step_done(s, st, "purge windows");
+    return legacy_step_done(s, st, "purge windows");
 }
 
 /* The windows table only holds windows that are open or expired since the last purge (every
  * HOUSEKEEPING interval), so this scan stays as small as the set of roaming clients. */
 int store_window_count_open(struct store *s, int64_t now_ms, int64_t *count_out)
 {
-    sqlite3_stmt *st = store_prepare(s, "SELECT count(*) FROM windows WHERE expires_ms > ?1");
+    sqlite3_stmt *st = legacy_prepare(s, "SELECT count(*) FROM windows WHERE expires_ms > ?1");
     if (st == NULL)
         return STORE_ERR;
     sqlite3_bind_int64(st, 1, now_ms);
@@ -138,6 +138,6 @@ int store_window_count_open(struct store *s, int64_t now_ms, int64_t *count_out)
         *count_out = sqlite3_column_int64(st, 0);
     else
         status = store_fail(s, "count windows");
-    store_reset(st);
+    legacy_reset(st);
     return status;
 }

@@ -4,7 +4,7 @@
  * the new PRAGMA user_version, so a crash mid-migration leaves the previous version intact.
  * Never edit a migration that has shipped: add a new one.
  */
-#include "storage/schema.h"
+#include "storage/sqlite/schema.h"
 
 #include <stddef.h>
 

@@ -13,7 +13,7 @@
  * warns or refuses with the chmod that fixes it), or chown (server/serve.c does that at the
  * privilege drop).
  */
-#include "storage/store_internal.h"
+#include "storage/sqlite/sqlite_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,6 +1,7 @@
 /*
- * body_reader.c - streams a message body out of the store in caller-sized chunks without holding
- * it whole, through a small pool of read-only connections that the store keeps. One reader serves
+ * body_reader.c - streams a message body out of the SQLite store in caller-sized chunks without
+ * holding it whole, through a small pool of read-only connections that the store keeps: the
+ * SQLite side of store_body_reader_open (storage/store_internal.h). One reader serves
  * the POP3 maildrop (a mailbox entry, storage/mailbox.c) and the outbound queue (a queued message,
  * storage/queue.c); they differ only in the statement that finds the message and checks it is
  * still theirs.
@@ -28,7 +29,7 @@
  *
  * What it does not do: know what a body is for (dot-stuffing is common/pure/dotstuff.c), or write.
  */
-#include "storage/store_internal.h"
+#include "storage/sqlite/sqlite_internal.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -42,14 +43,14 @@
 #define MESSAGE_EXISTS_SQL "SELECT 1 FROM messages WHERE id = ?1"
 
 struct store_body_reader {
-    struct store *s;            /* borrowed: lends the connection, receives error texts */
-    struct store_read_conn *rc; /* borrowed from s's pool while blob is open, else NULL */
-    sqlite3_blob *blob;         /* owned; NULL while no snapshot is held */
-    sqlite3_stmt *lookup;       /* borrowed from rc, left on its row while blob is open */
-    const char *lookup_sql;     /* borrowed: a string literal, the key of rc's statement cache */
-    int64_t key1, key2;         /* bound to ?1 and ?2 of lookup */
-    const char *what, *owner;   /* borrowed literals naming key1 and key2 in error texts */
-    int64_t message_id;         /* 0 until the first attach */
+    struct store *s;             /* borrowed: lends the connection, receives error texts */
+    struct sqlite_read_conn *rc; /* borrowed from s's pool while blob is open, else NULL */
+    sqlite3_blob *blob;          /* owned; NULL while no snapshot is held */
+    sqlite3_stmt *lookup;        /* borrowed from rc, left on its row while blob is open */
+    const char *lookup_sql;      /* borrowed: a string literal, the key of rc's statement cache */
+    int64_t key1, key2;          /* bound to ?1 and ?2 of lookup */
+    const char *what, *owner;    /* borrowed literals naming key1 and key2 in error texts */
+    int64_t message_id;          /* 0 until the first attach */
     int64_t size_bytes;
     int64_t offset_bytes;   /* next byte to hand out */
     int64_t hold_ms;        /* longest a blob handle is kept */
@@ -71,7 +72,7 @@ static const char *reader_name(const struct store_body_reader *r, char *buf)
 
 /* ---- the pool ---- */
 
-static void read_conn_free(struct store_read_conn *rc)
+static void read_conn_free(struct sqlite_read_conn *rc)
 {
     if (rc == NULL)
         return;
@@ -84,14 +85,15 @@ static void read_conn_free(struct store_read_conn *rc)
 }
 
 /* An idle connection from the pool, or a new one; NULL with s->errmsg set on failure. */
-static struct store_read_conn *pool_take(const struct store_body_reader *r)
+static struct sqlite_read_conn *pool_take(const struct store_body_reader *r)
 {
     struct store *s = r->s;
+    struct sqlite_store *ls = sqlite_of(s);
     char name[READER_NAME_BYTES];
-    struct store_read_conn *rc = s->read_pool.idle;
+    struct sqlite_read_conn *rc = ls->read_pool.idle;
     if (rc != NULL) {
-        s->read_pool.idle = rc->next;
-        s->read_pool.n_idle--;
+        ls->read_pool.idle = rc->next;
+        ls->read_pool.n_idle--;
         rc->next = NULL;
         return rc;
     }
@@ -116,42 +118,44 @@ static struct store_read_conn *pool_take(const struct store_body_reader *r)
         read_conn_free(rc);
         return NULL;
     }
-    s->read_pool.opened++;
+    ls->read_pool.opened++;
     return rc;
 }
 
 /* Gives rc back: kept while the pool has room and rc is sound, else closed. */
-static void pool_give(struct store *s, struct store_read_conn *rc, bool sound)
+static void pool_give(struct store *s, struct sqlite_read_conn *rc, bool sound)
 {
+    struct sqlite_store *ls = sqlite_of(s);
     if (rc == NULL)
         return;
-    if (!sound || s->read_pool.n_idle >= STORE_READ_POOL_MAX) {
+    if (!sound || ls->read_pool.n_idle >= STORE_READ_POOL_MAX) {
         read_conn_free(rc);
         return;
     }
-    rc->next = s->read_pool.idle;
-    s->read_pool.idle = rc;
-    s->read_pool.n_idle++;
+    rc->next = ls->read_pool.idle;
+    ls->read_pool.idle = rc;
+    ls->read_pool.n_idle++;
 }
 
-void store_read_pool_free(struct store *s)
+void sqlite_read_pool_free(struct sqlite_store *ls)
 {
-    while (s->read_pool.idle != NULL) {
-        struct store_read_conn *rc = s->read_pool.idle;
-        s->read_pool.idle = rc->next;
+    while (ls->read_pool.idle != NULL) {
+        struct sqlite_read_conn *rc = ls->read_pool.idle;
+        ls->read_pool.idle = rc->next;
         read_conn_free(rc);
     }
-    s->read_pool.n_idle = 0;
+    ls->read_pool.n_idle = 0;
 }
 
 void store_read_pool_stats(const struct store *s, size_t *idle_out, uint64_t *opened_out)
 {
-    *idle_out = s->read_pool.n_idle;
-    *opened_out = s->read_pool.opened;
+    const struct sqlite_store *ls = container_of(s, const struct sqlite_store, base);
+    *idle_out = ls->read_pool.n_idle;
+    *opened_out = ls->read_pool.opened;
 }
 
 /* rc's statement for sql (a string literal), prepared on first use and reset; NULL on failure. */
-static sqlite3_stmt *read_conn_stmt(struct store_read_conn *rc, const char *sql)
+static sqlite3_stmt *read_conn_stmt(struct sqlite_read_conn *rc, const char *sql)
 {
     size_t i = 0;
     while (i < STORE_READ_CONN_STMTS && rc->stmts[i].sql != NULL && rc->stmts[i].sql != sql)

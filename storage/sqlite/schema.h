@@ -1,8 +1,8 @@
 /*
- * schema.h - the SQL of each schema version, for store.c.
+ * schema.h - the SQLite SQL of each schema version, for sqlite_store.c.
  */
-#ifndef POSTERN_SCHEMA_H
-#define POSTERN_SCHEMA_H
+#ifndef POSTERN_SQLITE_SCHEMA_H
+#define POSTERN_SQLITE_SCHEMA_H
 
 #define SCHEMA_VERSION 11
 

@@ -1,0 +1,162 @@
+/*
+ * sqlite_sql.c - storage/sql.h on SQLite: the statement cache of a connection, binding, stepping,
+ * columns, and the connection's error text and transaction state for the backend-neutral helpers
+ * of storage/store.c.
+ *
+ * A struct sql_stmt is a slot of the connection's cache (sqlite_internal.h): no allocation per
+ * statement run, and a cache hit is one reset. Text and blobs are bound SQLITE_STATIC, which is
+ * sql.h's "borrowed until reset or the next step": SQLite reads them only while stepping, and
+ * sql_prepare clears the bindings before the slot is used again.
+ *
+ * What it does not do: open or close connections (sqlite_store.c), or hold SQL of its own.
+ */
+#include "storage/sqlite/sqlite_internal.h"
+
+#include <stdio.h>
+
+struct sql_stmt *sql_prepare(struct store *s, const char *sql)
+{
+    struct sqlite_store *ls = sqlite_of(s);
+    size_t free_slot = STORE_STMT_CACHE;
+    for (size_t i = 0; i < STORE_STMT_CACHE; i++) {
+        if (ls->cache[i].sql == sql) {
+            sqlite3_stmt *st = ls->cache[i].stmt;
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            ls->cache[i].bind_rc = SQLITE_OK;
+            return &ls->cache[i];
+        }
+        if (ls->cache[i].sql == NULL && free_slot == STORE_STMT_CACHE)
+            free_slot = i;
+    }
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v3(ls->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+        store_fail(s, "prepare");
+        return NULL;
+    }
+    if (free_slot == STORE_STMT_CACHE) {
+        /* storage/ has more distinct statements than the cache holds. Evicting one could
+         * finalize a statement a caller is still stepping, so refuse instead: raise the size. */
+        sqlite3_finalize(st);
+        snprintf(s->errmsg, sizeof(s->errmsg), "statement cache full (%d): raise STORE_STMT_CACHE",
+                 STORE_STMT_CACHE);
+        return NULL;
+    }
+    ls->cache[free_slot] = (struct sql_stmt){.sql = sql, .stmt = st, .conn = ls};
+    return &ls->cache[free_slot];
+}
+
+void sqlite_stmt_cache_free(struct sqlite_store *ls)
+{
+    for (size_t i = 0; i < STORE_STMT_CACHE; i++) {
+        sqlite3_finalize(ls->cache[i].stmt);
+        ls->cache[i] = (struct sql_stmt){0};
+    }
+}
+
+/* A failed bind (a parameter number out of range, a value past SQLite's length limit) is kept
+ * for sql_step, which then refuses to run the statement with that parameter left NULL. */
+static void bound(struct sql_stmt *st, int rc)
+{
+    if (rc != SQLITE_OK && st->bind_rc == SQLITE_OK)
+        st->bind_rc = rc;
+}
+
+void sql_bind_i64(struct sql_stmt *st, int idx, int64_t v)
+{
+    bound(st, sqlite3_bind_int64(st->stmt, idx, v));
+}
+
+void sql_bind_text(struct sql_stmt *st, int idx, const char *v)
+{
+    bound(st, sqlite3_bind_text(st->stmt, idx, v, -1, SQLITE_STATIC));
+}
+
+void sql_bind_blob(struct sql_stmt *st, int idx, const void *p, size_t len)
+{
+    bound(st, sqlite3_bind_blob64(st->stmt, idx, p, len, SQLITE_STATIC));
+}
+
+void sql_bind_null(struct sql_stmt *st, int idx)
+{
+    bound(st, sqlite3_bind_null(st->stmt, idx));
+}
+
+int sql_step(struct sql_stmt *st)
+{
+    if (st->bind_rc != SQLITE_OK)
+        return STORE_ERR; /* the connection's error text is the bind's */
+    int rc = sqlite3_step(st->stmt);
+    if (rc == SQLITE_ROW)
+        return SQL_ROW;
+    if (rc == SQLITE_DONE)
+        return SQL_DONE;
+    switch (sqlite3_extended_errcode(st->conn->db)) {
+    case SQLITE_CONSTRAINT_UNIQUE:
+    case SQLITE_CONSTRAINT_PRIMARYKEY:
+        return STORE_EXISTS;
+    case SQLITE_CONSTRAINT_FOREIGNKEY:
+    case SQLITE_CONSTRAINT_TRIGGER:
+        /* ON DELETE RESTRICT reports itself as a trigger constraint. */
+        return STORE_IN_USE;
+    default:
+        return STORE_ERR;
+    }
+}
+
+int64_t sql_col_i64(struct sql_stmt *st, int col)
+{
+    return sqlite3_column_int64(st->stmt, col);
+}
+
+const char *sql_col_text(struct sql_stmt *st, int col)
+{
+    return (const char *)sqlite3_column_text(st->stmt, col);
+}
+
+const void *sql_col_blob(struct sql_stmt *st, int col, size_t *len_out)
+{
+    /* The blob first, then its length: the order SQLite documents for a stable answer. */
+    const void *p = sqlite3_column_blob(st->stmt, col);
+    int n = sqlite3_column_bytes(st->stmt, col);
+    *len_out = n > 0 ? (size_t)n : 0;
+    return p;
+}
+
+bool sql_col_null(struct sql_stmt *st, int col)
+{
+    return sqlite3_column_type(st->stmt, col) == SQLITE_NULL;
+}
+
+int64_t sql_changes(struct sql_stmt *st)
+{
+    return sqlite3_changes(st->conn->db);
+}
+
+void sql_reset(struct sql_stmt *st)
+{
+    if (st != NULL)
+        sqlite3_reset(st->stmt);
+}
+
+int store_exec(struct store *s, const char *sql)
+{
+    struct sqlite_store *ls = sqlite_of(s);
+    char *msg = NULL;
+    if (sqlite3_exec(ls->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(s->errmsg, sizeof(s->errmsg), "%s", msg ? msg : sqlite3_errmsg(ls->db));
+        sqlite3_free(msg);
+        return STORE_ERR;
+    }
+    return STORE_OK;
+}
+
+const char *store_backend_errmsg(struct store *s)
+{
+    return sqlite3_errmsg(sqlite_of(s)->db);
+}
+
+bool store_in_transaction(struct store *s)
+{
+    return !sqlite3_get_autocommit(sqlite_of(s)->db);
+}
