@@ -10,7 +10,7 @@
  * again from 0. The count is taken by store_window_take_relay, whose one UPDATE both checks the
  * limit and counts, so sessions running in parallel cannot overshoot it.
  */
-#include "storage/sqlite/legacy.h"
+#include "storage/store_internal.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -18,126 +18,128 @@
 int store_window_open(struct store *s, const char *key, const char *user, int64_t now_ms,
                       int64_t duration_ms)
 {
-    sqlite3_stmt *st = legacy_prepare(
-        s, "INSERT INTO windows(ip_key, user, opened_ms, expires_ms, relayed)"
-           " VALUES (?1, ?2, ?3, ?4, 0)"
-           " ON CONFLICT(ip_key) DO UPDATE SET"
-           "  relayed = CASE WHEN expires_ms > excluded.opened_ms THEN relayed ELSE 0 END,"
-           "  user = excluded.user, opened_ms = excluded.opened_ms,"
-           "  expires_ms = excluded.expires_ms");
+    struct sql_stmt *st =
+        sql_prepare(s, "INSERT INTO windows(ip_key, \"user\", opened_ms, expires_ms, relayed)"
+                       " VALUES (?1, ?2, ?3, ?4, 0)"
+                       " ON CONFLICT(ip_key) DO UPDATE SET"
+                       "  relayed = CASE WHEN windows.expires_ms > excluded.opened_ms"
+                       "   THEN windows.relayed ELSE 0 END,"
+                       "  \"user\" = excluded.\"user\", opened_ms = excluded.opened_ms,"
+                       "  expires_ms = excluded.expires_ms");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, user, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, now_ms);
-    sqlite3_bind_int64(st, 4, now_ms + duration_ms);
-    return legacy_step_done(s, st, "open window");
+    sql_bind_text(st, 1, key);
+    sql_bind_text(st, 2, user);
+    sql_bind_i64(st, 3, now_ms);
+    sql_bind_i64(st, 4, now_ms + duration_ms);
+    return store_step_done(s, st, "open window");
 }
 
 int store_pop_login_record(struct store *s, const char *key, const char *user, int64_t at_ms)
 {
-    sqlite3_stmt *st =
-        legacy_prepare(s, "INSERT INTO pop_logins(ip_key, user, at_ms) VALUES (?1, ?2, ?3)");
+    struct sql_stmt *st =
+        sql_prepare(s, "INSERT INTO pop_logins(ip_key, \"user\", at_ms) VALUES (?1, ?2, ?3)");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, user, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, at_ms);
-    return legacy_step_done(s, st, "record login");
+    sql_bind_text(st, 1, key);
+    sql_bind_text(st, 2, user);
+    sql_bind_i64(st, 3, at_ms);
+    return store_step_done(s, st, "record login");
 }
 
 int store_window_close(struct store *s, const char *key)
 {
-    sqlite3_stmt *st = legacy_prepare(s, "DELETE FROM windows WHERE ip_key = ?1");
+    struct sql_stmt *st = sql_prepare(s, "DELETE FROM windows WHERE ip_key = ?1");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    return legacy_step_changed(s, st, "close window");
+    sql_bind_text(st, 1, key);
+    return store_step_changed(s, st, "close window");
 }
 
 int store_window_list(struct store *s, int64_t now_ms, store_window_fn fn, void *ctx)
 {
-    sqlite3_stmt *st =
-        legacy_prepare(s, "SELECT ip_key, user, opened_ms, expires_ms, relayed FROM windows"
-                          " WHERE expires_ms > ?1 ORDER BY opened_ms, ip_key");
+    struct sql_stmt *st =
+        sql_prepare(s, "SELECT ip_key, \"user\", opened_ms, expires_ms, relayed FROM windows"
+                       " WHERE expires_ms > ?1 ORDER BY opened_ms, ip_key");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_int64(st, 1, now_ms);
+    sql_bind_i64(st, 1, now_ms);
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = sql_step(st)) == SQL_ROW) {
         struct store_window w = {
-            .key = (const char *)sqlite3_column_text(st, 0),
-            .user = (const char *)sqlite3_column_text(st, 1),
-            .opened_ms = sqlite3_column_int64(st, 2),
-            .expires_ms = sqlite3_column_int64(st, 3),
-            .relayed = sqlite3_column_int64(st, 4),
+            .key = sql_col_text(st, 0),
+            .user = sql_col_text(st, 1),
+            .opened_ms = sql_col_i64(st, 2),
+            .expires_ms = sql_col_i64(st, 3),
+            .relayed = sql_col_i64(st, 4),
         };
         if (fn(ctx, &w) != 0)
             break;
     }
-    return legacy_rows_end(s, st, rc, "list windows");
+    return store_rows_end(s, st, rc, "list windows");
 }
 
 int store_window_lookup(struct store *s, const char *key, int64_t now_ms, char *user_out,
                         size_t userlen, int64_t *expires_out, int64_t *relayed_out)
 {
-    sqlite3_stmt *st = legacy_prepare(
-        s, "SELECT user, expires_ms, relayed FROM windows WHERE ip_key = ?1 AND expires_ms > ?2");
+    struct sql_stmt *st =
+        sql_prepare(s, "SELECT \"user\", expires_ms, relayed FROM windows WHERE ip_key = ?1"
+                       " AND expires_ms > ?2");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, now_ms);
-    int rc = sqlite3_step(st);
+    sql_bind_text(st, 1, key);
+    sql_bind_i64(st, 2, now_ms);
+    int rc = sql_step(st);
     int status = STORE_OK;
-    if (rc == SQLITE_ROW) {
-        snprintf(user_out, userlen, "%s", (const char *)sqlite3_column_text(st, 0));
-        *expires_out = sqlite3_column_int64(st, 1);
-        *relayed_out = sqlite3_column_int64(st, 2);
-    } else if (rc == SQLITE_DONE) {
+    if (rc == SQL_ROW) {
+        snprintf(user_out, userlen, "%s", sql_col_text(st, 0));
+        *expires_out = sql_col_i64(st, 1);
+        *relayed_out = sql_col_i64(st, 2);
+    } else if (rc == SQL_DONE) {
         status = STORE_NOT_FOUND;
     } else {
         status = store_fail(s, "look up window");
     }
-    legacy_reset(st);
+    sql_reset(st);
     return status;
 }
 
 int store_window_take_relay(struct store *s, const char *key, int64_t now_ms, int64_t max)
 {
-    sqlite3_stmt *st = legacy_prepare(
-        s, "UPDATE windows SET relayed = relayed + 1"
-           " WHERE ip_key = ?1 AND expires_ms > ?2 AND relayed >= 0 AND relayed < ?3");
+    struct sql_stmt *st =
+        sql_prepare(s, "UPDATE windows SET relayed = relayed + 1"
+                       " WHERE ip_key = ?1 AND expires_ms > ?2 AND relayed >= 0 AND relayed < ?3");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, now_ms);
-    sqlite3_bind_int64(st, 3, max);
-    return legacy_step_changed(s, st, "count relayed");
+    sql_bind_text(st, 1, key);
+    sql_bind_i64(st, 2, now_ms);
+    sql_bind_i64(st, 3, max);
+    return store_step_changed(s, st, "count relayed");
 }
 
 int store_window_purge(struct store *s, int64_t now_ms)
 {
-    sqlite3_stmt *st = legacy_prepare(s, "DELETE FROM windows WHERE expires_ms <= ?1");
+    struct sql_stmt *st = sql_prepare(s, "DELETE FROM windows WHERE expires_ms <= ?1");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_int64(st, 1, now_ms);
-    return legacy_step_done(s, st, "purge windows");
+    sql_bind_i64(st, 1, now_ms);
+    return store_step_done(s, st, "purge windows");
 }
 
 /* The windows table only holds windows that are open or expired since the last purge (every
  * HOUSEKEEPING interval), so this scan stays as small as the set of roaming clients. */
 int store_window_count_open(struct store *s, int64_t now_ms, int64_t *count_out)
 {
-    sqlite3_stmt *st = legacy_prepare(s, "SELECT count(*) FROM windows WHERE expires_ms > ?1");
+    struct sql_stmt *st = sql_prepare(s, "SELECT count(*) FROM windows WHERE expires_ms > ?1");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_int64(st, 1, now_ms);
-    int rc = sqlite3_step(st);
+    sql_bind_i64(st, 1, now_ms);
+    int rc = sql_step(st);
     int status = STORE_OK;
-    if (rc == SQLITE_ROW)
-        *count_out = sqlite3_column_int64(st, 0);
+    if (rc == SQL_ROW)
+        *count_out = sql_col_i64(st, 0);
     else
         status = store_fail(s, "count windows");
-    legacy_reset(st);
+    sql_reset(st);
     return status;
 }

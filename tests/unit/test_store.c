@@ -361,10 +361,10 @@ static void test_user_first_is_the_first_listed(void **state)
                                          " = d.id WHERE d.name = 'b.test' ORDER BY u.address"
                                          " LIMIT 1"),
                      0);
-    assert_int_equal(plan_scans(f->path, "SELECT (SELECT u.id FROM users u WHERE u.domain_id ="
-                                         " d.id ORDER BY u.address LIMIT 1) AS first FROM"
-                                         " domains d WHERE first IS NOT NULL ORDER BY d.name"
-                                         " LIMIT 1"),
+    assert_int_equal(plan_scans(f->path, "SELECT first FROM (SELECT d.name AS name, (SELECT u.id"
+                                         " FROM users u WHERE u.domain_id = d.id ORDER BY"
+                                         " u.address LIMIT 1) AS first FROM domains d) AS f"
+                                         " WHERE first IS NOT NULL ORDER BY name LIMIT 1"),
                      0);
 }
 
