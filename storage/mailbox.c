@@ -2,20 +2,16 @@
  * mailbox.c - see mailbox.h: storing accepted messages (body once, mailbox entries, queue rows),
  * the POP3 maildrop snapshot, streaming a body, and deletions.
  *
- * Bodies go in with a zeroblob placeholder that is then filled through sqlite3_blob_write: SQLite
- * writes the caller's buffer straight into the database pages. Binding the buffer instead, even
- * with SQLITE_STATIC, makes SQLite assemble the whole row in one allocation first, a second copy
- * of the body: measured for a 20 MiB body, SQLite's memory high water is about 22 MiB bound and
- * about 2 MiB (the page cache) with the zeroblob.
- *
- * A message in three parts (mailbox.h: prefix, spool file, body) goes into one zeroblob of the
- * total size, part after part; the spool file is read in MAILBOX_SPOOL_CHUNK_BYTES pieces into one
- * buffer, so the writer's memory does not grow with the message either. Every octet written also
- * passes through a small scanner that records the message's facts (message_facts: an octet above
- * 127, a leading Return-Path line), inserted after the body: the outbound client reads those
- * instead of the whole body. Cost on the writer thread, which holds up every other session's
- * commit meanwhile: one copy of the message into the database pages, plus the scan, which is one
- * OR per octet once past the first line.
+ * A body is written in place, part after part, through the store's body calls
+ * (store_internal.h: store_body_create, store_body_write; on SQLite a blob filled where it lies,
+ * storage/sqlite/body_write.c), never assembled in memory: a message in three parts (mailbox.h:
+ * prefix, spool file, body) goes into one body of the total size; the spool file is read in
+ * MAILBOX_SPOOL_CHUNK_BYTES pieces into one buffer, so the writer's memory does not grow with the
+ * message either. Every octet written also passes through a small scanner that records the
+ * message's facts (message_facts: an octet above 127, a leading Return-Path line), inserted after
+ * the body: the outbound client reads those instead of the whole body. Cost on the writer thread,
+ * which holds up every other session's commit meanwhile: one copy of the message into the database
+ * pages, plus the scan, which is one OR per octet once past the first line.
  *
  * What it does not do: decide who is local (the session does), run the queue, or log.
  */
@@ -31,10 +27,8 @@
 
 #include "storage/queue.h"
 #include "storage/spool.h"
-#include "storage/sqlite/legacy.h"
+#include "storage/store_internal.h"
 
-/* Body bytes per sqlite3_blob_write call (its length and offset are ints). */
-#define MAILBOX_WRITE_CHUNK_BYTES (1024 * 1024)
 /* The uidl_tag in table meta: 16 hex digits as made by migration 4; anything else is refused. */
 #define MAILBOX_TAG_MAX_CHARS 32
 /* A snapshot array starts with room for this many entries and doubles. */
@@ -109,26 +103,15 @@ static void facts_feed(struct body_facts *f, const unsigned char *p, size_t n)
     f->pos += n;
 }
 
-/* Writes p[0..n) at *off of the body blob, in chunks (blob offsets are ints). */
-static int write_part(struct store *s, sqlite3_blob *blob, const unsigned char *p, size_t n,
-                      uint64_t *off, struct body_facts *f)
+/* Appends p[0..n) to the body being written, noting its facts on the way. */
+static int write_part(struct store *s, const unsigned char *p, size_t n, struct body_facts *f)
 {
     facts_feed(f, p, n);
-    for (size_t done = 0; done < n;) {
-        size_t k = n - done;
-        if (k > MAILBOX_WRITE_CHUNK_BYTES)
-            k = MAILBOX_WRITE_CHUNK_BYTES;
-        if (sqlite3_blob_write(blob, p + done, (int)k, (int)*off) != SQLITE_OK)
-            return store_fail(s, "deliver: write body");
-        done += k;
-        *off += k;
-    }
-    return STORE_OK;
+    return store_body_write(s, p, n);
 }
 
-/* Copies the spool part into the body blob through one buffer. */
-static int write_spool(struct store *s, sqlite3_blob *blob, const struct store_delivery *d,
-                       uint64_t *off, struct body_facts *f)
+/* Copies the spool part into the body through one buffer. */
+static int write_spool(struct store *s, const struct store_delivery *d, struct body_facts *f)
 {
     size_t cap =
         d->spool_len < MAILBOX_SPOOL_CHUNK_BYTES ? (size_t)d->spool_len : MAILBOX_SPOOL_CHUNK_BYTES;
@@ -146,7 +129,7 @@ static int write_spool(struct store *s, sqlite3_blob *blob, const struct store_d
             status = STORE_ERR;
             break;
         }
-        status = write_part(s, blob, buf, k, off, f);
+        status = write_part(s, buf, k, f);
         done += k;
     }
     free(buf);
@@ -156,15 +139,15 @@ static int write_spool(struct store *s, sqlite3_blob *blob, const struct store_d
 static int insert_facts(struct store *s, int64_t message_id, const struct body_facts *f,
                         bool smtputf8)
 {
-    sqlite3_stmt *st = legacy_prepare(s, "INSERT INTO message_facts(message_id, eightbit,"
+    struct sql_stmt *st = sql_prepare(s, "INSERT INTO message_facts(message_id, eightbit,"
                                          " return_path_bytes, smtputf8) VALUES (?1, ?2, ?3, ?4)");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_int64(st, 1, message_id);
-    sqlite3_bind_int(st, 2, (f->ored & 0x80) != 0);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)f->return_path_bytes);
-    sqlite3_bind_int(st, 4, smtputf8 && (f->header_ored & 0x80) != 0);
-    return legacy_step_done(s, st, "deliver: insert message facts");
+    sql_bind_i64(st, 1, message_id);
+    sql_bind_i64(st, 2, (f->ored & 0x80) != 0);
+    sql_bind_i64(st, 3, (int64_t)f->return_path_bytes);
+    sql_bind_i64(st, 4, smtputf8 && (f->header_ored & 0x80) != 0);
+    return store_step_done(s, st, "deliver: insert message facts");
 }
 
 static int check_delivery(struct store *s, const struct store_delivery *d)
@@ -179,14 +162,13 @@ static int check_delivery(struct store *s, const struct store_delivery *d)
         snprintf(s->errmsg, sizeof(s->errmsg), "deliver: missing body or recipient array");
         return STORE_ERR;
     }
-    /* SQLITE_LIMIT_LENGTH caps a blob (1e9 by default); sqlite3_blob_write offsets are ints. */
-    int limit = sqlite3_limit(sqlite_of(s)->db, SQLITE_LIMIT_LENGTH, -1);
+    /* Each part checked first, so that their sum cannot wrap. */
+    uint64_t limit = store_body_max_bytes(s);
     uint64_t len = delivery_len(d);
-    if (d->spool_len > (uint64_t)INT_MAX || d->body_len > (size_t)INT_MAX ||
-        d->prefix_len > (size_t)INT_MAX || len > (uint64_t)limit || len > (uint64_t)INT_MAX) {
+    if (d->spool_len > limit || d->body_len > limit || d->prefix_len > limit || len > limit) {
         snprintf(s->errmsg, sizeof(s->errmsg),
-                 "deliver: message of %llu bytes exceeds the limit of %d", (unsigned long long)len,
-                 limit);
+                 "deliver: message of %llu bytes exceeds the limit of %llu",
+                 (unsigned long long)len, (unsigned long long)limit);
         return STORE_ERR;
     }
     for (size_t i = 0; i < d->n_remote; i++) {
@@ -204,13 +186,13 @@ static int check_delivery(struct store *s, const struct store_delivery *d)
 /* Reads the per-database UIDL tag and checks it is usable in a UIDL. */
 static int read_uidl_tag(struct store *s, char *tag_out, size_t taglen)
 {
-    sqlite3_stmt *st = legacy_prepare(s, "SELECT value FROM meta WHERE key = 'uidl_tag'");
+    struct sql_stmt *st = sql_prepare(s, "SELECT value FROM meta WHERE key = 'uidl_tag'");
     if (st == NULL)
         return STORE_ERR;
-    int rc = sqlite3_step(st);
+    int rc = sql_step(st);
     int status = STORE_OK;
-    if (rc == SQLITE_ROW) {
-        const unsigned char *v = sqlite3_column_text(st, 0);
+    if (rc == SQL_ROW) {
+        const unsigned char *v = (const unsigned char *)sql_col_text(st, 0);
         size_t len = v != NULL ? strlen((const char *)v) : 0;
         bool ok = len > 0 && len <= MAILBOX_TAG_MAX_CHARS && len < taglen;
         for (size_t i = 0; ok && i < len; i++)
@@ -221,66 +203,42 @@ static int read_uidl_tag(struct store *s, char *tag_out, size_t taglen)
             snprintf(s->errmsg, sizeof(s->errmsg), "deliver: meta uidl_tag is unusable");
             status = STORE_ERR;
         }
-    } else if (rc == SQLITE_DONE) {
+    } else if (rc == SQL_DONE) {
         snprintf(s->errmsg, sizeof(s->errmsg), "deliver: meta uidl_tag is missing");
         status = STORE_ERR;
     } else {
         status = store_fail(s, "read uidl tag");
     }
-    legacy_reset(st);
+    sql_reset(st);
     return status;
 }
 
-/* Inserts the message row with a zeroblob body, fills it in place part after part, and records
- * its facts. */
+/* Inserts the message row, writes its body part after part, and records its facts. */
 static int insert_message(struct store *s, const struct store_delivery *d, int64_t *id_out)
 {
-    uint64_t len = delivery_len(d);
-    sqlite3_stmt *st =
-        legacy_prepare(s, "INSERT INTO messages(sender, size, received_ms, body, quarantine,"
-                          " dsn_envid, dsn_ret) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
-    if (st == NULL)
-        return STORE_ERR;
-    sqlite3_bind_text(st, 1, d->sender != NULL ? d->sender : "", -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)len);
-    sqlite3_bind_int64(st, 3, d->received_ms);
-    if (d->quarantine != NULL)
-        sqlite3_bind_text(st, 5, d->quarantine, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, 5);
-    if (d->dsn_envid != NULL && d->dsn_envid[0] != '\0')
-        sqlite3_bind_text(st, 6, d->dsn_envid, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, 6);
-    sqlite3_bind_int(st, 7, d->dsn_ret);
-    if (sqlite3_bind_zeroblob64(st, 4, (sqlite3_uint64)len) != SQLITE_OK) {
-        int status = store_fail(s, "deliver: bind body");
-        legacy_reset(st);
-        return status;
-    }
-    int status = legacy_step_done(s, st, "deliver: insert message");
+    const struct store_message_row row = {
+        .sender = d->sender,
+        .size_bytes = (int64_t)delivery_len(d), /* at most store_body_max_bytes (checked) */
+        .received_ms = d->received_ms,
+        .quarantine = d->quarantine,
+        .dsn_envid = d->dsn_envid != NULL && d->dsn_envid[0] != '\0' ? d->dsn_envid : NULL,
+        .dsn_ret = d->dsn_ret,
+    };
+    int64_t id = 0;
+    int status = store_body_create(s, &row, &id);
     if (status != STORE_OK)
         return status;
-    int64_t id = sqlite3_last_insert_rowid(sqlite_of(s)->db);
     struct body_facts facts = {.first_line_open = true, .in_headers = true};
-    if (len > 0) {
-        sqlite3_blob *blob = NULL;
-        if (sqlite3_blob_open(sqlite_of(s)->db, "main", "messages", "body", id, 1, &blob) !=
-            SQLITE_OK) {
-            return store_fail(s, "deliver: open body");
-        }
-        uint64_t off = 0;
-        status = write_part(s, blob, d->prefix, d->prefix_len, &off, &facts);
-        if (status == STORE_OK && d->spool_len > 0)
-            status = write_spool(s, blob, d, &off, &facts);
-        if (status == STORE_OK)
-            status = write_part(s, blob, d->body, d->body_len, &off, &facts);
-        if (sqlite3_blob_close(blob) != SQLITE_OK && status == STORE_OK)
-            status = store_fail(s, "deliver: close body");
-        if (status != STORE_OK)
-            return status;
-    }
-    status = insert_facts(s, id, &facts, d->smtputf8);
+    status = write_part(s, d->prefix, d->prefix_len, &facts);
+    if (status == STORE_OK && d->spool_len > 0)
+        status = write_spool(s, d, &facts);
+    if (status == STORE_OK)
+        status = write_part(s, d->body, d->body_len, &facts);
+    int end = store_body_finish(s, status != STORE_OK);
+    if (status == STORE_OK)
+        status = end;
+    if (status == STORE_OK)
+        status = insert_facts(s, id, &facts, d->smtputf8);
     if (status != STORE_OK)
         return status;
     *id_out = id;
@@ -293,25 +251,28 @@ static int insert_message(struct store *s, const struct store_delivery *d, int64
 static int insert_entry(struct store *s, const struct store_delivery *d, int64_t message_id,
                         int64_t user_id, const char *tag)
 {
-    sqlite3_stmt *st =
-        legacy_prepare(s, "INSERT INTO mailbox(user_id, message_id, uidl, size, added_ms)"
-                          " SELECT ?1, ?2, '', ?3, ?4 WHERE NOT EXISTS"
-                          " (SELECT 1 FROM mailbox WHERE message_id = ?2 AND user_id = ?1)");
+    struct sql_stmt *st =
+        sql_prepare(s, "INSERT INTO mailbox(user_id, message_id, uidl, size, added_ms)"
+                       " SELECT ?1, ?2, '', ?3, ?4 WHERE NOT EXISTS"
+                       " (SELECT 1 FROM mailbox WHERE message_id = ?2 AND user_id = ?1)"
+                       " RETURNING id");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_int64(st, 1, user_id);
-    sqlite3_bind_int64(st, 2, message_id);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)delivery_len(d));
-    sqlite3_bind_int64(st, 4, d->received_ms);
-    int status = legacy_step_done(s, st, "deliver: insert mailbox entry");
+    sql_bind_i64(st, 1, user_id);
+    sql_bind_i64(st, 2, message_id);
+    sql_bind_i64(st, 3, (int64_t)delivery_len(d));
+    sql_bind_i64(st, 4, d->received_ms);
+    int64_t entry_id = 0;
+    int status = store_step_id(s, st, "deliver: insert mailbox entry", &entry_id);
     if (status == STORE_IN_USE) {
         /* users(id) is the only foreign key a new entry can break: the message was just made. */
         snprintf(s->errmsg, sizeof(s->errmsg), "deliver: no user with id %lld", (long long)user_id);
         return STORE_NOT_FOUND;
     }
-    if (status != STORE_OK || sqlite3_changes(sqlite_of(s)->db) == 0)
-        return status; /* failed, or a repeated user */
-    int64_t entry_id = sqlite3_last_insert_rowid(sqlite_of(s)->db);
+    if (status == STORE_NOT_FOUND)
+        return STORE_OK; /* a repeated user: nothing inserted */
+    if (status != STORE_OK)
+        return status;
 
     char uidl[POP3_UIDL_MAX_BYTES + 1];
     int len = snprintf(uidl, sizeof(uidl), "%s.%lld.%lld", tag, (long long)entry_id,
@@ -320,19 +281,19 @@ static int insert_entry(struct store *s, const struct store_delivery *d, int64_t
         snprintf(s->errmsg, sizeof(s->errmsg), "deliver: uidl too long");
         return STORE_ERR;
     }
-    st = legacy_prepare(s, "UPDATE mailbox SET uidl = ?2 WHERE id = ?1");
+    st = sql_prepare(s, "UPDATE mailbox SET uidl = ?2 WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_int64(st, 1, entry_id);
-    sqlite3_bind_text(st, 2, uidl, len, SQLITE_STATIC);
-    return legacy_step_done(s, st, "deliver: set uidl");
+    sql_bind_i64(st, 1, entry_id);
+    sql_bind_text(st, 2, uidl);
+    return store_step_done(s, st, "deliver: set uidl");
 }
 
 static int insert_queue_row(struct store *s, const struct store_delivery *d, int64_t message_id,
                             size_t i)
 {
     const char *rcpt = d->remote_rcpts[i];
-    sqlite3_stmt *st = legacy_prepare(
+    struct sql_stmt *st = sql_prepare(
         s, "INSERT INTO queue(message_id, sender, recipient, domain, created_ms, next_attempt_ms,"
            " dsn_notify, dsn_orcpt)"
            " SELECT ?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7 WHERE NOT EXISTS"
@@ -340,17 +301,17 @@ static int insert_queue_row(struct store *s, const struct store_delivery *d, int
     if (st == NULL)
         return STORE_ERR;
     const char *orcpt = d->remote_orcpt != NULL ? d->remote_orcpt[i] : NULL;
-    sqlite3_bind_int(st, 6, d->remote_notify != NULL ? (int)d->remote_notify[i] : 0);
+    sql_bind_i64(st, 6, d->remote_notify != NULL ? (int64_t)d->remote_notify[i] : 0);
     if (orcpt != NULL && orcpt[0] != '\0')
-        sqlite3_bind_text(st, 7, orcpt, -1, SQLITE_STATIC);
+        sql_bind_text(st, 7, orcpt);
     else
-        sqlite3_bind_null(st, 7);
-    sqlite3_bind_int64(st, 1, message_id);
-    sqlite3_bind_text(st, 2, d->sender != NULL ? d->sender : "", -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, rcpt, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, strrchr(rcpt, '@') + 1, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, d->received_ms);
-    return legacy_step_done(s, st, "deliver: insert queue row");
+        sql_bind_null(st, 7);
+    sql_bind_i64(st, 1, message_id);
+    sql_bind_text(st, 2, d->sender != NULL ? d->sender : "");
+    sql_bind_text(st, 3, rcpt);
+    sql_bind_text(st, 4, strrchr(rcpt, '@') + 1);
+    sql_bind_i64(st, 5, d->received_ms);
+    return store_step_done(s, st, "deliver: insert queue row");
 }
 
 int store_deliver(struct store *s, struct store_delivery *d)
@@ -400,16 +361,16 @@ int store_mailbox_snapshot(struct store *s, int64_t user_id, struct store_mail_e
     *entries_out = NULL;
     *count_out = 0;
     /* mailbox_user (user_id, id) gives the order without a sort. */
-    sqlite3_stmt *st = legacy_prepare(s, "SELECT id, size, uidl, message_id FROM mailbox"
+    struct sql_stmt *st = sql_prepare(s, "SELECT id, size, uidl, message_id FROM mailbox"
                                          " WHERE user_id = ?1 ORDER BY id");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_int64(st, 1, user_id);
+    sql_bind_i64(st, 1, user_id);
     struct store_mail_entry *v = NULL;
     size_t n = 0, cap = 0;
     int status = STORE_OK;
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = sql_step(st)) == SQL_ROW) {
         if (n == cap) {
             size_t ncap = cap == 0 ? MAILBOX_SNAPSHOT_FIRST : cap * 2;
             struct store_mail_entry *nv =
@@ -423,23 +384,23 @@ int store_mailbox_snapshot(struct store *s, int64_t user_id, struct store_mail_e
             cap = ncap;
         }
         struct store_mail_entry *e = &v[n];
-        e->id = sqlite3_column_int64(st, 0);
-        e->size = sqlite3_column_int64(st, 1);
-        const unsigned char *u = sqlite3_column_text(st, 2);
-        int ulen = sqlite3_column_bytes(st, 2);
-        if (u == NULL || ulen < 1 || ulen > POP3_UIDL_MAX_BYTES) {
+        e->id = sql_col_i64(st, 0);
+        e->size = sql_col_i64(st, 1);
+        const char *u = sql_col_text(st, 2);
+        size_t ulen = u != NULL ? strlen(u) : 0;
+        if (ulen < 1 || ulen > POP3_UIDL_MAX_BYTES) {
             /* Truncating could make two entries alike: refuse instead. */
             snprintf(s->errmsg, sizeof(s->errmsg), "mailbox snapshot: entry %lld has a bad uidl",
                      (long long)e->id);
             status = STORE_ERR;
             break;
         }
-        memcpy(e->uidl, u, (size_t)ulen);
+        memcpy(e->uidl, u, ulen);
         e->uidl[ulen] = '\0';
-        e->message_id = sqlite3_column_int64(st, 3);
+        e->message_id = sql_col_i64(st, 3);
         n++;
     }
-    int end = legacy_rows_end(s, st, rc, "mailbox snapshot");
+    int end = store_rows_end(s, st, rc, "mailbox snapshot");
     if (status == STORE_OK)
         status = end;
     if (status != STORE_OK) {
@@ -478,16 +439,16 @@ int store_mailbox_delete(struct store *s, int64_t user_id, const int64_t *entry_
     if (store_sp_begin(s, SP_NAME) != STORE_OK)
         return STORE_ERR;
     /* The user_id condition is what keeps one user from deleting another's mail. */
-    sqlite3_stmt *st = legacy_prepare(s, "DELETE FROM mailbox WHERE id = ?1 AND user_id = ?2");
+    struct sql_stmt *st = sql_prepare(s, "DELETE FROM mailbox WHERE id = ?1 AND user_id = ?2");
     int status = st != NULL ? STORE_OK : STORE_ERR;
     size_t deleted = 0;
     for (size_t i = 0; status == STORE_OK && i < n; i++) {
-        sqlite3_bind_int64(st, 1, entry_ids[i]);
-        sqlite3_bind_int64(st, 2, user_id);
-        status = legacy_step_done(s, st, "mailbox delete");
+        sql_bind_i64(st, 1, entry_ids[i]);
+        sql_bind_i64(st, 2, user_id);
+        status = store_step_done(s, st, "mailbox delete");
         /* Direct changes only: the trigger's message deletions are not counted. */
         if (status == STORE_OK)
-            deleted += (size_t)sqlite3_changes(sqlite_of(s)->db);
+            deleted += (size_t)sql_changes(st);
     }
     if (status == STORE_OK)
         status = store_sp_release(s, SP_NAME);

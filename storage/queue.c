@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "storage/sqlite/legacy.h"
+#include "storage/store_internal.h"
 
 /* The claims array starts with room for this many entries and doubles. */
 #define QUEUE_CLAIMS_FIRST 16
@@ -66,16 +66,16 @@ static int fail_text(struct store *s, int status, const char *what)
 
 /* Runs st (its ?1 bound to each id in turn; any other parameters already bound) once per id,
  * adding up the rows it changed. */
-static int each_id(struct store *s, sqlite3_stmt *st, const int64_t *ids, size_t n,
+static int each_id(struct store *s, struct sql_stmt *st, const int64_t *ids, size_t n,
                    const char *what, size_t *changed_out)
 {
     size_t changed = 0;
     int status = STORE_OK;
     for (size_t i = 0; status == STORE_OK && i < n; i++) {
-        sqlite3_bind_int64(st, 1, ids[i]);
-        status = legacy_step_done(s, st, what);
+        sql_bind_i64(st, 1, ids[i]);
+        status = store_step_done(s, st, what);
         if (status == STORE_OK)
-            changed += (size_t)sqlite3_changes(sqlite_of(s)->db);
+            changed += (size_t)sql_changes(st);
     }
     if (changed_out != NULL)
         *changed_out = changed;
@@ -87,53 +87,53 @@ static int each_id(struct store *s, sqlite3_stmt *st, const int64_t *ids, size_t
 int store_queue_count(struct store *s, int64_t *count_out)
 {
     /* count(*) walks the smallest index (queue_due), never the rows. */
-    sqlite3_stmt *st = legacy_prepare(s, "SELECT count(*) FROM queue");
+    struct sql_stmt *st = sql_prepare(s, "SELECT count(*) FROM queue");
     if (st == NULL)
         return STORE_ERR;
-    int rc = sqlite3_step(st);
+    int rc = sql_step(st);
     int status = STORE_OK;
-    if (rc == SQLITE_ROW)
-        *count_out = sqlite3_column_int64(st, 0);
+    if (rc == SQL_ROW)
+        *count_out = sql_col_i64(st, 0);
     else
         status = store_fail(s, "count queue");
-    legacy_reset(st);
+    sql_reset(st);
     return status;
 }
 
 int store_queue_list(struct store *s, store_queue_fn fn, void *ctx)
 {
-    sqlite3_stmt *st = legacy_prepare(
+    struct sql_stmt *st = sql_prepare(
         s, "SELECT q.id, q.sender, q.recipient, q.created_ms, q.next_attempt_ms, q.attempts,"
            " q.last_error, m.quarantine FROM queue q JOIN messages m ON m.id = q.message_id"
            " ORDER BY q.next_attempt_ms, q.id");
     if (st == NULL)
         return STORE_ERR;
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = sql_step(st)) == SQL_ROW) {
         struct store_queue_entry q = {
-            .id = sqlite3_column_int64(st, 0),
-            .sender = (const char *)sqlite3_column_text(st, 1),
-            .recipient = (const char *)sqlite3_column_text(st, 2),
-            .created_ms = sqlite3_column_int64(st, 3),
-            .next_attempt_ms = sqlite3_column_int64(st, 4),
-            .attempts = sqlite3_column_int64(st, 5),
-            .last_error = (const char *)sqlite3_column_text(st, 6),
-            .quarantine = (const char *)sqlite3_column_text(st, 7),
+            .id = sql_col_i64(st, 0),
+            .sender = sql_col_text(st, 1),
+            .recipient = sql_col_text(st, 2),
+            .created_ms = sql_col_i64(st, 3),
+            .next_attempt_ms = sql_col_i64(st, 4),
+            .attempts = sql_col_i64(st, 5),
+            .last_error = sql_col_text(st, 6),
+            .quarantine = sql_col_text(st, 7),
         };
         if (fn(ctx, &q) != 0)
             break;
     }
-    return legacy_rows_end(s, st, rc, "list queue");
+    return store_rows_end(s, st, rc, "list queue");
 }
 
 int store_queue_drop(struct store *s, int64_t id)
 {
     /* The queue_release trigger drops the message body if nothing else refers to it. */
-    sqlite3_stmt *st = legacy_prepare(s, "DELETE FROM queue WHERE id = ?1");
+    struct sql_stmt *st = sql_prepare(s, "DELETE FROM queue WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_int64(st, 1, id);
-    return legacy_step_changed(s, st, "drop queue entry");
+    sql_bind_i64(st, 1, id);
+    return store_step_changed(s, st, "drop queue entry");
 }
 
 /* ---- claiming ---- */
@@ -205,7 +205,7 @@ static int claim_fill(struct store_queue_claim *c, const char *sender, const cha
 
 /* Appends one row of the claim query to out. */
 static int claims_push(struct store *s, struct store_queue_claims *out, size_t *cap,
-                       sqlite3_stmt *st)
+                       struct sql_stmt *st)
 {
     if (out->n == *cap) {
         size_t ncap = *cap == 0 ? QUEUE_CLAIMS_FIRST : *cap * 2;
@@ -218,15 +218,15 @@ static int claims_push(struct store *s, struct store_queue_claims *out, size_t *
     }
     struct store_queue_claim *c = &out->v[out->n];
     memset(c, 0, sizeof(*c));
-    c->id = sqlite3_column_int64(st, 0);
-    c->message_id = sqlite3_column_int64(st, 1);
-    const char *sender = (const char *)sqlite3_column_text(st, 2);
-    const char *rcpt = (const char *)sqlite3_column_text(st, 3);
-    const char *domain = (const char *)sqlite3_column_text(st, 4);
-    c->created_ms = sqlite3_column_int64(st, 5);
-    c->attempts = sqlite3_column_int64(st, 6);
-    c->notify = (unsigned)sqlite3_column_int(st, 7);
-    const char *orcpt = (const char *)sqlite3_column_text(st, 8);
+    c->id = sql_col_i64(st, 0);
+    c->message_id = sql_col_i64(st, 1);
+    const char *sender = sql_col_text(st, 2);
+    const char *rcpt = sql_col_text(st, 3);
+    const char *domain = sql_col_text(st, 4);
+    c->created_ms = sql_col_i64(st, 5);
+    c->attempts = sql_col_i64(st, 6);
+    c->notify = (unsigned)sql_col_i64(st, 7);
+    const char *orcpt = sql_col_text(st, 8);
     if (claim_fill(c, sender != NULL ? sender : "", rcpt != NULL ? rcpt : "",
                    domain != NULL ? domain : "", orcpt != NULL ? orcpt : "") != 0)
         return fail_text(s, STORE_ERR, "claim queue entries: out of memory");
@@ -237,7 +237,9 @@ static int claims_push(struct store *s, struct store_queue_claims *out, size_t *
 /* The rows that claim_due hands out; see queue.h for which. ?1 now, ?2 the newest claim time that
  * counts as expired, ?3 the limit, ?4 a JSON array of domains to skip. `pick` is the groups of
  * the first ?3 due entries in due order (the queue_due index); the outer query completes each
- * group with its other due entries (the queue_message index). */
+ * group with its other due entries (the queue_message index). Not portable: json_each is SQLite's
+ * (PostgreSQL has json_array_elements_text), and standard SQL has no way to pass a list as one
+ * parameter; a second backend needs its own text for this one statement. */
 static const char claim_sql[] =
     "WITH pick AS (SELECT DISTINCT message_id, domain FROM"
     "  (SELECT message_id, domain FROM queue"
@@ -270,34 +272,34 @@ int store_queue_claim_due(struct store *s, int64_t now_ms, int64_t lease_ms, siz
         return STORE_ERR;
     }
     int status = STORE_OK;
-    sqlite3_stmt *st = legacy_prepare(s, claim_sql);
+    struct sql_stmt *st = sql_prepare(s, claim_sql);
     if (st == NULL)
         status = STORE_ERR;
     if (status == STORE_OK) {
-        sqlite3_bind_int64(st, 1, now_ms);
-        sqlite3_bind_int64(st, 2, stale_ms);
-        sqlite3_bind_int64(st, 3, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
-        sqlite3_bind_text(st, 4, skip, -1, SQLITE_STATIC);
+        sql_bind_i64(st, 1, now_ms);
+        sql_bind_i64(st, 2, stale_ms);
+        sql_bind_i64(st, 3, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
+        sql_bind_text(st, 4, skip);
         size_t cap = 0;
         int rc;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        while ((rc = sql_step(st)) == SQL_ROW) {
             status = claims_push(s, out, &cap, st);
             if (status != STORE_OK)
                 break;
         }
-        int end = legacy_rows_end(s, st, rc, "claim queue entries");
+        int end = store_rows_end(s, st, rc, "claim queue entries");
         if (status == STORE_OK)
             status = end;
     }
     free(skip);
     if (status == STORE_OK && out->n > 0) {
-        st = legacy_prepare(s, "UPDATE queue SET claimed_ms = ?2 WHERE id = ?1");
+        st = sql_prepare(s, "UPDATE queue SET claimed_ms = ?2 WHERE id = ?1");
         if (st == NULL)
             status = STORE_ERR;
         for (size_t i = 0; status == STORE_OK && i < out->n; i++) {
-            sqlite3_bind_int64(st, 1, out->v[i].id);
-            sqlite3_bind_int64(st, 2, now_ms);
-            status = legacy_step_done(s, st, "claim queue entry");
+            sql_bind_i64(st, 1, out->v[i].id);
+            sql_bind_i64(st, 2, now_ms);
+            status = store_step_done(s, st, "claim queue entry");
         }
     }
     if (status == STORE_OK)
@@ -315,7 +317,7 @@ int store_queue_release(struct store *s, const int64_t *ids, size_t n)
         return STORE_OK;
     if (ids == NULL)
         return fail_text(s, STORE_ERR, "release queue entries: no id array");
-    sqlite3_stmt *st = legacy_prepare(s, "UPDATE queue SET claimed_ms = NULL WHERE id = ?1");
+    struct sql_stmt *st = sql_prepare(s, "UPDATE queue SET claimed_ms = NULL WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
     if (store_sp_begin(s, SP_NAME) != STORE_OK)
@@ -335,16 +337,17 @@ int store_queue_release_stale(struct store *s, int64_t now_ms, size_t *released_
     /* The attempt counts (it was made, and a message that crashes the server each time must not
      * be retried at full speed forever without anyone seeing it in `queue list`), but the entry
      * is due at once: the restart itself is no reason to wait. */
-    sqlite3_stmt *st = legacy_prepare(
+    struct sql_stmt *st = sql_prepare(
         s, "UPDATE queue SET claimed_ms = NULL, attempts = attempts + 1,"
-           " last_error = '" QUEUE_INTERRUPTED_TEXT "', next_attempt_ms = min(next_attempt_ms, ?1)"
+           " last_error = '" QUEUE_INTERRUPTED_TEXT "',"
+           " next_attempt_ms = CASE WHEN next_attempt_ms < ?1 THEN next_attempt_ms ELSE ?1 END"
            " WHERE claimed_ms IS NOT NULL AND claimed_ms <= ?1");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_int64(st, 1, now_ms);
-    int status = legacy_step_done(s, st, "release stale claims");
+    sql_bind_i64(st, 1, now_ms);
+    int status = store_step_done(s, st, "release stale claims");
     if (status == STORE_OK && released_out != NULL)
-        *released_out = (size_t)sqlite3_changes(sqlite_of(s)->db);
+        *released_out = (size_t)sql_changes(st);
     return status;
 }
 
@@ -359,7 +362,7 @@ int store_queue_delivered(struct store *s, const int64_t *ids, size_t n, size_t 
     if (ids == NULL)
         return fail_text(s, STORE_ERR, "delivered: no id array");
     /* The queue_release trigger drops the body with its last reference. */
-    sqlite3_stmt *st = legacy_prepare(s, "DELETE FROM queue WHERE id = ?1");
+    struct sql_stmt *st = sql_prepare(s, "DELETE FROM queue WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
     if (store_sp_begin(s, SP_NAME) != STORE_OK)
@@ -381,17 +384,17 @@ int store_queue_defer(struct store *s, int64_t id, int64_t now_ms, int64_t max_a
                       const char *error, bool *expired_out)
 {
     *expired_out = false;
-    sqlite3_stmt *st = legacy_prepare(s, "SELECT created_ms, attempts FROM queue WHERE id = ?1");
+    struct sql_stmt *st = sql_prepare(s, "SELECT created_ms, attempts FROM queue WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    int64_t created_ms = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    int64_t attempts = rc == SQLITE_ROW ? sqlite3_column_int64(st, 1) : 0;
-    int status = legacy_rows_end(s, st, rc, "defer: read queue entry");
+    sql_bind_i64(st, 1, id);
+    int rc = sql_step(st);
+    int64_t created_ms = rc == SQL_ROW ? sql_col_i64(st, 0) : 0;
+    int64_t attempts = rc == SQL_ROW ? sql_col_i64(st, 1) : 0;
+    int status = store_rows_end(s, st, rc, "defer: read queue entry");
     if (status != STORE_OK)
         return status;
-    if (rc == SQLITE_DONE) {
+    if (rc == SQL_DONE) {
         snprintf(s->errmsg, sizeof(s->errmsg), "defer: no queue entry %lld", (long long)id);
         return STORE_NOT_FOUND;
     }
@@ -402,22 +405,26 @@ int store_queue_defer(struct store *s, int64_t id, int64_t now_ms, int64_t max_a
     int64_t next_ms = now_ms <= INT64_MAX - wait_ms ? now_ms + wait_ms : INT64_MAX;
     if (error == NULL)
         error = "";
+    /* Cut to its cap in a copy: sql.h binds NUL-terminated text. */
+    char error_text[STORE_QUEUE_ERROR_MAX_BYTES + 1];
     size_t elen = strlen(error);
     if (elen > STORE_QUEUE_ERROR_MAX_BYTES)
         elen = STORE_QUEUE_ERROR_MAX_BYTES;
+    memcpy(error_text, error, elen);
+    error_text[elen] = '\0';
 
     /* An expired entry stays claimed: the caller bounces it next (queue.h). */
-    st = legacy_prepare(s, "UPDATE queue SET attempts = ?2, last_error = ?3, next_attempt_ms = ?4,"
-                           " claimed_ms = CASE WHEN ?5 THEN claimed_ms ELSE NULL END"
-                           " WHERE id = ?1");
+    st = sql_prepare(s, "UPDATE queue SET attempts = ?2, last_error = ?3, next_attempt_ms = ?4,"
+                        " claimed_ms = CASE WHEN ?5 = 1 THEN claimed_ms ELSE NULL END"
+                        " WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, attempts);
-    sqlite3_bind_text(st, 3, error, (int)elen, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, next_ms);
-    sqlite3_bind_int(st, 5, expired ? 1 : 0);
-    status = legacy_step_done(s, st, "defer queue entry");
+    sql_bind_i64(st, 1, id);
+    sql_bind_i64(st, 2, attempts);
+    sql_bind_text(st, 3, error_text);
+    sql_bind_i64(st, 4, next_ms);
+    sql_bind_i64(st, 5, expired ? 1 : 0);
+    status = store_step_done(s, st, "defer queue entry");
     if (status == STORE_OK)
         *expired_out = expired;
     return status;
@@ -429,38 +436,38 @@ int store_queue_flush(struct store *s, int64_t now_ms, size_t *due_out)
 {
     if (due_out != NULL)
         *due_out = 0;
-    sqlite3_stmt *st = legacy_prepare(s, "UPDATE queue SET next_attempt_ms = ?1"
+    struct sql_stmt *st = sql_prepare(s, "UPDATE queue SET next_attempt_ms = ?1"
                                          " WHERE next_attempt_ms > ?1 AND claimed_ms IS NULL");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_int64(st, 1, now_ms);
-    int status = legacy_step_done(s, st, "flush queue");
+    sql_bind_i64(st, 1, now_ms);
+    int status = store_step_done(s, st, "flush queue");
     if (status != STORE_OK || due_out == NULL)
         return status;
-    st = legacy_prepare(s, "SELECT count(*) FROM queue WHERE next_attempt_ms <= ?1"
-                           " AND claimed_ms IS NULL");
+    st = sql_prepare(s, "SELECT count(*) FROM queue WHERE next_attempt_ms <= ?1"
+                        " AND claimed_ms IS NULL");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_int64(st, 1, now_ms);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *due_out = (size_t)sqlite3_column_int64(st, 0);
-    return legacy_rows_end(s, st, rc, "count due queue entries");
+    sql_bind_i64(st, 1, now_ms);
+    int rc = sql_step(st);
+    if (rc == SQL_ROW)
+        *due_out = (size_t)sql_col_i64(st, 0);
+    return store_rows_end(s, st, rc, "count due queue entries");
 }
 
 int store_queue_next_due(struct store *s, int64_t *due_ms_out)
 {
     *due_ms_out = INT64_MAX;
     /* The queue_due index gives the order; claimed rows (a few in flight) are stepped over. */
-    sqlite3_stmt *st =
-        legacy_prepare(s, "SELECT next_attempt_ms FROM queue WHERE claimed_ms IS NULL"
-                          " ORDER BY next_attempt_ms LIMIT 1");
+    struct sql_stmt *st =
+        sql_prepare(s, "SELECT next_attempt_ms FROM queue WHERE claimed_ms IS NULL"
+                       " ORDER BY next_attempt_ms LIMIT 1");
     if (st == NULL)
         return STORE_ERR;
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *due_ms_out = sqlite3_column_int64(st, 0);
-    return legacy_rows_end(s, st, rc, "next due queue entry");
+    int rc = sql_step(st);
+    if (rc == SQL_ROW)
+        *due_ms_out = sql_col_i64(st, 0);
+    return store_rows_end(s, st, rc, "next due queue entry");
 }
 
 /* ---- reading a queued body ---- */
@@ -478,37 +485,37 @@ int store_queue_body_open(struct store *s, int64_t message_id, int64_t hold_ms,
 int store_queue_message_facts(struct store *s, int64_t message_id, struct store_message_facts *out)
 {
     *out = (struct store_message_facts){0};
-    sqlite3_stmt *st = legacy_prepare(
+    struct sql_stmt *st = sql_prepare(
         s, "SELECT m.size, f.eightbit, f.return_path_bytes, f.smtputf8, m.dsn_ret, m.dsn_envid"
            " FROM messages m"
            " LEFT JOIN message_facts f ON f.message_id = m.id WHERE m.id = ?1"
            " AND EXISTS (SELECT 1 FROM queue WHERE message_id = ?1)");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_int64(st, 1, message_id);
-    int rc = sqlite3_step(st);
+    sql_bind_i64(st, 1, message_id);
+    int rc = sql_step(st);
     int status = STORE_OK;
-    if (rc == SQLITE_ROW) {
-        out->size_bytes = sqlite3_column_int64(st, 0);
-        out->known = sqlite3_column_type(st, 1) != SQLITE_NULL;
-        out->eightbit = out->known && sqlite3_column_int(st, 1) != 0;
-        out->return_path_bytes = out->known ? sqlite3_column_int64(st, 2) : 0;
-        out->smtputf8 = out->known && sqlite3_column_int(st, 3) != 0;
-        out->dsn_ret = sqlite3_column_int(st, 4);
-        const char *envid = (const char *)sqlite3_column_text(st, 5);
+    if (rc == SQL_ROW) {
+        out->size_bytes = sql_col_i64(st, 0);
+        out->known = !sql_col_null(st, 1);
+        out->eightbit = out->known && sql_col_i64(st, 1) != 0;
+        out->return_path_bytes = out->known ? sql_col_i64(st, 2) : 0;
+        out->smtputf8 = out->known && sql_col_i64(st, 3) != 0;
+        out->dsn_ret = (int)sql_col_i64(st, 4);
+        const char *envid = sql_col_text(st, 5);
         snprintf(out->dsn_envid, sizeof(out->dsn_envid), "%s", envid != NULL ? envid : "");
         if (out->return_path_bytes < 0 || out->return_path_bytes > out->size_bytes) {
             snprintf(s->errmsg, sizeof(s->errmsg), "message %lld: bad facts",
                      (long long)message_id);
             status = STORE_ERR;
         }
-    } else if (rc == SQLITE_DONE) {
+    } else if (rc == SQL_DONE) {
         snprintf(s->errmsg, sizeof(s->errmsg), "queued message %lld is gone",
                  (long long)message_id);
         status = STORE_NOT_FOUND;
     } else {
         status = store_fail(s, "read message facts");
     }
-    legacy_reset(st);
+    sql_reset(st);
     return status;
 }

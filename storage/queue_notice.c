@@ -16,7 +16,7 @@
 #include "common/pure/address.h"
 #include "storage/mailbox.h"
 #include "storage/queue.h"
-#include "storage/sqlite/legacy.h"
+#include "storage/store_internal.h"
 
 /* Each call below is atomic inside whatever the caller has open: its own savepoint. */
 #define SP_NAME "notice"
@@ -50,31 +50,31 @@ static void entry_row_free(struct entry_row *e)
 static int read_entry(struct store *s, int64_t id, struct entry_row *out)
 {
     memset(out, 0, sizeof(*out));
-    sqlite3_stmt *st = legacy_prepare(s, "SELECT message_id, created_ms, sender, dsn_notify,"
+    struct sql_stmt *st = sql_prepare(s, "SELECT message_id, created_ms, sender, dsn_notify,"
                                          " dsn_orcpt, recipient, delay_notified FROM queue"
                                          " WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
+    sql_bind_i64(st, 1, id);
+    int rc = sql_step(st);
     int status = STORE_OK;
-    if (rc == SQLITE_ROW) {
-        out->message_id = sqlite3_column_int64(st, 0);
-        out->created_ms = sqlite3_column_int64(st, 1);
-        const char *sender = (const char *)sqlite3_column_text(st, 2);
-        out->notify = (unsigned)sqlite3_column_int(st, 3);
-        const char *orcpt = (const char *)sqlite3_column_text(st, 4);
-        const char *rcpt = (const char *)sqlite3_column_text(st, 5);
-        out->delay_notified = sqlite3_column_int(st, 6) != 0;
+    if (rc == SQL_ROW) {
+        out->message_id = sql_col_i64(st, 0);
+        out->created_ms = sql_col_i64(st, 1);
+        const char *sender = sql_col_text(st, 2);
+        out->notify = (unsigned)sql_col_i64(st, 3);
+        const char *orcpt = sql_col_text(st, 4);
+        const char *rcpt = sql_col_text(st, 5);
+        out->delay_notified = sql_col_i64(st, 6) != 0;
         out->sender = strdup(sender != NULL ? sender : "");
         out->recipient = strdup(rcpt != NULL ? rcpt : "");
         out->orcpt = orcpt != NULL ? strdup(orcpt) : NULL;
         if (out->sender == NULL || out->recipient == NULL || (orcpt != NULL && out->orcpt == NULL))
             status = fail_text(s, STORE_ERR, "queue entry: out of memory");
-    } else if (rc == SQLITE_DONE) {
+    } else if (rc == SQL_DONE) {
         status = STORE_NOT_FOUND;
     }
-    int end = legacy_rows_end(s, st, rc, "read queue entry");
+    int end = store_rows_end(s, st, rc, "read queue entry");
     if (status != STORE_OK || end != STORE_OK)
         entry_row_free(out);
     return status != STORE_OK ? status : end;
@@ -108,18 +108,18 @@ static int route_bounce(struct store *s, const char *sender, enum store_bounce_r
         *route_out = STORE_BOUNCE_NO_MAILBOX;
         return STORE_OK;
     }
-    sqlite3_stmt *st = legacy_prepare(s, "SELECT id FROM users WHERE address = ?1");
+    struct sql_stmt *st = sql_prepare(s, "SELECT id FROM users WHERE address = ?1");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *user_id_out = sqlite3_column_int64(st, 0);
+    sql_bind_text(st, 1, key);
+    int rc = sql_step(st);
+    if (rc == SQL_ROW) {
+        *user_id_out = sql_col_i64(st, 0);
         *route_out = STORE_BOUNCE_LOCAL;
     } else {
         *route_out = STORE_BOUNCE_NO_MAILBOX;
     }
-    return legacy_rows_end(s, st, rc, "notice: look up sender");
+    return store_rows_end(s, st, rc, "notice: look up sender");
 }
 
 /*
@@ -130,34 +130,7 @@ static int route_bounce(struct store *s, const char *sender, enum store_bounce_r
 static int read_body(struct store *s, int64_t message_id, size_t max, unsigned char **out,
                      size_t *len_out)
 {
-    *out = NULL;
-    *len_out = 0;
-    sqlite3_blob *blob = NULL;
-    if (sqlite3_blob_open(sqlite_of(s)->db, "main", "messages", "body", message_id, 0, &blob) !=
-        SQLITE_OK) {
-        int status = store_fail(s, "notice: open original body");
-        (void)sqlite3_blob_close(blob);
-        return status;
-    }
-    int size = sqlite3_blob_bytes(blob);
-    size_t n = size < 0 ? 0 : (size_t)size;
-    if (n > max)
-        n = max;
-    unsigned char *buf = malloc(n > 0 ? n : 1);
-    int status = STORE_OK;
-    if (buf == NULL)
-        status = fail_text(s, STORE_ERR, "notice: out of memory");
-    else if (n > 0 && sqlite3_blob_read(blob, buf, (int)n, 0) != SQLITE_OK)
-        status = store_fail(s, "notice: read original body");
-    /* A read-only handle loses nothing on close. */
-    (void)sqlite3_blob_close(blob);
-    if (status != STORE_OK) {
-        free(buf);
-        return status;
-    }
-    *out = buf;
-    *len_out = n;
-    return STORE_OK;
+    return store_body_read_head(s, message_id, max, out, len_out);
 }
 
 /* What a notice needs of the original message row. */
@@ -172,27 +145,27 @@ struct message_row {
 static int read_message(struct store *s, int64_t message_id, struct message_row *out)
 {
     memset(out, 0, sizeof(*out));
-    sqlite3_stmt *st = legacy_prepare(s, "SELECT sender, received_ms, size, dsn_ret, dsn_envid"
+    struct sql_stmt *st = sql_prepare(s, "SELECT sender, received_ms, size, dsn_ret, dsn_envid"
                                          " FROM messages WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
-    sqlite3_bind_int64(st, 1, message_id);
-    int rc = sqlite3_step(st);
+    sql_bind_i64(st, 1, message_id);
+    int rc = sql_step(st);
     int status = STORE_OK;
-    if (rc == SQLITE_ROW) {
-        const char *sender = (const char *)sqlite3_column_text(st, 0);
-        out->received_ms = sqlite3_column_int64(st, 1);
-        out->size = sqlite3_column_int64(st, 2);
-        out->ret = sqlite3_column_int(st, 3);
-        const char *envid = (const char *)sqlite3_column_text(st, 4);
+    if (rc == SQL_ROW) {
+        const char *sender = sql_col_text(st, 0);
+        out->received_ms = sql_col_i64(st, 1);
+        out->size = sql_col_i64(st, 2);
+        out->ret = (int)sql_col_i64(st, 3);
+        const char *envid = sql_col_text(st, 4);
         out->sender = strdup(sender != NULL ? sender : "");
         out->envid = envid != NULL ? strdup(envid) : NULL;
         if (out->sender == NULL || (envid != NULL && out->envid == NULL))
             status = fail_text(s, STORE_ERR, "notice: out of memory");
-    } else if (rc == SQLITE_DONE) {
+    } else if (rc == SQL_DONE) {
         status = fail_text(s, STORE_NOT_FOUND, "notice: the original message is gone");
     }
-    int end = legacy_rows_end(s, st, rc, "notice: read message");
+    int end = store_rows_end(s, st, rc, "notice: read message");
     if (status != STORE_OK || end != STORE_OK) {
         free(out->sender);
         free(out->envid);
@@ -330,11 +303,11 @@ int store_queue_delay_notice(struct store *s, int64_t id, int64_t now_ms, int64_
     if (status == STORE_OK) {
         /* Marked whether or not the notice could be routed: it is tried once (RFC 3461 asks
          * for one delay notice, not one per attempt). */
-        sqlite3_stmt *st = legacy_prepare(s, "UPDATE queue SET delay_notified = 1 WHERE id = ?1");
+        struct sql_stmt *st = sql_prepare(s, "UPDATE queue SET delay_notified = 1 WHERE id = ?1");
         status = st == NULL ? STORE_ERR : STORE_OK;
         if (st != NULL) {
-            sqlite3_bind_int64(st, 1, id);
-            status = legacy_step_done(s, st, "mark delay notice");
+            sql_bind_i64(st, 1, id);
+            status = store_step_done(s, st, "mark delay notice");
         }
     }
     if (status == STORE_OK)
@@ -424,16 +397,16 @@ int store_queue_fail(struct store *s, struct store_queue_failure *f)
     /* Deleted after the bounce is stored: the body the bounce quotes goes with the last row. */
     size_t removed = 0;
     if (status == STORE_OK) {
-        sqlite3_stmt *st = legacy_prepare(s, "DELETE FROM queue WHERE id = ?1");
+        struct sql_stmt *st = sql_prepare(s, "DELETE FROM queue WHERE id = ?1");
         if (st == NULL)
             status = STORE_ERR;
         for (size_t i = 0; status == STORE_OK && i < f->n; i++) {
             if (!keep[i])
                 continue;
-            sqlite3_bind_int64(st, 1, f->ids[i]);
-            status = legacy_step_done(s, st, "fail: delete queue entry");
+            sql_bind_i64(st, 1, f->ids[i]);
+            status = store_step_done(s, st, "fail: delete queue entry");
             if (status == STORE_OK)
-                removed += (size_t)sqlite3_changes(sqlite_of(s)->db);
+                removed += (size_t)sql_changes(st);
         }
     }
     if (status == STORE_OK)

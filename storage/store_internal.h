@@ -45,8 +45,8 @@ const char *store_backend_errmsg(struct store *s);
 bool store_in_transaction(struct store *s);
 
 /*
- * Writing a message body (storage/mailbox.c, storage/queue.c's bounce). store_body_create inserts
- * the messages row (sender, size_bytes, received_ms, quarantine or NULL) with room for a body of
+ * Writing a message body (storage/mailbox.c: every stored message, notices included).
+ * store_body_create inserts the messages row (struct store_message_row) with room for a body of
  * exactly size_bytes and gives its id; store_body_write then appends, in order, until size_bytes
  * have been written. Inside the caller's savepoint: a failure anywhere leaves the row for the
  * caller's undo. One body at a time per store; a body with size 0 needs no write.
@@ -56,6 +56,8 @@ struct store_message_row {
     int64_t size_bytes;
     int64_t received_ms;
     const char *quarantine; /* NULL: not quarantined */
+    const char *dsn_envid;  /* RFC 3461 ENVID as the client sent it; NULL when not given */
+    int64_t dsn_ret;        /* RFC 3461 RET: 0 not given, 1 FULL, 2 HDRS (queue.h) */
 };
 int store_body_create(struct store *s, const struct store_message_row *m, int64_t *id_out);
 int store_body_write(struct store *s, const void *p, size_t n);
@@ -66,10 +68,11 @@ int store_body_write(struct store *s, const void *p, size_t n);
 int store_body_finish(struct store *s, bool abandon);
 /* The largest body the store can hold, in bytes. */
 uint64_t store_body_max_bytes(struct store *s);
-/* Copies the first up to cap bytes of message message_id's body into buf (*n_out: how many, less
- * than cap only when the body is shorter), on the store's own connection: it sees the caller's
- * open transaction. */
-int store_body_read_head(struct store *s, int64_t message_id, void *buf, size_t cap, size_t *n_out);
+/* The first up to max bytes of message message_id's body (all of it when shorter), malloc'd into
+ * *out for the caller to free (not NULL on success, even for an empty body), their count in
+ * *len_out. Read on the store's own connection, so it sees the caller's open transaction. */
+int store_body_read_head(struct store *s, int64_t message_id, size_t max, unsigned char **out,
+                         size_t *len_out);
 
 /* Opens a body reader (store.h: store_body_read). lookup_sql (a string literal: it keys the
  * statement caches) returns (message id, size) of the body to read given key1 as ?1 and, when it
