@@ -138,10 +138,10 @@ int store_mailbox_snapshot(struct store *s, int64_t user_id, struct store_mail_e
 /*
  * Reading a body: a reader streams one mailbox entry's body in caller-sized chunks without ever
  * holding it whole. It costs no connection, statement or thread hop of its own: the store (s)
- * keeps a few idle read-only connections with the lookups prepared (storage/body_reader.c), and a
- * reader borrows one only while it holds a blob handle. Memory: up to about 150 KiB per pooled
- * connection (a 64 KiB page cache, the schema), at most STORE_READ_POOL_MAX of them idle, plus
- * one more per reader in the middle of a large body beyond that, plus the caller's buffer.
+ * keeps a few idle read-only connections with the lookups prepared (storage/sqlite/body_reader.c),
+ * and a reader borrows one only while it holds a blob handle. Memory: up to about 150 KiB per
+ * pooled connection (a 64 KiB page cache, the schema), at most STORE_READ_POOL_MAX of them idle,
+ * plus one more per reader in the middle of a large body beyond that, plus the caller's buffer.
  *
  * Why a blob handle kept between calls rather than "reopen the blob per chunk": a freshly opened
  * blob handle reaches offset X by walking the body's overflow-page chain from the start, so

@@ -15,7 +15,7 @@
  *     caller's transaction goes on. A writer job's run may be called twice (a retried COMMIT);
  *     these functions keep no state outside the database and reset their outputs, so that is safe.
  *   - store_queue_next_due and the body reader run on the loop thread (its read connection; the
- *     reader borrows a pooled read-only one, storage/body_reader.c).
+ *     reader borrows a pooled read-only one, storage/sqlite/body_reader.c).
  *
  * Claims and crash safety. A claim is a lease: claim_due sets claimed_ms = now on the rows it
  * hands out, and no other claim returns them until claimed_ms + lease_ms has passed. The runner

@@ -1,11 +1,14 @@
 /*
- * store.h - the SQLite store: opening, pragmas, migrations, and the functions the rest of postern
- * uses to read and change it. All SQL lives in storage/; callers never see a statement.
+ * store.h - the store: opening, migrations, and the functions the rest of postern uses to read
+ * and change it. All SQL lives in storage/; callers never see a statement, nor which database
+ * runs it (SQLite, storage/sqlite/, is the one backend today; storage/store_internal.h is the
+ * seam a second one plugs into).
  *
- * A struct store is one SQLite connection with its prepared statements. It is used by one thread
- * at a time: the loop thread has its own (reads), the writer thread its own (writes), and each
- * admin command opens one. WAL lets the readers run beside the writer; synchronous=FULL makes a
- * COMMIT durable before it returns, which is what "250 Ok: queued" promises.
+ * A struct store is one database connection with its prepared statements. It is used by one
+ * thread at a time: the loop thread has its own (reads), the writer thread its own (writes), and
+ * each admin command opens one. On SQLite, WAL lets the readers run beside the writer, and
+ * synchronous=FULL makes a COMMIT durable before it returns, which is what "250 Ok: queued"
+ * promises.
  *
  * Times are milliseconds since the Unix epoch (int64_t, "_ms").
  */
@@ -52,7 +55,7 @@ void store_close(struct store **s);
 bool store_created(const struct store *s);
 
 /*
- * Who else may touch the database (storage/db_files.c). A new database is created 0600, and
+ * Who else may touch the database (storage/sqlite/db_files.c). A new database is created 0600, and
  * SQLite gives its -wal and -shm files the same mode; one created by an older postern, by hand or
  * under another umask may be open to others. Execute bits do not count.
  */
@@ -89,7 +92,7 @@ int store_savepoint_release(struct store *s);
 int store_savepoint_rollback(struct store *s);
 
 /*
- * Streaming a stored message body (storage/body_reader.c): opened by store_message_open
+ * Streaming a stored message body (storage/sqlite/body_reader.c): opened by store_message_open
  * (mailbox.h) or store_queue_body_open (queue.h). Copies the next up to cap bytes into buf and
  * sets *n_out (< cap only at the end; 0 once the whole body has been read). STORE_NOT_FOUND when
  * what was being read has been deleted meanwhile, STORE_ERR on a SQLite failure; after a failure

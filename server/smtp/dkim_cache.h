@@ -32,7 +32,7 @@ struct dkim_cache;
 
 /* How long a domain's keys are used without asking the store again. */
 #define DKIM_CACHE_RECHECK_MS 1000
-/* A domain holds at most one key per algorithm (storage/schema.c): ed25519 and RSA. */
+/* A domain holds at most one key per algorithm (storage/sqlite/schema.c): ed25519 and RSA. */
 #define DKIM_CACHE_KEYS_PER_DOMAIN 2
 
 /* One key of a domain, shared by the cache and whoever signs with it. Immutable once made,

@@ -3,7 +3,7 @@ with an SMTP sink on loopback playing the smarthost or the MX host, and a DNS re
 loopback answering for the test domains (outbound_fakes.py).
 
 Messages are put into the queue with sqlite3 directly (as the SMTP session would store them,
-storage/schema.c), so these tests do not depend on the SMTP session; one guarded test relays
+storage/sqlite/schema.c), so these tests do not depend on the SMTP session; one guarded test relays
 through the SMTP port from a trusted network.
 """
 import base64

@@ -1,5 +1,5 @@
 /*
- * test_body_reader.c - storage/body_reader.c's pool of read-only connections, against a real
+ * test_body_reader.c - storage/sqlite/body_reader.c's pool of read-only connections, against a real
  * database file in a temporary directory: readers reuse one pooled connection (and its prepared
  * lookups, for mailbox and queue readers alike); a body that fits in one read gives its connection
  * back in that read; more readers than the pool holds all work, and the pool keeps no more than
