@@ -1,7 +1,8 @@
 /*
  * sql.h - the one statement interface the table files of storage/ use, whatever the database
  * behind the store: prepare a statement, bind its parameters, step it, read its columns. Nothing
- * outside storage/ includes this; nothing in it names a type of a database library.
+ * outside storage/ includes this but its unit test (tests/unit/test_sql.c, which any backend must
+ * pass); nothing in it names a type of a database library.
  *
  * The rules a backend relies on, so that the same table file runs on each:
  * - SQL text is a string literal. Statements are cached by its address, per connection, so a hot
@@ -10,7 +11,9 @@
  *   previous bindings); a reset keeps them, so a loop may rebind only the parameter that changes.
  *   Text and blob parameters are borrowed, not copied: the caller keeps them alive until the
  *   statement is reset or stepped again.
- * - A new row's id comes back from its INSERT's `RETURNING id`, a row like any other.
+ * - A new row's id comes back from its INSERT's `RETURNING id`, a row like any other. Such an
+ *   INSERT inserts at most one row, and its text ends in exactly " RETURNING id" (the SQLite
+ *   backend answers that row itself, sqlite_sql.c).
  * - Column values (text, blob) are borrowed from the statement until its next step or reset.
  * - The SQL itself sticks to what SQLite and PostgreSQL both run: "user" quoted (a reserved word
  *   in PostgreSQL), ON CONFLICT rather than INSERT OR IGNORE/REPLACE, standard functions. A

@@ -27,6 +27,11 @@ struct sql_stmt {
     sqlite3_stmt *stmt;        /* owned */
     struct sqlite_store *conn; /* borrowed: the connection the statement belongs to */
     int bind_rc;               /* the first failed bind since sql_prepare, else SQLITE_OK */
+    /* An INSERT whose text ends in " RETURNING id", prepared without that clause: sql_step
+     * answers its row from sqlite3_last_insert_rowid (sqlite_sql.c says why). */
+    bool returning_id;
+    bool id_row; /* that row is the current one: sql_col_i64 answers id */
+    int64_t id;  /* the new row's id while id_row */
 };
 
 /* A pooled read-only connection (body_reader.c). */
