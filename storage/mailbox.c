@@ -35,7 +35,7 @@
 #define MAILBOX_SNAPSHOT_FIRST 64
 
 /* Each call below is atomic inside whatever the caller has open: its own savepoint, named after
- * this file (store_internal.h). */
+ * this file (storage/sql.h: store_sp_begin). */
 #define SP_NAME "mailbox"
 
 /* ---- delivery ---- */

@@ -55,7 +55,7 @@ bool store_queue_is_expired(int64_t created_ms, int64_t now_ms, int64_t max_age_
 }
 
 /* Each call below is atomic inside whatever the caller has open: its own savepoint, named after
- * this file (store_internal.h). */
+ * this file (storage/sql.h: store_sp_begin). */
 #define SP_NAME "queue"
 
 static int fail_text(struct store *s, int status, const char *what)
