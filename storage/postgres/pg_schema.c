@@ -1,6 +1,6 @@
 /*
- * pg_schema.c - the schema on PostgreSQL. It holds the tables of storage/schema.c with the same
- * names, columns and meanings, at the same version, so the storage code's statements read the
+ * pg_schema.c - the schema on PostgreSQL. It holds the tables of storage/sqlite/schema.c with the
+ * same names, columns and meanings, at the same version, so the storage code's statements read the
  * same on both backends. What differs is PostgreSQL's idiom: BIGINT for every SQLite INTEGER that
  * holds a time, size, count or id (SQLite's are 64-bit), identity columns for the ids (a sequence
  * never hands out a number twice, as AUTOINCREMENT promises), BYTEA for blobs, "user" quoted
@@ -163,13 +163,13 @@ static const char schema_base[] =
     "  created_ms BIGINT NOT NULL);";
 
 /* pg_migrations[i] takes the schema from PG_SCHEMA_BASE_VERSION + i to the next version, like
- * storage/schema.c's SQLite migration of the same number. None yet: NULL stands for the empty
- * list, which C does not allow. */
+ * storage/sqlite/schema.c's SQLite migration of the same number. None yet: NULL stands for the
+ * empty list, which C does not allow. */
 static const char *const pg_migrations[] = {NULL};
 #define PG_MIGRATIONS 0
 
 _Static_assert(PG_SCHEMA_BASE_VERSION + PG_MIGRATIONS == STORE_SCHEMA_VERSION,
-               "every SQLite migration (storage/schema.c) has its PostgreSQL twin here");
+               "every SQLite migration (storage/sqlite/schema.c) has its PostgreSQL twin here");
 
 static const char sql_lock[] = "SELECT pg_advisory_xact_lock(?1)";
 /* to_regclass follows the search_path, as the unqualified names of every statement do. */

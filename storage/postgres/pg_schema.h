@@ -1,6 +1,6 @@
 /*
  * pg_schema.h - postern's schema on PostgreSQL: the tables, indexes and trigger of the SQLite
- * schema (storage/schema.c) at the same version, with the version kept in the meta table.
+ * schema (storage/sqlite/schema.c) at the same version, with the version kept in the meta table.
  */
 #ifndef POSTERN_PG_SCHEMA_H
 #define POSTERN_PG_SCHEMA_H
