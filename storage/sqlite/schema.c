@@ -118,7 +118,7 @@ static const char *const migrations[] = {
     /* 7: DKIM signing keys of the local domains (common/pure/dkim.h has their text forms). A
      * domain holds at most one key per algorithm, and a selector names one key of a domain, as
      * its DNS record does. The private key is stored here because the database is already the
-     * one file only postern may read (storage/db_files.c makes it 0600). Deleting a domain,
+     * one file only postern may read (storage/sqlite/db_files.c makes it 0600). Deleting a domain,
      * which needs it to have no users, deletes its keys. */
     "CREATE TABLE dkim_keys ("
     "  id INTEGER PRIMARY KEY,"
