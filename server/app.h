@@ -1,9 +1,9 @@
 /*
  * app.h - the resources a protocol session reaches through conn_app(c). Each event loop has its
  * own struct app (serve.c for the first loop, worker.c for the others), owned by that loop's owner
- * and kept alive until the loop's last connection has closed; sessions borrow. reads, writer and
- * auth are the loop's own and are used on its thread only; cfg, smarthost_creds, disk and dkim are
- * the same for every loop (read-only, or thread-safe where said).
+ * and kept alive until the loop's last connection has closed; sessions borrow. reads, reader,
+ * writer and auth are the loop's own and are used on its thread only; cfg, smarthost_creds, disk
+ * and dkim are the same for every loop (read-only, or thread-safe where said).
  */
 #ifndef POSTERN_APP_H
 #define POSTERN_APP_H
@@ -12,6 +12,7 @@ struct auth;
 struct dkim_cache;
 struct disk_reserve;
 struct cfg;
+struct reader;
 struct smtp_client_creds;
 struct store;
 struct writer;
@@ -19,6 +20,10 @@ struct writer;
 struct app {
     const struct cfg *cfg; /* borrowed from main */
     struct store *reads;   /* the loop thread's read connection: short lookups only */
+    /* The loop's handle for reads (storage/reader.h): a lookup submitted through it completes
+     * now (inline, on reads) or later on this loop (reader threads). Call sites converted to
+     * jobs use it; the others still call storage/ on reads directly. */
+    struct reader *reader;
     struct writer *writer; /* group-commit writer: every change to the store goes through it */
     struct auth *auth;     /* password checks off the loop, throttling, cache */
     /* [relay] smarthost_user and its password, read at start; NULL: no smarthost AUTH */

@@ -82,6 +82,7 @@
 #include "server/smtp/smtp_session.h"
 #include "server/net/tls.h"
 #include "server/worker.h"
+#include "storage/reader.h"
 #include "storage/store.h"
 #include "storage/writer.h"
 
@@ -101,6 +102,7 @@ struct server {
     const char *config_path;        /* borrowed; NULL with built-in defaults */
     struct store *reads;            /* owned: the loop thread's read connection */
     struct writer *writer;          /* owned */
+    struct reader *reader;          /* owned: the first handle (storage/reader.h) */
     struct tls_ctx *tls;            /* owned reference; NULL without [tls] */
     struct conn_set *conns;         /* owned */
     struct listener_set *listeners; /* owned */
@@ -176,6 +178,9 @@ static void finish_stop(struct server *srv)
     /* Every job already handed to the writer is committed and answered before we go. */
     srv->app.writer = NULL;
     writer_stop(&srv->writer);
+    /* Every worker detached its handle and ended: the reader threads can go. */
+    srv->app.reader = NULL;
+    reader_stop(&srv->reader);
     queue_runner_free(&srv->runner); /* after writer_stop delivered its last callbacks */
 }
 
@@ -547,6 +552,19 @@ int serve_main(struct cfg *cfg, const char *config_path)
         goto out;
     }
     writer_set_batch_observer(srv->writer, metrics_writer_batch); /* the batch histograms */
+    /* Reads run inline on this loop's connection: SQLite answers in microseconds. The threaded
+     * mode is for a store whose reads cross a network; tests force it (reader.h). */
+    unsigned reader_threads = reader_test_threads();
+    if (reader_threads > 0)
+        log_warn("serve", 0,
+                 "event=test-reader-threads threads=%u text=\"POSTERN_TEST_READER_THREADS: "
+                 "reads run on test-only reader threads\"",
+                 reader_threads);
+    if (reader_start(&srv->loop, cfg->server.database, reader_threads, srv->reads, &srv->reader,
+                     err, sizeof(err)) != 0) {
+        log_error("store", 0, "event=reader-failed error=\"%s\"", err);
+        goto out_stop;
+    }
     if ((rc = auth_new(&srv->loop, &srv->app.auth)) != 0) {
         fail_line("start-failed", "cannot set up password checks");
         goto out_stop;
@@ -558,6 +576,7 @@ int serve_main(struct cfg *cfg, const char *config_path)
     srv->app.cfg = cfg;
     srv->app.reads = srv->reads;
     srv->app.writer = srv->writer;
+    srv->app.reader = srv->reader;
     rc = conn_set_new(&srv->loop, cfg, &srv->app, cfg->server.transcript, &srv->conns);
     if (rc != 0) {
         snprintf(err, sizeof(err), "cannot set up connections: %s", uv_strerror(rc));
@@ -591,6 +610,7 @@ int serve_main(struct cfg *cfg, const char *config_path)
             .index = i,
             .cfg = cfg,
             .writer = srv->writer,
+            .reader = srv->reader,
             .auth = srv->app.auth,
             .listeners = srv->listeners,
             .tls = srv->tls,
@@ -657,6 +677,10 @@ out_stop:
 out:
     if (srv->writer != NULL) {
         writer_stop(&srv->writer);
+        uv_run(&srv->loop, UV_RUN_DEFAULT);
+    }
+    if (srv->reader != NULL) {
+        reader_stop(&srv->reader);
         uv_run(&srv->loop, UV_RUN_DEFAULT);
     }
     tls_ctx_unref(&srv->tls);

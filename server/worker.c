@@ -32,6 +32,7 @@
 #include "server/net/tls.h"
 #include "server/pop3/pop3_session.h"
 #include "server/smtp/smtp_session.h"
+#include "storage/reader.h"
 #include "storage/store.h"
 #include "storage/writer.h"
 
@@ -48,6 +49,7 @@ struct worker {
     /* The worker's thread only, once started. */
     struct store *reads;            /* owned */
     struct writer *writer;          /* owned handle (attached) */
+    struct reader *reader;          /* owned handle (attached) */
     struct conn_set *conns;         /* owned */
     struct listener_set *listeners; /* owned */
     uv_async_t control;
@@ -81,6 +83,8 @@ static void on_connections_closed(void *arg)
     auth_free(&w->app.auth);
     w->app.writer = NULL;
     writer_detach(&w->writer); /* closes once this loop's jobs are delivered */
+    w->app.reader = NULL;
+    reader_detach(&w->reader); /* likewise */
     if (w->control_open) {
         w->control_open = false;
         /* Under the mutex: ask() sends only while this is false, so no send can reach the
@@ -187,6 +191,11 @@ int worker_new(const struct worker_params *p, struct worker **out, char *err, si
         rc = -EIO;
         goto fail;
     }
+    if (reader_attach(p->reader, &w->loop, w->reads, &w->reader, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "worker %u: %s", p->index, why);
+        rc = -EIO;
+        goto fail;
+    }
     if ((rc = auth_new_peer(&w->loop, p->auth, &w->app.auth)) != 0) {
         snprintf(err, errlen, "worker %u: cannot set up password checks", p->index);
         goto fail;
@@ -194,6 +203,7 @@ int worker_new(const struct worker_params *p, struct worker **out, char *err, si
     w->app.cfg = p->cfg;
     w->app.reads = w->reads;
     w->app.writer = w->writer;
+    w->app.reader = w->reader;
     w->app.smarthost_creds = p->smarthost;
     w->app.disk = p->disk;
     w->app.dkim = p->dkim;

@@ -6,7 +6,9 @@
  * A worker has what a loop needs to serve sessions on its own: its listening sockets on every
  * configured address (SO_REUSEPORT, so the kernel spreads new connections over the loops), its
  * connection set, its own read connection to the store (SQLite connections are per thread), its
- * own handle on the one writer thread (writer_attach: done callbacks come back to this loop), and
+ * own handle on the one writer thread (writer_attach: done callbacks come back to this loop), its
+ * own handle for reads (reader_attach: inline on its connection, or on the shared reader threads),
+ * and
  * its own password verifier sharing the first loop's cache and throttles (auth_new_peer). The
  * connection limits are shared with the first loop's listener set. It has no DNS channel and no
  * queue runner: only the first loop delivers mail out.
@@ -31,6 +33,7 @@ struct cfg;
 struct disk_reserve;
 struct dkim_cache;
 struct listener_set;
+struct reader;
 struct smtp_client_creds;
 struct tls_ctx;
 struct worker;
@@ -40,6 +43,7 @@ struct worker_params {
     unsigned index;                            /* 1, 2, ...: for the logs */
     const struct cfg *cfg;                     /* borrowed; outlives the worker */
     struct writer *writer;                     /* the first handle, to attach to */
+    struct reader *reader;                     /* the first handle, to attach to */
     struct auth *auth;                         /* the first verifier, whose tables are shared */
     struct listener_set *listeners;            /* the first loop's set, whose counts are shared */
     struct tls_ctx *tls;                       /* referenced; NULL: no TLS */

@@ -101,6 +101,14 @@ int store_savepoint_rollback(struct store *s);
 struct store_body_reader;
 int store_body_read(struct store_body_reader *r, void *buf, size_t cap, size_t *n_out);
 void store_body_close(struct store_body_reader **r);
+/*
+ * Moves r to the store s (another thread's connection, body_reader.c): its next reads borrow
+ * and give back connections through s's pool and leave their error text in s. NULL unbinds it
+ * between two jobs on different threads: it may then only be rebound or closed (a close
+ * unbound closes the connection it holds rather than pooling it). Never while another thread
+ * uses r or s.
+ */
+void store_body_rebind(struct store_body_reader *r, struct store *s);
 /* Idle read-only connections a store keeps for body readers: at most this many (up to about 150 KiB
  * each once warm: the schema and a 64 KiB page cache). A reader that finds none idle opens its
  * own, and one given back to a full pool is closed, so this bounds memory, never readers. */

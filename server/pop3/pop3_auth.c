@@ -129,12 +129,30 @@ static void login_window_done(void *ctx, int status)
     pop3_session_release(s);
 }
 
-/* The password was right: lock, snapshot, window, then +OK. Reading is paused. */
+/* The password was right: lock, snapshot, window, then +OK. Reading is paused. The user is
+ * remembered now, for the window opened once the snapshot is in (login_undo forgets it). */
 static void login_begin(struct pop3_session *s, int64_t user_id, const char *address,
                         const char *hash)
 {
+    snprintf(s->address, sizeof(s->address), "%s", address);
+    s->user_id = user_id;
+    snprintf(s->user_hash, sizeof(s->user_hash), "%s", hash);
+    enum pop3_md_open r = pop3_maildrop_open(&s->md, s->conn, s->app->reader, user_id, address,
+                                             pop3_maildrop_read_done, s);
+    if (r == POP3_MD_OPEN_PENDING)
+        pop3_hold_for_read(s); /* pop3_login_opened runs from the read's callback */
+    else
+        pop3_login_opened(s, r);
+}
+
+void pop3_login_opened(struct pop3_session *s, enum pop3_md_open r)
+{
     struct conn *c = s->conn;
-    switch (pop3_maildrop_open(&s->md, c, s->app->reads, user_id, address)) {
+    if (r != POP3_MD_OPENED) {
+        s->address[0] = '\0';
+        sodium_memzero(s->user_hash, sizeof(s->user_hash));
+    }
+    switch (r) {
     case POP3_MD_OPENED:
         break;
     case POP3_MD_IN_USE:
@@ -151,10 +169,6 @@ static void login_begin(struct pop3_session *s, int64_t user_id, const char *add
         conn_resume_reading(c);
         return;
     }
-    snprintf(s->address, sizeof(s->address), "%s", address);
-    s->user_id = user_id;
-    snprintf(s->user_hash, sizeof(s->user_hash), "%s", hash);
-
     uint64_t window_ms = s->app->cfg->relay.window_ms;
     if (window_ms == 0) {
         login_finish(s); /* POP-before-SMTP is off */
@@ -164,7 +178,7 @@ static void login_begin(struct pop3_session *s, int64_t user_id, const char *add
                   sizeof(s->window_key));
     conn_ref(c);
     session_ref_take(&s->ref);
-    struct pop3_window_user u = {.address = address, .id = user_id, .hash = hash};
+    struct pop3_window_user u = {.address = s->address, .id = s->user_id, .hash = s->user_hash};
     if (pop3_window_open(&s->login_job, s->app->writer, s->window_key, &u, window_ms,
                          login_window_done, s) != 0) {
         pop3_session_release(s); /* never the last: the connection holds one */

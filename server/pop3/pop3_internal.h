@@ -79,6 +79,10 @@ void pop3_session_release(struct pop3_session *s);
 void pop3_on_session_timer(uv_timer_t *t);
 /* The renewal timer of the relay window, started by a login that opened one. */
 void pop3_on_renew_timer(uv_timer_t *t);
+/* A maildrop read answered PENDING: hold the session and the connection until its callback. */
+void pop3_hold_for_read(struct pop3_session *s);
+/* The maildrop's read callback (pop3_md_read_fn): carries on, then drops what was held. */
+void pop3_maildrop_read_done(void *ctx, enum pop3_md_read what, int result, const char *reply);
 
 /* ---- pop3_auth.c, for pop3_session.c ----------------------------------------------------- */
 
@@ -97,5 +101,7 @@ void pop3_cmd_auth(struct pop3_session *s, const char *args);
 void pop3_auth_sasl_line(struct pop3_session *s, const char *line, size_t len);
 /* The failure delay is over: "-ERR [AUTH]", and the close after too many failures. */
 void pop3_auth_failure_answer(struct pop3_session *s);
+/* The login's snapshot is taken (or failed): the window, then the answer. */
+void pop3_login_opened(struct pop3_session *s, enum pop3_md_open r);
 
 #endif

@@ -17,6 +17,13 @@
  * connection's idle timer is off while paused, the session's own timer aborts a reader that takes
  * nothing for pop3.timeout (the pump's result says when to arm it).
  *
+ * Reads go through the loop's reader (storage/reader.h), one job at a time: the snapshot, the
+ * opening of a body and each chunk of it. Inline they run inside the call, so the SQLite path is
+ * the plain read it always was plus one indirect call; with reader threads the command or the
+ * pump answers PENDING and read_done carries on from the same continuation on the loop. While a
+ * job is out nothing it touches (the body reader, in_buf) is freed: a stop leaves them to
+ * read_done, which frees them once it sees the connection gone.
+ *
  * It owns the struct pop3_maildrop and the lock set. It does not own the session: pop3_session.c
  * calls in through pop3_maildrop.h, sends the error replies handed back, and keeps itself alive
  * while the UPDATE job is out. Nor does it check passwords, open the relay window
@@ -135,8 +142,14 @@ static void lock_release(int64_t user_id)
 
 static void stream_stop(struct pop3_maildrop *md)
 {
-    if (md->stream == POP3_STREAM_BODY)
+    if (md->stream == POP3_STREAM_BODY && md->conn != NULL)
         conn_body_end(md->conn);
+    if (md->read_out) {
+        /* A chunk read is out and uses the body reader and in_buf: read_done frees them. */
+        md->stream = POP3_STREAM_NONE;
+        md->cut = (struct fault_cut){0};
+        return;
+    }
     store_body_close(&md->reader);
     free(md->in_buf);
     free(md->out_buf);
@@ -172,8 +185,93 @@ void pop3_maildrop_close(struct pop3_maildrop *md)
     maildrop_unlock(md);
 }
 
-enum pop3_md_open pop3_maildrop_open(struct pop3_maildrop *md, struct conn *c, struct store *reads,
-                                     int64_t user_id, const char *address)
+/* ---- reads ------------------------------------------------------------------------------- */
+
+/* On a reader thread, or on the loop inline. Only rj and, for a chunk, the body reader and
+ * in_buf are touched: the loop leaves them alone while the job is out. */
+static int read_run(struct store *st, struct reader_job *job)
+{
+    struct pop3_md_read_job *rj = container_of(job, struct pop3_md_read_job, job);
+    struct pop3_maildrop *md = container_of(rj, struct pop3_maildrop, rj);
+    int rc = STORE_ERR;
+    switch (rj->what) {
+    case POP3_MD_READ_OPEN:
+        rc = store_mailbox_snapshot(st, rj->user_id, &rj->entries, &rj->count);
+        break;
+    case POP3_MD_READ_BODY:
+        rc = store_message_open(st, rj->user_id, rj->entry_id, STORE_MESSAGE_HOLD_MS, &rj->body,
+                                &rj->size);
+        if (rc == STORE_OK && rj->threaded)
+            store_body_rebind(rj->body, NULL); /* the next chunk may run on another thread */
+        break;
+    case POP3_MD_READ_CHUNK:
+        if (rj->threaded)
+            store_body_rebind(md->reader, st);
+        rc = store_body_read(md->reader, md->in_buf, POP3_BODY_CHUNK_BYTES, &rj->n);
+        if (rj->threaded)
+            store_body_rebind(md->reader, NULL);
+        break;
+    }
+    if (rc != STORE_OK)
+        snprintf(rj->error, sizeof(rj->error), "%s", store_errmsg(st));
+    return rc;
+}
+
+static void read_done(struct reader_job *job, int status);
+
+/* Submits md->rj (what and its inputs set): READER_DONE with *status_out, or READER_PENDING
+ * with reading paused and read_out set. */
+static int read_submit(struct pop3_maildrop *md, int *status_out)
+{
+    md->rj.job.run = read_run;
+    md->rj.job.done = read_done;
+    md->rj.threaded = !reader_is_inline(md->reads);
+    md->rj.error[0] = '\0';
+    int outcome = reader_submit(md->reads, &md->rj.job, status_out);
+    if (outcome == READER_PENDING) {
+        md->read_out = true;
+        conn_pause_reading(md->conn);
+    }
+    return outcome;
+}
+
+static enum pop3_md_open snapshot_taken(struct pop3_maildrop *md, int status);
+static enum pop3_md_result body_opened(struct pop3_maildrop *md, int status,
+                                       char reply[POP3_MD_REPLY_MAX_BYTES]);
+static void chunk_read(struct pop3_maildrop *md, int status);
+
+/* A PENDING read is back, on the loop. The connection may have gone meanwhile (md->conn is
+ * NULL after pop3_maildrop_stop): then what the read brought is freed here and the session is
+ * told only so that it releases what it held. */
+static void read_done(struct reader_job *job, int status)
+{
+    struct pop3_md_read_job *rj = container_of(job, struct pop3_md_read_job, job);
+    struct pop3_maildrop *md = container_of(rj, struct pop3_maildrop, rj);
+    md->read_out = false;
+    char reply[POP3_MD_REPLY_MAX_BYTES] = "";
+    int result = 0;
+    if (md->conn == NULL) {
+        free(rj->entries);
+        rj->entries = NULL;
+        store_body_close(&rj->body);
+        stream_stop(md); /* what the stop left to us: the body reader and the buffers */
+    } else if (rj->what == POP3_MD_READ_OPEN) {
+        result = (int)snapshot_taken(md, status);
+    } else if (rj->what == POP3_MD_READ_BODY) {
+        result = (int)body_opened(md, status, reply);
+        if (result == POP3_MD_OK || result == POP3_MD_ERROR)
+            conn_resume_reading(md->conn); /* nothing streams: the next command may come */
+    } else {
+        chunk_read(md, status);
+    }
+    md->on_read(md->read_ctx, rj->what, result, reply);
+}
+
+/* ---- open ---------------------------------------------------------------------------------- */
+
+enum pop3_md_open pop3_maildrop_open(struct pop3_maildrop *md, struct conn *c,
+                                     struct reader *reader, int64_t user_id, const char *address,
+                                     pop3_md_read_fn on_read, void *ctx)
 {
     int held = lock_try(user_id);
     if (held > 0) {
@@ -183,16 +281,33 @@ enum pop3_md_open pop3_maildrop_open(struct pop3_maildrop *md, struct conn *c, s
     if (held < 0)
         return POP3_MD_NO_MEMORY;
     md->conn = c;
-    md->reads = reads;
+    md->reads = reader;
+    md->on_read = on_read;
+    md->read_ctx = ctx;
     md->locked = true;
     md->user_id = user_id;
     snprintf(md->address, sizeof(md->address), "%s", address);
     /* RFC 1939 8: the snapshot fixes message numbers and sizes for the whole session. */
-    struct store_mail_entry *entries = NULL;
-    size_t count = 0;
-    if (store_mailbox_snapshot(reads, user_id, &entries, &count) != STORE_OK) {
-        log_error("pop3", conn_sid(c), "event=snapshot-failed user=%s error=\"%s\"", address,
-                  store_errmsg(reads));
+    md->rj.what = POP3_MD_READ_OPEN;
+    md->rj.user_id = user_id;
+    md->rj.entries = NULL;
+    md->rj.count = 0;
+    int status;
+    if (read_submit(md, &status) == READER_PENDING)
+        return POP3_MD_OPEN_PENDING;
+    return snapshot_taken(md, status);
+}
+
+/* The snapshot read is over: the maildrop is open, or closed again. */
+static enum pop3_md_open snapshot_taken(struct pop3_maildrop *md, int status)
+{
+    struct store_mail_entry *entries = md->rj.entries;
+    size_t count = md->rj.count;
+    md->rj.entries = NULL;
+    if (status != STORE_OK) {
+        log_error("pop3", conn_sid(md->conn), "event=snapshot-failed user=%s error=\"%s\"",
+                  md->address, md->rj.error);
+        free(entries);
         pop3_maildrop_close(md);
         return POP3_MD_STORE_ERROR;
     }
@@ -306,24 +421,39 @@ static bool body_write(struct pop3_maildrop *md, size_t k)
     return true;
 }
 
+/* A chunk read is over: in_buf holds n octets, or read_failed says why not. */
+static void chunk_read(struct pop3_maildrop *md, int status)
+{
+    if (status != STORE_OK) {
+        log_error("pop3", conn_sid(md->conn), "event=retr-failed msg=%" PRIu64 " error=\"%s\"",
+                  md->stream_msg, md->rj.error);
+        md->read_failed = true;
+        return;
+    }
+    size_t n = md->rj.n;
+    md->in_off = 0;
+    md->in_len = n;
+    if (n < POP3_BODY_CHUNK_BYTES)
+        md->in_eof = true;
+    if (md->in_eof)
+        store_body_close(&md->reader); /* no snapshot held while the tail goes out */
+}
+
 /* RETR/TOP: one step; 1 when the body and its terminator are out, 0 to go on, -1 on failure,
- * -2 when a fault injection cut stopped it. */
+ * -2 when a fault injection cut stopped it, -3 when a chunk read is out (PENDING). */
 static int pump_body(struct pop3_maildrop *md)
 {
+    if (md->read_failed)
+        return -1;
     if (md->in_off == md->in_len && !md->in_eof && !dotstuff_has_enough(&md->ds)) {
-        size_t n = 0;
-        int rc = store_body_read(md->reader, md->in_buf, POP3_BODY_CHUNK_BYTES, &n);
-        if (rc != STORE_OK) {
-            log_error("pop3", conn_sid(md->conn), "event=retr-failed msg=%" PRIu64 " error=\"%s\"",
-                      md->stream_msg, store_errmsg(md->reads));
+        md->rj.what = POP3_MD_READ_CHUNK;
+        md->rj.n = 0;
+        int status;
+        if (read_submit(md, &status) == READER_PENDING)
+            return -3;
+        chunk_read(md, status);
+        if (md->read_failed)
             return -1;
-        }
-        md->in_off = 0;
-        md->in_len = n;
-        if (n < POP3_BODY_CHUNK_BYTES)
-            md->in_eof = true;
-        if (md->in_eof)
-            store_body_close(&md->reader); /* no snapshot held while the tail goes out */
     }
     if (md->in_off < md->in_len && !dotstuff_has_enough(&md->ds)) {
         size_t used = 0;
@@ -344,6 +474,8 @@ static int pump_body(struct pop3_maildrop *md)
 enum pop3_pump pop3_maildrop_pump(struct pop3_maildrop *md)
 {
     struct conn *c = md->conn;
+    if (md->read_out)
+        return POP3_PUMP_IDLE; /* a chunk is on its way: its read callback pumps again */
     while (md->stream != POP3_STREAM_NONE && !conn_is_closing(c)) {
         struct conn_stats st;
         conn_get_stats(c, &st);
@@ -354,6 +486,8 @@ enum pop3_pump pop3_maildrop_pump(struct pop3_maildrop *md)
         }
         if (md->stream == POP3_STREAM_BODY) {
             int rc = pump_body(md);
+            if (rc == -3)
+                return POP3_PUMP_READING;
             if (rc == -2)
                 return POP3_PUMP_CUT;
             if (rc < 0) {
@@ -448,17 +582,38 @@ static enum pop3_md_result send_body(struct pop3_maildrop *md, uint64_t msg, boo
     const struct store_mail_entry *e = find_message(md, msg, &i, reply);
     if (e == NULL)
         return POP3_MD_ERROR;
-    int64_t size = 0;
-    int rc = store_message_open(md->reads, md->user_id, e->id, STORE_MESSAGE_HOLD_MS, &md->reader,
-                                &size);
+    md->rj.what = POP3_MD_READ_BODY;
+    md->rj.user_id = md->user_id;
+    md->rj.entry_id = e->id;
+    md->rj.msg = msg;
+    md->rj.top = top;
+    md->rj.top_lines = top_lines;
+    md->rj.body = NULL;
+    md->rj.size = 0;
+    int status;
+    if (read_submit(md, &status) == READER_PENDING)
+        return POP3_MD_PENDING;
+    return body_opened(md, status, reply);
+}
+
+/* The body's opening is over: +OK and the stream started, or the error reply written. */
+static enum pop3_md_result body_opened(struct pop3_maildrop *md, int status,
+                                       char reply[POP3_MD_REPLY_MAX_BYTES])
+{
+    uint64_t msg = md->rj.msg;
+    bool top = md->rj.top;
+    int64_t size = md->rj.size;
+    md->reader = md->rj.body;
+    md->rj.body = NULL;
     /* Removed by an administrator meanwhile (the lock keeps other sessions out). */
-    if (rc == STORE_NOT_FOUND)
+    if (status == STORE_NOT_FOUND)
         return refuse(reply, "-ERR [SYS/PERM] Message %" PRIu64 " is no longer available", msg);
-    if (rc != STORE_OK) {
+    if (status != STORE_OK) {
         log_error("pop3", conn_sid(md->conn), "event=retr-failed msg=%" PRIu64 " error=\"%s\"", msg,
-                  store_errmsg(md->reads));
+                  md->rj.error);
         return refuse(reply, "-ERR [SYS/TEMP] Cannot read the message now");
     }
+    md->read_failed = false;
     md->in_buf = malloc(POP3_BODY_CHUNK_BYTES);
     if (md->in_buf == NULL || stream_start(md, POP3_STREAM_BODY) != 0) {
         stream_stop(md);
@@ -469,7 +624,7 @@ static enum pop3_md_result send_body(struct pop3_maildrop *md, uint64_t msg, boo
     md->stream_msg = msg;
     md->stream_top = top;
     if (top) {
-        dotstuff_init_top(&md->ds, top_lines);
+        dotstuff_init_top(&md->ds, md->rj.top_lines);
         conn_reply(md->conn, "+OK Top of message follows\r\n");
     } else {
         dotstuff_init(&md->ds);

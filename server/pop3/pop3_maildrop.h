@@ -5,6 +5,13 @@
  * error, the reply text) and through the done callback the session hands over with the UPDATE
  * writer job. The maildrop never sees the session.
  *
+ * Reads (storage/reader.h): the snapshot at login, the opening of a body for RETR or TOP and each
+ * chunk of it are reader jobs. Inline (SQLite) they finish inside the call, as plain reads did;
+ * with reader threads the call says PENDING, reading stays paused, and the maildrop reports the
+ * outcome later through the session's read callback (pop3_md_read_fn). The session holds a
+ * reference to itself and to the connection while a read is out, which is what lets the
+ * maildrop's job outlive a closed connection: the maildrop frees what a late read brought in.
+ *
  * Who does what: the session owns the state machine, the command table, every error reply and the
  * error count, its timers (the stalled-reader timer included: pop3_maildrop_pump says when to arm
  * it) and its own lifetime. The maildrop owns the lock on the user's maildrop, the snapshot and the
@@ -23,6 +30,7 @@
 #include "common/pure/fault.h"
 #include "server/net/conn.h"
 #include "storage/mailbox.h"
+#include "storage/reader.h"
 #include "storage/store.h"
 #include "storage/writer.h"
 
@@ -34,6 +42,8 @@ enum pop3_md_result {
     POP3_MD_OK = 0, /* answered (the positive reply is out) */
     POP3_MD_ERROR,  /* the reply is an error reply: send it as one (counted) */
     POP3_MD_STREAM, /* a multi-line answer started (reading is paused): pump it */
+    /* A read is out (reading is paused): the result comes through the read callback. */
+    POP3_MD_PENDING,
 };
 
 /* What pop3_maildrop_pump() did. */
@@ -43,14 +53,48 @@ enum pop3_pump {
     POP3_PUMP_DONE,     /* the answer is complete and reading resumed: stop the stalled timer */
     POP3_PUMP_FAILED,   /* a body could not be read after "+OK": abort the connection */
     POP3_PUMP_CUT,      /* fault injection cut the body (cut below): close, flushing what went */
+    POP3_PUMP_READING,  /* a chunk read is out: the read callback says when to pump again */
 };
 
 /* What pop3_maildrop_open() found. */
 enum pop3_md_open {
-    POP3_MD_OPENED = 0,  /* locked, snapshot taken */
-    POP3_MD_IN_USE,      /* another session holds the lock (logged) */
-    POP3_MD_NO_MEMORY,   /* nothing is held */
-    POP3_MD_STORE_ERROR, /* the snapshot failed (logged); nothing is held */
+    POP3_MD_OPENED = 0,   /* locked, snapshot taken */
+    POP3_MD_IN_USE,       /* another session holds the lock (logged) */
+    POP3_MD_NO_MEMORY,    /* nothing is held */
+    POP3_MD_STORE_ERROR,  /* the snapshot failed (logged); nothing is held */
+    POP3_MD_OPEN_PENDING, /* the snapshot is being read: the result comes through the callback */
+};
+
+/* Which read a read callback reports on. */
+enum pop3_md_read {
+    POP3_MD_READ_OPEN,  /* the login's snapshot: result is an enum pop3_md_open */
+    POP3_MD_READ_BODY,  /* RETR/TOP: result is an enum pop3_md_result, reply its error reply */
+    POP3_MD_READ_CHUNK, /* a chunk of the body arrived: pump again (result unused) */
+};
+
+/*
+ * A read that answered PENDING is over (threaded reads only), on the loop thread. Called exactly
+ * once per PENDING, also after pop3_maildrop_stop (the maildrop has then already dropped what
+ * the read brought; the session only releases what it held for it).
+ */
+typedef void (*pop3_md_read_fn)(void *ctx, enum pop3_md_read what, int result, const char *reply);
+
+/* The one reader job of a maildrop: at most one read is out at a time. */
+struct pop3_md_read_job {
+    struct reader_job job; /* with the reader from a PENDING submit until its done ran */
+    enum pop3_md_read what;
+    bool threaded; /* on a reader thread: the body reader is rebound around each read */
+    int64_t user_id;
+    int64_t entry_id;                 /* BODY */
+    uint64_t msg;                     /* BODY: the message number, for the answer and logs */
+    bool top;                         /* BODY: TOP rather than RETR */
+    uint64_t top_lines;               /* BODY: TOP's n */
+    struct store_mail_entry *entries; /* OPEN's result, owned until taken */
+    size_t count;
+    struct store_body_reader *body; /* BODY's result, owned until taken */
+    int64_t size;
+    size_t n;        /* CHUNK: octets read into the maildrop's in_buf */
+    char error[256]; /* the store's message when the read failed */
 };
 
 /* What the output pump is sending (multi-line answers that may pass the output bound). */
@@ -77,9 +121,14 @@ struct pop3_update_job {
 
 /* Embedded in the session, which zeroes it once; the fields are pop3_maildrop.c's alone. */
 struct pop3_maildrop {
-    struct conn *conn;   /* borrowed while open */
-    struct store *reads; /* borrowed while open */
-    bool locked;         /* holds the maildrop lock for user_id */
+    struct conn *conn;       /* borrowed while open */
+    struct reader *reads;    /* borrowed while open: the loop's reader */
+    pop3_md_read_fn on_read; /* the session's, with read_ctx */
+    void *read_ctx;
+    struct pop3_md_read_job rj;
+    bool read_out;    /* rj is with the reader (PENDING): nothing it uses may be freed */
+    bool read_failed; /* the last chunk could not be read */
+    bool locked;      /* holds the maildrop lock for user_id */
     int64_t user_id;
     char address[ADDRESS_STRLEN];     /* the user's, for the logs */
     struct store_mail_entry *entries; /* owned snapshot, message n is entries[n - 1] */
@@ -107,11 +156,14 @@ struct pop3_maildrop {
 };
 
 /* The password was right: takes the lock on user_id's maildrop (one session per maildrop, RFC
- * 1939 8) and the snapshot. address is for the logs. */
-enum pop3_md_open pop3_maildrop_open(struct pop3_maildrop *md, struct conn *c, struct store *reads,
-                                     int64_t user_id, const char *address);
-/* The connection went (on_close): stops streaming and frees the snapshot. The lock stays until
- * pop3_maildrop_close(), so no new session reads the maildrop while UPDATE may still run. */
+ * 1939 8) and the snapshot, read through reader. address is for the logs. on_read(ctx) is
+ * called for every read that answered PENDING, this one and those of later commands. */
+enum pop3_md_open pop3_maildrop_open(struct pop3_maildrop *md, struct conn *c,
+                                     struct reader *reader, int64_t user_id, const char *address,
+                                     pop3_md_read_fn on_read, void *ctx);
+/* The connection went (on_close): stops streaming and frees the snapshot (a read still out
+ * frees its own results when it comes back). The lock stays until pop3_maildrop_close(), so no
+ * new session reads the maildrop while UPDATE may still run. */
 void pop3_maildrop_stop(struct pop3_maildrop *md);
 /* Stops, and releases the lock. Safe when not open, and twice. Not the UPDATE job: that one ends
  * in its done. */

@@ -40,7 +40,7 @@
  * Ownership: a struct pop3_session is created in on_open, hangs off its connection and lives by
  * the reference count of server/net/session_ref.h, the same rule as the SMTP session's: the
  * connection holds one reference until on_close; the login's window job, a renewal made while
- * connected, the UPDATE job, an AUTH
+ * connected, the UPDATE job, a maildrop read out on a reader thread, an AUTH
  * verification (until it answers or on_close cancels it) and the closing of each uv timer hold
  * one each, and their completions look at ref.closed before touching the connection. Only this
  * file frees the session (pop3_session_release), when the last reference goes.
@@ -227,6 +227,9 @@ static void pump(struct pop3_session *s)
             uv_timer_stop(&s->timer);
         conn_close(s->conn, "fault-drop-body");
         return;
+    case POP3_PUMP_READING:
+        pop3_hold_for_read(s);
+        return;
     case POP3_PUMP_IDLE:
         return;
     }
@@ -235,12 +238,43 @@ static void pump(struct pop3_session *s)
 /* A TRANSACTION command's answer from pop3_maildrop.c. */
 static void maildrop_answer(struct pop3_session *s, enum pop3_md_result r, const char *reply)
 {
+    if (r == POP3_MD_PENDING) {
+        pop3_hold_for_read(s); /* the answer comes through pop3_maildrop_read_done */
+        return;
+    }
     if (r != POP3_MD_STREAM)
         s->md.cut = (struct fault_cut){0}; /* nothing streams: nothing to cut */
     if (r == POP3_MD_ERROR)
         pop3_reply_error(s, "%s", reply);
     else if (r == POP3_MD_STREAM)
         pump(s);
+}
+
+void pop3_hold_for_read(struct pop3_session *s)
+{
+    conn_ref(s->conn);
+    session_ref_take(&s->ref);
+}
+
+void pop3_maildrop_read_done(void *ctx, enum pop3_md_read what, int result, const char *reply)
+{
+    struct pop3_session *s = ctx;
+    struct conn *c = s->conn;
+    if (!s->ref.closed) {
+        switch (what) {
+        case POP3_MD_READ_OPEN:
+            pop3_login_opened(s, (enum pop3_md_open)result);
+            break;
+        case POP3_MD_READ_BODY:
+            maildrop_answer(s, (enum pop3_md_result)result, reply);
+            break;
+        case POP3_MD_READ_CHUNK:
+            pump(s);
+            break;
+        }
+    }
+    conn_unref(&c);
+    pop3_session_release(s);
 }
 
 /* ---- commands valid in several states ------------------------------------------------------ */

@@ -27,6 +27,13 @@
  * connections (memory), never the readers. An idle pooled connection holds no transaction (every
  * statement is reset after its step), so it pins nothing.
  *
+ * Threads: a reader is used by one thread at a time. With reader threads (storage/reader.h) the
+ * chunks of one body are read by jobs that may land on different threads, one after the other;
+ * each job rebinds the reader to its own thread's store for the read (store_body_rebind) and
+ * unbinds it after, so the pool and the error text it touches are always the running thread's.
+ * The connection it holds meanwhile travels with it: a SQLite connection may be used by several
+ * threads as long as never by two at once. Closed unbound, it closes that connection itself.
+ *
  * What it does not do: know what a body is for (dot-stuffing is common/pure/dotstuff.c), or write.
  */
 #include "storage/sqlite/sqlite_internal.h"
@@ -122,13 +129,14 @@ static struct sqlite_read_conn *pool_take(const struct store_body_reader *r)
     return rc;
 }
 
-/* Gives rc back: kept while the pool has room and rc is sound, else closed. */
+/* Gives rc back: kept while the pool has room and rc is sound, else closed. s is NULL for a
+ * reader between two threads' jobs (store_body_rebind): then there is no pool to give it to. */
 static void pool_give(struct store *s, struct sqlite_read_conn *rc, bool sound)
 {
-    struct sqlite_store *ls = sqlite_of(s);
+    struct sqlite_store *ls = s != NULL ? sqlite_of(s) : NULL;
     if (rc == NULL)
         return;
-    if (!sound || ls->read_pool.n_idle >= STORE_READ_POOL_MAX) {
+    if (ls == NULL || !sound || ls->read_pool.n_idle >= STORE_READ_POOL_MAX) {
         read_conn_free(rc);
         return;
     }
@@ -342,6 +350,11 @@ int store_body_read(struct store_body_reader *r, void *buf, size_t cap, size_t *
     if (status != STORE_OK)
         r->failed = true;
     return status;
+}
+
+void store_body_rebind(struct store_body_reader *r, struct store *s)
+{
+    r->s = s;
 }
 
 void store_body_close(struct store_body_reader **rp)

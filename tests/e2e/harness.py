@@ -138,7 +138,13 @@ class PosternTest(unittest.TestCase):
                                        env=dict(os.environ, **(env or {})))
         self.server_log = log
         self.addCleanup(self.stop_server)
-        self.wait_log(wait_for)
+        text = self.wait_log(wait_for)
+        # POSTERN_TEST_READER_THREADS=N (the e2e.threaded_reads run, storage/reader.h): every
+        # read is a job on N reader threads. A server that started without them would pass the
+        # run without testing what it is for.
+        threads = dict(os.environ, **(env or {})).get("POSTERN_TEST_READER_THREADS", "")
+        if threads and wait_for == "event=ready":
+            self.assertIn(f"event=test-reader-threads threads={threads}", text)
         return self.server
 
     def read_log(self):

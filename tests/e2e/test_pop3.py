@@ -240,6 +240,44 @@ class Commands(Pop3Test):
         p = self.pop()  # the lock was released too
         self.assertEqual(p.stat()[0], 3)
 
+    def test_clients_that_go_while_their_reads_are_out(self):
+        # A client that closes right after PASS or in the middle of a RETR leaves its read (the
+        # snapshot, a chunk of the body) to finish after the connection is gone; with reader
+        # threads (POSTERN_TEST_READER_THREADS, the e2e.threaded_reads run) those reads are out
+        # on another thread then. The server must drop their results, free the maildrop, and go
+        # on serving: each time, and after.
+        big = b"Subject: big\r\n\r\n" + b"0123456789" * 30000 + b"\r\n"
+        self.add_message(ALICE, big)
+
+        def login():
+            # A session that just went may hold the maildrop until its last job is back.
+            deadline = time.monotonic() + 20
+            while True:
+                c = self.raw()
+                self.assertEqual(self.cmd(c, f"USER {ALICE}"), "+OK Send your password")
+                reply = self.cmd(c, f"PASS {PW[ALICE]}")
+                if "[IN-USE]" not in reply or time.monotonic() > deadline:
+                    self.assertTrue(reply.startswith("+OK Logged in: maildrop has 4 messages"),
+                                    reply)
+                    return c
+                c.close()
+                time.sleep(0.05)
+
+        for i in range(12):
+            if i % 2:
+                c = self.raw()
+                c.send(f"USER {ALICE}\r\nPASS {PW[ALICE]}\r\n")
+                time.sleep(0.02 * (i % 3))
+            else:
+                c = login()
+                c.send("RETR 4\r\n")
+                c.sock.recv(1000)
+            c.close()
+        c = login()
+        c.send("RETR 4\r\n")
+        self.assertEqual(c.line(), f"+OK {len(big)} octets")
+        self.assertEqual(len(self.multi(c)), big.count(b"\r\n"))
+
     def test_in_use(self):
         first = self.raw()
         self.login_raw(first)

@@ -38,6 +38,7 @@
 #include "common/pure/cidr.h"
 #include "server/app.h"
 #include "server/auth/auth.h"
+#include "storage/reader.h"
 #include "storage/spool.h"
 #include "storage/store.h"
 #include "storage/writer.h"
@@ -184,6 +185,9 @@ static void setup(void)
         die("init");
     setup_store();
     if (writer_start(&h.loop, h.db, &h.writer, err, sizeof(err)) != 0)
+        die(err);
+    /* Inline reads, as the server runs them on SQLite (storage/reader.h). */
+    if (reader_start(&h.loop, h.db, 0, h.reads, &h.app.reader, err, sizeof(err)) != 0)
         die(err);
     if (auth_new(&h.loop, &h.app.auth) != 0)
         die("auth_new");

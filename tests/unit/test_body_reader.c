@@ -302,6 +302,58 @@ static void test_large_body_in_chunks(void **state)
     free(body);
 }
 
+/* store_body_rebind: the chunks of one body read through two stores in turn (two reader threads'
+ * connections), unbound between them; the connection travels with the reader, is given back to
+ * the store bound at the end of the body, and a reader closed unbound closes its own. */
+static void test_rebind_between_stores(void **state)
+{
+    struct fixture *f = *state;
+    unsigned char *body = make_body(LARGE_BYTES, 11);
+    int64_t entry = deliver(f, body, LARGE_BYTES, false, NULL);
+    struct store *other = open_ok(f->path);
+    struct store *stores[2] = {f->rd, other};
+    struct store_body_reader *r = NULL;
+    assert_int_equal(store_message_open(f->rd, f->uid, entry, HOLD_LONG, &r, NULL), STORE_OK);
+    pool_is(f, 0, 1); /* the reader holds the one connection opened for it */
+    store_body_rebind(r, NULL);
+    unsigned char *buf = malloc(CHUNK_BYTES);
+    assert_non_null(buf);
+    size_t off = 0;
+    for (unsigned i = 0; off < LARGE_BYTES; i++) {
+        store_body_rebind(r, stores[i % 2]);
+        size_t n = 0;
+        if (store_body_read(r, buf, CHUNK_BYTES, &n) != STORE_OK)
+            fail_msg("read at %zu: %s", off, store_errmsg(stores[i % 2]));
+        store_body_rebind(r, NULL);
+        assert_true(n > 0);
+        assert_memory_equal(buf, body + off, n);
+        off += n;
+    }
+    store_body_close(&r);
+    /* One connection for the whole body: no store opened another on the way. */
+    size_t idle[2];
+    uint64_t opened[2];
+    store_read_pool_stats(f->rd, &idle[0], &opened[0]);
+    store_read_pool_stats(other, &idle[1], &opened[1]);
+    assert_int_equal(opened[0] + opened[1], 1);
+    assert_int_equal(idle[0] + idle[1], 1); /* back in the pool of the store bound at the end */
+
+    /* Closed unbound in the middle of a body: its connection is closed, no pool gains one. */
+    assert_int_equal(store_message_open(other, f->uid, entry, HOLD_LONG, &r, NULL), STORE_OK);
+    size_t n = 0;
+    assert_int_equal(store_body_read(r, buf, CHUNK_BYTES, &n), STORE_OK);
+    store_body_rebind(r, NULL);
+    store_body_close(&r);
+    size_t idle_after[2];
+    store_read_pool_stats(f->rd, &idle_after[0], &opened[0]);
+    store_read_pool_stats(other, &idle_after[1], &opened[1]);
+    assert_int_equal(idle_after[1], 0);       /* taken from other's pool, or new: closed */
+    assert_int_equal(idle_after[0], idle[0]); /* never given to a store it was not bound to */
+    free(buf);
+    store_close(&other);
+    free(body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -309,6 +361,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_more_readers_than_the_pool, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deleted_mid_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_body_in_chunks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rebind_between_stores, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
