@@ -16,6 +16,11 @@
  * A submit signals the condition variable only when a thread sleeps on it; a running thread
  * looks at pending again before it sleeps.
  *
+ * A handle's uv_async keeps its loop alive only while jobs submitted through it are out: it is
+ * unreferenced when idle (uv_unref), so a loop with nothing else to do ends as it did before
+ * the reader existed, and referenced from the first submit to the last delivery. in_flight
+ * changes on the loop thread only (submit, deliver), which is what makes that exact.
+ *
  * Shutdown follows the writer's (storage/writer.c): an attached handle is detached on its own
  * loop once its sessions are gone and closes its uv_async when the last job it submitted has
  * been delivered; a thread sends to a handle only under the mutex, right after appending to it,
@@ -143,7 +148,10 @@ static void reader_deliver(struct reader *r)
     r->completed_head = r->completed_tail = NULL;
     for (struct reader_job *j = list; j != NULL; j = j->next)
         r->in_flight--;
+    bool idle = r->in_flight == 0 && list != NULL;
     pool_unlock(p);
+    if (idle)
+        uv_unref((uv_handle_t *)&r->async);
     while (list != NULL) {
         struct reader_job *j = list;
         list = j->next;
@@ -296,6 +304,7 @@ int reader_start(uv_loop_t *loop, const char *db_path, unsigned threads, struct 
         return -1;
     }
     r->async.data = r;
+    uv_unref((uv_handle_t *)&r->async); /* idle */
     *out = r;
     return 0;
 }
@@ -328,6 +337,7 @@ int reader_attach(struct reader *first, uv_loop_t *loop, struct store *loop_stor
         return -1;
     }
     r->async.data = r;
+    uv_unref((uv_handle_t *)&r->async); /* idle */
     *out = r;
     return 0;
 }
@@ -361,9 +371,11 @@ int reader_submit(struct reader *r, struct reader_job *job, int *status_out)
     else
         p->pending_head = job;
     p->pending_tail = job;
-    r->in_flight++;
+    bool was_idle = r->in_flight++ == 0;
     bool wake = p->sleeping > 0;
     pool_unlock(p);
+    if (was_idle)
+        uv_ref((uv_handle_t *)&r->async); /* the loop must live until done is called */
     if (wake)
         must(pthread_cond_signal(&p->wake), "pthread_cond_signal");
     return READER_PENDING;

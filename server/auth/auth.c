@@ -2,8 +2,9 @@
  * auth.c - see auth.h. The verifier: requests, the FIFO in front of the threadpool, the cache, the
  * throttle tables, and the close path.
  *
- * A request is in exactly one place at a time: the FIFO (waiting for a threadpool slot), the
- * threadpool (running argon2id), or the ready list (its result is known already: cache hit,
+ * A request is in exactly one place at a time: the user's lookup (a reader job, out only with
+ * reader threads: inline it runs inside auth_verify), the FIFO (waiting for a threadpool slot),
+ * the threadpool (running argon2id), or the ready list (its result is known already: cache hit,
  * refusal, store error, over-long password; delivered from a 0 ms uv timer so that done never
  * runs inside auth_verify()). Failure counting and cache insertion happen when the result is
  * known, before and whatever the delivery, so a cancelled request still counts.
@@ -23,6 +24,7 @@
 #include "common/pure/cidr.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "storage/reader.h"
 #include "storage/store.h"
 
 /* ======================================================================== verification */
@@ -56,9 +58,10 @@ struct throttle {
 };
 
 enum request_place {
-    REQ_WAITING = 1, /* in a->waiting */
-    REQ_RUNNING,     /* in the threadpool */
-    REQ_READY,       /* in a->ready */
+    REQ_LOOKUP = 1, /* the user's row is being read (reader threads) */
+    REQ_WAITING,    /* in a->waiting */
+    REQ_RUNNING,    /* in the threadpool */
+    REQ_READY,      /* in a->ready */
 };
 
 enum fail_reason {
@@ -82,6 +85,8 @@ struct auth_request {
     bool verified; /* set by the worker */
     enum fail_reason reason;
     uv_work_t work;
+    struct reader_job lookup; /* the user's row: store_user_get */
+    int64_t now_ms;           /* when auth_verify was called: the throttles' and cache's time */
     struct ip_addr ip;
     uint8_t ip_key[THROTTLE_KEY_LEN];
     uint8_t user_key[THROTTLE_KEY_LEN];
@@ -128,6 +133,7 @@ struct auth {
     struct request_list waiting;
     struct request_list ready;
     struct auth_stats stats;
+    size_t lookups_out; /* requests whose user lookup is with the reader threads */
 };
 
 /* The loops' clocks are all uv_hrtime based (CLOCK_MONOTONIC), so their uv_now values agree up
@@ -441,7 +447,7 @@ static void deliver(struct auth_request *r)
 
 static void maybe_free_auth(struct auth *a)
 {
-    if (a->closing && a->timer_closed && a->stats.in_flight == 0) {
+    if (a->closing && a->timer_closed && a->stats.in_flight == 0 && a->lookups_out == 0) {
         shared_unref(&a->sh);
         sodium_memzero(a, sizeof(*a));
         free(a);
@@ -465,6 +471,7 @@ static void ready_cb(uv_timer_t *t)
 
 static void make_ready(struct auth *a, struct auth_request *r)
 {
+    sodium_memzero(r->password, sizeof(r->password)); /* the result is known: no more use */
     r->place = REQ_READY;
     list_push(&a->ready, r);
     if (!uv_is_active((uv_handle_t *)&a->ready_timer)) {
@@ -672,10 +679,40 @@ void auth_cancel(struct auth_request *r)
         /* argon2id cannot be stopped; verify_after counts the result and frees. */
         r->cancelled = true;
         break;
+    case REQ_LOOKUP:
+        /* The reader has the job: lookup_done frees the request. */
+        r->cancelled = true;
+        break;
     }
 }
 
-struct auth_request *auth_verify(struct auth *a, struct store *reads, const struct ip_addr *ip,
+static void after_lookup(struct auth *a, struct auth_request *r, int st);
+
+/* On a reader thread, or inline on the loop: the request's own fields only. */
+static int lookup_run(struct store *st, struct reader_job *job)
+{
+    struct auth_request *r = container_of(job, struct auth_request, lookup);
+    int rc = store_user_get(st, r->result.user, &r->result.user_id, r->hash, sizeof(r->hash));
+    if (rc != STORE_OK && rc != STORE_NOT_FOUND)
+        log_error("auth", 0, "event=store-failed error=\"%s\"", store_errmsg(st));
+    return rc;
+}
+
+/* A lookup that was out is back, on the loop. */
+static void lookup_done(struct reader_job *job, int st)
+{
+    struct auth_request *r = container_of(job, struct auth_request, lookup);
+    struct auth *a = r->a;
+    a->lookups_out--;
+    if (a->closing || r->cancelled) {
+        request_free(r); /* auth_cancel counted it; auth_free wants nothing more of it */
+        maybe_free_auth(a);
+        return;
+    }
+    after_lookup(a, r, st);
+}
+
+struct auth_request *auth_verify(struct auth *a, struct reader *reads, const struct ip_addr *ip,
                                  const char *username, const char *password, size_t pwlen,
                                  auth_done_fn done, void *ctx)
 {
@@ -731,36 +768,55 @@ struct auth_request *auth_verify(struct auth *a, struct store *reads, const stru
         return r;
     }
 
-    if (valid) {
-        int st =
-            store_user_get(reads, r->result.user, &r->result.user_id, r->hash, sizeof(r->hash));
-        if (st == STORE_OK) {
-            r->known = true;
-        } else if (st == STORE_NOT_FOUND) {
-            r->reason = FAIL_UNKNOWN_USER;
-        } else {
-            log_error("auth", 0, "event=store-failed error=\"%s\"", store_errmsg(reads));
-            r->reason = FAIL_STORE;
-            settle(a, r, false);
-            make_ready(a, r);
-            return r;
-        }
-    } else {
+    /* Copied now: the lookup may complete after the caller has wiped its copy. */
+    if (pwlen > 0)
+        memcpy(r->password, password, pwlen);
+    r->password_len = pwlen;
+    r->now_ms = now;
+    if (!valid) {
         r->reason = FAIL_BAD_NAME;
+        after_lookup(a, r, STORE_NOT_FOUND);
+        return r;
+    }
+    r->lookup.run = lookup_run;
+    r->lookup.done = lookup_done;
+    int st;
+    if (reader_submit(reads, &r->lookup, &st) == READER_PENDING) {
+        r->place = REQ_LOOKUP;
+        a->lookups_out++;
+        return r;
+    }
+    after_lookup(a, r, st);
+    return r;
+}
+
+/* The user's row is known (st: STORE_OK, STORE_NOT_FOUND or a failure): a cache hit, a store
+ * failure, or a verification queued for the threadpool. */
+static void after_lookup(struct auth *a, struct auth_request *r, int st)
+{
+    if (st == STORE_OK) {
+        r->known = true;
+    } else if (st != STORE_NOT_FOUND) {
+        r->reason = FAIL_STORE;
+        settle(a, r, false);
+        make_ready(a, r);
+        return;
+    } else if (r->reason == FAIL_NONE) {
+        r->reason = FAIL_UNKNOWN_USER;
     }
 
     if (r->known) {
         keyed_hash(a, r->cache_key, sizeof(r->cache_key), 'c', r->result.user,
-                   strlen(r->result.user), r->hash, strlen(r->hash), password, pwlen);
+                   strlen(r->result.user), r->hash, strlen(r->hash), r->password, r->password_len);
         shared_lock(a->sh);
-        bool hit = cache_has(a, r->cache_key, now);
+        bool hit = cache_has(a, r->cache_key, r->now_ms);
         shared_unlock(a->sh);
         if (hit) {
             a->stats.cache_hits++;
             r->result.cached = true;
             settle(a, r, true);
             make_ready(a, r);
-            return r;
+            return;
         }
     } else {
         /* Equal time: the same argon2id work as a real user's check. */
@@ -768,14 +824,10 @@ struct auth_request *auth_verify(struct auth *a, struct store *reads, const stru
         memcpy(r->hash, dummy, strlen(dummy) + 1);
     }
 
-    if (pwlen > 0)
-        memcpy(r->password, password, pwlen);
-    r->password_len = pwlen;
     r->place = REQ_WAITING;
     list_push(&a->waiting, r);
     a->stats.waiting++;
     pump(a);
     if (a->stats.waiting > a->stats.waiting_max)
         a->stats.waiting_max = a->stats.waiting;
-    return r;
 }

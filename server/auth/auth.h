@@ -5,12 +5,12 @@
  * user and password is common/pure/sasl.h's job.
  *
  *   - struct auth: one per server. auth_verify() normalises the name (address_normalize), looks
- *     the stored argon2id hash up on the loop thread through the caller's read store (one
- *     indexed row), checks the cache, and otherwise verifies in the libuv threadpool
- *     (uv_queue_work), never on the loop (argon2id takes tens of milliseconds). The result
- *     always arrives through done on the loop thread, never from inside auth_verify(). It never
- *     blocks and never sleeps: a failure comes back with delay_ms, and the session arms its own
- *     uv timer before answering.
+ *     the stored argon2id hash up through the caller's reader (storage/reader.h: one indexed
+ *     row, inline on the loop's connection or on a reader thread), checks the cache, and otherwise
+ * verifies in the libuv threadpool (uv_queue_work), never on the loop (argon2id takes tens of
+ * milliseconds). The result always arrives through done on the loop thread, never from inside
+ * auth_verify(). It never blocks and never sleeps: a failure comes back with delay_ms, and the
+ * session arms its own uv timer before answering.
  *
  * Equal time: an unknown user, or a name that is not a valid address, is verified against
  * password_dummy_hash(), so neither the answer nor its timing reveals whether an account exists
@@ -83,7 +83,7 @@
 #include "common/password.h"
 
 struct ip_addr;
-struct store;
+struct reader;
 
 /* ---- verification ---- */
 
@@ -172,12 +172,12 @@ void auth_free(struct auth **a);
 
 /*
  * Verifies username / password[0..pwlen) for a client at ip, reading the user through reads
- * (the loop thread's store). done(ctx, result) runs later on the loop, never inside this call.
+ * (the loop's reader). done(ctx, result) runs later on the loop, never inside this call.
  * Returns the request handle, or NULL (done will never be called) when an argument is NULL, the
  * auth is closing or memory ran out: answer a temporary failure then. The password is copied;
  * the caller should wipe its own copy.
  */
-struct auth_request *auth_verify(struct auth *a, struct store *reads, const struct ip_addr *ip,
+struct auth_request *auth_verify(struct auth *a, struct reader *reads, const struct ip_addr *ip,
                                  const char *username, const char *password, size_t pwlen,
                                  auth_done_fn done, void *ctx);
 /* The session is closing: done will not be called for r. Memory is freed now, or when the

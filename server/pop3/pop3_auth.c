@@ -229,7 +229,7 @@ static void verify(struct pop3_session *s, const char *user, const char *passwor
 {
     conn_pause_reading(s->conn);
     session_ref_take(&s->ref);
-    s->auth_req = auth_verify(s->app->auth, s->app->reads, conn_peer_ip(s->conn), user, password,
+    s->auth_req = auth_verify(s->app->auth, s->app->reader, conn_peer_ip(s->conn), user, password,
                               pwlen, auth_done, s);
     if (s->auth_req == NULL) {
         pop3_session_release(s); /* never the last: the connection holds one */

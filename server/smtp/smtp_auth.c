@@ -141,7 +141,7 @@ static void sasl_result(struct smtp_session *s, const struct sasl_step *step)
         struct app *app = conn_app(s->conn);
         conn_pause_reading(s->conn);
         session_ref_take(&s->ref);
-        s->auth_req = auth_verify(app->auth, app->reads, conn_peer_ip(s->conn), step->user,
+        s->auth_req = auth_verify(app->auth, app->reader, conn_peer_ip(s->conn), step->user,
                                   step->password, step->password_len, auth_done, s);
         if (s->auth_req == NULL) {
             auth_log_fail(s, "error", "temporary", step->user);

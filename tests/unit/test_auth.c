@@ -5,7 +5,10 @@
  * cancellation in every place a request can be, throttle delays, the per-client refusal and its
  * expiry, IPv6 /64 grouping, database failures, 200 concurrent requests, closing with work in
  * flight, the log line, and two loops sharing the cache and the throttle (failures from one client
- * on two loops, even at the same time from two threads, add up).
+ * on two loops, even at the same time from two threads, add up). The user lookup goes through a
+ * reader (storage/reader.h): inline for every test, and again on reader threads for those whose
+ * counts do not depend on the lookup finishing inside auth_verify, plus cancelling and freeing
+ * while a lookup is out.
  *
  * Every loop run is bounded by an unreferenced watchdog timer. Hashes use the cheap test limits
  * (POSTERN_TEST_FAST_HASH=1, set here as well as by ctest).
@@ -31,6 +34,7 @@
 #include "common/pure/cidr.h"
 #include "common/password.h"
 #include "server/auth/auth.h"
+#include "storage/reader.h"
 #include "storage/store.h"
 
 #define WATCHDOG_MS 60000
@@ -44,6 +48,7 @@ struct fixture {
     uv_timer_t watchdog;
     bool timed_out;
     struct store *reads;
+    struct reader *reader; /* inline on reads, or on reader_threads threads */
     struct auth *a;
     bool in_verify; /* set around auth_verify(): done must never run then */
     int sync_calls; /* done calls that happened inside auth_verify() */
@@ -59,6 +64,10 @@ struct outcome {
     const char *then_pw;
     bool then_free; /* done calls auth_free() */
 };
+
+/* Reader threads for the next fixture: 0 (inline) unless a test is registered with
+ * setup_threaded. */
+static unsigned reader_threads;
 
 static void watchdog_cb(uv_timer_t *t)
 {
@@ -119,16 +128,28 @@ static int setup(void **state)
     assert_int_equal(uv_timer_init(&fx->loop, &fx->watchdog), 0);
     fx->watchdog.data = fx;
     uv_unref((uv_handle_t *)&fx->watchdog);
+    if (reader_start(&fx->loop, fx->path, reader_threads, fx->reads, &fx->reader, err,
+                     sizeof(err)) != 0)
+        fail_msg("reader_start: %s", err);
     assert_int_equal(auth_new(&fx->loop, &fx->a), 0);
     assert_non_null(fx->a);
     *state = fx;
     return 0;
 }
 
+static int setup_threaded(void **state)
+{
+    reader_threads = 2;
+    int rc = setup(state);
+    reader_threads = 0;
+    return rc;
+}
+
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
     auth_free(&fx->a);
+    reader_stop(&fx->reader); /* delivers lookups still out: auth frees what they carry */
     uv_close((uv_handle_t *)&fx->watchdog, NULL);
     uv_run(&fx->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&fx->loop), 0);
@@ -163,7 +184,8 @@ static struct auth_request *start(struct fixture *fx, const char *ip, const char
     struct ip_addr addr = ip_of(ip);
     o->fx = fx;
     fx->in_verify = true;
-    struct auth_request *r = auth_verify(fx->a, fx->reads, &addr, user, pw, strlen(pw), done_cb, o);
+    struct auth_request *r =
+        auth_verify(fx->a, fx->reader, &addr, user, pw, strlen(pw), done_cb, o);
     fx->in_verify = false;
     assert_int_equal(o->calls, 0);
     return r;
@@ -251,12 +273,12 @@ static void test_password_too_long_and_bad_args(void **state)
 
     struct ip_addr ip = ip_of("192.0.2.1");
     struct outcome o = {.fx = fx};
-    assert_null(auth_verify(NULL, fx->reads, &ip, "a@example.test", "x", 1, done_cb, &o));
+    assert_null(auth_verify(NULL, fx->reader, &ip, "a@example.test", "x", 1, done_cb, &o));
     assert_null(auth_verify(fx->a, NULL, &ip, "a@example.test", "x", 1, done_cb, &o));
-    assert_null(auth_verify(fx->a, fx->reads, NULL, "a@example.test", "x", 1, done_cb, &o));
-    assert_null(auth_verify(fx->a, fx->reads, &ip, NULL, "x", 1, done_cb, &o));
-    assert_null(auth_verify(fx->a, fx->reads, &ip, "a@example.test", NULL, 1, done_cb, &o));
-    assert_null(auth_verify(fx->a, fx->reads, &ip, "a@example.test", "x", 1, NULL, &o));
+    assert_null(auth_verify(fx->a, fx->reader, NULL, "a@example.test", "x", 1, done_cb, &o));
+    assert_null(auth_verify(fx->a, fx->reader, &ip, NULL, "x", 1, done_cb, &o));
+    assert_null(auth_verify(fx->a, fx->reader, &ip, "a@example.test", NULL, 1, done_cb, &o));
+    assert_null(auth_verify(fx->a, fx->reader, &ip, "a@example.test", "x", 1, NULL, &o));
     run_loop(fx);
     assert_int_equal(o.calls, 0);
     auth_cancel(NULL);
@@ -605,6 +627,38 @@ static void test_free_with_work_in_flight(void **state)
         assert_int_equal(o[i].calls, 0);
 }
 
+/* Reader threads: cancelled while the user's row is being read, the request never answers and
+ * is freed when the read comes back; freed with lookups out, the auth goes once they are back. */
+static void test_cancel_and_free_during_lookup(void **state)
+{
+    struct fixture *fx = *state;
+    struct outcome kept = {0}, dropped[4] = {0};
+    struct auth_request *d[4];
+    for (int i = 0; i < 4; i++)
+        d[i] = start(fx, "192.0.2.1", "alice@example.test", "s3cret", &dropped[i]);
+    assert_non_null(start(fx, "192.0.2.2", "bob@example.test", "hunter2", &kept));
+    /* Nothing was hashed yet: every request is still at its lookup. */
+    assert_int_equal(stats_of(fx).in_flight + stats_of(fx).waiting, 0);
+    for (int i = 0; i < 4; i++)
+        auth_cancel(d[i]);
+    run_loop(fx);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(dropped[i].calls, 0);
+    assert_int_equal(kept.calls, 1);
+    assert_true(kept.res.ok);
+    struct auth_stats s = stats_of(fx);
+    assert_int_equal(s.cancelled, 4);
+    assert_int_equal(s.hashes, 1);
+
+    struct outcome late[3] = {0};
+    for (int i = 0; i < 3; i++)
+        assert_non_null(start(fx, "192.0.2.3", "bob@example.test", "hunter2", &late[i]));
+    auth_free(&fx->a);
+    run_loop(fx); /* the lookups come back to a closed auth: ASan sees anything leaked */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(late[i].calls, 0);
+}
+
 static void test_log_line(void **state)
 {
     struct fixture *fx = *state;
@@ -651,6 +705,7 @@ static void test_log_line(void **state)
 struct peer_loop {
     uv_loop_t loop;
     struct store *reads;
+    struct reader *reader; /* attached to the fixture's: inline on reads, or its threads */
     struct auth *a;
     const char *ip;
     int failures_wanted;
@@ -665,12 +720,15 @@ static void peer_open(struct fixture *fx, struct peer_loop *p)
     assert_int_equal(uv_loop_init(&p->loop), 0);
     if (store_open(fx->path, &p->reads, err, sizeof(err)) != STORE_OK)
         fail_msg("store_open: %s", err);
+    if (reader_attach(fx->reader, &p->loop, p->reads, &p->reader, err, sizeof(err)) != 0)
+        fail_msg("reader_attach: %s", err);
     assert_int_equal(auth_new_peer(&p->loop, fx->a, &p->a), 0);
 }
 
 static void peer_close(struct peer_loop *p)
 {
     auth_free(&p->a);
+    reader_detach(&p->reader);
     assert_int_equal(uv_run(&p->loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(uv_loop_close(&p->loop), 0);
     store_close(&p->reads);
@@ -691,7 +749,7 @@ static struct auth_result peer_verify(struct peer_loop *p, const char *ip, const
 {
     struct ip_addr addr = ip_of(ip);
     int before = p->calls;
-    assert_non_null(auth_verify(p->a, p->reads, &addr, user, pw, strlen(pw), peer_done, p));
+    assert_non_null(auth_verify(p->a, p->reader, &addr, user, pw, strlen(pw), peer_done, p));
     assert_int_equal(uv_run(&p->loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(p->calls, before + 1);
     return p->last;
@@ -738,7 +796,7 @@ static void *peer_thread(void *arg)
         char user[64];
         snprintf(user, sizeof(user), "t%p-%d@example.test", (void *)p, i);
         struct ip_addr addr = ip_of(p->ip);
-        if (auth_verify(p->a, p->reads, &addr, user, "guess", 5, peer_done, p) == NULL)
+        if (auth_verify(p->a, p->reader, &addr, user, "guess", 5, peer_done, p) == NULL)
             return NULL;
         uv_run(&p->loop, UV_RUN_DEFAULT);
     }
@@ -787,6 +845,18 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_log_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_loops_share_throttle_and_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_threads_failures_add_up, setup, teardown),
+        /* Again with the lookup on reader threads. */
+        cmocka_unit_test_setup_teardown(test_verify_results, setup_threaded, teardown),
+        cmocka_unit_test_setup_teardown(test_cache, setup_threaded, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_invalidated_by_password_change, setup_threaded,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_store_failure_is_temporary, setup_threaded, teardown),
+        cmocka_unit_test_setup_teardown(test_done_may_start_and_free, setup_threaded, teardown),
+        cmocka_unit_test_setup_teardown(test_free_with_work_in_flight, setup_threaded, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_and_free_during_lookup, setup_threaded,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_two_loops_share_throttle_and_cache, setup_threaded,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
