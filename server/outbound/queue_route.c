@@ -26,6 +26,7 @@
 
 static void try_addr(struct delivery *d);
 static void next_target(struct delivery *d);
+static void body_unreadable(struct delivery *d, int rc, const char *detail);
 
 static void format_relay(char *out, size_t len, const char *host, const struct sockaddr *sa)
 {
@@ -47,6 +48,10 @@ static void on_client_done(void *arg, const struct smtp_client_result *res)
 {
     struct delivery *d = arg;
     d->client = NULL;
+    if (res->store_rc != 0) {
+        body_unreadable(d, res->store_rc, res->error); /* no host was tried */
+        return;
+    }
     for (size_t j = 0; j < d->n_cur; j++) {
         if (d->cur[j].status == SMTP_RCPT_PENDING)
             continue;
@@ -91,11 +96,11 @@ static void on_client_done(void *arg, const struct smtp_client_result *res)
     queue_attempt_finish(d);
 }
 
-/* The store failed to give the message's body (rc is a STORE_* code): log it as such and defer
- * every undecided recipient with a local-error status (RFC 3463 4.3.0). */
-static void store_failed(struct delivery *d, int rc)
+/* The store failed to give the message's body (rc is a STORE_* code, detail the store's words):
+ * log it as such and defer every undecided recipient with a local-error status (RFC 3463
+ * 4.3.0). */
+static void store_failed(struct delivery *d, int rc, const char *detail)
 {
-    const char *detail = store_errmsg(d->r->app->reads);
     char esc[400];
     log_error("queue", 0, "event=store-failed msg=%" PRId64 " error=\"%s\" detail=%s",
               d->message_id, postern_strerror(rc),
@@ -105,10 +110,27 @@ static void store_failed(struct delivery *d, int rc)
                          d->message_id, postern_strerror(rc), detail);
 }
 
+/* The client could not read the message (rc a STORE_* code): at its start, or later through its
+ * done with reader threads. */
+static void body_unreadable(struct delivery *d, int rc, const char *detail)
+{
+    if (rc == STORE_NOT_FOUND) {
+        /* Dropped by an admin meanwhile: recording finds nothing left to change. */
+        snprintf(d->last_error, sizeof(d->last_error), "the message is no longer queued");
+        d->last_code = 0;
+        queue_attempt_finish(d);
+        return;
+    }
+    /* Our store failed, not the host, and every other address would fail alike. Defer now, in
+     * the store's words. */
+    store_failed(d, rc, detail);
+}
+
 /* Connects to the current address of the current target, or moves on. */
 static void try_addr(struct delivery *d)
 {
     struct queue_runner *r = d->r;
+    char store_error[256] = "";
     for (;;) {
         d->n_cur = 0;
         for (size_t i = 0; i < d->n; i++) {
@@ -149,25 +171,18 @@ static void try_addr(struct delivery *d)
             .sender = d->sender,
             .rcpts = d->cur,
             .n_rcpts = d->n_cur,
-            .store = r->app->reads,
+            .reads = r->app->reader,
             .message_id = d->message_id,
+            .store_error = store_error,
+            .store_error_len = sizeof(store_error),
             .done = on_client_done,
             .arg = d,
         };
         int rc = smtp_client_start(&p, &d->client);
         if (rc == 0)
             return;
-        if (rc == STORE_NOT_FOUND) {
-            /* Dropped by an admin meanwhile: recording finds nothing left to change. */
-            snprintf(d->last_error, sizeof(d->last_error), "the message is no longer queued");
-            d->last_code = 0;
-            queue_attempt_finish(d);
-            return;
-        }
         if (postern_err_is_store(rc)) {
-            /* The body could not be read: our store failed, not the host, and every other
-             * address would fail alike. Defer now, in the store's words. */
-            store_failed(d, rc);
+            body_unreadable(d, rc, store_error);
             return;
         }
         snprintf(d->last_error, sizeof(d->last_error), "%s: cannot connect (%s)", d->cur_relay,

@@ -21,14 +21,17 @@
  * and the AUTH PLAIN line are in smtp_client_creds.c.
  *
  * Ownership: the struct smtp_client is owned by itself from smtp_client_start on, and freed in
- * the connection's on_close. The caller's recipient array is borrowed only until done runs;
- * after that (the QUIT phase) the client touches nothing of the caller's.
+ * the connection's on_close, or, when a read is out then (reader threads), in that read's done;
+ * a client whose facts read fails or that is cancelled before it connected is freed there too. The
+ * caller's recipient array is borrowed only until done runs; after that (the QUIT phase) the client
+ * touches nothing of the caller's.
  */
 #include "server/outbound/smtp_client.h"
 
 #include "server/outbound/smtp_client_internal.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,7 +54,7 @@
 
 /* ---- one transaction ----------------------------------------------------------------------- */
 
-static void client_free(struct smtp_client *sc)
+void smtp_client_free(struct smtp_client *sc)
 {
     if (sc == NULL)
         return;
@@ -67,13 +70,10 @@ static void client_free(struct smtp_client *sc)
     free(sc);
 }
 
-/* SIZE=, BODY= and the Return-Path to drop (server/outbound/smtp_client_facts.h). */
-static int body_facts(struct smtp_client *sc)
+/* SIZE=, BODY= and the Return-Path to drop (server/outbound/smtp_client_facts.h), read. */
+static void take_facts(struct smtp_client *sc)
 {
-    struct smtp_client_facts f;
-    int rc = smtp_client_facts_get(sc->store, sc->message_id, sc->in, sizeof(sc->in), &f);
-    if (rc != STORE_OK)
-        return rc;
+    const struct smtp_client_facts f = sc->facts;
     sc->has_8bit = f.has_8bit;
     /* RFC 6531 3.7.5: the envelope needs SMTPUTF8 when an address has UTF-8 left after the
      * domains became A-labels, i.e. in a local part. */
@@ -86,7 +86,53 @@ static int body_facts(struct smtp_client *sc)
     sc->size_bytes = f.size_bytes;
     sc->dsn_ret = f.dsn_ret;
     snprintf(sc->dsn_envid, sizeof(sc->dsn_envid), "%s", f.dsn_envid);
-    return STORE_OK;
+}
+
+static const struct conn_handler client_handler;
+
+/* The facts are in: make the connection. 0 or a negative errno/libuv code. */
+static int client_connect(struct smtp_client *sc)
+{
+    take_facts(sc);
+    struct conn_params cp = {
+        .handler = &client_handler,
+        .service = CONN_SERVICE_OUTBOUND,
+        .tls_ctx = sc->tls_ctx,
+        .sni_hostname = sc->remote_host[0] != '\0' && !domain_is_ip_literal(sc->remote_host)
+                            ? sc->remote_host
+                            : NULL,
+    };
+    struct conn *c = NULL;
+    int rc = conn_connect(sc->conns, (const struct sockaddr *)&sc->addr, &cp, &c);
+    if (rc != 0)
+        return rc;
+    sc->conn = c;
+    sc->state = ST_CONNECTING;
+    conn_set_session(c, sc);
+    return 0;
+}
+
+void smtp_client_facts_back(struct smtp_client *sc, int status)
+{
+    if (sc->cancelled) {
+        smtp_client_free(sc);
+        return;
+    }
+    int rc = status;
+    struct smtp_client_result res = {.store_rc = status};
+    if (rc == STORE_OK) {
+        rc = client_connect(sc);
+        if (rc == 0)
+            return;
+        /* As a start that cannot connect: a host-level failure at this address. */
+        res = (struct smtp_client_result){.host_failed = true};
+        snprintf(res.error, sizeof(res.error), "%s: cannot connect (%s)", sc->remote_host,
+                 postern_strerror(rc));
+    } else {
+        snprintf(res.error, sizeof(res.error), "%s", sc->read_error);
+    }
+    smtp_client_report(sc, &res);
+    smtp_client_free(sc);
 }
 
 void smtp_client_report(struct smtp_client *sc, struct smtp_client_result *res)
@@ -609,7 +655,10 @@ static void c_close(struct conn *c, const char *reason)
         smtp_client_report(sc, &res);
     }
     sc->conn = NULL;
-    client_free(sc);
+    if (sc->read_out)
+        sc->free_after_read = true; /* the read uses sc: its done frees */
+    else
+        smtp_client_free(sc);
 }
 
 /*
@@ -658,7 +707,7 @@ int smtp_client_start(const struct smtp_client_params *p, struct smtp_client **o
     sc->rcpt_ok = calloc(p->n_rcpts, sizeof(*sc->rcpt_ok));
     if (sc->remote_host == NULL || sc->helo_name == NULL || sc->sender == NULL ||
         sc->rcpt_ok == NULL) {
-        client_free(sc);
+        smtp_client_free(sc);
         return -ENOMEM;
     }
     if (p->creds != NULL) {
@@ -670,41 +719,38 @@ int smtp_client_start(const struct smtp_client_params *p, struct smtp_client **o
         }
         sodium_memzero(line, sizeof(line));
         if (sc->auth_line == NULL) {
-            client_free(sc);
+            smtp_client_free(sc);
             return -ENOMEM;
         }
     }
     sc->rcpts = p->rcpts;
     sc->n_rcpts = p->n_rcpts;
-    sc->store = p->store;
+    sc->reads = p->reads;
     sc->message_id = p->message_id;
+    sc->conns = p->conns;
+    sc->tls_ctx = p->tls_ctx;
+    socklen_t alen =
+        p->addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    memcpy(&sc->addr, p->addr, alen);
     sc->done = p->done;
     sc->arg = p->arg;
     smtp_reply_reset(&sc->reply);
     for (size_t i = 0; i < sc->n_rcpts; i++)
         set_rcpt(&sc->rcpts[i], SMTP_RCPT_PENDING, 0, "");
-    int rc = body_facts(sc);
-    if (rc != STORE_OK) {
-        client_free(sc);
-        return rc;
+    sc->read_what = SC_READ_FACTS;
+    int rc;
+    if (smtp_client_read(sc, &rc) == READER_PENDING) {
+        *out = sc; /* smtp_client_facts_back connects, or reports the store's failure */
+        return 0;
     }
-    struct conn_params cp = {
-        .handler = &client_handler,
-        .service = CONN_SERVICE_OUTBOUND,
-        .tls_ctx = p->tls_ctx,
-        .sni_hostname = sc->remote_host[0] != '\0' && !domain_is_ip_literal(sc->remote_host)
-                            ? sc->remote_host
-                            : NULL,
-    };
-    struct conn *c = NULL;
-    rc = conn_connect(p->conns, p->addr, &cp, &c);
+    if (rc == STORE_OK)
+        rc = client_connect(sc);
+    else if (p->store_error != NULL && p->store_error_len > 0)
+        snprintf(p->store_error, p->store_error_len, "%s", sc->read_error);
     if (rc != 0) {
-        client_free(sc);
+        smtp_client_free(sc);
         return rc;
     }
-    sc->conn = c;
-    sc->state = ST_CONNECTING;
-    conn_set_session(c, sc);
     *out = sc;
     return 0;
 }
@@ -725,4 +771,6 @@ void smtp_client_cancel(struct smtp_client **cp)
     sc->rcpts = NULL;
     if (sc->conn != NULL)
         conn_abort(sc->conn, "cancelled"); /* c_close frees sc */
+    /* Else the facts read is still out (nothing else comes before the connection): its done
+     * sees cancelled and frees sc. */
 }

@@ -72,6 +72,11 @@
  * deadline over the whole attempt (queue_runner.h), which does not cut the wait for the reply to
  * the final dot short.
  *
+ * Reads (storage/reader.h): the body's facts, its opening and each chunk are jobs on the loop's
+ * reader. Inline (SQLite) they finish inside the call, as plain reads did; with reader threads
+ * the client waits for each (connecting after the facts, writing after each chunk), and a
+ * store failure found after smtp_client_start returned comes through done (store_rc).
+ *
  * Threading: loop thread only.
  */
 #ifndef POSTERN_SMTP_CLIENT_H
@@ -86,7 +91,7 @@
 #include "common/pure/smtp_reply.h"
 
 struct conn_set;
-struct store;
+struct reader;
 struct tls_ctx;
 
 /* RFC 5321 4.5.3.2. */
@@ -167,6 +172,10 @@ struct smtp_client_result {
     bool used_tls;
     int code;                              /* host_failed: the reply that failed, or 0 */
     char error[SMTP_REPLY_TEXT_MAX_BYTES]; /* host_failed: the reply, or our own text */
+    /* A STORE_* code: the facts read that smtp_client_start began failed later (reader
+     * threads). No host was tried, every recipient is still PENDING, and error holds the
+     * store's words. 0 otherwise. */
+    int store_rc;
 };
 
 struct smtp_client_params {
@@ -180,8 +189,11 @@ struct smtp_client_params {
     const char *sender;             /* "" for the null sender (copied) */
     struct smtp_client_rcpt *rcpts; /* borrowed until done runs; statuses are written there */
     size_t n_rcpts;                 /* at least 1 */
-    struct store *store;            /* borrowed: for store_queue_body_open */
+    struct reader *reads;           /* borrowed: the loop's, for the body and its facts */
     int64_t message_id;
+    /* Where the store's words go when smtp_client_start returns a STORE_* code; may be NULL. */
+    char *store_error;
+    size_t store_error_len;
     void (*done)(void *arg, const struct smtp_client_result *res);
     void *arg;
 };
@@ -193,9 +205,10 @@ struct smtp_client;
  * acceptance) and connects. 0 and *out, then done runs exactly once, later, unless
  * smtp_client_cancel is called first. Or a negative code, then done never runs and *out is NULL;
  * the code tells whose failure it was (common/error.h): a STORE_* code when the body could not be
- * read (STORE_NOT_FOUND: it left the queue; store_errmsg(store) has the detail), which says nothing
+ * read (STORE_NOT_FOUND: it left the queue; p->store_error has the detail), which says nothing
  * about the host, or an errno or libuv code when memory ran out or the connection could not be
- * started.
+ * started. With reader threads the facts come later: 0 is returned at once, and a store failure
+ * then comes through done with store_rc set.
  */
 int smtp_client_start(const struct smtp_client_params *p, struct smtp_client **out);
 /*

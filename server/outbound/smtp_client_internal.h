@@ -17,6 +17,9 @@
 #include "common/pure/dotstuff.h"
 #include "common/pure/smtp_parse.h"
 #include "server/outbound/smtp_client.h"
+#include "server/outbound/smtp_client_facts.h"
+#include "server/net/conn.h"
+#include "storage/reader.h"
 #include "storage/store.h"
 
 enum client_state {
@@ -50,7 +53,7 @@ struct smtp_client {
     char *sender;
     struct smtp_client_rcpt *rcpts; /* borrowed until reported */
     size_t n_rcpts;
-    struct store *store;
+    struct reader *reads; /* borrowed: the loop's */
     int64_t message_id;
     void (*done)(void *arg, const struct smtp_client_result *res);
     void *arg;
@@ -79,6 +82,22 @@ struct smtp_client {
     bool *rcpt_ok;            /* owned: per recipient, accepted at RCPT */
     struct smtp_reply reply;
 
+    /* the one read out at a time (storage/reader.h), smtp_client_body.c's */
+    struct reader_job rj;
+    enum { SC_READ_FACTS, SC_READ_OPEN, SC_READ_CHUNK } read_what;
+    bool read_threaded;    /* on a reader thread: the body reader is rebound around each read */
+    bool read_out;         /* rj is with the reader: what it uses stays allocated */
+    bool free_after_read;  /* the connection closed meanwhile: the read's done frees */
+    bool close_after_read; /* the body was given up meanwhile: the read's done closes it */
+    struct smtp_client_facts facts;   /* SC_READ_FACTS' result */
+    struct store_body_reader *opened; /* SC_READ_OPEN's result */
+    size_t read_n;                    /* SC_READ_CHUNK's result */
+    char read_error[256];             /* the store's words when a read failed */
+    /* kept from smtp_client_start for the connection made after the facts */
+    struct conn_set *conns;
+    struct sockaddr_storage addr;
+    struct tls_ctx *tls_ctx; /* borrowed (the runner's): not used once cancelled */
+
     /* body streaming */
     struct store_body_reader *reader;
     struct dotstuff ds;
@@ -86,6 +105,8 @@ struct smtp_client {
     size_t in_off, in_len;
     uint64_t skip_left; /* Return-Path octets still to skip */
     bool body_eof;
+    bool body_open;     /* opened and conn_body_begin said: streaming until the end or a stop */
+    int body_failed_rc; /* a chunk read that was out failed: the next pump gives up */
     unsigned char out[2 * SMTP_CLIENT_CHUNK_BYTES + 8];
 };
 
@@ -110,5 +131,17 @@ void smtp_client_start_body(struct smtp_client *sc);
 void smtp_client_pump_body(struct smtp_client *sc);
 /* A reply to a BDAT chunk that was not the LAST one. */
 void smtp_client_on_chunk_reply(struct smtp_client *sc, int code, const char *text);
+/* Submits sc->rj for read_what: READER_DONE with *status_out, or READER_PENDING (read_out set;
+ * smtp_client_read_back is called from its done). */
+int smtp_client_read(struct smtp_client *sc, int *status_out);
+/* Closes the body reader now, or after the chunk read that uses it is back. */
+void smtp_client_body_close(struct smtp_client *sc);
+
+/* ---- smtp_client.c, for smtp_client_body.c's reads ---------------------------------------- */
+
+/* The facts read is over (status): connect, or report the store's failure. */
+void smtp_client_facts_back(struct smtp_client *sc, int status);
+/* The client is finished with (closed, or never connected): free it. */
+void smtp_client_free(struct smtp_client *sc);
 
 #endif

@@ -143,7 +143,7 @@ class PosternTest(unittest.TestCase):
         # read is a job on N reader threads. A server that started without them would pass the
         # run without testing what it is for.
         threads = dict(os.environ, **(env or {})).get("POSTERN_TEST_READER_THREADS", "")
-        if threads and wait_for == "event=ready":
+        if threads not in ("", "0") and wait_for == "event=ready":
             self.assertIn(f"event=test-reader-threads threads={threads}", text)
         return self.server
 

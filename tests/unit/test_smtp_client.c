@@ -3,8 +3,9 @@
  * (RFC 5321 4.2), enhanced status codes (RFC 3463), EHLO keywords, and the smarthost credentials
  * (the password file, the AUTH PLAIN line of RFC 4954 4 / RFC 4616 2), and the codes
  * smtp_client_start returns when the store cannot give the body (store codes, never taken for a
- * connection's). The transaction itself runs against a loopback sink in
- * tests/e2e/test_outbound.py, which also checks how the runner reports such a store failure.
+ * connection's), or, with reader threads (storage/reader.h), what done reports for it. The
+ * transaction itself runs against a loopback sink in tests/e2e/test_outbound.py, which also checks
+ * how the runner reports such a store failure.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +21,9 @@
 
 #include "common/error.h"
 #include "server/outbound/smtp_client.h"
+#include <uv.h>
+
+#include "storage/reader.h"
 #include "storage/store.h"
 
 struct reply_case {
@@ -342,6 +346,18 @@ static void no_done(void *arg, const struct smtp_client_result *res)
     fail_msg("done must not run when smtp_client_start fails");
 }
 
+struct store_outcome {
+    int calls;
+    struct smtp_client_result res;
+};
+
+static void store_done(void *arg, const struct smtp_client_result *res)
+{
+    struct store_outcome *o = arg;
+    o->calls++;
+    o->res = *res;
+}
+
 /*
  * A body the store cannot read fails the start with STORE_ERR, a code that no errno or libuv
  * code equals, so the runner reports a store failure and blames no host; a message that left the
@@ -363,6 +379,11 @@ static void test_start_store_failure(void **state)
                                           " domain, created_ms, next_attempt_ms)"
                                           " VALUES (1, 'a@b.test', 'c@d.test', 'd.test', 0, 0);"),
                      STORE_OK);
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct reader *reads = NULL;
+    assert_int_equal(reader_start(&loop, path, 0, st, &reads, err, sizeof(err)), 0);
+    char store_error[256] = "";
     struct sockaddr_storage addr = {.ss_family = AF_INET};
     struct smtp_client_rcpt rcpt = {.address = "c@d.test"};
     struct smtp_client_params p = {
@@ -372,9 +393,11 @@ static void test_start_store_failure(void **state)
         .sender = "a@b.test",
         .rcpts = &rcpt,
         .n_rcpts = 1,
-        .store = st,
+        .reads = reads,
         .message_id = 1,
         .done = no_done,
+        .store_error = store_error,
+        .store_error_len = sizeof(store_error),
     };
     struct smtp_client *c = NULL;
     int rc = smtp_client_start(&p, &c);
@@ -382,10 +405,46 @@ static void test_start_store_failure(void **state)
     if (rc != STORE_ERR || !postern_err_is_store(rc) || postern_err_is_system(rc))
         fail_msg("unreadable body: got %d (%s), want STORE_ERR", rc, postern_strerror(rc));
     assert_string_equal(postern_strerror(rc), "store: database failure");
-    assert_non_null(strstr(store_errmsg(st), "queued message 1"));
+    assert_non_null(strstr(store_error, "queued message 1"));
     p.message_id = 2; /* not queued */
     assert_int_equal(smtp_client_start(&p, &c), STORE_NOT_FOUND);
     assert_null(c);
+    reader_stop(&reads);
+
+    /* On reader threads the start returns 0 at once; done then reports the same store
+     * failures, with the store's words, and the client frees itself. */
+    assert_int_equal(reader_start(&loop, path, 1, NULL, &reads, err, sizeof(err)), 0);
+    p.reads = reads;
+    p.done = store_done;
+    struct store_outcome got[2] = {0};
+    for (int i = 0; i < 2; i++) {
+        p.message_id = i + 1;
+        p.arg = &got[i];
+        assert_int_equal(smtp_client_start(&p, &c), 0);
+        assert_non_null(c);
+        assert_int_equal(got[i].calls, 0);
+    }
+    for (int turns = 0; turns < 100000 && (got[0].calls == 0 || got[1].calls == 0); turns++)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(got[0].calls, 1);
+    assert_int_equal(got[0].res.store_rc, STORE_ERR);
+    assert_false(got[0].res.host_failed);
+    assert_non_null(strstr(got[0].res.error, "queued message 1"));
+    assert_int_equal(got[1].calls, 1);
+    assert_int_equal(got[1].res.store_rc, STORE_NOT_FOUND);
+    assert_int_equal(rcpt.status, SMTP_RCPT_PENDING);
+
+    /* Cancelled while its read is out: done never runs, the read's done frees the client. */
+    struct store_outcome none = {0};
+    p.message_id = 1;
+    p.arg = &none;
+    assert_int_equal(smtp_client_start(&p, &c), 0);
+    smtp_client_cancel(&c);
+    assert_null(c);
+    reader_stop(&reads); /* delivers the read: ASan sees the client freed */
+    assert_int_equal(none.calls, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
     store_close(&st);
     char side[80];
     unlink(path);
