@@ -592,7 +592,7 @@ int serve_main(struct cfg *cfg, const char *config_path)
     }
     /* The counters are process-wide: the first loop answers scrapes for every loop. */
     if (cfg->server.metrics.count > 0 &&
-        metrics_http_start(&srv->loop, &cfg->server.metrics, srv->reads, &srv->metrics, err,
+        metrics_http_start(&srv->loop, &cfg->server.metrics, srv->reader, &srv->metrics, err,
                            sizeof(err)) != 0) {
         fail_line("listen-failed", err);
         goto out_stop;

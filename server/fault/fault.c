@@ -2,9 +2,14 @@
  * fault.c - see fault.h: the process's fault rule cache, its reload, and the hooks' actions.
  *
  * Threads: the cache is static (no heap, nothing to free at exit) and every access holds
- * cache.lock, since several loops may run sessions. A reload reads through the calling loop's
- * own read connection (struct app's reads), which only that thread uses. Everything else here
- * (the per-connection struct, its timer) belongs to the connection's loop thread.
+ * cache.lock, since several loops may run sessions. A reload is a job on the calling loop's
+ * reader (storage/reader.h): inline it is done before the call returns, as a plain read was;
+ * with reader threads it completes later on the loop. The one that matters is the reload at a
+ * connection's start, which makes a rule added just before apply to that connection: until it
+ * is back, the first point (the connect) is held as a delay holds it, and then decided. The
+ * once-a-second rechecks of long sessions do not wait: the hooks use the rules they have, and
+ * the new ones from when the read is back. Everything else here (the per-connection struct, its
+ * timer) belongs to the connection's loop thread.
  *
  * Ownership: a struct fault_conn is the session's (fault_conn_new / fault_conn_free); its memory
  * goes in its timer's close callback, so a timer that fired and resumed a session that then
@@ -24,8 +29,11 @@
 #include "common/log.h"
 #include "common/pure/smtp_parse.h"
 #include "server/app.h"
+#include "common/util.h"
 #include "server/net/conn.h"
 #include "storage/faults.h"
+#include "storage/reader.h"
+#include "storage/store.h"
 
 /* Rules the cache holds; more are ignored with a warning. A test arms a handful. */
 #define FAULT_RULES_MAX 64
@@ -58,78 +66,146 @@ struct fault_conn {
     enum fault_point held_point; /* the delayed point */
     char *held;                  /* owned: its line, or NULL */
     size_t held_len;
-    int bypass; /* the point resumed now: its rules are skipped once; -1 none */
+    int bypass;                /* the point resumed now: its rules are skipped once; -1 none */
+    struct reload_job *reload; /* out with the reader; it points back here until we go */
+    bool loading;              /* the start's reload is out: the first point waits for it */
+    bool held_for_load;        /* held_point (and held) wait for that reload, not a timer */
 };
 
-struct load_ctx {
-    size_t n;
-    size_t skipped;
+/*
+ * A reload: a reader job that reads the table's version and, when it changed, its rules into
+ * its own scratch (no lock is held while reading: the read may be a network round trip on a
+ * reader thread); its done swaps them into the cache under the lock, keeping the counts of the
+ * rules that stay. It belongs to itself: it is freed in its done, and the fault_conn that asked
+ * for it may be gone by then (f is NULL).
+ */
+struct reload_job {
+    struct reader_job job;
+    struct fault_conn *f; /* the asker, or NULL once it was freed */
+    bool forced;          /* the connection's start: its first point waits for it */
     uint64_t sid;
+    int64_t known_max_id, known_count; /* the version the cache had at submit; -1: none */
+    int64_t max_id, count;
+    bool changed; /* the rules were read */
+    size_t n, skipped;
+    char error[256];
+    struct cached_rule rules[FAULT_RULES_MAX];
 };
 
 static int load_row(void *arg, int64_t id, const struct fault_spec *spec)
 {
-    struct load_ctx *lc = arg;
-    if (lc->n == FAULT_RULES_MAX) {
-        lc->skipped++;
+    struct reload_job *rl = arg;
+    if (rl->n == FAULT_RULES_MAX) {
+        rl->skipped++;
         return 0;
     }
-    struct cached_rule *cr = &cache.next[lc->n];
+    struct cached_rule *cr = &rl->rules[rl->n];
     char err[256];
     if (fault_rule_build(spec, &cr->rule, err, sizeof(err)) != 0) {
-        log_warn("fault", lc->sid, "event=fault-rule-invalid rule=%" PRId64 " error=\"%s\"", id,
+        log_warn("fault", rl->sid, "event=fault-rule-invalid rule=%" PRId64 " error=\"%s\"", id,
                  err);
         return 0;
     }
     cr->rule.id = id;
     cr->seen = cr->fired = 0;
-    for (size_t i = 0; i < cache.n; i++) {
-        if (cache.rules[i].rule.id == id) {
-            cr->seen = cache.rules[i].seen;
-            cr->fired = cache.rules[i].fired;
-        }
-    }
-    lc->n++;
+    rl->n++;
     return 0;
 }
 
-/* Under cache.lock: reloads when the table changed; force skips the once-a-second limit. */
-static void reload(struct conn *c, bool force)
+/* On a reader thread, or inline on the loop: the job's own fields only. */
+static int reload_run(struct store *st, struct reader_job *job)
 {
-    uint64_t now = uv_now(conn_loop(c));
-    if (!force && cache.loaded && now - cache.checked_ms < FAULT_RECHECK_MS)
+    struct reload_job *rl = container_of(job, struct reload_job, job);
+    int rc = store_fault_version(st, &rl->max_id, &rl->count);
+    if (rc == STORE_OK && (rl->max_id != rl->known_max_id || rl->count != rl->known_count)) {
+        rl->changed = true;
+        rc = store_fault_list(st, load_row, rl);
+    }
+    if (rc != STORE_OK)
+        snprintf(rl->error, sizeof(rl->error), "%s", store_errmsg(st));
+    return rc;
+}
+
+static void forced_reload_back(struct fault_conn *f);
+
+/* The reload is over, on the loop: into the cache, then the held first point if any. */
+static void reload_finish(struct reload_job *rl, int status)
+{
+    struct fault_conn *f = rl->f;
+    if (status != STORE_OK) {
+        log_warn("fault", rl->sid, "event=fault-reload-failed error=\"%s\"", rl->error);
+    } else if (rl->changed) {
+        pthread_mutex_lock(&cache.lock);
+        for (size_t j = 0; j < rl->n; j++)
+            for (size_t i = 0; i < cache.n; i++)
+                if (cache.rules[i].rule.id == rl->rules[j].rule.id) {
+                    rl->rules[j].seen = cache.rules[i].seen;
+                    rl->rules[j].fired = cache.rules[i].fired;
+                }
+        memcpy(cache.rules, rl->rules, rl->n * sizeof(cache.rules[0]));
+        cache.n = rl->n;
+        cache.max_id = rl->max_id;
+        cache.count = rl->count;
+        cache.loaded = true;
+        pthread_mutex_unlock(&cache.lock);
+        log_info("fault", rl->sid, "event=faults-loaded rules=%zu ignored=%zu", rl->n, rl->skipped);
+    }
+    bool forced = rl->forced;
+    free(rl);
+    if (f != NULL) {
+        f->reload = NULL;
+        if (forced)
+            forced_reload_back(f);
+    }
+}
+
+static void reload_done(struct reader_job *job, int status)
+{
+    reload_finish(container_of(job, struct reload_job, job), status);
+}
+
+/* Starts a reload for f unless one is out. force: the connection's start (every time);
+ * otherwise at most once every FAULT_RECHECK_MS, process-wide. */
+static void reload(struct fault_conn *f, bool force)
+{
+    if (f->reload != NULL)
         return;
-    cache.checked_ms = now;
-    struct store *reads = ((struct app *)conn_app(c))->reads;
-    int64_t max_id = 0, count = 0;
-    if (store_fault_version(reads, &max_id, &count) != STORE_OK) {
-        log_warn("fault", conn_sid(c), "event=fault-reload-failed error=\"%s\"",
-                 store_errmsg(reads));
+    uint64_t now = uv_now(conn_loop(f->c));
+    pthread_mutex_lock(&cache.lock);
+    bool due = force || !cache.loaded || now - cache.checked_ms >= FAULT_RECHECK_MS;
+    if (due)
+        cache.checked_ms = now;
+    int64_t max_id = cache.loaded ? cache.max_id : -1;
+    int64_t count = cache.loaded ? cache.count : -1;
+    pthread_mutex_unlock(&cache.lock);
+    if (!due)
+        return;
+    struct reload_job *rl = calloc(1, sizeof(*rl));
+    if (rl == NULL) {
+        log_warn("fault", conn_sid(f->c), "event=fault-reload-failed error=\"out of memory\"");
         return;
     }
-    if (cache.loaded && max_id == cache.max_id && count == cache.count)
-        return;
-    struct load_ctx lc = {0, 0, conn_sid(c)};
-    if (store_fault_list(reads, load_row, &lc) != STORE_OK) {
-        log_warn("fault", conn_sid(c), "event=fault-reload-failed error=\"%s\"",
-                 store_errmsg(reads));
-        return;
-    }
-    memcpy(cache.rules, cache.next, lc.n * sizeof(cache.rules[0]));
-    cache.n = lc.n;
-    cache.max_id = max_id;
-    cache.count = count;
-    cache.loaded = true;
-    log_info("fault", conn_sid(c), "event=faults-loaded rules=%zu ignored=%zu", lc.n, lc.skipped);
+    rl->job.run = reload_run;
+    rl->job.done = reload_done;
+    rl->f = f;
+    rl->forced = force;
+    rl->sid = conn_sid(f->c);
+    rl->known_max_id = max_id;
+    rl->known_count = count;
+    int status;
+    if (reader_submit(((struct app *)conn_app(f->c))->reader, &rl->job, &status) == READER_PENDING)
+        f->reload = rl;
+    else
+        reload_finish(rl, status);
 }
 
 /* The first rule that fires at p for facts, copied into *out; false when none. */
-static bool decide(struct conn *c, enum fault_point p, const struct fault_facts *facts,
+static bool decide(struct fault_conn *f, enum fault_point p, const struct fault_facts *facts,
                    struct fault_rule *out)
 {
     bool found = false;
+    reload(f, false);
     pthread_mutex_lock(&cache.lock);
-    reload(c, false);
     for (size_t i = 0; i < cache.n && !found; i++) {
         struct cached_rule *cr = &cache.rules[i];
         if (!fault_rule_matches(&cr->rule, p, facts))
@@ -168,9 +244,10 @@ struct fault_conn *fault_conn_new(struct conn *c, fault_resume_fn resume, void *
         f->timer.data = f;
         f->timer_open = true;
     }
-    pthread_mutex_lock(&cache.lock);
-    reload(c, true);
-    pthread_mutex_unlock(&cache.lock);
+    f->loading = true;
+    reload(f, true);
+    if (f->reload == NULL)
+        f->loading = false; /* done already (inline), or could not start: decide with what is */
     return f;
 }
 
@@ -181,6 +258,8 @@ void fault_conn_free(struct fault_conn **fp)
         return;
     *fp = NULL;
     f->closed = true;
+    if (f->reload != NULL)
+        f->reload->f = NULL; /* it finishes on its own and frees itself */
     if (f->timer_open) {
         uv_close((uv_handle_t *)&f->timer, on_timer_closed);
         return;
@@ -228,6 +307,27 @@ static enum fault_verdict delay(struct fault_conn *f, enum fault_point p, uint32
     return FAULT_HELD;
 }
 
+/* Keeps p (and its line) until the start's reload is back (forced_reload_back). */
+static enum fault_verdict hold_for_load(struct fault_conn *f, enum fault_point p, const char *line,
+                                        size_t len)
+{
+    char *copy = NULL;
+    if (line != NULL) {
+        copy = malloc(len + 1);
+        if (copy == NULL)
+            return FAULT_PASS;
+        memcpy(copy, line, len);
+        copy[len] = '\0';
+    }
+    free(f->held);
+    f->held = copy;
+    f->held_len = len;
+    f->held_point = p;
+    f->held_for_load = true;
+    conn_pause_reading(f->c);
+    return FAULT_HELD;
+}
+
 /* Decides at p and carries out what fired. */
 static enum fault_verdict run(struct fault_conn *f, enum fault_point p,
                               const struct fault_facts *facts, const char *line, size_t len,
@@ -239,8 +339,12 @@ static enum fault_verdict run(struct fault_conn *f, enum fault_point p,
         f->bypass = -1;
         return FAULT_PASS;
     }
+    /* Held only with a timer: its close callback is what keeps f's memory past a resume that
+     * closes the session (fault_conn_free). Without one, decide with the rules there are. */
+    if (f->loading && f->timer_open)
+        return hold_for_load(f, p, line, len);
     struct fault_rule r;
-    if (!decide(f->c, p, facts, &r))
+    if (!decide(f, p, facts, &r))
         return FAULT_PASS;
     log_info(fault_point_is_pop3(p) ? "pop3" : "smtp", conn_sid(f->c),
              "event=fault rule=%" PRId64 " point=%s action=%s", r.id, fault_point_name(p),
@@ -270,6 +374,33 @@ static enum fault_verdict run(struct fault_conn *f, enum fault_point p,
         break;
     }
     return FAULT_PASS;
+}
+
+/* The start's reload is back: the point it held is decided now. A point with a line goes back
+ * to the session as if just received, so its hook runs again; one without (the connect) is
+ * decided here, and passed on to the session only when nothing fired. */
+static void forced_reload_back(struct fault_conn *f)
+{
+    f->loading = false;
+    if (!f->held_for_load || f->closed)
+        return;
+    f->held_for_load = false;
+    enum fault_point p = f->held_point;
+    char *line = f->held;
+    size_t len = f->held_len;
+    f->held = NULL;
+    conn_resume_reading(f->c);
+    if (line != NULL) {
+        f->resume(f->session, p, line, len);
+        free(line);
+        return;
+    }
+    struct fault_facts facts = {.client = conn_peer_ip(f->c)};
+    if (run(f, p, &facts, NULL, 0, NULL) != FAULT_PASS)
+        return;
+    f->bypass = (int)p;
+    f->resume(f->session, p, NULL, 0);
+    f->bypass = -1;
 }
 
 enum fault_verdict fault_at(struct fault_conn *f, enum fault_point p,

@@ -6,7 +6,9 @@
  * once the blank line that ends it has arrived, reading stops, the request line alone is looked
  * at (headers are ignored: nothing a scraper can send changes the answer), one response is
  * written and the connection is closed from the write callback. The exposition is made at that
- * moment, from the counters and from two counts read on this loop's read connection.
+ * moment, from the counters and from two counts read through this loop's reader
+ * (storage/reader.h): inline, at once; with reader threads the answer waits for them, the read
+ * holding the client as one more of its references.
  *
  * What it does not do: know the metrics (metrics.c) or their format (metrics_text.c).
  */
@@ -21,6 +23,8 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "server/metrics/metrics.h"
+#include "common/util.h"
+#include "storage/reader.h"
 #include "storage/store.h"
 
 struct client {
@@ -31,7 +35,9 @@ struct client {
     uv_write_t wr;
     uv_shutdown_t sd;
     bool draining;    /* answered and shut down: what still arrives is read and dropped */
-    int handles_open; /* tcp and timer not yet closed */
+    int handles_open; /* references: tcp and timer not yet closed, and the gauges' read if out */
+    struct reader_job gauges; /* the two counts */
+    struct metrics_gauges g;  /* gauges' result */
     bool closing;
     char *resp; /* owned: the response being written */
     size_t len; /* octets of req received */
@@ -40,7 +46,7 @@ struct client {
 
 struct metrics_http {
     uv_loop_t *loop;
-    struct store *reads;                  /* borrowed */
+    struct reader *reads;                 /* borrowed: the loop's */
     uv_tcp_t servers[2 * CFG_LISTEN_MAX]; /* one per address, and the IPv4 retry of "*" */
     size_t nservers;                      /* initialised entries of servers */
     size_t servers_open;                  /* not yet closed */
@@ -55,9 +61,9 @@ static void maybe_free(struct metrics_http *h)
         free(h);
 }
 
-static void on_client_closed(uv_handle_t *handle)
+/* Drops one of c's references (head of struct client): the last frees it. */
+static void client_unref(struct client *c)
 {
-    struct client *c = handle->data;
     if (--c->handles_open > 0)
         return;
     struct metrics_http *h = c->h;
@@ -71,6 +77,11 @@ static void on_client_closed(uv_handle_t *handle)
     free(c->resp);
     free(c);
     maybe_free(h);
+}
+
+static void on_client_closed(uv_handle_t *handle)
+{
+    client_unref(handle->data);
 }
 
 static void client_close(struct client *c)
@@ -147,21 +158,48 @@ static void respond_error(struct client *c, const char *status, const char *extr
     respond(c, status, extra, "text/plain; charset=utf-8", body, (size_t)n);
 }
 
-static void scrape(struct client *c)
+/* On a reader thread, or inline on the loop: c->g only. */
+static int gauges_run(struct store *st, struct reader_job *job)
 {
-    struct metrics_gauges g = {.have_store = true};
-    if (store_window_count_open(c->h->reads, store_now_ms(), &g.windows_open) != STORE_OK ||
-        store_queue_count(c->h->reads, &g.queue_depth) != STORE_OK) {
-        log_warn("metrics", 0, "event=store-error error=\"%s\"", store_errmsg(c->h->reads));
-        g.have_store = false; /* the counters are still worth having */
-    }
+    struct client *c = container_of(job, struct client, gauges);
+    int rc = store_window_count_open(st, store_now_ms(), &c->g.windows_open);
+    if (rc == STORE_OK)
+        rc = store_queue_count(st, &c->g.queue_depth);
+    if (rc != STORE_OK)
+        log_warn("metrics", 0, "event=store-error error=\"%s\"", store_errmsg(st));
+    return rc;
+}
+
+static void answer(struct client *c, int status)
+{
+    c->g.have_store = status == STORE_OK; /* without, the counters are still worth having */
     struct metrics_text t;
     metrics_text_init(&t);
-    if (metrics_format(&g, &t) != 0)
+    if (metrics_format(&c->g, &t) != 0)
         respond_error(c, "500 Internal Server Error", "");
     else
         respond(c, "200 OK", "", "text/plain; version=0.0.4; charset=utf-8", t.data, t.len);
     metrics_text_free(&t);
+}
+
+static void gauges_done(struct reader_job *job, int status)
+{
+    struct client *c = container_of(job, struct client, gauges);
+    if (!c->closing)
+        answer(c, status);
+    client_unref(c); /* the read's reference */
+}
+
+static void scrape(struct client *c)
+{
+    c->g = (struct metrics_gauges){0};
+    c->gauges.run = gauges_run;
+    c->gauges.done = gauges_done;
+    int st;
+    if (reader_submit(c->h->reads, &c->gauges, &st) == READER_PENDING)
+        c->handles_open++; /* held until gauges_done, whatever closes meanwhile */
+    else
+        answer(c, st);
 }
 
 /* The head is complete (NUL-terminated in c->req): only the request line matters. */
@@ -310,7 +348,7 @@ static int listen_one(struct metrics_http *h, const struct cfg_listen *a, char *
     return 0;
 }
 
-int metrics_http_start(uv_loop_t *loop, const struct cfg_listen_list *addrs, struct store *reads,
+int metrics_http_start(uv_loop_t *loop, const struct cfg_listen_list *addrs, struct reader *reads,
                        struct metrics_http **out, char *err, size_t errlen)
 {
     *out = NULL;

@@ -18,8 +18,9 @@
  *
  * What it does not do: authenticate (bind it to loopback or a monitoring network), TLS, keep-alive.
  *
- * Ownership: the struct owns its listening sockets and its clients; reads (the loop's read
- * connection, for the gauges) is borrowed and must outlive metrics_http_stop's completion.
+ * Ownership: the struct owns its listening sockets and its clients; reads (the loop's reader,
+ * for the gauges) is borrowed and must outlive metrics_http_stop's completion: a scrape whose
+ * read is out keeps its client, and so the struct, until that read's done.
  */
 #ifndef POSTERN_METRICS_HTTP_H
 #define POSTERN_METRICS_HTTP_H
@@ -29,7 +30,7 @@
 
 struct cfg_listen_list;
 struct metrics_http;
-struct store;
+struct reader;
 
 /* A scraper's request is a line and a few headers; 8 KiB is what common servers allow a head. */
 #define METRICS_HTTP_REQUEST_MAX_BYTES 8192
@@ -41,7 +42,7 @@ struct store;
 /* Listens on every address of addrs (count > 0). On failure nothing stays open and err holds one
  * line such as "cannot listen on 127.0.0.1:9154 (metrics): address already in use". 0, or a
  * negative libuv code. */
-int metrics_http_start(uv_loop_t *loop, const struct cfg_listen_list *addrs, struct store *reads,
+int metrics_http_start(uv_loop_t *loop, const struct cfg_listen_list *addrs, struct reader *reads,
                        struct metrics_http **out, char *err, size_t errlen);
 /* Closes the listening sockets and every client; the memory goes once the handles are closed
  * (the loop must run). Sets *hp to NULL; NULL is a no-op. */
