@@ -1,6 +1,7 @@
 /*
  * relay_facts.c - see relay_facts.h: relay_gather() reads the store and the configuration and
- * fills struct relay_facts. It decides nothing; common/pure/relay_policy.c does.
+ * fills struct relay_facts. It decides nothing; common/pure/relay_policy.c does, and
+ * relay_rcpt_lookup() only asks it, so that one RCPT's reads can run as one job.
  */
 #include "server/relay/relay_facts.h"
 
@@ -74,4 +75,47 @@ int relay_gather(struct store *s, const struct cfg *cfg, const struct ip_addr *i
         return st;
     }
     return STORE_OK;
+}
+
+/* ---------------------------------------------------------------- one RCPT */
+
+/* The postmaster of domain_or_null's domain, else of the first local domain (smtp_tx.c). */
+static int postmaster_user(struct store *s, const char *domain_or_null, int64_t *id_out)
+{
+    if (domain_or_null != NULL && domain_or_null[0] != '\0') {
+        int st = store_user_first(s, domain_or_null, id_out);
+        if (st != STORE_NOT_FOUND)
+            return st;
+    }
+    return store_user_first(s, NULL, id_out);
+}
+
+int relay_rcpt_lookup(struct store *s, struct relay_rcpt_lookup *l)
+{
+    l->user_id = 0;
+    l->decided = false;
+    l->error[0] = '\0';
+    int st =
+        relay_gather(s, l->cfg, &l->ip, l->auth_user[0] != '\0' ? l->auth_user : NULL, &l->sender,
+                     l->sender_kind, &l->rcpt, l->rcpt_kind, l->now_ms, &l->scratch, &l->facts);
+    if (st == STORE_OK) {
+        relay_decide(&l->facts, &l->decision);
+        l->decided = true;
+        if (l->decision.verdict == RELAY_ALLOW &&
+            l->decision.reason == RELAY_REASON_LOCAL_MAILBOX) {
+            char key[ADDRESS_STRLEN];
+            char hash[PASSWORD_HASH_BYTES];
+            /* The policy allows local-mailbox only for a key it found: no key, no user. */
+            st = address_user_key(&l->rcpt, key, sizeof(key)) == 0
+                     ? store_user_get(s, key, &l->user_id, hash, sizeof(hash))
+                     : STORE_NOT_FOUND;
+        } else if (l->decision.verdict == RELAY_ALLOW &&
+                   l->decision.reason == RELAY_REASON_POSTMASTER) {
+            st = postmaster_user(s, l->rcpt_kind == ADDRESS_PATH_MAILBOX ? l->rcpt.domain : NULL,
+                                 &l->user_id);
+        }
+    }
+    if (st != STORE_OK && !(st == STORE_NOT_FOUND && l->decided))
+        snprintf(l->error, sizeof(l->error), "%s", store_errmsg(s));
+    return st;
 }

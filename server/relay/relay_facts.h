@@ -24,6 +24,7 @@
 #ifndef POSTERN_RELAY_FACTS_H
 #define POSTERN_RELAY_FACTS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/pure/address.h"
@@ -50,5 +51,40 @@ int relay_gather(struct store *s, const struct cfg *cfg, const struct ip_addr *i
                  enum address_path_kind sender_kind, const struct address *rcpt,
                  enum address_path_kind rcpt_kind, int64_t now_ms, struct relay_scratch *scratch,
                  struct relay_facts *facts_out);
+
+/*
+ * One RCPT's whole read, in a form a reader job can carry to another thread (storage/reader.h):
+ * its inputs are copies, so nothing of the session is touched while it runs. The caller fills
+ * the inputs; relay_rcpt_lookup gathers the facts, decides (relay_decide), and for a decision
+ * that delivers locally finds the user it goes to: the mailbox's own for local-mailbox, the
+ * postmaster's (RFC 5321 4.5.1, as server/smtp/smtp_tx.c's head comment orders them) for
+ * postmaster. The facts and the decision point into the struct itself.
+ */
+struct relay_rcpt_lookup {
+    /* in */
+    const struct cfg *cfg; /* borrowed: read-only, the server's */
+    struct ip_addr ip;
+    char auth_user[ADDRESS_STRLEN]; /* "" before AUTH */
+    struct address sender;
+    enum address_path_kind sender_kind;
+    struct address rcpt;
+    enum address_path_kind rcpt_kind;
+    int64_t now_ms;
+    /* out */
+    struct relay_scratch scratch;
+    struct relay_facts facts;
+    struct relay_decision decision;
+    bool decided;    /* the facts were gathered and decision made */
+    int64_t user_id; /* local-mailbox and postmaster: where it goes */
+    char error[256]; /* the store's words after a failure */
+};
+
+/*
+ * Runs l on s (any thread with its own connection). STORE_OK: decided, and user_id set when the
+ * decision delivers locally; STORE_NOT_FOUND with decided: that user does not exist (deleted
+ * between the two reads, or no postmaster at all): "User unknown"; any other outcome is a
+ * failure, l->error says which, and nothing may be decided on l.
+ */
+int relay_rcpt_lookup(struct store *s, struct relay_rcpt_lookup *l);
 
 #endif

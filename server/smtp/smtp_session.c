@@ -237,6 +237,8 @@ static struct smtp_tx_client tx_client(const struct smtp_session *s)
 }
 
 static void job_submit(struct smtp_session *s);
+static void job_wait(struct smtp_session *s);
+static void job_done(void *ctx, int status);
 
 /* Carries out what smtp_tx.c answered (smtp_tx.h); next is the state a positive answer leads to. */
 static void tx_answer(struct smtp_session *s, enum smtp_tx_result r, const char *reply,
@@ -257,6 +259,9 @@ static void tx_answer(struct smtp_session *s, enum smtp_tx_result r, const char 
     case SMTP_TX_JOB:
         job_submit(s);
         return;
+    case SMTP_TX_WAIT:
+        job_wait(s);
+        return;
     case SMTP_TX_MORE: /* not an answer to a command */
         return;
     }
@@ -276,12 +281,17 @@ static void rcpt_answer(struct smtp_session *s, enum smtp_tx_result r, const cha
     tx_answer(s, r, reply, SMTP_STATE_RCPT);
 }
 
-/* The writer's answer. The job held a reference to the session and one to the connection. */
+/* The answer of the writer, or of the reader for a read that was out (SMTP_TX_WAIT). The job
+ * held a reference to the session and one to the connection. Reading resumes first: that takes
+ * effect on the next turn, and an answer that starts other work (a recipient's window count
+ * after its read, a milter's RCPT step) pauses it again. */
 static void job_done(void *ctx, int status)
 {
     struct smtp_session *s = ctx;
     struct conn *c = s->conn;
     char reply[SMTP_TX_REPLY_MAX_BYTES];
+    if (!s->ref.closed && !conn_is_closing(c))
+        conn_resume_reading(c);
     if (s->ref.closed) {
         smtp_tx_job_orphaned(s->tx, c, status);
     } else if (s->state == SMTP_STATE_BUSY) {
@@ -293,10 +303,18 @@ static void job_done(void *ctx, int status)
     } else {
         rcpt_answer(s, smtp_tx_job_result(s->tx, c, status, reply), reply);
     }
-    if (!s->ref.closed && !conn_is_closing(c))
-        conn_resume_reading(c);
     conn_unref(&c);
     smtp_session_release(s);
+}
+
+/* A read is out for the transaction (SMTP_TX_WAIT): reading paused and the same references as
+ * a writer job's, until job_done. */
+static void job_wait(struct smtp_session *s)
+{
+    struct conn *c = s->conn;
+    conn_pause_reading(c);
+    conn_ref(c);
+    session_ref_take(&s->ref);
 }
 
 /* Hands the transaction's job to the writer with reading paused, holding a reference to the
@@ -354,7 +372,7 @@ static void cmd_mail(struct smtp_session *s, const char *args)
     /* The transaction exists from here to its end (smtp_session_tx_reset). RFC 3463 4.3.1: out
      * of memory is the mail system's own resource running short, as for RCPT. */
     smtp_tx_free(&s->tx); /* none in READY; this only keeps a slip from leaking */
-    s->tx = smtp_tx_new();
+    s->tx = smtp_tx_new(job_done, s);
     if (s->tx == NULL) {
         smtp_reply_error(s, "452 4.3.1 Insufficient system storage");
         return;

@@ -92,6 +92,9 @@ static enum smtp_tx_result unsupported_option(char reply[SMTP_TX_REPLY_MAX_BYTES
 
 void smtp_tx_clear(struct smtp_tx *tx)
 {
+    smtp_tx_done_fn done = tx->done;
+    void *done_ctx = tx->done_ctx;
+    free(tx->lookup);
     smtp_tx_truncate(tx, 0, 0);
     smtp_tx_rcpt_dsn_free(&tx->pending_dsn);
     free(tx->local_dsn);
@@ -114,11 +117,18 @@ void smtp_tx_clear(struct smtp_tx *tx)
     if (tx->spooling)
         (void)close(tx->spool_fd); /* nameless: closing it is deleting it, nothing to lose */
     memset(tx, 0, sizeof(*tx));
+    tx->done = done;
+    tx->done_ctx = done_ctx;
 }
 
-struct smtp_tx *smtp_tx_new(void)
+struct smtp_tx *smtp_tx_new(smtp_tx_done_fn done, void *ctx)
 {
-    return calloc(1, sizeof(struct smtp_tx));
+    struct smtp_tx *tx = calloc(1, sizeof(struct smtp_tx));
+    if (tx != NULL) {
+        tx->done = done;
+        tx->done_ctx = ctx;
+    }
+    return tx;
 }
 
 void smtp_tx_free(struct smtp_tx **txp)
@@ -227,16 +237,6 @@ enum smtp_tx_result smtp_tx_mail(struct smtp_tx *tx, const struct smtp_tx_client
 
 /* Where postmaster mail goes (head comment): two indexed lookups at most. 0 with *id_out,
  * STORE_NOT_FOUND, or STORE_ERR. */
-static int postmaster_user(struct store *reads, const char *domain_or_null, int64_t *id_out)
-{
-    if (domain_or_null != NULL && domain_or_null[0] != '\0') {
-        int st = store_user_first(reads, domain_or_null, id_out);
-        if (st != STORE_NOT_FOUND)
-            return st;
-    }
-    return store_user_first(reads, NULL, id_out);
-}
-
 static void set_identity(struct smtp_tx *tx, struct conn *c, const struct relay_facts *f,
                          const struct relay_decision *d)
 {
@@ -287,6 +287,22 @@ static enum smtp_tx_result rcpt_temp_failure(struct conn *c, const char *what,
     return answer(reply, SMTP_TX_ERROR, "451 4.3.0 Error: temporary failure, try again later");
 }
 
+static enum smtp_tx_result rcpt_decided(struct smtp_tx *tx, struct conn *c, int st,
+                                        char reply[SMTP_TX_REPLY_MAX_BYTES]);
+
+/* On a reader thread, or inline on the loop: the lookup only, which the loop leaves alone. */
+static int rcpt_run(struct store *st, struct reader_job *job)
+{
+    struct smtp_tx *tx = container_of(job, struct smtp_tx, rcpt_job);
+    return relay_rcpt_lookup(st, &tx->lookup->relay);
+}
+
+static void rcpt_done(struct reader_job *job, int status)
+{
+    struct smtp_tx *tx = container_of(job, struct smtp_tx, rcpt_job);
+    tx->done(tx->done_ctx, status);
+}
+
 enum smtp_tx_result smtp_tx_rcpt(struct smtp_tx *tx, const struct smtp_tx_client *cl,
                                  const char *args, char reply[SMTP_TX_REPLY_MAX_BYTES])
 {
@@ -315,65 +331,76 @@ enum smtp_tx_result smtp_tx_rcpt(struct smtp_tx *tx, const struct smtp_tx_client
      * counted as an error: the client is doing nothing wrong. */
     if (tx->n_rcpts >= cfg->smtp.max_recipients)
         return answer(reply, SMTP_TX_SOFT, "452 4.5.3 Too many recipients");
-    struct app *app = conn_app(c);
-    struct relay_scratch scratch;
-    struct relay_facts facts;
-    int st = relay_gather(app->reads, cfg, conn_peer_ip(c),
-                          cl->auth_user[0] != '\0' ? cl->auth_user : NULL, &tx->sender,
-                          tx->sender_kind, &rcpt, kind, store_now_ms(), &scratch, &facts);
-    if (st != STORE_OK)
-        return rcpt_temp_failure(c, store_errmsg(app->reads), reply);
-    struct relay_decision d;
-    relay_decide(&facts, &d);
-    metrics_relay_decision((int)d.reason);
+    /* The reads (facts, decision, the user) are one job: inline it runs now, on reader threads
+     * the session waits and smtp_tx_job_result carries on with rcpt_decided. */
+    if (tx->lookup == NULL && (tx->lookup = malloc(sizeof(*tx->lookup))) == NULL)
+        return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
+    tx->lookup->params = rp;
+    struct relay_rcpt_lookup *l = &tx->lookup->relay;
+    l->cfg = cfg;
+    l->ip = *conn_peer_ip(c);
+    snprintf(l->auth_user, sizeof(l->auth_user), "%s", cl->auth_user);
+    l->sender = tx->sender;
+    l->sender_kind = tx->sender_kind;
+    l->rcpt = rcpt;
+    l->rcpt_kind = kind;
+    l->now_ms = store_now_ms();
+    tx->rcpt_job.run = rcpt_run;
+    tx->rcpt_job.done = rcpt_done;
+    int st;
+    if (reader_submit(((struct app *)conn_app(c))->reader, &tx->rcpt_job, &st) == READER_PENDING) {
+        tx->job_kind = SMTP_JOB_RCPT_READ;
+        return SMTP_TX_WAIT;
+    }
+    return rcpt_decided(tx, c, st, reply);
+}
+
+/* RCPT's reads are over (status as relay_rcpt_lookup returned it): carry out the decision. */
+static enum smtp_tx_result rcpt_decided(struct smtp_tx *tx, struct conn *c, int st,
+                                        char reply[SMTP_TX_REPLY_MAX_BYTES])
+{
+    struct relay_rcpt_lookup *l = &tx->lookup->relay;
+    const struct smtp_rcpt_params *rp = &tx->lookup->params;
+    if (!l->decided)
+        return rcpt_temp_failure(c, l->error, reply);
+    /* Still the session's: facts and decision point into l, which the transaction owns. */
+    const struct relay_facts *facts = &l->facts;
+    const struct relay_decision *d = &l->decision;
+    metrics_relay_decision((int)d->reason);
     char logline[RELAY_LOG_MAX_BYTES];
-    relay_format_log(&facts, &d, logline, sizeof(logline));
+    relay_format_log(facts, d, logline, sizeof(logline));
     log_info("smtp", conn_sid(c), "event=relay %s", logline);
-    if (d.verdict != RELAY_ALLOW)
-        return answer(reply, SMTP_TX_ERROR, "%s", d.reply);
+    if (d->verdict != RELAY_ALLOW)
+        return answer(reply, SMTP_TX_ERROR, "%s", d->reply);
 
     char text[ADDRESS_STRLEN];
-    address_format(&rcpt, text, sizeof(text));
-    int64_t id = 0;
-    switch (d.reason) {
-    case RELAY_REASON_LOCAL_MAILBOX: {
-        char key[ADDRESS_STRLEN];
-        char hash[PASSWORD_HASH_BYTES];
-        /* The policy allows LOCAL_MAILBOX only for a key it found, so no key means no user. */
-        st = address_user_key(&rcpt, key, sizeof(key)) == 0
-                 ? store_user_get(app->reads, key, &id, hash, sizeof(hash))
-                 : STORE_NOT_FOUND;
-        if (st != STORE_OK) {
-            /* Deleted between the two reads: as if it never existed. */
-            if (st == STORE_NOT_FOUND)
-                return answer(reply, SMTP_TX_ERROR,
-                              "550 5.1.1 <%s>: Recipient address rejected: User unknown", text);
-            return rcpt_temp_failure(c, store_errmsg(app->reads), reply);
-        }
-        break;
-    }
+    address_format(&l->rcpt, text, sizeof(text));
+    int64_t id = l->user_id;
+    switch (d->reason) {
+    case RELAY_REASON_LOCAL_MAILBOX:
     case RELAY_REASON_POSTMASTER:
-        st = postmaster_user(app->reads, kind == ADDRESS_PATH_MAILBOX ? rcpt.domain : NULL, &id);
+        /* The mailbox deleted between the two reads, or no user at all to take the
+         * postmaster's mail: as if it never existed. */
         if (st == STORE_NOT_FOUND)
             return answer(reply, SMTP_TX_ERROR,
                           "550 5.1.1 <%s>: Recipient address rejected: User unknown", text);
         if (st != STORE_OK)
-            return rcpt_temp_failure(c, store_errmsg(app->reads), reply);
+            return rcpt_temp_failure(c, l->error, reply);
         break;
     case RELAY_REASON_POP_WINDOW:
-        set_identity(tx, c, &facts, &d);
+        set_identity(tx, c, facts, d);
         smtp_tx_rcpt_dsn_free(&tx->pending_dsn);
-        if (window_count_prepare(tx, c, &facts, text) != 0 ||
-            smtp_tx_rcpt_dsn_set(&tx->pending_dsn, &rp, NULL) != 0)
+        if (window_count_prepare(tx, c, facts, text) != 0 ||
+            smtp_tx_rcpt_dsn_set(&tx->pending_dsn, rp, NULL) != 0)
             return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
         return SMTP_TX_JOB;
     default: /* trusted-network, auth */
-        set_identity(tx, c, &facts, &d);
-        if (smtp_tx_add_remote_dsn(tx, text, &rp) != 0)
+        set_identity(tx, c, facts, d);
+        if (smtp_tx_add_remote_dsn(tx, text, rp) != 0)
             return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
         return rcpt_accepted(tx, text, reply);
     }
-    if (smtp_tx_add_local_dsn(tx, id, &rp, text) != 0)
+    if (smtp_tx_add_local_dsn(tx, id, rp, text) != 0)
         return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
     return rcpt_accepted(tx, text, reply);
 }
@@ -675,6 +702,8 @@ enum smtp_tx_result smtp_tx_job_result(struct smtp_tx *tx, struct conn *c, int s
 {
     enum smtp_job_kind kind = tx->job_kind;
     tx->job_kind = SMTP_JOB_NONE;
+    if (kind == SMTP_JOB_RCPT_READ)
+        return rcpt_decided(tx, c, status, reply);
     if (kind == SMTP_JOB_DELIVER) {
         if (status == 0) {
             log_message(tx, c);

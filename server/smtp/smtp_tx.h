@@ -24,8 +24,10 @@
 #include "common/pure/smtp_data.h"
 #include "common/pure/smtp_parse.h"
 #include "server/net/conn.h"
+#include "server/relay/relay_facts.h"
 #include "server/smtp/smtp_dkim.h"
 #include "storage/mailbox.h"
+#include "storage/reader.h"
 #include "storage/writer.h"
 
 /* "<sid hex>.<n>": the queue id in "250 2.0.0 Ok: queued as ID" and the Received header. */
@@ -50,6 +52,9 @@ enum smtp_tx_result {
     SMTP_TX_SOFT,   /* the reply refuses but is no error (RFC 5321 4.5.3.1.10's 452): send it */
     SMTP_TX_JOB,    /* a writer job is ready: pause and hand it over with smtp_tx_submit() */
     SMTP_TX_MORE,   /* smtp_tx_feed(): the message goes on; nothing to answer yet */
+    /* A read is out on a reader thread (storage/reader.h): pause and hold on, exactly as for a
+     * submitted job; the done given to smtp_tx_new calls back, and smtp_tx_job_result answers. */
+    SMTP_TX_WAIT,
 };
 
 /* What the session knows of its client, borrowed for the length of one call. */
@@ -68,6 +73,7 @@ enum smtp_job_kind {
     SMTP_JOB_NONE = 0,
     SMTP_JOB_DELIVER,      /* store_deliver: the message of the transaction */
     SMTP_JOB_COUNT_WINDOW, /* store_window_take_relay for a recipient allowed on a window */
+    SMTP_JOB_RCPT_READ,    /* a reader job: RCPT's facts and user (relay_rcpt_lookup) */
 };
 
 /* The refusal a full window gets, prepared before the count job goes out (smtp_tx.c). */
@@ -119,8 +125,13 @@ struct smtp_tx {
     smtp_tx_done_fn done; /* the session's, with done_ctx */
     void *done_ctx;
     char pending_rcpt[ADDRESS_STRLEN]; /* COUNT_WINDOW: the recipient waiting for its 250 */
-    char window_key[CIDR_STRLEN];      /* COUNT_WINDOW */
-    unsigned window_max;               /* COUNT_WINDOW: relay.window_max_recipients */
+    /* RCPT's reads (relay_rcpt_lookup) as a reader job; owned, made at the first RCPT and kept
+     * for the transaction's others. With reader threads the job is out while the session
+     * waits (SMTP_TX_WAIT); inline it runs inside smtp_tx_rcpt. */
+    struct reader_job rcpt_job;
+    struct smtp_rcpt_read *lookup;
+    char window_key[CIDR_STRLEN]; /* COUNT_WINDOW */
+    unsigned window_max;          /* COUNT_WINDOW: relay.window_max_recipients */
     /* COUNT_WINDOW: owned, the answer (and its event=relay line) if the writer does not count
      * the recipient. On the heap, only while such a job is out: every idle session carries a
      * struct smtp_tx, and these 2 KiB would be most of it. */
@@ -152,8 +163,15 @@ struct smtp_tx {
                        * transaction without one carries only the pointer */
 };
 
-/* A new, empty transaction (zeroed), or NULL when out of memory. */
-struct smtp_tx *smtp_tx_new(void);
+/* RCPT's reads (relay_rcpt_lookup) and the RCPT's own parameters, kept across them. */
+struct smtp_rcpt_read {
+    struct relay_rcpt_lookup relay;
+    struct smtp_rcpt_params params;
+};
+
+/* A new, empty transaction (zeroed), or NULL when out of memory. done(ctx) is where a read or
+ * job out for it calls back (kept across smtp_tx_clear; smtp_tx_submit may set it again). */
+struct smtp_tx *smtp_tx_new(smtp_tx_done_fn done, void *ctx);
 /* Frees what the transaction owns and the transaction itself, and sets *txp to NULL (RSET, the
  * end of a transaction, the session's end). NULL or *txp NULL: a no-op. Not while a writer job is
  * out. */

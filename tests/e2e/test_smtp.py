@@ -14,6 +14,7 @@ import smtplib
 import socket
 import sqlite3
 import time
+import unittest
 
 from harness import PosternTest
 from test_conn import Client, client_tls_context, make_cert
@@ -404,6 +405,10 @@ class Data(SmtpTest):
         self.wait_log("reason=client-closed")
         self.assertEqual(self.message_count(), 0)
 
+    @unittest.skipIf(os.environ.get("POSTERN_TEST_READER_THREADS", "") not in ("", "0"),
+                     "with reader threads the session waits for RCPT's read, the replies before "
+                     "it go out meanwhile, and the closed socket fails that write before DATA "
+                     "is read: nothing was acknowledged, so nothing is owed")
     def test_close_right_after_the_dot_still_stores(self):
         # The client goes away while the writer commits: the message is stored (and logged)
         # all the same, and the session is freed when the commit is done.

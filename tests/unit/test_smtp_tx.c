@@ -24,7 +24,7 @@
 static void test_new_is_empty(void **state)
 {
     (void)state;
-    struct smtp_tx *tx = smtp_tx_new();
+    struct smtp_tx *tx = smtp_tx_new(NULL, NULL);
     assert_non_null(tx);
     assert_int_equal(tx->n_local, 0);
     assert_int_equal(tx->n_remote, 0);
@@ -42,7 +42,7 @@ static void test_new_is_empty(void **state)
 static void test_clear_then_reuse(void **state)
 {
     (void)state;
-    struct smtp_tx *tx = smtp_tx_new();
+    struct smtp_tx *tx = smtp_tx_new(NULL, NULL);
     assert_non_null(tx);
     for (int64_t id = 1; id <= 20; id++) /* past the first capacity: the array grows */
         assert_int_equal(smtp_tx_add_local(tx, id), 0);
@@ -73,7 +73,7 @@ static void test_clear_then_reuse(void **state)
 static void test_free_owns_everything(void **state)
 {
     (void)state;
-    struct smtp_tx *tx = smtp_tx_new();
+    struct smtp_tx *tx = smtp_tx_new(NULL, NULL);
     assert_non_null(tx);
     assert_int_equal(smtp_tx_add_local(tx, 42), 0);
     assert_int_equal(smtp_tx_add_remote(tx, "r@remote.test"), 0);
