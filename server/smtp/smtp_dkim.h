@@ -75,11 +75,12 @@ void smtp_dkim_start(struct smtp_dkim *d);
 void smtp_dkim_feed(struct smtp_dkim *d, const unsigned char *p, size_t n);
 void smtp_dkim_end(struct smtp_dkim *d);
 /*
- * On the loop: the fix-ups into d->added, and the keys to sign with. reads is the loop's read
- * store, cache the process's key cache (NULL: nothing is signed), hostname server.hostname (for
- * the Message-ID), id the queue id, now_ms the wall clock (Date, t=). True when smtp_dkim_sign
- * has work; otherwise d->outcome says why not. A failure leaves the message unsigned with the
- * reason, never undelivered.
+ * The fix-ups into d->added, and the keys to sign with: a reader job's work
+ * (server/smtp/smtp_tx.c), so on the loop inline or on a reader thread, touching d and the
+ * thread-safe cache only. reads is the running thread's store, cache the process's key cache (NULL:
+ * nothing is signed), hostname server.hostname (for the Message-ID), id the queue id, now_ms the
+ * wall clock (Date, t=). True when smtp_dkim_sign has work; otherwise d->outcome says why not. A
+ * failure leaves the message unsigned with the reason, never undelivered.
  */
 bool smtp_dkim_prepare(struct smtp_dkim *d, struct store *reads, struct dkim_cache *cache,
                        const char *hostname, const char *id, int64_t now_ms);

@@ -295,11 +295,16 @@ static void job_done(void *ctx, int status)
     if (s->ref.closed) {
         smtp_tx_job_orphaned(s->tx, c, status);
     } else if (s->state == SMTP_STATE_BUSY) {
-        if (smtp_tx_job_result(s->tx, c, status, reply) == SMTP_TX_OK)
-            conn_reply(c, "%s\r\n", reply);
-        else
-            smtp_reply_error(s, "%s", reply);
-        smtp_session_tx_reset(s);
+        enum smtp_tx_result r = smtp_tx_job_result(s->tx, c, status, reply);
+        if (r == SMTP_TX_JOB) {
+            job_submit(s); /* the message, once the reads for its signing are done */
+        } else {
+            if (r == SMTP_TX_OK)
+                conn_reply(c, "%s\r\n", reply);
+            else
+                smtp_reply_error(s, "%s", reply);
+            smtp_session_tx_reset(s);
+        }
     } else {
         rcpt_answer(s, smtp_tx_job_result(s->tx, c, status, reply), reply);
     }
@@ -453,13 +458,17 @@ void smtp_session_deliver(struct smtp_session *s)
         return;
     char reply[SMTP_TX_REPLY_MAX_BYTES];
     struct smtp_tx_client cl = tx_client(s);
-    if (smtp_tx_deliver(s->tx, &cl, ++s->transactions, reply) != SMTP_TX_JOB) {
+    enum smtp_tx_result r = smtp_tx_deliver(s->tx, &cl, ++s->transactions, reply);
+    if (r != SMTP_TX_JOB && r != SMTP_TX_WAIT) {
         smtp_reply_error(s, "%s", reply);
         smtp_session_tx_reset(s);
         return;
     }
     smtp_session_enter_state(s, SMTP_STATE_BUSY);
-    job_submit(s);
+    if (r == SMTP_TX_WAIT)
+        job_wait(s); /* the signing keys' reads: job_done submits the message after */
+    else
+        job_submit(s);
 }
 
 /* ---- the other commands -------------------------------------------------------------------- */

@@ -519,6 +519,24 @@ static void log_message(struct smtp_tx *tx, struct conn *c)
              quarantine);
 }
 
+static enum smtp_tx_result deliver_ready(struct smtp_tx *tx, char reply[SMTP_TX_REPLY_MAX_BYTES]);
+
+/* On a reader thread, or inline on the loop: *tx->dkim and the thread-safe key cache only; the
+ * loop leaves the transaction alone meanwhile (the session waits). */
+static int dkim_run(struct store *st, struct reader_job *job)
+{
+    struct smtp_tx *tx = container_of(job, struct smtp_tx, dkim_job);
+    (void)smtp_dkim_prepare(tx->dkim, st, tx->dkim_cache, tx->dkim_hostname, tx->id,
+                            tx->delivery.received_ms);
+    return 0;
+}
+
+static void dkim_done(struct reader_job *job, int status)
+{
+    struct smtp_tx *tx = container_of(job, struct smtp_tx, dkim_job);
+    tx->done(tx->done_ctx, status);
+}
+
 enum smtp_tx_result smtp_tx_deliver(struct smtp_tx *tx, const struct smtp_tx_client *cl,
                                     unsigned seq, char reply[SMTP_TX_REPLY_MAX_BYTES])
 {
@@ -558,22 +576,6 @@ enum smtp_tx_result smtp_tx_deliver(struct smtp_tx *tx, const struct smtp_tx_cli
     size_t off = tx->block_off, len = tx->block_len;
     if (!tx->taken && smtp_data_take(&tx->data, &tx->block, &off, &len) != 0)
         return answer(reply, SMTP_TX_ERROR, "451 4.3.0 Error: could not prepare the message");
-    if (tx->dkim != NULL) {
-        if (tx->block != NULL)
-            smtp_dkim_feed(tx->dkim, tx->block + off, len);
-        smtp_dkim_end(tx->dkim);
-        const struct app *app = conn_app(c);
-        (void)smtp_dkim_prepare(tx->dkim, app != NULL ? app->reads : NULL,
-                                app != NULL ? app->dkim : NULL, conn_cfg(c)->server.hostname,
-                                tx->id, now);
-    }
-    tx->remote_ptrs = calloc(tx->n_remote + 1, sizeof(*tx->remote_ptrs));
-    if (tx->remote_ptrs == NULL)
-        return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
-    for (size_t i = 0; i < tx->n_remote; i++)
-        tx->remote_ptrs[i] = tx->remote[i];
-    if (smtp_tx_dsn_prepare(tx) != 0)
-        return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
     tx->message_bytes = (uint64_t)tlen + spilled + len;
     tx->delivery = (struct store_delivery){
         .sender = tx->sender_text,
@@ -585,19 +587,52 @@ enum smtp_tx_result smtp_tx_deliver(struct smtp_tx *tx, const struct smtp_tx_cli
         .body_len = len,
         .local_user_ids = tx->local_ids,
         .n_local = tx->n_local,
-        .remote_rcpts = tx->remote_ptrs,
         .n_remote = tx->n_remote,
         .received_ms = now,
         .smtputf8 = tx->params.smtputf8,
         .quarantine = tx->quarantine,
         .dsn_envid = tx->params.envid[0] != '\0' ? tx->params.envid : NULL,
         .dsn_ret = (int)tx->params.ret,
-        .remote_notify = tx->remote_notify,
-        .remote_orcpt = tx->remote_orcpt,
-        .delivered = tx->delivered,
-        .n_delivered = tx->n_delivered,
         .hostname = conn_cfg(c)->server.hostname,
     };
+    if (tx->dkim != NULL) {
+        if (tx->block != NULL)
+            smtp_dkim_feed(tx->dkim, tx->block + off, len);
+        smtp_dkim_end(tx->dkim);
+        /* The signing keys' reads (is the From domain local, its keys) are a reader job:
+         * inline now, or the session waits and smtp_tx_job_result carries on. */
+        const struct app *app = conn_app(c);
+        tx->dkim_cache = app != NULL ? app->dkim : NULL;
+        tx->dkim_hostname = conn_cfg(c)->server.hostname;
+        tx->dkim_job.run = dkim_run;
+        tx->dkim_job.done = dkim_done;
+        int st;
+        if (app == NULL || app->reader == NULL)
+            (void)smtp_dkim_prepare(tx->dkim, NULL, NULL, tx->dkim_hostname, tx->id, now);
+        else if (reader_submit(app->reader, &tx->dkim_job, &st) == READER_PENDING) {
+            tx->job_kind = SMTP_JOB_DKIM_READ;
+            return SMTP_TX_WAIT;
+        }
+    }
+    return deliver_ready(tx, reply);
+}
+
+/* The message is ready but for its recipients' arrays (addresses, DSN parameters): the writer
+ * job. */
+static enum smtp_tx_result deliver_ready(struct smtp_tx *tx, char reply[SMTP_TX_REPLY_MAX_BYTES])
+{
+    tx->remote_ptrs = calloc(tx->n_remote + 1, sizeof(*tx->remote_ptrs));
+    if (tx->remote_ptrs == NULL)
+        return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
+    for (size_t i = 0; i < tx->n_remote; i++)
+        tx->remote_ptrs[i] = tx->remote[i];
+    if (smtp_tx_dsn_prepare(tx) != 0)
+        return answer(reply, SMTP_TX_ERROR, "452 4.3.1 Insufficient system storage");
+    tx->delivery.remote_rcpts = tx->remote_ptrs;
+    tx->delivery.remote_notify = tx->remote_notify;
+    tx->delivery.remote_orcpt = tx->remote_orcpt;
+    tx->delivery.delivered = tx->delivered;
+    tx->delivery.n_delivered = tx->n_delivered;
     tx->job_kind = SMTP_JOB_DELIVER;
     return SMTP_TX_JOB;
 }
@@ -704,6 +739,8 @@ enum smtp_tx_result smtp_tx_job_result(struct smtp_tx *tx, struct conn *c, int s
     tx->job_kind = SMTP_JOB_NONE;
     if (kind == SMTP_JOB_RCPT_READ)
         return rcpt_decided(tx, c, status, reply);
+    if (kind == SMTP_JOB_DKIM_READ)
+        return deliver_ready(tx, reply); /* the outcome of the keys' reads is in tx->dkim */
     if (kind == SMTP_JOB_DELIVER) {
         if (status == 0) {
             log_message(tx, c);

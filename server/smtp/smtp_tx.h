@@ -74,6 +74,7 @@ enum smtp_job_kind {
     SMTP_JOB_DELIVER,      /* store_deliver: the message of the transaction */
     SMTP_JOB_COUNT_WINDOW, /* store_window_take_relay for a recipient allowed on a window */
     SMTP_JOB_RCPT_READ,    /* a reader job: RCPT's facts and user (relay_rcpt_lookup) */
+    SMTP_JOB_DKIM_READ,    /* a reader job: the From domain and its keys (smtp_dkim_prepare) */
 };
 
 /* The refusal a full window gets, prepared before the count job goes out (smtp_tx.c). */
@@ -151,9 +152,13 @@ struct smtp_tx {
      * which then stores prefix (trace + what was added) in front instead of trace. On the heap,
      * so that a session that never relays does not carry the signer's buffers. */
     struct smtp_dkim *dkim; /* owned; NULL unless signing started */
-    unsigned char *prefix;  /* DELIVER: owned; NULL when nothing was added */
-    uv_work_t sign_req;     /* DELIVER: the threadpool request while signing */
-    struct conn *sign_conn; /* DELIVER, while signing: borrowed (the session holds a ref) */
+    /* DKIM_READ: smtp_dkim_prepare as a reader job, and what it borrows for it */
+    struct reader_job dkim_job;
+    struct dkim_cache *dkim_cache; /* the server's (thread-safe); NULL: nothing is signed */
+    const char *dkim_hostname;     /* the configuration's */
+    unsigned char *prefix;         /* DELIVER: owned; NULL when nothing was added */
+    uv_work_t sign_req;            /* DELIVER: the threadpool request while signing */
+    struct conn *sign_conn;        /* DELIVER, while signing: borrowed (the session holds a ref) */
     /* The milters' end of message (smtp_tx_milter.c): the content was taken from the scanner
      * before delivery (block + block_off, block_len), and what they decided. */
     bool taken;
