@@ -222,6 +222,8 @@ static void schedule_next(struct queue_runner *r)
 {
     uint64_t delay = STORE_QUEUE_RESCAN_MS;
     int64_t due = INT64_MAX;
+    /* XXX(reader): a synchronous read on the loop's connection, not yet a reader job
+     * (storage/reader.h); with a store across a network it would block the loop. */
     if (r->n_active < QUEUE_RUNNER_MAX_ATTEMPTS &&
         store_queue_next_due(r->app->reads, &due) == STORE_OK && due != INT64_MAX) {
         int64_t now = store_now_ms();

@@ -66,7 +66,9 @@ static int mod_address(const char *text, struct address *a, enum address_path_ki
     return address_parse(text, len, a, NULL);
 }
 
-/* The local user an address names, or 0 when it names none. */
+/* The local user an address names, or 0 when it names none.
+ * XXX(reader): a synchronous read on the loop's connection, the one session read not yet a
+ * reader job (storage/reader.h); with a store across a network it would block the loop. */
 static int64_t local_user(struct store *reads, const struct address *a)
 {
     char key[ADDRESS_STRLEN];
