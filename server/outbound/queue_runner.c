@@ -218,20 +218,57 @@ static void schedule(struct queue_runner *r, uint64_t delay_ms)
     uv_timer_start(&r->timer, on_timer, delay_ms, 0);
 }
 
-static void schedule_next(struct queue_runner *r)
+/* On a reader thread, or inline on the loop: next_due only. */
+static int next_due_run(struct store *st, struct reader_job *job)
+{
+    struct queue_runner *r = container_of(job, struct queue_runner, next_due_job);
+    r->next_due = INT64_MAX;
+    return store_queue_next_due(st, &r->next_due);
+}
+
+/* The next due entry is known (or not: then the rescan interval): arm the timer. */
+static void next_due_known(struct queue_runner *r, int status)
 {
     uint64_t delay = STORE_QUEUE_RESCAN_MS;
-    int64_t due = INT64_MAX;
-    /* XXX(reader): a synchronous read on the loop's connection, not yet a reader job
-     * (storage/reader.h); with a store across a network it would block the loop. */
-    if (r->n_active < QUEUE_RUNNER_MAX_ATTEMPTS &&
-        store_queue_next_due(r->app->reads, &due) == STORE_OK && due != INT64_MAX) {
+    int64_t due = r->next_due;
+    if (status == STORE_OK && due != INT64_MAX) {
         int64_t now = store_now_ms();
         /* Due now but not claimed: its domain is at its limit; a finishing attempt kicks us. */
         if (due > now && due - now < STORE_QUEUE_RESCAN_MS)
             delay = (uint64_t)(due - now);
     }
     schedule(r, delay);
+}
+
+static void next_due_done(struct reader_job *job, int status)
+{
+    struct queue_runner *r = container_of(job, struct queue_runner, next_due_job);
+    r->next_due_out = false;
+    r->jobs--;
+    if (!r->stopping)
+        next_due_known(r, status);
+    check_stopped(r); /* may free r: not touched after */
+}
+
+/* When to look again: the next due entry's time, read through the loop's reader (with reader
+ * threads the timer is armed when the read is back; one such read at a time). */
+static void schedule_next(struct queue_runner *r)
+{
+    if (r->n_active >= QUEUE_RUNNER_MAX_ATTEMPTS) {
+        schedule(r, STORE_QUEUE_RESCAN_MS);
+        return;
+    }
+    if (r->next_due_out)
+        return; /* its done arms the timer */
+    r->next_due_job.run = next_due_run;
+    r->next_due_job.done = next_due_done;
+    int status;
+    if (reader_submit(r->app->reader, &r->next_due_job, &status) == READER_PENDING) {
+        r->next_due_out = true;
+        r->jobs++; /* counted with the writer jobs: a stop waits for it */
+        return;
+    }
+    next_due_known(r, status);
 }
 
 static int claim_run(struct store *st, struct writer_job *job)

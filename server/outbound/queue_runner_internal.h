@@ -35,6 +35,7 @@
 #include "server/outbound/smtp_client.h"
 #include "common/util.h"
 #include "storage/queue.h"
+#include "storage/reader.h"
 #include "storage/store.h"
 #include "storage/writer.h"
 
@@ -120,7 +121,7 @@ struct queue_runner {
 
     struct delivery *active;
     size_t n_active;
-    size_t jobs;  /* writer jobs submitted and not yet done (the deliveries' included) */
+    size_t jobs;  /* writer jobs and the next-due read out, not yet done (deliveries' too) */
     bool started; /* stale claims released */
     bool stopping;
     void (*stop_done)(void *);
@@ -135,6 +136,11 @@ struct queue_runner {
     int claim_rc;
     struct writer_job start_job;
     size_t released_stale;
+
+    /* when to look again: a reader job (storage/reader.h) */
+    struct reader_job next_due_job;
+    int64_t next_due; /* its result */
+    bool next_due_out;
 };
 
 /* ---- queue_runner.c ---- */

@@ -212,12 +212,41 @@ bool smtp_milter_rcpt(struct smtp_session *s, void (*next_ok)(struct smtp_sessio
 
 /* ---- end of message ---- */
 
+/* The milters' changes applied, then the delivery as without them. */
+static void apply_and_deliver(struct smtp_session *s)
+{
+    char reply[SMTP_TX_REPLY_MAX_BYTES] = "";
+    size_t nmods = 0;
+    const struct milter_mod *mods = milter_mods(s->milter->ms, &nmods);
+    if (smtp_tx_apply_milters(s->tx, s->conn, mods, nmods, reply) != 0) {
+        smtp_reply_error(
+            s, "%s", reply[0] != '\0' ? reply : "451 4.3.0 Error: could not prepare the message");
+        smtp_session_tx_reset(s);
+    } else {
+        smtp_session_deliver(s);
+    }
+}
+
+/* The recipients' reads of smtp_tx_milter_lookup are back (reader threads). The lookup held a
+ * reference to the session and one to the connection. */
+static void lookup_done(void *ctx, int status)
+{
+    struct smtp_session *s = ctx;
+    struct conn *c = s->conn;
+    (void)status; /* a failed read left the addresses remote, as local_user says */
+    if (!s->ref.closed) {
+        apply_and_deliver(s);
+        step_end(s);
+    }
+    conn_unref(&c);
+    smtp_session_release(s);
+}
+
 static void message_done(void *ctx, const struct milter_verdict *v)
 {
     struct smtp_session *s = ctx;
     if (s->ref.closed)
         return; /* not reached: on_close frees the milters first */
-    char reply[SMTP_TX_REPLY_MAX_BYTES] = "";
     if (v->kind == MILTER_V_REJECT || v->kind == MILTER_V_TEMPFAIL) {
         smtp_reply_error(s, "%s", v->reply);
         smtp_session_tx_reset(s);
@@ -232,14 +261,21 @@ static void message_done(void *ctx, const struct milter_verdict *v)
         size_t len = 0;
         size_t nmods = 0;
         const struct milter_mod *mods = milter_mods(s->milter->ms, &nmods);
-        if (milter_message_edit(s->milter->ms, &content, &len) < 0 ||
-            smtp_tx_apply_milters(s->tx, s->conn, mods, nmods, content, len, reply) != 0) {
-            smtp_reply_error(s, "%s",
-                             reply[0] != '\0' ? reply
-                                              : "451 4.3.0 Error: could not prepare the message");
+        int r =
+            milter_message_edit(s->milter->ms, &content, &len) < 0
+                ? -1
+                : smtp_tx_milter_lookup(s->tx, s->conn, mods, nmods, content, len, lookup_done, s);
+        if (r == READER_PENDING) {
+            /* Reading stays paused: lookup_done applies, delivers and ends the step. */
+            conn_ref(s->conn);
+            session_ref_take(&s->ref);
+            return;
+        }
+        if (r == READER_DONE)
+            apply_and_deliver(s);
+        else {
+            smtp_reply_error(s, "451 4.3.0 Error: could not prepare the message");
             smtp_session_tx_reset(s);
-        } else {
-            smtp_session_deliver(s);
         }
     }
     step_end(s);

@@ -95,6 +95,7 @@ void smtp_tx_clear(struct smtp_tx *tx)
     smtp_tx_done_fn done = tx->done;
     void *done_ctx = tx->done_ctx;
     free(tx->lookup);
+    smtp_tx_milter_lookup_free(tx);
     smtp_tx_truncate(tx, 0, 0);
     smtp_tx_rcpt_dsn_free(&tx->pending_dsn);
     free(tx->local_dsn);

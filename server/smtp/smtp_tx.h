@@ -166,6 +166,20 @@ struct smtp_tx {
     uint64_t spilled; /* the spool file's length, read before the take (which forgets it) */
     char *quarantine; /* owned: the first milter's quarantine reason; NULL when none, so that a
                        * transaction without one carries only the pointer */
+    struct smtp_milter_lookup *mlookup; /* owned: smtp_tx_milter_lookup's, NULL before */
+};
+
+/* The milters' recipient changes' reads (smtp_tx_milter.c): a reader job and what it carries. */
+struct smtp_milter_lookup {
+    struct reader_job job;
+    size_t n;               /* = the mods' count: one slot each */
+    struct address *addrs;  /* owned: the mod's address, parsed and copied on the loop */
+    bool *is_rcpt;          /* owned: the mod adds or deletes a recipient with a valid address */
+    int64_t *ids;           /* owned: its local user, 0 when none (the job's result) */
+    unsigned char *content; /* owned until smtp_tx_apply_milters takes it */
+    size_t content_len;
+    smtp_tx_done_fn done; /* the session's, with ctx */
+    void *ctx;
 };
 
 /* RCPT's reads (relay_rcpt_lookup) and the RCPT's own parameters, kept across them. */
@@ -246,12 +260,21 @@ void smtp_tx_rcpt_mark(const struct smtp_tx *tx, struct smtp_tx_rcpt_mark *mark)
 void smtp_tx_rcpt_undo(struct smtp_tx *tx, const struct smtp_tx_rcpt_mark *mark);
 /* Takes the whole message from the scanner so the milters can read it (view). 0 or -1. */
 int smtp_tx_take_message(struct smtp_tx *tx, struct milter_message *view);
-/* Applies the milters' modifications: envelope, quarantine, and (with new content) the message.
- * content, when not NULL, is the whole new message (owned by the transaction from here). 0, or
- * -1 with the reply. */
-int smtp_tx_apply_milters(struct smtp_tx *tx, struct conn *c, const struct milter_mod *mods,
+/*
+ * First of the milters' end of message: reads which of the recipients mods add or delete are
+ * local users, as one reader job. content, when not NULL, is the whole new message (owned by the
+ * transaction from here, kept for smtp_tx_apply_milters). READER_DONE: apply now; READER_PENDING:
+ * done(ctx, status) runs later on the loop, then apply; -1: out of memory (content freed).
+ */
+int smtp_tx_milter_lookup(struct smtp_tx *tx, struct conn *c, const struct milter_mod *mods,
                           size_t n, unsigned char *content, size_t content_len,
-                          char reply[SMTP_TX_REPLY_MAX_BYTES]);
+                          smtp_tx_done_fn done, void *ctx);
+/* Frees what smtp_tx_milter_lookup kept (smtp_tx_clear calls it). */
+void smtp_tx_milter_lookup_free(struct smtp_tx *tx);
+/* Applies the milters' modifications (the same mods as the lookup's): envelope, quarantine, and
+ * (with the new content the lookup kept) the message. 0, or -1 with the reply. */
+int smtp_tx_apply_milters(struct smtp_tx *tx, struct conn *c, const struct milter_mod *mods,
+                          size_t n, char reply[SMTP_TX_REPLY_MAX_BYTES]);
 /* Shared with smtp_tx_milter.c: add a recipient once (0, or -1 when out of memory); one a
  * milter adds has no DSN parameters. */
 int smtp_tx_add_local(struct smtp_tx *tx, int64_t id);

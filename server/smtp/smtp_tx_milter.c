@@ -8,6 +8,10 @@
  * either: the milter is trusted configuration): a local user's address is delivered to that
  * user, any other address is queued for relaying. Deleting a recipient removes it whether it
  * was local or remote.
+ *
+ * Which of those addresses are local users is read first, as one reader job for all of them
+ * (smtp_tx_milter_lookup, storage/reader.h): inline it runs in the call, with reader threads the
+ * session waits for it; smtp_tx_apply_milters then only uses what it found.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/util.h"
 #include "common/password.h"
 #include "server/app.h"
 #include "server/milter/milter.h"
@@ -66,9 +71,8 @@ static int mod_address(const char *text, struct address *a, enum address_path_ki
     return address_parse(text, len, a, NULL);
 }
 
-/* The local user an address names, or 0 when it names none.
- * XXX(reader): a synchronous read on the loop's connection, the one session read not yet a
- * reader job (storage/reader.h); with a store across a network it would block the loop. */
+/* The local user an address names, or 0 when it names none (a failed read included: as
+ * before the reads were jobs, the address is then relayed rather than the message refused). */
 static int64_t local_user(struct store *reads, const struct address *a)
 {
     char key[ADDRESS_STRLEN];
@@ -80,7 +84,88 @@ static int64_t local_user(struct store *reads, const struct address *a)
     return id;
 }
 
-static void del_rcpt(struct smtp_tx *tx, struct store *reads, const struct address *a)
+/* On a reader thread, or inline on the loop: the lookup's own arrays only. */
+static int lookup_run(struct store *st, struct reader_job *job)
+{
+    struct smtp_milter_lookup *l = container_of(job, struct smtp_milter_lookup, job);
+    for (size_t i = 0; i < l->n; i++)
+        l->ids[i] = l->is_rcpt[i] ? local_user(st, &l->addrs[i]) : 0;
+    return 0;
+}
+
+static void lookup_done(struct reader_job *job, int status)
+{
+    struct smtp_milter_lookup *l = container_of(job, struct smtp_milter_lookup, job);
+    l->done(l->ctx, status);
+}
+
+int smtp_tx_milter_lookup(struct smtp_tx *tx, struct conn *c, const struct milter_mod *mods,
+                          size_t n, unsigned char *content, size_t content_len,
+                          smtp_tx_done_fn done, void *ctx)
+{
+    smtp_tx_milter_lookup_free(tx);
+    struct smtp_milter_lookup *l = calloc(1, sizeof(*l));
+    if (l != NULL && n > 0) {
+        l->addrs = calloc(n, sizeof(*l->addrs));
+        l->ids = calloc(n, sizeof(*l->ids));
+        l->is_rcpt = calloc(n, sizeof(*l->is_rcpt));
+    }
+    if (l == NULL || (n > 0 && (l->addrs == NULL || l->ids == NULL || l->is_rcpt == NULL))) {
+        if (l != NULL) {
+            free(l->addrs);
+            free(l->ids);
+            free(l->is_rcpt);
+        }
+        free(l);
+        free(content);
+        return -1;
+    }
+    tx->mlookup = l;
+    l->content = content;
+    l->content_len = content_len;
+    l->n = n;
+    /* Copied now: the milters' own list may be gone before a read on another thread runs. */
+    for (size_t i = 0; i < n; i++) {
+        enum address_path_kind kind;
+        bool rcpt = mods[i].kind == MILTER_R_ADDRCPT || mods[i].kind == MILTER_R_ADDRCPT_PAR ||
+                    mods[i].kind == MILTER_R_DELRCPT;
+        l->is_rcpt[i] =
+            rcpt && mods[i].value != NULL && mod_address(mods[i].value, &l->addrs[i], &kind) == 0;
+    }
+    l->job.run = lookup_run;
+    l->job.done = lookup_done;
+    l->done = done;
+    l->ctx = ctx;
+    struct app *app = conn_app(c);
+    int st;
+    if (app != NULL && reader_submit(app->reader, &l->job, &st) == READER_PENDING)
+        return READER_PENDING;
+    if (app == NULL)
+        (void)lookup_run(NULL, &l->job); /* no store: every address is remote */
+    return READER_DONE;
+}
+
+void smtp_tx_milter_lookup_free(struct smtp_tx *tx)
+{
+    struct smtp_milter_lookup *l = tx->mlookup;
+    if (l == NULL)
+        return;
+    free(l->content);
+    free(l->addrs);
+    free(l->ids);
+    free(l->is_rcpt);
+    free(l);
+    tx->mlookup = NULL;
+}
+
+/* The local user the lookup found for mods[i] (smtp_tx_milter_lookup). */
+static int64_t looked_up(const struct smtp_tx *tx, size_t i)
+{
+    const struct smtp_milter_lookup *l = tx->mlookup;
+    return l != NULL && i < l->n ? l->ids[i] : 0;
+}
+
+static void del_rcpt(struct smtp_tx *tx, int64_t id, const struct address *a)
 {
     char text[ADDRESS_STRLEN];
     address_format(a, text, sizeof(text));
@@ -89,7 +174,6 @@ static void del_rcpt(struct smtp_tx *tx, struct store *reads, const struct addre
             smtp_tx_drop_remote(tx, i);
             return;
         }
-    int64_t id = local_user(reads, a);
     for (size_t i = 0; id != 0 && i < tx->n_local; i++)
         if (tx->local_ids[i] == id) {
             smtp_tx_drop_local(tx, i);
@@ -97,10 +181,8 @@ static void del_rcpt(struct smtp_tx *tx, struct store *reads, const struct addre
         }
 }
 
-static int envelope_mod(struct smtp_tx *tx, struct conn *c, const struct milter_mod *md)
+static int envelope_mod(struct smtp_tx *tx, struct conn *c, const struct milter_mod *md, int64_t id)
 {
-    struct app *app = conn_app(c);
-    struct store *reads = app != NULL ? app->reads : NULL;
     struct address a;
     enum address_path_kind kind;
     if (md->value == NULL || mod_address(md->value, &a, &kind) != 0) {
@@ -118,7 +200,6 @@ static int envelope_mod(struct smtp_tx *tx, struct conn *c, const struct milter_
     case MILTER_R_ADDRCPT_PAR: {
         if (kind != ADDRESS_PATH_MAILBOX)
             return 0;
-        int64_t id = local_user(reads, &a);
         char text[ADDRESS_STRLEN];
         address_format(&a, text, sizeof(text));
         int rc = id != 0 ? smtp_tx_add_local(tx, id) : smtp_tx_add_remote(tx, text);
@@ -127,7 +208,7 @@ static int envelope_mod(struct smtp_tx *tx, struct conn *c, const struct milter_
         return rc;
     }
     case MILTER_R_DELRCPT:
-        del_rcpt(tx, reads, &a);
+        del_rcpt(tx, id, &a);
         return 0;
     default:
         return 0;
@@ -135,9 +216,12 @@ static int envelope_mod(struct smtp_tx *tx, struct conn *c, const struct milter_
 }
 
 int smtp_tx_apply_milters(struct smtp_tx *tx, struct conn *c, const struct milter_mod *mods,
-                          size_t n, unsigned char *content, size_t content_len,
-                          char reply[SMTP_TX_REPLY_MAX_BYTES])
+                          size_t n, char reply[SMTP_TX_REPLY_MAX_BYTES])
 {
+    unsigned char *content = tx->mlookup != NULL ? tx->mlookup->content : NULL;
+    size_t content_len = tx->mlookup != NULL ? tx->mlookup->content_len : 0;
+    if (tx->mlookup != NULL)
+        tx->mlookup->content = NULL; /* ours now */
     for (size_t i = 0; i < n; i++) {
         const struct milter_mod *md = &mods[i];
         if (md->kind == MILTER_R_QUARANTINE) {
@@ -150,7 +234,7 @@ int smtp_tx_apply_milters(struct smtp_tx *tx, struct conn *c, const struct milte
             }
             continue;
         }
-        if (envelope_mod(tx, c, md) != 0) {
+        if (envelope_mod(tx, c, md, looked_up(tx, i)) != 0) {
             free(content);
             snprintf(reply, SMTP_TX_REPLY_MAX_BYTES, "452 4.3.1 Insufficient system storage");
             return -1;
