@@ -19,10 +19,12 @@ struct writer;
 
 struct app {
     const struct cfg *cfg; /* borrowed from main */
-    struct store *reads;   /* the loop thread's read connection: short lookups only */
-    /* The loop's handle for reads (storage/reader.h): a lookup submitted through it completes
-     * now (inline, on reads) or later on this loop (reader threads). Call sites converted to
-     * jobs use it; the others still call storage/ on reads directly. */
+    /* the loop thread's read connection, where the inline reader runs its jobs; nothing reads
+     * through it directly */
+    struct store *reads;
+    /* The loop's handle for reads (storage/reader.h): every lookup a session makes is a job
+     * submitted through it, done now (inline, on reads) or later on this loop (reader
+     * threads). */
     struct reader *reader;
     struct writer *writer; /* group-commit writer: every change to the store goes through it */
     struct auth *auth;     /* password checks off the loop, throttling, cache */
