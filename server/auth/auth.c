@@ -472,6 +472,10 @@ static void ready_cb(uv_timer_t *t)
 static void make_ready(struct auth *a, struct auth_request *r)
 {
     sodium_memzero(r->password, sizeof(r->password)); /* the result is known: no more use */
+    if (r->cancelled) {
+        request_free(r); /* cancelled during its lookup: settled (counted), never answered */
+        return;
+    }
     r->place = REQ_READY;
     list_push(&a->ready, r);
     if (!uv_is_active((uv_handle_t *)&a->ready_timer)) {
@@ -680,7 +684,7 @@ void auth_cancel(struct auth_request *r)
         r->cancelled = true;
         break;
     case REQ_LOOKUP:
-        /* The reader has the job: lookup_done frees the request. */
+        /* The reader has the job: the request goes on to its verdict, unanswered. */
         r->cancelled = true;
         break;
     }
@@ -704,11 +708,13 @@ static void lookup_done(struct reader_job *job, int st)
     struct auth_request *r = container_of(job, struct auth_request, lookup);
     struct auth *a = r->a;
     a->lookups_out--;
-    if (a->closing || r->cancelled) {
-        request_free(r); /* auth_cancel counted it; auth_free wants nothing more of it */
+    if (a->closing) {
+        request_free(r);
         maybe_free_auth(a);
         return;
     }
+    /* Cancelled or not, it goes on to its verdict: a client that leaves right after a guess
+     * must not escape the count (auth.h). A cancelled one is freed, unanswered, once settled. */
     after_lookup(a, r, st);
 }
 
