@@ -4,14 +4,16 @@
  * rollback, and the named savepoints. See store.h for the threading rules.
  *
  * What it does not do: talk to a database library. Everything here is written on sql.h and the
- * few backend calls of store_internal.h; the SQLite side is storage/sqlite/.
+ * few backend calls of store_internal.h; the SQLite side is storage/sqlite/, the PostgreSQL side
+ * storage/postgres/, and storage/backend.c routes each call to one of them.
  */
-#include "storage/store_internal.h"
+#include "storage/backends.h"
 
 #include <stdio.h>
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/pure/conninfo.h"
 
 int64_t store_now_ms(void)
 {
@@ -46,14 +48,21 @@ const char *store_errmsg(const struct store *s)
 
 /* ---- opening and closing: the one place that picks a backend ---- */
 
+bool store_is_postgres(const char *database)
+{
+    return conninfo_is_postgres(database);
+}
+
 int store_open(const char *path, struct store **out, char *err, size_t errlen)
 {
-    return sqlite_store_open(path, STORE_SCHEMA_VERSION, out, err, errlen);
+    return store_open_at_version(path, STORE_SCHEMA_VERSION, out, err, errlen);
 }
 
 int store_open_at_version(const char *path, int version, struct store **out, char *err,
                           size_t errlen)
 {
+    if (store_is_postgres(path))
+        return pg_store_open(path, version, out, err, errlen);
     return sqlite_store_open(path, version, out, err, errlen);
 }
 
@@ -70,6 +79,9 @@ void store_close(struct store **sp)
     switch (s->backend) {
     case STORE_BACKEND_SQLITE:
         sqlite_store_close(s);
+        break;
+    case STORE_BACKEND_POSTGRES:
+        pg_store_close(s);
         break;
     }
     *sp = NULL;
@@ -164,18 +176,26 @@ static int sp_exec(struct store *s, const char *verb, const char *name)
     return store_exec(s, sql);
 }
 
+/* On PostgreSQL a SAVEPOINT needs an open transaction: its backend keeps SQLite's meaning (a
+ * savepoint outside a transaction opens one, and its release commits it) by tracking them. */
 int store_sp_begin(struct store *s, const char *name)
 {
+    if (s->backend == STORE_BACKEND_POSTGRES)
+        return pg_store_sp_begin(s, name);
     return sp_exec(s, "SAVEPOINT", name);
 }
 
 int store_sp_release(struct store *s, const char *name)
 {
+    if (s->backend == STORE_BACKEND_POSTGRES)
+        return pg_store_sp_release(s, name);
     return sp_exec(s, "RELEASE", name);
 }
 
 int store_sp_undo(struct store *s, const char *name)
 {
+    if (s->backend == STORE_BACKEND_POSTGRES)
+        return pg_store_sp_undo(s, name);
     char why[STORE_ERRMSG_BYTES];
     memcpy(why, s->errmsg, sizeof(why));
     /* No transaction left: the database rolled everything back itself, savepoint included. */

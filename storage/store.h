@@ -1,8 +1,8 @@
 /*
  * store.h - the store: opening, migrations, and the functions the rest of postern uses to read
  * and change it. All SQL lives in storage/; callers never see a statement, nor which database
- * runs it (SQLite, storage/sqlite/, is the one backend today; storage/store_internal.h is the
- * seam a second one plugs into).
+ * runs it (SQLite, storage/sqlite/, or PostgreSQL, storage/postgres/; storage/store_internal.h
+ * is the seam between the table files and the backends).
  *
  * A struct store is one database connection with its prepared statements. It is used by one
  * thread at a time: the loop thread has its own (reads), the writer thread its own (writes), and
@@ -44,8 +44,14 @@ const char *store_strerror(int code);
 
 struct store;
 
-/* Opens (creating if missing) and migrates to STORE_SCHEMA_VERSION. On failure *out is NULL and
- * err holds one line naming the file and the reason. */
+/* Whether database names a PostgreSQL database rather than a SQLite file: a libpq connection
+ * string as common/pure/conninfo.h defines it (postgresql://..., postgres://..., or key=value
+ * pairs such as "host=db1 dbname=mail"). Anything else is a SQLite file path. */
+bool store_is_postgres(const char *database);
+
+/* Opens (creating if missing) and migrates to STORE_SCHEMA_VERSION: path is a SQLite file, or a
+ * PostgreSQL connection string (store_is_postgres). On failure *out is NULL and err holds one
+ * line naming the file (never a connection string: it may hold a password) and the reason. */
 int store_open(const char *path, struct store **out, char *err, size_t errlen);
 /* Opens without migrating; for tests of migrations only. */
 int store_open_at_version(const char *path, int version, struct store **out, char *err,

@@ -5,8 +5,11 @@
  * type of a database library: the table files (domains.c, users.c, ... queue.c, mailbox.c) are
  * written on this header alone, so every backend runs them unchanged.
  *
- * Backends live in folders of their own: storage/sqlite/ today. Each embeds struct store as the
- * first part of its own connection struct and recovers that with container_of.
+ * Backends live in folders of their own: storage/sqlite/ and storage/postgres/. Each embeds
+ * struct store as the first part of its own connection struct, struct sql_stmt as the first part
+ * of its statement and struct store_body_reader as the first part of its body reader, and
+ * recovers its own with container_of. storage/backend.c routes every call of sql.h and of the
+ * "provided by each backend" part below to the backend named by the store's (or statement's) tag.
  */
 #ifndef POSTERN_STORE_INTERNAL_H
 #define POSTERN_STORE_INTERNAL_H
@@ -23,12 +26,28 @@
 /* Which database a store talks to; chosen by store_open from what it is given. */
 enum store_backend {
     STORE_BACKEND_SQLITE = 1, /* a file path: storage/sqlite/ */
+    STORE_BACKEND_POSTGRES =
+        2, /* a libpq connection string (store_is_postgres): storage/postgres/ */
+};
+
+/* The part of a statement every backend's statement begins with: what sql_bind_*, sql_step and
+ * the column calls dispatch on, since they are not given the store. */
+struct sql_stmt {
+    enum store_backend backend;
+};
+
+/* The part of a body reader every backend's reader begins with. */
+struct store_body_reader {
+    enum store_backend backend; /* what store_body_read and _close dispatch on: s may be NULL */
+    /* borrowed: the store it reads from, which receives its error texts; NULL between two
+     * threads' jobs (store_body_rebind) */
+    struct store *s;
 };
 
 struct store {
     enum store_backend backend;
-    bool created; /* store_open created the database (a new file) */
-    char path[1024];
+    bool created;    /* store_open created the database (a new file, or the schema in PostgreSQL) */
+    char path[1024]; /* the SQLite file; for PostgreSQL the connection string (never printed) */
     char errmsg[STORE_ERRMSG_BYTES]; /* the last failure, for store_errmsg */
 };
 
@@ -37,6 +56,15 @@ struct store {
 /* The backends' doors, for store_open and store_close (storage/store.c). */
 int sqlite_store_open(const char *path, int version, struct store **out, char *err, size_t errlen);
 void sqlite_store_close(struct store *s);
+int pg_store_open(const char *conninfo, int version, struct store **out, char *err, size_t errlen);
+void pg_store_close(struct store *s);
+
+/*
+ * Each call below, and each of sql.h's sql_* calls, exists once per backend under the backend's
+ * prefix (sqlite_sql_prepare, pg_sql_prepare; sqlite_body_create, pg_body_create; ...), declared
+ * in storage/backends.h; storage/backend.c defines the names used here and in sql.h, which pick
+ * one by the tag. The table files call only the unprefixed names.
+ */
 
 /* The connection's own text for its last failure (what store_fail appends). */
 const char *store_backend_errmsg(struct store *s);

@@ -7,6 +7,8 @@
  */
 #include "storage/postgres/pg_internal.h"
 
+#include "common/pure/conninfo.h"
+
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -27,24 +29,7 @@ static const char session_setup[] =
 
 bool pg_conninfo_is_pg(const char *database)
 {
-    if (database == NULL)
-        return false;
-    if (strncmp(database, "postgresql://", 13) == 0 || strncmp(database, "postgres://", 11) == 0)
-        return true;
-    /* key=value: a keyword (letters and underscores), optional blanks, "=". A path starts with
-     * "/" or "." or has no "=" right after its first word. libpq decides whether the rest is
-     * valid when connecting; a string it cannot parse would not open as a SQLite file either. */
-    const char *p = database;
-    while (*p == ' ' || *p == '\t')
-        p++;
-    const char *word = p;
-    while ((*p >= 'a' && *p <= 'z') || *p == '_')
-        p++;
-    if (p == word)
-        return false;
-    while (*p == ' ' || *p == '\t')
-        p++;
-    return *p == '=';
+    return conninfo_is_postgres(database);
 }
 
 int pg_fail_msg(struct pg_conn *c, const char *fmt, ...)

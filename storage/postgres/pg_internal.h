@@ -8,6 +8,7 @@
 #include <libpq-fe.h>
 
 #include "storage/postgres/pg_conn.h"
+#include "storage/store_internal.h"
 
 /* Type OIDs fixed by PostgreSQL's catalog (pg_type.dat) and the same on every server. libpq does
  * not export them: they come with the server's headers, which a client does not need. */
@@ -29,6 +30,7 @@ enum pg_bind_kind {
 #define PG_I64_TEXT_BYTES 24
 
 struct pg_stmt {
+    struct sql_stmt base; /* first: what storage/sql.h hands the table files (pg_store.c) */
     struct pg_conn *conn; /* borrowed: the connection that owns this statement */
     const char *sql;      /* borrowed: the caller's string literal, the cache key */
     char *pg_sql;         /* owned: sql with $N for ?N */

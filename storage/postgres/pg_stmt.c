@@ -228,6 +228,7 @@ struct pg_stmt *pg_prepare(struct pg_conn *c, const char *sql)
         free(st);
         return NULL;
     }
+    st->base.backend = STORE_BACKEND_POSTGRES;
     st->conn = c;
     st->sql = sql;
     st->slot = (int)free_slot;

@@ -49,15 +49,15 @@
 /* Asked when a blob cannot be opened: is the message still there? */
 #define MESSAGE_EXISTS_SQL "SELECT 1 FROM messages WHERE id = ?1"
 
-struct store_body_reader {
-    struct store *s;             /* borrowed: lends the connection, receives error texts */
-    struct sqlite_read_conn *rc; /* borrowed from s's pool while blob is open, else NULL */
-    sqlite3_blob *blob;          /* owned; NULL while no snapshot is held */
-    sqlite3_stmt *lookup;        /* borrowed from rc, left on its row while blob is open */
-    const char *lookup_sql;      /* borrowed: a string literal, the key of rc's statement cache */
-    int64_t key1, key2;          /* bound to ?1 and ?2 of lookup */
-    const char *what, *owner;    /* borrowed literals naming key1 and key2 in error texts */
-    int64_t message_id;          /* 0 until the first attach */
+struct sqlite_body_reader {
+    struct store_body_reader base; /* first: base.s lends the connection, receives error texts */
+    struct sqlite_read_conn *rc;   /* borrowed from s's pool while blob is open, else NULL */
+    sqlite3_blob *blob;            /* owned; NULL while no snapshot is held */
+    sqlite3_stmt *lookup;          /* borrowed from rc, left on its row while blob is open */
+    const char *lookup_sql;        /* borrowed: a string literal, the key of rc's statement cache */
+    int64_t key1, key2;            /* bound to ?1 and ?2 of lookup */
+    const char *what, *owner;      /* borrowed literals naming key1 and key2 in error texts */
+    int64_t message_id;            /* 0 until the first attach */
     int64_t size_bytes;
     int64_t offset_bytes;   /* next byte to hand out */
     int64_t hold_ms;        /* longest a blob handle is kept */
@@ -67,7 +67,7 @@ struct store_body_reader {
 
 /* "mailbox entry 5 of user 3": made only for an error text, never on the way of a read. */
 #define READER_NAME_BYTES 96
-static const char *reader_name(const struct store_body_reader *r, char *buf)
+static const char *reader_name(const struct sqlite_body_reader *r, char *buf)
 {
     if (r->owner != NULL)
         snprintf(buf, READER_NAME_BYTES, "%s %lld of %s %lld", r->what, (long long)r->key1,
@@ -92,9 +92,9 @@ static void read_conn_free(struct sqlite_read_conn *rc)
 }
 
 /* An idle connection from the pool, or a new one; NULL with s->errmsg set on failure. */
-static struct sqlite_read_conn *pool_take(const struct store_body_reader *r)
+static struct sqlite_read_conn *pool_take(const struct sqlite_body_reader *r)
 {
-    struct store *s = r->s;
+    struct store *s = r->base.s;
     struct sqlite_store *ls = sqlite_of(s);
     char name[READER_NAME_BYTES];
     struct sqlite_read_conn *rc = ls->read_pool.idle;
@@ -155,7 +155,7 @@ void sqlite_read_pool_free(struct sqlite_store *ls)
     ls->read_pool.n_idle = 0;
 }
 
-void store_read_pool_stats(const struct store *s, size_t *idle_out, uint64_t *opened_out)
+void sqlite_read_pool_stats(const struct store *s, size_t *idle_out, uint64_t *opened_out)
 {
     const struct sqlite_store *ls = container_of(s, const struct sqlite_store, base);
     *idle_out = ls->read_pool.n_idle;
@@ -184,23 +184,23 @@ static sqlite3_stmt *read_conn_stmt(struct sqlite_read_conn *rc, const char *sql
 
 /* ---- the reader ---- */
 
-static int reader_fail(struct store_body_reader *r, const char *doing)
+static int reader_fail(struct sqlite_body_reader *r, const char *doing)
 {
     char name[READER_NAME_BYTES];
-    snprintf(r->s->errmsg, sizeof(r->s->errmsg), "%s %s: %s", doing, reader_name(r, name),
+    snprintf(r->base.s->errmsg, sizeof(r->base.s->errmsg), "%s %s: %s", doing, reader_name(r, name),
              r->rc != NULL ? sqlite3_errmsg(r->rc->db) : "no connection");
     return STORE_ERR;
 }
 
-static int reader_gone(struct store_body_reader *r)
+static int reader_gone(struct sqlite_body_reader *r)
 {
     char name[READER_NAME_BYTES];
-    snprintf(r->s->errmsg, sizeof(r->s->errmsg), "%s is gone", reader_name(r, name));
+    snprintf(r->base.s->errmsg, sizeof(r->base.s->errmsg), "%s is gone", reader_name(r, name));
     return STORE_NOT_FOUND;
 }
 
 /* Drops the snapshot and lends the connection back; sound is false after a SQLite failure. */
-static void reader_detach(struct store_body_reader *r, bool sound)
+static void reader_detach(struct sqlite_body_reader *r, bool sound)
 {
     /* Closing a read-only handle cannot lose anything; its result is only about the handle. */
     (void)sqlite3_blob_close(r->blob);
@@ -209,12 +209,12 @@ static void reader_detach(struct store_body_reader *r, bool sound)
     if (r->lookup != NULL)
         sqlite3_reset(r->lookup);
     r->lookup = NULL;
-    pool_give(r->s, r->rc, sound);
+    pool_give(r->base.s, r->rc, sound);
     r->rc = NULL;
 }
 
 /* After a failed blob open: is the message gone (STORE_NOT_FOUND) or did SQLite fail? */
-static int reader_why_no_blob(struct store_body_reader *r, int64_t message_id)
+static int reader_why_no_blob(struct sqlite_body_reader *r, int64_t message_id)
 {
     int status = reader_fail(r, "open the body of");
     sqlite3_stmt *st = read_conn_stmt(r->rc, MESSAGE_EXISTS_SQL);
@@ -232,7 +232,7 @@ static int reader_why_no_blob(struct store_body_reader *r, int64_t message_id)
  * its row until the detach, so the blob is opened in the lookup's read transaction: one snapshot
  * for both (nothing can be deleted between them), and one transaction start rather than two. On
  * failure the connection is given back. */
-static int reader_attach(struct store_body_reader *r)
+static int reader_attach(struct sqlite_body_reader *r)
 {
     r->rc = pool_take(r);
     if (r->rc == NULL)
@@ -264,7 +264,7 @@ static int reader_attach(struct store_body_reader *r)
         status = reader_why_no_blob(r, message_id);
     } else if (sqlite3_blob_bytes(r->blob) != size) {
         char name[READER_NAME_BYTES];
-        snprintf(r->s->errmsg, sizeof(r->s->errmsg),
+        snprintf(r->base.s->errmsg, sizeof(r->base.s->errmsg),
                  "%s: size %lld but the body has another length", reader_name(r, name),
                  (long long)size);
         status = STORE_ERR;
@@ -279,18 +279,19 @@ static int reader_attach(struct store_body_reader *r)
     return STORE_OK;
 }
 
-int store_body_reader_open(struct store *s, const char *lookup_sql, int64_t key1, int64_t key2,
-                           const char *what, const char *owner, int64_t hold_ms,
-                           struct store_body_reader **reader_out, int64_t *size_out)
+int sqlite_body_reader_open(struct store *s, const char *lookup_sql, int64_t key1, int64_t key2,
+                            const char *what, const char *owner, int64_t hold_ms,
+                            struct store_body_reader **reader_out, int64_t *size_out)
 {
     *reader_out = NULL;
-    struct store_body_reader *r = calloc(1, sizeof(*r));
+    struct sqlite_body_reader *r = calloc(1, sizeof(*r));
     if (r == NULL) {
         snprintf(s->errmsg, sizeof(s->errmsg), "open %s %lld: out of memory", what,
                  (long long)key1);
         return STORE_ERR;
     }
-    r->s = s;
+    r->base.backend = STORE_BACKEND_SQLITE;
+    r->base.s = s;
     r->lookup_sql = lookup_sql;
     r->key1 = key1;
     r->key2 = key2;
@@ -306,16 +307,17 @@ int store_body_reader_open(struct store *s, const char *lookup_sql, int64_t key1
         reader_detach(r, true);
     if (size_out != NULL)
         *size_out = r->size_bytes;
-    *reader_out = r;
+    *reader_out = &r->base;
     return STORE_OK;
 }
 
-int store_body_read(struct store_body_reader *r, void *buf, size_t cap, size_t *n_out)
+int sqlite_body_read(struct store_body_reader *base, void *buf, size_t cap, size_t *n_out)
 {
+    struct sqlite_body_reader *r = container_of(base, struct sqlite_body_reader, base);
     *n_out = 0;
     if (r->failed) {
         char name[READER_NAME_BYTES];
-        snprintf(r->s->errmsg, sizeof(r->s->errmsg), "read %s: reader already failed",
+        snprintf(r->base.s->errmsg, sizeof(r->base.s->errmsg), "read %s: reader already failed",
                  reader_name(r, name));
         return STORE_ERR;
     }
@@ -352,17 +354,9 @@ int store_body_read(struct store_body_reader *r, void *buf, size_t cap, size_t *
     return status;
 }
 
-void store_body_rebind(struct store_body_reader *r, struct store *s)
+void sqlite_body_close(struct store_body_reader *base)
 {
-    r->s = s;
-}
-
-void store_body_close(struct store_body_reader **rp)
-{
-    struct store_body_reader *r = *rp;
-    if (r == NULL)
-        return;
+    struct sqlite_body_reader *r = container_of(base, struct sqlite_body_reader, base);
     reader_detach(r, !r->failed);
     free(r);
-    *rp = NULL;
 }

@@ -21,14 +21,14 @@
 /* Body bytes per sqlite3_blob_write call (its length and offset are ints). */
 #define BODY_WRITE_CHUNK_BYTES (1024 * 1024)
 
-uint64_t store_body_max_bytes(struct store *s)
+uint64_t sqlite_body_max_bytes(struct store *s)
 {
     /* SQLITE_LIMIT_LENGTH caps a blob (1e9 by default); sqlite3_blob_write offsets are ints. */
     int limit = sqlite3_limit(sqlite_of(s)->db, SQLITE_LIMIT_LENGTH, -1);
     return limit < INT_MAX ? (uint64_t)limit : (uint64_t)INT_MAX;
 }
 
-int store_body_create(struct store *s, const struct store_message_row *m, int64_t *id_out)
+int sqlite_body_create(struct store *s, const struct store_message_row *m, int64_t *id_out)
 {
     struct sqlite_store *ls = sqlite_of(s);
     if (ls->body.active) {
@@ -80,7 +80,7 @@ int store_body_create(struct store *s, const struct store_message_row *m, int64_
     return STORE_OK;
 }
 
-int store_body_write(struct store *s, const void *p, size_t n)
+int sqlite_body_write(struct store *s, const void *p, size_t n)
 {
     struct sqlite_store *ls = sqlite_of(s);
     if (ls->body.status != STORE_OK)
@@ -110,7 +110,7 @@ int store_body_write(struct store *s, const void *p, size_t n)
     return STORE_OK;
 }
 
-int store_body_finish(struct store *s, bool abandon)
+int sqlite_body_finish(struct store *s, bool abandon)
 {
     struct sqlite_store *ls = sqlite_of(s);
     if (abandon) {
@@ -136,8 +136,8 @@ int store_body_finish(struct store *s, bool abandon)
     return status;
 }
 
-int store_body_read_head(struct store *s, int64_t message_id, size_t max, unsigned char **out,
-                         size_t *len_out)
+int sqlite_body_read_head(struct store *s, int64_t message_id, size_t max, unsigned char **out,
+                          size_t *len_out)
 {
     struct sqlite_store *ls = sqlite_of(s);
     *out = NULL;

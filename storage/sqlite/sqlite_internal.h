@@ -10,7 +10,7 @@
 #include <sqlite3.h>
 
 #include "common/util.h"
-#include "storage/store_internal.h"
+#include "storage/backends.h"
 
 /* Prepared statements are cached by the address of their SQL text, which is always a string
  * literal in storage/, so the hot paths (RCPT lookups, window checks) prepare once. */
@@ -20,9 +20,10 @@
  * message) and the "is it still there" check. */
 #define STORE_READ_CONN_STMTS 4
 
-/* A cached statement: what sql.h calls a struct sql_stmt. Lives in its store's cache for the
- * life of the connection, so a pointer to it stays valid. */
-struct sql_stmt {
+/* A cached statement: what sql.h calls a struct sql_stmt (its base). Lives in its store's cache
+ * for the life of the connection, so a pointer to it stays valid. */
+struct sqlite_stmt {
+    struct sql_stmt base;      /* first: what the table files hold */
     const char *sql;           /* borrowed: a string literal, the cache key; NULL: slot free */
     sqlite3_stmt *stmt;        /* owned */
     struct sqlite_store *conn; /* borrowed: the connection the statement belongs to */
@@ -47,7 +48,7 @@ struct sqlite_read_conn {
 struct sqlite_store {
     struct store base; /* first: what the table files hold */
     sqlite3 *db;       /* owned */
-    struct sql_stmt cache[STORE_STMT_CACHE];
+    struct sqlite_stmt cache[STORE_STMT_CACHE];
     struct {
         struct sqlite_read_conn *idle; /* owned: a list of n_idle connections */
         size_t n_idle;
@@ -66,6 +67,11 @@ struct sqlite_store {
 static inline struct sqlite_store *sqlite_of(struct store *s)
 {
     return container_of(s, struct sqlite_store, base);
+}
+
+static inline struct sqlite_stmt *sqlite_stmt_of(struct sql_stmt *st)
+{
+    return container_of(st, struct sqlite_stmt, base);
 }
 
 /* Finalizes every cached statement (sqlite_sql.c). */

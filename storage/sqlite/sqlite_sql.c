@@ -1,7 +1,7 @@
 /*
- * sqlite_sql.c - storage/sql.h on SQLite: the statement cache of a connection, binding, stepping,
- * columns, and the connection's error text and transaction state for the backend-neutral helpers
- * of storage/store.c.
+ * sqlite_sql.c - storage/sql.h on SQLite (as the sqlite_sql_* calls of storage/backends.h): the
+ * statement cache of a connection, binding, stepping, columns, and the connection's error text and
+ * transaction state for the backend-neutral helpers of storage/store.c.
  *
  * A struct sql_stmt is a slot of the connection's cache (sqlite_internal.h): no allocation per
  * statement run, and a cache hit is one reset. Text and blobs are bound SQLITE_STATIC, which is
@@ -28,7 +28,7 @@
 static const char returning_id[] = " RETURNING id";
 #define RETURNING_ID_LEN (sizeof(returning_id) - 1)
 
-struct sql_stmt *sql_prepare(struct store *s, const char *sql)
+struct sql_stmt *sqlite_sql_prepare(struct store *s, const char *sql)
 {
     struct sqlite_store *ls = sqlite_of(s);
     size_t free_slot = STORE_STMT_CACHE;
@@ -39,7 +39,7 @@ struct sql_stmt *sql_prepare(struct store *s, const char *sql)
             sqlite3_clear_bindings(st);
             ls->cache[i].bind_rc = SQLITE_OK;
             ls->cache[i].id_row = false;
-            return &ls->cache[i];
+            return &ls->cache[i].base;
         }
         if (ls->cache[i].sql == NULL && free_slot == STORE_STMT_CACHE)
             free_slot = i;
@@ -63,49 +63,57 @@ struct sql_stmt *sql_prepare(struct store *s, const char *sql)
                  STORE_STMT_CACHE);
         return NULL;
     }
-    ls->cache[free_slot] =
-        (struct sql_stmt){.sql = sql, .stmt = st, .conn = ls, .returning_id = returning};
-    return &ls->cache[free_slot];
+    ls->cache[free_slot] = (struct sqlite_stmt){.base = {.backend = STORE_BACKEND_SQLITE},
+                                                .sql = sql,
+                                                .stmt = st,
+                                                .conn = ls,
+                                                .returning_id = returning};
+    return &ls->cache[free_slot].base;
 }
 
 void sqlite_stmt_cache_free(struct sqlite_store *ls)
 {
     for (size_t i = 0; i < STORE_STMT_CACHE; i++) {
         sqlite3_finalize(ls->cache[i].stmt);
-        ls->cache[i] = (struct sql_stmt){0};
+        ls->cache[i] = (struct sqlite_stmt){0};
     }
 }
 
 /* A failed bind (a parameter number out of range, a value past SQLite's length limit) is kept
  * for sql_step, which then refuses to run the statement with that parameter left NULL. */
-static void bound(struct sql_stmt *st, int rc)
+static void bound(struct sqlite_stmt *st, int rc)
 {
     if (rc != SQLITE_OK && st->bind_rc == SQLITE_OK)
         st->bind_rc = rc;
 }
 
-void sql_bind_i64(struct sql_stmt *st, int idx, int64_t v)
+void sqlite_sql_bind_i64(struct sql_stmt *base, int idx, int64_t v)
 {
+    struct sqlite_stmt *st = sqlite_stmt_of(base);
     bound(st, sqlite3_bind_int64(st->stmt, idx, v));
 }
 
-void sql_bind_text(struct sql_stmt *st, int idx, const char *v)
+void sqlite_sql_bind_text(struct sql_stmt *base, int idx, const char *v)
 {
+    struct sqlite_stmt *st = sqlite_stmt_of(base);
     bound(st, sqlite3_bind_text(st->stmt, idx, v, -1, SQLITE_STATIC));
 }
 
-void sql_bind_blob(struct sql_stmt *st, int idx, const void *p, size_t len)
+void sqlite_sql_bind_blob(struct sql_stmt *base, int idx, const void *p, size_t len)
 {
+    struct sqlite_stmt *st = sqlite_stmt_of(base);
     bound(st, sqlite3_bind_blob64(st->stmt, idx, p, len, SQLITE_STATIC));
 }
 
-void sql_bind_null(struct sql_stmt *st, int idx)
+void sqlite_sql_bind_null(struct sql_stmt *base, int idx)
 {
+    struct sqlite_stmt *st = sqlite_stmt_of(base);
     bound(st, sqlite3_bind_null(st->stmt, idx));
 }
 
-int sql_step(struct sql_stmt *st)
+int sqlite_sql_step(struct sql_stmt *base)
 {
+    struct sqlite_stmt *st = sqlite_stmt_of(base);
     if (st->bind_rc != SQLITE_OK)
         return STORE_ERR; /* the connection's error text is the bind's */
     if (st->id_row) {
@@ -136,20 +144,23 @@ int sql_step(struct sql_stmt *st)
     }
 }
 
-int64_t sql_col_i64(struct sql_stmt *st, int col)
+int64_t sqlite_sql_col_i64(struct sql_stmt *base, int col)
 {
+    struct sqlite_stmt *st = sqlite_stmt_of(base);
     if (st->id_row)
         return col == 0 ? st->id : 0;
     return sqlite3_column_int64(st->stmt, col);
 }
 
-const char *sql_col_text(struct sql_stmt *st, int col)
+const char *sqlite_sql_col_text(struct sql_stmt *base, int col)
 {
+    struct sqlite_stmt *st = sqlite_stmt_of(base);
     return (const char *)sqlite3_column_text(st->stmt, col);
 }
 
-const void *sql_col_blob(struct sql_stmt *st, int col, size_t *len_out)
+const void *sqlite_sql_col_blob(struct sql_stmt *base, int col, size_t *len_out)
 {
+    struct sqlite_stmt *st = sqlite_stmt_of(base);
     /* The blob first, then its length: the order SQLite documents for a stable answer. */
     const void *p = sqlite3_column_blob(st->stmt, col);
     int n = sqlite3_column_bytes(st->stmt, col);
@@ -157,25 +168,26 @@ const void *sql_col_blob(struct sql_stmt *st, int col, size_t *len_out)
     return p;
 }
 
-bool sql_col_null(struct sql_stmt *st, int col)
+bool sqlite_sql_col_null(struct sql_stmt *base, int col)
 {
+    struct sqlite_stmt *st = sqlite_stmt_of(base);
     return sqlite3_column_type(st->stmt, col) == SQLITE_NULL;
 }
 
-int64_t sql_changes(struct sql_stmt *st)
+int64_t sqlite_sql_changes(struct sql_stmt *base)
 {
+    struct sqlite_stmt *st = sqlite_stmt_of(base);
     return sqlite3_changes(st->conn->db);
 }
 
-void sql_reset(struct sql_stmt *st)
+void sqlite_sql_reset(struct sql_stmt *base)
 {
-    if (st == NULL)
-        return;
+    struct sqlite_stmt *st = sqlite_stmt_of(base);
     st->id_row = false;
     sqlite3_reset(st->stmt);
 }
 
-int store_exec(struct store *s, const char *sql)
+int sqlite_store_exec(struct store *s, const char *sql)
 {
     struct sqlite_store *ls = sqlite_of(s);
     char *msg = NULL;
@@ -187,12 +199,12 @@ int store_exec(struct store *s, const char *sql)
     return STORE_OK;
 }
 
-const char *store_backend_errmsg(struct store *s)
+const char *sqlite_store_errmsg(struct store *s)
 {
     return sqlite3_errmsg(sqlite_of(s)->db);
 }
 
-bool store_in_transaction(struct store *s)
+bool sqlite_store_in_transaction(struct store *s)
 {
     return !sqlite3_get_autocommit(sqlite_of(s)->db);
 }

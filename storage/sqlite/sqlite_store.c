@@ -18,7 +18,7 @@ _Static_assert(SCHEMA_VERSION == STORE_SCHEMA_VERSION, "store.h and schema.h agr
 
 /* SQLite's BEGIN takes the write lock at the first write; IMMEDIATE takes it at once, so a batch
  * that will write never fails half-way on a lock another connection took meanwhile. */
-int store_begin(struct store *s)
+int sqlite_store_begin(struct store *s)
 {
     return store_exec(s, "BEGIN IMMEDIATE");
 }
@@ -38,7 +38,7 @@ static int read_user_version(struct sqlite_store *ls, int *version_out)
     return STORE_OK;
 }
 
-int store_schema_version(struct store *s)
+int sqlite_store_schema_version(struct store *s)
 {
     int v = -1;
     if (read_user_version(sqlite_of(s), &v) != STORE_OK)

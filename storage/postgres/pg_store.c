@@ -1,0 +1,261 @@
+/*
+ * pg_store.c - a PostgreSQL connection as a store: opening it from a connection string (the
+ * schema created or migrated by pg_schema.c), storage/sql.h on pg_stmt.c's statements,
+ * transactions, named savepoints with SQLite's meaning, and closing. The message bodies are
+ * pg_body.c's.
+ *
+ * A statement of the table files is the same text on both backends: pg_stmt.c rewrites ?N to $N
+ * and prepares it on the server once per session. Errors keep the store's codes (pg_conn.c maps
+ * SQLSTATEs), and the store's error text is the connection's, copied by store_fail.
+ *
+ * A lost connection (the server restarted, the network failed) makes every call fail at once.
+ * It is reconnected at the next store_begin, or at the next statement run outside any
+ * transaction: never inside one, where the statements before the loss are gone with it and only
+ * the caller (the writer's batch) knows what to do again.
+ *
+ * What it does not do: hold SQL of the table files, or run on an event loop: every call here
+ * waits for the server (storage/postgres/pg_conn.h says where they run).
+ */
+#include "storage/postgres/pg_store_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "storage/postgres/pg_schema.h"
+
+int pg_store_failed(struct pg_store *ps, const char *what, int rc)
+{
+    snprintf(ps->base.errmsg, sizeof(ps->base.errmsg), "%s: %s", what, pg_conn_errmsg(ps->conn));
+    return rc;
+}
+
+/* Reconnects a lost connection when no transaction of the caller's can be lost by it. */
+static int revive(struct pg_store *ps)
+{
+    if (!pg_conn_is_lost(ps->conn) || ps->explicit_txn || ps->conn->n_sp > 0)
+        return STORE_OK;
+    if (pg_conn_reconnect(ps->conn) != STORE_OK)
+        return pg_store_failed(ps, "reconnect", STORE_ERR);
+    return STORE_OK;
+}
+
+int pg_store_open(const char *conninfo, int version, struct store **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct pg_store *ps = calloc(1, sizeof(*ps));
+    if (ps == NULL) {
+        snprintf(err, errlen, "postgresql: out of memory");
+        return STORE_ERR;
+    }
+    struct store *s = &ps->base;
+    s->backend = STORE_BACKEND_POSTGRES;
+    if (strlen(conninfo) >= sizeof(s->path)) {
+        snprintf(err, errlen, "postgresql: connection string longer than %zu bytes",
+                 sizeof(s->path) - 1);
+        free(ps);
+        return STORE_ERR;
+    }
+    snprintf(s->path, sizeof(s->path), "%s", conninfo);
+    int status = pg_conn_open(conninfo, &ps->conn, err, errlen);
+    if (status != STORE_OK) {
+        free(ps);
+        return status;
+    }
+    int before = 0;
+    if (version > 0) {
+        status = pg_schema_version(ps->conn, &before);
+        if (status == STORE_OK)
+            status = pg_schema_ensure(ps->conn);
+    }
+    if (status != STORE_OK) {
+        snprintf(err, errlen, "postgresql: %s", pg_conn_errmsg(ps->conn));
+        pg_store_close(s);
+        return status;
+    }
+    s->created = version > 0 && before == 0;
+    *out = s;
+    return STORE_OK;
+}
+
+void pg_store_close(struct store *s)
+{
+    struct pg_store *ps = pg_store_of(s);
+    pg_body_reset(ps);
+    pg_conn_close(&ps->conn);
+    free(ps);
+}
+
+/* ---- storage/sql.h ---- */
+
+static struct pg_stmt *stmt_of(struct sql_stmt *st)
+{
+    return container_of(st, struct pg_stmt, base);
+}
+
+struct sql_stmt *pg_sql_prepare(struct store *s, const char *sql)
+{
+    struct pg_store *ps = pg_store_of(s);
+    if (revive(ps) != STORE_OK)
+        return NULL;
+    struct pg_stmt *st = pg_prepare(ps->conn, sql);
+    if (st == NULL) {
+        pg_store_failed(ps, "prepare", STORE_ERR);
+        return NULL;
+    }
+    return &st->base;
+}
+
+/* A failed bind is kept by the statement and reported by its next step (pg_conn.h). */
+void pg_sql_bind_i64(struct sql_stmt *st, int idx, int64_t v)
+{
+    (void)pg_bind_i64(stmt_of(st), idx, v);
+}
+
+void pg_sql_bind_text(struct sql_stmt *st, int idx, const char *v)
+{
+    (void)pg_bind_text(stmt_of(st), idx, v, -1);
+}
+
+void pg_sql_bind_blob(struct sql_stmt *st, int idx, const void *p, size_t len)
+{
+    (void)pg_bind_blob(stmt_of(st), idx, p, len);
+}
+
+void pg_sql_bind_null(struct sql_stmt *st, int idx)
+{
+    (void)pg_bind_null(stmt_of(st), idx);
+}
+
+int pg_sql_step(struct sql_stmt *st)
+{
+    int rc = pg_step(stmt_of(st));
+    if (rc == PG_ROW)
+        return SQL_ROW;
+    if (rc == PG_DONE)
+        return SQL_DONE;
+    return rc;
+}
+
+int64_t pg_sql_col_i64(struct sql_stmt *st, int col)
+{
+    return pg_col_i64(stmt_of(st), col);
+}
+
+const char *pg_sql_col_text(struct sql_stmt *st, int col)
+{
+    return pg_col_text(stmt_of(st), col);
+}
+
+const void *pg_sql_col_blob(struct sql_stmt *st, int col, size_t *len_out)
+{
+    return pg_col_blob(stmt_of(st), col, len_out);
+}
+
+bool pg_sql_col_null(struct sql_stmt *st, int col)
+{
+    return pg_col_is_null(stmt_of(st), col);
+}
+
+int64_t pg_sql_changes(struct sql_stmt *st)
+{
+    return pg_changes(stmt_of(st));
+}
+
+void pg_sql_reset(struct sql_stmt *st)
+{
+    pg_reset(stmt_of(st));
+}
+
+/* ---- the connection ---- */
+
+int pg_store_exec(struct store *s, const char *sql)
+{
+    struct pg_store *ps = pg_store_of(s);
+    /* COMMIT and ROLLBACK end store_begin's transaction, whatever they return: a failed COMMIT
+     * has rolled it back. */
+    bool ends = strcmp(sql, "COMMIT") == 0 || strcmp(sql, "ROLLBACK") == 0;
+    int status = pg_exec(ps->conn, sql);
+    if (ends)
+        ps->explicit_txn = false;
+    if (status != STORE_OK)
+        snprintf(s->errmsg, sizeof(s->errmsg), "%s", pg_conn_errmsg(ps->conn));
+    return status;
+}
+
+const char *pg_store_errmsg(struct store *s)
+{
+    return pg_conn_errmsg(pg_store_of(s)->conn);
+}
+
+bool pg_store_in_transaction(struct store *s)
+{
+    return pg_conn_in_transaction(pg_store_of(s)->conn);
+}
+
+/* READ COMMITTED, PostgreSQL's default: each statement sees what committed before it, which is
+ * what the storage code's statements expect (SQLite's writer sees the same, being the only one).
+ * Rows a statement must own against other nodes are locked by that statement (the queue claim's
+ * FOR UPDATE SKIP LOCKED, the message row in the release trigger). */
+int pg_store_begin(struct store *s)
+{
+    struct pg_store *ps = pg_store_of(s);
+    ps->explicit_txn = false;
+    if (revive(ps) != STORE_OK)
+        return STORE_ERR;
+    int status = pg_store_exec(s, "BEGIN");
+    if (status == STORE_OK)
+        ps->explicit_txn = true;
+    return status;
+}
+
+int pg_store_schema_version(struct store *s)
+{
+    int v = -1;
+    if (pg_schema_version(pg_store_of(s)->conn, &v) != STORE_OK)
+        return -1;
+    return v;
+}
+
+/* ---- savepoints ---- */
+
+int pg_store_sp_begin(struct store *s, const char *name)
+{
+    struct pg_store *ps = pg_store_of(s);
+    if (revive(ps) != STORE_OK)
+        return STORE_ERR;
+    int status = pg_sp_begin(ps->conn, name);
+    if (status != STORE_OK)
+        snprintf(s->errmsg, sizeof(s->errmsg), "%s", pg_conn_errmsg(ps->conn));
+    return status;
+}
+
+int pg_store_sp_release(struct store *s, const char *name)
+{
+    struct pg_store *ps = pg_store_of(s);
+    int status = pg_sp_release(ps->conn, name);
+    if (status != STORE_OK)
+        snprintf(s->errmsg, sizeof(s->errmsg), "%s", pg_conn_errmsg(ps->conn));
+    return status;
+}
+
+int pg_store_sp_undo(struct store *s, const char *name)
+{
+    struct pg_store *ps = pg_store_of(s);
+    char why[STORE_ERRMSG_BYTES];
+    memcpy(why, s->errmsg, sizeof(why));
+    int status = pg_sp_undo(ps->conn, name);
+    if (status == STORE_OK) {
+        memcpy(s->errmsg, why, sizeof(why));
+        return STORE_OK;
+    }
+    char cleanup[PG_ERRMSG_BYTES];
+    snprintf(cleanup, sizeof(cleanup), "%s", pg_conn_errmsg(ps->conn));
+    /* pg_sp_undo keeps the connection's own text of the first failure when nothing could be
+     * undone; say what the caller recorded, and the connection's reason when it adds one. */
+    if (strstr(why, cleanup) != NULL)
+        snprintf(s->errmsg, sizeof(s->errmsg), "%s", why);
+    else
+        snprintf(s->errmsg, sizeof(s->errmsg), "%.300s (undo failed: %.180s)", why, cleanup);
+    return STORE_ERR;
+}
