@@ -19,9 +19,8 @@
  *   in PostgreSQL), ON CONFLICT rather than INSERT OR IGNORE/REPLACE, standard functions. A
  *   statement that cannot be written so says why beside it.
  *
- * Implemented today by storage/sqlite/sqlite_sql.c, the only backend. A second backend
- * implements the same functions; the store's backend tag (struct store, store_internal.h) is
- * what it dispatches on.
+ * Implemented by storage/sqlite/sqlite_sql.c and storage/postgres/pg_store.c; storage/backend.c
+ * routes each call by the backend tag of the store or statement (store_internal.h).
  */
 #ifndef POSTERN_SQL_H
 #define POSTERN_SQL_H
@@ -40,7 +39,8 @@ enum sql_step_result {
 };
 
 /* The statement for sql (a string literal), reset and with no parameters bound. NULL on failure,
- * with the reason recorded in the store's error text (store_errmsg). */
+ * with the reason recorded in the store's error text (store_errmsg). A backend whose server parses
+ * the statement (PostgreSQL) may accept it here and refuse it at its first sql_step. */
 struct sql_stmt *sql_prepare(struct store *s, const char *sql);
 
 void sql_bind_i64(struct sql_stmt *st, int idx, int64_t v);

@@ -157,9 +157,11 @@ bool pg_sql_col_null(struct sql_stmt *st, int col)
     return pg_col_is_null(stmt_of(st), col);
 }
 
+/* The connection's count, as SQLite's sqlite3_changes: the table files ask after store_step_done,
+ * which has reset the statement and dropped its own result. */
 int64_t pg_sql_changes(struct sql_stmt *st)
 {
-    return pg_changes(stmt_of(st));
+    return pg_conn_changes(stmt_of(st)->conn);
 }
 
 void pg_sql_reset(struct sql_stmt *st)

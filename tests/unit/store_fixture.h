@@ -1,10 +1,28 @@
 /*
- * store_fixture.h - what the unit tests of the store's modules share: opening a temporary
- * database and failing the test with the store's own message when that does not work. Include
- * after <cmocka.h> and "storage/store.h".
+ * store_fixture.h - what the unit tests of the store's modules share: the database of one test on
+ * either backend, opening it and failing the test with the store's own message when that does not
+ * work, a plain query beside the store ("what is in the database"), and running a file's tests on
+ * both backends. Include after <cmocka.h> and "storage/store.h".
+ *
+ * STORE_TEST_RUN(tests) runs the group on SQLite, then, when POSTERN_TEST_PG names a server
+ * (tests/unit/pg_fixture.h; CMake gives it to every test that includes this file), the same
+ * functions again on PostgreSQL, each test on a fresh database of its own made by
+ * store_test_db_new and dropped by store_test_db_drop. A test of something only SQLite has (its
+ * files, pragmas, migrations from old SQLite versions, the read pool) starts with
+ * STORE_TEST_SQLITE_ONLY, which skips it on the PostgreSQL run and says why.
  */
 #ifndef POSTERN_TEST_STORE_FIXTURE_H
 #define POSTERN_TEST_STORE_FIXTURE_H
+
+#include <errno.h>
+#include <sqlite3.h>
+
+#include "pg_fixture.h"
+
+/* The group now running is the PostgreSQL one. */
+static bool store_test_on_pg;
+/* The PostgreSQL database of the running test; name "" when none. */
+static struct pg_test_db store_test_pgdb;
 
 /* Opens (creating and migrating) the database at path, or fails the running test. */
 static inline struct store *open_ok(const char *path)
@@ -15,5 +33,115 @@ static inline struct store *open_ok(const char *path)
         fail_msg("store_open: %s", err);
     return s;
 }
+
+/* The database of the running test into path: the file name in dir on SQLite, a new empty
+ * PostgreSQL database (its connection string) on the PostgreSQL run. */
+static inline void store_test_db_new(char *path, size_t len, const char *dir, const char *file)
+{
+    if (!store_test_on_pg) {
+        if ((size_t)snprintf(path, len, "%s/%s", dir, file) >= len)
+            fail_msg("database path too long");
+        return;
+    }
+    pg_test_db_new(&store_test_pgdb, "store");
+    if ((size_t)snprintf(path, len, "%s", store_test_pgdb.conninfo) >= len)
+        fail_msg("connection string too long for the fixture's path");
+}
+
+/* Drops the running test's PostgreSQL database (closing what is still connected to it). */
+static inline void store_test_db_drop(void)
+{
+    if (store_test_on_pg && store_test_pgdb.name[0] != '\0') {
+        pg_test_db_drop(&store_test_pgdb);
+        store_test_pgdb.name[0] = '\0';
+    }
+}
+
+/* Removes a SQLite database's files (nothing on PostgreSQL: store_test_db_drop does that). */
+static inline void store_test_db_remove_files(const char *path)
+{
+    if (store_test_on_pg)
+        return;
+    const char *suffixes[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+        char p[1100];
+        snprintf(p, sizeof(p), "%s%s", path, suffixes[i]);
+        if (unlink(p) != 0 && errno != ENOENT)
+            fail_msg("unlink %s: %s", p, strerror(errno));
+    }
+}
+
+#define STORE_TEST_SQLITE_ONLY(why)                                                                \
+    do {                                                                                           \
+        if (store_test_on_pg) {                                                                    \
+            print_message("[  SKIPPED ] on PostgreSQL: %s\n", why);                                \
+            skip();                                                                                \
+        }                                                                                          \
+    } while (0)
+
+/* The first column of the first row of sql (0 when NULL or no row), through a connection of its
+ * own: what is committed in the database, apart from the store under test. */
+static inline long long store_test_query_i64(const char *path, const char *sql)
+{
+    long long v = 0;
+    if (store_test_on_pg) {
+        PGconn *pq = PQconnectdb(path);
+        if (PQstatus(pq) != CONNECTION_OK) {
+            PQfinish(pq);
+            fail_msg("connect: %s", path);
+        }
+        PGresult *res = PQexec(pq, sql);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            char why[512];
+            snprintf(why, sizeof(why), "%s", PQerrorMessage(pq));
+            PQclear(res);
+            PQfinish(pq);
+            fail_msg("%s: %s", sql, why);
+        }
+        if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
+            v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        PQclear(res);
+        PQfinish(pq);
+        return v;
+    }
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        sqlite3_close(db);
+        fail_msg("open %s", path);
+    }
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        char why[512];
+        snprintf(why, sizeof(why), "%s", sqlite3_errmsg(db));
+        sqlite3_close(db);
+        fail_msg("%s: %s", sql, why);
+    }
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    else if (rc != SQLITE_DONE)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* Runs tests on SQLite, then on PostgreSQL when there is a server; the failures of both. */
+static inline int store_test_run(const struct CMUnitTest *tests, size_t n)
+{
+    store_test_on_pg = false;
+    int failed = _cmocka_run_group_tests("sqlite", tests, n, NULL, NULL);
+    const char *pg = getenv("POSTERN_TEST_PG");
+    if (pg == NULL || pg[0] == '\0') {
+        print_message("[  SKIPPED ] the PostgreSQL run: POSTERN_TEST_PG unset (install "
+                      "postgresql-15 with scripts/bootstrap and re-run cmake)\n");
+        return failed;
+    }
+    store_test_on_pg = true;
+    failed += _cmocka_run_group_tests("postgresql", tests, n, NULL, NULL);
+    store_test_on_pg = false;
+    return failed;
+}
+#define STORE_TEST_RUN(tests) store_test_run(tests, sizeof(tests) / sizeof((tests)[0]))
 
 #endif
