@@ -48,7 +48,7 @@ int store_dkim_key_list(struct store *s, const char *domain_or_null, bool with_p
     struct sql_stmt *st = sql_prepare(
         s, "SELECT d.name, k.selector, k.algorithm, k.private_key, k.public_key, k.created_ms"
            " FROM dkim_keys k JOIN domains d ON d.id = k.domain_id"
-           " WHERE ?1 IS NULL OR d.name = ?1 ORDER BY d.name, k.algorithm");
+           " WHERE CAST(?1 AS TEXT) IS NULL OR d.name = ?1 ORDER BY d.name, k.algorithm");
     if (st == NULL)
         return STORE_ERR;
     if (domain_or_null != NULL)

@@ -105,7 +105,8 @@ int store_user_list(struct store *s, const char *domain_or_null, store_user_fn f
                        " (SELECT count(*) FROM mailbox m WHERE m.user_id = u.id),"
                        " (SELECT coalesce(sum(m.size), 0) FROM mailbox m WHERE m.user_id = u.id)"
                        " FROM users u JOIN domains d ON d.id = u.domain_id"
-                       " WHERE ?1 IS NULL OR d.name = ?1 ORDER BY d.name, u.address");
+                       " WHERE CAST(?1 AS TEXT) IS NULL OR d.name = ?1"
+                       " ORDER BY d.name, u.address");
     if (st == NULL)
         return STORE_ERR;
     if (domain_or_null != NULL)

@@ -172,8 +172,14 @@ _Static_assert(PG_SCHEMA_BASE_VERSION + PG_MIGRATIONS == STORE_SCHEMA_VERSION,
                "every SQLite migration (storage/sqlite/schema.c) has its PostgreSQL twin here");
 
 static const char sql_lock[] = "SELECT pg_advisory_xact_lock(?1)";
-/* to_regclass follows the search_path, as the unqualified names of every statement do. */
-static const char sql_has_meta[] = "SELECT to_regclass('meta') IS NOT NULL";
+/* A scan of the catalog, not to_regclass: to_regclass answers from the session's catalog cache,
+ * which keeps "no such table" from a look before the advisory lock was taken (store_open asks
+ * for the version first) until the next invalidation is read, so a node that waited for another's
+ * creation would not see it and create the schema again. Locking pg_class for the scan reads the
+ * invalidations, and the scan sees what committed before the statement. current_schema() is where
+ * the unqualified names of every statement resolve first. */
+static const char sql_has_meta[] = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables"
+                                   " WHERE schemaname = current_schema() AND tablename = 'meta')";
 static const char sql_version[] = "SELECT value FROM meta WHERE key = 'schema_version'";
 static const char sql_meta_insert[] = "INSERT INTO meta(key, value) VALUES (?1, ?2)";
 static const char sql_version_set[] = "UPDATE meta SET value = ?1 WHERE key = 'schema_version'";

@@ -14,6 +14,7 @@
 #ifndef POSTERN_TEST_STORE_FIXTURE_H
 #define POSTERN_TEST_STORE_FIXTURE_H
 
+#include <ctype.h>
 #include <errno.h>
 #include <sqlite3.h>
 
@@ -124,6 +125,56 @@ static inline long long store_test_query_i64(const char *path, const char *sql)
     sqlite3_finalize(st);
     sqlite3_close(db);
     return v;
+}
+
+/* The sequences of the tables a test fills by hand with explicit ids, moved past them. */
+static const char store_test_pg_sequences[] =
+    "SELECT setval(pg_get_serial_sequence(t, 'id'), n, false) FROM (VALUES"
+    " ('messages', (SELECT coalesce(max(id), 0) + 1 FROM messages)),"
+    " ('mailbox', (SELECT coalesce(max(id), 0) + 1 FROM mailbox)),"
+    " ('queue', (SELECT coalesce(max(id), 0) + 1 FROM queue)),"
+    " ('users', (SELECT coalesce(max(id), 0) + 1 FROM users)),"
+    " ('domains', (SELECT coalesce(max(id), 0) + 1 FROM domains))) AS v(t, n)";
+
+/*
+ * Runs SQL a test writes by hand (store_exec_for_tests) on either backend: on PostgreSQL a blob
+ * literal x'4142' becomes the bytea literal '\x4142', and after success the id sequences are
+ * moved past the explicit ids the SQL inserted, so that the store's own inserts after it do not
+ * collide with them (SQLite takes max(id) + 1 by itself).
+ */
+static inline int store_test_exec(struct store *s, const char *sql)
+{
+    if (!store_test_on_pg)
+        return store_exec_for_tests(s, sql);
+    size_t n = strlen(sql);
+    char *pg = malloc(2 * n + 1);
+    if (pg == NULL)
+        fail_msg("out of memory");
+    size_t k = 0;
+    bool quoted = false; /* inside a string literal */
+    for (size_t i = 0; i < n; i++) {
+        bool word_before = i > 0 && (isalnum((unsigned char)sql[i - 1]) || sql[i - 1] == '_');
+        if (sql[i] == '\'')
+            quoted = !quoted;
+        if (!quoted && (sql[i] == 'x' || sql[i] == 'X') && sql[i + 1] == '\'' && !word_before) {
+            pg[k++] = '\'';
+            pg[k++] = '\\';
+            pg[k++] = 'x';
+            i++; /* the quote was written, and opens the literal */
+            quoted = true;
+            continue;
+        }
+        pg[k++] = sql[i];
+    }
+    pg[k] = '\0';
+    int rc = store_exec_for_tests(s, pg);
+    if (rc != STORE_OK)
+        print_message("store_test_exec: %s\n", store_errmsg(s));
+    free(pg);
+    if (rc == STORE_OK && strstr(sql, "INSERT") != NULL &&
+        store_exec_for_tests(s, store_test_pg_sequences) != STORE_OK)
+        fail_msg("move the sequences: %s", store_errmsg(s));
+    return rc;
 }
 
 /* Runs tests on SQLite, then on PostgreSQL when there is a server; the failures of both. */
