@@ -237,9 +237,13 @@ static int claims_push(struct store *s, struct store_queue_claims *out, size_t *
 /* The rows that claim_due hands out; see queue.h for which. ?1 now, ?2 the newest claim time that
  * counts as expired, ?3 the limit, ?4 a JSON array of domains to skip. `pick` is the groups of
  * the first ?3 due entries in due order (the queue_due index); the outer query completes each
- * group with its other due entries (the queue_message index). Not portable: json_each is SQLite's
- * (PostgreSQL has json_array_elements_text), and standard SQL has no way to pass a list as one
- * parameter; a second backend needs its own text for this one statement. */
+ * group with its other due entries (the queue_message index). Not portable: standard SQL has no
+ * way to pass a list as one parameter, so each backend has its own text, the same but for that
+ * (SQLite's json_each, PostgreSQL's json_array_elements_text) and, on PostgreSQL, FOR UPDATE OF q
+ * SKIP LOCKED: several nodes claim at once there, and a row another node is claiming right now
+ * is left to it rather than waited for (its lease is written before that node commits). The
+ * PostgreSQL text changes nothing else, so that a change to the claim (a node column) is made to
+ * both alike. */
 static const char claim_sql[] =
     "WITH pick AS (SELECT DISTINCT message_id, domain FROM"
     "  (SELECT message_id, domain FROM queue"
@@ -251,6 +255,17 @@ static const char claim_sql[] =
     "q.domain = p.domain"
     " WHERE q.next_attempt_ms <= ?1 AND (q.claimed_ms IS NULL OR q.claimed_ms <= ?2)"
     " ORDER BY q.domain, q.message_id, q.id LIMIT ?3";
+static const char claim_sql_pg[] =
+    "WITH pick AS (SELECT DISTINCT message_id, domain FROM"
+    "  (SELECT message_id, domain FROM queue"
+    "   WHERE next_attempt_ms <= ?1 AND (claimed_ms IS NULL OR claimed_ms <= ?2)"
+    "     AND domain NOT IN (SELECT json_array_elements_text(CAST(?4 AS json)))"
+    "   ORDER BY next_attempt_ms, id LIMIT ?3) AS due)"
+    " SELECT q.id, q.message_id, q.sender, q.recipient, q.domain, q.created_ms, q.attempts,"
+    " q.dsn_notify, q.dsn_orcpt FROM queue q JOIN pick p ON q.message_id = p.message_id AND "
+    "q.domain = p.domain"
+    " WHERE q.next_attempt_ms <= ?1 AND (q.claimed_ms IS NULL OR q.claimed_ms <= ?2)"
+    " ORDER BY q.domain, q.message_id, q.id LIMIT ?3 FOR UPDATE OF q SKIP LOCKED";
 
 int store_queue_claim_due(struct store *s, int64_t now_ms, int64_t lease_ms, size_t limit,
                           const char *const *skip_domains, size_t n_skip,
@@ -272,7 +287,8 @@ int store_queue_claim_due(struct store *s, int64_t now_ms, int64_t lease_ms, siz
         return STORE_ERR;
     }
     int status = STORE_OK;
-    struct sql_stmt *st = sql_prepare(s, claim_sql);
+    struct sql_stmt *st =
+        sql_prepare(s, s->backend == STORE_BACKEND_POSTGRES ? claim_sql_pg : claim_sql);
     if (st == NULL)
         status = STORE_ERR;
     if (status == STORE_OK) {

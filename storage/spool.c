@@ -8,6 +8,8 @@
  */
 #include "storage/spool.h"
 
+#include "storage/store.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -22,9 +24,29 @@
 #define SPOOL_FILE_PREFIX   "tx-"
 #define SPOOL_FILE_TEMPLATE SPOOL_FILE_PREFIX "XXXXXX"
 
+/* FNV-1a, 64 bits: a short stable name for a connection string, which may not appear in a path
+ * (it has blanks and slashes, and may hold a password). */
+static uint64_t fnv1a64(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *s != '\0'; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
 int spool_dir_path(const char *db_path, char *out, size_t len)
 {
-    int n = snprintf(out, len, "%s%s", db_path, SPOOL_DIR_SUFFIX);
+    int n;
+    if (store_is_postgres(db_path)) {
+        const char *tmp = getenv("TMPDIR");
+        n = snprintf(out, len, "%s/postern-spool-%ld-%016llx",
+                     tmp != NULL && tmp[0] == '/' ? tmp : SPOOL_PG_BASE_DIR, (long)getuid(),
+                     (unsigned long long)fnv1a64(db_path));
+    } else {
+        n = snprintf(out, len, "%s%s", db_path, SPOOL_DIR_SUFFIX);
+    }
     if (n < 0 || (size_t)n >= len)
         return -ENAMETOOLONG;
     return 0;

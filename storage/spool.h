@@ -9,8 +9,12 @@
  * and the 250 still comes only after that COMMIT. Memory per transaction is the in-memory part,
  * whatever the message size; the spool files are page cache and disk, not process memory.
  *
- * Where: the directory "<database>-spool" beside the database (like its -wal and -shm files),
- * mode 0700, created and emptied by spool_dir_prepare (the writer calls it at start).
+ * Where: the directory "<database>-spool" beside a SQLite database (like its -wal and -shm files),
+ * mode 0700, created and emptied by spool_dir_prepare (the writer calls it at start). A PostgreSQL
+ * database has no folder on this machine: its spool directory is
+ * "$TMPDIR/postern-spool-<uid>-<hash of the connection string>" (TMPDIR when it is an absolute
+ * path, else SPOOL_PG_BASE_DIR), one per user and database, so two nodes on one machine or two
+ * databases never share one.
  *
  * Nothing half-received is ever visible: a spool file has no name while it is in use. It is
  * created under a name ("tx-XXXXXX", mkstemp, 0600) and unlinked at once, so the only handle on
@@ -31,8 +35,13 @@
 
 /* Appended to the database path to name the spool directory. */
 #define SPOOL_DIR_SUFFIX "-spool"
+/* Where a PostgreSQL store's spool directory goes without TMPDIR: on disk, not a tmpfs in
+ * memory, which would hold what spooling exists to keep out of memory (FHS: kept across
+ * reboots, where /tmp may be memory). */
+#define SPOOL_PG_BASE_DIR "/var/tmp"
 
-/* "<db_path>-spool" into out. 0, or -ENAMETOOLONG when it does not fit len. */
+/* The spool directory of db_path (see Where above) into out. 0, or -ENAMETOOLONG when it does not
+ * fit len. */
 int spool_dir_path(const char *db_path, char *out, size_t len);
 /*
  * Creates the spool directory of db_path if missing (0700), refuses one that is not a directory

@@ -399,12 +399,14 @@ int pg_body_read(struct store_body_reader *base, void *buf, size_t cap, size_t *
     int status = STORE_OK;
     unsigned char *out = buf;
     size_t done = 0;
+    /* As SQLite's reader reopens its blob: the lookup again once hold_ms has passed, so with
+     * hold_ms 0 at every call, even when the bytes asked for were fetched ahead already. */
+    if (r->offset_bytes < r->size_bytes && cap > 0 &&
+        clock_monotonic_ms() - r->looked_up_ms >= r->hold_ms)
+        status = reader_lookup(r);
     while (status == STORE_OK && done < cap && r->offset_bytes < r->size_bytes) {
         if (r->ahead_off == r->ahead_len) {
-            if (clock_monotonic_ms() - r->looked_up_ms >= r->hold_ms)
-                status = reader_lookup(r);
-            if (status == STORE_OK)
-                status = reader_fetch(r);
+            status = reader_fetch(r);
             if (status != STORE_OK)
                 break;
         }

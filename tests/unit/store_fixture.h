@@ -58,6 +58,17 @@ static inline void store_test_db_drop(void)
     }
 }
 
+/* Makes the running test's PostgreSQL database empty again: dropped and created under its name,
+ * as removing a SQLite file and opening it again does. */
+static inline void store_test_db_recreate(void)
+{
+    char sql[160];
+    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", store_test_pgdb.name);
+    pg_test_admin(sql);
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", store_test_pgdb.name);
+    pg_test_admin(sql);
+}
+
 /* Removes a SQLite database's files (nothing on PostgreSQL: store_test_db_drop does that). */
 static inline void store_test_db_remove_files(const char *path)
 {
@@ -99,8 +110,11 @@ static inline long long store_test_query_i64(const char *path, const char *sql)
             PQfinish(pq);
             fail_msg("%s: %s", sql, why);
         }
-        if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
-            v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0)) {
+            const char *text = PQgetvalue(res, 0, 0);
+            /* A boolean reads as SQLite's comparisons do. */
+            v = strcmp(text, "t") == 0 ? 1 : strcmp(text, "f") == 0 ? 0 : strtoll(text, NULL, 10);
+        }
         PQclear(res);
         PQfinish(pq);
         return v;
@@ -175,6 +189,62 @@ static inline int store_test_exec(struct store *s, const char *sql)
         store_exec_for_tests(s, store_test_pg_sequences) != STORE_OK)
         fail_msg("move the sequences: %s", store_errmsg(s));
     return rc;
+}
+
+/* The first column of the first row of sql as bytes (a text or a blob), malloc'd with a NUL
+ * after them, their count in *len_out (when not NULL); through a connection of its own. */
+static inline char *store_test_query_blob(const char *path, const char *sql, size_t *len_out)
+{
+    char *out = NULL;
+    size_t n = 0;
+    if (store_test_on_pg) {
+        PGconn *pq = PQconnectdb(path);
+        if (PQstatus(pq) != CONNECTION_OK) {
+            PQfinish(pq);
+            fail_msg("connect: %s", path);
+        }
+        /* Binary results: a bytea's or a text's bytes as they are. */
+        PGresult *res = PQexecParams(pq, sql, 0, NULL, NULL, NULL, NULL, 1);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) < 1) {
+            char why[512];
+            snprintf(why, sizeof(why), "%s", PQerrorMessage(pq));
+            PQclear(res);
+            PQfinish(pq);
+            fail_msg("%s: no row (%s)", sql, why);
+        }
+        n = (size_t)PQgetlength(res, 0, 0);
+        out = malloc(n + 1);
+        if (out == NULL)
+            fail_msg("out of memory");
+        memcpy(out, PQgetvalue(res, 0, 0), n);
+        PQclear(res);
+        PQfinish(pq);
+    } else {
+        sqlite3 *db = NULL;
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+            sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK ||
+            sqlite3_step(st) != SQLITE_ROW) {
+            char why[512];
+            snprintf(why, sizeof(why), "%s", sqlite3_errmsg(db));
+            sqlite3_finalize(st);
+            sqlite3_close(db);
+            fail_msg("%s: no row (%s)", sql, why);
+        }
+        n = (size_t)sqlite3_column_bytes(st, 0);
+        const void *p = sqlite3_column_blob(st, 0);
+        out = malloc(n + 1);
+        if (out == NULL)
+            fail_msg("out of memory");
+        if (n > 0)
+            memcpy(out, p, n);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+    }
+    out[n] = '\0';
+    if (len_out != NULL)
+        *len_out = n;
+    return out;
 }
 
 /* Runs tests on SQLite, then on PostgreSQL when there is a server; the failures of both. */

@@ -18,7 +18,8 @@
  *     for an unknown local user; refused for entries of two messages; undone whole by the
  *     enclosing savepoint's rollback;
  *   - flush making everything unclaimed due; next_due; the queued-body reader.
- * Checks of what is on disk go through a separate plain sqlite3 connection. Loops are bounded.
+ * Checks of what is in the database go through a connection of their own. Loops are bounded. The
+ * tests run on SQLite, then on PostgreSQL when there is a server (store_fixture.h).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -34,8 +35,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <sqlite3.h>
-
 #include "common/pure/dsn.h"
 #include "storage/mailbox.h"
 #include "storage/queue.h"
@@ -49,7 +48,7 @@
 
 struct fixture {
     char dir[64];
-    char path[128];
+    char path[1024];
     struct store *s;
     int64_t alice; /* user id of alice@example.test */
 };
@@ -62,7 +61,7 @@ static int setup(void **state)
     assert_non_null(f);
     snprintf(f->dir, sizeof(f->dir), "/tmp/postern-queue-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof(f->path), "%s/t.db", f->dir);
+    store_test_db_new(f->path, sizeof(f->path), f->dir, "t.db");
     f->s = open_ok(f->path);
     assert_int_equal(store_domain_add(f->s, "example.test"), STORE_OK);
     assert_int_equal(store_user_add(f->s, "alice@example.test", "example.test", "not-a-hash"),
@@ -78,13 +77,8 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     store_close(&f->s);
-    const char *suffixes[] = {"", "-wal", "-shm"};
-    for (size_t i = 0; i < ARRAY_LEN(suffixes); i++) {
-        char p[160];
-        snprintf(p, sizeof(p), "%s%s", f->path, suffixes[i]);
-        if (unlink(p) != 0)
-            assert_int_equal(errno, ENOENT);
-    }
+    store_test_db_remove_files(f->path);
+    store_test_db_drop();
     assert_int_equal(rmdir(f->dir), 0);
     free(f);
     return 0;
@@ -99,16 +93,7 @@ __attribute__((format(printf, 2, 3))) static long long query_int(const char *pat
     va_start(ap, fmt);
     vsnprintf(sql, sizeof(sql), fmt, ap);
     va_end(ap);
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-        fail_msg("prepare %s: %s", sql, sqlite3_errmsg(db));
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    long long v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return v;
+    return store_test_query_i64(path, sql);
 }
 
 /* One text or blob value, malloc'd and NUL-terminated, through a separate connection. */
@@ -120,24 +105,7 @@ __attribute__((format(printf, 3, 4))) static char *query_text(const char *path, 
     va_start(ap, fmt);
     vsnprintf(sql, sizeof(sql), fmt, ap);
     va_end(ap);
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-        fail_msg("prepare %s: %s", sql, sqlite3_errmsg(db));
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    size_t n = (size_t)sqlite3_column_bytes(st, 0);
-    const void *p = sqlite3_column_blob(st, 0);
-    char *out = malloc(n + 1);
-    assert_non_null(out);
-    if (n > 0)
-        memcpy(out, p, n);
-    out[n] = '\0';
-    if (len_out != NULL)
-        *len_out = n;
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return out;
+    return store_test_query_blob(path, sql, len_out);
 }
 
 static const char body_text[] = "Received: from client by mail.example.test; Tue, 4 Jun 2024\r\n"
@@ -299,8 +267,7 @@ static void test_claim_limit_hands_out_each_once(void **state)
     assert_int_equal(total, 24);
     static const size_t limits[] = {1, 2, 5};
     for (size_t li = 0; li < ARRAY_LEN(limits); li++) {
-        assert_int_equal(store_exec_for_tests(f->s, "UPDATE queue SET claimed_ms = NULL"),
-                         STORE_OK);
+        assert_int_equal(store_test_exec(f->s, "UPDATE queue SET claimed_ms = NULL"), STORE_OK);
         int64_t seen[64] = {0};
         size_t n_seen = 0;
         for (int round = 0; round < 100 && n_seen < total; round++) {
@@ -856,5 +823,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_flush_and_next_due, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_reader, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return STORE_TEST_RUN(tests);
 }
