@@ -203,8 +203,7 @@ static inline char *store_test_query_blob(const char *path, const char *sql, siz
             PQfinish(pq);
             fail_msg("connect: %s", path);
         }
-        /* Binary results: a bytea's or a text's bytes as they are. */
-        PGresult *res = PQexecParams(pq, sql, 0, NULL, NULL, NULL, NULL, 1);
+        PGresult *res = PQexec(pq, sql);
         if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) < 1) {
             char why[512];
             snprintf(why, sizeof(why), "%s", PQerrorMessage(pq));
@@ -212,11 +211,22 @@ static inline char *store_test_query_blob(const char *path, const char *sql, siz
             PQfinish(pq);
             fail_msg("%s: no row (%s)", sql, why);
         }
-        n = (size_t)PQgetlength(res, 0, 0);
+        /* A bytea comes as text in hex; anything else as its text (NULL as ""). */
+        const char *v = PQgetvalue(res, 0, 0);
+        unsigned char *bytes = NULL;
+        if (PQftype(res, 0) == 17 /* bytea */ && !PQgetisnull(res, 0, 0)) {
+            bytes = PQunescapeBytea((const unsigned char *)v, &n);
+            if (bytes == NULL)
+                fail_msg("out of memory");
+            v = (const char *)bytes;
+        } else {
+            n = (size_t)PQgetlength(res, 0, 0);
+        }
         out = malloc(n + 1);
         if (out == NULL)
             fail_msg("out of memory");
-        memcpy(out, PQgetvalue(res, 0, 0), n);
+        memcpy(out, v, n);
+        PQfreemem(bytes);
         PQclear(res);
         PQfinish(pq);
     } else {

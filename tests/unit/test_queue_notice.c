@@ -10,7 +10,8 @@
  *     NOTIFY, and its sender is not the null sender;
  *   - a local NOTIFY=SUCCESS recipient's "delivered" notice is stored with the delivery, never
  *     for the null sender.
- * Checks of what is on disk go through a separate plain sqlite3 connection.
+ * Checks of what is in the database go through a connection of their own. The tests run on
+ * SQLite, then on PostgreSQL when there is a server (store_fixture.h).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -26,8 +27,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <sqlite3.h>
-
 #include "common/pure/dsn.h"
 #include "storage/mailbox.h"
 #include "storage/queue.h"
@@ -39,7 +38,7 @@
 
 struct fixture {
     char dir[64];
-    char path[128];
+    char path[1024];
     struct store *s;
     int64_t alice;
 };
@@ -50,7 +49,7 @@ static int setup(void **state)
     assert_non_null(f);
     snprintf(f->dir, sizeof(f->dir), "/tmp/postern-notice-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof(f->path), "%s/t.db", f->dir);
+    store_test_db_new(f->path, sizeof(f->path), f->dir, "t.db");
     f->s = open_ok(f->path);
     assert_int_equal(store_domain_add(f->s, "example.test"), STORE_OK);
     assert_int_equal(store_user_add(f->s, "alice@example.test", "example.test", "not-a-hash"),
@@ -66,13 +65,8 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     store_close(&f->s);
-    const char *suffixes[] = {"", "-wal", "-shm"};
-    for (size_t i = 0; i < ARRAY_LEN(suffixes); i++) {
-        char p[160];
-        snprintf(p, sizeof(p), "%s%s", f->path, suffixes[i]);
-        if (unlink(p) != 0)
-            assert_int_equal(errno, ENOENT);
-    }
+    store_test_db_remove_files(f->path);
+    store_test_db_drop();
     assert_int_equal(rmdir(f->dir), 0);
     free(f);
     return 0;
@@ -87,18 +81,7 @@ __attribute__((format(printf, 2, 3))) static char *query(const char *path, const
     va_start(ap, fmt);
     vsnprintf(sql, sizeof(sql), fmt, ap);
     va_end(ap);
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-        fail_msg("prepare %s: %s", sql, sqlite3_errmsg(db));
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    const unsigned char *t = sqlite3_column_text(st, 0);
-    char *out = strdup(t != NULL ? (const char *)t : "");
-    assert_non_null(out);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return out;
+    return store_test_query_blob(path, sql, NULL);
 }
 
 static long long query_int(const char *path, const char *sql)
@@ -317,5 +300,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delay_notice_once_when_due_and_asked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delivered_notice_with_the_delivery, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return STORE_TEST_RUN(tests);
 }
