@@ -5,8 +5,9 @@
  * a done callback, a batch whose COMMIT fails, and two loops sharing one batch (each job's done
  * on the loop it was submitted from).
  *
- * Jobs insert into a scratch table through store_exec_for_tests(); the checks read the file through
- * a separate sqlite3 connection. A gate job (its run blocks until the test opens it) holds the
+ * Jobs insert into a scratch table through store_exec_for_tests(); the checks read the database
+ * through a connection of their own. The tests run on SQLite, then on PostgreSQL when there is a
+ * server (store_fixture.h). A gate job (its run blocks until the test opens it) holds the
  * writer thread so that the jobs submitted meanwhile are guaranteed to form one batch. Every loop
  * run is bounded by a watchdog timer, every wait by a deadline.
  */
@@ -27,20 +28,21 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sqlite3.h>
 #include <uv.h>
 
 #include "common/log.h"
 #include "common/util.h"
+#include "storage/spool.h"
 #include "storage/store.h"
 #include "storage/writer.h"
+#include "tests/unit/store_fixture.h"
 
 #define WATCHDOG_MS     60000
 #define GATE_TIMEOUT_MS 30000
 
 struct fixture {
     char dir[64];
-    char db_path[128];
+    char db_path[1024];
     uv_loop_t loop;
     uv_timer_t watchdog;
     bool timed_out;
@@ -69,17 +71,7 @@ struct test_job {
 
 static int row_count(const char *path, const char *sql)
 {
-    sqlite3 *db = NULL;
-    int n = -1;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
-        sqlite3_stmt *st = NULL;
-        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
-            sqlite3_step(st) == SQLITE_ROW)
-            n = sqlite3_column_int(st, 0);
-        sqlite3_finalize(st);
-    }
-    sqlite3_close(db);
-    return n;
+    return (int)store_test_query_i64(path, sql);
 }
 
 static int scratch_has(const char *path, int key)
@@ -233,7 +225,7 @@ static int setup(void **state)
     assert_non_null(fx);
     snprintf(fx->dir, sizeof(fx->dir), "/tmp/postern-writer-XXXXXX");
     assert_non_null(mkdtemp(fx->dir));
-    snprintf(fx->db_path, sizeof(fx->db_path), "%s/db.sqlite", fx->dir);
+    store_test_db_new(fx->db_path, sizeof(fx->db_path), fx->dir, "db.sqlite");
 
     struct store *st = NULL;
     char err[256];
@@ -266,16 +258,11 @@ static int teardown(void **state)
     /* Finishes both closes (the writer's async frees the writer); nothing else is active. */
     assert_int_equal(uv_run(&fx->loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(uv_loop_close(&fx->loop), 0);
-    const char *suffixes[] = {"", "-wal", "-shm"};
-    for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
-        char p[160];
-        snprintf(p, sizeof(p), "%s%s", fx->db_path, suffixes[i]);
-        if (unlink(p) != 0)
-            assert_int_equal(errno, ENOENT);
-    }
-    char spool[160];
-    snprintf(spool, sizeof(spool), "%s-spool", fx->db_path);
+    store_test_db_remove_files(fx->db_path);
+    char spool[1100];
+    assert_int_equal(spool_dir_path(fx->db_path, spool, sizeof(spool)), 0);
     assert_int_equal(rmdir(spool), 0); /* writer_start made it; no spool file is left in it */
+    store_test_db_drop();
     assert_int_equal(rmdir(fx->dir), 0);
     free(fx);
     return 0;
@@ -734,5 +721,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_loops_one_batch, setup, teardown),
         cmocka_unit_test(test_start_bad_path),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return STORE_TEST_RUN(tests);
 }
