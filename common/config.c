@@ -506,7 +506,7 @@ void cfg_free(struct cfg *cfg)
     for (size_t i = 0; i < cfg_param_count; i++) {
         const struct param *p = &cfg_params[i];
         if (p->type == P_HOSTNAME || p->type == P_USER || p->type == P_SASLNAME ||
-            p->type == P_PATH || p->type == P_MILTERS) {
+            p->type == P_PATH || p->type == P_DATABASE || p->type == P_MILTERS) {
             char **slot = cfg_field(cfg, p);
             free(*slot);
             *slot = NULL;

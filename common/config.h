@@ -19,6 +19,9 @@
  *   - Booleans: yes/no, true/false, on/off, 1/0 (printed as yes/no).
  *   - Relative paths (database, tls certificate and key, smarthost_password_file) resolve
  *     against the folder of the config file, including the default database "postern.db".
+ *     A database that is a PostgreSQL connection string (common/pure/conninfo.h: it starts
+ *     with postgresql:// or postgres://, or is key=value pairs) is kept as written, and
+ *     `config check` prints it with its password masked.
  * Error texts (err of cfg_load*), one line, no trailing newline:
  *   FILE:LINE: unknown section [NAME]
  *   FILE:LINE: unknown key "KEY" in [SECTION]
@@ -52,6 +55,9 @@
 /* Longest accepted line, without its line ending; longer is an error, never truncation. Room
  * for a PATH_MAX (4096) path and its key, so whatever cfg_print writes loads back. */
 #define CFG_LINE_MAX_BYTES 8192
+/* The longest PostgreSQL connection string [server] database takes, with its NUL: what the store
+ * keeps of it (storage/store_internal.h, struct store). */
+#define CFG_DATABASE_CONNINFO_MAX_BYTES 1024
 /* Addresses per listen key; more is a config error. */
 #define CFG_LISTEN_MAX 8
 /* Networks per CIDR list key ([server] proxy_from); more is a config error. */
@@ -117,7 +123,7 @@ enum cfg_denied_style {
 struct cfg {
     struct {
         char *hostname; /* default: gethostname(), "localhost" if that is unusable */
-        char *database; /* path */
+        char *database; /* a SQLite path, or a PostgreSQL connection string (conninfo.h) */
         char *user;     /* "" = do not drop privileges */
         enum log_level log_level;
         bool transcript;

@@ -18,6 +18,8 @@ enum param_type {
     P_USER,     /* char *, a login name or "" */
     P_SASLNAME, /* char *, a SASL authentication identity or "" */
     P_PATH,     /* char *, resolved against the config file's folder */
+    P_DATABASE, /* char *, a PostgreSQL connection string as written (common/pure/conninfo.h),
+                   else a SQLite path resolved as P_PATH */
     P_MILTERS,  /* char *, a list of milters (common/pure/milter.h milter_spec_parse) */
     P_BOOL,     /* bool */
     P_UINT,     /* unsigned, min..max */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/config_internal.h"
+#include "common/pure/conninfo.h"
 #include "common/pure/duration.h"
 
 static void hostport_format(const struct cfg_hostport *hp, char *buf, size_t len)
@@ -28,6 +29,12 @@ void cfg_param_format(const struct cfg *cfg, const struct param *p, char *buf, s
     case P_HOSTNAME:
     case P_USER:
     case P_SASLNAME:
+    case P_DATABASE: {
+        /* `config check` prints what is in effect, but never a password in clear. */
+        const char *s = *(char *const *)field;
+        conninfo_mask(s != NULL ? s : "", buf, len);
+        break;
+    }
     case P_PATH:
     case P_MILTERS: {
         const char *s = *(char *const *)field;

@@ -16,6 +16,7 @@
 
 #include "common/config_internal.h"
 #include "common/pure/address.h"
+#include "common/pure/conninfo.h"
 #include "common/pure/duration.h"
 #include "common/pure/milter.h"
 
@@ -428,6 +429,18 @@ static int set_string(char **slot, char *copy, char *reason, size_t rlen)
     return 0;
 }
 
+/* A path resolved against the config file's folder, at most PATH_MAX - 1 bytes. */
+static int set_path(void *field, const char *base_dir, const char *value, char *reason, size_t rlen)
+{
+    char *path = resolve_path(base_dir, value);
+    if (path != NULL && strlen(path) >= PATH_MAX) {
+        free(path);
+        snprintf(reason, rlen, "path longer than %d bytes", PATH_MAX - 1);
+        return -1;
+    }
+    return set_string(field, path, reason, rlen);
+}
+
 static void range_text(const struct param *p, uint64_t v, char *buf, size_t len)
 {
     if (p->type == P_DURATION)
@@ -494,15 +507,21 @@ int cfg_param_set(struct cfg *cfg, const struct param *p, const char *base_dir, 
         }
         return set_string(field, strdup(value), reason, rlen);
     }
-    case P_PATH: {
-        char *path = resolve_path(base_dir, value);
-        if (path != NULL && strlen(path) >= PATH_MAX) {
-            free(path);
-            snprintf(reason, rlen, "path longer than %d bytes", PATH_MAX - 1);
-            return -1;
+    case P_DATABASE:
+        /* A connection string is not a path: resolving it against the config folder would make
+         * "host=db1 dbname=mail" a file name. Its length is the store's limit (store_internal.h);
+         * libpq judges the rest when connecting. */
+        if (conninfo_is_postgres(value)) {
+            if (strlen(value) >= CFG_DATABASE_CONNINFO_MAX_BYTES) {
+                snprintf(reason, rlen, "connection string longer than %d bytes",
+                         CFG_DATABASE_CONNINFO_MAX_BYTES - 1);
+                return -1;
+            }
+            return set_string(field, strdup(value), reason, rlen);
         }
-        return set_string(field, path, reason, rlen);
-    }
+        return set_path(field, base_dir, value, reason, rlen); /* a SQLite file */
+    case P_PATH:
+        return set_path(field, base_dir, value, reason, rlen);
     case P_BOOL: {
         static const char *const yes[] = {"yes", "true", "on", "1"};
         static const char *const no[] = {"no", "false", "off", "0"};

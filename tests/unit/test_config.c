@@ -193,6 +193,14 @@ static const struct ok_case ok_cases[] = {
     {"server", "database", "/var/lib/postern/p.db", K_STR, OFF(server.database), 0,
      "/var/lib/postern/p.db", NULL},
     {"server", "database", "../p.db", K_STR, OFF(server.database), 0, "/base/../p.db", NULL},
+    /* A PostgreSQL connection string is kept as written, never resolved against /base. */
+    {"server", "database", "postgresql://postern@db1/mail", K_STR, OFF(server.database), 0,
+     "postgresql://postern@db1/mail", NULL},
+    {"server", "database", "postgres://db1:5433/mail?sslmode=require", K_STR, OFF(server.database),
+     0, "postgres://db1:5433/mail?sslmode=require", NULL},
+    {"server", "database", "host=db1 dbname=mail user=postern", K_STR, OFF(server.database), 0,
+     "host=db1 dbname=mail user=postern", NULL},
+    {"server", "database", "./host=x", K_STR, OFF(server.database), 0, "/base/./host=x", NULL},
     {"server", "user", "postern", K_STR, OFF(server.user), 0, "postern", NULL},
     {"server", "user", "", K_STR, OFF(server.user), 0, "", NULL},
     {"server", "user", "mail_user.1", K_STR, OFF(server.user), 0, "mail_user.1", NULL},
@@ -415,6 +423,41 @@ static void test_every_key(void **state)
                  c->also ? c->also : "");
         must_load(&cfg, text);
         check_ok_case(c, &cfg);
+        cfg_free(&cfg);
+    }
+}
+
+/* `config check` prints the effective database, with a connection string's password masked. */
+static void test_print_masks_database_password(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *value, *want;
+    } cases[] = {
+        {"host=db1 password=sekret dbname=mail", "database = host=db1 password=*** dbname=mail"},
+        {"host=db1 password = 'se cret' dbname=mail",
+         "database = host=db1 password = *** dbname=mail"},
+        {"postgresql://postern:sekret@db1/mail", "database = postgresql://postern:***@db1/mail"},
+        {"postgresql://db1/mail?password=sekret&sslmode=require",
+         "database = postgresql://db1/mail?password=***&sslmode=require"},
+        {"postgresql://postern@db1/mail", "database = postgresql://postern@db1/mail"},
+    };
+    for (size_t i = 0; i < COUNT(cases); i++) {
+        char text[256];
+        snprintf(text, sizeof(text), "[server]\ndatabase = %s\n", cases[i].value);
+        struct cfg cfg;
+        must_load(&cfg, text);
+        char *out = NULL;
+        size_t outlen = 0;
+        FILE *fp = open_memstream(&out, &outlen);
+        assert_non_null(fp);
+        assert_int_equal(cfg_print(&cfg, fp), 0);
+        assert_int_equal(fclose(fp), 0);
+        if (strstr(out, cases[i].want) == NULL)
+            fail_msg("%s: printed\n%s", cases[i].value, out);
+        assert_null(strstr(out, "sekret"));
+        assert_null(strstr(out, "se cret"));
+        free(out);
         cfg_free(&cfg);
     }
 }
@@ -1392,6 +1435,7 @@ int main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_every_key),
         cmocka_unit_test(test_every_key_is_covered),
+        cmocka_unit_test(test_print_masks_database_password),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_error_line_number),
         cmocka_unit_test(test_long_lines),
