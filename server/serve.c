@@ -65,6 +65,7 @@
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/pure/conninfo.h"
 #include "common/password.h"
 #include "common/util.h"
 #include "server/app.h"
@@ -83,6 +84,7 @@
 #include "server/net/tls.h"
 #include "server/worker.h"
 #include "storage/reader.h"
+#include "storage/spool.h"
 #include "storage/store.h"
 #include "storage/writer.h"
 
@@ -397,7 +399,7 @@ static int chown_if_exists(const char *path, uid_t uid, gid_t gid, char *err, si
 {
     if (chown(path, uid, gid) == 0 || errno == ENOENT)
         return 0;
-    snprintf(err, errlen, "cannot chown %s: %s", path, strerror(errno));
+    snprintf(err, errlen, "cannot chown %.900s: %s", path, strerror(errno));
     return -1;
 }
 
@@ -439,16 +441,27 @@ static int drop_privileges(const struct cfg *cfg, char *err, size_t errlen)
         return 0;
     }
     const char *db = cfg->server.database;
-    size_t dblen = strlen(db);
+    if (store_is_postgres(db)) {
+        /* No database file here: only the spool directory is this process's to write. */
+        char spool[PATH_MAX];
+        if (spool_dir_path(db, spool, sizeof(spool)) != 0) {
+            snprintf(err, errlen, "spool directory path too long");
+            return 3;
+        }
+        if (chown_if_exists(spool, uid, gid, err, errlen) != 0)
+            return 3;
+        db = NULL;
+    }
+    size_t dblen = db != NULL ? strlen(db) : 0;
     char *side = malloc(dblen + 16); /* room for the longest suffix below */
     if (side == NULL) {
         snprintf(err, errlen, "out of memory");
         return 3;
     }
-    int rc = chown_if_exists(db, uid, gid, err, errlen);
+    int rc = db != NULL ? chown_if_exists(db, uid, gid, err, errlen) : 0;
     /* "-spool" is the spool directory (storage/spool.h): the dropped process creates its files. */
     static const char *const suffixes[] = {"-wal", "-shm", "-journal", "-spool"};
-    for (size_t i = 0; rc == 0 && i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+    for (size_t i = 0; db != NULL && rc == 0 && i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
         snprintf(side, dblen + 16, "%s%s", db, suffixes[i]);
         rc = chown_if_exists(side, uid, gid, err, errlen);
     }
@@ -541,7 +554,14 @@ int serve_main(struct cfg *cfg, const char *config_path)
     srv->app.smarthost_creds = srv->smarthost_creds;
     if (check_database_modes(cfg->server.database) != 0)
         goto out;
-    disk_reserve_init(&srv->disk, cfg->server.database, cfg->smtp.min_free_space_bytes);
+    /* The disk that fills is the database's, or for PostgreSQL (on another machine, or under its
+     * own administration) the spool directory's: what this node writes itself. */
+    char spool[PATH_MAX];
+    if (store_is_postgres(cfg->server.database) &&
+        spool_dir_path(cfg->server.database, spool, sizeof(spool)) == 0)
+        disk_reserve_init(&srv->disk, spool, cfg->smtp.min_free_space_bytes);
+    else
+        disk_reserve_init(&srv->disk, cfg->server.database, cfg->smtp.min_free_space_bytes);
     srv->app.disk = &srv->disk;
     if (store_open(cfg->server.database, &srv->reads, err, sizeof(err)) != STORE_OK) {
         log_error("store", 0, "event=open-failed error=\"%s\"", err);
@@ -659,12 +679,14 @@ int serve_main(struct cfg *cfg, const char *config_path)
         }
     }
 
+    char shown_db[CFG_DATABASE_CONNINFO_MAX_BYTES], esc_db[2 * CFG_DATABASE_CONNINFO_MAX_BYTES];
+    conninfo_mask(cfg->server.database, shown_db, sizeof(shown_db)); /* never a password */
     log_info("serve", 0,
-             "event=ready version=%s database=\"%s\" config=\"%s\" pid=%ld listeners=%zu tls=%s "
+             "event=ready version=%s database=%s config=\"%s\" pid=%ld listeners=%zu tls=%s "
              "workers=%u",
-             POSTERN_VERSION, cfg->server.database, config_path ? config_path : "(defaults)",
-             (long)getpid(), listener_set_sockets(srv->listeners), srv->tls != NULL ? "yes" : "no",
-             srv->nloops);
+             POSTERN_VERSION, log_escape(esc_db, sizeof(esc_db), shown_db, strlen(shown_db)),
+             config_path ? config_path : "(defaults)", (long)getpid(),
+             listener_set_sockets(srv->listeners), srv->tls != NULL ? "yes" : "no", srv->nloops);
     notify_ready(); /* the service manager (server/notify.h): every listener is bound */
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     exit_code = 0;

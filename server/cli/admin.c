@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/pure/conninfo.h"
 #include "common/config.h"
 #include "common/password.h"
 #include "common/pure/address.h"
@@ -603,6 +604,12 @@ static void warn_if_exposed(const char *db)
  * ./postern.conf that is ./postern.db in whatever folder the command ran from. */
 static void say_created(const char *db, const char *config_path)
 {
+    if (store_is_postgres(db)) {
+        char shown[CFG_DATABASE_CONNINFO_MAX_BYTES];
+        conninfo_mask(db, shown, sizeof(shown));
+        admin_say_error("created postern's tables in the PostgreSQL database %s", shown);
+        return;
+    }
     char abs[PATH_MAX];
     const char *shown = realpath(db, abs) != NULL ? abs : db;
     if (config_path == NULL)

@@ -59,6 +59,10 @@ int store_file_exposure(const char *path, struct store_exposure_report *out, cha
     static const char *const suffixes[] = {"", "-wal", "-shm"};
     memset(out, 0, sizeof(*out));
     out->exposure = STORE_PRIVATE;
+    /* A PostgreSQL database has no file here: who may read it is the server's to say (its roles
+     * and pg_hba.conf). */
+    if (store_is_postgres(path))
+        return STORE_OK;
     for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
         char file[sizeof(out->file)];
         int n = snprintf(file, sizeof(file), "%s%s", path, suffixes[i]);

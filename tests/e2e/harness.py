@@ -2,14 +2,22 @@
 
 Each test gets a temporary folder with its own postern.conf and database, runs the real
 binary ($POSTERN_BIN, default build/postern) as a user would, and starts `postern serve` on free
-loopback ports when it needs a server. Nothing here talks to anything but 127.0.0.0/8, and every
-wait is bounded.
+loopback ports when it needs a server. Nothing here talks to anything but 127.0.0.0/8 (and the
+test PostgreSQL server's socket), and every wait is bounded.
+
+The database is SQLite (self.db, a file in the folder) unless a test class says
+backend = "postgresql": then each test gets a fresh database of its own on the server named by
+POSTERN_TEST_PG (CMake's fixture, scripts/pg), [server] database is its connection string, and the
+test skips, saying why, when there is no server. on_postgresql(Class) makes that twin of a class;
+a test file that uses it names POSTERN_TEST_PG, which is how CMake knows to give it the server.
+self.sql() reads the database on either backend.
 """
 import os
 import random
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -20,6 +28,25 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 BIN = os.environ.get("POSTERN_BIN", os.path.join(ROOT, "build", "postern"))
 # Test-only cheap argon2id limits (common/password.h).
 os.environ.setdefault("POSTERN_TEST_FAST_HASH", "1")
+# The test PostgreSQL server (a libpq connection string to its maintenance database) and the
+# folder of its programs, for psql.
+PG_SERVER = os.environ.get("POSTERN_TEST_PG", "")
+PG_BINDIR = os.environ.get("POSTERN_PG_BINDIR", "/usr/lib/postgresql/15/bin")
+_pg_counter = 0
+
+
+def psql(conninfo, sql, timeout=60):
+    """Runs sql with psql on conninfo; the rows as lists of strings (NULL as None)."""
+    exe = os.path.join(PG_BINDIR, "psql")
+    if not os.path.exists(exe):
+        exe = shutil.which("psql") or exe
+    proc = subprocess.run([exe, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-P",
+                           "null=\\N", "-F", "\x1f", "-d", conninfo, "-c", sql],
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"psql {sql!r}: {proc.stderr.strip()}")
+    return [[None if v == "\\N" else v for v in line.split("\x1f")]
+            for line in proc.stdout.splitlines() if line != ""]
 
 
 def _ephemeral_range():
@@ -93,11 +120,16 @@ class PosternTest(unittest.TestCase):
 
     # Extra config text appended after the defaults below, per test class.
     extra_config = ""
+    # "sqlite" or "postgresql" (see the module's head comment).
+    backend = "sqlite"
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="postern-e2e-")
         self.addCleanup(shutil.rmtree, self.dir, True)
         self.db = os.path.join(self.dir, "postern.db")
+        self.database = "postern.db"
+        if self.backend == "postgresql":
+            self.database = self.new_pg_database()
         self.conf = os.path.join(self.dir, "postern.conf")
         self.ports = dict(zip(("smtp", "submission", "submissions", "pop3", "pop3s"), free_ports(5)))
         self.write_config(self.extra_config)
@@ -109,7 +141,7 @@ class PosternTest(unittest.TestCase):
         # one loop per core); a test's own extra config still wins.
         workers = os.environ.get("POSTERN_E2E_WORKERS", "")
         text = (
-            "[server]\nhostname = mail.example.test\ndatabase = postern.db\n"
+            f"[server]\nhostname = mail.example.test\ndatabase = {self.database}\n"
             + (f"workers = {int(workers)}\n" if workers else "") +
             f"[smtp]\nlisten = 127.0.0.1:{p['smtp']}\nsubmission = 127.0.0.1:{p['submission']}\n"
             f"submissions = 127.0.0.1:{p['submissions']}\n"
@@ -117,6 +149,48 @@ class PosternTest(unittest.TestCase):
         )
         with open(self.conf, "w") as f:
             f.write(merge_ini(text, extra))
+
+    def new_pg_database(self):
+        """A fresh PostgreSQL database for this test, dropped after it; its connection string."""
+        global _pg_counter
+        if not PG_SERVER:
+            self.skipTest("POSTERN_TEST_PG unset: no PostgreSQL server (install postgresql-15 "
+                          "with scripts/bootstrap and re-run cmake)")
+        _pg_counter += 1
+        name = f"postern_e2e_{os.getpid()}_{_pg_counter}"
+        psql(PG_SERVER, f"DROP DATABASE IF EXISTS {name}")
+        psql(PG_SERVER, f"CREATE DATABASE {name}")
+        self.addCleanup(psql, PG_SERVER, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        # In key=value form a later keyword wins: this names the test's database.
+        return f"{PG_SERVER} dbname={name}"
+
+    def sql(self, query, params=()):
+        """The rows of query on the test's database, either backend. Parameters are written ?,
+        and on PostgreSQL quoted into the text (tests pass only their own values); values come
+        back as Python values from SQLite, as strings (None for NULL) from PostgreSQL."""
+        if self.backend != "postgresql":
+            con = sqlite3.connect(self.db, timeout=10)
+            try:
+                rows = [list(r) for r in con.execute(query, params).fetchall()]
+                con.commit()
+                return rows
+            finally:
+                con.close()
+        parts = query.split("?")
+        if len(parts) - 1 != len(params):
+            raise ValueError(f"{len(params)} parameters for {query!r}")
+        text = parts[0]
+        for value, rest in zip(params, parts[1:]):
+            if isinstance(value, int):
+                text += str(value)
+            else:
+                text += "'" + str(value).replace("'", "''") + "'"
+            text += rest
+        return psql(self.database, text)
+
+    def blob_sql(self, data):
+        """A literal of the bytes data for self.sql's text: x'..' in SQLite, bytea in PostgreSQL."""
+        return ("'\\x" if self.backend == "postgresql" else "x'") + data.hex() + "'"
 
     def cli(self, *args, input=None, timeout=60, config=True):
         cmd = [BIN] + (["-c", self.conf] if config else []) + [str(a) for a in args]
@@ -177,6 +251,14 @@ class PosternTest(unittest.TestCase):
         code = self.server.returncode
         self.server = None
         return code
+
+
+def on_postgresql(cls):
+    """The tests of cls again, each on a fresh PostgreSQL database (skipped without a server).
+    Assign the result to a module-level name so that unittest finds it."""
+    return type(cls.__name__ + "OnPostgresql", (cls,),
+                {"backend": "postgresql", "__module__": cls.__module__,
+                 "__doc__": f"{cls.__name__} on PostgreSQL (POSTERN_TEST_PG)."})
 
 
 def merge_ini(base, extra):

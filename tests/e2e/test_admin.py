@@ -10,7 +10,7 @@ import stat
 import subprocess
 import time
 
-from harness import BIN, PosternTest
+from harness import BIN, PosternTest, on_postgresql
 
 
 class DomainTest(PosternTest):
@@ -65,10 +65,8 @@ class UserTest(PosternTest):
         self.ok("domain", "add", "example.test")
 
     def stored_hash(self, address):
-        with sqlite3.connect(self.db) as c:
-            row = c.execute("SELECT password_hash FROM users WHERE address = ?",
-                            (address,)).fetchone()
-        return row[0] if row else None
+        rows = self.sql("SELECT password_hash FROM users WHERE address = ?", (address,))
+        return rows[0][0] if rows else None
 
     def test_add_normalises_and_hashes_with_argon2id(self):
         r = self.ok("user", "add", "Alice@EXAMPLE.test.", input="correct horse\n")
@@ -264,14 +262,13 @@ class WindowTest(PosternTest):
 class QueueTest(PosternTest):
     def test_list_and_drop(self):
         self.assertEqual(self.ok("queue", "list").out, "")
-        with sqlite3.connect(self.db) as c:
-            c.execute("INSERT INTO messages(sender, size, received_ms, body) "
-                      "VALUES ('a@example.test', 3, 0, x'414243')")
-            mid = c.execute("SELECT max(id) FROM messages").fetchone()[0]
-            for rcpt in ("x@remote.test", "y@remote.test"):
-                c.execute("INSERT INTO queue(message_id, sender, recipient, domain, created_ms,"
-                          " next_attempt_ms, attempts, last_error) VALUES (?, 'a@example.test',"
-                          " ?, 'remote.test', 0, 0, 2, '451 4.3.0 try later')", (mid, rcpt))
+        self.sql("INSERT INTO messages(sender, size, received_ms, body) "
+                 f"VALUES ('a@example.test', 3, 0, {self.blob_sql(b'ABC')})")
+        mid = int(self.sql("SELECT max(id) FROM messages")[0][0])
+        for rcpt in ("x@remote.test", "y@remote.test"):
+            self.sql("INSERT INTO queue(message_id, sender, recipient, domain, created_ms,"
+                     " next_attempt_ms, attempts, last_error) VALUES (?, 'a@example.test',"
+                     " ?, 'remote.test', 0, 0, 2, '451 4.3.0 try later')", (mid, rcpt))
         lines = self.ok("queue", "list").out.splitlines()
         self.assertEqual(len(lines), 2)
         first = lines[0].split()
@@ -281,36 +278,43 @@ class QueueTest(PosternTest):
         self.ok("queue", "drop", ids[0])
         r = self.cli("queue", "drop", ids[0])
         self.assertEqual((r.code, r.err), (1, f"postern: no such queue entry: {ids[0]}\n"))
-        with sqlite3.connect(self.db) as c:  # the body stays while one entry refers to it
-            self.assertEqual(c.execute("SELECT count(*) FROM messages").fetchone()[0], 1)
+        # the body stays while one entry refers to it
+        self.assertEqual(int(self.sql("SELECT count(*) FROM messages")[0][0]), 1)
         self.ok("queue", "drop", ids[1])
-        with sqlite3.connect(self.db) as c:  # and goes with the last one
-            self.assertEqual(c.execute("SELECT count(*) FROM messages").fetchone()[0], 0)
+        # and goes with the last one
+        self.assertEqual(int(self.sql("SELECT count(*) FROM messages")[0][0]), 0)
         for bad in ["x", "-1", "0", "+3", "1.5", ""]:
             self.assertEqual(self.cli("queue", "drop", bad).code, 2, bad)
 
     def test_flush_makes_waiting_entries_due(self):
         self.assertRegex(self.ok("queue", "flush").out, r"^flushed: 0 queue entries due now")
         far = 4102444800000  # 2100-01-01
-        with sqlite3.connect(self.db) as c:
-            c.execute("INSERT INTO messages(sender, size, received_ms, body) "
-                      "VALUES ('a@example.test', 3, 0, x'414243')")
-            mid = c.execute("SELECT max(id) FROM messages").fetchone()[0]
-            for rcpt, claimed in (("x@remote.test", None), ("y@remote.test", None),
-                                  ("z@remote.test", 1)):
-                c.execute("INSERT INTO queue(message_id, sender, recipient, domain, created_ms,"
-                          " next_attempt_ms, attempts, claimed_ms) VALUES (?, 'a@example.test',"
-                          " ?, 'remote.test', 0, ?, 1, ?)", (mid, rcpt, far, claimed))
+        self.sql("INSERT INTO messages(sender, size, received_ms, body) "
+                 f"VALUES ('a@example.test', 3, 0, {self.blob_sql(b'ABC')})")
+        mid = int(self.sql("SELECT max(id) FROM messages")[0][0])
+        for rcpt, claimed in (("x@remote.test", "NULL"), ("y@remote.test", "NULL"),
+                              ("z@remote.test", "1")):
+            self.sql("INSERT INTO queue(message_id, sender, recipient, domain, created_ms,"
+                     " next_attempt_ms, attempts, claimed_ms) VALUES (?, 'a@example.test',"
+                     f" ?, 'remote.test', 0, ?, 1, {claimed})", (mid, rcpt, far))
         before = int(time.time() * 1000)
         r = self.ok("queue", "flush")
         self.assertRegex(r.out, r"^flushed: 2 queue entries due now")
-        with sqlite3.connect(self.db) as c:
-            rows = dict(c.execute("SELECT recipient, next_attempt_ms FROM queue").fetchall())
+        rows = {r: int(n) for r, n in self.sql("SELECT recipient, next_attempt_ms FROM queue")}
         for rcpt in ("x@remote.test", "y@remote.test"):
             self.assertGreaterEqual(rows[rcpt], before)
             self.assertLessEqual(rows[rcpt], int(time.time() * 1000))
         self.assertEqual(rows["z@remote.test"], far)  # being tried: its attempt decides
         self.assertEqual(self.cli("queue", "flush", "extra").code, 2)
+
+
+# The domain, user, network, window and queue commands again on PostgreSQL (POSTERN_TEST_PG),
+# each test on a fresh database of its own.
+DomainTestOnPostgresql = on_postgresql(DomainTest)
+UserTestOnPostgresql = on_postgresql(UserTest)
+NetworkTestOnPostgresql = on_postgresql(NetworkTest)
+WindowTestOnPostgresql = on_postgresql(WindowTest)
+QueueTestOnPostgresql = on_postgresql(QueueTest)
 
 
 class ConfigTest(PosternTest):
@@ -324,6 +328,18 @@ class ConfigTest(PosternTest):
         with open(self.conf, "w") as f:
             f.write(r.out)
         self.assertEqual(self.ok("config", "check").out, r.out)
+
+    def test_check_masks_a_connection_strings_password(self):
+        # A PostgreSQL connection string is kept as written (not resolved against the folder),
+        # and its password never printed.
+        for value, shown in [
+                ("host=/nonexistent dbname=mail password=sekret",
+                 "host=/nonexistent dbname=mail password=***"),
+                ("postgresql://postern:sekret@db1/mail", "postgresql://postern:***@db1/mail")]:
+            self.write_config(f"[server]\ndatabase = {value}\n")
+            r = self.ok("config", "check")
+            self.assertRegex(r.out, r"(?m)^database = " + re.escape(shown) + "$")
+            self.assertNotIn("sekret", r.out + r.err)
 
     def test_errors_name_file_and_line_and_exit_2(self):
         with open(self.conf, "a") as f:
