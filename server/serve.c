@@ -91,6 +91,12 @@
 /* Expired windows are dropped this often; lookups check expiry themselves, so this only keeps
  * the table small. */
 #define HOUSEKEEPING_INTERVAL_MS (60 * 1000)
+/* Reader threads on PostgreSQL, each with its own connection. A read is a round trip of well
+ * under a millisecond on a local network, so a few threads serve thousands of sessions; more
+ * would cost the server a backend process each and gain little, since the writer, not the reads,
+ * bounds what a node accepts. */
+#define SERVE_PG_READER_THREADS 4
+
 /* Descriptors kept beyond max_connections: listeners, the database, the writer, logs. */
 #define SERVE_SPARE_FDS 64
 /* Upper bound when the hard RLIMIT_NOFILE is unlimited (Linux refuses more than nr_open). */
@@ -563,7 +569,10 @@ int serve_main(struct cfg *cfg, const char *config_path)
     else
         disk_reserve_init(&srv->disk, cfg->server.database, cfg->smtp.min_free_space_bytes);
     srv->app.disk = &srv->disk;
-    if (store_open(cfg->server.database, &srv->reads, err, sizeof(err)) != STORE_OK) {
+    /* PostgreSQL: no loop holds a connection (its reads are network round trips); the reader
+     * threads below and the writer have their own. */
+    bool pg = store_is_postgres(cfg->server.database);
+    if (!pg && store_open(cfg->server.database, &srv->reads, err, sizeof(err)) != STORE_OK) {
         log_error("store", 0, "event=open-failed error=\"%s\"", err);
         goto out;
     }
@@ -573,9 +582,13 @@ int serve_main(struct cfg *cfg, const char *config_path)
     }
     writer_set_batch_observer(srv->writer, metrics_writer_batch); /* the batch histograms */
     /* Reads run inline on this loop's connection: SQLite answers in microseconds. The threaded
-     * mode is for a store whose reads cross a network; tests force it (reader.h). */
+     * mode is for a store whose reads cross a network, PostgreSQL's; tests force it on SQLite
+     * (reader.h). */
     unsigned reader_threads = reader_test_threads();
-    if (reader_threads > 0)
+    if (pg && reader_threads == 0) {
+        reader_threads = SERVE_PG_READER_THREADS;
+        log_info("serve", 0, "event=reader-threads threads=%u backend=postgresql", reader_threads);
+    } else if (reader_threads > 0)
         log_warn("serve", 0,
                  "event=test-reader-threads threads=%u text=\"POSTERN_TEST_READER_THREADS: "
                  "reads run on test-only reader threads\"",

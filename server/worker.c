@@ -181,7 +181,10 @@ int worker_new(const struct worker_params *p, struct worker **out, char *err, si
     }
     w->loop_open = true;
     char why[1024];
-    if (store_open(p->cfg->server.database, &w->reads, why, sizeof(why)) != STORE_OK) {
+    /* A loop's own read connection is SQLite's only: on PostgreSQL reads run on the reader's
+     * threads (serve.c), never on a loop. */
+    if (!store_is_postgres(p->cfg->server.database) &&
+        store_open(p->cfg->server.database, &w->reads, why, sizeof(why)) != STORE_OK) {
         snprintf(err, errlen, "worker %u: %s", p->index, why);
         rc = -EIO;
         goto fail;

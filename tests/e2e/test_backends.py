@@ -65,6 +65,9 @@ class ServeTest(PosternTest):
 
     def test_local_delivery_then_retr_and_dele(self):
         self.start_server()
+        if self.backend == "postgresql":
+            # Loop reads are jobs on reader threads there, never on a loop (storage/reader.h).
+            self.assertIn("event=reader-threads threads=4 backend=postgresql", self.read_log())
         body = b"Subject: on the backend\r\n\r\nline one\r\n.leading dot\r\n"
         refused = self.smtp().sendmail("x@remote.test", [ALICE], body)
         self.assertEqual(refused, {})
