@@ -107,7 +107,10 @@ static void mask_pairs(const char *s, struct out *o)
         while (is_blank(*p))
             p++;
         if (*p != '=') {
-            put(o, start, strlen(start)); /* not key=value: libpq will say so */
+            /* Not key=value: libpq refuses it when connecting. What follows is not shown, since
+             * where a password would be in it cannot be told. */
+            put(o, start, (size_t)(key - start));
+            put(o, mask, strlen(mask));
             return;
         }
         p++;

@@ -20,7 +20,8 @@ bool conninfo_is_postgres(const char *database);
 
 /* Copies database into out (cut to len) with the password replaced by "***": in a URI the part
  * after "user:" in front of "@" and a password= query parameter, in key=value form the value of
- * the password keyword. Anything not a connection string is copied as it is. */
+ * the password keyword, and everything from where a key=value string stops parsing (libpq will
+ * refuse it anyway). Anything not a connection string is copied as it is. */
 void conninfo_mask(const char *database, char *out, size_t len);
 
 #endif

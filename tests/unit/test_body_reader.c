@@ -334,8 +334,10 @@ static void test_rebind_between_stores(void **state)
     uint64_t opened[2];
     store_read_pool_stats(f->rd, &idle[0], &opened[0]);
     store_read_pool_stats(other, &idle[1], &opened[1]);
-    assert_int_equal(opened[0] + opened[1], 1);
-    assert_int_equal(idle[0] + idle[1], 1); /* back in the pool of the store bound at the end */
+    if (!store_test_on_pg) { /* PostgreSQL has no pool: each read is on the bound store's own */
+        assert_int_equal(opened[0] + opened[1], 1);
+        assert_int_equal(idle[0] + idle[1], 1); /* back in the pool of the store bound at the end */
+    }
 
     /* Closed unbound in the middle of a body: its connection is closed, no pool gains one. */
     assert_int_equal(store_message_open(other, f->uid, entry, HOLD_LONG, &r, NULL), STORE_OK);

@@ -66,7 +66,7 @@ static void test_mask(void **state)
          "postgresql://db1/mail?user=u&password=***"},
         {"postgresql://db1:5432", "postgresql://db1:5432"},
         {"/var/lib/postern/p.db", "/var/lib/postern/p.db"},
-        {"host=db1 broken", "host=db1 broken"},
+        {"host=db1 broken password=sekret", "host=db1 ***"},
     };
     for (size_t i = 0; i < COUNT(cases); i++) {
         char out[256];
