@@ -128,8 +128,13 @@ class PosternTest(unittest.TestCase):
         self.addCleanup(shutil.rmtree, self.dir, True)
         self.db = os.path.join(self.dir, "postern.db")
         self.database = "postern.db"
+        # Environment for the processes a test runs (postern's commands and serve).
+        self.env = dict(os.environ)
         if self.backend == "postgresql":
             self.database = self.new_pg_database()
+            # A PostgreSQL node's spool directory is under TMPDIR (storage/spool.h): in the
+            # test's folder, so it goes with it.
+            self.env["TMPDIR"] = self.dir
         self.conf = os.path.join(self.dir, "postern.conf")
         self.ports = dict(zip(("smtp", "submission", "submissions", "pop3", "pop3s"), free_ports(5)))
         self.write_config(self.extra_config)
@@ -195,7 +200,7 @@ class PosternTest(unittest.TestCase):
     def cli(self, *args, input=None, timeout=60, config=True):
         cmd = [BIN] + (["-c", self.conf] if config else []) + [str(a) for a in args]
         proc = subprocess.run(cmd, input=input, capture_output=True, text=True,
-                              timeout=timeout, cwd=self.dir)
+                              timeout=timeout, cwd=self.dir, env=self.env)
         return Result(proc)
 
     def ok(self, *args, input=None):
@@ -209,7 +214,7 @@ class PosternTest(unittest.TestCase):
         self.addCleanup(log.close)
         self.server = subprocess.Popen([BIN, "-c", self.conf, "serve"], stdout=log,
                                        stderr=subprocess.STDOUT, cwd=self.dir,
-                                       env=dict(os.environ, **(env or {})))
+                                       env=dict(self.env, **(env or {})))
         self.server_log = log
         self.addCleanup(self.stop_server)
         text = self.wait_log(wait_for)
