@@ -22,7 +22,7 @@
 #include "common/error.h"
 
 /* The schema version this binary writes; older databases are migrated at open. */
-#define STORE_SCHEMA_VERSION 11
+#define STORE_SCHEMA_VERSION 12
 /* How long a statement waits for a lock held by another connection or process. */
 #define STORE_BUSY_TIMEOUT_MS 10000
 
@@ -216,6 +216,50 @@ int store_window_take_relay(struct store *s, const char *key, int64_t now_ms, in
 int store_window_purge(struct store *s, int64_t now_ms);
 /* Windows not expired at now_ms (the metrics gauge). */
 int store_window_count_open(struct store *s, int64_t now_ms, int64_t *count_out);
+
+/* ---- nodes and the POP3 maildrop lock (storage/nodes.c) ---- */
+/* Longest node name ([server] node, a host name). */
+#define STORE_NODE_NAME_MAX_BYTES 255
+/* Who held a node's name when store_node_claim looked. */
+struct store_node_holder {
+    bool found;
+    char host[STORE_NODE_NAME_MAX_BYTES + 1];
+    int64_t pid;
+    int64_t expires_ms;
+};
+/*
+ * Takes the name for the process (host, pid) with a lease until now_ms + lease_ms. STORE_IN_USE,
+ * with the holder in *out, when another process's lease of that name is still running; force
+ * takes it all the same (the caller found that process dead). *out is the row found before, if
+ * any.
+ */
+int store_node_claim(struct store *s, const char *name, const char *host, int64_t pid,
+                     int64_t now_ms, int64_t lease_ms, bool force, struct store_node_holder *out);
+/* Moves the lease of name (held by pid) to now_ms + lease_ms; STORE_NOT_FOUND when another
+ * process has taken the name meanwhile. */
+int store_node_renew(struct store *s, const char *name, int64_t pid, int64_t now_ms,
+                     int64_t lease_ms);
+/* Gives the name up at a clean stop (only when (host, pid) still holds it). */
+int store_node_leave(struct store *s, const char *name, const char *host, int64_t pid);
+/*
+ * Takes user_id's maildrop lock for session of node until now_ms + lease_ms, when nobody holds
+ * it, its lease ran out, or node itself holds it (a leftover: see nodes.c). STORE_IN_USE when a
+ * live session of another node holds it; nothing is changed then.
+ */
+int store_pop3_lock_take(struct store *s, int64_t user_id, const char *node, int64_t session,
+                         int64_t now_ms, int64_t lease_ms);
+/* Moves the lease of the lock (user_id, node, session) to now_ms + lease_ms; STORE_NOT_FOUND
+ * when that session no longer holds it (released, or taken over after its lease ran out). */
+int store_pop3_lock_renew(struct store *s, int64_t user_id, const char *node, int64_t session,
+                          int64_t now_ms, int64_t lease_ms);
+/* Releases the lock if (node, session) holds it; STORE_OK either way. */
+int store_pop3_lock_release(struct store *s, int64_t user_id, const char *node, int64_t session);
+/* At a node's start: its locks are leftovers of its previous run. *dropped_out may be NULL. */
+int store_pop3_lock_drop_node(struct store *s, const char *node, size_t *dropped_out);
+/* Who holds user_id's lock (lease running or not); STORE_NOT_FOUND when nobody. For tests and
+ * diagnostics. */
+int store_pop3_lock_holder(struct store *s, int64_t user_id, char *node_out, size_t nodelen,
+                           int64_t *session_out, int64_t *expires_out);
 
 /* ---- DKIM signing keys (storage/dkim_keys.c) ---- */
 struct store_dkim_key {

@@ -22,7 +22,7 @@
 #include <string.h>
 
 /* The version the whole schema below is created at. */
-#define PG_SCHEMA_BASE_VERSION 11
+#define PG_SCHEMA_BASE_VERSION 12
 
 static const char schema_base[] =
     /* Local domains, users, trusted networks (SQLite migrations 1 and 5). */
@@ -93,6 +93,7 @@ static const char schema_base[] =
     "  attempts BIGINT NOT NULL DEFAULT 0,"
     "  last_error TEXT NOT NULL DEFAULT '',"
     "  claimed_ms BIGINT,"
+    "  claimed_by TEXT," /* the claiming node (12) */
     "  dsn_notify INTEGER NOT NULL DEFAULT 0," /* DSN (11): NOTIFY bits, ORCPT as sent */
     "  dsn_orcpt TEXT,"
     "  delay_notified INTEGER NOT NULL DEFAULT 0);"
@@ -160,7 +161,21 @@ static const char schema_base[] =
     "  times BIGINT NOT NULL DEFAULT 0,"
     "  ppm BIGINT NOT NULL DEFAULT 1000000,"
     "  seed BIGINT NOT NULL DEFAULT 0,"
-    "  created_ms BIGINT NOT NULL);";
+    "  created_ms BIGINT NOT NULL);"
+
+    /* Nodes and the POP3 maildrop lock (12): see storage/nodes.c. */
+    "CREATE TABLE nodes ("
+    "  name TEXT PRIMARY KEY,"
+    "  host TEXT NOT NULL,"
+    "  pid BIGINT NOT NULL,"
+    "  started_ms BIGINT NOT NULL,"
+    "  expires_ms BIGINT NOT NULL);"
+    "CREATE TABLE pop3_locks ("
+    "  user_id BIGINT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,"
+    "  node TEXT NOT NULL,"
+    "  session BIGINT NOT NULL,"
+    "  expires_ms BIGINT NOT NULL);"
+    "CREATE INDEX pop3_locks_node ON pop3_locks(node);";
 
 /* pg_migrations[i] takes the schema from PG_SCHEMA_BASE_VERSION + i to the next version, like
  * storage/sqlite/schema.c's SQLite migration of the same number. None yet: NULL stands for the

@@ -172,6 +172,26 @@ static const char *const migrations[] = {
     "ALTER TABLE queue ADD COLUMN dsn_notify INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE queue ADD COLUMN dsn_orcpt TEXT;"
     "ALTER TABLE queue ADD COLUMN delay_notified INTEGER NOT NULL DEFAULT 0;",
+
+    /* 12: several serve processes (nodes) on one database (storage/nodes.c). nodes holds each
+     * node's name, where it runs and the end of its lease, so that two processes cannot take one
+     * name; pop3_locks is the POP3 maildrop lock (RFC 1939 8), one row per user held by one
+     * session of one node until expires_ms; a queue row's claimed_by names the node whose claim
+     * it is (NULL: unclaimed, or claimed before this version, when one process had the
+     * database). */
+    "CREATE TABLE nodes ("
+    "  name TEXT PRIMARY KEY,"
+    "  host TEXT NOT NULL,"
+    "  pid INTEGER NOT NULL,"
+    "  started_ms INTEGER NOT NULL,"
+    "  expires_ms INTEGER NOT NULL);"
+    "CREATE TABLE pop3_locks ("
+    "  user_id INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,"
+    "  node TEXT NOT NULL,"
+    "  session INTEGER NOT NULL,"
+    "  expires_ms INTEGER NOT NULL);"
+    "CREATE INDEX pop3_locks_node ON pop3_locks(node);"
+    "ALTER TABLE queue ADD COLUMN claimed_by TEXT;",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == SCHEMA_VERSION,
