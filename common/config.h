@@ -123,6 +123,9 @@ enum cfg_denied_style {
 struct cfg {
     struct {
         char *hostname; /* default: gethostname(), "localhost" if that is unusable */
+        /* This process's name among the nodes sharing the database (storage/nodes.c): in queue
+         * claims, maildrop locks and logs. Default: the host name, as for hostname. */
+        char *node;
         char *database; /* a SQLite path, or a PostgreSQL connection string (conninfo.h) */
         char *user;     /* "" = do not drop privileges */
         enum log_level log_level;

@@ -67,6 +67,7 @@ static const struct enum_name denied_style_names[] = {
  */
 const struct param cfg_params[] = {
     PARAM("server", "hostname", P_HOSTNAME, server.hostname, ""),
+    PARAM("server", "node", P_HOSTNAME, server.node, ""),
     PARAM("server", "database", P_DATABASE, server.database, "postern.db"),
     PARAM("server", "user", P_USER, server.user, ""),
     PARAM("server", "log_level", P_ENUM, server.log_level, "info", .names = log_level_names),

@@ -267,8 +267,8 @@ static const char claim_sql_pg[] =
     " WHERE q.next_attempt_ms <= ?1 AND (q.claimed_ms IS NULL OR q.claimed_ms <= ?2)"
     " ORDER BY q.domain, q.message_id, q.id LIMIT ?3 FOR UPDATE OF q SKIP LOCKED";
 
-int store_queue_claim_due(struct store *s, int64_t now_ms, int64_t lease_ms, size_t limit,
-                          const char *const *skip_domains, size_t n_skip,
+int store_queue_claim_due(struct store *s, const char *node, int64_t now_ms, int64_t lease_ms,
+                          size_t limit, const char *const *skip_domains, size_t n_skip,
                           struct store_queue_claims *out)
 {
     store_queue_claims_free(out);
@@ -309,12 +309,13 @@ int store_queue_claim_due(struct store *s, int64_t now_ms, int64_t lease_ms, siz
     }
     free(skip);
     if (status == STORE_OK && out->n > 0) {
-        st = sql_prepare(s, "UPDATE queue SET claimed_ms = ?2 WHERE id = ?1");
+        st = sql_prepare(s, "UPDATE queue SET claimed_ms = ?2, claimed_by = ?3 WHERE id = ?1");
         if (st == NULL)
             status = STORE_ERR;
         for (size_t i = 0; status == STORE_OK && i < out->n; i++) {
             sql_bind_i64(st, 1, out->v[i].id);
             sql_bind_i64(st, 2, now_ms);
+            sql_bind_text(st, 3, node);
             status = store_step_done(s, st, "claim queue entry");
         }
     }
@@ -346,7 +347,8 @@ int store_queue_release(struct store *s, const int64_t *ids, size_t n)
     return status;
 }
 
-int store_queue_release_stale(struct store *s, int64_t now_ms, size_t *released_out)
+int store_queue_release_stale(struct store *s, const char *node, int64_t now_ms,
+                              size_t *released_out)
 {
     if (released_out != NULL)
         *released_out = 0;
@@ -357,10 +359,12 @@ int store_queue_release_stale(struct store *s, int64_t now_ms, size_t *released_
         s, "UPDATE queue SET claimed_ms = NULL, attempts = attempts + 1,"
            " last_error = '" QUEUE_INTERRUPTED_TEXT "',"
            " next_attempt_ms = CASE WHEN next_attempt_ms < ?1 THEN next_attempt_ms ELSE ?1 END"
-           " WHERE claimed_ms IS NOT NULL AND claimed_ms <= ?1");
+           " WHERE claimed_ms IS NOT NULL AND claimed_ms <= ?1"
+           "  AND (claimed_by = ?2 OR claimed_by IS NULL)");
     if (st == NULL)
         return STORE_ERR;
     sql_bind_i64(st, 1, now_ms);
+    sql_bind_text(st, 2, node);
     int status = store_step_done(s, st, "release stale claims");
     if (status == STORE_OK && released_out != NULL)
         *released_out = (size_t)sql_changes(st);

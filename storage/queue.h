@@ -17,11 +17,13 @@
  *   - store_queue_next_due and the body reader run on the loop thread (its read connection; the
  *     reader borrows a pooled read-only one, storage/sqlite/body_reader.c).
  *
- * Claims and crash safety. A claim is a lease: claim_due sets claimed_ms = now on the rows it
- * hands out, and no other claim returns them until claimed_ms + lease_ms has passed. The runner
- * ends every claim with exactly one of delivered, defer, fail or release. At startup, before the
- * first claim, serve calls store_queue_release_stale: a claim left in the database then belongs to
- * an attempt that died with the previous process, and its entry becomes due at once. So:
+ * Claims and crash safety. A claim is a lease: claim_due sets claimed_ms = now and claimed_by =
+ * the claiming node ([server] node) on the rows it hands out, and no other claim, of this node or
+ * another, returns them until claimed_ms + lease_ms has passed. The runner ends every claim with
+ * exactly one of delivered, defer, fail or release. At startup, before the first claim, serve
+ * calls store_queue_release_stale for its own node: a claim of that node left in the database
+ * then belongs to an attempt that died with the node's previous process (a name is held by one
+ * live process at a time, storage/nodes.c), and its entry becomes due at once. So:
  *   - never lost: a row is deleted only after the remote's 250 (delivered) or together with the
  *     bounce that reports it (fail), in one transaction; an attempt that never finished leaves its
  *     row claimed, and the row is tried again after a restart (or once the lease runs out);
@@ -39,7 +41,9 @@
  *   - the lease must be longer than any attempt: the runner gives up an attempt (a hard deadline
  *     over the whole SMTP transaction) well before STORE_QUEUE_LEASE_MS, or a second claim could
  *     start a concurrent second attempt while the first still runs.
- * Only one serve process may use a database at a time: release_stale takes every claim.
+ * Several serve processes (nodes) may share a database: each releases only its own claims at
+ * its start, and a node that died and does not come back leaves its claims to the others once
+ * their lease (STORE_QUEUE_LEASE_MS) has run out.
  *
  * Retries and bouncing. A transient failure (4xx, a lost connection, a DNS timeout) is recorded
  * by store_queue_defer, which counts the attempt and sets the next one by the backoff schedule
@@ -54,9 +58,10 @@
  * (RFC 5321 6.1, RFC 3464 2.4.3); every other notice goes through store_notice, which refuses
  * the null sender the same way.
  *
- * Flush. `postern queue flush` (another process) makes every unclaimed entry due now. The runner
- * learns of it only from the database: it rescans at least every STORE_QUEUE_RESCAN_MS, so the
- * flush takes effect within that time.
+ * Flush. `postern queue flush` (another process) makes every unclaimed entry due now. The
+ * runners learn of it only from the database: each node's rescans at least every
+ * STORE_QUEUE_RESCAN_MS, so the flush takes effect on every node sharing the database within that
+ * time, whichever node it was run on.
  *
  * Times are milliseconds since the Unix epoch.
  */
@@ -127,8 +132,8 @@ void store_queue_claims_free(struct store_queue_claims *c);
  * due entries, up to limit in all (a group larger than limit is cut; the rest comes with the next
  * claim). Returns STORE_OK (also with nothing due: out->n == 0) or STORE_ERR.
  */
-int store_queue_claim_due(struct store *s, int64_t now_ms, int64_t lease_ms, size_t limit,
-                          const char *const *skip_domains, size_t n_skip,
+int store_queue_claim_due(struct store *s, const char *node, int64_t now_ms, int64_t lease_ms,
+                          size_t limit, const char *const *skip_domains, size_t n_skip,
                           struct store_queue_claims *out);
 
 /*
@@ -138,11 +143,15 @@ int store_queue_claim_due(struct store *s, int64_t now_ms, int64_t lease_ms, siz
 int store_queue_release(struct store *s, const int64_t *ids, size_t n);
 
 /*
- * At startup: every claim made at or before now_ms is an attempt that never finished (the process
- * that made it is gone). Counts the attempt (attempts + 1, last_error says it was interrupted),
- * makes the entry due at now_ms and unclaims it. *released_out (may be NULL) is how many.
+ * At node's start: every claim node made at or before now_ms is an attempt that never finished
+ * (the process that had the name before is gone: store_node_claim). Counts the attempt
+ * (attempts + 1, last_error says it was interrupted), makes the entry due at now_ms and unclaims
+ * it. Claims without a node (made before schema 12, when one process had the database) count as
+ * this node's. Other nodes' claims are left to their lease. *released_out (may be NULL) is how
+ * many.
  */
-int store_queue_release_stale(struct store *s, int64_t now_ms, size_t *released_out);
+int store_queue_release_stale(struct store *s, const char *node, int64_t now_ms,
+                              size_t *released_out);
 
 /* ---- results (writer thread) ---- */
 

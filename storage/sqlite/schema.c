@@ -177,8 +177,8 @@ static const char *const migrations[] = {
      * node's name, where it runs and the end of its lease, so that two processes cannot take one
      * name; pop3_locks is the POP3 maildrop lock (RFC 1939 8), one row per user held by one
      * session of one node until expires_ms; a queue row's claimed_by names the node whose claim
-     * it is (NULL: unclaimed, or claimed before this version, when one process had the
-     * database). */
+     * it is while claimed_ms is set (NULL for a claim made before this version, when one process
+     * had the database; left as it was once the claim ends). */
     "CREATE TABLE nodes ("
     "  name TEXT PRIMARY KEY,"
     "  host TEXT NOT NULL,"
