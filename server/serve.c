@@ -76,6 +76,7 @@
 #include "server/net/conn.h"
 #include "server/metrics/metrics_http.h"
 #include "server/net/listener.h"
+#include "server/node.h"
 #include "server/notify.h"
 #include "server/pop3/pop3_session.h"
 #include "server/outbound/queue_runner.h" /* outbound delivery */
@@ -120,6 +121,9 @@ struct server {
     size_t signals_open;            /* initialised (and not yet closed) entries of signals */
     uv_timer_t housekeeping;
     bool housekeeping_open;
+    uv_timer_t lease; /* renews the node's name and POP3 locks (server/node.h) */
+    bool lease_open;
+    bool node_started; /* the name is ours: give it up at the stop */
     struct writer_job purge_job;
     bool purge_busy; /* purge_job is with the writer */
     bool stopping;
@@ -171,6 +175,12 @@ static void on_housekeeping(uv_timer_t *t)
     srv->purge_job.done = purge_done;
     if (writer_submit(srv->writer, &srv->purge_job) == 0)
         srv->purge_busy = true;
+}
+
+static void on_lease(uv_timer_t *t)
+{
+    struct server *srv = t->data;
+    node_renew(srv->writer, srv->cfg->server.node);
 }
 
 /* The last step of a stop: every connection of every loop is gone and every worker joined. */
@@ -274,6 +284,12 @@ static void shutdown_server(struct server *srv, const char *why)
         srv->housekeeping_open = false;
         uv_timer_stop(&srv->housekeeping);
         uv_close((uv_handle_t *)&srv->housekeeping, NULL);
+    }
+    /* The sessions still closing keep their locks to the end of the lease at worst. */
+    if (srv->lease_open) {
+        srv->lease_open = false;
+        uv_timer_stop(&srv->lease);
+        uv_close((uv_handle_t *)&srv->lease, NULL);
     }
     if (srv->listeners != NULL)
         listener_set_stop(srv->listeners); /* no new clients while the others are told */
@@ -576,6 +592,13 @@ int serve_main(struct cfg *cfg, const char *config_path)
         log_error("store", 0, "event=open-failed error=\"%s\"", err);
         goto out;
     }
+    /* Before the writer's first job: the queue claims and POP3 locks it releases at start must
+     * be this process's name's alone. */
+    if (node_start(srv->reads, cfg->server.node, err, sizeof(err)) != 0) {
+        fail_line("start-failed", err);
+        goto out;
+    }
+    srv->node_started = true;
     if (writer_start(&srv->loop, cfg->server.database, &srv->writer, err, sizeof(err)) != 0) {
         log_error("store", 0, "event=writer-failed error=\"%s\"", err);
         goto out;
@@ -678,6 +701,17 @@ int serve_main(struct cfg *cfg, const char *config_path)
         log_error("serve", 0, "event=start-failed error=\"%s\"", uv_strerror(rc));
         goto out_stop;
     }
+    if ((rc = uv_timer_init(&srv->loop, &srv->lease)) != 0) {
+        log_error("serve", 0, "event=start-failed error=\"%s\"", uv_strerror(rc));
+        goto out_stop;
+    }
+    srv->lease.data = srv;
+    srv->lease_open = true;
+    uint64_t every = node_renew_every_ms();
+    if ((rc = uv_timer_start(&srv->lease, on_lease, every, every)) != 0) {
+        log_error("serve", 0, "event=start-failed error=\"%s\"", uv_strerror(rc));
+        goto out_stop;
+    }
     /* Outbound delivery, once the writer and the connection set exist. */
     if (queue_runner_new(&srv->loop, &srv->app, srv->conns, &srv->runner, err, sizeof(err)) != 0) {
         fail_line("start-failed", err);
@@ -695,9 +729,10 @@ int serve_main(struct cfg *cfg, const char *config_path)
     char shown_db[CFG_DATABASE_CONNINFO_MAX_BYTES], esc_db[2 * CFG_DATABASE_CONNINFO_MAX_BYTES];
     conninfo_mask(cfg->server.database, shown_db, sizeof(shown_db)); /* never a password */
     log_info("serve", 0,
-             "event=ready version=%s database=%s config=\"%s\" pid=%ld listeners=%zu tls=%s "
-             "workers=%u",
-             POSTERN_VERSION, log_escape(esc_db, sizeof(esc_db), shown_db, strlen(shown_db)),
+             "event=ready version=%s node=%s database=%s config=\"%s\" pid=%ld listeners=%zu "
+             "tls=%s workers=%u",
+             POSTERN_VERSION, cfg->server.node,
+             log_escape(esc_db, sizeof(esc_db), shown_db, strlen(shown_db)),
              config_path ? config_path : "(defaults)", (long)getpid(),
              listener_set_sockets(srv->listeners), srv->tls != NULL ? "yes" : "no", srv->nloops);
     notify_ready(); /* the service manager (server/notify.h): every listener is bound */
@@ -723,6 +758,8 @@ out:
         auth_free(&srv->app.auth);
         uv_run(&srv->loop, UV_RUN_DEFAULT);
     }
+    if (srv->node_started)
+        node_stop(srv->reads, cfg->server.node);
     store_close(&srv->reads);
     /* The loop ran to its end and every worker was joined before: nothing looks keys up now
      * (a signer's own references would outlive the cache anyway). */

@@ -33,8 +33,7 @@ int store_node_claim(struct store *s, const char *name, const char *host, int64_
     if (store_sp_begin(s, SP_NAME) != STORE_OK)
         return STORE_ERR;
     int status = STORE_OK;
-    struct sql_stmt *st =
-        sql_prepare(s, "SELECT host, pid, expires_ms FROM nodes WHERE name = ?1");
+    struct sql_stmt *st = sql_prepare(s, "SELECT host, pid, expires_ms FROM nodes WHERE name = ?1");
     if (st == NULL)
         status = STORE_ERR;
     if (status == STORE_OK) {
@@ -142,8 +141,8 @@ int store_pop3_lock_renew(struct store *s, int64_t user_id, const char *node, in
 
 int store_pop3_lock_release(struct store *s, int64_t user_id, const char *node, int64_t session)
 {
-    struct sql_stmt *st = sql_prepare(
-        s, "DELETE FROM pop3_locks WHERE user_id = ?1 AND node = ?2 AND session = ?3");
+    struct sql_stmt *st =
+        sql_prepare(s, "DELETE FROM pop3_locks WHERE user_id = ?1 AND node = ?2 AND session = ?3");
     if (st == NULL)
         return STORE_ERR;
     sql_bind_i64(st, 1, user_id);

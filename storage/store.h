@@ -199,6 +199,12 @@ int store_window_open(struct store *s, const char *key, const char *user, int64_
 /* Adds a successful POP3 login to the history (pop_logins); renewals and windows opened by hand
  * are not logins. */
 int store_pop_login_record(struct store *s, const char *key, const char *user, int64_t at_ms);
+/* At a POP3 login: store_window_open and store_pop_login_record in a savepoint of their own.
+ * When they fail (a full disk) they are undone and *failed_out is set, and it is STORE_OK: the
+ * caller's other changes stand. STORE_ERR only when even the undo failed (the transaction is
+ * gone). */
+int store_window_login(struct store *s, const char *key, const char *user, int64_t now_ms,
+                       int64_t duration_ms, bool *failed_out);
 int store_window_close(struct store *s, const char *key);
 /* Only windows with expires > now_ms. */
 int store_window_list(struct store *s, int64_t now_ms, store_window_fn fn, void *ctx);

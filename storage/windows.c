@@ -47,6 +47,25 @@ int store_pop_login_record(struct store *s, const char *key, const char *user, i
     return store_step_done(s, st, "record login");
 }
 
+int store_window_login(struct store *s, const char *key, const char *user, int64_t now_ms,
+                       int64_t duration_ms, bool *failed_out)
+{
+    *failed_out = false;
+    if (store_sp_begin(s, "window") != STORE_OK)
+        return STORE_ERR;
+    int rc = store_window_open(s, key, user, now_ms, duration_ms);
+    if (rc == STORE_OK)
+        rc = store_pop_login_record(s, key, user, now_ms);
+    if (rc == STORE_OK)
+        rc = store_sp_release(s, "window");
+    if (rc == STORE_OK)
+        return STORE_OK;
+    if (store_sp_undo(s, "window") != STORE_OK)
+        return STORE_ERR;
+    *failed_out = true;
+    return STORE_OK;
+}
+
 int store_window_close(struct store *s, const char *key)
 {
     struct sql_stmt *st = sql_prepare(s, "DELETE FROM windows WHERE ip_key = ?1");

@@ -276,8 +276,8 @@ static int claim_run(struct store *st, struct writer_job *job)
     struct queue_runner *r = container_of(job, struct queue_runner, claim_job);
     /* Only the job's own fields are read here (the loop changes the rest meanwhile): the
      * concurrency limits are applied at done. */
-    return store_queue_claim_due(st, r->app->cfg->server.node, store_now_ms(),
-                                 STORE_QUEUE_LEASE_MS, QUEUE_RUNNER_CLAIM_ENTRIES, (const char *const *)r->skip,
+    return store_queue_claim_due(st, r->app->cfg->server.node, store_now_ms(), STORE_QUEUE_LEASE_MS,
+                                 QUEUE_RUNNER_CLAIM_ENTRIES, (const char *const *)r->skip,
                                  r->n_skip, &r->claims);
 }
 

@@ -3,8 +3,9 @@
  * (RFC 1939 7), AUTH PLAIN and LOGIN with initial response (RFC 5034) through the exchange of
  * common/pure/sasl.c, the password check handed to server/auth/auth.c (argon2id in the
  * threadpool, with reading paused meanwhile), the answer to it, which for a failure waits out
- * auth's delay on the session's timer, and a success's login: the maildrop lock, the snapshot,
- * the relay window's opening in a writer job, then "+OK".
+ * auth's delay on the session's timer, and a success's login: the maildrop lock (this process's
+ * entry, then its database row and the relay window's opening in one writer job), the snapshot,
+ * then "+OK".
  *
  * What it does not do: own the session, its timers or its references (pop3_session.c does, and
  * alone frees it: pop3_internal.h is the boundary), decide whether a password is right (auth.c),
@@ -22,6 +23,7 @@
 #include "common/pure/command.h"
 #include "server/app.h"
 #include "server/metrics/metrics.h"
+#include "server/node.h"
 #include "server/pop3/pop3_internal.h"
 
 bool pop3_auth_allowed(const struct pop3_session *s)
@@ -91,22 +93,45 @@ static void login_undo(struct pop3_session *s)
     sodium_memzero(s->user_hash, sizeof(s->user_hash));
 }
 
-/* The login's window job is done; it held a reference to the session and the connection. */
+/* The lock is held (in the database, or here only when the login job could not write): the
+ * snapshot, then +OK (pop3_login_opened, at once or from the read's callback). A window the job
+ * opened stays open if the snapshot then fails: the password was right. */
+static void login_open(struct pop3_session *s)
+{
+    enum pop3_md_open r =
+        pop3_maildrop_open(&s->md, s->conn, s->app->reader, pop3_maildrop_read_done, s);
+    if (r == POP3_MD_OPEN_PENDING)
+        pop3_hold_for_read(s); /* pop3_login_opened runs from the read's callback */
+    else
+        pop3_login_opened(s, r);
+}
+
+/* The login's job is done (pop3_window.h: the lock's row, and the window when relay.window is
+ * set); it held a reference to the session and the connection. */
 static void login_window_done(void *ctx, int status)
 {
     struct pop3_session *s = ctx;
     const struct pop3_window_job *w = &s->login_job;
     struct conn *c = s->conn;
+    if (status == 0)
+        pop3_maildrop_locked_in_db(&s->md);
     if (s->ref.closed) {
-        /* The client went while the window was being opened: it stays open for relay.window
-         * (the countdown from the login), as after any session's end. */
-        if (status == 0)
+        /* The client went while the login was under way: the window stays open for
+         * relay.window (the countdown from the login), as after any session's end; the lock
+         * goes with the session (session_free). */
+        if (status == 0 && w->with_window && !w->window_failed)
             pop3_window_log(0, w, "-", "window-opened");
         conn_unref(&c);
         pop3_session_release(s);
         return;
     }
-    if (status == STORE_NOT_FOUND) {
+    if (status == STORE_IN_USE) {
+        log_info("pop3", conn_sid(c), "event=login-refused user=%s reason=in-use here=no",
+                 s->address);
+        login_undo(s);
+        conn_reply(c, "-ERR [IN-USE] Maildrop is locked by another session\r\n");
+        conn_resume_reading(c);
+    } else if (status == STORE_NOT_FOUND) {
         /* STORE_NOT_FOUND: deleted or given a new password while the login was under way. */
         log_warn("pop3", conn_sid(c), "event=window-failed key=%s user=%s status=%d", w->key,
                  w->user, status);
@@ -115,71 +140,75 @@ static void login_window_done(void *ctx, int status)
         conn_resume_reading(c);
     } else if (status != 0) {
         /* A full disk must not lock the user out of the mail whose deletion frees it: the
-         * login goes on without a relay window (and without its login record). */
+         * login goes on without a relay window (and without its login record), and with the
+         * lock held by this process only.
+         * XXX(node): another node may then open the same maildrop too; deletions are by entry
+         * id, so neither session can delete more than its client asked for. */
         log_warn("pop3", conn_sid(c),
-                 "event=window-failed key=%s user=%s status=%d login=without-window", w->key,
-                 w->user, status);
-        login_finish(s);
+                 "event=window-failed key=%s user=%s status=%d login=without-window lock=local",
+                 w->key, w->user, status);
+        login_open(s);
+    } else if (w->with_window && w->window_failed) {
+        log_warn("pop3", conn_sid(c), "event=window-failed key=%s user=%s login=without-window",
+                 w->key, w->user);
+        login_open(s);
     } else {
-        s->window_opened = true;
-        pop3_window_log(conn_sid(c), w, conn_peer_text(c), "window-opened");
-        login_finish(s);
+        if (w->with_window) {
+            s->window_opened = true;
+            pop3_window_log(conn_sid(c), w, conn_peer_text(c), "window-opened");
+        }
+        login_open(s);
     }
     conn_unref(&c);
     pop3_session_release(s);
 }
 
-/* The password was right: lock, snapshot, window, then +OK. Reading is paused. The user is
- * remembered now, for the window opened once the snapshot is in (login_undo forgets it). */
+/* The password was right: the lock here, then the login job (the lock's row and the window, one
+ * commit), then the snapshot and +OK. Reading is paused. The user is remembered now
+ * (login_undo forgets it). */
 static void login_begin(struct pop3_session *s, int64_t user_id, const char *address,
                         const char *hash)
 {
-    snprintf(s->address, sizeof(s->address), "%s", address);
-    s->user_id = user_id;
-    snprintf(s->user_hash, sizeof(s->user_hash), "%s", hash);
-    enum pop3_md_open r = pop3_maildrop_open(&s->md, s->conn, s->app->reader, user_id, address,
-                                             pop3_maildrop_read_done, s);
-    if (r == POP3_MD_OPEN_PENDING)
-        pop3_hold_for_read(s); /* pop3_login_opened runs from the read's callback */
-    else
-        pop3_login_opened(s, r);
-}
-
-void pop3_login_opened(struct pop3_session *s, enum pop3_md_open r)
-{
     struct conn *c = s->conn;
-    if (r != POP3_MD_OPENED) {
-        s->address[0] = '\0';
-        sodium_memzero(s->user_hash, sizeof(s->user_hash));
-    }
-    switch (r) {
+    const struct cfg *cfg = s->app->cfg;
+    struct pop3_md_owner o = {
+        .user_id = user_id,
+        .address = address,
+        .session = (int64_t)conn_sid(c),
+        .writer = s->app->writer,
+        .node = cfg->server.node,
+    };
+    switch (pop3_maildrop_lock(&s->md, &o)) {
     case POP3_MD_OPENED:
         break;
     case POP3_MD_IN_USE:
+        /* Held by a session of this process: no need to ask the database. */
         conn_reply(c, "-ERR [IN-USE] Maildrop is locked by another session\r\n");
         conn_resume_reading(c);
         return;
     case POP3_MD_STORE_ERROR:
-        conn_reply(c, "-ERR [SYS/TEMP] Cannot open the maildrop, try again later\r\n");
-        conn_resume_reading(c);
-        return;
+    case POP3_MD_OPEN_PENDING:
     case POP3_MD_NO_MEMORY:
     default:
         conn_reply(c, "-ERR [SYS/TEMP] Out of memory\r\n");
         conn_resume_reading(c);
         return;
     }
-    uint64_t window_ms = s->app->cfg->relay.window_ms;
-    if (window_ms == 0) {
-        login_finish(s); /* POP-before-SMTP is off */
-        return;
-    }
-    ip_window_key(conn_peer_ip(c), s->app->cfg->relay.window_ipv6_prefix, s->window_key,
-                  sizeof(s->window_key));
+    snprintf(s->address, sizeof(s->address), "%s", address);
+    s->user_id = user_id;
+    snprintf(s->user_hash, sizeof(s->user_hash), "%s", hash);
+
+    uint64_t window_ms = cfg->relay.window_ms;
+    s->window_key[0] = '\0';
+    if (window_ms > 0)
+        ip_window_key(conn_peer_ip(c), cfg->relay.window_ipv6_prefix, s->window_key,
+                      sizeof(s->window_key));
     conn_ref(c);
     session_ref_take(&s->ref);
-    struct pop3_window_user u = {.address = s->address, .id = s->user_id, .hash = s->user_hash};
-    if (pop3_window_open(&s->login_job, s->app->writer, s->window_key, &u, window_ms,
+    struct pop3_window_user u = {.address = s->address, .id = user_id, .hash = s->user_hash};
+    struct pop3_window_lock lock = {
+        .node = cfg->server.node, .session = o.session, .lease_ms = node_lease_ms()};
+    if (pop3_window_open(&s->login_job, s->app->writer, s->window_key, &u, window_ms, &lock,
                          login_window_done, s) != 0) {
         pop3_session_release(s); /* never the last: the connection holds one */
         conn_unref(&c);
@@ -187,6 +216,28 @@ void pop3_login_opened(struct pop3_session *s, enum pop3_md_open r)
         conn_reply(s->conn, "-ERR [SYS/TEMP] Cannot log in now, try again later\r\n");
         conn_resume_reading(s->conn);
     }
+}
+
+void pop3_login_opened(struct pop3_session *s, enum pop3_md_open r)
+{
+    struct conn *c = s->conn;
+    switch (r) {
+    case POP3_MD_OPENED:
+        login_finish(s);
+        return;
+    case POP3_MD_STORE_ERROR:
+        login_undo(s);
+        conn_reply(c, "-ERR [SYS/TEMP] Cannot open the maildrop, try again later\r\n");
+        break;
+    case POP3_MD_IN_USE:
+    case POP3_MD_OPEN_PENDING:
+    case POP3_MD_NO_MEMORY:
+    default:
+        login_undo(s);
+        conn_reply(c, "-ERR [SYS/TEMP] Out of memory\r\n");
+        break;
+    }
+    conn_resume_reading(c);
 }
 
 /* The verification's answer (the request is over). */

@@ -24,13 +24,17 @@
  * job is out nothing it touches (the body reader, in_buf) is freed: a stop leaves them to
  * read_done, which frees them once it sees the connection gone.
  *
- * It owns the struct pop3_maildrop and the lock set. It does not own the session: pop3_session.c
- * calls in through pop3_maildrop.h, sends the error replies handed back, and keeps itself alive
- * while the UPDATE job is out. Nor does it check passwords, open the relay window
+ * The maildrop lock (one session per maildrop across every node) is a database row
+ * (storage/nodes.c) plus this process's set of holders (pop3_lock.c): pop3_maildrop_lock takes
+ * the local entry, the login's writer job the row; UPDATE releases the row in its own commit, and
+ * any other end of the session in a job of its own.
+ *
+ * It owns the struct pop3_maildrop and its entry in the lock set. It does not own the session:
+ * pop3_session.c calls in through pop3_maildrop.h, sends the error replies handed back, and keeps
+ * itself alive while the UPDATE job is out. Nor does it check passwords, open the relay window
  * (pop3_session.c) or hold SQL (storage/).
  */
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +44,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "common/pure/pop3_parse.h"
+#include "server/pop3/pop3_lock.h"
 #include "server/pop3/pop3_maildrop.h"
 #include "storage/store.h"
 
@@ -65,77 +70,6 @@ refuse(char reply[POP3_MD_REPLY_MAX_BYTES], const char *fmt, ...)
     vsnprintf(reply, POP3_MD_REPLY_MAX_BYTES, fmt, ap);
     va_end(ap);
     return POP3_MD_ERROR;
-}
-
-/* ---- the maildrop lock ------------------------------------------------------------------- */
-
-/*
- * One session per maildrop (RFC 1939 8, RFC 2449 8.1.1 [IN-USE]): the user ids of the sessions
- * that hold their maildrop, in this process. Sessions of every event loop share it, so it is
- * guarded by a mutex, and checking and taking are one step. The set is small (one entry per
- * logged-in POP3 session) and scanned linearly; it is freed when it empties, so nothing is left
- * at exit.
- * XXX(pop3): linear; a hash set if tens of thousands of concurrent POP3 sessions ever matter.
- */
-static struct {
-    pthread_mutex_t mu;
-    int64_t *ids;
-    size_t n;
-    size_t cap;
-} pop3_locks = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-/* A static mutex that fails to lock means memory corruption: nothing sane to carry on with. */
-static void locks_lock(void)
-{
-    if (pthread_mutex_lock(&pop3_locks.mu) != 0)
-        abort();
-}
-
-static void locks_unlock(void)
-{
-    if (pthread_mutex_unlock(&pop3_locks.mu) != 0)
-        abort();
-}
-
-/* 0 (taken), 1 (another session holds it) or -1 (out of memory). */
-static int lock_try(int64_t user_id)
-{
-    int rc = 0;
-    locks_lock();
-    for (size_t i = 0; i < pop3_locks.n && rc == 0; i++)
-        if (pop3_locks.ids[i] == user_id)
-            rc = 1;
-    if (rc == 0 && pop3_locks.n == pop3_locks.cap) {
-        size_t cap = pop3_locks.cap == 0 ? 16 : pop3_locks.cap * 2;
-        int64_t *ids = realloc(pop3_locks.ids, cap * sizeof(*ids));
-        if (ids == NULL) {
-            rc = -1;
-        } else {
-            pop3_locks.ids = ids;
-            pop3_locks.cap = cap;
-        }
-    }
-    if (rc == 0)
-        pop3_locks.ids[pop3_locks.n++] = user_id;
-    locks_unlock();
-    return rc;
-}
-
-static void lock_release(int64_t user_id)
-{
-    locks_lock();
-    for (size_t i = 0; i < pop3_locks.n; i++) {
-        if (pop3_locks.ids[i] == user_id) {
-            pop3_locks.ids[i] = pop3_locks.ids[--pop3_locks.n];
-            break;
-        }
-    }
-    if (pop3_locks.n == 0) {
-        free(pop3_locks.ids);
-        pop3_locks.ids = NULL;
-        pop3_locks.cap = 0;
-    }
-    locks_unlock();
 }
 
 /* ---- open and close ------------------------------------------------------------------------ */
@@ -170,19 +104,24 @@ void pop3_maildrop_stop(struct pop3_maildrop *md)
     md->conn = NULL;
 }
 
-/* The session is over for the maildrop: another session may take it. */
-static void maildrop_unlock(struct pop3_maildrop *md)
+/* The session is over for the maildrop: another session may take it. The database row goes in
+ * a job of its own unless the UPDATE job released it already (released_in_db). */
+static void maildrop_unlock(struct pop3_maildrop *md, bool released_in_db)
 {
-    if (md->locked) {
-        lock_release(md->user_id);
-        md->locked = false;
-    }
+    if (!md->locked)
+        return;
+    if (md->db_locked && !released_in_db)
+        pop3_lock_release(md->writer, md->node, md->user_id, md->session);
+    else
+        pop3_lock_local_release(md->user_id, md->session);
+    md->locked = false;
+    md->db_locked = false;
 }
 
 void pop3_maildrop_close(struct pop3_maildrop *md)
 {
     pop3_maildrop_stop(md);
-    maildrop_unlock(md);
+    maildrop_unlock(md, false);
 }
 
 /* ---- reads ------------------------------------------------------------------------------- */
@@ -269,27 +208,46 @@ static void read_done(struct reader_job *job, int status)
 
 /* ---- open ---------------------------------------------------------------------------------- */
 
-enum pop3_md_open pop3_maildrop_open(struct pop3_maildrop *md, struct conn *c,
-                                     struct reader *reader, int64_t user_id, const char *address,
-                                     pop3_md_read_fn on_read, void *ctx)
+enum pop3_md_open pop3_maildrop_lock(struct pop3_maildrop *md, const struct pop3_md_owner *o)
 {
-    int held = lock_try(user_id);
+    int held = pop3_lock_local_take(o->user_id, o->session);
     if (held > 0) {
-        log_info("pop3", conn_sid(c), "event=login-refused user=%s reason=in-use", address);
+        log_info("pop3", (uint64_t)o->session, "event=login-refused user=%s reason=in-use here=yes",
+                 o->address);
         return POP3_MD_IN_USE;
     }
     if (held < 0)
         return POP3_MD_NO_MEMORY;
+    md->locked = true;
+    md->db_locked = false;
+    md->user_id = o->user_id;
+    md->session = o->session;
+    md->writer = o->writer;
+    md->node = o->node;
+    snprintf(md->address, sizeof(md->address), "%s", o->address);
+    return POP3_MD_OPENED;
+}
+
+void pop3_maildrop_locked_in_db(struct pop3_maildrop *md)
+{
+    if (!md->locked)
+        return;
+    md->db_locked = true;
+    pop3_lock_local_in_db(md->user_id, md->session);
+}
+
+enum pop3_md_open pop3_maildrop_open(struct pop3_maildrop *md, struct conn *c,
+                                     struct reader *reader, pop3_md_read_fn on_read, void *ctx)
+{
     md->conn = c;
     md->reads = reader;
     md->on_read = on_read;
     md->read_ctx = ctx;
-    md->locked = true;
-    md->user_id = user_id;
-    snprintf(md->address, sizeof(md->address), "%s", address);
-    /* RFC 1939 8: the snapshot fixes message numbers and sizes for the whole session. */
+    /* RFC 1939 8: the snapshot fixes message numbers and sizes for the whole session. It is
+     * read once the lock's row is held, so that the deletions of a session of another node that
+     * held it before have committed. */
     md->rj.what = POP3_MD_READ_OPEN;
-    md->rj.user_id = user_id;
+    md->rj.user_id = md->user_id;
     md->rj.entries = NULL;
     md->rj.count = 0;
     int status;
@@ -694,11 +652,17 @@ enum pop3_md_result pop3_maildrop_rset(struct pop3_maildrop *md, const char *arg
 static int update_run(struct store *st, struct writer_job *job)
 {
     struct pop3_update_job *u = (struct pop3_update_job *)job;
-    return store_mailbox_delete(st, u->user_id, u->ids, u->n, &u->deleted);
+    u->deleted = 0;
+    int rc = u->n > 0 ? store_mailbox_delete(st, u->user_id, u->ids, u->n, &u->deleted) : STORE_OK;
+    /* The lock goes with the deletions, in the same commit: whoever logs in next, on any node,
+     * finds the maildrop free and the messages gone together. */
+    if (rc == STORE_OK && u->release_lock)
+        rc = store_pop3_lock_release(st, u->user_id, u->node, u->session);
+    return rc;
 }
 
 /* The answer to QUIT once UPDATE is over, unless the client went (md->conn is NULL then). */
-static void update_answer(struct pop3_maildrop *md, int status, size_t deleted)
+static void update_answer(struct pop3_maildrop *md, int status, size_t deleted, size_t asked)
 {
     uint64_t sid = md->conn != NULL ? conn_sid(md->conn) : 0;
     if (status == 0)
@@ -707,11 +671,15 @@ static void update_answer(struct pop3_maildrop *md, int status, size_t deleted)
         log_error("pop3", sid, "event=update-failed user=%s status=%d", md->address, status);
     /* Released before the answer goes out: a client that logs in again as soon as it reads
      * it must find the maildrop free, even when its new connection is served by another loop
-     * while this one is still closing. */
-    maildrop_unlock(md);
+     * or another node while this one is still closing. */
+    maildrop_unlock(md, status == 0);
     if (md->conn != NULL) {
-        if (status == 0)
+        if (status == 0 && asked == 0)
+            conn_reply(md->conn, "+OK Bye\r\n");
+        else if (status == 0)
             conn_reply(md->conn, "+OK Bye: %zu %s deleted\r\n", deleted, messages(deleted));
+        else if (asked == 0)
+            conn_reply(md->conn, "+OK Bye\r\n"); /* nothing to delete; the lease frees the lock */
         else
             conn_reply(md->conn, "-ERR [SYS/TEMP] Messages could not be deleted; none were\r\n");
         conn_close(md->conn, "quit");
@@ -722,7 +690,7 @@ static void update_done(struct writer_job *job, int status)
 {
     struct pop3_update_job *u = (struct pop3_update_job *)job;
     struct pop3_maildrop *md = container_of(u, struct pop3_maildrop, update);
-    update_answer(md, status, u->deleted);
+    update_answer(md, status, u->deleted, u->n);
     free(u->ids);
     u->ids = NULL;
     u->done(u->ctx);
@@ -731,7 +699,7 @@ static void update_done(struct writer_job *job, int status)
 /* Nothing could be deleted, and the client hears so at once. */
 static int update_refused(struct pop3_maildrop *md)
 {
-    maildrop_unlock(md);
+    maildrop_unlock(md, false);
     conn_reply(md->conn, "-ERR [SYS/TEMP] Messages could not be deleted; none were\r\n");
     conn_close(md->conn, "quit");
     return 0;
@@ -741,24 +709,29 @@ int pop3_maildrop_quit(struct pop3_maildrop *md, struct writer *w, pop3_md_updat
                        void *ctx)
 {
     struct conn *c = md->conn;
-    if (md->deleted_count == 0) {
+    if (md->deleted_count == 0 && !md->db_locked) {
         log_info("pop3", conn_sid(c), "event=update user=%s deleted=0", md->address);
-        maildrop_unlock(md); /* before the answer, as in update_answer */
+        maildrop_unlock(md, false); /* before the answer, as in update_answer */
         conn_reply(c, "+OK Bye\r\n");
         conn_close(c, "quit");
         return 0;
     }
     struct pop3_update_job *u = &md->update;
     memset(u, 0, sizeof(*u));
-    u->ids = malloc(md->deleted_count * sizeof(*u->ids));
-    if (u->ids == NULL)
-        return update_refused(md);
+    if (md->deleted_count > 0) {
+        u->ids = malloc(md->deleted_count * sizeof(*u->ids));
+        if (u->ids == NULL)
+            return update_refused(md);
+    }
     for (size_t i = 0; i < md->count; i++)
         if (md->deleted[i])
             u->ids[u->n++] = md->entries[i].id;
     u->job.run = update_run;
     u->job.done = update_done;
     u->user_id = md->user_id;
+    u->release_lock = md->db_locked;
+    u->node = md->node;
+    u->session = md->session;
     u->done = done;
     u->ctx = ctx;
     /* Nothing is read meanwhile: the answer comes after the commit, then the close. */

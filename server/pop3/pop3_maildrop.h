@@ -59,7 +59,7 @@ enum pop3_pump {
 /* What pop3_maildrop_open() found. */
 enum pop3_md_open {
     POP3_MD_OPENED = 0,   /* locked, snapshot taken */
-    POP3_MD_IN_USE,       /* another session holds the lock (logged) */
+    POP3_MD_IN_USE,       /* another session of this process holds the lock (logged) */
     POP3_MD_NO_MEMORY,    /* nothing is held */
     POP3_MD_STORE_ERROR,  /* the snapshot failed (logged); nothing is held */
     POP3_MD_OPEN_PENDING, /* the snapshot is being read: the result comes through the callback */
@@ -112,9 +112,12 @@ typedef void (*pop3_md_update_fn)(void *ctx);
 struct pop3_update_job {
     struct writer_job job; /* with the writer until its done ran */
     int64_t user_id;
-    int64_t *ids; /* owned */
+    int64_t *ids; /* owned; NULL when n is 0 */
     size_t n;
     size_t deleted;
+    bool release_lock; /* also delete the lock's row (node, session) */
+    const char *node;  /* borrowed from the config */
+    int64_t session;
     pop3_md_update_fn done; /* the session's, with ctx */
     void *ctx;
 };
@@ -128,8 +131,12 @@ struct pop3_maildrop {
     struct pop3_md_read_job rj;
     bool read_out;    /* rj is with the reader (PENDING): nothing it uses may be freed */
     bool read_failed; /* the last chunk could not be read */
-    bool locked;      /* holds the maildrop lock for user_id */
+    bool locked;      /* holds the maildrop lock for user_id (this process's entry) */
+    bool db_locked;   /* and its database row, taken by the login job */
     int64_t user_id;
+    int64_t session;                  /* the session's id: the lock's owner token */
+    struct writer *writer;            /* borrowed: the release job goes through it */
+    const char *node;                 /* borrowed from the config */
     char address[ADDRESS_STRLEN];     /* the user's, for the logs */
     struct store_mail_entry *entries; /* owned snapshot, message n is entries[n - 1] */
     bool *deleted;                    /* owned, one per entry */
@@ -155,12 +162,25 @@ struct pop3_maildrop {
     struct fault_cut cut;
 };
 
-/* The password was right: takes the lock on user_id's maildrop (one session per maildrop, RFC
- * 1939 8) and the snapshot, read through reader. address is for the logs. on_read(ctx) is
- * called for every read that answered PENDING, this one and those of later commands. */
+/* Who locks a maildrop: the user, and the session of this node that will hold it. */
+struct pop3_md_owner {
+    int64_t user_id;
+    const char *address; /* the user's, for the logs */
+    int64_t session;     /* conn_sid of the session */
+    struct writer *writer;
+    const char *node; /* [server] node; borrowed for the session's life */
+};
+/* The password was right: takes this process's entry of the lock on the user's maildrop (one
+ * session per maildrop, RFC 1939 8): POP3_MD_OPENED, POP3_MD_IN_USE when a session here holds
+ * it, or POP3_MD_NO_MEMORY. The database row is the login job's (pop3_window.h); once it is
+ * taken, say so with pop3_maildrop_locked_in_db. */
+enum pop3_md_open pop3_maildrop_lock(struct pop3_maildrop *md, const struct pop3_md_owner *o);
+void pop3_maildrop_locked_in_db(struct pop3_maildrop *md);
+/* With the lock held: the snapshot, read through reader. on_read(ctx) is called for every read
+ * that answered PENDING, this one and those of later commands. A failed snapshot releases the
+ * lock. */
 enum pop3_md_open pop3_maildrop_open(struct pop3_maildrop *md, struct conn *c,
-                                     struct reader *reader, int64_t user_id, const char *address,
-                                     pop3_md_read_fn on_read, void *ctx);
+                                     struct reader *reader, pop3_md_read_fn on_read, void *ctx);
 /* The connection went (on_close): stops streaming and frees the snapshot (a read still out
  * frees its own results when it comes back). The lock stays until pop3_maildrop_close(), so no
  * new session reads the maildrop while UPDATE may still run. */
@@ -197,10 +217,11 @@ enum pop3_md_result pop3_maildrop_rset(struct pop3_maildrop *md, const char *arg
 enum pop3_pump pop3_maildrop_pump(struct pop3_maildrop *md);
 
 /*
- * QUIT in TRANSACTION, the session in UPDATE (RFC 1939 6). With nothing marked: "+OK Bye" and the
- * close, 0. Otherwise the marked entries are deleted in one writer job and the answer goes out
- * after the commit, then the close: 1, and done(ctx) runs once, later, after that answer. 0 too
- * when the job could not start (answered with -ERR and closed): done never runs then.
+ * QUIT in TRANSACTION, the session in UPDATE (RFC 1939 6). The marked entries are deleted and the
+ * lock's database row released in one writer job, and the answer goes out after the commit, then
+ * the close: 1, and done(ctx) runs once, later, after that answer. With nothing marked and no row
+ * to release: "+OK Bye" and the close at once, 0. 0 too when the job could not start (answered
+ * with -ERR and closed): done never runs then.
  */
 int pop3_maildrop_quit(struct pop3_maildrop *md, struct writer *w, pop3_md_update_fn done,
                        void *ctx);

@@ -11,17 +11,18 @@
  * writer job is pending the session pauses reading, so pipelined commands wait their turn. A
  * failure gets the same "-ERR [AUTH]" whether the user exists or not, after auth's growing delay;
  * the connection is closed after POP3_MAX_AUTH_FAILURES of them (or at once when auth says the
- * client is over its limit). A success takes the maildrop lock, the snapshot, and then opens the
- * relay window for relay.window in a writer job; "+OK" goes out only after that commit, so the
- * very next SMTP command from the address sees the window. When that write fails (a full disk)
- * the login still succeeds, without a window: users must be able to fetch and delete the mail
- * that fills the disk, and the SMTP side refuses new mail meanwhile (server/disk_reserve.h).
- * While the session stays in TRANSACTION the window is renewed every POP3_WINDOW_RENEW_MAX_MS (or
- * relay.window / 2 if shorter), and once more at close, so it stays open while connected and
- * counts down from the end; an expiry is always finite, so a crash never leaves an open relay
- * behind. relay.window = 0: no window at all. A renewal that finds the account deleted or its
- * password changed since the login (pop3_window.h) ends the session: a revoked password cannot
- * keep a window open by keeping a session alive.
+ * client is over its limit). A success takes the maildrop lock (this process's entry, then its
+ * database row, which holds across every node sharing the database) and opens the relay window
+ * for relay.window in one writer job, then reads the snapshot; "+OK" goes out only after that
+ * commit, so the very next SMTP command from the address sees the window, on any node. When that
+ * write fails (a full disk) the login still succeeds, without a window: users must be able to fetch
+ * and delete the mail that fills the disk, and the SMTP side refuses new mail meanwhile
+ * (server/disk_reserve.h). While the session stays in TRANSACTION the window is renewed every
+ * POP3_WINDOW_RENEW_MAX_MS (or relay.window / 2 if shorter), and once more at close, so it stays
+ * open while connected and counts down from the end; an expiry is always finite, so a crash never
+ * leaves an open relay behind. relay.window = 0: no window at all. A renewal that finds the account
+ * deleted or its password changed since the login (pop3_window.h) ends the session: a revoked
+ * password cannot keep a window open by keeping a session alive.
  *
  * What it does not do: sockets, line buffering, TLS, idle timers (conn.c); password checks
  * (auth.c); the maildrop lock, the TRANSACTION commands' answers and UPDATE's deletions

@@ -1,6 +1,7 @@
 /*
- * pop3_window.c - the POP3 session's relay window jobs (pop3_window.h): open at login (window row
- * and login history in one writer job), renew while connected and once at close, each only while
+ * pop3_window.c - the POP3 session's relay window jobs (pop3_window.h): open at login (the
+ * maildrop lock's row, window row and login history in one writer job, so a login costs one
+ * commit), renew while connected and once at close, each only while
  * the account is as the login found it. It holds no
  * state of its own and knows nothing of the session or the connection; SQL is storage/'s.
  */
@@ -24,12 +25,19 @@
 static int window_run(struct store *st, struct writer_job *job)
 {
     struct pop3_window_job *w = (struct pop3_window_job *)job;
+    w->window_failed = false; /* run again after a failed COMMIT */
     int rc = store_user_unchanged(st, w->user_id, w->hash);
+    if (!w->is_login) {
+        if (rc == STORE_OK)
+            rc = store_window_open(st, w->key, w->user, w->now_ms, w->duration_ms);
+        return rc;
+    }
     if (rc == STORE_OK)
-        rc = store_window_open(st, w->key, w->user, w->now_ms, w->duration_ms);
-    if (rc == STORE_OK && w->is_login)
-        rc = store_pop_login_record(st, w->key, w->user, w->now_ms);
-    return rc;
+        rc = store_pop3_lock_take(st, w->user_id, w->node, w->session, w->now_ms, w->lease_ms);
+    if (rc != STORE_OK || !w->with_window)
+        return rc;
+    /* The lock stands without the window: see login_window_done in pop3_auth.c. */
+    return store_window_login(st, w->key, w->user, w->now_ms, w->duration_ms, &w->window_failed);
 }
 
 void pop3_window_log(uint64_t sid, const struct pop3_window_job *w, const char *ip,
@@ -58,13 +66,17 @@ static void login_done(struct writer_job *job, int status)
 }
 
 int pop3_window_open(struct pop3_window_job *w, struct writer *wr, const char *key,
-                     const struct pop3_window_user *u, uint64_t window_ms, pop3_window_done_fn done,
-                     void *ctx)
+                     const struct pop3_window_user *u, uint64_t window_ms,
+                     const struct pop3_window_lock *lock, pop3_window_done_fn done, void *ctx)
 {
     memset(w, 0, sizeof(*w));
     fill(w, key, u, window_ms);
     w->job.done = login_done;
     w->is_login = true;
+    w->with_window = window_ms > 0;
+    snprintf(w->node, sizeof(w->node), "%s", lock->node);
+    w->session = lock->session;
+    w->lease_ms = lock->lease_ms;
     w->done = done;
     w->ctx = ctx;
     return writer_submit(wr, &w->job) != 0 ? -1 : 0;

@@ -1,8 +1,9 @@
 /*
  * pop3_window.h - the POP-before-SMTP relay window as the POP3 session opens and renews it: the
- * writer jobs that write the window row (and, at login, the login history row), and the renewal
- * interval. server/pop3/pop3_session.c is the one caller and decides when; this module never
- * calls it, and reports a login's result only through the done callback it is handed.
+ * writer jobs that write the window row (and, at login, the maildrop lock's row and the login
+ * history row), and the renewal interval. server/pop3/pop3_session.c is the one caller and decides
+ * when; this module never calls it, and reports a login's result only through the done callback it
+ * is handed.
  *
  * Ownership: a login job is embedded in the session, which stays alive until done ran. A renewal
  * job owns itself and frees itself in its done, so a session may end while its renewal is out.
@@ -21,6 +22,7 @@
 #include "common/pure/address.h"
 #include "common/password.h"
 #include "common/pure/cidr.h"
+#include "storage/store.h"
 #include "storage/writer.h"
 
 /* A job's answer, on the loop thread: 0 when the window is open (and, at login, the login
@@ -43,16 +45,32 @@ struct pop3_window_job {
     char hash[PASSWORD_HASH_BYTES]; /* the hash the login matched; still the stored one? */
     int64_t now_ms;
     int64_t duration_ms;
-    bool is_login;            /* also record the login in the history (not for renewals) */
+    bool is_login; /* also record the login in the history (not for renewals) */
+    /* At login, the job takes the maildrop lock's row first (storage/nodes.c); the window is
+     * written only when with_window, in a savepoint of its own: a window that cannot be
+     * written (a full disk) leaves the lock taken and sets window_failed. */
+    bool with_window;
+    bool window_failed;
+    char node[STORE_NODE_NAME_MAX_BYTES + 1];
+    int64_t session;
+    int64_t lease_ms;
     pop3_window_done_fn done; /* with ctx; NULL for a renewal nobody waits for */
     void *ctx;
 };
 
-/* Opens the window for key at login and records the login, in one writer job. 0, and done(ctx,
- * status) runs once, later; or -1 (the writer refused it), and done never runs. */
+/* The maildrop lock a login takes in its job. */
+struct pop3_window_lock {
+    const char *node;
+    int64_t session;
+    int64_t lease_ms;
+};
+/* The login's writer job: takes the maildrop lock (STORE_IN_USE when a live session of another
+ * node holds it: then nothing is written), then, when window_ms > 0, opens the window for key
+ * and records the login. 0, and done(ctx, status) runs once, later; or -1 (the writer refused
+ * it), and done never runs. */
 int pop3_window_open(struct pop3_window_job *j, struct writer *w, const char *key,
-                     const struct pop3_window_user *u, uint64_t window_ms, pop3_window_done_fn done,
-                     void *ctx);
+                     const struct pop3_window_user *u, uint64_t window_ms,
+                     const struct pop3_window_lock *lock, pop3_window_done_fn done, void *ctx);
 /* Renews the window for key from now, in a job that owns itself. Failures and revocations are
  * logged. 0, and done(ctx, status) runs once, later, when done is not NULL; or -1 (out of memory,
  * or the writer refused it: logged), and done never runs. */

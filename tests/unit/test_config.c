@@ -187,6 +187,8 @@ static const struct ok_case ok_cases[] = {
     {"server", "hostname", "mail.example.test", K_STR, OFF(server.hostname), 0, "mail.example.test",
      NULL},
     {"server", "hostname", "localhost", K_STR, OFF(server.hostname), 0, "localhost", NULL},
+    {"server", "node", "mx-2.example.test", K_STR, OFF(server.node), 0, "mx-2.example.test", NULL},
+    {"server", "node", "a", K_STR, OFF(server.node), 0, "a", NULL},
     {"server", "hostname", "a-1.b2.example", K_STR, OFF(server.hostname), 0, "a-1.b2.example",
      NULL},
     {"server", "database", "data/p.db", K_STR, OFF(server.database), 0, "/base/data/p.db", NULL},
@@ -1271,7 +1273,8 @@ static void test_print_round_trip(void **state)
     /* Spot-check the canonical text. */
     char *text = print_to_string(&cfg);
     static const char *const lines[] = {
-        "[server]\nhostname = mx.example.org\ndatabase = /base/d/p.db\nuser = mail\n",
+        "[server]\nhostname = mx.example.org\n",
+        "database = /base/d/p.db\nuser = mail\n",
         "log_level = debug\ntranscript = yes\n",
         "proxy_from = 10.0.0.0/8, 2001:db8::1/128\n",
         "\n[smtp]\nlisten = *:25 proxy, [::1]:2525, 0.0.0.0:26\nsubmission =\n"

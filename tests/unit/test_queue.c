@@ -143,7 +143,7 @@ static int64_t entry_id(struct fixture *f, int64_t message_id, const char *rcpt)
 
 static void claim_ok(struct fixture *f, int64_t now_ms, size_t limit, struct store_queue_claims *c)
 {
-    int rc = store_queue_claim_due(f->s, now_ms, STORE_QUEUE_LEASE_MS, limit, NULL, 0, c);
+    int rc = store_queue_claim_due(f->s, "n1", now_ms, STORE_QUEUE_LEASE_MS, limit, NULL, 0, c);
     if (rc != STORE_OK)
         fail_msg("claim: %s", store_errmsg(f->s));
 }
@@ -312,14 +312,14 @@ static void test_claim_oldest_first_and_skip_domains(void **state)
 
     /* b.test at its limit: only a.test comes; and the skip list is data, not SQL. */
     static const char *const skip[] = {"b.test", "it's\"a\\test"};
-    assert_int_equal(store_queue_claim_due(f->s, T0 + 1, STORE_QUEUE_LEASE_MS, 10, skip, 2, &c),
-                     STORE_OK);
+    assert_int_equal(
+        store_queue_claim_due(f->s, "n1", T0 + 1, STORE_QUEUE_LEASE_MS, 10, skip, 2, &c), STORE_OK);
     assert_int_equal(c.n, 1);
     assert_string_equal(c.v[0].recipient, "x@a.test");
     assert_int_equal(c.v[0].message_id, m1);
     /* Nothing left outside b.test; b.test's two entries come when it is not skipped. */
-    assert_int_equal(store_queue_claim_due(f->s, T0 + 2, STORE_QUEUE_LEASE_MS, 10, skip, 1, &c),
-                     STORE_OK);
+    assert_int_equal(
+        store_queue_claim_due(f->s, "n1", T0 + 2, STORE_QUEUE_LEASE_MS, 10, skip, 1, &c), STORE_OK);
     assert_int_equal(c.n, 0);
     claim_ok(f, T0 + 3, 10, &c);
     assert_int_equal(c.n, 2);
@@ -378,7 +378,7 @@ static void test_crash_then_release_stale(void **state)
     assert_int_equal(store_queue_release(f->s, &c.v[0].id, 1), STORE_OK);
 
     size_t released = 0;
-    assert_int_equal(store_queue_release_stale(f->s, T0 + 60000, &released), STORE_OK);
+    assert_int_equal(store_queue_release_stale(f->s, "n1", T0 + 60000, &released), STORE_OK);
     assert_int_equal(released, 2);
     for (size_t i = 0; i < 2; i++) {
         long long id = (long long)claimed[i];
@@ -399,8 +399,64 @@ static void test_crash_then_release_stale(void **state)
     assert_int_equal(c.n, 3); /* all due again: delivered at least once, never lost */
     store_queue_claims_free(&c);
     /* Claims made after the given time are not stale. */
-    assert_int_equal(store_queue_release_stale(f->s, T0 + 59999, &released), STORE_OK);
+    assert_int_equal(store_queue_release_stale(f->s, "n1", T0 + 59999, &released), STORE_OK);
     assert_int_equal(released, 0);
+}
+
+/* Two nodes on one database: each releases only its own claims at its start; claims made before
+ * claims named a node count as the starting node's; another node's expired lease is claimable. */
+static void test_release_stale_by_node(void **state)
+{
+    struct fixture *f = *state;
+    const char *r[] = {"a@a.test", "b@b.test", "c@c.test"};
+    deliver_ok(f, "alice@example.test", r, 3, T0);
+    struct store_queue_claims c = {0};
+    assert_int_equal(
+        store_queue_claim_due(f->s, "n1", T0 + 100, STORE_QUEUE_LEASE_MS, 1, NULL, 0, &c),
+        STORE_OK);
+    assert_int_equal(c.n, 1);
+    long long a = (long long)c.v[0].id;
+    assert_int_equal(
+        store_queue_claim_due(f->s, "n2", T0 + 100, STORE_QUEUE_LEASE_MS, 1, NULL, 0, &c),
+        STORE_OK);
+    assert_int_equal(c.n, 1);
+    long long b = (long long)c.v[0].id;
+    assert_true(a != b);
+    assert_int_equal(query_int(f->path, "SELECT claimed_by = 'n1' FROM queue WHERE id = %lld", a),
+                     1);
+    assert_int_equal(query_int(f->path, "SELECT claimed_by = 'n2' FROM queue WHERE id = %lld", b),
+                     1);
+    /* The third as claimed before schema 12: no node. */
+    assert_int_equal(
+        store_queue_claim_due(f->s, "n1", T0 + 100, STORE_QUEUE_LEASE_MS, 1, NULL, 0, &c),
+        STORE_OK);
+    assert_int_equal(c.n, 1);
+    long long old = (long long)c.v[0].id;
+    store_queue_claims_free(&c);
+    char sql[128];
+    snprintf(sql, sizeof(sql), "UPDATE queue SET claimed_by = NULL WHERE id = %lld", old);
+    assert_int_equal(store_exec_for_tests(f->s, sql), STORE_OK);
+
+    /* n1 restarts: its claim and the nameless one go, n2's stays. */
+    size_t released = 0;
+    assert_int_equal(store_queue_release_stale(f->s, "n1", T0 + 200, &released), STORE_OK);
+    assert_int_equal(released, 2);
+    assert_int_equal(
+        query_int(f->path, "SELECT claimed_ms IS NOT NULL FROM queue WHERE id = %lld", b), 1);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM queue WHERE claimed_ms IS NULL"), 2);
+    /* n1 does not take n2's entry while its lease runs... */
+    claim_ok(f, T0 + 300, 10, &c);
+    assert_int_equal(c.n, 2);
+    for (size_t i = 0; i < c.n; i++)
+        assert_true(c.v[i].id != b);
+    store_queue_claims_free(&c);
+    /* ...and does once it ran out (n2 died and did not come back). */
+    claim_ok(f, T0 + 100 + STORE_QUEUE_LEASE_MS, 10, &c);
+    assert_int_equal(c.n, 1);
+    assert_int_equal(c.v[0].id, b);
+    store_queue_claims_free(&c);
+    assert_int_equal(query_int(f->path, "SELECT claimed_by = 'n1' FROM queue WHERE id = %lld", b),
+                     1);
 }
 
 /* ---- results ---- */
@@ -821,6 +877,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fail_routes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fail_is_atomic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flush_and_next_due, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_release_stale_by_node, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_reader, setup, teardown),
     };
     return STORE_TEST_RUN(tests);

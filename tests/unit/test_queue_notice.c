@@ -146,7 +146,7 @@ static void test_stored_and_claimed(void **state)
     struct fixture *f = *state;
     int64_t mid = deliver(f, "alice@example.test", 4);
     struct store_queue_claims c = {0};
-    assert_int_equal(store_queue_claim_due(f->s, T0, STORE_QUEUE_LEASE_MS, 10, NULL, 0, &c),
+    assert_int_equal(store_queue_claim_due(f->s, "n1", T0, STORE_QUEUE_LEASE_MS, 10, NULL, 0, &c),
                      STORE_OK);
     assert_int_equal(c.n, 4);
     for (size_t i = 0; i < c.n; i++) {

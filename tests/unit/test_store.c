@@ -124,9 +124,17 @@ static void test_older_database_is_migrated_in_order(void **state)
                                                 "'messages') WHERE name = 'quarantine'"),
                              0);
         /* 11: DSN (RFC 3461) per message and per queue row. */
+        if (from < 11)
+            assert_int_equal(query_int(f->path, "SELECT count(*) FROM pragma_table_info('queue')"
+                                                " WHERE name IN ('dsn_notify', 'dsn_orcpt',"
+                                                " 'delay_notified')"),
+                             0);
+        /* 12: nodes on one database. */
+        assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE"
+                                            " name IN ('nodes', 'pop3_locks')"),
+                         0);
         assert_int_equal(query_int(f->path, "SELECT count(*) FROM pragma_table_info('queue')"
-                                            " WHERE name IN ('dsn_notify', 'dsn_orcpt',"
-                                            " 'delay_notified')"),
+                                            " WHERE name = 'claimed_by'"),
                          0);
         assert_int_equal(store_domain_add(old, "old.test"), STORE_OK);
         store_close(&old);
@@ -137,6 +145,12 @@ static void test_older_database_is_migrated_in_order(void **state)
                                             " WHERE name IN ('dsn_notify', 'dsn_orcpt',"
                                             " 'delay_notified')"),
                          3);
+        assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE"
+                                            " name IN ('nodes', 'pop3_locks')"),
+                         2);
+        assert_int_equal(query_int(f->path, "SELECT count(*) FROM pragma_table_info('queue')"
+                                            " WHERE name = 'claimed_by'"),
+                         1);
         assert_int_equal(query_int(f->path, "SELECT count(*) FROM pragma_table_info('messages')"
                                             " WHERE name IN ('dsn_envid', 'dsn_ret')"),
                          2);
