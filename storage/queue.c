@@ -462,6 +462,9 @@ int store_queue_flush(struct store *s, int64_t now_ms, size_t *due_out)
         return STORE_ERR;
     sql_bind_i64(st, 1, now_ms);
     int status = store_step_done(s, st, "flush queue");
+    /* Every node's runner, not only the one that rescans first (queue.h, Flush). */
+    if (status == STORE_OK)
+        status = store_announce(s, STORE_CHANNEL_QUEUE);
     if (status != STORE_OK || due_out == NULL)
         return status;
     st = sql_prepare(s, "SELECT count(*) FROM queue WHERE next_attempt_ms <= ?1"

@@ -61,7 +61,8 @@
  * Flush. `postern queue flush` (another process) makes every unclaimed entry due now. The
  * runners learn of it only from the database: each node's rescans at least every
  * STORE_QUEUE_RESCAN_MS, so the flush takes effect on every node sharing the database within that
- * time, whichever node it was run on.
+ * time, whichever node it was run on. It is also announced (store_announce, STORE_CHANNEL_QUEUE)
+ * for a backend that can tell listeners at once.
  *
  * Times are milliseconds since the Unix epoch.
  */

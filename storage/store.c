@@ -141,6 +141,19 @@ int store_rows_end(struct store *s, struct sql_stmt *st, int rc, const char *wha
     return status;
 }
 
+int store_announce(struct store *s, const char *channel)
+{
+    (void)channel;
+    switch (s->backend) {
+    case STORE_BACKEND_SQLITE:
+        /* SQLite cannot tell another process anything: the nodes on the file find the change
+         * at their next rescan (STORE_QUEUE_RESCAN_MS), which is the bound queue.h promises. */
+        return STORE_OK;
+    }
+    snprintf(s->errmsg, sizeof(s->errmsg), "announce: unknown backend");
+    return STORE_ERR;
+}
+
 int store_exec_for_tests(struct store *s, const char *sql)
 {
     return store_exec(s, sql);

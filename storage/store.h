@@ -267,6 +267,17 @@ int store_pop3_lock_drop_node(struct store *s, const char *node, size_t *dropped
 int store_pop3_lock_holder(struct store *s, int64_t user_id, char *node_out, size_t nodelen,
                            int64_t *session_out, int64_t *expires_out);
 
+/* ---- telling every node (storage/store.c) ---- */
+/* The channel `postern queue flush` announces itself on. */
+#define STORE_CHANNEL_QUEUE "postern_queue"
+/*
+ * Tells every node listening on channel that something changed, when the caller's transaction
+ * commits (at once outside one). A hint only, never the truth: a listener rescans the database.
+ * A backend without notifications (SQLite) does nothing and returns STORE_OK: its nodes rely on
+ * their periodic rescans. PostgreSQL: NOTIFY (storage/postgres/pg_conn.h, pg_notify).
+ */
+int store_announce(struct store *s, const char *channel);
+
 /* ---- DKIM signing keys (storage/dkim_keys.c) ---- */
 struct store_dkim_key {
     const char *domain;

@@ -467,7 +467,7 @@ class StoreTest(PosternTest):
         self.assertEqual([l.split()[0] for l in self.ok("domain", "list").out.splitlines()],
                          ["old.test"])
         with sqlite3.connect(self.db) as c:
-            self.assertEqual(c.execute("PRAGMA user_version").fetchone()[0], 11)
+            self.assertEqual(c.execute("PRAGMA user_version").fetchone()[0], 12)
             self.assertEqual(c.execute("PRAGMA journal_mode").fetchone()[0], "wal")
         self.ok("window", "list")
         self.ok("queue", "list")
