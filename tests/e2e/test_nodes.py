@@ -181,6 +181,32 @@ class TwoNodes(PosternTest):
         self.assertEqual(self.a.login(pa2), "-ERR [IN-USE] Maildrop is locked by another session")
         self.assertEqual(self.cmd(pb, "QUIT"), "+OK Bye")
 
+    def lock_expires_ms(self):
+        db = sqlite3.connect(self.db, timeout=30)
+        try:
+            row = db.execute("SELECT expires_ms FROM pop3_locks JOIN users ON users.id = user_id"
+                             " WHERE address = ?", (ALICE,)).fetchone()
+            return row[0] if row else None
+        finally:
+            db.close()
+
+    @unittest.skipIf(SHARED_DB, "reads the lease from the SQLite file")
+    def test_lock_is_renewed_while_the_session_lives(self):
+        pa = self.a.pop()
+        self.assertTrue(self.a.login(pa).startswith("+OK Logged in"))
+        first = self.lock_expires_ms()
+        self.assertIsNotNone(first)
+        # Past the end of the first lease (by the wall clock the leases are written in), the
+        # lock is still a's: the node renewed it.
+        deadline = time.monotonic() + 30
+        while time.time() * 1000 <= first + 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertGreater(self.lock_expires_ms(), first)
+        pb = self.b.pop()
+        self.assertEqual(self.b.login(pb), "-ERR [IN-USE] Maildrop is locked by another session")
+        self.assertEqual(self.cmd(pa, "NOOP"), "+OK")
+        self.assertEqual(self.cmd(pa, "QUIT"), "+OK Bye")
+
     def test_dropped_connection_releases_the_lock(self):
         pa = self.a.pop()
         self.assertTrue(self.a.login(pa).startswith("+OK Logged in"))
@@ -254,6 +280,7 @@ class NodeRestart(TwoNodes):
     test_window_opened_on_one_node_relays_on_the_other = None
     test_dele_on_one_node_is_gone_on_the_other = None
     test_two_processes_cannot_share_a_node_name = None
+    test_lock_is_renewed_while_the_session_lives = None
 
     def test_restarted_node_drops_its_own_locks(self):
         pa = self.a.pop()
