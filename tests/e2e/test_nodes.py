@@ -132,14 +132,22 @@ class TwoNodes(PosternTest):
         c.send(line + "\r\n")
         return c.line()
 
-    def lock_holder(self):
+    def lock_row(self):
+        """(node, expires_ms) of alice's maildrop lock in the SQLite file, or None."""
         db = sqlite3.connect(self.db, timeout=30)
         try:
-            row = db.execute("SELECT node FROM pop3_locks JOIN users ON users.id = user_id"
-                             " WHERE address = ?", (ALICE,)).fetchone()
-            return row[0] if row else None
+            return db.execute("SELECT node, expires_ms FROM pop3_locks JOIN users"
+                              " ON users.id = user_id WHERE address = ?", (ALICE,)).fetchone()
         finally:
             db.close()
+
+    def lock_holder(self):
+        row = self.lock_row()
+        return row[0] if row else None
+
+    def lock_expires_ms(self):
+        row = self.lock_row()
+        return row[1] if row else None
 
     def login_until_ok(self, node, timeout=30.0):
         """Logs in on node until +OK (the lease of a dead node runs out meanwhile)."""
@@ -180,15 +188,6 @@ class TwoNodes(PosternTest):
         pa2 = self.a.pop()
         self.assertEqual(self.a.login(pa2), "-ERR [IN-USE] Maildrop is locked by another session")
         self.assertEqual(self.cmd(pb, "QUIT"), "+OK Bye")
-
-    def lock_expires_ms(self):
-        db = sqlite3.connect(self.db, timeout=30)
-        try:
-            row = db.execute("SELECT expires_ms FROM pop3_locks JOIN users ON users.id = user_id"
-                             " WHERE address = ?", (ALICE,)).fetchone()
-            return row[0] if row else None
-        finally:
-            db.close()
 
     @unittest.skipIf(SHARED_DB, "reads the lease from the SQLite file")
     def test_lock_is_renewed_while_the_session_lives(self):
