@@ -1,7 +1,8 @@
 /*
  * test_nodes.c - storage/nodes.c: a node's name (taken, refused while another process's lease
  * runs, forced, renewed, given up) and the POP3 maildrop lock (take, refuse, renew, expire,
- * takeover by the same node, release by its session only, drop a node's locks at its start).
+ * takeover by the same node, release by its session only, drop a node's locks at its start), and
+ * the login's window written beside the lock (storage/windows.c, store_window_login).
  * Only the store's API is used, so the file runs on any backend store_open accepts: the
  * multi-node contract is the same on each.
  */
@@ -155,6 +156,38 @@ static void test_lock_goes_with_user(void **state)
                      STORE_NOT_FOUND);
 }
 
+/* The login's job: a window that cannot be written is undone alone, and the lock taken before it
+ * in the same transaction stands (a full disk must not keep a user from the mail). */
+static void test_login_window_failure_keeps_the_lock(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(store_exec_for_tests(f->s, "CREATE TRIGGER no_windows BEFORE INSERT ON windows"
+                                                " BEGIN SELECT RAISE(ABORT, 'disk full'); END"),
+                     STORE_OK);
+    assert_int_equal(store_begin(f->s), STORE_OK);
+    assert_int_equal(store_pop3_lock_take(f->s, f->alice, "a", 11, T0, LEASE), STORE_OK);
+    bool failed = false;
+    assert_int_equal(
+        store_window_login(f->s, "192.0.2.1", "alice@example.test", T0, 60000, &failed), STORE_OK);
+    assert_true(failed);
+    assert_int_equal(store_commit(f->s), STORE_OK);
+    holder_is(f, f->alice, "a", 11, T0 + LEASE);
+    char user[256];
+    int64_t expires, relayed;
+    assert_int_equal(
+        store_window_lookup(f->s, "192.0.2.1", T0, user, sizeof(user), &expires, &relayed),
+        STORE_NOT_FOUND);
+    /* Without the trigger the window and the login record are written. */
+    assert_int_equal(store_exec_for_tests(f->s, "DROP TRIGGER no_windows"), STORE_OK);
+    assert_int_equal(
+        store_window_login(f->s, "192.0.2.1", "alice@example.test", T0, 60000, &failed), STORE_OK);
+    assert_false(failed);
+    assert_int_equal(
+        store_window_lookup(f->s, "192.0.2.1", T0, user, sizeof(user), &expires, &relayed),
+        STORE_OK);
+    assert_int_equal(expires, T0 + 60000);
+}
+
 static void test_node_name(void **state)
 {
     struct fixture *f = *state;
@@ -205,6 +238,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lock_renew_and_expire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_same_node_takeover_and_drop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_goes_with_user, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_login_window_failure_keeps_the_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_node_name, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
