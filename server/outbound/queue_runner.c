@@ -276,7 +276,7 @@ static int claim_run(struct store *st, struct writer_job *job)
     struct queue_runner *r = container_of(job, struct queue_runner, claim_job);
     /* Only the job's own fields are read here (the loop changes the rest meanwhile): the
      * concurrency limits are applied at done. */
-    return store_queue_claim_due(st, r->app->cfg->server.node, store_now_ms(), STORE_QUEUE_LEASE_MS,
+    return store_queue_claim_due(st, r->app->cfg->server.node, store_now_ms(), r->lease_ms,
                                  QUEUE_RUNNER_CLAIM_ENTRIES, (const char *const *)r->skip,
                                  r->n_skip, &r->claims);
 }
@@ -435,6 +435,18 @@ int queue_runner_new(uv_loop_t *loop, struct app *app, struct conn_set *conns,
         if (*end == '\0' && ms > 0 && ms <= QUEUE_RUNNER_ATTEMPT_DEADLINE_MS) {
             r->attempt_deadline_ms = ms;
             log_warn("queue", 0, "event=test-attempt-deadline ms=%llu", ms);
+        }
+    }
+    /* A shorter lease for tests of a node that died mid-delivery, still longer than an attempt
+     * may last, so that it never lets a second attempt start beside a live first one. */
+    r->lease_ms = STORE_QUEUE_LEASE_MS;
+    const char *test_lease = getenv("POSTERN_TEST_QUEUE_LEASE_MS");
+    if (test_lease != NULL && test_lease[0] != '\0') {
+        char *end = NULL;
+        unsigned long long ms = strtoull(test_lease, &end, 10);
+        if (*end == '\0' && ms > r->attempt_deadline_ms && ms <= STORE_QUEUE_LEASE_MS) {
+            r->lease_ms = (int64_t)ms;
+            log_warn("queue", 0, "event=test-queue-lease ms=%llu", ms);
         }
     }
     char why[256];

@@ -61,7 +61,8 @@ struct queue_runner;
  * was sent when the deadline passes is let finish (cancelling it would drop a reply that may
  * be a 250): its final-dot timeout bounds it, so no attempt lasts longer than 40 min. Tests may
  * shorten it with the environment variable POSTERN_TEST_ATTEMPT_DEADLINE_MS (milliseconds; serve
- * logs a warning when it is set).
+ * logs a warning when it is set), and the claims' lease with POSTERN_TEST_QUEUE_LEASE_MS (taken
+ * only when longer than the attempt deadline).
  */
 #define QUEUE_RUNNER_ATTEMPT_DEADLINE_MS (30 * 60 * 1000)
 

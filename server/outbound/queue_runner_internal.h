@@ -116,8 +116,9 @@ struct queue_runner {
     uv_timer_t timer;
     bool timer_open;
     uint64_t attempt_deadline_ms; /* QUEUE_RUNNER_ATTEMPT_DEADLINE_MS, or shorter in tests */
-    size_t handles_open;          /* the timer and every delivery's deadline timer */
-    bool freeing; /* queue_runner_free was called: free when the handles are closed */
+    int64_t lease_ms;    /* STORE_QUEUE_LEASE_MS, or shorter in tests; read by the claim job too */
+    size_t handles_open; /* the timer and every delivery's deadline timer */
+    bool freeing;        /* queue_runner_free was called: free when the handles are closed */
 
     struct delivery *active;
     size_t n_active;

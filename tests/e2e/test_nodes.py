@@ -1,6 +1,7 @@
 """Two `postern serve` processes (nodes a and b) on one database, with different ports: what
 one node does, the other sees at once (the POP3 maildrop lock, the relay window, deletions), and
-a node that dies frees what it held: by its lease, or at once when it starts again.
+a node that dies frees what it held (maildrop locks, queue claims): by its lease, or at once when
+it starts again.
 
 Backend: the SQLite file of the test's folder, which both processes open. Set
 POSTERN_E2E_NODES_DATABASE to a database connection string (postgresql://...) to run the same
@@ -16,6 +17,7 @@ import time
 import unittest
 
 from harness import BIN, PosternTest, free_ports, merge_ini
+from outbound_fakes import SmtpSink
 from test_conn import Client
 
 ALICE = "alice@example.test"
@@ -30,7 +32,7 @@ SHORT_LEASE_MS = "2000"
 class Node:
     """One serve process with its own folder, config, ports and log, on the shared database."""
 
-    def __init__(self, test, name, folder, db, env):
+    def __init__(self, test, name, folder, db, env, extra=""):
         self.test, self.name, self.dir = test, name, folder
         os.makedirs(folder, exist_ok=True)
         self.ports = dict(zip(("smtp", "submission", "submissions", "pop3", "pop3s"),
@@ -44,7 +46,7 @@ class Node:
                 f"[pop3]\nlisten = 127.0.0.1:{p['pop3']}\npop3s = 127.0.0.1:{p['pop3s']}\n"
                 "plaintext_auth = yes\n")
         with open(self.conf, "w") as f:
-            f.write(merge_ini(text, ""))
+            f.write(merge_ini(text, extra))
         self.env = env
         self.proc = None
         self.logname = os.path.join(folder, "serve.log")
@@ -293,6 +295,84 @@ class NodeRestart(TwoNodes):
         self.assertIn("event=takeover node=a", self.a.log())
         self.assertTrue(self.b.login(pb).startswith("+OK Logged in"))
         self.assertEqual(self.cmd(pb, "QUIT"), "+OK Bye")
+
+
+class QueueAcrossNodes(PosternTest):
+    """Queue claims name their node: a node's start releases its own claims only, and the claim
+    of a node that died goes to another once its lease ran out. Short leases and attempt
+    deadlines come from the test switches of server/outbound/queue_runner.h."""
+
+    def setUp(self):
+        super().setUp()
+        self.sink = SmtpSink()
+        self.addCleanup(self.sink.close)
+        db = SHARED_DB or self.db
+        self.write_config(f"[server]\ndatabase = {db}\n")
+        self.ok("domain", "add", "example.test")
+        self.ok("network", "add", "127.0.0.2/32")
+        env = {"POSTERN_TEST_ATTEMPT_DEADLINE_MS": "1000", "POSTERN_TEST_QUEUE_LEASE_MS": "3000"}
+        extra = f"[relay]\nsmarthost = 127.0.0.1:{self.sink.port}\n"
+        self.a = Node(self, "a", os.path.join(self.dir, "a"), db, env, extra)
+        self.b = Node(self, "b", os.path.join(self.dir, "b"), db, env, extra)
+
+    def relay_one(self, node):
+        c = node.smtp(source="127.0.0.2")
+        for line, want in (("MAIL FROM:<someone@example.test>", "250"),
+                           ("RCPT TO:<bob@dest.test>", "250"), ("DATA", "354")):
+            c.send(line + "\r\n")
+            self.assertTrue(c.reply()[-1].startswith(want), line)
+        c.send("Subject: across\r\n\r\nbody\r\n.\r\n")
+        self.assertTrue(c.reply()[-1].startswith("250"))
+        c.send("QUIT\r\n")
+
+    def claim(self):
+        db = sqlite3.connect(self.db, timeout=30)
+        try:
+            return db.execute("SELECT claimed_by, claimed_ms FROM queue").fetchall()
+        finally:
+            db.close()
+
+    def test_dead_nodes_claim_goes_to_another_after_its_lease(self):
+        self.sink.stall_data = True
+        self.a.start()
+        self.relay_one(self.a)
+        self.assertTrue(self.sink.data_seen.wait(20), "the message never reached the sink")
+        self.a.kill()  # mid-delivery: the end of data sent, no reply yet
+        self.assertEqual(self.sink.messages, [])
+        if not SHARED_DB:
+            rows = self.claim()
+            self.assertEqual(len(rows), 1)
+            self.assertEqual(rows[0][0], "a")
+        self.sink.stall_data = False
+        self.b.start()
+        deadline = time.monotonic() + 30
+        while not self.sink.messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(len(self.sink.messages), 1)
+        log = self.b.wait_log("event=delivery")
+        # b's start released nothing: the claim was a's, and b took it only by its lease.
+        self.assertNotIn("event=released-stale", log)
+
+    def test_restart_releases_the_nodes_own_claim(self):
+        # The full lease (an hour): within the test only a's restart can free a's claim.
+        self.a.env = self.b.env = {}
+        self.sink.stall_data = True
+        self.a.start()
+        self.relay_one(self.a)
+        self.assertTrue(self.sink.data_seen.wait(20), "the message never reached the sink")
+        self.a.kill()
+        self.sink.stall_data = False
+        if not SHARED_DB:
+            self.assertEqual(self.claim()[0][0], "a")
+        # b's start leaves a's claim alone...
+        self.b.start()
+        self.assertNotIn("event=released-stale", self.b.log())
+        # ...a's restart releases it, and the message goes (from a or b, once).
+        self.a.start(wait_for="event=released-stale entries=1")
+        deadline = time.monotonic() + 30
+        while not self.sink.messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(len(self.sink.messages), 1)
 
 
 if __name__ == "__main__":
