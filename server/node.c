@@ -140,14 +140,15 @@ static void renew_done(struct writer_job *job, int status)
     } else {
         if (r->node_lost)
             log_error("node", 0, "event=node-name-lost node=%s", r->node);
-        /* XXX(node): a lost lock (this node stalled past its lease and another took the
-         * maildrop over) is logged; the session that thinks it holds it goes on until it ends.
-         * Its deletions are by entry id, so a second session cannot make it delete more. */
-        for (size_t i = 0; i < r->n; i++)
-            if (r->lost[i])
-                log_warn("pop3", (uint64_t)r->locks[i].session,
-                         "event=lock-lost user_id=%lld node=%s", (long long)r->locks[i].user_id,
-                         r->node);
+        /* A lost lock: this node stalled past its lease and a session of another node took
+         * the maildrop over. The session here ends at its next command (pop3_session.c). */
+        for (size_t i = 0; i < r->n; i++) {
+            if (!r->lost[i])
+                continue;
+            log_warn("pop3", (uint64_t)r->locks[i].session, "event=lock-lost user_id=%lld node=%s",
+                     (long long)r->locks[i].user_id, r->node);
+            pop3_lock_local_lost(r->locks[i].user_id, r->locks[i].session);
+        }
     }
     free(r->locks);
     free(r->lost);

@@ -9,6 +9,7 @@
 #include "server/pop3/pop3_lock.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,11 @@ struct entry {
     int64_t user_id;
     int64_t session;
     bool in_db; /* the database row is taken: renew it */
+    bool lost;  /* a renewal found the row taken over */
 };
+
+/* Whether any lock was ever lost in this process: until then a session's check costs no lock. */
+static atomic_bool lost_any;
 
 static struct {
     pthread_mutex_t mu;
@@ -73,6 +78,32 @@ void pop3_lock_local_in_db(int64_t user_id, int64_t session)
         if (locks.v[i].user_id == user_id && locks.v[i].session == session)
             locks.v[i].in_db = true;
     set_unlock();
+}
+
+void pop3_lock_local_lost(int64_t user_id, int64_t session)
+{
+    set_lock();
+    for (size_t i = 0; i < locks.n; i++) {
+        if (locks.v[i].user_id == user_id && locks.v[i].session == session) {
+            locks.v[i].lost = true;
+            locks.v[i].in_db = false; /* nothing left to renew */
+            atomic_store(&lost_any, true);
+        }
+    }
+    set_unlock();
+}
+
+bool pop3_lock_local_is_lost(int64_t user_id, int64_t session)
+{
+    if (!atomic_load(&lost_any))
+        return false;
+    bool lost = false;
+    set_lock();
+    for (size_t i = 0; i < locks.n; i++)
+        if (locks.v[i].user_id == user_id && locks.v[i].session == session)
+            lost = locks.v[i].lost;
+    set_unlock();
+    return lost;
 }
 
 void pop3_lock_local_release(int64_t user_id, int64_t session)

@@ -12,6 +12,7 @@
 #ifndef POSTERN_POP3_LOCK_H
 #define POSTERN_POP3_LOCK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +29,10 @@ struct pop3_lock_ref {
 int pop3_lock_local_take(int64_t user_id, int64_t session);
 /* The login job took the database row too: renewals include it from now on. */
 void pop3_lock_local_in_db(int64_t user_id, int64_t session);
+/* A renewal found the row taken over by a session of another node (this node stalled past its
+ * lease): the session must end. */
+void pop3_lock_local_lost(int64_t user_id, int64_t session);
+bool pop3_lock_local_is_lost(int64_t user_id, int64_t session);
 /* Forgets session's entry (no database work). */
 void pop3_lock_local_release(int64_t user_id, int64_t session);
 /* A copy of the locks held in the database, for the renewal job; *out (owned by the caller,

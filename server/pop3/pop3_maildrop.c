@@ -228,6 +228,11 @@ enum pop3_md_open pop3_maildrop_lock(struct pop3_maildrop *md, const struct pop3
     return POP3_MD_OPENED;
 }
 
+bool pop3_maildrop_lock_lost(const struct pop3_maildrop *md)
+{
+    return md->db_locked && pop3_lock_local_is_lost(md->user_id, md->session);
+}
+
 void pop3_maildrop_locked_in_db(struct pop3_maildrop *md)
 {
     if (!md->locked)

@@ -176,6 +176,8 @@ struct pop3_md_owner {
  * taken, say so with pop3_maildrop_locked_in_db. */
 enum pop3_md_open pop3_maildrop_lock(struct pop3_maildrop *md, const struct pop3_md_owner *o);
 void pop3_maildrop_locked_in_db(struct pop3_maildrop *md);
+/* The lock's row went to a session of another node (server/node.c found it at a renewal). */
+bool pop3_maildrop_lock_lost(const struct pop3_maildrop *md);
 /* With the lock held: the snapshot, read through reader. on_read(ctx) is called for every read
  * that answered PENDING, this one and those of later commands. A failed snapshot releases the
  * lock. */

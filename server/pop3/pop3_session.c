@@ -464,6 +464,15 @@ static void dispatch(struct pop3_session *s, const char *line, size_t len)
         pop3_reply_error(s, "-ERR Command not valid in this state");
         return;
     }
+    /* This node stalled past its lease and a session of another node took the maildrop over:
+     * it is that session's now. This one ends without UPDATE (RFC 1939 8: one session per
+     * maildrop), so its marks delete nothing. */
+    if (s->state == POP3_STATE_TRANSACTION && pop3_maildrop_lock_lost(&s->md)) {
+        log_warn("pop3", conn_sid(s->conn), "event=session-lock-lost user=%s", s->address);
+        conn_reply(s->conn, "-ERR [IN-USE] Maildrop lock lost to another session\r\n");
+        conn_close(s->conn, "lock-lost");
+        return;
+    }
     if (fault_pop3_command(s->fault, cmd->cmd.verb, line, len, s->address[0] ? s->address : s->user,
                            &s->md.cut) != FAULT_PASS)
         return;

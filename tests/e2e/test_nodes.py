@@ -191,6 +191,31 @@ class TwoNodes(PosternTest):
         self.assertEqual(self.a.login(pa2), "-ERR [IN-USE] Maildrop is locked by another session")
         self.assertEqual(self.cmd(pb, "QUIT"), "+OK Bye")
 
+    def test_stalled_node_loses_the_lock_and_its_session_ends(self):
+        self.deliver(self.b)
+        pa = self.a.pop()
+        self.assertTrue(self.a.login(pa).startswith("+OK Logged in: maildrop has 1 message "))
+        self.assertEqual(self.cmd(pa, "DELE 1"), "+OK Message 1 deleted")
+        # a stalls past its lease (stopped, not dead): b takes the maildrop over.
+        self.a.proc.send_signal(signal.SIGSTOP)
+        try:
+            pb, _ = self.login_until_ok(self.b)
+        finally:
+            self.a.proc.send_signal(signal.SIGCONT)
+        # a's next renewal finds the lock gone; its session ends at its next command.
+        deadline = time.monotonic() + 20
+        reply = "+OK"
+        while reply == "+OK" and time.monotonic() < deadline:
+            reply = self.cmd(pa, "NOOP")
+            if reply == "+OK":
+                time.sleep(0.1)
+        self.assertEqual(reply, "-ERR [IN-USE] Maildrop lock lost to another session")
+        self.assertTrue(pa.closed())
+        self.a.wait_log("event=lock-lost")
+        # b's session, the maildrop's now, goes on.
+        self.assertTrue(self.cmd(pb, "STAT").startswith("+OK 1 "))
+        self.assertEqual(self.cmd(pb, "QUIT"), "+OK Bye")
+
     @unittest.skipIf(SHARED_DB, "reads the lease from the SQLite file")
     def test_lock_is_renewed_while_the_session_lives(self):
         pa = self.a.pop()
@@ -282,6 +307,7 @@ class NodeRestart(TwoNodes):
     test_dele_on_one_node_is_gone_on_the_other = None
     test_two_processes_cannot_share_a_node_name = None
     test_lock_is_renewed_while_the_session_lives = None
+    test_stalled_node_loses_the_lock_and_its_session_ends = None
 
     def test_restarted_node_drops_its_own_locks(self):
         pa = self.a.pop()
