@@ -24,55 +24,50 @@
 #include <stdio.h>
 #include <string.h>
 
-#define SP_NAME "nodes"
+/* Who holds name now, into *out (found false when nobody). */
+static int read_holder(struct store *s, const char *name, struct store_node_holder *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct sql_stmt *st = sql_prepare(s, "SELECT host, pid, expires_ms FROM nodes WHERE name = ?1");
+    if (st == NULL)
+        return STORE_ERR;
+    sql_bind_text(st, 1, name);
+    int rc = sql_step(st);
+    if (rc == SQL_ROW) {
+        const char *h = sql_col_text(st, 0);
+        snprintf(out->host, sizeof(out->host), "%s", h != NULL ? h : "");
+        out->pid = sql_col_i64(st, 1);
+        out->expires_ms = sql_col_i64(st, 2);
+        out->found = true;
+    }
+    return store_rows_end(s, st, rc, "read node");
+}
 
 int store_node_claim(struct store *s, const char *name, const char *host, int64_t pid,
                      int64_t now_ms, int64_t lease_ms, bool force, struct store_node_holder *out)
 {
     memset(out, 0, sizeof(*out));
-    if (store_sp_begin(s, SP_NAME) != STORE_OK)
-        return STORE_ERR;
-    int status = STORE_OK;
-    struct sql_stmt *st = sql_prepare(s, "SELECT host, pid, expires_ms FROM nodes WHERE name = ?1");
+    /* One statement decides and takes, as for the maildrop lock: two processes starting at once
+     * under one name cannot both win. The row is free when its lease ran out, when it is this
+     * very process's (asked again), or when the caller found its holder dead (force). */
+    struct sql_stmt *st = sql_prepare(
+        s, "INSERT INTO nodes(name, host, pid, started_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)"
+           " ON CONFLICT(name) DO UPDATE SET host = excluded.host, pid = excluded.pid,"
+           "  started_ms = excluded.started_ms, expires_ms = excluded.expires_ms"
+           " WHERE nodes.expires_ms <= ?4 OR (nodes.host = ?2 AND nodes.pid = ?3) OR ?6 = 1");
     if (st == NULL)
-        status = STORE_ERR;
-    if (status == STORE_OK) {
-        sql_bind_text(st, 1, name);
-        int rc = sql_step(st);
-        if (rc == SQL_ROW) {
-            const char *h = sql_col_text(st, 0);
-            snprintf(out->host, sizeof(out->host), "%s", h != NULL ? h : "");
-            out->pid = sql_col_i64(st, 1);
-            out->expires_ms = sql_col_i64(st, 2);
-            out->found = true;
-        }
-        status = store_rows_end(s, st, rc, "read node");
-    }
-    /* Our own row (a restart that kept the pid, or a second call) is ours to renew. */
-    bool ours = out->found && out->pid == pid && strcmp(out->host, host) == 0;
-    if (status == STORE_OK && out->found && out->expires_ms > now_ms && !ours && !force)
-        status = STORE_IN_USE;
-    if (status == STORE_OK) {
-        st = sql_prepare(s, "INSERT INTO nodes(name, host, pid, started_ms, expires_ms)"
-                            " VALUES (?1, ?2, ?3, ?4, ?5)"
-                            " ON CONFLICT(name) DO UPDATE SET host = excluded.host,"
-                            "  pid = excluded.pid, started_ms = excluded.started_ms,"
-                            "  expires_ms = excluded.expires_ms");
-        if (st == NULL) {
-            status = STORE_ERR;
-        } else {
-            sql_bind_text(st, 1, name);
-            sql_bind_text(st, 2, host);
-            sql_bind_i64(st, 3, pid);
-            sql_bind_i64(st, 4, now_ms);
-            sql_bind_i64(st, 5, now_ms + lease_ms);
-            status = store_step_done(s, st, "claim node");
-        }
-    }
-    if (status == STORE_OK)
-        return store_sp_release(s, SP_NAME);
-    (void)store_sp_undo(s, SP_NAME);
-    return status;
+        return STORE_ERR;
+    sql_bind_text(st, 1, name);
+    sql_bind_text(st, 2, host);
+    sql_bind_i64(st, 3, pid);
+    sql_bind_i64(st, 4, now_ms);
+    sql_bind_i64(st, 5, now_ms + lease_ms);
+    sql_bind_i64(st, 6, force ? 1 : 0);
+    int status = store_step_done(s, st, "claim node");
+    if (status != STORE_OK || sql_changes(st) > 0)
+        return status;
+    status = read_holder(s, name, out);
+    return status == STORE_OK ? STORE_IN_USE : status;
 }
 
 int store_node_leave(struct store *s, const char *name, const char *host, int64_t pid)

@@ -235,9 +235,8 @@ struct store_node_holder {
 };
 /*
  * Takes the name for the process (host, pid) with a lease until now_ms + lease_ms. STORE_IN_USE,
- * with the holder in *out, when another process's lease of that name is still running; force
- * takes it all the same (the caller found that process dead). *out is the row found before, if
- * any.
+ * with the holder in *out, when another process's lease of that name is still running (nothing
+ * is changed then); force takes it all the same (the caller found that process dead).
  */
 int store_node_claim(struct store *s, const char *name, const char *host, int64_t pid,
                      int64_t now_ms, int64_t lease_ms, bool force, struct store_node_holder *out);
