@@ -55,6 +55,7 @@ int64_t pg_sql_changes(struct sql_stmt *st);
 void pg_sql_reset(struct sql_stmt *st);
 int pg_store_exec(struct store *s, const char *sql);
 const char *pg_store_errmsg(struct store *s);
+int pg_store_announce(struct store *s, const char *channel);
 bool pg_store_in_transaction(struct store *s);
 int pg_store_begin(struct store *s);
 int pg_store_schema_version(struct store *s);

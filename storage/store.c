@@ -143,12 +143,13 @@ int store_rows_end(struct store *s, struct sql_stmt *st, int rc, const char *wha
 
 int store_announce(struct store *s, const char *channel)
 {
-    (void)channel;
     switch (s->backend) {
     case STORE_BACKEND_SQLITE:
         /* SQLite cannot tell another process anything: the nodes on the file find the change
          * at their next rescan (STORE_QUEUE_RESCAN_MS), which is the bound queue.h promises. */
         return STORE_OK;
+    case STORE_BACKEND_POSTGRES:
+        return pg_store_announce(s, channel);
     }
     snprintf(s->errmsg, sizeof(s->errmsg), "announce: unknown backend");
     return STORE_ERR;

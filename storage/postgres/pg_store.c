@@ -185,6 +185,18 @@ int pg_store_exec(struct store *s, const char *sql)
     return status;
 }
 
+/* NOTIFY: sent when the caller's transaction commits, or at once outside one; every node's
+ * listening connection hears it (storage/postgres/pg_conn.h, pg_notify). */
+int pg_store_announce(struct store *s, const char *channel)
+{
+    struct pg_store *ps = pg_store_of(s);
+    int rc = revive(ps);
+    if (rc != STORE_OK)
+        return rc;
+    rc = pg_notify(ps->conn, channel, "");
+    return rc == STORE_OK ? STORE_OK : pg_store_failed(ps, "announce", rc);
+}
+
 const char *pg_store_errmsg(struct store *s)
 {
     return pg_conn_errmsg(pg_store_of(s)->conn);
