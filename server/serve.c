@@ -539,6 +539,21 @@ int serve_load_files(const struct cfg *cfg, struct tls_ctx **tls_out,
     return 0;
 }
 
+/* Gives the node's name up at the end. The loop has ended, so waiting on the database blocks
+ * nobody: on the loop's own connection (SQLite), or on one opened for it (PostgreSQL, where no
+ * loop holds a connection). A failure only costs the next start the lease's wait. */
+static void node_stop_on(struct store *reads, const struct cfg *cfg)
+{
+    struct store *own = NULL;
+    char err[512];
+    if (reads == NULL && store_open(cfg->server.database, &own, err, sizeof(err)) != STORE_OK) {
+        log_warn("node", 0, "event=leave-failed node=%s error=\"%s\"", cfg->server.node, err);
+        return;
+    }
+    node_stop(reads != NULL ? reads : own, cfg->server.node);
+    store_close(&own);
+}
+
 int serve_main(struct cfg *cfg, const char *config_path)
 {
     struct server *srv = calloc(1, sizeof(*srv));
@@ -594,7 +609,16 @@ int serve_main(struct cfg *cfg, const char *config_path)
     }
     /* Before the writer's first job: the queue claims and POP3 locks it releases at start must
      * be this process's name's alone. */
-    if (node_start(srv->reads, cfg->server.node, err, sizeof(err)) != 0) {
+    struct store *own = NULL;
+    if (srv->reads == NULL &&
+        store_open(cfg->server.database, &own, err, sizeof(err)) != STORE_OK) {
+        log_error("store", 0, "event=open-failed error=\"%s\"", err);
+        goto out;
+    }
+    int started =
+        node_start(srv->reads != NULL ? srv->reads : own, cfg->server.node, err, sizeof(err));
+    store_close(&own);
+    if (started != 0) {
         fail_line("start-failed", err);
         goto out;
     }
@@ -759,7 +783,7 @@ out:
         uv_run(&srv->loop, UV_RUN_DEFAULT);
     }
     if (srv->node_started)
-        node_stop(srv->reads, cfg->server.node);
+        node_stop_on(srv->reads, cfg);
     store_close(&srv->reads);
     /* The loop ran to its end and every worker was joined before: nothing looks keys up now
      * (a signer's own references would outlive the cache anyway). */

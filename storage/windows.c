@@ -51,16 +51,16 @@ int store_window_login(struct store *s, const char *key, const char *user, int64
                        int64_t duration_ms, bool *failed_out)
 {
     *failed_out = false;
-    if (store_sp_begin(s, "window") != STORE_OK)
+    if (store_sp_begin(s, "window_login") != STORE_OK)
         return STORE_ERR;
     int rc = store_window_open(s, key, user, now_ms, duration_ms);
     if (rc == STORE_OK)
         rc = store_pop_login_record(s, key, user, now_ms);
     if (rc == STORE_OK)
-        rc = store_sp_release(s, "window");
+        rc = store_sp_release(s, "window_login");
     if (rc == STORE_OK)
         return STORE_OK;
-    if (store_sp_undo(s, "window") != STORE_OK)
+    if (store_sp_undo(s, "window_login") != STORE_OK)
         return STORE_ERR;
     *failed_out = true;
     return STORE_OK;

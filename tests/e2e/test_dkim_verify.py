@@ -124,8 +124,10 @@ class DkimSigningTest(PosternTest):
     def stored(self):
         con = sqlite3.connect(self.db, timeout=10)
         try:
+            # Only what the client sent: the queue runner may already have failed a relayed copy
+            # (dest.test has no MX here) and stored its bounce to alice, from the null sender.
             return [bytes(r[0]) for r in con.execute(
-                "SELECT body FROM messages ORDER BY id").fetchall()]
+                "SELECT body FROM messages WHERE sender <> '' ORDER BY id").fetchall()]
         finally:
             con.close()
 

@@ -241,5 +241,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_login_window_failure_keeps_the_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_node_name, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return STORE_TEST_RUN(tests);
 }
