@@ -164,7 +164,13 @@ int store_exec_for_tests(struct store *s, const char *sql)
 
 int store_commit(struct store *s)
 {
+    s->commit_unknown = false;
     return store_exec(s, "COMMIT");
+}
+
+bool store_commit_unknown(const struct store *s)
+{
+    return s->commit_unknown;
 }
 
 int store_rollback(struct store *s)

@@ -93,6 +93,12 @@ int store_exec_for_tests(struct store *s, const char *sql);
 int store_begin(struct store *s);
 int store_commit(struct store *s);
 int store_rollback(struct store *s);
+/* Whether the last store_commit failed without knowing if the server committed: PostgreSQL's
+ * connection was lost while the COMMIT was on its way. The caller must neither report success
+ * nor redo the work as if nothing had been written; the writer fails the batch's jobs, and a
+ * client that tries again may then store a message twice (at-least-once), never lose it.
+ * Always false on SQLite, whose COMMIT either returns or leaves the file as it was. */
+bool store_commit_unknown(const struct store *s);
 int store_savepoint(struct store *s);
 int store_savepoint_release(struct store *s);
 int store_savepoint_rollback(struct store *s);

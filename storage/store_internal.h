@@ -49,6 +49,7 @@ struct store {
     bool created;    /* store_open created the database (a new file, or the schema in PostgreSQL) */
     char path[1024]; /* the SQLite file; for PostgreSQL the connection string (never printed) */
     char errmsg[STORE_ERRMSG_BYTES]; /* the last failure, for store_errmsg */
+    bool commit_unknown; /* the last COMMIT lost its connection on the way (store_commit_unknown) */
 };
 
 /* ---- provided by each backend ---- */

@@ -22,8 +22,10 @@
  * its uv_async closed.
  *
  * What it does not do: split a batch that fails to commit into smaller ones. A failed COMMIT is
- * retried whole a few times (a lock held by an admin command, a transient I/O error), then every
- * job of the batch gets STORE_ERR.
+ * retried whole a few times (a lock held by an admin command, a transient I/O error, PostgreSQL's
+ * connection lost before the COMMIT and reconnected), then every job of the batch gets STORE_ERR.
+ * A COMMIT whose outcome is unknown (the connection lost during it) is not retried: its jobs get
+ * STORE_ERR at once, and a client that tries again may store its message twice, never lose it.
  */
 #include "storage/writer.h"
 
@@ -47,6 +49,8 @@
 #define WRITER_BATCH_ATTEMPTS 3
 /* Pause before attempt n+1: n times this (a full disk or an I/O hiccup may clear). */
 #define WRITER_RETRY_PAUSE_MS 100
+/* batch_attempt's answer when the COMMIT's outcome is unknown: not attempted again. */
+#define WRITER_BATCH_UNKNOWN 1
 
 /* The thread and what it shares with every handle. */
 struct writer_core {
@@ -118,7 +122,8 @@ static void log_store_error(enum log_level level, struct writer_core *w, const c
 
 /*
  * One attempt at the batch: BEGIN IMMEDIATE, every job in its own savepoint, COMMIT. Returns 0
- * when committed (each job's status set) or STORE_ERR after rolling everything back.
+ * when committed (each job's status set), WRITER_BATCH_UNKNOWN when the COMMIT's outcome is
+ * unknown (PostgreSQL's connection lost during it), or STORE_ERR after rolling everything back.
  */
 static int batch_attempt(struct writer_core *w, struct writer_job *batch, int attempt)
 {
@@ -151,6 +156,13 @@ static int batch_attempt(struct writer_core *w, struct writer_job *batch, int at
     }
     if (store_commit(st) == STORE_OK)
         return 0;
+    if (store_commit_unknown(st)) {
+        /* The server may hold the batch already: doing it again could answer 250 for a
+         * message stored twice, or fail on rows the first COMMIT wrote. Every job fails
+         * instead and its client tries again (docs/postgresql.md: at-least-once here). */
+        log_store_error(LOG_LEVEL_WARN, w, "commit-unknown", attempt);
+        return WRITER_BATCH_UNKNOWN;
+    }
 fail:
     log_store_error(LOG_LEVEL_WARN, w, event, attempt);
     /* store_rollback is a no-op when SQLite already rolled back (failed COMMIT, I/O error). */
@@ -176,6 +188,8 @@ static void batch_run(struct writer_core *w, struct writer_job *batch, struct wr
         if (rc == 0)
             break;
         stats->commit_failures++;
+        if (rc == WRITER_BATCH_UNKNOWN)
+            break;
         if (attempt < WRITER_BATCH_ATTEMPTS)
             pause_ms((int64_t)attempt * WRITER_RETRY_PAUSE_MS);
     }
@@ -191,7 +205,8 @@ static void batch_run(struct writer_core *w, struct writer_job *batch, struct wr
     if (observe != NULL)
         observe(n, clock_monotonic_ns() - start_ns);
     if (rc != 0) {
-        attempt = WRITER_BATCH_ATTEMPTS;
+        if (attempt > WRITER_BATCH_ATTEMPTS)
+            attempt = WRITER_BATCH_ATTEMPTS;
         stats->batches_failed++;
         log_error("writer", 0, "event=batch-failed jobs=%llu attempts=%d ms=%lld",
                   (unsigned long long)n, attempt, (long long)ms);

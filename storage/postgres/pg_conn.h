@@ -47,6 +47,10 @@
  * stuck node or a server in trouble must not hold the writer forever. It is far above what a
  * write of the largest message takes. */
 #define PG_STATEMENT_TIMEOUT_MS 60000
+/* The backoff between attempts to reconnect a lost connection (pg_store.c): the first retry
+ * after 250 ms, doubling up to 5 s, so a server back from a restart is found within 5 s. */
+#define PG_RECONNECT_MIN_MS 250
+#define PG_RECONNECT_MAX_MS 5000
 /* How long opening a connection may take, unless the connection string says otherwise. */
 #define PG_CONNECT_TIMEOUT_S 10
 /* Distinct statements one connection keeps prepared (the storage code has fewer than 128). */

@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
+#include "common/log.h"
 #include "storage/postgres/pg_schema.h"
 
 int pg_store_failed(struct pg_store *ps, const char *what, int rc)
@@ -30,13 +32,38 @@ int pg_store_failed(struct pg_store *ps, const char *what, int rc)
     return rc;
 }
 
-/* Reconnects a lost connection when no transaction of the caller's can be lost by it. */
+/*
+ * Reconnects a lost connection when no transaction of the caller's can be lost by it. While the
+ * server stays away, attempts are spaced by a backoff doubling from PG_RECONNECT_MIN_MS to
+ * PG_RECONNECT_MAX_MS: a call in between fails at once without touching the network, so a
+ * thread that is handed job after job (the writer, a reader) answers them with STORE_ERR quickly
+ * instead of dialling the server for each, and never waits longer than one connect_timeout.
+ */
 static int revive(struct pg_store *ps)
 {
     if (!pg_conn_is_lost(ps->conn) || ps->explicit_txn || ps->conn->n_sp > 0)
         return STORE_OK;
-    if (pg_conn_reconnect(ps->conn) != STORE_OK)
+    int64_t now = clock_monotonic_ms();
+    if (ps->next_try_ms != 0 && now < ps->next_try_ms) {
+        snprintf(ps->base.errmsg, sizeof(ps->base.errmsg),
+                 "reconnect: server unreachable, next attempt in %lld ms: %.300s",
+                 (long long)(ps->next_try_ms - now), pg_conn_errmsg(ps->conn));
+        return STORE_ERR;
+    }
+    if (pg_conn_reconnect(ps->conn) != STORE_OK) {
+        ps->backoff_ms = ps->backoff_ms == 0 ? PG_RECONNECT_MIN_MS : ps->backoff_ms * 2;
+        if (ps->backoff_ms > PG_RECONNECT_MAX_MS)
+            ps->backoff_ms = PG_RECONNECT_MAX_MS;
+        ps->next_try_ms = clock_monotonic_ms() + ps->backoff_ms;
+        char esc[PG_ERRMSG_BYTES];
+        log_escape(esc, sizeof(esc), pg_conn_errmsg(ps->conn), strlen(pg_conn_errmsg(ps->conn)));
+        log_warn("postgresql", 0, "event=reconnect-failed retry_ms=%lld error=%s",
+                 (long long)ps->backoff_ms, esc);
         return pg_store_failed(ps, "reconnect", STORE_ERR);
+    }
+    log_info("postgresql", 0, "event=reconnected backend_pid=%d", pg_conn_backend_pid(ps->conn));
+    ps->next_try_ms = 0;
+    ps->backoff_ms = 0;
     return STORE_OK;
 }
 
@@ -177,11 +204,20 @@ int pg_store_exec(struct store *s, const char *sql)
     /* COMMIT and ROLLBACK end store_begin's transaction, whatever they return: a failed COMMIT
      * has rolled it back. */
     bool ends = strcmp(sql, "COMMIT") == 0 || strcmp(sql, "ROLLBACK") == 0;
+    bool was_lost = pg_conn_is_lost(ps->conn);
     int status = pg_exec(ps->conn, sql);
     if (ends)
         ps->explicit_txn = false;
+    /* A COMMIT sent on a live connection that then lost it may have committed or not: the
+     * server may have flushed the WAL before the connection went. Only a connection already
+     * lost before it (nothing sent) is known to have committed nothing. */
+    bool unknown =
+        status != STORE_OK && strcmp(sql, "COMMIT") == 0 && !was_lost && pg_conn_is_lost(ps->conn);
+    if (unknown)
+        s->commit_unknown = true;
     if (status != STORE_OK)
-        snprintf(s->errmsg, sizeof(s->errmsg), "%s", pg_conn_errmsg(ps->conn));
+        snprintf(s->errmsg, sizeof(s->errmsg), "%.400s%s", pg_conn_errmsg(ps->conn),
+                 unknown ? " [commit outcome unknown]" : "");
     return status;
 }
 

@@ -16,6 +16,10 @@ struct pg_store {
     /* A transaction opened by store_begin (BEGIN) and not yet ended by COMMIT or ROLLBACK: a
      * lost connection is then not reconnected behind the caller's back (pg_store.c). */
     bool explicit_txn;
+    /* Reconnection backoff (pg_store.c): no attempt before next_try_ms after a failed one, the
+     * wait doubling from PG_RECONNECT_MIN_MS to PG_RECONNECT_MAX_MS; 0 while connected. */
+    int64_t next_try_ms;
+    int64_t backoff_ms;
     /* The body store_body_create began (pg_body.c). */
     struct {
         bool active;                  /* between store_body_create and store_body_finish */

@@ -588,6 +588,70 @@ static void test_commit_failure_fails_batch(void **state)
     assert_int_equal(scratch_has(fx->db_path, 4100), 1);
 }
 
+/* A job whose insert arms a deferred constraint trigger that terminates the writer's own server
+ * session while the COMMIT runs: the connection is lost during COMMIT. */
+static int doomed_run(struct store *st, struct writer_job *job)
+{
+    struct test_job *t = container_of(job, struct test_job, job);
+    char sql[128];
+    snprintf(sql, sizeof(sql), "INSERT INTO scratch(k, v) VALUES (%d, 'job-%d')", t->key, t->key);
+    if (store_exec_for_tests(st, sql) != STORE_OK)
+        return STORE_ERR;
+    return store_exec_for_tests(st, "INSERT INTO doomed(id) VALUES (1)");
+}
+
+/* A COMMIT whose connection is lost on the way has an unknown outcome: every job of the batch
+ * fails, and the batch is not run again (which could store it twice and answer success); the
+ * next batch reconnects. PostgreSQL only: SQLite's COMMIT has no connection to lose. */
+static void test_commit_lost_not_retried(void **state)
+{
+    struct fixture *fx = *state;
+    if (!store_test_on_pg) {
+        print_message("[  SKIPPED ] on SQLite: no connection to lose during COMMIT\n");
+        skip();
+    }
+    struct store *st = open_ok(fx->db_path);
+    assert_int_equal(store_exec_for_tests(
+                         st, "CREATE TABLE doomed (id INTEGER);"
+                             " CREATE FUNCTION doom() RETURNS trigger LANGUAGE plpgsql AS"
+                             " 'BEGIN PERFORM pg_terminate_backend(pg_backend_pid());"
+                             " PERFORM pg_sleep(5); RETURN NULL; END';"
+                             " CREATE CONSTRAINT TRIGGER doom AFTER INSERT ON doomed"
+                             " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION doom()"),
+                     STORE_OK);
+    store_close(&st);
+
+    struct gate g;
+    gate_init(&g, fx);
+    gate_submit_and_wait(&g, fx->w);
+    struct test_job jobs[2];
+    job_init(&jobs[0], fx, 4200, 0);
+    job_init(&jobs[1], fx, 4201, 0);
+    jobs[1].job.run = doomed_run;
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(writer_submit(fx->w, &jobs[i].job), 0);
+    gate_open(&g);
+    run_until(fx, &fx->done_count, 3);
+    gate_destroy(&g);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(jobs[i].done_calls, 1);
+        assert_int_equal(jobs[i].done_status, STORE_ERR);
+    }
+    struct writer_stats s;
+    writer_stats(fx->w, &s);
+    assert_int_equal(s.commit_failures, 1);
+    assert_int_equal(s.batches_failed, 1);
+    /* The session died before its COMMIT finished: here the server rolled back. */
+    assert_int_equal(scratch_has(fx->db_path, 4200), 0);
+
+    struct test_job after;
+    job_init(&after, fx, 4300, 0);
+    assert_int_equal(writer_submit(fx->w, &after.job), 0);
+    run_until(fx, &fx->done_count, 4);
+    assert_int_equal(after.done_status, 0);
+    assert_int_equal(scratch_has(fx->db_path, 4300), 1);
+}
+
 /* ---- start errors ---- */
 
 /* ---- two loops: one batch, each done on its own loop, detach then stop ---- */
@@ -718,6 +782,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_submit_after_stop_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_from_done, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_failure_fails_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_lost_not_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_loops_one_batch, setup, teardown),
         cmocka_unit_test(test_start_bad_path),
     };
