@@ -228,7 +228,7 @@ class PgFaultTest(PosternTest):
         out = proc.stdout + proc.stderr
         self.assertNotEqual(proc.returncode, 0, out)
         self.assertIn("postgresql", out)
-        self.assertIn("event=writer-failed", out)
+        self.assertIn("event=open-failed", out)
         self.assertIn("cannot connect", out)
         self.pg.start()
         self.start_server()
