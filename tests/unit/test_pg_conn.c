@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "pg_fixture.h"
+#include "pg_conn_fixture.h"
 #include "storage/postgres/pg_conn.h"
 
 /* ---- without a server ---- */
@@ -132,21 +133,6 @@ static void test_conninfo_is_pg(void **state)
 }
 
 /* ---- on the server ---- */
-
-static struct pg_conn *open_ok(const char *conninfo)
-{
-    char err[512] = "";
-    struct pg_conn *c = NULL;
-    if (pg_conn_open(conninfo, &c, err, sizeof(err)) != STORE_OK)
-        fail_msg("pg_conn_open: %s", err);
-    return c;
-}
-
-static void exec_ok(struct pg_conn *c, const char *sql)
-{
-    if (pg_exec(c, sql) != STORE_OK)
-        fail_msg("%s: %s", sql, pg_conn_errmsg(c));
-}
 
 /* The first column of the one row sql returns, as an integer. */
 static int64_t scalar(struct pg_conn *c, const char *sql)

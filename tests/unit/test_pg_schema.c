@@ -16,22 +16,8 @@
 #include <cmocka.h>
 
 #include "pg_fixture.h"
+#include "pg_conn_fixture.h"
 #include "storage/postgres/pg_schema.h"
-
-static struct pg_conn *open_ok(const char *conninfo)
-{
-    char err[512] = "";
-    struct pg_conn *c = NULL;
-    if (pg_conn_open(conninfo, &c, err, sizeof(err)) != STORE_OK)
-        fail_msg("pg_conn_open: %s", err);
-    return c;
-}
-
-static void exec_ok(struct pg_conn *c, const char *sql)
-{
-    if (pg_exec(c, sql) != STORE_OK)
-        fail_msg("%s: %s", sql, pg_conn_errmsg(c));
-}
 
 static void ensure_ok(struct pg_conn *c)
 {
