@@ -3,6 +3,7 @@
  */
 #include "common/pure/sasl.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -56,6 +57,15 @@ void sasl_reset(struct sasl *s)
 {
     if (s != NULL)
         sodium_memzero(s, sizeof(*s));
+}
+
+void sasl_free(struct sasl **s)
+{
+    if (*s == NULL)
+        return;
+    sasl_reset(*s);
+    free(*s);
+    *s = NULL;
 }
 
 bool sasl_is_active(const struct sasl *s)

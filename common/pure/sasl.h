@@ -75,6 +75,9 @@ enum sasl_status sasl_step(struct sasl *s, const char *line, size_t len,
 bool sasl_is_active(const struct sasl *s);
 /* Wipes everything, password included; s is then idle. Call after auth_verify() copied them. */
 void sasl_reset(struct sasl *s);
+/* For a struct sasl on the heap (a session keeps one only while an exchange runs): wipes it as
+ * sasl_reset does, frees it and sets *s to NULL; nothing when *s is NULL. */
+void sasl_free(struct sasl **s);
 /* A short static name for logs: "challenge", "done", "cancelled", ... */
 const char *sasl_status_name(enum sasl_status st);
 

@@ -42,17 +42,12 @@ static void refuse_plaintext(struct pop3_session *s)
 
 bool pop3_auth_active(const struct pop3_session *s)
 {
-    return s->sasl != NULL && sasl_is_active(s->sasl);
+    return sasl_is_active(s->sasl);
 }
 
 void pop3_auth_drop(struct pop3_session *s)
 {
-    if (s->sasl == NULL)
-        return;
-    sasl_reset(s->sasl);
-    sodium_memzero(s->sasl, sizeof(*s->sasl));
-    free(s->sasl);
-    s->sasl = NULL;
+    sasl_free(&s->sasl);
 }
 
 void pop3_auth_reset(struct pop3_session *s)

@@ -10,7 +10,6 @@
  * the boundary), decide whether a password is right (auth.c), or keep anything of its own: its
  * state is the session's sasl, auth_req and failure counters.
  */
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,17 +66,12 @@ static void auth_log_fail(struct smtp_session *s, const char *result, const char
 
 bool smtp_auth_active(const struct smtp_session *s)
 {
-    return s->sasl != NULL && sasl_is_active(s->sasl);
+    return sasl_is_active(s->sasl);
 }
 
 void smtp_auth_drop(struct smtp_session *s)
 {
-    if (s->sasl == NULL)
-        return;
-    sasl_reset(s->sasl);
-    sodium_memzero(s->sasl, sizeof(*s->sasl));
-    free(s->sasl);
-    s->sasl = NULL;
+    sasl_free(&s->sasl);
 }
 
 static void sasl_finish(struct smtp_session *s)
