@@ -3,10 +3,11 @@ one node does, the other sees at once (the POP3 maildrop lock, the relay window,
 a node that dies frees what it held (maildrop locks, queue claims): by its lease, or at once when
 it starts again.
 
-Backend: the SQLite file of the test's folder, which both processes open. Set
-POSTERN_E2E_NODES_DATABASE to a database connection string (postgresql://...) to run the same
-tests with both nodes on that database instead; the checks that read the SQLite file directly
-are then skipped. The short leases come from POSTERN_TEST_NODE_LEASE_MS (server/node.h), which
+Backend: the SQLite file of the test's folder, which both processes open; the same tests run
+again with both nodes on a fresh PostgreSQL database each (the *OnPostgresql classes, given the
+ctest fixture's server in POSTERN_TEST_PG; skipped without one). POSTERN_E2E_NODES_DATABASE, a
+connection string, runs the SQLite classes on that database instead. On PostgreSQL the checks
+that read the SQLite file directly are skipped. The short leases come from POSTERN_TEST_NODE_LEASE_MS (server/node.h), which
 only tests set. Only 127.0.0.0/8 is used; every wait is bounded.
 """
 import os
@@ -16,7 +17,7 @@ import subprocess
 import time
 import unittest
 
-from harness import BIN, PosternTest, free_ports, merge_ini
+from harness import BIN, PosternTest, free_ports, merge_ini, on_postgresql
 from outbound_fakes import SmtpSink
 from test_conn import Client
 
@@ -113,14 +114,29 @@ class Node:
         return c
 
 
-class TwoNodes(PosternTest):
+class NodesTest(PosternTest):
+    """What both test classes below share: where the nodes' database is."""
+
+    def shared_db(self):
+        """The database both nodes open: POSTERN_E2E_NODES_DATABASE, the test's PostgreSQL
+        database on the PostgreSQL run, or the SQLite file of the test's folder."""
+        if SHARED_DB:
+            return SHARED_DB
+        return self.database if self.backend == "postgresql" else self.db
+
+    def no_file(self):
+        """True when there is no SQLite file to read the rows from directly."""
+        return bool(SHARED_DB) or self.backend == "postgresql"
+
+
+class TwoNodes(NodesTest):
     """Marked for both backends: see the module's docstring."""
 
     lease_ms = SHORT_LEASE_MS
 
     def setUp(self):
         super().setUp()
-        db = SHARED_DB or self.db
+        db = self.shared_db()
         self.write_config(f"[server]\ndatabase = {db}\n")
         self.ok("domain", "add", "example.test")
         self.ok("user", "add", ALICE, input=PASSWORD + "\n")
@@ -216,8 +232,9 @@ class TwoNodes(PosternTest):
         self.assertTrue(self.cmd(pb, "STAT").startswith("+OK 1 "))
         self.assertEqual(self.cmd(pb, "QUIT"), "+OK Bye")
 
-    @unittest.skipIf(SHARED_DB, "reads the lease from the SQLite file")
     def test_lock_is_renewed_while_the_session_lives(self):
+        if self.no_file():
+            self.skipTest("reads the lease from the SQLite file")
         pa = self.a.pop()
         self.assertTrue(self.a.login(pa).startswith("+OK Logged in"))
         first = self.lock_expires_ms()
@@ -237,7 +254,7 @@ class TwoNodes(PosternTest):
         pa = self.a.pop()
         self.assertTrue(self.a.login(pa).startswith("+OK Logged in"))
         pa.close()  # no QUIT: the session's end releases the lock in a job of its own
-        if SHARED_DB:
+        if self.no_file():
             c, _ = self.login_until_ok(self.b, timeout=10)
         else:
             # Released, not run out: a lease that ends leaves its row; a release deletes it.
@@ -255,13 +272,13 @@ class TwoNodes(PosternTest):
         pb = self.b.pop()
         self.assertEqual(self.b.login(pb), "-ERR [IN-USE] Maildrop is locked by another session")
         self.a.kill()
-        if not SHARED_DB:
+        if not self.no_file():
             # Nothing released it: only the lease can free it now.
             self.assertEqual(self.lock_holder(), "a")
         c, _ = self.login_until_ok(self.b)
         self.assertEqual(self.cmd(c, "STAT"), "+OK 0 0")
         self.assertEqual(self.cmd(c, "QUIT"), "+OK Bye")
-        if not SHARED_DB:
+        if not self.no_file():
             self.assertIsNone(self.lock_holder())
 
     def test_window_opened_on_one_node_relays_on_the_other(self):
@@ -323,7 +340,7 @@ class NodeRestart(TwoNodes):
         self.assertEqual(self.cmd(pb, "QUIT"), "+OK Bye")
 
 
-class QueueAcrossNodes(PosternTest):
+class QueueAcrossNodes(NodesTest):
     """Queue claims name their node: a node's start releases its own claims only, and the claim
     of a node that died goes to another once its lease ran out. Short leases and attempt
     deadlines come from the test switches of server/outbound/queue_runner.h."""
@@ -332,7 +349,7 @@ class QueueAcrossNodes(PosternTest):
         super().setUp()
         self.sink = SmtpSink()
         self.addCleanup(self.sink.close)
-        db = SHARED_DB or self.db
+        db = self.shared_db()
         self.write_config(f"[server]\ndatabase = {db}\n")
         self.ok("domain", "add", "example.test")
         self.ok("network", "add", "127.0.0.2/32")
@@ -365,7 +382,7 @@ class QueueAcrossNodes(PosternTest):
         self.assertTrue(self.sink.data_seen.wait(20), "the message never reached the sink")
         self.a.kill()  # mid-delivery: the end of data sent, no reply yet
         self.assertEqual(self.sink.messages, [])
-        if not SHARED_DB:
+        if not self.no_file():
             rows = self.claim()
             self.assertEqual(len(rows), 1)
             self.assertEqual(rows[0][0], "a")
@@ -388,7 +405,7 @@ class QueueAcrossNodes(PosternTest):
         self.assertTrue(self.sink.data_seen.wait(20), "the message never reached the sink")
         self.a.kill()
         self.sink.stall_data = False
-        if not SHARED_DB:
+        if not self.no_file():
             self.assertEqual(self.claim()[0][0], "a")
         # b's start leaves a's claim alone...
         self.b.start()
@@ -399,6 +416,12 @@ class QueueAcrossNodes(PosternTest):
         while not self.sink.messages and time.monotonic() < deadline:
             time.sleep(0.05)
         self.assertEqual(len(self.sink.messages), 1)
+
+
+# The same tests with both nodes on one PostgreSQL database (a fresh one per test).
+TwoNodesOnPostgresql = on_postgresql(TwoNodes)
+NodeRestartOnPostgresql = on_postgresql(NodeRestart)
+QueueAcrossNodesOnPostgresql = on_postgresql(QueueAcrossNodes)
 
 
 if __name__ == "__main__":
