@@ -93,7 +93,7 @@ static const char schema_base[] =
     "  attempts BIGINT NOT NULL DEFAULT 0,"
     "  last_error TEXT NOT NULL DEFAULT '',"
     "  claimed_ms BIGINT,"
-    "  claimed_by TEXT," /* the claiming node (12) */
+    "  claimed_by TEXT,"                       /* the claiming node (12) */
     "  dsn_notify INTEGER NOT NULL DEFAULT 0," /* DSN (11): NOTIFY bits, ORCPT as sent */
     "  dsn_orcpt TEXT,"
     "  delay_notified INTEGER NOT NULL DEFAULT 0);"
