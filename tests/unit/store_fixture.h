@@ -257,6 +257,38 @@ static inline char *store_test_query_blob(const char *path, const char *sql, siz
     return out;
 }
 
+/* A test's place: a new temporary folder /tmp/postern-TAG-XXXXXX into dir, and the test's
+ * database into path (a file in that folder on SQLite, a fresh database on PostgreSQL). */
+static inline void store_test_place_new(char *dir, size_t dirlen, const char *tag, char *path,
+                                        size_t pathlen)
+{
+    if ((size_t)snprintf(dir, dirlen, "/tmp/postern-%s-XXXXXX", tag) >= dirlen)
+        fail_msg("folder name too long");
+    assert_non_null(mkdtemp(dir));
+    store_test_db_new(path, pathlen, dir, "t.db");
+}
+
+/* Undoes store_test_place_new once every store on path is closed: the database's files or the
+ * PostgreSQL database, then the folder. */
+static inline void store_test_place_free(const char *dir, const char *path)
+{
+    store_test_db_remove_files(path);
+    store_test_db_drop();
+    assert_int_equal(rmdir(dir), 0);
+}
+
+/* Adds the local domain example.test and the user address in it (a placeholder hash, never
+ * verified here); the user's id. */
+static inline int64_t store_test_user(struct store *s, const char *address)
+{
+    assert_int_equal(store_domain_add(s, "example.test"), STORE_OK);
+    assert_int_equal(store_user_add(s, address, "example.test", "not-a-hash"), STORE_OK);
+    int64_t id = 0;
+    char hash[128];
+    assert_int_equal(store_user_get(s, address, &id, hash, sizeof(hash)), STORE_OK);
+    return id;
+}
+
 /* Runs tests on SQLite, then on PostgreSQL when there is a server; the failures of both. */
 static inline int store_test_run(const struct CMUnitTest *tests, size_t n)
 {

@@ -47,15 +47,10 @@ static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     assert_non_null(f);
-    snprintf(f->dir, sizeof(f->dir), "/tmp/postern-reader-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    store_test_db_new(f->path, sizeof(f->path), f->dir, "t.db");
+    store_test_place_new(f->dir, sizeof(f->dir), "reader", f->path, sizeof(f->path));
     f->s = open_ok(f->path);
     f->rd = open_ok(f->path);
-    assert_int_equal(store_domain_add(f->s, "example.test"), STORE_OK);
-    assert_int_equal(store_user_add(f->s, "a@example.test", "example.test", "h"), STORE_OK);
-    char hash[128];
-    assert_int_equal(store_user_get(f->s, "a@example.test", &f->uid, hash, sizeof(hash)), STORE_OK);
+    f->uid = store_test_user(f->s, "a@example.test");
     *state = f;
     return 0;
 }
@@ -66,9 +61,7 @@ static int teardown(void **state)
     /* Closing the store closes its idle pooled connections (the sanitizer sees any leak). */
     store_close(&f->rd);
     store_close(&f->s);
-    store_test_db_remove_files(f->path);
-    store_test_db_drop();
-    assert_int_equal(rmdir(f->dir), 0);
+    store_test_place_free(f->dir, f->path);
     free(f);
     return 0;
 }

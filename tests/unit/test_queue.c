@@ -59,16 +59,9 @@ static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     assert_non_null(f);
-    snprintf(f->dir, sizeof(f->dir), "/tmp/postern-queue-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    store_test_db_new(f->path, sizeof(f->path), f->dir, "t.db");
+    store_test_place_new(f->dir, sizeof(f->dir), "queue", f->path, sizeof(f->path));
     f->s = open_ok(f->path);
-    assert_int_equal(store_domain_add(f->s, "example.test"), STORE_OK);
-    assert_int_equal(store_user_add(f->s, "alice@example.test", "example.test", "not-a-hash"),
-                     STORE_OK);
-    char hash[128];
-    assert_int_equal(store_user_get(f->s, "alice@example.test", &f->alice, hash, sizeof(hash)),
-                     STORE_OK);
+    f->alice = store_test_user(f->s, "alice@example.test");
     *state = f;
     return 0;
 }
@@ -77,9 +70,7 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     store_close(&f->s);
-    store_test_db_remove_files(f->path);
-    store_test_db_drop();
-    assert_int_equal(rmdir(f->dir), 0);
+    store_test_place_free(f->dir, f->path);
     free(f);
     return 0;
 }

@@ -44,9 +44,7 @@ static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     assert_non_null(f);
-    snprintf(f->dir, sizeof(f->dir), "/tmp/postern-sql-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    store_test_db_new(f->path, sizeof(f->path), f->dir, "t.db");
+    store_test_place_new(f->dir, sizeof(f->dir), "sql", f->path, sizeof(f->path));
     f->s = open_ok(f->path);
     assert_int_equal(store_exec_for_tests(f->s, store_test_on_pg ? scratch_pg : scratch_sqlite),
                      STORE_OK);
@@ -58,9 +56,7 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     store_close(&f->s);
-    store_test_db_remove_files(f->path);
-    store_test_db_drop();
-    assert_int_equal(rmdir(f->dir), 0);
+    store_test_place_free(f->dir, f->path);
     free(f);
     return 0;
 }
