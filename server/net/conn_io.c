@@ -95,6 +95,22 @@ static void trim_output(struct conn *c)
     outq_init(&c->outq, limit);
 }
 
+/* Counts bytes that reached the socket. */
+static void count_out(struct conn *c, size_t n)
+{
+    c->bytes_out += n;
+    metrics_bytes_out((int)c->service, n);
+}
+
+/*
+ * Hands the queued output to the socket. First straight away with uv_try_write: a reply is
+ * short and the socket's buffer has room, so it is usually all taken at once, with no write
+ * request, no callback on a later loop turn and no change to the poll set (a uv_write that
+ * completes still makes libuv re-register the socket with epoll when it stops watching for
+ * writability). What the kernel does not take goes through uv_write, whose callback continues.
+ * While a handler waits for on_drain (a body being streamed) the write goes through uv_write
+ * only, because that callback is what calls on_drain.
+ */
 void conn__flush(struct conn *c)
 {
     if (c->state == CONN_CLOSED || c->state == CONN_CONNECTING)
@@ -104,8 +120,27 @@ void conn__flush(struct conn *c)
     if (!outq_is_writing(&c->outq)) {
         const unsigned char *data;
         size_t n = outq_write_begin(&c->outq, &data);
-        if (n > 0) {
+        size_t sent = 0;
+        if (n > 0 && !c->want_drain) {
             uv_buf_t b = uv_buf_init((char *)data, (unsigned int)n);
+            int rc = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+            if (rc < 0 && rc != UV_EAGAIN) {
+                char why[CONN_REASON_MAX_BYTES];
+                outq_write_done(&c->outq);
+                conn__reason_with_uv(why, sizeof(why), "write-error", rc);
+                conn_abort(c, why);
+                return;
+            }
+            sent = rc > 0 ? (size_t)rc : 0;
+            if (sent > 0)
+                count_out(c, sent);
+            if (sent == n) {
+                outq_write_done(&c->outq);
+                trim_output(c);
+            }
+        }
+        if (n > sent) {
+            uv_buf_t b = uv_buf_init((char *)data + sent, (unsigned int)(n - sent));
             uv_write_t *req = malloc(sizeof(*req)); /* freed by on_write */
             if (req == NULL) {
                 outq_write_done(&c->outq);
@@ -113,7 +148,7 @@ void conn__flush(struct conn *c)
                 return;
             }
             req->data = c;
-            c->write_len = n;
+            c->write_len = n - sent;
             int rc = uv_write(req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
             if (rc != 0) {
                 char why[CONN_REASON_MAX_BYTES];
@@ -136,10 +171,8 @@ static void on_write(uv_write_t *req, int status)
     struct conn *c = req->data;
     free(req);
     outq_write_done(&c->outq);
-    if (status == 0) {
-        c->bytes_out += c->write_len;
-        metrics_bytes_out((int)c->service, c->write_len);
-    }
+    if (status == 0)
+        count_out(c, c->write_len);
     if (c->state == CONN_CLOSED)
         return; /* cancelled by the close; the close callback follows */
     if (status < 0) {
@@ -241,11 +274,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 void conn__update_reading(struct conn *c)
 {
     bool want;
+    /* A pause (the session waits for the store, a password check or a delay) leaves a socket
+     * that is being read registered: what arrives meanwhile is read once into the stash (the
+     * pump hands nothing over while paused), and the stash, no longer empty, stops reading
+     * then. Stopping at every pause would cost two epoll_ctl calls per pause, since libuv
+     * forgets the registration when nothing is watched, for input that usually does not come;
+     * a client that does send meanwhile still has at most one read's worth held here. */
     if (c->state == CONN_LINGERING)
         want = true;
     else
-        want = c->state == CONN_OPEN && !c->paused && !c->eof && !c->output_full && !c->backlog &&
-               buf_unread(&c->stash) == 0;
+        want = c->state == CONN_OPEN && (!c->paused || c->reading) && !c->eof && !c->output_full &&
+               !c->backlog && buf_unread(&c->stash) == 0;
     if (want && !c->reading) {
         int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
         if (rc != 0) {
@@ -457,6 +496,11 @@ void conn__pump(struct conn *c, const unsigned char *chunk, size_t len)
     c->in_pump--;
     if (c->state == CONN_OPEN) {
         c->backlog = !dry;
+        /* Paused, the loop above stopped before looking for input: backlog then says whether
+         * any is held here, which is what stops reading (conn__update_reading) until resumed. */
+        if (c->paused)
+            c->backlog =
+                buf_unread(&c->stash) > 0 || (c->lr_live && linereader_buffered(&c->lr) > 0);
         if (dry && c->eof) {
             conn_close(c, "client-closed");
         } else if (dry) {

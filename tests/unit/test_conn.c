@@ -607,6 +607,23 @@ static void test_idle_holds_no_buffers(void **state)
     assert_int_equal(rec_of(c)->lines, 2);
 }
 
+/* A reply the socket can take goes out inside conn_reply (uv_try_write): nothing is left queued
+ * or held for a later loop turn, and the client gets it. */
+static void test_reply_written_at_once(void **state)
+{
+    struct conn *c;
+    struct client *cl = open_client_ex(false, false, &c);
+    client_sends(cl, "HELLO\r\n");
+    WAIT_FOR(cl->in_len == strlen("OK HELLO\r\n"));
+    WAIT_FOR(held_bytes(c) == 0);
+    assert_int_equal(conn_reply(c, "NOW %d\r\n", 1), 0);
+    struct conn_stats st;
+    conn_get_stats(c, &st);
+    assert_int_equal(st.output_bytes, 0);
+    assert_int_equal(st.held_bytes, 0);
+    WAIT_FOR(client_has(cl, "NOW 1\r\n"));
+}
+
 static void test_many_lines_one_write_and_fairness(void **state)
 {
     enum { N = 1000 };
@@ -782,6 +799,36 @@ static void test_pause_resume(void **state)
     WAIT_FOR(client_has(cl, "OK D\r\n"));
     assert_string_equal((char *)cl->in, "OK A\r\nOK B\r\nOK C\r\nOK D\r\n");
     /* No idle timeout fires while paused is tested by test_timeout. */
+}
+
+/* A pause with nothing waiting keeps the socket registered (no epoll change per pause); input
+ * that then arrives is read once into the stash and stops reading, and none of it is handed over
+ * before the resume. */
+static void test_pause_keeps_reading_until_input(void **state)
+{
+    struct conn *c;
+    struct client *cl = open_client_ex(false, false, &c);
+    struct rec *r = rec_of(c);
+    client_sends(cl, "WAIT\r\n");
+    WAIT_FOR(r->lines == 1);
+    run_for(SETTLE_MS);
+    assert_true(conn_is_paused(c));
+    struct conn_stats st;
+    conn_get_stats(c, &st);
+    assert_true(st.reading);
+    assert_int_equal(st.input_bytes, 0);
+    client_sends(cl, "E\r\nF\r\n");
+    run_for(SETTLE_MS);
+    conn_get_stats(c, &st);
+    assert_false(st.reading);
+    assert_int_equal(st.input_bytes, 6);
+    assert_int_equal(r->lines, 1);
+    conn_resume_reading(c);
+    WAIT_FOR(r->lines == 3);
+    assert_string_equal(rec_text(r), "L:WAIT\nL:E\nL:F\n");
+    WAIT_FOR(client_has(cl, "OK F\r\n"));
+    conn_get_stats(c, &st);
+    assert_true(st.reading);
 }
 
 /* ---- closing -------------------------------------------------------------------------------- */
@@ -1140,11 +1187,13 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_split_every_position, setup, teardown),
         cmocka_unit_test_setup_teardown(test_byte_by_byte, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reply_written_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_lines_one_write_and_fairness, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_holds_no_buffers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overlong_and_nul, setup, teardown),
         cmocka_unit_test_setup_teardown(test_data_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pause_keeps_reading_until_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
