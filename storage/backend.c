@@ -84,6 +84,11 @@ int store_exec(struct store *s, const char *sql)
     return IS_SQLITE(s->backend) ? sqlite_store_exec(s, sql) : pg_store_exec(s, sql);
 }
 
+int store_exec_kept(struct store *s, const char *sql)
+{
+    return IS_SQLITE(s->backend) ? sqlite_store_exec_kept(s, sql) : pg_store_exec(s, sql);
+}
+
 const char *store_backend_errmsg(struct store *s)
 {
     return IS_SQLITE(s->backend) ? sqlite_store_errmsg(s) : pg_store_errmsg(s);

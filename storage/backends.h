@@ -23,6 +23,7 @@ bool sqlite_sql_col_null(struct sql_stmt *st, int col);
 int64_t sqlite_sql_changes(struct sql_stmt *st);
 void sqlite_sql_reset(struct sql_stmt *st);
 int sqlite_store_exec(struct store *s, const char *sql);
+int sqlite_store_exec_kept(struct store *s, const char *sql);
 const char *sqlite_store_errmsg(struct store *s);
 bool sqlite_store_in_transaction(struct store *s);
 int sqlite_store_begin(struct store *s);

@@ -183,9 +183,14 @@ static int check_delivery(struct store *s, const struct store_delivery *d)
     return STORE_OK;
 }
 
-/* Reads the per-database UIDL tag and checks it is usable in a UIDL. */
+/* Reads the per-database UIDL tag and checks it is usable in a UIDL; remembered in the store. */
 static int read_uidl_tag(struct store *s, char *tag_out, size_t taglen)
 {
+    _Static_assert(sizeof(s->uidl_tag) == MAILBOX_TAG_MAX_CHARS + 1, "the tag's cache fits a tag");
+    if (s->uidl_tag[0] != '\0' && strlen(s->uidl_tag) < taglen) {
+        memcpy(tag_out, s->uidl_tag, strlen(s->uidl_tag) + 1);
+        return STORE_OK;
+    }
     struct sql_stmt *st = sql_prepare(s, "SELECT value FROM meta WHERE key = 'uidl_tag'");
     if (st == NULL)
         return STORE_ERR;
@@ -199,6 +204,7 @@ static int read_uidl_tag(struct store *s, char *tag_out, size_t taglen)
             ok = v[i] >= 0x21 && v[i] <= 0x7e && v[i] != '.';
         if (ok) {
             memcpy(tag_out, v, len + 1);
+            memcpy(s->uidl_tag, v, len + 1);
         } else {
             snprintf(s->errmsg, sizeof(s->errmsg), "deliver: meta uidl_tag is unusable");
             status = STORE_ERR;

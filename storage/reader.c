@@ -97,6 +97,18 @@ static void pool_unlock(struct reader_pool *p)
     must(pthread_mutex_unlock(&p->mu), "pthread_mutex_unlock");
 }
 
+/* Runs a job in one read transaction (store.h: store_read_group_begin). A group that cannot
+ * begin still runs the job, statement by statement; one that cannot end is logged and the
+ * job's own status stands, since what it read was read. */
+static int run_job(struct store *st, struct reader_job *j)
+{
+    bool grouped = store_read_group_begin(st) == STORE_OK;
+    int status = j->run(st, j);
+    if (grouped && store_read_group_end(st) != STORE_OK)
+        log_warn("reader", 0, "event=read-group-failed error=\"%s\"", store_errmsg(st));
+    return status;
+}
+
 static void *reader_main(void *arg)
 {
     struct reader_thread_arg *a = arg;
@@ -118,7 +130,7 @@ static void *reader_main(void *arg)
         pool_unlock(p);
 
         j->next = NULL;
-        j->status = j->run(st, j);
+        j->status = run_job(st, j);
 
         pool_lock(p);
         struct reader *r = j->owner;
@@ -349,7 +361,7 @@ int reader_submit(struct reader *r, struct reader_job *job, int *status_out)
         return READER_DONE;
     }
     if (r->pool == NULL) {
-        *status_out = job->run(r->store, job);
+        *status_out = run_job(r->store, job);
         return READER_DONE;
     }
     struct reader_pool *p = r->pool;

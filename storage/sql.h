@@ -85,6 +85,10 @@ int store_step_id(struct store *s, struct sql_stmt *st, const char *what, int64_
 int store_rows_end(struct store *s, struct sql_stmt *st, int rc, const char *what);
 /* Runs SQL text of one or more statements without parameters or rows (DDL, transaction verbs). */
 int store_exec(struct store *s, const char *sql);
+/* store_exec for one statement run again and again whose text is made at run time (a savepoint's
+ * "RELEASE mailbox"): SQLite keeps it prepared and finds it again by its text, instead of parsing
+ * it on every call. */
+int store_exec_kept(struct store *s, const char *sql);
 
 /*
  * Named savepoints: the one way a storage/ function makes its own changes atomic inside whatever

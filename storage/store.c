@@ -165,7 +165,7 @@ int store_exec_for_tests(struct store *s, const char *sql)
 int store_commit(struct store *s)
 {
     s->commit_unknown = false;
-    return store_exec(s, "COMMIT");
+    return store_exec_kept(s, "COMMIT");
 }
 
 bool store_commit_unknown(const struct store *s)
@@ -181,6 +181,32 @@ int store_rollback(struct store *s)
     return store_exec(s, "ROLLBACK");
 }
 
+/* Runs one statement without parameters or rows through the statement cache. */
+static int step_cached(struct store *s, const char *sql, const char *what)
+{
+    struct sql_stmt *st = sql_prepare(s, sql);
+    if (st == NULL)
+        return STORE_ERR;
+    return store_step_done(s, st, what);
+}
+
+int store_read_group_begin(struct store *s)
+{
+    if (s->backend != STORE_BACKEND_SQLITE)
+        return STORE_OK;
+    return step_cached(s, "BEGIN DEFERRED", "begin a group of reads");
+}
+
+int store_read_group_end(struct store *s)
+{
+    if (s->backend != STORE_BACKEND_SQLITE || !store_in_transaction(s))
+        return STORE_OK;
+    if (step_cached(s, "COMMIT", "end a group of reads") == STORE_OK)
+        return STORE_OK;
+    (void)store_rollback(s);
+    return STORE_ERR;
+}
+
 /* Longest savepoint statement: "ROLLBACK TO " and a short name. */
 #define STORE_SP_SQL_BYTES 64
 
@@ -193,7 +219,7 @@ static int sp_exec(struct store *s, const char *verb, const char *name)
         snprintf(s->errmsg, sizeof(s->errmsg), "savepoint name too long: %.32s", name);
         return STORE_ERR;
     }
-    return store_exec(s, sql);
+    return store_exec_kept(s, sql);
 }
 
 /* On PostgreSQL a SAVEPOINT needs an open transaction: its backend keeps SQLite's meaning (a

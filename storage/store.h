@@ -102,6 +102,17 @@ bool store_commit_unknown(const struct store *s);
 int store_savepoint(struct store *s);
 int store_savepoint_release(struct store *s);
 int store_savepoint_rollback(struct store *s);
+/*
+ * A group of reads in one read transaction (storage/reader.c runs each reader job in one). On
+ * SQLite each statement outside a transaction takes and drops the shared lock and checks the
+ * write-ahead log again; a job of several lookups pays that once instead, and its lookups all
+ * see one snapshot of the database. begin: a deferred BEGIN (no lock until the first read);
+ * end: its COMMIT, or a ROLLBACK when that fails (a statement left unfinished). Nothing in the
+ * group may write. On PostgreSQL both do nothing and return STORE_OK: each statement is a round
+ * trip there, and two more per job would cost more than they save.
+ */
+int store_read_group_begin(struct store *s);
+int store_read_group_end(struct store *s);
 
 /*
  * Streaming a stored message body (storage/sqlite/body_reader.c): opened by store_message_open

@@ -50,6 +50,10 @@ struct store {
     char path[1024]; /* the SQLite file; for PostgreSQL the connection string (never printed) */
     char errmsg[STORE_ERRMSG_BYTES]; /* the last failure, for store_errmsg */
     bool commit_unknown; /* the last COMMIT lost its connection on the way (store_commit_unknown) */
+    /* The database's uidl_tag (table meta) once storage/mailbox.c has read and checked it; "" until
+     * then. Written by the migration that made the database and never changed, so it is read once
+     * per connection and not once per delivered message. */
+    char uidl_tag[33];
 };
 
 /* ---- provided by each backend ---- */

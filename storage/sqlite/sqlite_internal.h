@@ -15,6 +15,9 @@
 /* Prepared statements are cached by the address of their SQL text, which is always a string
  * literal in storage/, so the hot paths (RCPT lookups, window checks) prepare once. */
 #define STORE_STMT_CACHE 128
+/* Of those slots, at most this many hold statements kept by their text (store_exec_kept: the
+ * transaction verbs and each savepoint name's SAVEPOINT, RELEASE and ROLLBACK TO). */
+#define STORE_STMT_KEPT 40
 
 /* Statements one pooled connection keeps prepared: the two lookups (mailbox entry, queued
  * message) and the "is it still there" check. */
@@ -23,8 +26,10 @@
 /* A cached statement: what sql.h calls a struct sql_stmt (its base). Lives in its store's cache
  * for the life of the connection, so a pointer to it stays valid. */
 struct sqlite_stmt {
-    struct sql_stmt base;      /* first: what the table files hold */
-    const char *sql;           /* borrowed: a string literal, the cache key; NULL: slot free */
+    struct sql_stmt base; /* first: what the table files hold */
+    const char *sql; /* the cache key; NULL: slot free. Borrowed (a string literal, found by its
+                      * address), or owned when `kept` (store_exec_kept's copy, found by text) */
+    bool kept;
     sqlite3_stmt *stmt;        /* owned */
     struct sqlite_store *conn; /* borrowed: the connection the statement belongs to */
     int bind_rc;               /* the first failed bind since sql_prepare, else SQLITE_OK */

@@ -22,6 +22,7 @@
 
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The clause sql_prepare takes off an INSERT (see above). */
@@ -33,7 +34,7 @@ struct sql_stmt *sqlite_sql_prepare(struct store *s, const char *sql)
     struct sqlite_store *ls = sqlite_of(s);
     size_t free_slot = STORE_STMT_CACHE;
     for (size_t i = 0; i < STORE_STMT_CACHE; i++) {
-        if (ls->cache[i].sql == sql) {
+        if (ls->cache[i].sql == sql && !ls->cache[i].kept) {
             sqlite3_stmt *st = ls->cache[i].stmt;
             sqlite3_reset(st);
             sqlite3_clear_bindings(st);
@@ -71,10 +72,53 @@ struct sql_stmt *sqlite_sql_prepare(struct store *s, const char *sql)
     return &ls->cache[free_slot].base;
 }
 
+int sqlite_store_exec_kept(struct store *s, const char *sql)
+{
+    struct sqlite_store *ls = sqlite_of(s);
+    sqlite3_stmt *st = NULL;
+    size_t free_slot = STORE_STMT_CACHE, kept = 0;
+    for (size_t i = 0; i < STORE_STMT_CACHE && st == NULL; i++) {
+        if (ls->cache[i].kept && strcmp(ls->cache[i].sql, sql) == 0)
+            st = ls->cache[i].stmt;
+        else if (ls->cache[i].sql == NULL && free_slot == STORE_STMT_CACHE)
+            free_slot = i;
+        kept += ls->cache[i].kept;
+    }
+    if (st == NULL) {
+        /* At most STORE_STMT_KEPT of the cache's slots, so the literals always find room. */
+        bool room = free_slot < STORE_STMT_CACHE && kept < STORE_STMT_KEPT;
+        char *copy = room ? strdup(sql) : NULL;
+        if (copy == NULL)
+            return sqlite_store_exec(s, sql); /* no room to keep it: parsed this once */
+        if (sqlite3_prepare_v3(ls->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) !=
+            SQLITE_OK) {
+            free(copy);
+            snprintf(s->errmsg, sizeof(s->errmsg), "%s", sqlite3_errmsg(ls->db));
+            return STORE_ERR;
+        }
+        ls->cache[free_slot] = (struct sqlite_stmt){.base = {.backend = STORE_BACKEND_SQLITE},
+                                                    .sql = copy,
+                                                    .kept = true,
+                                                    .stmt = st,
+                                                    .conn = ls};
+    }
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        continue;
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        snprintf(s->errmsg, sizeof(s->errmsg), "%s", sqlite3_errmsg(ls->db)); /* as store_exec */
+        return STORE_ERR;
+    }
+    return STORE_OK;
+}
+
 void sqlite_stmt_cache_free(struct sqlite_store *ls)
 {
     for (size_t i = 0; i < STORE_STMT_CACHE; i++) {
         sqlite3_finalize(ls->cache[i].stmt);
+        if (ls->cache[i].kept)
+            free((char *)ls->cache[i].sql);
         ls->cache[i] = (struct sqlite_stmt){0};
     }
 }

@@ -20,7 +20,7 @@ _Static_assert(SCHEMA_VERSION == STORE_SCHEMA_VERSION, "store.h and schema.h agr
  * that will write never fails half-way on a lock another connection took meanwhile. */
 int sqlite_store_begin(struct store *s)
 {
-    return store_exec(s, "BEGIN IMMEDIATE");
+    return store_exec_kept(s, "BEGIN IMMEDIATE");
 }
 
 static int read_user_version(struct sqlite_store *ls, int *version_out)

@@ -21,6 +21,7 @@
 
 #include "common/pure/cidr.h"
 #include "storage/faults.h"
+#include "storage/sql.h"
 #include "storage/store.h"
 #include "tests/unit/store_fixture.h"
 
@@ -766,6 +767,55 @@ static void test_savepoint_undo_keeps_the_cause(void **state)
     assert_int_not_equal(store_savepoint_rollback(f->s), STORE_OK);
 }
 
+/* A group of reads sees one snapshot on SQLite: a domain another connection adds meanwhile shows
+ * only after the group ends. On PostgreSQL grouping does nothing, so each read sees it at once. */
+static void test_read_group_is_one_snapshot(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_ok(f->path);
+    struct store *other = open_ok(f->path);
+    bool local = true;
+    assert_int_equal(store_read_group_begin(f->s), STORE_OK);
+    assert_int_equal(store_domain_is_local(f->s, "late.test", &local), STORE_OK);
+    assert_false(local);
+    assert_int_equal(store_domain_add(other, "late.test"), STORE_OK);
+    assert_int_equal(store_domain_is_local(f->s, "late.test", &local), STORE_OK);
+    assert_true(local == store_test_on_pg);
+    assert_int_equal(store_read_group_end(f->s), STORE_OK);
+    assert_int_equal(store_domain_is_local(f->s, "late.test", &local), STORE_OK);
+    assert_true(local);
+    /* Ending with no group open, or twice, is harmless. */
+    assert_int_equal(store_read_group_end(f->s), STORE_OK);
+    store_close(&other);
+}
+
+/* Savepoints (store_exec_kept) keep working past the number of statements kept by their text:
+ * names beyond it are run unkept, and every savepoint still does what it says. */
+static void test_many_savepoint_names(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_ok(f->path);
+    static const char *const names[] = {
+        "n_a", "n_b", "n_c", "n_d", "n_e", "n_f", "n_g", "n_h", "n_i", "n_j", "n_k", "n_l", "n_m",
+        "n_n", "n_o", "n_p", "n_q", "n_r", "n_s", "n_t", "n_u", "n_v", "n_w", "n_x", "n_y", "n_z"};
+    enum { N = sizeof(names) / sizeof(names[0]) };
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++) {
+            char domain[32];
+            snprintf(domain, sizeof(domain), "%s-%d.test", names[i], round);
+            assert_int_equal(store_sp_begin(f->s, names[i]), STORE_OK);
+            assert_int_equal(store_domain_add(f->s, domain), STORE_OK);
+            if (i % 2 == 0)
+                assert_int_equal(store_sp_undo(f->s, names[i]), STORE_OK);
+            else
+                assert_int_equal(store_sp_release(f->s, names[i]), STORE_OK);
+        }
+    }
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM domains"), N); /* the odd ones */
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM domains WHERE name = 'n_b-1.test'"),
+                     1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -788,6 +838,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_faults_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transactions_and_savepoints, setup, teardown),
         cmocka_unit_test_setup_teardown(test_savepoint_undo_keeps_the_cause, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_group_is_one_snapshot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_savepoint_names, setup, teardown),
     };
     return STORE_TEST_RUN(tests);
 }
