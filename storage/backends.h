@@ -57,6 +57,9 @@ void pg_sql_reset(struct sql_stmt *st);
 int pg_store_exec(struct store *s, const char *sql);
 const char *pg_store_errmsg(struct store *s);
 int pg_store_announce(struct store *s, const char *channel);
+int pg_listener_start(const char *conninfo, const char *channel, store_listener_fn fn, void *arg,
+                      struct store_listener **out, char *err, size_t errlen);
+void pg_listener_stop(struct store_listener **l);
 bool pg_store_in_transaction(struct store *s);
 int pg_store_begin(struct store *s);
 int pg_store_schema_version(struct store *s);

@@ -155,6 +155,27 @@ int store_announce(struct store *s, const char *channel)
     return STORE_ERR;
 }
 
+bool store_can_listen(const char *database)
+{
+    return store_is_postgres(database);
+}
+
+int store_listener_start(const char *database, const char *channel, store_listener_fn fn, void *arg,
+                         struct store_listener **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!store_can_listen(database)) {
+        snprintf(err, errlen, "listen: SQLite cannot tell other processes anything");
+        return STORE_ERR;
+    }
+    return pg_listener_start(database, channel, fn, arg, out, err, errlen);
+}
+
+void store_listener_stop(struct store_listener **l)
+{
+    pg_listener_stop(l);
+}
+
 int store_exec_for_tests(struct store *s, const char *sql)
 {
     return store_exec(s, sql);

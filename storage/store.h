@@ -294,6 +294,39 @@ int store_pop3_lock_holder(struct store *s, int64_t user_id, char *node_out, siz
  */
 int store_announce(struct store *s, const char *channel);
 
+/*
+ * Hearing those announcements: a listener is a thread of its own with a connection of its own
+ * (storage/postgres/pg_listener.c) that listens on one channel and calls fn(arg, event) on that
+ * thread:
+ *   STORE_LISTENER_CONNECTED  after each (re)connection, the first included, once it listens:
+ *                             whatever was announced while it did not was missed, so the
+ *                             caller should look at the database as if it had heard something;
+ *   STORE_LISTENER_HEARD      for announcements heard (several arriving together may be one call).
+ * fn must be quick and safe to call from another thread (uv_async_send is both). A lost
+ * connection is reconnected by the thread with the writer's backoff (PG_RECONNECT_MIN_MS doubling
+ * to PG_RECONNECT_MAX_MS), logged once when it is lost and once when it listens again. The
+ * listener never blocks its caller on the network: start only creates the thread, which makes
+ * the first connection.
+ *
+ * Only a backend that can announce can listen: store_can_listen says whether database's can
+ * (PostgreSQL: yes; SQLite: no, and store_listener_start refuses it with STORE_ERR; its nodes rely
+ * on their rescans, STORE_QUEUE_RESCAN_MS).
+ */
+enum store_listener_event {
+    STORE_LISTENER_CONNECTED = 1,
+    STORE_LISTENER_HEARD,
+};
+struct store_listener;
+typedef void (*store_listener_fn)(void *arg, enum store_listener_event event);
+bool store_can_listen(const char *database);
+/* STORE_OK and *out, or STORE_ERR with one line in err (SQLite, no memory, no thread). */
+int store_listener_start(const char *database, const char *channel, store_listener_fn fn, void *arg,
+                         struct store_listener **out, char *err, size_t errlen);
+/* Stops the thread (it ends at once unless it is opening a connection: then when that attempt
+ * ends, within the connection's connect_timeout), closes its connection and frees it; fn is not
+ * called after this returns. NULL is a no-op. */
+void store_listener_stop(struct store_listener **l);
+
 /* ---- DKIM signing keys (storage/dkim_keys.c) ---- */
 struct store_dkim_key {
     const char *domain;

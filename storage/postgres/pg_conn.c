@@ -135,6 +135,12 @@ static int session_start(struct pg_conn *c)
 
 int pg_conn_open(const char *conninfo, struct pg_conn **out, char *err, size_t errlen)
 {
+    return pg_conn_open_as(conninfo, PG_APPLICATION_NAME, out, err, errlen);
+}
+
+int pg_conn_open_as(const char *conninfo, const char *name, struct pg_conn **out, char *err,
+                    size_t errlen)
+{
     *out = NULL;
     struct pg_conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -147,8 +153,7 @@ int pg_conn_open(const char *conninfo, struct pg_conn **out, char *err, size_t e
     const char *keys[] = {
         "connect_timeout",     "fallback_application_name", "keepalives", "keepalives_idle",
         "keepalives_interval", "keepalives_count",          "dbname",     NULL};
-    const char *values[] = {
-        STR(PG_CONNECT_TIMEOUT_S), "postern", "1", "30", "10", "3", conninfo, NULL};
+    const char *values[] = {STR(PG_CONNECT_TIMEOUT_S), name, "1", "30", "10", "3", conninfo, NULL};
     c->pq = PQconnectdbParams(keys, values, 1);
     if (c->pq == NULL) {
         snprintf(err, errlen, "postgresql: out of memory");

@@ -51,6 +51,10 @@
  * after 250 ms, doubling up to 5 s, so a server back from a restart is found within 5 s. */
 #define PG_RECONNECT_MIN_MS 250
 #define PG_RECONNECT_MAX_MS 5000
+/* What a connection calls itself on the server (pg_stat_activity.application_name). */
+#define PG_APPLICATION_NAME "postern"
+/* ... and a node's listening connection (pg_listener.c, store_listener_start). */
+#define PG_LISTENER_APPLICATION_NAME "postern listener"
 /* How long opening a connection may take, unless the connection string says otherwise. */
 #define PG_CONNECT_TIMEOUT_S 10
 /* Distinct statements one connection keeps prepared (the storage code has fewer than 128). */
@@ -89,6 +93,11 @@ bool pg_conninfo_is_pg(const char *database);
  * failure *out is NULL and err holds one line (never the password).
  */
 int pg_conn_open(const char *conninfo, struct pg_conn **out, char *err, size_t errlen);
+/* pg_conn_open with application_name name instead of PG_APPLICATION_NAME (again unless the
+ * connection string names one): a connection with a role of its own, such as a node's listener,
+ * is then told apart in pg_stat_activity. */
+int pg_conn_open_as(const char *conninfo, const char *name, struct pg_conn **out, char *err,
+                    size_t errlen);
 void pg_conn_close(struct pg_conn **c);
 const char *pg_conn_errmsg(const struct pg_conn *c);
 /* The SQLSTATE of the last failure ("23505"), "" when it had none (a lost connection). */
