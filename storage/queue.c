@@ -462,20 +462,25 @@ int store_queue_flush(struct store *s, int64_t now_ms, size_t *due_out)
         return STORE_ERR;
     sql_bind_i64(st, 1, now_ms);
     int status = store_step_done(s, st, "flush queue");
-    /* Every node's runner, not only the one that rescans first (queue.h, Flush). */
-    if (status == STORE_OK)
-        status = store_announce(s, STORE_CHANNEL_QUEUE);
-    if (status != STORE_OK || due_out == NULL)
+    if (status != STORE_OK)
         return status;
-    st = sql_prepare(s, "SELECT count(*) FROM queue WHERE next_attempt_ms <= ?1"
-                        " AND claimed_ms IS NULL");
-    if (st == NULL)
-        return STORE_ERR;
-    sql_bind_i64(st, 1, now_ms);
-    int rc = sql_step(st);
-    if (rc == SQL_ROW)
-        *due_out = (size_t)sql_col_i64(st, 0);
-    return store_rows_end(s, st, rc, "count due queue entries");
+    /* Counted before the announcement: a runner that hears it claims at once, and the count
+     * would miss what it took. */
+    if (due_out != NULL) {
+        st = sql_prepare(s, "SELECT count(*) FROM queue WHERE next_attempt_ms <= ?1"
+                            " AND claimed_ms IS NULL");
+        if (st == NULL)
+            return STORE_ERR;
+        sql_bind_i64(st, 1, now_ms);
+        int rc = sql_step(st);
+        if (rc == SQL_ROW)
+            *due_out = (size_t)sql_col_i64(st, 0);
+        status = store_rows_end(s, st, rc, "count due queue entries");
+        if (status != STORE_OK)
+            return status;
+    }
+    /* Every node's runner, not only the one that rescans first (queue.h, Flush). */
+    return store_announce(s, STORE_CHANNEL_QUEUE);
 }
 
 int store_queue_next_due(struct store *s, int64_t *due_ms_out)
