@@ -1,8 +1,9 @@
 /*
- * queue_runner.c - the runner (see queue_runner.h): its timer, the claim job (one at a time),
- * grouping the claimed entries into deliveries of one message and one recipient domain within
- * the concurrency limits, the list of deliveries in flight with their deadline timers, claims
- * handed back unused (over a limit, or at stop), and start and stop.
+ * queue_runner.c - the runner (see queue_runner.h): its timer, the wake-up from the queue
+ * channel's listener (a flush on any node), the claim job (one at a time), grouping the claimed
+ * entries into deliveries of one message and one recipient domain within the concurrency limits,
+ * the list of deliveries in flight with their deadline timers, claims handed back unused (over a
+ * limit, or at stop), and start and stop.
  *
  * What a delivery does is elsewhere: routing and connecting in queue_route.c, its result and
  * the job that records it in queue_attempt.c (queue_runner_internal.h says who touches what).
@@ -10,7 +11,9 @@
  * Ownership: the runner owns its deliveries (a list) and, through them, their smtp_client
  * handles until the client reports; the writer borrows the embedded jobs between submit and
  * done. A delivery is freed when its job is done and its deadline timer closed; the runner is
- * freed when its handles are closed and queue_runner_free was called.
+ * freed when its handles are closed and queue_runner_free was called. The listener (and its
+ * thread) is the runner's from listen_start to queue_runner_free, which joins it before closing
+ * the uv_async it wakes.
  */
 #include "server/outbound/queue_runner.h"
 
@@ -229,12 +232,12 @@ static int next_due_run(struct store *st, struct reader_job *job)
 /* The next due entry is known (or not: then the rescan interval): arm the timer. */
 static void next_due_known(struct queue_runner *r, int status)
 {
-    uint64_t delay = STORE_QUEUE_RESCAN_MS;
+    uint64_t delay = r->rescan_ms;
     int64_t due = r->next_due;
     if (status == STORE_OK && due != INT64_MAX) {
         int64_t now = store_now_ms();
         /* Due now but not claimed: its domain is at its limit; a finishing attempt kicks us. */
-        if (due > now && due - now < STORE_QUEUE_RESCAN_MS)
+        if (due > now && (uint64_t)(due - now) < r->rescan_ms)
             delay = (uint64_t)(due - now);
     }
     schedule(r, delay);
@@ -255,7 +258,7 @@ static void next_due_done(struct reader_job *job, int status)
 static void schedule_next(struct queue_runner *r)
 {
     if (r->n_active >= QUEUE_RUNNER_MAX_ATTEMPTS) {
-        schedule(r, STORE_QUEUE_RESCAN_MS);
+        schedule(r, r->rescan_ms);
         return;
     }
     if (r->next_due_out)
@@ -296,12 +299,18 @@ static void claim_done(struct writer_job *job, int status)
     r->claim_busy = false;
     r->jobs--;
     free_skip(r);
+    /* Woken while this claim was out: what woke us may have committed after it looked. */
+    bool again = r->claim_again && !r->stopping;
+    r->claim_again = false;
     struct store_queue_claims *cl = &r->claims;
     if (status != 0) {
         log_error("queue", 0, "event=claim-failed status=%d error=\"%s\"", status,
                   postern_strerror(status));
         store_queue_claims_free(cl);
-        schedule(r, STORE_QUEUE_RESCAN_MS);
+        if (again)
+            claim_now(r);
+        else
+            schedule(r, r->rescan_ms);
         check_stopped(r);
         return;
     }
@@ -332,8 +341,8 @@ static void claim_done(struct writer_job *job, int status)
         check_stopped(r);
         return;
     }
-    if (got == QUEUE_RUNNER_CLAIM_ENTRIES && r->n_active < QUEUE_RUNNER_MAX_ATTEMPTS &&
-        n_excess == 0)
+    if (again || (got == QUEUE_RUNNER_CLAIM_ENTRIES && r->n_active < QUEUE_RUNNER_MAX_ATTEMPTS &&
+                  n_excess == 0))
         claim_now(r);
     else
         schedule_next(r);
@@ -344,7 +353,7 @@ static void claim_now(struct queue_runner *r)
     if (r->claim_busy || r->stopping || !r->started)
         return;
     if (r->n_active >= QUEUE_RUNNER_MAX_ATTEMPTS) {
-        schedule(r, STORE_QUEUE_RESCAN_MS);
+        schedule(r, r->rescan_ms);
         return;
     }
     /* Domains at their limit are left out of the claim. The copies belong to the job. */
@@ -354,7 +363,7 @@ static void claim_now(struct queue_runner *r)
     if (n_skip > 0) {
         r->skip = calloc(n_skip, sizeof(*r->skip));
         if (r->skip == NULL) {
-            schedule(r, STORE_QUEUE_RESCAN_MS);
+            schedule(r, r->rescan_ms);
             return;
         }
         for (const struct delivery *d = r->active; d != NULL; d = d->next) {
@@ -367,7 +376,7 @@ static void claim_now(struct queue_runner *r)
                 continue;
             if ((r->skip[r->n_skip] = strdup(d->domain)) == NULL) {
                 free_skip(r);
-                schedule(r, STORE_QUEUE_RESCAN_MS);
+                schedule(r, r->rescan_ms);
                 return;
             }
             r->n_skip++;
@@ -387,6 +396,68 @@ static void claim_now(struct queue_runner *r)
 static void on_timer(uv_timer_t *t)
 {
     claim_now(t->data);
+}
+
+/* ---- hearing a flush from any node --------------------------------------------------------- */
+
+/* On the loop: the listener heard the queue channel, or (re)connected and may have missed it.
+ * uv_async_send coalesces wake-ups, and a claim already out is followed by another: however many
+ * flushes were announced, the runner claims once more after the last. */
+static void on_wake(uv_async_t *h)
+{
+    struct queue_runner *r = h->data;
+    if (r->stopping)
+        return;
+    if (r->claim_busy)
+        r->claim_again = true;
+    else
+        claim_now(r);
+}
+
+/* On the listener's thread (store.h, store_listener_start): only the wake-up crosses. */
+static void on_heard(void *arg, enum store_listener_event event)
+{
+    struct queue_runner *r = arg;
+    (void)event;
+    int rc = uv_async_send(&r->wake);
+    if (rc != 0)
+        log_error("queue", 0, "event=async-send-failed error=%s", uv_err_name(rc));
+}
+
+/* Listens for flushes on a backend that can (store_can_listen). Without it the runner still
+ * finds a flush at its next rescan, so a failure here is logged and the node serves on. */
+static void listen_start(struct queue_runner *r)
+{
+    const char *db = r->app->cfg->server.database;
+    if (!store_can_listen(db))
+        return;
+    int rc = uv_async_init(r->loop, &r->wake, on_wake);
+    if (rc != 0) {
+        log_error("queue", 0, "event=listener-failed error=\"%s\"", uv_strerror(rc));
+        return;
+    }
+    r->wake.data = r;
+    r->wake_open = true;
+    r->handles_open++;
+    /* A wake-up is a hint: it must not keep the loop running once everything else has ended. */
+    uv_unref((uv_handle_t *)&r->wake);
+    char err[256];
+    if (store_listener_start(db, STORE_CHANNEL_QUEUE, on_heard, r, &r->listener, err,
+                             sizeof(err)) != STORE_OK) {
+        char esc[512];
+        log_error("queue", 0, "event=listener-failed error=%s",
+                  log_escape(esc, sizeof(esc), err, strlen(err)));
+    }
+}
+
+/* At the end: no wake-up can come once the listener's thread is joined. */
+static void listen_stop(struct queue_runner *r)
+{
+    store_listener_stop(&r->listener);
+    if (r->wake_open) {
+        r->wake_open = false;
+        uv_close((uv_handle_t *)&r->wake, on_handle_closed);
+    }
 }
 
 static int start_run(struct store *st, struct writer_job *job)
@@ -449,6 +520,17 @@ int queue_runner_new(uv_loop_t *loop, struct app *app, struct conn_set *conns,
             log_warn("queue", 0, "event=test-queue-lease ms=%llu", ms);
         }
     }
+    /* A long rescan for tests that must see a flush arrive by notification, not by rescan. */
+    r->rescan_ms = STORE_QUEUE_RESCAN_MS;
+    const char *test_rescan = getenv("POSTERN_TEST_QUEUE_RESCAN_MS");
+    if (test_rescan != NULL && test_rescan[0] != '\0') {
+        char *end = NULL;
+        unsigned long long ms = strtoull(test_rescan, &end, 10);
+        if (*end == '\0' && ms > 0 && ms <= QUEUE_RUNNER_TEST_RESCAN_MAX_MS) {
+            r->rescan_ms = ms;
+            log_warn("queue", 0, "event=test-queue-rescan ms=%llu", ms);
+        }
+    }
     char why[256];
     r->tls = tls_ctx_new_client(why, sizeof(why));
     if (r->tls == NULL) {
@@ -473,7 +555,7 @@ int queue_runner_new(uv_loop_t *loop, struct app *app, struct conn_set *conns,
     r->timer.data = r;
     r->timer_open = true;
     r->handles_open = 1;
-    uv_timer_start(&r->timer, on_timer, STORE_QUEUE_RESCAN_MS, 0);
+    uv_timer_start(&r->timer, on_timer, r->rescan_ms, 0);
     r->start_job.run = start_run;
     r->start_job.done = start_done;
     if (queue_runner_submit(r, &r->start_job) != 0) {
@@ -484,6 +566,7 @@ int queue_runner_new(uv_loop_t *loop, struct app *app, struct conn_set *conns,
         dns_free(&r->dns);
         return -1;
     }
+    listen_start(r);
     log_info("queue", 0, "event=runner-started route=%s auth=%s max_attempts=%d max_per_domain=%d",
              app->cfg->relay.smarthost.host[0] != '\0' ? "smarthost" : "mx",
              app->smarthost_creds != NULL ? "plain" : "none", QUEUE_RUNNER_MAX_ATTEMPTS,
@@ -542,5 +625,6 @@ void queue_runner_free(struct queue_runner **rp)
         queue_runner_stop(r, NULL, NULL);
     r->stop_done = NULL;
     r->freeing = true;
+    listen_stop(r);
     runner_maybe_free(r);
 }

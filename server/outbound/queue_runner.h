@@ -34,9 +34,19 @@
  * per recipient domain (constants, not config keys, for now). Entries claimed beyond them are
  * released at once.
  *
- * Threading and ownership: loop thread only. The runner borrows app (cfg, reads, writer) and
- * conns; both must outlive it. Stop it before conn_set_shutdown and writer_stop; free it after
- * writer_stop (which delivers the last job callbacks).
+ * When it claims: at start, when an attempt ends, at the time the next entry is due, at least
+ * every STORE_QUEUE_RESCAN_MS (rows added by another process, a flush on SQLite), and at once
+ * when a flush is announced on the queue channel by any node (`postern queue flush`): on a
+ * backend that can listen (store_can_listen: PostgreSQL) the runner keeps a listener
+ * (store_listener_start, its own thread and connection) whose wake-ups reach the loop through a
+ * uv_async; several coalesce into one claim, and one arriving while a claim is out makes another
+ * right after it. The listener also wakes it after each reconnection, for a flush announced
+ * while it was not listening.
+ *
+ * Threading and ownership: loop thread only, but for the listener's thread, which only sends
+ * the wake-up. The runner borrows app (cfg, reads, writer) and conns; both must outlive it. Stop
+ * it before conn_set_shutdown and writer_stop; free it after writer_stop (which delivers the last
+ * job callbacks): the free stops the listener (joins its thread, closes its connection).
  */
 #ifndef POSTERN_QUEUE_RUNNER_H
 #define POSTERN_QUEUE_RUNNER_H
@@ -65,6 +75,12 @@ struct queue_runner;
  * only when longer than the attempt deadline).
  */
 #define QUEUE_RUNNER_ATTEMPT_DEADLINE_MS (30 * 60 * 1000)
+/*
+ * The runner looks for due entries every STORE_QUEUE_RESCAN_MS (storage/queue.h); tests that
+ * must tell a flush heard by notification from one found by a rescan set another interval with
+ * POSTERN_TEST_QUEUE_RESCAN_MS (milliseconds, 1 to this; serve logs a warning when it is set).
+ */
+#define QUEUE_RUNNER_TEST_RESCAN_MAX_MS (24 * 60 * 60 * 1000)
 
 /*
  * Creates the runner and starts it: the first job releases stale claims, then claiming begins.
@@ -83,8 +99,11 @@ int queue_runner_new(uv_loop_t *loop, struct app *app, struct conn_set *conns,
  */
 void queue_runner_stop(struct queue_runner *r, void (*done)(void *), void *arg);
 /*
- * Frees the runner (stopping it first if needed). Call after writer_stop, so that every job
- * callback has run; the loop must run on to finish closing its handles. NULL is a no-op.
+ * Frees the runner (stopping it first if needed) and stops its listener: waits for the
+ * listener's thread, which ends at once unless it is opening a connection (then within the
+ * connection's connect_timeout, as the writer's own reconnection at writer_stop). Call after
+ * writer_stop, so that every job callback has run; the loop must run on to finish closing its
+ * handles. NULL is a no-op.
  */
 void queue_runner_free(struct queue_runner **rp);
 

@@ -117,7 +117,8 @@ struct queue_runner {
     bool timer_open;
     uint64_t attempt_deadline_ms; /* QUEUE_RUNNER_ATTEMPT_DEADLINE_MS, or shorter in tests */
     int64_t lease_ms;    /* STORE_QUEUE_LEASE_MS, or shorter in tests; read by the claim job too */
-    size_t handles_open; /* the timer and every delivery's deadline timer */
+    uint64_t rescan_ms;  /* STORE_QUEUE_RESCAN_MS, or another in tests */
+    size_t handles_open; /* the timers, every delivery's deadline timer and wake */
     bool freeing;        /* queue_runner_free was called: free when the handles are closed */
 
     struct delivery *active;
@@ -128,9 +129,17 @@ struct queue_runner {
     void (*stop_done)(void *);
     void *stop_arg;
 
+    /* Announcements on the queue channel (a flush on any node) heard by listener on its own
+     * thread, which wakes the loop through wake (not keeping the loop alive) to claim at once.
+     * Both exist only on a backend that can listen (store_can_listen). */
+    struct store_listener *listener; /* owned; stopped (joined) in queue_runner_free */
+    uv_async_t wake;
+    bool wake_open;
+
     /* the claim job */
     struct writer_job claim_job;
     bool claim_busy;
+    bool claim_again; /* woken while claim_job was out: claim again when it is done */
     struct store_queue_claims claims;
     char **skip; /* owned copies, n_skip */
     size_t n_skip;

@@ -128,6 +128,17 @@ class NodesTest(PosternTest):
         """True when there is no SQLite file to read the rows from directly."""
         return bool(SHARED_DB) or self.backend == "postgresql"
 
+    def relay_one(self, node):
+        """Relays one message from a trusted network (127.0.0.2) to bob@dest.test through node."""
+        c = node.smtp(source="127.0.0.2")
+        for line, want in (("MAIL FROM:<someone@example.test>", "250"),
+                           ("RCPT TO:<bob@dest.test>", "250"), ("DATA", "354")):
+            c.send(line + "\r\n")
+            self.assertTrue(c.reply()[-1].startswith(want), line)
+        c.send("Subject: across\r\n\r\nbody\r\n.\r\n")
+        self.assertTrue(c.reply()[-1].startswith("250"))
+        c.send("QUIT\r\n")
+
 
 class TwoNodes(NodesTest):
     """Marked for both backends: see the module's docstring."""
@@ -358,16 +369,6 @@ class QueueAcrossNodes(NodesTest):
         self.a = Node(self, "a", os.path.join(self.dir, "a"), db, env, extra)
         self.b = Node(self, "b", os.path.join(self.dir, "b"), db, env, extra)
 
-    def relay_one(self, node):
-        c = node.smtp(source="127.0.0.2")
-        for line, want in (("MAIL FROM:<someone@example.test>", "250"),
-                           ("RCPT TO:<bob@dest.test>", "250"), ("DATA", "354")):
-            c.send(line + "\r\n")
-            self.assertTrue(c.reply()[-1].startswith(want), line)
-        c.send("Subject: across\r\n\r\nbody\r\n.\r\n")
-        self.assertTrue(c.reply()[-1].startswith("250"))
-        c.send("QUIT\r\n")
-
     def claim(self):
         db = sqlite3.connect(self.db, timeout=30)
         try:
@@ -416,6 +417,85 @@ class QueueAcrossNodes(NodesTest):
         while not self.sink.messages and time.monotonic() < deadline:
             time.sleep(0.05)
         self.assertEqual(len(self.sink.messages), 1)
+
+
+class FlushAcrossNodes(NodesTest):
+    """`postern queue flush` reaches every node's runner at once on PostgreSQL: each node
+    LISTENs on the queue channel (storage/postgres/pg_listener.c) and claims when the flush's
+    NOTIFY arrives, and again after its listening connection is lost and made again. The rescan
+    that would find the flush anyway is set to ten minutes (POSTERN_TEST_QUEUE_RESCAN_MS), so
+    only the notification can make the delivery within the test's wait. PostgreSQL only: SQLite
+    has no notifications, and its nodes find a flush at their next rescan."""
+
+    backend = "postgresql"
+    # Ten minutes: far beyond the test's waits.
+    node_env = {"POSTERN_TEST_QUEUE_RESCAN_MS": "600000"}
+
+    def setUp(self):
+        super().setUp()
+        self.sink = SmtpSink()
+        self.addCleanup(self.sink.close)
+        db = self.shared_db()
+        self.write_config(f"[server]\ndatabase = {db}\n")
+        self.ok("domain", "add", "example.test")
+        self.ok("network", "add", "127.0.0.2/32")
+        extra = f"[relay]\nsmarthost = 127.0.0.1:{self.sink.port}\n"
+        self.a = Node(self, "a", os.path.join(self.dir, "a"), db, self.node_env, extra)
+        self.b = Node(self, "b", os.path.join(self.dir, "b"), db, self.node_env, extra)
+        for node in (self.a, self.b):
+            node.start()
+            node.wait_log("event=test-queue-rescan ms=600000")
+            node.wait_log("event=listener-connected channel=postern_queue")
+
+    def shared_db(self):
+        """The test's own database: self.sql below reads it."""
+        return self.database
+
+    def queue_one_for_tomorrow(self):
+        """Relays a message through b and moves its first attempt a day ahead, as a deferral
+        would: only a flush makes it due within the test. With the long rescan nothing tries it
+        before the move (a node claims at its start, after an attempt ends, and when it hears
+        a flush)."""
+        self.relay_one(self.b)
+        day_ahead = int(time.time() * 1000) + 24 * 3600 * 1000
+        self.sql("UPDATE queue SET next_attempt_ms = ?, attempts = 1,"
+                 " last_error = '451 4.3.0 try again later'", (day_ahead,))
+        self.assertEqual(self.sql("SELECT count(*) FROM queue WHERE claimed_ms IS NULL"),
+                         [["1"]])
+
+    def flush_and_wait_delivery(self):
+        r = self.ok("queue", "flush")
+        self.assertIn("flushed: 1 queue entries due now", r.out)
+        deadline = time.monotonic() + 30
+        while not self.sink.messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(len(self.sink.messages), 1,
+                         "the flush did not reach a runner within 30 s:\n" + self.b.log())
+        self.assertEqual(self.sink.messages[0]["rcpts"], ["bob@dest.test"])
+
+    def listener_pids(self):
+        return [row[0] for row in self.sql(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = ?", ("postern listener",))]
+
+    def test_flush_is_heard_by_every_node(self):
+        self.assertEqual(len(self.listener_pids()), 2)  # one per node
+        self.queue_one_for_tomorrow()
+        self.flush_and_wait_delivery()
+
+    def test_flush_is_heard_after_the_listener_reconnected(self):
+        self.queue_one_for_tomorrow()
+        pids = self.listener_pids()
+        self.assertEqual(len(pids), 2)
+        for pid in pids:
+            self.sql(f"SELECT pg_terminate_backend({int(pid)}, 10000)")
+        for node in (self.a, self.b):
+            node.wait_log("event=listener-lost channel=postern_queue")
+            node.wait_log("event=listener-reconnected channel=postern_queue")
+        new = self.listener_pids()
+        self.assertEqual(len(new), 2)
+        self.assertFalse(set(new) & set(pids))
+        self.flush_and_wait_delivery()
 
 
 # The same tests with both nodes on one PostgreSQL database (a fresh one per test).
