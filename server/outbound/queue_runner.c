@@ -486,6 +486,22 @@ static void start_done(struct writer_job *job, int status)
 
 /* ---- public -------------------------------------------------------------------------------- */
 
+/* The milliseconds of the test switch name (queue_runner.h) when it is set to a number in
+ * [min, max], with a warning (event) saying so; otherwise dflt. */
+static uint64_t test_ms(const char *name, const char *event, uint64_t min, uint64_t max,
+                        uint64_t dflt)
+{
+    const char *v = getenv(name);
+    if (v == NULL || v[0] == '\0')
+        return dflt;
+    char *end = NULL;
+    unsigned long long ms = strtoull(v, &end, 10);
+    if (*end != '\0' || ms < min || ms > max)
+        return dflt;
+    log_warn("queue", 0, "event=%s ms=%llu", event, ms);
+    return ms;
+}
+
 int queue_runner_new(uv_loop_t *loop, struct app *app, struct conn_set *conns,
                      struct queue_runner **out, char *err, size_t errlen)
 {
@@ -498,39 +514,17 @@ int queue_runner_new(uv_loop_t *loop, struct app *app, struct conn_set *conns,
     r->loop = loop;
     r->app = app;
     r->conns = conns;
-    r->attempt_deadline_ms = QUEUE_RUNNER_ATTEMPT_DEADLINE_MS;
-    const char *test_deadline = getenv("POSTERN_TEST_ATTEMPT_DEADLINE_MS");
-    if (test_deadline != NULL && test_deadline[0] != '\0') {
-        char *end = NULL;
-        unsigned long long ms = strtoull(test_deadline, &end, 10);
-        if (*end == '\0' && ms > 0 && ms <= QUEUE_RUNNER_ATTEMPT_DEADLINE_MS) {
-            r->attempt_deadline_ms = ms;
-            log_warn("queue", 0, "event=test-attempt-deadline ms=%llu", ms);
-        }
-    }
+    r->attempt_deadline_ms =
+        test_ms("POSTERN_TEST_ATTEMPT_DEADLINE_MS", "test-attempt-deadline", 1,
+                QUEUE_RUNNER_ATTEMPT_DEADLINE_MS, QUEUE_RUNNER_ATTEMPT_DEADLINE_MS);
     /* A shorter lease for tests of a node that died mid-delivery, still longer than an attempt
      * may last, so that it never lets a second attempt start beside a live first one. */
-    r->lease_ms = STORE_QUEUE_LEASE_MS;
-    const char *test_lease = getenv("POSTERN_TEST_QUEUE_LEASE_MS");
-    if (test_lease != NULL && test_lease[0] != '\0') {
-        char *end = NULL;
-        unsigned long long ms = strtoull(test_lease, &end, 10);
-        if (*end == '\0' && ms > r->attempt_deadline_ms && ms <= STORE_QUEUE_LEASE_MS) {
-            r->lease_ms = (int64_t)ms;
-            log_warn("queue", 0, "event=test-queue-lease ms=%llu", ms);
-        }
-    }
+    r->lease_ms =
+        (int64_t)test_ms("POSTERN_TEST_QUEUE_LEASE_MS", "test-queue-lease",
+                         r->attempt_deadline_ms + 1, STORE_QUEUE_LEASE_MS, STORE_QUEUE_LEASE_MS);
     /* A long rescan for tests that must see a flush arrive by notification, not by rescan. */
-    r->rescan_ms = STORE_QUEUE_RESCAN_MS;
-    const char *test_rescan = getenv("POSTERN_TEST_QUEUE_RESCAN_MS");
-    if (test_rescan != NULL && test_rescan[0] != '\0') {
-        char *end = NULL;
-        unsigned long long ms = strtoull(test_rescan, &end, 10);
-        if (*end == '\0' && ms > 0 && ms <= QUEUE_RUNNER_TEST_RESCAN_MAX_MS) {
-            r->rescan_ms = ms;
-            log_warn("queue", 0, "event=test-queue-rescan ms=%llu", ms);
-        }
-    }
+    r->rescan_ms = test_ms("POSTERN_TEST_QUEUE_RESCAN_MS", "test-queue-rescan", 1,
+                           QUEUE_RUNNER_TEST_RESCAN_MAX_MS, STORE_QUEUE_RESCAN_MS);
     char why[256];
     r->tls = tls_ctx_new_client(why, sizeof(why));
     if (r->tls == NULL) {

@@ -10,9 +10,10 @@
  * caller's function (uv_async_send). While connected the thread sleeps in poll() and costs
  * nothing.
  *
- * Ownership: the struct store_listener belongs to whoever started it; its connection belongs to
- * the thread from pthread_create until the thread ends (store_listener_stop joins it, then frees
- * the rest). The thread reads only what start wrote before creating it, and the stop flag.
+ * Ownership: the struct store_listener belongs to whoever started it. Its connection and its
+ * outage flag belong to the thread from pthread_create until the thread ends (store_listener_stop
+ * joins it, then frees the rest); the only field both threads touch after the start is the stop
+ * flag, an atomic, with the eventfd that wakes the thread to look at it.
  *
  * What it does not do: read the notifications' payloads (an announcement is a hint: the caller
  * looks at the database), or run any statement but the LISTEN.

@@ -128,6 +128,19 @@ class NodesTest(PosternTest):
         """True when there is no SQLite file to read the rows from directly."""
         return bool(SHARED_DB) or self.backend == "postgresql"
 
+    def relaying_nodes(self, env):
+        """Nodes a and b (not started) with env, relaying from 127.0.0.2 to self.sink, a fake
+        smarthost."""
+        self.sink = SmtpSink()
+        self.addCleanup(self.sink.close)
+        db = self.shared_db()
+        self.write_config(f"[server]\ndatabase = {db}\n")
+        self.ok("domain", "add", "example.test")
+        self.ok("network", "add", "127.0.0.2/32")
+        extra = f"[relay]\nsmarthost = 127.0.0.1:{self.sink.port}\n"
+        self.a = Node(self, "a", os.path.join(self.dir, "a"), db, env, extra)
+        self.b = Node(self, "b", os.path.join(self.dir, "b"), db, env, extra)
+
     def relay_one(self, node):
         """Relays one message from a trusted network (127.0.0.2) to bob@dest.test through node."""
         c = node.smtp(source="127.0.0.2")
@@ -358,16 +371,8 @@ class QueueAcrossNodes(NodesTest):
 
     def setUp(self):
         super().setUp()
-        self.sink = SmtpSink()
-        self.addCleanup(self.sink.close)
-        db = self.shared_db()
-        self.write_config(f"[server]\ndatabase = {db}\n")
-        self.ok("domain", "add", "example.test")
-        self.ok("network", "add", "127.0.0.2/32")
-        env = {"POSTERN_TEST_ATTEMPT_DEADLINE_MS": "1000", "POSTERN_TEST_QUEUE_LEASE_MS": "3000"}
-        extra = f"[relay]\nsmarthost = 127.0.0.1:{self.sink.port}\n"
-        self.a = Node(self, "a", os.path.join(self.dir, "a"), db, env, extra)
-        self.b = Node(self, "b", os.path.join(self.dir, "b"), db, env, extra)
+        self.relaying_nodes({"POSTERN_TEST_ATTEMPT_DEADLINE_MS": "1000",
+                             "POSTERN_TEST_QUEUE_LEASE_MS": "3000"})
 
     def claim(self):
         db = sqlite3.connect(self.db, timeout=30)
@@ -428,20 +433,10 @@ class FlushAcrossNodes(NodesTest):
     has no notifications, and its nodes find a flush at their next rescan."""
 
     backend = "postgresql"
-    # Ten minutes: far beyond the test's waits.
-    node_env = {"POSTERN_TEST_QUEUE_RESCAN_MS": "600000"}
 
     def setUp(self):
         super().setUp()
-        self.sink = SmtpSink()
-        self.addCleanup(self.sink.close)
-        db = self.shared_db()
-        self.write_config(f"[server]\ndatabase = {db}\n")
-        self.ok("domain", "add", "example.test")
-        self.ok("network", "add", "127.0.0.2/32")
-        extra = f"[relay]\nsmarthost = 127.0.0.1:{self.sink.port}\n"
-        self.a = Node(self, "a", os.path.join(self.dir, "a"), db, self.node_env, extra)
-        self.b = Node(self, "b", os.path.join(self.dir, "b"), db, self.node_env, extra)
+        self.relaying_nodes({"POSTERN_TEST_QUEUE_RESCAN_MS": "600000"})  # far beyond any wait
         for node in (self.a, self.b):
             node.start()
             node.wait_log("event=test-queue-rescan ms=600000")

@@ -30,15 +30,15 @@ struct pg_test_db {
         }                                                                                          \
     } while (0)
 
-/* Runs sql on the maintenance database, or fails the test. */
-static inline void pg_test_admin(const char *sql)
+/* Runs sql on conninfo's database, or fails the test; the result (PQclear it). */
+static inline PGresult *pg_test_exec(const char *conninfo, const char *sql)
 {
-    PGconn *pq = PQconnectdb(getenv("POSTERN_TEST_PG"));
+    PGconn *pq = PQconnectdb(conninfo);
     if (PQstatus(pq) != CONNECTION_OK) {
         char why[512];
         snprintf(why, sizeof(why), "%s", PQerrorMessage(pq));
         PQfinish(pq);
-        fail_msg("connect to POSTERN_TEST_PG: %s", why);
+        fail_msg("connect: %s", why);
     }
     PGresult *res = PQexec(pq, sql);
     if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -48,8 +48,28 @@ static inline void pg_test_admin(const char *sql)
         PQfinish(pq);
         fail_msg("%s: %s", sql, why);
     }
+    PQfinish(pq); /* a result outlives its connection */
+    return res;
+}
+
+/* Runs sql on the maintenance database, or fails the test. */
+static inline void pg_test_admin(const char *sql)
+{
+    PQclear(pg_test_exec(getenv("POSTERN_TEST_PG"), sql));
+}
+
+/* The first column of the one row sql returns on conninfo's database, as an integer. */
+static inline long long pg_test_query_int(const char *conninfo, const char *sql)
+{
+    PGresult *res = pg_test_exec(conninfo, sql);
+    if (PQntuples(res) != 1) {
+        int n = PQntuples(res);
+        PQclear(res);
+        fail_msg("%s: %d rows, want 1", sql, n);
+    }
+    long long v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
-    PQfinish(pq);
+    return v;
 }
 
 /* Appends key='value' to buf, quoted as libpq's key=value syntax wants. */

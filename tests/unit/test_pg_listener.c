@@ -63,30 +63,6 @@ static int count_of(struct seen *s, const int *field)
     return n;
 }
 
-/* The first column of the first row of sql on conninfo's database, as an integer. */
-static long long query_int(const char *conninfo, const char *sql)
-{
-    PGconn *pq = PQconnectdb(conninfo);
-    if (PQstatus(pq) != CONNECTION_OK) {
-        char why[512];
-        snprintf(why, sizeof(why), "%s", PQerrorMessage(pq));
-        PQfinish(pq);
-        fail_msg("connect: %s", why);
-    }
-    PGresult *res = PQexec(pq, sql);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        char why[512];
-        snprintf(why, sizeof(why), "%s", PQerrorMessage(pq));
-        PQclear(res);
-        PQfinish(pq);
-        fail_msg("%s: %s", sql, why);
-    }
-    long long v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-    PQclear(res);
-    PQfinish(pq);
-    return v;
-}
-
 #define LISTENERS_SQL                                                                              \
     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"                     \
     " AND application_name = '" PG_LISTENER_APPLICATION_NAME "'"
@@ -125,7 +101,7 @@ static void test_hears_announcements_and_reconnects(void **state)
     /* Connected and listening: reported once, before anything was heard. */
     wait_count(&seen, &seen.connected, 1, "connections");
     assert_int_equal(count_of(&seen, &seen.heard), 0);
-    assert_int_equal(query_int(db.conninfo, LISTENERS_SQL), 1);
+    assert_int_equal(pg_test_query_int(db.conninfo, LISTENERS_SQL), 1);
 
     /* What another store announces is heard. */
     assert_int_equal(store_announce(s, STORE_CHANNEL_QUEUE), STORE_OK);
@@ -139,10 +115,10 @@ static void test_hears_announcements_and_reconnects(void **state)
 
     /* Its backend terminated (a server restart looks the same to it): it reconnects by itself,
      * says so, and hears what is announced after. */
-    assert_int_equal(query_int(db.conninfo,
-                               "SELECT count(pg_terminate_backend(pid, 10000)) FROM"
-                               " pg_stat_activity WHERE datname = current_database() AND"
-                               " application_name = '" PG_LISTENER_APPLICATION_NAME "'"),
+    assert_int_equal(pg_test_query_int(db.conninfo,
+                                       "SELECT count(pg_terminate_backend(pid, 10000)) FROM"
+                                       " pg_stat_activity WHERE datname = current_database() AND"
+                                       " application_name = '" PG_LISTENER_APPLICATION_NAME "'"),
                      1);
     wait_count(&seen, &seen.connected, 2, "connections");
     int heard = count_of(&seen, &seen.heard);
@@ -157,7 +133,7 @@ static void test_hears_announcements_and_reconnects(void **state)
     assert_int_equal(store_announce(s, STORE_CHANNEL_QUEUE), STORE_OK);
     long long left = 1;
     for (int i = 0; i < 200 && left != 0; i++) {
-        left = query_int(db.conninfo, LISTENERS_SQL);
+        left = pg_test_query_int(db.conninfo, LISTENERS_SQL);
         if (left != 0)
             usleep(50 * 1000);
     }
