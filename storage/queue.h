@@ -58,11 +58,13 @@
  * (RFC 5321 6.1, RFC 3464 2.4.3); every other notice goes through store_notice, which refuses
  * the null sender the same way.
  *
- * Flush. `postern queue flush` (another process) makes every unclaimed entry due now. The
- * runners learn of it only from the database: each node's rescans at least every
- * STORE_QUEUE_RESCAN_MS, so the flush takes effect on every node sharing the database within that
- * time, whichever node it was run on. It is also announced (store_announce, STORE_CHANNEL_QUEUE)
- * for a backend that can tell listeners at once.
+ * Flush. `postern queue flush` (another process) makes every unclaimed entry due now, then
+ * announces it (store_announce, STORE_CHANNEL_QUEUE). On PostgreSQL every serving node listens
+ * on that channel (store_listener_start, from server/outbound/queue_runner.c) and its runner
+ * claims at once, whichever node the flush was run on. The rescan stays the bound where nothing
+ * is heard: each node's runner looks at the database at least every STORE_QUEUE_RESCAN_MS, which
+ * is how the nodes on one SQLite file (no notifications) and a node whose listener is
+ * reconnecting see the flush.
  *
  * Times are milliseconds since the Unix epoch.
  */

@@ -146,7 +146,8 @@ int store_announce(struct store *s, const char *channel)
     switch (s->backend) {
     case STORE_BACKEND_SQLITE:
         /* SQLite cannot tell another process anything: the nodes on the file find the change
-         * at their next rescan (STORE_QUEUE_RESCAN_MS), which is the bound queue.h promises. */
+         * at their next rescan (STORE_QUEUE_RESCAN_MS), which is the bound queue.h promises,
+         * and store_can_listen says so to whoever would listen. */
         return STORE_OK;
     case STORE_BACKEND_POSTGRES:
         return pg_store_announce(s, channel);

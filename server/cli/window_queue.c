@@ -3,7 +3,7 @@
  * in admin.c: `window list|open|close` (the POP-before-SMTP relay windows: an IPv4 address or
  * an IPv6 block of relay.window_ipv6_prefix bits, opened for --for or relay.window, optionally
  * tied to a user who must exist) and `queue list|flush|drop` (the outbound queue's entries; a
- * flush makes every entry due now, which a running server sees at its next scan).
+ * flush makes every entry due now and tells the running servers, storage/queue.h "Flush").
  *
  * What it does not do: parse the command line or pick the command (admin.c's dispatcher does,
  * through admin_internal.h), or hold any SQL (storage/store.c and storage/queue.c do).
@@ -165,8 +165,9 @@ int queue_run_list(struct store *s, const struct args *a, const struct input *in
 
 int queue_run_flush(struct store *s, const struct args *a, const struct input *in)
 {
-    /* The running server sees the change at its next scan (queue.h, STORE_QUEUE_RESCAN_MS):
-     * the database is the only channel between the two processes. */
+    /* The database is the only channel between this process and the running servers: on
+     * PostgreSQL the flush's NOTIFY makes every node claim at once, on SQLite a server sees it
+     * at its next scan (queue.h, Flush). */
     size_t due = 0;
     int rc = admin_store_result(s, store_queue_flush(s, store_now_ms(), &due), "");
     if (rc == ADMIN_OK)
