@@ -106,19 +106,19 @@ static void listen_until_lost(struct store_listener *l)
 {
     while (!stopping(l)) {
         int sock = pg_conn_socket(l->conn);
-        if (sock < 0)
-            return;
-        if (!wait_for(l, sock, -1))
-            continue;
-        /* Everything the socket holds now: one call for all of it. */
-        struct pg_notification n;
-        bool heard = false;
-        int rc;
-        while ((rc = pg_notify_take(l->conn, &n)) == 1)
-            heard = true;
-        if (heard && !stopping(l))
-            l->fn(l->arg, STORE_LISTENER_HEARD);
-        if (rc != 0) {
+        int rc = 0;
+        if (sock >= 0) {
+            if (!wait_for(l, sock, -1))
+                continue;
+            /* Everything the socket holds now: one call for all of it. */
+            struct pg_notification n;
+            bool heard = false;
+            while ((rc = pg_notify_take(l->conn, &n)) == 1)
+                heard = true;
+            if (heard && !stopping(l))
+                l->fn(l->arg, STORE_LISTENER_HEARD);
+        }
+        if (sock < 0 || rc != 0) {
             log_error_text(LOG_LEVEL_WARN, "listener-lost", l->channel, pg_conn_errmsg(l->conn));
             l->down = true;
             return;
