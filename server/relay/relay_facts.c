@@ -44,10 +44,10 @@ int relay_gather(struct store *s, const struct cfg *cfg, const struct ip_addr *i
     /* A quoted local part has no users-table key: it is never a user (address_user_key). */
     char user_key[ADDRESS_STRLEN];
     if (f->rcpt_domain_is_local && address_user_key(rcpt, user_key, sizeof(user_key)) == 0) {
-        int64_t id;
-        /* store_user_get has no "exists only" form; the hash is read and dropped. */
+        /* store_user_get has no "exists only" form; the hash is read and dropped. The id is
+         * kept for relay_rcpt_lookup, which then needs no second lookup. */
         char hash[PASSWORD_HASH_BYTES];
-        st = store_user_get(s, user_key, &id, hash, sizeof(hash));
+        st = store_user_get(s, user_key, &scratch->rcpt_user_id, hash, sizeof(hash));
         if (st == STORE_OK)
             f->rcpt_mailbox_exists = true;
         else if (st != STORE_NOT_FOUND)
@@ -103,12 +103,12 @@ int relay_rcpt_lookup(struct store *s, struct relay_rcpt_lookup *l)
         l->decided = true;
         if (l->decision.verdict == RELAY_ALLOW &&
             l->decision.reason == RELAY_REASON_LOCAL_MAILBOX) {
-            char key[ADDRESS_STRLEN];
-            char hash[PASSWORD_HASH_BYTES];
-            /* The policy allows local-mailbox only for a key it found: no key, no user. */
-            st = address_user_key(&l->rcpt, key, sizeof(key)) == 0
-                     ? store_user_get(s, key, &l->user_id, hash, sizeof(hash))
-                     : STORE_NOT_FOUND;
+            /* The policy allows local-mailbox only for a user relay_gather found, in the same
+             * read (reader jobs run in one snapshot): its id is the one to deliver to. */
+            if (l->facts.rcpt_mailbox_exists)
+                l->user_id = l->scratch.rcpt_user_id;
+            else
+                st = STORE_NOT_FOUND;
         } else if (l->decision.verdict == RELAY_ALLOW &&
                    l->decision.reason == RELAY_REASON_POSTMASTER) {
             st = postmaster_user(s, l->rcpt_kind == ADDRESS_PATH_MAILBOX ? l->rcpt.domain : NULL,

@@ -38,6 +38,7 @@ struct store;
 struct relay_scratch {
     char trusted_network[CIDR_STRLEN];
     char window_user[ADDRESS_STRLEN]; /* store_window_lookup wants at least 256 */
+    int64_t rcpt_user_id;             /* the recipient's user when facts.rcpt_mailbox_exists */
 };
 
 /*
