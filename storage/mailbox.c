@@ -251,23 +251,50 @@ static int insert_message(struct store *s, const struct store_delivery *d, int64
     return STORE_OK;
 }
 
-/* One mailbox entry for user_id unless the user already has one for this message. The UIDL needs
- * the entry's id, so the row goes in with '' and gets its UIDL by the next statement; this runs
- * inside the savepoint, so no '' row ever outlives the call. */
+/* One mailbox entry for user_id unless the user already has one for this message, with its UIDL
+ * ("<tag>.<entry id>.<received ms>", mailbox.h) made in the same statement: the entry's id is
+ * taken explicitly as the table's next one (SQLite: its AUTOINCREMENT counter in sqlite_sequence,
+ * which only this writer moves while its transaction is open; PostgreSQL: nextval of the
+ * identity's sequence), so no second statement has to write the UIDL once the id is known. Each
+ * backend has its own text for that one expression, the rest is the same. ?5 is "<tag>." and ?6
+ * ".<received ms>". */
+static const char entry_sql[] =
+    "INSERT INTO mailbox(id, user_id, message_id, uidl, size, added_ms)"
+    " SELECT n.id, ?1, ?2, CAST(?5 AS TEXT) || CAST(n.id AS TEXT) || CAST(?6 AS TEXT), ?3, ?4"
+    " FROM (SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'mailbox'), 0) + 1"
+    " AS id) AS n"
+    " WHERE NOT EXISTS (SELECT 1 FROM mailbox WHERE message_id = ?2 AND user_id = ?1)"
+    " RETURNING id";
+static const char entry_sql_pg[] =
+    "INSERT INTO mailbox(id, user_id, message_id, uidl, size, added_ms)"
+    " SELECT n.id, ?1, ?2, CAST(?5 AS TEXT) || CAST(n.id AS TEXT) || CAST(?6 AS TEXT), ?3, ?4"
+    " FROM (SELECT nextval(pg_get_serial_sequence('mailbox', 'id'))"
+    " AS id) AS n"
+    " WHERE NOT EXISTS (SELECT 1 FROM mailbox WHERE message_id = ?2 AND user_id = ?1)"
+    " RETURNING id";
+
 static int insert_entry(struct store *s, const struct store_delivery *d, int64_t message_id,
                         int64_t user_id, const char *tag)
 {
+    char head[MAILBOX_TAG_MAX_CHARS + 2], tail[24];
+    int hn = snprintf(head, sizeof(head), "%s.", tag);
+    int tn = snprintf(tail, sizeof(tail), ".%lld", (long long)d->received_ms);
+    /* The whole UIDL: the tag, the longest id and the longest time must fit POP3's 70. */
+    if (hn < 0 || (size_t)hn >= sizeof(head) || tn < 0 || (size_t)tn >= sizeof(tail) ||
+        (size_t)hn + 20 + (size_t)tn > POP3_UIDL_MAX_BYTES) {
+        snprintf(s->errmsg, sizeof(s->errmsg), "deliver: uidl too long");
+        return STORE_ERR;
+    }
     struct sql_stmt *st =
-        sql_prepare(s, "INSERT INTO mailbox(user_id, message_id, uidl, size, added_ms)"
-                       " SELECT ?1, ?2, '', ?3, ?4 WHERE NOT EXISTS"
-                       " (SELECT 1 FROM mailbox WHERE message_id = ?2 AND user_id = ?1)"
-                       " RETURNING id");
+        sql_prepare(s, s->backend == STORE_BACKEND_POSTGRES ? entry_sql_pg : entry_sql);
     if (st == NULL)
         return STORE_ERR;
     sql_bind_i64(st, 1, user_id);
     sql_bind_i64(st, 2, message_id);
     sql_bind_i64(st, 3, (int64_t)delivery_len(d));
     sql_bind_i64(st, 4, d->received_ms);
+    sql_bind_text(st, 5, head);
+    sql_bind_text(st, 6, tail);
     int64_t entry_id = 0;
     int status = store_step_id(s, st, "deliver: insert mailbox entry", &entry_id);
     if (status == STORE_IN_USE) {
@@ -277,22 +304,7 @@ static int insert_entry(struct store *s, const struct store_delivery *d, int64_t
     }
     if (status == STORE_NOT_FOUND)
         return STORE_OK; /* a repeated user: nothing inserted */
-    if (status != STORE_OK)
-        return status;
-
-    char uidl[POP3_UIDL_MAX_BYTES + 1];
-    int len = snprintf(uidl, sizeof(uidl), "%s.%lld.%lld", tag, (long long)entry_id,
-                       (long long)d->received_ms);
-    if (len < 0 || (size_t)len >= sizeof(uidl)) {
-        snprintf(s->errmsg, sizeof(s->errmsg), "deliver: uidl too long");
-        return STORE_ERR;
-    }
-    st = sql_prepare(s, "UPDATE mailbox SET uidl = ?2 WHERE id = ?1");
-    if (st == NULL)
-        return STORE_ERR;
-    sql_bind_i64(st, 1, entry_id);
-    sql_bind_text(st, 2, uidl);
-    return store_step_done(s, st, "deliver: set uidl");
+    return status;
 }
 
 static int insert_queue_row(struct store *s, const struct store_delivery *d, int64_t message_id,
