@@ -2,19 +2,15 @@
 (`send-proxy-v2` on its server lines), on SQLite: the relay decision, the POP-before-SMTP window
 and the log see the client's address, never HAProxy's.
 
-HAProxy runs as a child (`haproxy -f CFG -db`, foreground) on free loopback ports and connects
+HAProxy runs as a child (tests/e2e/balancer.py) on free loopback ports and connects
 to postern from 127.0.0.1, the only address in [server] proxy_from. Clients connect to HAProxy
 from 127.0.0.2 (a trusted network), 127.0.0.3 (logs in over POP3) and 127.0.0.4 (nobody). The
 test is skipped, saying why, only when no haproxy binary is installed (scripts/bootstrap
 installs it). Only 127.0.0.0/8 is used.
 """
-import os
-import shutil
-import socket
-import subprocess
-import time
 import unittest
 
+from balancer import HAPROXY, SKIP_REASON, Haproxy
 from harness import PosternTest, free_ports
 from test_conn import Client, make_cert
 
@@ -26,17 +22,7 @@ ROAMING = "127.0.0.3"
 OTHER = "127.0.0.4"
 
 
-def find_haproxy():
-    return shutil.which("haproxy") or next(
-        (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)),
-        None)
-
-
-HAPROXY = find_haproxy()
-
-
-@unittest.skipIf(HAPROXY is None, "haproxy is not installed (Debian package haproxy, which "
-                                  "scripts/bootstrap installs): the HAProxy test cannot run")
+@unittest.skipIf(HAPROXY is None, SKIP_REASON)
 class BehindHaproxy(PosternTest):
     def setUp(self):
         super().setUp()
@@ -55,56 +41,9 @@ class BehindHaproxy(PosternTest):
         self.start_haproxy()
 
     def start_haproxy(self):
-        cfg = os.path.join(self.dir, "haproxy.cfg")
-        with open(cfg, "w") as f:
-            f.write(
-                "global\n"
-                "    maxconn 100\n"
-                "defaults\n"
-                "    mode tcp\n"
-                "    timeout connect 5s\n"
-                "    timeout client 30s\n"
-                "    timeout server 30s\n"
-                "frontend smtp_in\n"
-                f"    bind 127.0.0.1:{self.front_smtp}\n"
-                "    default_backend postern_smtp\n"
-                "frontend pop3_in\n"
-                f"    bind 127.0.0.1:{self.front_pop3}\n"
-                "    default_backend postern_pop3\n"
-                "backend postern_smtp\n"
-                f"    server node1 127.0.0.1:{self.ports['smtp']} send-proxy-v2\n"
-                "backend postern_pop3\n"
-                f"    server node1 127.0.0.1:{self.ports['pop3']} send-proxy-v2\n")
-        check = subprocess.run([HAPROXY, "-c", "-f", cfg], capture_output=True, text=True,
-                               timeout=30)
-        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
-        log = open(os.path.join(self.dir, "haproxy.log"), "w+")
-        self.addCleanup(log.close)
-        self.haproxy = subprocess.Popen([HAPROXY, "-f", cfg, "-db"], stdout=log,
-                                        stderr=subprocess.STDOUT, cwd=self.dir)
-        self.addCleanup(self.stop_haproxy)
-        deadline = time.monotonic() + 20
-        for port in (self.front_smtp, self.front_pop3):
-            while True:
-                if self.haproxy.poll() is not None:
-                    log.seek(0)
-                    self.fail(f"haproxy exited with {self.haproxy.returncode}:\n{log.read()}")
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        self.fail(f"haproxy is not listening on {port}")
-                    time.sleep(0.05)
-
-    def stop_haproxy(self):
-        if self.haproxy.poll() is None:
-            self.haproxy.terminate()
-            try:
-                self.haproxy.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.haproxy.kill()
-                self.haproxy.wait(timeout=10)
+        p = self.ports
+        Haproxy(self, self.dir, {"smtp": (self.front_smtp, [("node1", p["smtp"])]),
+                                 "pop3": (self.front_pop3, [("node1", p["pop3"])])})
 
     def smtp_via_haproxy(self, source):
         c = Client(self.front_smtp, source=source, timeout=10)
