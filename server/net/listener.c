@@ -351,6 +351,15 @@ static void accepted(struct listener *l, int fd, const struct sockaddr *sa)
     if (rc != 0) {
         /* A failed conn_accept never calls on_free: give the reserved place back here. */
         limits_release(ls->lim, l->proxy ? NULL : &ip);
+        if (rc == UV_ENOTCONN) {
+            /* The peer reset the connection before it was looked at: nothing failed here. A
+             * balancer's TCP health check does this at every interval (HAProxy connects, sends
+             * its PROXY header with check-send-proxy, and resets at once), so it is no warning. */
+            char text[INET6_ADDRSTRLEN];
+            ip_format(&ip, text, sizeof(text));
+            log_info("serve", 0, "event=accept-gone listener=%s ip=%s", l->name, text);
+            return;
+        }
         log_warn("serve", 0, "event=accept-failed listener=%s error=\"%s\"", l->name,
                  uv_strerror(rc));
         return;
