@@ -33,18 +33,23 @@ SHORT_LEASE_MS = "2000"
 class Node:
     """One serve process with its own folder, config, ports and log, on the shared database."""
 
-    def __init__(self, test, name, folder, db, env, extra=""):
+    def __init__(self, test, name, folder, db, env, extra="", proxy_from=None):
+        """proxy_from (a CIDR list) marks the SMTP and POP3 listeners `proxy`, as behind a
+        balancer; the other listeners stay direct."""
         self.test, self.name, self.dir = test, name, folder
         os.makedirs(folder, exist_ok=True)
         self.ports = dict(zip(("smtp", "submission", "submissions", "pop3", "pop3s"),
                               free_ports(5)))
         self.conf = os.path.join(folder, "postern.conf")
         p = self.ports
+        proxy = " proxy" if proxy_from else ""
         text = (f"[server]\nhostname = {name}.example.test\nnode = {name}\ndatabase = {db}\n"
                 "workers = 2\n"
-                f"[smtp]\nlisten = 127.0.0.1:{p['smtp']}\nsubmission = 127.0.0.1:{p['submission']}\n"
+                + (f"proxy_from = {proxy_from}\n" if proxy_from else "") +
+                f"[smtp]\nlisten = 127.0.0.1:{p['smtp']}{proxy}\n"
+                f"submission = 127.0.0.1:{p['submission']}\n"
                 f"submissions = 127.0.0.1:{p['submissions']}\n"
-                f"[pop3]\nlisten = 127.0.0.1:{p['pop3']}\npop3s = 127.0.0.1:{p['pop3s']}\n"
+                f"[pop3]\nlisten = 127.0.0.1:{p['pop3']}{proxy}\npop3s = 127.0.0.1:{p['pop3s']}\n"
                 "plaintext_auth = yes\n")
         with open(self.conf, "w") as f:
             f.write(merge_ini(text, extra))
