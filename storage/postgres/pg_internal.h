@@ -64,6 +64,7 @@ struct pg_stmt {
 
 struct pg_conn {
     PGconn *pq;          /* owned */
+    void *owner;         /* borrowed: what owns this connection (pg_store.c's store), or NULL */
     bool lost;           /* the server connection is gone; see pg_conn_reconnect */
     uint64_t generation; /* one more at each successful (re)connection */
     int64_t changes;     /* rows changed by the last INSERT, UPDATE or DELETE */

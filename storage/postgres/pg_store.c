@@ -18,6 +18,7 @@
  */
 #include "storage/postgres/pg_store_internal.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,19 +33,28 @@ int pg_store_failed(struct pg_store *ps, const char *what, int rc)
     return rc;
 }
 
+/* When a connection of this process last (re)connected, monotonic ms: the server is back then,
+ * and another connection still waiting out its backoff (each reader thread has its own) tries
+ * at once instead of failing its jobs for up to PG_RECONNECT_MAX_MS more. */
+static _Atomic int64_t g_reconnected_ms;
+
 /*
  * Reconnects a lost connection when no transaction of the caller's can be lost by it. While the
  * server stays away, attempts are spaced by a backoff doubling from PG_RECONNECT_MIN_MS to
  * PG_RECONNECT_MAX_MS: a call in between fails at once without touching the network, so a
  * thread that is handed job after job (the writer, a reader) answers them with STORE_ERR quickly
- * instead of dialling the server for each, and never waits longer than one connect_timeout.
+ * instead of dialling the server for each, and never waits longer than one connect_timeout. The
+ * wait is cut short once another connection of this process has reconnected since this one's
+ * last failed attempt.
  */
 static int revive(struct pg_store *ps)
 {
     if (!pg_conn_is_lost(ps->conn) || ps->explicit_txn || ps->conn->n_sp > 0)
         return STORE_OK;
     int64_t now = clock_monotonic_ms();
-    if (ps->next_try_ms != 0 && now < ps->next_try_ms) {
+    bool server_back =
+        atomic_load_explicit(&g_reconnected_ms, memory_order_relaxed) > ps->failed_ms;
+    if (ps->next_try_ms != 0 && now < ps->next_try_ms && !server_back) {
         snprintf(ps->base.errmsg, sizeof(ps->base.errmsg),
                  "reconnect: server unreachable, next attempt in %lld ms: %.300s",
                  (long long)(ps->next_try_ms - now), pg_conn_errmsg(ps->conn));
@@ -54,7 +64,8 @@ static int revive(struct pg_store *ps)
         ps->backoff_ms = ps->backoff_ms == 0 ? PG_RECONNECT_MIN_MS : ps->backoff_ms * 2;
         if (ps->backoff_ms > PG_RECONNECT_MAX_MS)
             ps->backoff_ms = PG_RECONNECT_MAX_MS;
-        ps->next_try_ms = clock_monotonic_ms() + ps->backoff_ms;
+        ps->failed_ms = clock_monotonic_ms();
+        ps->next_try_ms = ps->failed_ms + ps->backoff_ms;
         char esc[PG_ERRMSG_BYTES];
         log_escape(esc, sizeof(esc), pg_conn_errmsg(ps->conn), strlen(pg_conn_errmsg(ps->conn)));
         log_warn("postgresql", 0, "event=reconnect-failed retry_ms=%lld error=%s",
@@ -64,7 +75,26 @@ static int revive(struct pg_store *ps)
     log_info("postgresql", 0, "event=reconnected backend_pid=%d", pg_conn_backend_pid(ps->conn));
     ps->next_try_ms = 0;
     ps->backoff_ms = 0;
+    ps->failed_ms = 0;
+    atomic_store_explicit(&g_reconnected_ms, clock_monotonic_ms(), memory_order_relaxed);
     return STORE_OK;
+}
+
+/* Whether a statement that failed on its first execution may run once more on a new
+ * connection: the connection was found lost, no transaction or savepoint of the caller's was on
+ * it, and the statement is a plain SELECT, which changed nothing. A connection that was idle
+ * while the server restarted fails its first statement this way; the read that asked is better
+ * served by the server that is back than failed. A write is never run twice: it may have been
+ * done before the connection went. */
+static bool retry_once(const struct pg_stmt *st)
+{
+    const struct pg_store *ps = st->conn->owner;
+    if (ps == NULL || !pg_conn_is_lost(st->conn) || ps->explicit_txn || st->conn->n_sp > 0)
+        return false;
+    const char *p = st->sql;
+    while (*p == ' ' || *p == '\n')
+        p++;
+    return strncmp(p, "SELECT ", 7) == 0;
 }
 
 int pg_store_open(const char *conninfo, int version, struct store **out, char *err, size_t errlen)
@@ -89,6 +119,7 @@ int pg_store_open(const char *conninfo, int version, struct store **out, char *e
         free(ps);
         return status;
     }
+    ps->conn->owner = ps;
     int before = 0;
     if (version > 0) {
         status = pg_schema_version(ps->conn, &before);
@@ -154,9 +185,15 @@ void pg_sql_bind_null(struct sql_stmt *st, int idx)
     (void)pg_bind_null(stmt_of(st), idx);
 }
 
-int pg_sql_step(struct sql_stmt *st)
+int pg_sql_step(struct sql_stmt *sst)
 {
-    int rc = pg_step(stmt_of(st));
+    struct pg_stmt *st = stmt_of(sst);
+    bool first = st->res == NULL;
+    int rc = pg_step(st);
+    if (rc < 0 && first && retry_once(st) && revive(st->conn->owner) == STORE_OK) {
+        log_info("postgresql", 0, "event=read-retried reason=connection-lost");
+        rc = pg_step(st);
+    }
     if (rc == PG_ROW)
         return SQL_ROW;
     if (rc == PG_DONE)

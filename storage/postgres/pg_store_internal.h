@@ -20,6 +20,7 @@ struct pg_store {
      * wait doubling from PG_RECONNECT_MIN_MS to PG_RECONNECT_MAX_MS; 0 while connected. */
     int64_t next_try_ms;
     int64_t backoff_ms;
+    int64_t failed_ms; /* when its last attempt failed (monotonic), 0 when none */
     /* The body store_body_create began (pg_body.c). */
     struct {
         bool active;                  /* between store_body_create and store_body_finish */

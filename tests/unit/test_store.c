@@ -816,6 +816,42 @@ static void test_many_savepoint_names(void **state)
                      1);
 }
 
+/* Ends every other connection to the test's PostgreSQL database, as a server restart would, and
+ * waits (bounded) until they are gone. */
+static void end_other_connections(const char *path)
+{
+    (void)store_test_query_i64(path,
+                               "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                               " WHERE datname = current_database() AND pid <> pg_backend_pid()");
+    for (int i = 0; i < 500; i++) {
+        if (store_test_query_i64(path, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                                       " current_database() AND pid <> pg_backend_pid()") == 0)
+            return;
+        usleep(10 * 1000);
+    }
+    fail_msg("the other connections did not end within 5 s");
+}
+
+/* On PostgreSQL a read whose connection the server ended while it was idle runs again on a new
+ * connection and succeeds; a write is never run twice: it fails, and the next call reconnects.
+ * SQLite has no connection to lose. */
+static void test_read_retried_after_lost_connection(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_ok(f->path);
+    assert_int_equal(store_domain_add(f->s, "a.test"), STORE_OK);
+    if (!store_test_on_pg)
+        return;
+    bool local = false;
+    end_other_connections(f->path);
+    assert_int_equal(store_domain_is_local(f->s, "a.test", &local), STORE_OK);
+    assert_true(local);
+    end_other_connections(f->path);
+    assert_int_equal(store_domain_add(f->s, "b.test"), STORE_ERR);
+    assert_int_equal(store_domain_add(f->s, "b.test"), STORE_OK);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM domains WHERE name = 'b.test'"), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -840,6 +876,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_savepoint_undo_keeps_the_cause, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_group_is_one_snapshot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_savepoint_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_retried_after_lost_connection, setup, teardown),
     };
     return STORE_TEST_RUN(tests);
 }
