@@ -184,22 +184,26 @@ static char *json_string_array(const char *const *v, size_t n)
     return out;
 }
 
-/* Copies the four strings of a claim into one allocation. */
+/* Copies the five strings of a claim into one allocation. */
 static int claim_fill(struct store_queue_claim *c, const char *sender, const char *rcpt,
-                      const char *domain, const char *orcpt)
+                      const char *domain, const char *orcpt, const char *taken_from)
 {
-    size_t ls = strlen(sender), lr = strlen(rcpt), ld = strlen(domain), lo = strlen(orcpt);
-    c->text = malloc(ls + lr + ld + lo + 4);
+    const char *from[] = {sender, rcpt, domain, orcpt, taken_from};
+    const char **to[] = {&c->sender, &c->recipient, &c->domain, &c->orcpt, &c->taken_from};
+    size_t len[5], total = 0;
+    for (size_t i = 0; i < 5; i++) {
+        len[i] = strlen(from[i]);
+        total += len[i] + 1;
+    }
+    c->text = malloc(total);
     if (c->text == NULL)
         return -1;
-    memcpy(c->text, sender, ls + 1);
-    memcpy(c->text + ls + 1, rcpt, lr + 1);
-    memcpy(c->text + ls + lr + 2, domain, ld + 1);
-    memcpy(c->text + ls + lr + ld + 3, orcpt, lo + 1);
-    c->sender = c->text;
-    c->recipient = c->text + ls + 1;
-    c->domain = c->text + ls + lr + 2;
-    c->orcpt = c->text + ls + lr + ld + 3;
+    char *p = c->text;
+    for (size_t i = 0; i < 5; i++) {
+        memcpy(p, from[i], len[i] + 1);
+        *to[i] = p;
+        p += len[i] + 1;
+    }
     return 0;
 }
 
@@ -227,45 +231,79 @@ static int claims_push(struct store *s, struct store_queue_claims *out, size_t *
     c->attempts = sql_col_i64(st, 6);
     c->notify = (unsigned)sql_col_i64(st, 7);
     const char *orcpt = sql_col_text(st, 8);
+    /* A claim that had not ended: the attempt it stood for counts (see claim_due). */
+    c->taken_over = sql_col_i64(st, 9) != 0;
+    const char *from = c->taken_over ? sql_col_text(st, 10) : "";
+    if (c->taken_over && c->attempts < INT64_MAX)
+        c->attempts++;
     if (claim_fill(c, sender != NULL ? sender : "", rcpt != NULL ? rcpt : "",
-                   domain != NULL ? domain : "", orcpt != NULL ? orcpt : "") != 0)
+                   domain != NULL ? domain : "", orcpt != NULL ? orcpt : "",
+                   from != NULL ? from : "") != 0)
         return fail_text(s, STORE_ERR, "claim queue entries: out of memory");
     out->n++;
     return STORE_OK;
 }
 
+/* Whether a row of table t (a name and a dot) is free to claim at ?1 (now): not claimed (never,
+ * or its claim ended), claimed at or before ?2 (the claim's own lease ran out), or claimed by a
+ * node that is not alive: no nodes row under its name (it left, or was removed), or one whose
+ * lease ended at or before now (it died, or stalled past its lease: queue.h, "Several nodes").
+ * A claim without a node (made before schema 12) keeps the time rule alone. The first test
+ * keeps the common case (an unclaimed row) free of the nodes lookup; a claimed row of the due
+ * range (the few in flight) costs one probe of the nodes table's primary key. */
+#define QUEUE_CLAIMABLE(t)                                                                         \
+    "(" t "claimed_ms IS NULL OR " t "claimed_ms <= ?2 OR (" t "claimed_by IS NOT NULL"            \
+    " AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.name = " t "claimed_by"                        \
+    " AND n.expires_ms > ?1)))"
+
 /* The rows that claim_due hands out; see queue.h for which. ?1 now, ?2 the newest claim time that
  * counts as expired, ?3 the limit, ?4 a JSON array of domains to skip. `pick` is the groups of
  * the first ?3 due entries in due order (the queue_due index); the outer query completes each
- * group with its other due entries (the queue_message index). Not portable: standard SQL has no
+ * group with its other due entries (the queue_message index). The last two columns say whether
+ * the row was still claimed (a claim taken over) and by whom. Not portable: standard SQL has no
  * way to pass a list as one parameter, so each backend has its own text, the same but for that
  * (SQLite's json_each, PostgreSQL's json_array_elements_text) and, on PostgreSQL, FOR UPDATE OF q
  * SKIP LOCKED: several nodes claim at once there, and a row another node is claiming right now
  * is left to it rather than waited for (its lease is written before that node commits). The
- * PostgreSQL text changes nothing else, so that a change to the claim (a node column) is made to
- * both alike. */
+ * PostgreSQL text changes nothing else, and both take the claim rule from QUEUE_CLAIMABLE, so
+ * that a change to the claim is made to both alike. */
 static const char claim_sql[] =
     "WITH pick AS (SELECT DISTINCT message_id, domain FROM"
     "  (SELECT message_id, domain FROM queue"
-    "   WHERE next_attempt_ms <= ?1 AND (claimed_ms IS NULL OR claimed_ms <= ?2)"
-    "     AND domain NOT IN (SELECT value FROM json_each(?4))"
-    "   ORDER BY next_attempt_ms, id LIMIT ?3))"
-    " SELECT q.id, q.message_id, q.sender, q.recipient, q.domain, q.created_ms, q.attempts,"
-    " q.dsn_notify, q.dsn_orcpt FROM queue q JOIN pick p ON q.message_id = p.message_id AND "
-    "q.domain = p.domain"
-    " WHERE q.next_attempt_ms <= ?1 AND (q.claimed_ms IS NULL OR q.claimed_ms <= ?2)"
-    " ORDER BY q.domain, q.message_id, q.id LIMIT ?3";
+    "   WHERE next_attempt_ms <= ?1 AND " QUEUE_CLAIMABLE(
+        "queue.") "     AND domain NOT IN (SELECT value FROM json_each(?4))"
+                  "   ORDER BY next_attempt_ms, id LIMIT ?3))"
+                  " SELECT q.id, q.message_id, q.sender, q.recipient, q.domain, q.created_ms, "
+                  "q.attempts,"
+                  " q.dsn_notify, q.dsn_orcpt, q.claimed_ms IS NOT NULL, q.claimed_by"
+                  " FROM queue q JOIN pick p ON q.message_id = p.message_id AND q.domain = p.domain"
+                  " WHERE q.next_attempt_ms <= ?1 AND " QUEUE_CLAIMABLE(
+                      "q.") " ORDER BY q.domain, q.message_id, q.id LIMIT ?3";
 static const char claim_sql_pg[] =
     "WITH pick AS (SELECT DISTINCT message_id, domain FROM"
     "  (SELECT message_id, domain FROM queue"
-    "   WHERE next_attempt_ms <= ?1 AND (claimed_ms IS NULL OR claimed_ms <= ?2)"
-    "     AND domain NOT IN (SELECT json_array_elements_text(CAST(?4 AS json)))"
-    "   ORDER BY next_attempt_ms, id LIMIT ?3) AS due)"
-    " SELECT q.id, q.message_id, q.sender, q.recipient, q.domain, q.created_ms, q.attempts,"
-    " q.dsn_notify, q.dsn_orcpt FROM queue q JOIN pick p ON q.message_id = p.message_id AND "
-    "q.domain = p.domain"
-    " WHERE q.next_attempt_ms <= ?1 AND (q.claimed_ms IS NULL OR q.claimed_ms <= ?2)"
-    " ORDER BY q.domain, q.message_id, q.id LIMIT ?3 FOR UPDATE OF q SKIP LOCKED";
+    "   WHERE next_attempt_ms <= ?1 AND " QUEUE_CLAIMABLE(
+        "queue.") "     AND domain NOT IN (SELECT json_array_elements_text(CAST(?4 AS json)))"
+                  "   ORDER BY next_attempt_ms, id LIMIT ?3) AS due)"
+                  " SELECT q.id, q.message_id, q.sender, q.recipient, q.domain, q.created_ms, "
+                  "q.attempts,"
+                  " q.dsn_notify, q.dsn_orcpt, q.claimed_ms IS NOT NULL, q.claimed_by"
+                  " FROM queue q JOIN pick p ON q.message_id = p.message_id AND q.domain = p.domain"
+                  " WHERE q.next_attempt_ms <= ?1 AND " QUEUE_CLAIMABLE(
+                      "q.") " ORDER BY q.domain, q.message_id, q.id LIMIT ?3 FOR UPDATE OF q SKIP "
+                            "LOCKED";
+
+/* Writes one claim. A row still claimed is a claim taken over: the attempt it stood for never
+ * ended here, so it counts and says so in last_error, as store_queue_release_stale does for a
+ * node's own claims at its start (an entry that kills every node trying it is not retried at
+ * full speed unseen). Every expression reads the row as it was before this UPDATE. */
+static const char claim_write_sql[] =
+    "UPDATE queue SET claimed_ms = ?2, claimed_by = ?3,"
+    " attempts = CASE WHEN claimed_ms IS NULL THEN attempts ELSE attempts + 1 END,"
+    " last_error = CASE WHEN claimed_ms IS NULL THEN last_error"
+    "  ELSE 'attempt interrupted: node ' || COALESCE(claimed_by, '(none)') ||"
+    "  ' did not finish it; node ' || ?3 || ' took its claim over' END"
+    " WHERE id = ?1";
 
 int store_queue_claim_due(struct store *s, const char *node, int64_t now_ms, int64_t lease_ms,
                           size_t limit, const char *const *skip_domains, size_t n_skip,
@@ -309,7 +347,7 @@ int store_queue_claim_due(struct store *s, const char *node, int64_t now_ms, int
     }
     free(skip);
     if (status == STORE_OK && out->n > 0) {
-        st = sql_prepare(s, "UPDATE queue SET claimed_ms = ?2, claimed_by = ?3 WHERE id = ?1");
+        st = sql_prepare(s, claim_write_sql);
         if (st == NULL)
             status = STORE_ERR;
         for (size_t i = 0; status == STORE_OK && i < out->n; i++) {
@@ -328,15 +366,18 @@ int store_queue_claim_due(struct store *s, const char *node, int64_t now_ms, int
     return status;
 }
 
-int store_queue_release(struct store *s, const int64_t *ids, size_t n)
+int store_queue_release(struct store *s, const char *node, const int64_t *ids, size_t n)
 {
     if (n == 0)
         return STORE_OK;
-    if (ids == NULL)
-        return fail_text(s, STORE_ERR, "release queue entries: no id array");
-    struct sql_stmt *st = sql_prepare(s, "UPDATE queue SET claimed_ms = NULL WHERE id = ?1");
+    if (ids == NULL || node == NULL)
+        return fail_text(s, STORE_ERR, "release queue entries: no id array or node");
+    /* Another node's claim (this one stalled and it was taken over) is not ours to end. */
+    struct sql_stmt *st = sql_prepare(s, "UPDATE queue SET claimed_ms = NULL WHERE id = ?1"
+                                         " AND " QUEUE_SETTLED_BY("?2"));
     if (st == NULL)
         return STORE_ERR;
+    sql_bind_text(st, 2, node);
     if (store_sp_begin(s, SP_NAME) != STORE_OK)
         return STORE_ERR;
     int status = each_id(s, st, ids, n, "release queue entry", NULL);
@@ -400,10 +441,12 @@ int store_queue_delivered(struct store *s, const int64_t *ids, size_t n, size_t 
     return STORE_OK;
 }
 
-int store_queue_defer(struct store *s, int64_t id, int64_t now_ms, int64_t max_age_ms,
-                      const char *error, bool *expired_out)
+int store_queue_defer(struct store *s, const char *node, int64_t id, int64_t now_ms,
+                      int64_t max_age_ms, const char *error, bool *expired_out)
 {
     *expired_out = false;
+    if (node == NULL)
+        return fail_text(s, STORE_ERR, "defer: no node");
     struct sql_stmt *st = sql_prepare(s, "SELECT created_ms, attempts FROM queue WHERE id = ?1");
     if (st == NULL)
         return STORE_ERR;
@@ -433,10 +476,13 @@ int store_queue_defer(struct store *s, int64_t id, int64_t now_ms, int64_t max_a
     memcpy(error_text, error, elen);
     error_text[elen] = '\0';
 
-    /* An expired entry stays claimed: the caller bounces it next (queue.h). */
+    /* An expired entry stays claimed: the caller bounces it next (queue.h). The condition on
+     * the node is in this one statement, so that a takeover that commits between the read
+     * above and here (PostgreSQL) is seen: the UPDATE waits for that row and then finds it
+     * another node's. */
     st = sql_prepare(s, "UPDATE queue SET attempts = ?2, last_error = ?3, next_attempt_ms = ?4,"
                         " claimed_ms = CASE WHEN ?5 = 1 THEN claimed_ms ELSE NULL END"
-                        " WHERE id = ?1");
+                        " WHERE id = ?1 AND " QUEUE_SETTLED_BY("?6"));
     if (st == NULL)
         return STORE_ERR;
     sql_bind_i64(st, 1, id);
@@ -444,10 +490,17 @@ int store_queue_defer(struct store *s, int64_t id, int64_t now_ms, int64_t max_a
     sql_bind_text(st, 3, error_text);
     sql_bind_i64(st, 4, next_ms);
     sql_bind_i64(st, 5, expired ? 1 : 0);
+    sql_bind_text(st, 6, node);
     status = store_step_done(s, st, "defer queue entry");
-    if (status == STORE_OK)
-        *expired_out = expired;
-    return status;
+    if (status != STORE_OK)
+        return status;
+    if (sql_changes(st) == 0) {
+        snprintf(s->errmsg, sizeof(s->errmsg),
+                 "defer: queue entry %lld is claimed by another node now", (long long)id);
+        return STORE_NOT_FOUND;
+    }
+    *expired_out = expired;
+    return STORE_OK;
 }
 
 /* ---- flush ---- */

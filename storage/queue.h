@@ -19,8 +19,9 @@
  *
  * Claims and crash safety. A claim is a lease: claim_due sets claimed_ms = now and claimed_by =
  * the claiming node ([server] node) on the rows it hands out, and no other claim, of this node or
- * another, returns them until claimed_ms + lease_ms has passed. The runner ends every claim with
- * exactly one of delivered, defer, fail or release. At startup, before the first claim, serve
+ * another, returns them until claimed_ms + lease_ms has passed or the claiming node is no longer
+ * alive (below, "Several nodes"). The runner ends every claim with exactly one of delivered,
+ * defer, fail or release. At startup, before the first claim, serve
  * calls store_queue_release_stale for its own node: a claim of that node left in the database
  * then belongs to an attempt that died with the node's previous process (a name is held by one
  * live process at a time, storage/nodes.c), and its entry becomes due at once. So:
@@ -41,9 +42,33 @@
  *   - the lease must be longer than any attempt: the runner gives up an attempt (a hard deadline
  *     over the whole SMTP transaction) well before STORE_QUEUE_LEASE_MS, or a second claim could
  *     start a concurrent second attempt while the first still runs.
- * Several serve processes (nodes) may share a database: each releases only its own claims at
- * its start, and a node that died and does not come back leaves its claims to the others once
- * their lease (STORE_QUEUE_LEASE_MS) has run out.
+ *
+ * Several nodes. Several serve processes (nodes) may share a database. Each releases only its
+ * own claims at its start. A node is alive while its row in the nodes table has a lease that
+ * has not run out (storage/nodes.c; renewed every third of NODE_LEASE_MS, server/node.h), and
+ * its claims are taken by no other node before their own lease (STORE_QUEUE_LEASE_MS), which
+ * stays the bound for a live node's long attempt. A claim whose node is not alive (its lease
+ * ran out, or it has no row: it left, or was removed) is free to the next claim at once, so the
+ * entries of a node that died mid-delivery go to another node within the node's lease (90 s),
+ * not the claim's hour. The claim that takes over counts the attempt that never ended and says
+ * so in last_error, as release_stale does for a node's own claims at its start. A claim without
+ * a node (made before schema 12) keeps the time rule alone.
+ *   A node that only stalled past its lease (stopped, swapped out, cut off from the database
+ * for longer than the lease; a database outage longer than the lease makes every node look
+ * dead to the first claim after it) is live again at its next renewal, but an entry another
+ * node took over meanwhile is that node's now, and the stalled node's attempt may still be
+ * running. Then the message may go twice, never zero times (at least once, as above), and the
+ * late result must not spoil the claim of the node that has the entry now: release, defer and
+ * fail act only on entries that no other node has claimed since (claimed_by is still the
+ * node's, or NULL), each in the statement that tests it (on PostgreSQL a takeover committing
+ * at the same moment is either seen or waits), and find another node's entry "gone"
+ * (STORE_NOT_FOUND, or left out), so that node's attempt decides. delivered alone deletes
+ * whoever holds the entry: a 250 to the end of data is final whoever got it (RFC 5321 6.1),
+ * and keeping the row could only send another copy; the other node's result then finds the
+ * entry gone, which every result call already takes as "dropped meanwhile". Left open: if the
+ * stalled node itself claims the entry again (due again after the other node's attempt) while
+ * its old attempt still runs, the old attempt's result applies to the new claim, which has the
+ * same name; at worst one more copy or one deferral too many, never a loss.
  *
  * Retries and bouncing. A transient failure (4xx, a lost connection, a DNS timeout) is recorded
  * by store_queue_defer, which counts the attempt and sets the next one by the backoff schedule
@@ -81,7 +106,8 @@
 
 /* How long a claim holds. Far longer than any attempt may last (the runner's hard deadline per
  * SMTP transaction must stay well below it); only an attempt lost without a crash (a bug) waits
- * this long to be retried. A crash is covered sooner, by store_queue_release_stale at startup. */
+ * this long to be retried. A crash is covered sooner: by store_queue_release_stale at the
+ * node's restart, or by another node once the dead node's lease ran out ("Several nodes"). */
 #define STORE_QUEUE_LEASE_MS (60 * 60 * 1000)
 /* The runner looks for due entries at least this often, so that `postern queue flush` and rows
  * added by other processes take effect within it. */
@@ -106,13 +132,15 @@ struct store_queue_claim {
     int64_t id;
     int64_t message_id;
     int64_t created_ms; /* when the message was received: the max_age clock */
-    int64_t attempts;   /* failed attempts so far */
+    int64_t attempts;   /* failed attempts so far, a claim taken over counted */
     const char *sender; /* "" for the null sender; these three point into text */
     const char *recipient;
-    const char *domain; /* the recipient's domain, as stored */
-    unsigned notify;    /* DSN NOTIFY bits (SMTP_NOTIFY_*), 0 when not given */
-    const char *orcpt;  /* DSN ORCPT as received, "" when not given; in text too */
-    char *text;         /* owned: the four strings above, NUL-separated */
+    const char *domain;     /* the recipient's domain, as stored */
+    unsigned notify;        /* DSN NOTIFY bits (SMTP_NOTIFY_*), 0 when not given */
+    const char *orcpt;      /* DSN ORCPT as received, "" when not given; in text too */
+    bool taken_over;        /* the entry was still claimed: a claim that never ended, taken over */
+    const char *taken_from; /* then the node that had it ("" for none, or not taken); in text */
+    char *text;             /* owned: the five strings above, NUL-separated */
 };
 
 struct store_queue_claims {
@@ -124,12 +152,15 @@ struct store_queue_claims {
 void store_queue_claims_free(struct store_queue_claims *c);
 
 /*
- * Claims up to limit due entries (next_attempt_ms <= now_ms, not claimed or claimed at or before
- * now_ms - lease_ms) whose domain is not one of skip_domains (the domains already at the runner's
+ * Claims up to limit due entries (next_attempt_ms <= now_ms; not claimed, claimed at or before
+ * now_ms - lease_ms, or claimed by a node whose nodes row is missing or has expires_ms <= now_ms)
+ * for node (not NULL) whose domain is not one of skip_domains (the domains already at the runner's
  * per-domain limit; NULL when n_skip is 0), sets their claimed_ms to now_ms and returns them in
  * *out (emptied first), ordered by domain, then message, then id: the entries the runner sends
  * in one SMTP transaction (one message, one domain) come together, and one domain's messages
- * come together.
+ * come together. An entry that was still claimed (taken over: its lease, or its node's, ran out)
+ * has its attempt counted (attempts + 1, in the row and in the claim; last_error names both
+ * nodes) and taken_over set.
  *
  * Which entries: the groups (message, domain) of the earliest due entries, each with all of its
  * due entries, up to limit in all (a group larger than limit is cut; the rest comes with the next
@@ -140,10 +171,11 @@ int store_queue_claim_due(struct store *s, const char *node, int64_t now_ms, int
                           struct store_queue_claims *out);
 
 /*
- * Gives claims back without counting an attempt (the runner is stopping, or could not start the
- * attempt): the entries are due again at once. Unknown ids are ignored.
+ * Gives node's claims back without counting an attempt (the runner is stopping, or could not
+ * start the attempt): the entries are due again at once. Unknown ids, and entries another node
+ * has claimed since ("Several nodes"), are ignored.
  */
-int store_queue_release(struct store *s, const int64_t *ids, size_t n);
+int store_queue_release(struct store *s, const char *node, const int64_t *ids, size_t n);
 
 /*
  * At node's start: every claim node made at or before now_ms is an attempt that never finished
@@ -161,21 +193,23 @@ int store_queue_release_stale(struct store *s, const char *node, int64_t now_ms,
 /*
  * The remote accepted these entries (250 to the end of data, each of them accepted at RCPT):
  * deletes them; the body goes with the last reference. Ids already gone are ignored;
- * *deleted_out (may be NULL) is how many rows went.
+ * *deleted_out (may be NULL) is how many rows went. Takes no node: the entries go even when
+ * another node has taken the claim over meanwhile (see "Several nodes" for why).
  */
 int store_queue_delivered(struct store *s, const int64_t *ids, size_t n, size_t *deleted_out);
 
 /*
- * A transient failure of entry id at now_ms: attempts + 1, last_error = error (cut to
- * STORE_QUEUE_ERROR_MAX_BYTES; say what failed and the remote reply with its code, e.g.
+ * A transient failure of node's claim of entry id at now_ms: attempts + 1, last_error = error (cut
+ * to STORE_QUEUE_ERROR_MAX_BYTES; say what failed and the remote reply with its code, e.g.
  * "mx.example.net: 451 4.3.0 try later"), next attempt now_ms + store_queue_backoff_ms(attempts).
  * Sets *expired_out to whether the entry is now max_age_ms old or older
  * (store_queue_is_expired): then the claim is kept, and the caller bounces it with
  * store_queue_fail (expired = true) in the same or the next job; otherwise the claim ends.
- * STORE_NOT_FOUND when the entry is gone (dropped by an admin meanwhile).
+ * STORE_NOT_FOUND, with nothing changed, when the entry is gone (dropped by an admin meanwhile)
+ * or another node has claimed it since ("Several nodes").
  */
-int store_queue_defer(struct store *s, int64_t id, int64_t now_ms, int64_t max_age_ms,
-                      const char *error, bool *expired_out);
+int store_queue_defer(struct store *s, const char *node, int64_t id, int64_t now_ms,
+                      int64_t max_age_ms, const char *error, bool *expired_out);
 
 enum store_bounce_route {
     STORE_BOUNCE_NONE = 0,    /* nothing was done (no entry of ids was left) */
@@ -232,6 +266,7 @@ int store_queue_delay_notice(struct store *s, int64_t id, int64_t now_ms, int64_
 
 struct store_queue_failure {
     const char *hostname; /* the reporting MTA: From: MAILER-DAEMON@hostname */
+    const char *node;     /* the node whose claim failed ([server] node) */
     int64_t now_ms;
     /* The entries that failed for good, all of one message; rcpts[i] describes ids[i] (address,
      * remote host and reply, expired; see common/pure/dsn.h). */
@@ -247,8 +282,9 @@ struct store_queue_failure {
 /*
  * Permanent failure (or expiry) of f->ids: in one savepoint, builds and stores the bounce for the
  * entries still present (see enum store_bounce_route for where it goes; the original's headers
- * come from the stored body) and deletes them. Entries already gone are left out of the bounce;
- * STORE_NOT_FOUND when none is left. STORE_ERR (nothing changed) when the ids belong to more
+ * come from the stored body) and deletes them. Entries already gone, or claimed by another node
+ * than f->node since ("Several nodes"), are left out of the bounce; STORE_NOT_FOUND when none is
+ * left. STORE_ERR (nothing changed) when the ids belong to more
  * than one message, or on a SQLite or memory failure.
  */
 int store_queue_fail(struct store *s, struct store_queue_failure *f);
@@ -265,7 +301,8 @@ int store_queue_flush(struct store *s, int64_t now_ms, size_t *due_out);
 
 /*
  * The next_attempt_ms of the earliest unclaimed entry (possibly in the past: due now), or
- * INT64_MAX when there is none. Expired leases are not looked at; the periodic rescan finds them.
+ * INT64_MAX when there is none. Expired leases and the claims of nodes that are no longer alive
+ * are not looked at; the periodic rescan finds them.
  */
 int store_queue_next_due(struct store *s, int64_t *due_ms_out);
 

@@ -320,13 +320,29 @@ int store_queue_delay_notice(struct store *s, int64_t id, int64_t now_ms, int64_
     return status;
 }
 
+/* Whether entry id is still node's to settle (QUEUE_SETTLED_BY): STORE_OK with the row locked
+ * to the end of the transaction, or STORE_NOT_FOUND when it is gone or another node's now. The
+ * UPDATE changes nothing: it is the portable way to test a row and lock it in one statement, so
+ * that on PostgreSQL a takeover that commits first is seen, and one that comes later waits for
+ * this transaction and then finds the row gone. */
+static int hold_entry(struct store *s, int64_t id, const char *node)
+{
+    struct sql_stmt *st = sql_prepare(s, "UPDATE queue SET claimed_by = claimed_by WHERE id = ?1"
+                                         " AND " QUEUE_SETTLED_BY("?2"));
+    if (st == NULL)
+        return STORE_ERR;
+    sql_bind_i64(st, 1, id);
+    sql_bind_text(st, 2, node);
+    return store_step_changed(s, st, "fail: hold queue entry");
+}
+
 int store_queue_fail(struct store *s, struct store_queue_failure *f)
 {
     f->route_out = STORE_BOUNCE_NONE;
     f->bounce_message_id_out = 0;
     f->removed_out = 0;
-    if (f->n == 0 || f->ids == NULL || f->rcpts == NULL || f->hostname == NULL)
-        return fail_text(s, STORE_ERR, "fail: no entries, recipients or hostname");
+    if (f->n == 0 || f->ids == NULL || f->rcpts == NULL || f->hostname == NULL || f->node == NULL)
+        return fail_text(s, STORE_ERR, "fail: no entries, recipients, hostname or node");
     bool *keep = calloc(f->n, sizeof(*keep));
     struct dsn_recipient *rcpts = calloc(f->n, sizeof(*rcpts));
     char **orcpts = calloc(f->n, sizeof(*orcpts));
@@ -348,9 +364,11 @@ int store_queue_fail(struct store *s, struct store_queue_failure *f)
     bool null_sender = false;
     for (size_t i = 0; status == STORE_OK && i < f->n; i++) {
         struct entry_row e;
-        int rc = read_entry(s, f->ids[i], &e);
+        int rc = hold_entry(s, f->ids[i], f->node);
+        if (rc == STORE_OK)
+            rc = read_entry(s, f->ids[i], &e);
         if (rc == STORE_NOT_FOUND)
-            continue; /* dropped meanwhile: not bounced */
+            continue; /* dropped meanwhile, or another node's: not bounced here */
         if (rc != STORE_OK) {
             status = rc;
             break;

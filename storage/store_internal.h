@@ -116,4 +116,11 @@ int store_body_reader_open(struct store *s, const char *lookup_sql, int64_t key1
                            const char *what, const char *owner, int64_t hold_ms,
                            struct store_body_reader **reader_out, int64_t *size_out);
 
+/* The condition under which the node bound at param (a parameter such as "?2") may record the
+ * result of its attempt on a queue row (storage/queue.c, storage/queue_notice.c): no other node
+ * has claimed the row since this node did. A node that stalled past its lease may find its
+ * claim taken over (queue.h, "Several nodes"); its late result must then neither end nor
+ * settle the other node's claim. A row never claimed by a node (claimed_by NULL) is anyone's. */
+#define QUEUE_SETTLED_BY(param) "(claimed_by IS NULL OR claimed_by = " param ")"
+
 #endif

@@ -158,10 +158,10 @@ static int record_run(struct store *st, struct writer_job *job)
             snprintf(d->errtext[i], sizeof(d->errtext[i]), "%s: %s",
                      d->relay[i][0] != '\0' ? d->relay[i] : d->domain, rc_i->reply);
             bool expired = false;
-            rc =
-                store_queue_defer(st, d->ids[i], d->now_ms, d->max_age_ms, d->errtext[i], &expired);
+            rc = store_queue_defer(st, d->node, d->ids[i], d->now_ms, d->max_age_ms, d->errtext[i],
+                                   &expired);
             if (rc == STORE_NOT_FOUND)
-                continue;
+                continue; /* gone, or another node's since (queue.h): that node's attempt decides */
             if (rc != STORE_OK)
                 return rc;
             d->expired[i] = expired;
@@ -201,6 +201,7 @@ static int record_run(struct store *st, struct writer_job *job)
     if (n_ids > 0) {
         struct store_queue_failure f = {
             .hostname = d->hostname,
+            .node = d->node,
             .now_ms = d->now_ms,
             .ids = d->scratch_ids,
             .rcpts = d->fail,
@@ -284,6 +285,7 @@ void queue_attempt_finish(struct delivery *d)
     d->max_age_ms = (int64_t)r->app->cfg->relay.max_age_ms;
     d->delay_notice_ms = (int64_t)r->app->cfg->relay.delay_notice_ms;
     d->hostname = r->app->cfg->server.hostname;
+    d->node = r->app->cfg->server.node;
     d->job.run = record_run;
     d->job.done = record_done;
     if (queue_runner_submit(r, &d->job) != 0) {

@@ -90,7 +90,7 @@ int queue_runner_submit(struct queue_runner *r, struct writer_job *job)
 static int release_run(struct store *st, struct writer_job *job)
 {
     struct release_job *rj = container_of(job, struct release_job, job);
-    return store_queue_release(st, rj->ids, rj->n);
+    return store_queue_release(st, rj->r->app->cfg->server.node, rj->ids, rj->n);
 }
 
 static void release_done(struct writer_job *job, int status)
@@ -314,6 +314,15 @@ static void claim_done(struct writer_job *job, int status)
         check_stopped(r);
         return;
     }
+    /* A claim that never ended, taken over (its node's lease or its own ran out): said once
+     * here, as release_stale's count is at a start; its attempt is counted (storage/queue.h). */
+    for (size_t i = 0; i < cl->n; i++)
+        if (cl->v[i].taken_over)
+            log_warn(
+                "queue", 0,
+                "event=claim-taken-over id=%" PRId64 " msg=%" PRId64 " from=%s attempts=%" PRId64,
+                cl->v[i].id, cl->v[i].message_id,
+                cl->v[i].taken_from[0] != '\0' ? cl->v[i].taken_from : "none", cl->v[i].attempts);
     int64_t *excess = calloc(cl->n > 0 ? cl->n : 1, sizeof(*excess));
     size_t n_excess = 0;
     size_t got = cl->n;

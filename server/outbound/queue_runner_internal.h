@@ -98,6 +98,7 @@ struct delivery {
     int64_t max_age_ms;
     int64_t delay_notice_ms;                                       /* relay.delay_notice */
     const char *hostname;                                          /* borrowed from cfg */
+    const char *node;                                              /* borrowed: the claiming node */
     bool *expired;                                                 /* owned, n */
     int64_t *scratch_ids;                                          /* owned, n */
     struct dsn_recipient *fail;                                    /* owned, n */

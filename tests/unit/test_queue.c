@@ -17,6 +17,10 @@
  *     for a remote sender, never for a null-sender original (so a bounce is never bounced), nowhere
  *     for an unknown local user; refused for entries of two messages; undone whole by the
  *     enclosing savepoint's rollback;
+ *   - several nodes: a node's start releases its own claims only; the claim of a node whose
+ *     lease ran out or that has no row is taken over at once (counted as an interrupted
+ *     attempt), a live node's and a nameless one only by the claim's lease; the late result of
+ *     a node whose claim was taken over leaves the new claim alone (but a 250 still deletes);
  *   - flush making everything unclaimed due; next_due; the queued-body reader.
  * Checks of what is in the database go through a connection of their own. Loops are bounded. The
  * tests run on SQLite, then on PostgreSQL when there is a server (store_fixture.h).
@@ -45,6 +49,8 @@
 #define MIN_MS       (60 * 1000LL)
 #define T0           1717502400000LL /* 2024-06-04 12:00:00 UTC */
 #define MAX_AGE_MS   (5 * 24 * 60 * MIN_MS)
+/* Long past every time the tests use: a node alive through all of them. */
+#define FOREVER_MS (T0 + 100 * (int64_t)STORE_QUEUE_LEASE_MS)
 
 struct fixture {
     char dir[64];
@@ -55,6 +61,14 @@ struct fixture {
 
 /* ---- helpers ---- */
 
+/* Gives node name a nodes row (storage/nodes.c) whose lease ends at expires_ms: alive before. */
+static void node_alive_until(struct store *s, const char *name, int64_t expires_ms)
+{
+    struct store_node_holder h;
+    if (store_node_claim(s, name, "test-host", 1, T0, expires_ms - T0, true, &h) != STORE_OK)
+        fail_msg("node %s: %s", name, store_errmsg(s));
+}
+
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
@@ -62,6 +76,10 @@ static int setup(void **state)
     store_test_place_new(f->dir, sizeof(f->dir), "queue", f->path, sizeof(f->path));
     f->s = open_ok(f->path);
     f->alice = store_test_user(f->s, "alice@example.test");
+    /* The nodes the tests claim for are alive, as a serving node is: only the claim's lease
+     * frees their claims (a node without a row would lose them at once). */
+    node_alive_until(f->s, "n1", FOREVER_MS);
+    node_alive_until(f->s, "n2", FOREVER_MS);
     *state = f;
     return 0;
 }
@@ -229,7 +247,7 @@ static void test_claim_groups_and_lease(void **state)
     assert_int_equal(c.n, 5);
     /* A group of which one entry is given back and one still held: only the free one comes. */
     assert_int_equal(c.v[0].recipient[1], '1');
-    assert_int_equal(store_queue_release(f->s, &c.v[0].id, 1), STORE_OK);
+    assert_int_equal(store_queue_release(f->s, "n1", &c.v[0].id, 1), STORE_OK);
     claim_ok(f, T0 + 1001 + STORE_QUEUE_LEASE_MS, 100, &c);
     assert_int_equal(c.n, 1);
     assert_string_equal(c.v[0].recipient, "r1@a.test");
@@ -299,7 +317,7 @@ static void test_claim_oldest_first_and_skip_domains(void **state)
     claim_ok(f, T0 + 1, 1, &c);
     assert_int_equal(c.n, 1);
     assert_int_equal(c.v[0].message_id, m2);
-    assert_int_equal(store_queue_release(f->s, &c.v[0].id, 1), STORE_OK);
+    assert_int_equal(store_queue_release(f->s, "n1", &c.v[0].id, 1), STORE_OK);
 
     /* b.test at its limit: only a.test comes; and the skip list is data, not SQL. */
     static const char *const skip[] = {"b.test", "it's\"a\\test"};
@@ -366,7 +384,7 @@ static void test_crash_then_release_stale(void **state)
     /* Without the release they would wait for the lease. */
     claim_ok(f, T0 + 200, 10, &c);
     assert_int_equal(c.n, 1);
-    assert_int_equal(store_queue_release(f->s, &c.v[0].id, 1), STORE_OK);
+    assert_int_equal(store_queue_release(f->s, "n1", &c.v[0].id, 1), STORE_OK);
 
     size_t released = 0;
     assert_int_equal(store_queue_release_stale(f->s, "n1", T0 + 60000, &released), STORE_OK);
@@ -468,7 +486,8 @@ static void test_defer_follows_schedule_then_expires(void **state)
         bool expired = true;
         char err[64];
         snprintf(err, sizeof(err), "mx.a.test: 451 4.3.0 try later (%lld)", (long long)attempt);
-        assert_int_equal(store_queue_defer(f->s, id, now, MAX_AGE_MS, err, &expired), STORE_OK);
+        assert_int_equal(store_queue_defer(f->s, "n1", id, now, MAX_AGE_MS, err, &expired),
+                         STORE_OK);
         assert_false(expired);
         int64_t next = now + store_queue_backoff_ms(attempt);
         assert_int_equal(
@@ -499,7 +518,8 @@ static void test_defer_follows_schedule_then_expires(void **state)
     static char long_err[3000];
     memset(long_err, 'e', sizeof(long_err) - 1);
     bool expired = false;
-    assert_int_equal(store_queue_defer(f->s, id, now, MAX_AGE_MS, long_err, &expired), STORE_OK);
+    assert_int_equal(store_queue_defer(f->s, "n1", id, now, MAX_AGE_MS, long_err, &expired),
+                     STORE_OK);
     assert_true(expired);
     /* Expired: the claim is kept for the bounce, so no other claim takes it meanwhile. */
     assert_int_equal(
@@ -509,7 +529,7 @@ static void test_defer_follows_schedule_then_expires(void **state)
     assert_int_equal(
         query_int(f->path, "SELECT length(last_error) FROM queue WHERE id = %lld", (long long)id),
         STORE_QUEUE_ERROR_MAX_BYTES);
-    assert_int_equal(store_queue_defer(f->s, id + 1000, now, MAX_AGE_MS, "x", &expired),
+    assert_int_equal(store_queue_defer(f->s, "n1", id + 1000, now, MAX_AGE_MS, "x", &expired),
                      STORE_NOT_FOUND);
     assert_false(expired);
 }
@@ -572,6 +592,7 @@ static void test_fail_bounces_to_local_sender(void **state)
     struct dsn_recipient why[2] = {rcpt_550("a@a.test"), rcpt_550("b@a.test")};
     struct store_queue_failure fl = {
         .hostname = "mail.example.test",
+        .node = "n1",
         .now_ms = T0 + 1000,
         .ids = ids,
         .rcpts = why,
@@ -654,8 +675,12 @@ static void test_fail_routes(void **state)
         long long messages = query_int(f->path, "SELECT count(*) FROM messages");
         long long mailbox = query_int(f->path, "SELECT count(*) FROM mailbox");
         struct dsn_recipient why = rcpt_550("x@a.test");
-        struct store_queue_failure fl = {
-            .hostname = "mail.example.test", .now_ms = T0 + 1, .ids = &id, .rcpts = &why, .n = 1};
+        struct store_queue_failure fl = {.hostname = "mail.example.test",
+                                         .node = "n1",
+                                         .now_ms = T0 + 1,
+                                         .ids = &id,
+                                         .rcpts = &why,
+                                         .n = 1};
         assert_int_equal(fail_in_job(f, &fl), STORE_OK);
         assert_int_equal(fl.route_out, cases[i].route);
         assert_int_equal(fl.removed_out, 1);
@@ -685,6 +710,7 @@ static void test_fail_routes(void **state)
             int64_t bounce_entry = entry_id(f, fl.bounce_message_id_out, "bob@remote.test");
             struct dsn_recipient why2 = rcpt_550("bob@remote.test");
             struct store_queue_failure fl2 = {.hostname = "mail.example.test",
+                                              .node = "n1",
                                               .now_ms = T0 + 2,
                                               .ids = &bounce_entry,
                                               .rcpts = &why2,
@@ -707,8 +733,12 @@ static void test_fail_is_atomic(void **state)
     int64_t m2 = deliver_ok(f, "alice@example.test", r2, 1, T0);
     int64_t ids[2] = {entry_id(f, m1, "a@a.test"), entry_id(f, m2, "b@a.test")};
     struct dsn_recipient why[2] = {rcpt_550("a@a.test"), rcpt_550("b@a.test")};
-    struct store_queue_failure fl = {
-        .hostname = "mail.example.test", .now_ms = T0 + 1, .ids = ids, .rcpts = why, .n = 2};
+    struct store_queue_failure fl = {.hostname = "mail.example.test",
+                                     .node = "n1",
+                                     .now_ms = T0 + 1,
+                                     .ids = ids,
+                                     .rcpts = why,
+                                     .n = 2};
 
     /* Entries of two messages are refused, and nothing changes. */
     assert_int_equal(store_queue_fail(f->s, &fl), STORE_ERR);
@@ -731,11 +761,175 @@ static void test_fail_is_atomic(void **state)
     assert_int_equal(query_int(f->path, "SELECT count(*) FROM mailbox"), 0);
 
     /* Bad arguments. */
-    struct store_queue_failure empty = {.hostname = "h", .ids = ids, .rcpts = why, .n = 0};
+    struct store_queue_failure empty = {
+        .hostname = "h", .node = "n1", .ids = ids, .rcpts = why, .n = 0};
     assert_int_equal(store_queue_fail(f->s, &empty), STORE_ERR);
     struct store_queue_failure nohost = {.ids = ids, .rcpts = why, .n = 1};
     assert_int_equal(store_queue_fail(f->s, &nohost), STORE_ERR);
     assert_int_equal(query_int(f->path, "SELECT count(*) FROM queue"), 2);
+}
+
+/* ---- several nodes ---- */
+
+/* One claim of node by limit 1 at now_ms: the id of the entry it got. */
+static int64_t claim_one_for(struct fixture *f, const char *node, int64_t now_ms)
+{
+    struct store_queue_claims c = {0};
+    if (store_queue_claim_due(f->s, node, now_ms, STORE_QUEUE_LEASE_MS, 1, NULL, 0, &c) != STORE_OK)
+        fail_msg("claim for %s: %s", node, store_errmsg(f->s));
+    assert_int_equal(c.n, 1);
+    int64_t id = c.v[0].id;
+    store_queue_claims_free(&c);
+    return id;
+}
+
+/* Claims for node at now_ms; asserts the entries it got are want (n_want of them, in claim
+ * order) and leaves them in *c. */
+static void claim_expect(struct fixture *f, const char *node, int64_t now_ms, const int64_t *want,
+                         size_t n_want, struct store_queue_claims *c)
+{
+    if (store_queue_claim_due(f->s, node, now_ms, STORE_QUEUE_LEASE_MS, 10, NULL, 0, c) != STORE_OK)
+        fail_msg("claim for %s: %s", node, store_errmsg(f->s));
+    assert_int_equal(c->n, n_want);
+    for (size_t i = 0; i < n_want; i++)
+        assert_int_equal(c->v[i].id, want[i]);
+}
+
+/* A claim is taken over when its node is not alive: at once when its nodes row has expired or
+ * is missing, by the claim's own lease otherwise (a live node; a claim without a node). The
+ * claim that takes over counts the interrupted attempt, and its own lease is the usual one. */
+static void test_claim_of_dead_node_taken_over(void **state)
+{
+    struct fixture *f = *state;
+    node_alive_until(f->s, "a", T0 + 1000); /* it dies: no renewal after T0 */
+    node_alive_until(f->s, "live", FOREVER_MS);
+    node_alive_until(f->s, "b", FOREVER_MS);
+    const char *r1[] = {"x@d1.test"}, *r2[] = {"x@d2.test"}, *r3[] = {"x@d3.test"},
+               *r4[] = {"x@d4.test"};
+    deliver_ok(f, "alice@example.test", r1, 1, T0);
+    deliver_ok(f, "alice@example.test", r2, 1, T0 + 1);
+    deliver_ok(f, "alice@example.test", r3, 1, T0 + 2);
+    deliver_ok(f, "alice@example.test", r4, 1, T0 + 3);
+    int64_t of_a = claim_one_for(f, "a", T0 + 10);
+    int64_t of_live = claim_one_for(f, "live", T0 + 10);
+    int64_t of_none = claim_one_for(f, "n1", T0 + 10);
+    char sql[128];
+    snprintf(sql, sizeof(sql), "UPDATE queue SET claimed_by = NULL WHERE id = %lld",
+             (long long)of_none); /* as claimed before schema 12 */
+    assert_int_equal(store_exec_for_tests(f->s, sql), STORE_OK);
+    /* Last: a node with no row, whose claim the next claim would take. */
+    int64_t of_gone = claim_one_for(f, "gone", T0 + 10);
+
+    /* a still alive: only the claim of the node without a row is free, at once. */
+    struct store_queue_claims c = {0};
+    claim_expect(f, "b", T0 + 999, &of_gone, 1, &c);
+    assert_true(c.v[0].taken_over);
+    assert_string_equal(c.v[0].taken_from, "gone");
+    assert_int_equal(c.v[0].attempts, 1);
+
+    /* a's lease ends (expires_ms <= now): its claim goes to b, an hour before the claim's. */
+    claim_expect(f, "b", T0 + 1000, &of_a, 1, &c);
+    assert_true(c.v[0].taken_over);
+    assert_string_equal(c.v[0].taken_from, "a");
+    assert_int_equal(c.v[0].attempts, 1);
+    long long id = (long long)of_a;
+    assert_int_equal(query_int(f->path, "SELECT attempts FROM queue WHERE id = %lld", id), 1);
+    assert_int_equal(query_int(f->path, "SELECT claimed_ms FROM queue WHERE id = %lld", id),
+                     T0 + 1000);
+    assert_int_equal(query_int(f->path, "SELECT claimed_by = 'b' FROM queue WHERE id = %lld", id),
+                     1);
+    assert_int_equal(query_int(f->path,
+                               "SELECT last_error = 'attempt interrupted: node a did not finish"
+                               " it; node b took its claim over' FROM queue WHERE id = %lld",
+                               id),
+                     1);
+
+    /* Up to an hour after them, neither the live node's claim, nor the one without a node,
+     * nor b's new ones are taken. */
+    claim_expect(f, "n2", T0 + 10 + STORE_QUEUE_LEASE_MS - 1, NULL, 0, &c);
+    /* Then the claim's own lease frees the first two (the bound for a live node too). */
+    int64_t both[] = {of_live, of_none};
+    claim_expect(f, "n2", T0 + 10 + STORE_QUEUE_LEASE_MS, both, 2, &c);
+    assert_true(c.v[0].taken_over && c.v[1].taken_over);
+    assert_string_equal(c.v[0].taken_from, "live");
+    assert_string_equal(c.v[1].taken_from, ""); /* no node to name */
+    /* b's claims hold their full lease, as any claim. */
+    claim_expect(f, "n2", T0 + 999 + STORE_QUEUE_LEASE_MS - 1, NULL, 0, &c);
+    claim_expect(f, "n2", T0 + 999 + STORE_QUEUE_LEASE_MS, &of_gone, 1, &c);
+    assert_int_equal(c.v[0].attempts, 2); /* gone's attempt, then b's */
+    store_queue_claims_free(&c);
+    /* b's claim of a's entry ends by its own lease too; n2's stay n2's. */
+    claim_expect(f, "n1", T0 + 1000 + STORE_QUEUE_LEASE_MS, &of_a, 1, &c);
+    store_queue_claims_free(&c);
+}
+
+/* A node that stalled past its lease comes back with the result of an attempt whose entries
+ * another node took over meanwhile: its release, defer and fail leave that node's claim alone;
+ * its delivered (a 250) deletes the entry all the same (queue.h, "Several nodes"). */
+static void test_late_result_leaves_the_new_claim_alone(void **state)
+{
+    struct fixture *f = *state;
+    node_alive_until(f->s, "a", T0 + 1000);
+    node_alive_until(f->s, "b", FOREVER_MS);
+    const char *r[] = {"rel@a.test", "def@a.test", "fail@a.test", "sent@a.test"};
+    int64_t mid = deliver_ok(f, "alice@example.test", r, 4, T0);
+    int64_t ids[4];
+    for (size_t i = 0; i < 4; i++)
+        ids[i] = entry_id(f, mid, r[i]);
+    struct store_queue_claims c = {0};
+    claim_expect(f, "a", T0 + 10, ids, 4, &c);
+    claim_expect(f, "b", T0 + 1000, ids, 4, &c); /* a's lease ran out */
+    store_queue_claims_free(&c);
+
+    /* a's late results. */
+    assert_int_equal(store_queue_release(f->s, "a", ids, 1), STORE_OK);
+    bool expired = true;
+    assert_int_equal(
+        store_queue_defer(f->s, "a", ids[1], T0 + 1100, MAX_AGE_MS, "451 late", &expired),
+        STORE_NOT_FOUND);
+    assert_false(expired);
+    struct dsn_recipient why = rcpt_550("fail@a.test");
+    struct store_queue_failure fl = {.hostname = "mail.example.test",
+                                     .node = "a",
+                                     .now_ms = T0 + 1100,
+                                     .ids = &ids[2],
+                                     .rcpts = &why,
+                                     .n = 1};
+    assert_int_equal(fail_in_job(f, &fl), STORE_NOT_FOUND);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM mailbox"), 0); /* no bounce */
+    size_t deleted = 0;
+    assert_int_equal(store_queue_delivered(f->s, &ids[3], 1, &deleted), STORE_OK);
+    assert_int_equal(deleted, 1);
+    /* The first three are b's as b claimed them, the taken-over attempt counted once. */
+    assert_int_equal(query_int(f->path,
+                               "SELECT count(*) FROM queue WHERE claimed_by = 'b'"
+                               " AND claimed_ms = %lld AND attempts = 1"
+                               " AND last_error LIKE 'attempt interrupted: node a %%'",
+                               T0 + 1000),
+                     3);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM queue"), 3);
+
+    /* b's own results do what they always do; the delivered entry is gone for b too. */
+    assert_int_equal(store_queue_release(f->s, "b", ids, 1), STORE_OK);
+    assert_int_equal(query_int(f->path, "SELECT claimed_ms IS NULL FROM queue WHERE id = %lld",
+                               (long long)ids[0]),
+                     1);
+    assert_int_equal(
+        store_queue_defer(f->s, "b", ids[1], T0 + 1100, MAX_AGE_MS, "451 later", &expired),
+        STORE_OK);
+    assert_int_equal(
+        query_int(f->path, "SELECT attempts FROM queue WHERE id = %lld", (long long)ids[1]), 2);
+    fl.node = "b";
+    assert_int_equal(fail_in_job(f, &fl), STORE_OK);
+    assert_int_equal(fl.removed_out, 1);
+    assert_int_equal(store_queue_defer(f->s, "b", ids[3], T0 + 1100, MAX_AGE_MS, "451", &expired),
+                     STORE_NOT_FOUND);
+    /* And a, once the entry is b's and settled, still cannot touch it. */
+    assert_int_equal(
+        store_queue_defer(f->s, "a", ids[1], T0 + 1200, MAX_AGE_MS, "451 late", &expired),
+        STORE_NOT_FOUND);
+    assert_int_equal(
+        query_int(f->path, "SELECT attempts FROM queue WHERE id = %lld", (long long)ids[1]), 2);
 }
 
 /* ---- flush, next due, the body reader ---- */
@@ -758,10 +952,11 @@ static void test_flush_and_next_due(void **state)
     assert_int_equal(c.n, 3);
     store_queue_claims_free(&c);
     bool expired = true;
-    assert_int_equal(store_queue_defer(f->s, ids[1], T0, MAX_AGE_MS, "451", &expired), STORE_OK);
-    assert_int_equal(store_queue_defer(f->s, ids[2], T0 + 1, MAX_AGE_MS, "451", &expired),
+    assert_int_equal(store_queue_defer(f->s, "n1", ids[1], T0, MAX_AGE_MS, "451", &expired),
                      STORE_OK);
-    assert_int_equal(store_queue_defer(f->s, ids[2], T0 + 2, MAX_AGE_MS, "451", &expired),
+    assert_int_equal(store_queue_defer(f->s, "n1", ids[2], T0 + 1, MAX_AGE_MS, "451", &expired),
+                     STORE_OK);
+    assert_int_equal(store_queue_defer(f->s, "n1", ids[2], T0 + 2, MAX_AGE_MS, "451", &expired),
                      STORE_OK);
     assert_int_equal(store_queue_next_due(f->s, &due), STORE_OK);
     assert_int_equal(due, T0 + store_queue_backoff_ms(1));
@@ -869,6 +1064,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fail_is_atomic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flush_and_next_due, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_stale_by_node, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_of_dead_node_taken_over, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_late_result_leaves_the_new_claim_alone, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_body_reader, setup, teardown),
     };
     return STORE_TEST_RUN(tests);

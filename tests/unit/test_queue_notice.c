@@ -166,8 +166,12 @@ static void test_fail_bounces_only_who_asked(void **state)
         why[i] = (struct dsn_recipient){
             .address = remotes[i], .reply_code = 550, .reply = "550 5.1.1 unknown"};
     }
-    struct store_queue_failure fl = {
-        .hostname = "mail.example.test", .now_ms = T0 + 1000, .ids = ids, .rcpts = why, .n = 4};
+    struct store_queue_failure fl = {.hostname = "mail.example.test",
+                                     .node = "n1",
+                                     .now_ms = T0 + 1000,
+                                     .ids = ids,
+                                     .rcpts = why,
+                                     .n = 4};
     assert_int_equal(store_queue_fail(f->s, &fl), STORE_OK);
     assert_int_equal(fl.route_out, STORE_BOUNCE_LOCAL);
     assert_int_equal(fl.removed_out, 4);
@@ -190,8 +194,12 @@ static void test_fail_not_asked_removes_without_bounce(void **state)
     deliver(f, "alice@example.test", 1); /* never@r.test alone */
     int64_t id = entry(f, "never@r.test");
     struct dsn_recipient why = {.address = "never@r.test", .reply = "no"};
-    struct store_queue_failure fl = {
-        .hostname = "mail.example.test", .now_ms = T0 + 1000, .ids = &id, .rcpts = &why, .n = 1};
+    struct store_queue_failure fl = {.hostname = "mail.example.test",
+                                     .node = "n1",
+                                     .now_ms = T0 + 1000,
+                                     .ids = &id,
+                                     .rcpts = &why,
+                                     .n = 1};
     assert_int_equal(store_queue_fail(f->s, &fl), STORE_OK);
     assert_int_equal(fl.route_out, STORE_BOUNCE_NOT_ASKED);
     assert_int_equal(fl.bounce_message_id_out, 0);
