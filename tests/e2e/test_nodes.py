@@ -370,9 +370,11 @@ class NodeRestart(TwoNodes):
 
 
 class QueueAcrossNodes(NodesTest):
-    """Queue claims name their node: a node's start releases its own claims only, and the claim
-    of a node that died goes to another once its lease ran out. Short leases and attempt
-    deadlines come from the test switches of server/outbound/queue_runner.h."""
+    """Queue claims name their node: a node's start releases its own claims only, and the claim of
+    a node that died goes to another once a lease ran out: the claim's own (an hour), or,
+    sooner, the node's. Short claim leases and attempt deadlines come from the test switches of
+    server/outbound/queue_runner.h, short node leases from POSTERN_TEST_NODE_LEASE_MS
+    (server/node.h)."""
 
     def setUp(self):
         super().setUp()
@@ -406,6 +408,42 @@ class QueueAcrossNodes(NodesTest):
         log = self.b.wait_log("event=delivery")
         # b's start released nothing: the claim was a's, and b took it only by its lease.
         self.assertNotIn("event=released-stale", log)
+
+    def wait_delivered(self, node, timeout=30.0):
+        """Waits (bounded) for the sink to have a message, then for node's log of it."""
+        deadline = time.monotonic() + timeout
+        while not self.sink.messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(len(self.sink.messages), 1, f"nothing delivered within {timeout}s:\n"
+                         + node.log())
+        return node.wait_log("event=delivery")
+
+    def node_expires_ms(self, name):
+        """expires_ms of node name's row in the shared database, or None without one."""
+        rows = self.sql("SELECT expires_ms FROM nodes WHERE name = ?", (name,))
+        return int(rows[0][0]) if rows else None
+
+    def test_dead_nodes_claim_goes_to_another_after_the_nodes_lease(self):
+        # The claim's own lease stays an hour (the default); only the node's lease is short, so
+        # only a's node lease running out can give b the entry within the test's wait.
+        self.a.env = self.b.env = {"POSTERN_TEST_NODE_LEASE_MS": SHORT_LEASE_MS}
+        self.sink.stall_data = True
+        self.a.start()
+        self.relay_one(self.a)
+        self.assertTrue(self.sink.data_seen.wait(20), "the message never reached the sink")
+        self.a.kill()  # mid-delivery: the end of data sent, no reply yet
+        self.assertEqual(self.sink.messages, [])
+        if not SHARED_DB:
+            self.assertEqual(self.sql("SELECT claimed_by FROM queue"), [["a"]])
+        self.sink.stall_data = False
+        self.b.start()
+        log = self.wait_delivered(self.b)
+        self.assertNotIn("event=released-stale", log)  # the claim was a's, not b's own
+        self.assertIn("event=claim-taken-over", log)
+        self.assertIn(" from=a attempts=1", log)
+        # The delivery is the second attempt: a's, interrupted, counted.
+        self.assertIn("status=sent", log)
+        self.assertIn(" attempts=2 ", log)
 
     def test_restart_releases_the_nodes_own_claim(self):
         # The full lease (an hour): within the test only a's restart can free a's claim.
