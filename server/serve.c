@@ -180,7 +180,24 @@ static void on_housekeeping(uv_timer_t *t)
 static void on_lease(uv_timer_t *t)
 {
     struct server *srv = t->data;
-    node_renew(srv->writer, srv->cfg->server.node);
+    if (srv->writer != NULL)
+        node_renew(srv->writer, srv->cfg->server.node);
+}
+
+static void lease_close(struct server *srv)
+{
+    if (!srv->lease_open)
+        return;
+    srv->lease_open = false;
+    uv_timer_stop(&srv->lease);
+    uv_close((uv_handle_t *)&srv->lease, NULL);
+}
+
+/* The queue runner has stopped: no attempt of this node is in flight any more, so nothing
+ * needs the node alive in the others' eyes (storage/queue.h, "Several nodes"). */
+static void on_runner_stopped(void *arg)
+{
+    lease_close(arg);
 }
 
 /* The last step of a stop: every connection of every loop is gone and every worker joined. */
@@ -193,6 +210,7 @@ static void finish_stop(struct server *srv)
     conn_set_free(&srv->conns);
     /* No session is left to cancel a check: outstanding ones finish and are dropped. */
     auth_free(&srv->app.auth);
+    lease_close(srv); /* normally closed when the runner stopped; a runner never made leaves it */
     /* Every job already handed to the writer is committed and answered before we go. */
     srv->app.writer = NULL;
     writer_stop(&srv->writer);
@@ -285,18 +303,18 @@ static void shutdown_server(struct server *srv, const char *why)
         uv_timer_stop(&srv->housekeeping);
         uv_close((uv_handle_t *)&srv->housekeeping, NULL);
     }
-    /* The sessions still closing keep their locks to the end of the lease at worst. */
-    if (srv->lease_open) {
-        srv->lease_open = false;
-        uv_timer_stop(&srv->lease);
-        uv_close((uv_handle_t *)&srv->lease, NULL);
-    }
     if (srv->listeners != NULL)
         listener_set_stop(srv->listeners); /* no new clients while the others are told */
     metrics_http_stop(&srv->metrics);
     /* Outbound delivery: no new claims; attempts in flight are abandoned and their claims released,
-     * except those awaiting the reply to their end of data (queue_runner.h). */
-    queue_runner_stop(srv->runner, NULL, NULL);
+     * except those awaiting the reply to their end of data (queue_runner.h). Those may take longer
+     * than what is left of the node's lease, and another node takes the claims of a node whose
+     * lease ran out: so the lease is renewed until the runner has stopped, and only then let go
+     * (the sessions still closing keep their POP3 locks to the end of the lease at worst). */
+    if (srv->runner != NULL)
+        queue_runner_stop(srv->runner, on_runner_stopped, srv);
+    else
+        lease_close(srv);
     stop_workers(srv, false);
     if (srv->conns != NULL)
         conn_set_shutdown(srv->conns, on_connections_closed, srv);

@@ -372,9 +372,9 @@ class NodeRestart(TwoNodes):
 class QueueAcrossNodes(NodesTest):
     """Queue claims name their node: a node's start releases its own claims only, and the claim of
     a node that died goes to another once a lease ran out: the claim's own (an hour), or,
-    sooner, the node's. Short claim leases and attempt deadlines come from the test switches of
-    server/outbound/queue_runner.h, short node leases from POSTERN_TEST_NODE_LEASE_MS
-    (server/node.h)."""
+    sooner, the node's (a stopping node renews it while an attempt is still out). Short claim
+    leases and attempt deadlines come from the test switches of server/outbound/queue_runner.h,
+    short node leases from POSTERN_TEST_NODE_LEASE_MS (server/node.h)."""
 
     def setUp(self):
         super().setUp()
@@ -444,6 +444,38 @@ class QueueAcrossNodes(NodesTest):
         # The delivery is the second attempt: a's, interrupted, counted.
         self.assertIn("status=sent", log)
         self.assertIn(" attempts=2 ", log)
+
+    def test_stopping_node_keeps_its_lease_until_its_attempt_ends(self):
+        # a is told to stop while it awaits the reply to its end of data (which it must not
+        # abandon: that reply may be a 250). The reply takes longer than a's lease, so a must
+        # go on renewing its lease until the attempt is recorded, or b would take the entry
+        # over as a dead node's and send it again.
+        self.a.env = self.b.env = {"POSTERN_TEST_NODE_LEASE_MS": SHORT_LEASE_MS}
+        self.sink.data_reply_delay = 12  # seconds: several of a's leases
+        self.a.start()
+        self.relay_one(self.a)
+        self.assertTrue(self.sink.data_seen.wait(20), "the message never reached the sink")
+        self.b.start()
+        stop_ms = int(time.time() * 1000)
+        self.a.proc.terminate()
+        if not SHARED_DB:
+            # a's lease is renewed after the stop began: it ends later than one lease after it.
+            want = stop_ms + int(SHORT_LEASE_MS)
+            deadline = time.monotonic() + 10
+            expires = self.node_expires_ms("a")
+            while (expires is not None and expires <= want) and time.monotonic() < deadline:
+                time.sleep(0.1)
+                expires = self.node_expires_ms("a")
+            self.assertIsNotNone(expires, "a left before its attempt ended:\n" + self.a.log())
+            self.assertGreater(expires, want, "a stopped renewing its lease at the stop")
+        self.assertEqual(self.a.proc.wait(timeout=60), 0)
+        log = self.a.log()
+        self.assertIn("status=sent", log)
+        self.assertIn("awaiting=1", log)
+        self.assertEqual(len(self.sink.messages), 1)
+        self.assertNotIn("event=claim-taken-over", self.b.log())
+        if not SHARED_DB:
+            self.assertEqual(str(self.sql("SELECT count(*) FROM queue")[0][0]), "0")
 
     def test_restart_releases_the_nodes_own_claim(self):
         # The full lease (an hour): within the test only a's restart can free a's claim.
