@@ -1,8 +1,9 @@
 /*
  * nodes.c - what several serve processes (nodes) on one database need to agree on: each node's
  * name and lease (the nodes table), and the POP3 maildrop lock (pop3_locks: one session per
- * maildrop across every node, RFC 1939 8). The queue's claims carry the node's name too; that
- * is storage/queue.c's.
+ * maildrop across every node, RFC 1939 8). The queue's claims carry the node's name too, and
+ * the claim of a node whose row is gone or whose lease ran out is free to the other nodes; that
+ * is storage/queue.c's (it reads this table in its claim).
  *
  * A node's name is [server] node. The nodes row says which process has the name (host, pid) and
  * until when (expires_ms), renewed with the node's POP3 locks; a second process that asks for a

@@ -10,6 +10,9 @@
  * store_queue_fail. It logs one line per recipient and attempt:
  *     event=delivery id=QUEUE_ID msg=MESSAGE_ID to=RCPT relay=host[ip]:port status=sent|deferred|
  *     bounced dsn=x.y.z attempts=N reply="..."
+ * and, for an entry whose claim it took over from a node that did not finish (queue.h, "Several
+ * nodes"; the interrupted attempt is counted in N):
+ *     event=claim-taken-over id=QUEUE_ID msg=MESSAGE_ID from=NODE|none attempts=N
  *
  * Crash safety (queue.h): the first job after start releases stale claims (an attempt that died
  * with the previous process is due at once), a 250 to the end of data is recorded by a job
