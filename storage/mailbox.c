@@ -255,14 +255,16 @@ static int insert_message(struct store *s, const struct store_delivery *d, int64
  * ("<tag>.<entry id>.<received ms>", mailbox.h) made in the same statement: the entry's id is
  * taken explicitly as the table's next one (SQLite: its AUTOINCREMENT counter in sqlite_sequence,
  * which only this writer moves while its transaction is open; PostgreSQL: nextval of the
- * identity's sequence), so no second statement has to write the UIDL once the id is known. Each
+ * identity's sequence), so no second statement has to write the UIDL once the id is known. On
+ * SQLite the largest id present counts too, so a counter row that is missing or behind (a table
+ * filled by hand) cannot hand out an id in use. Each
  * backend has its own text for that one expression, the rest is the same. ?5 is "<tag>." and ?6
  * ".<received ms>". */
 static const char entry_sql[] =
     "INSERT INTO mailbox(id, user_id, message_id, uidl, size, added_ms)"
     " SELECT n.id, ?1, ?2, CAST(?5 AS TEXT) || CAST(n.id AS TEXT) || CAST(?6 AS TEXT), ?3, ?4"
-    " FROM (SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'mailbox'), 0) + 1"
-    " AS id) AS n"
+    " FROM (SELECT max(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'mailbox'), 0),"
+    " COALESCE((SELECT max(id) FROM mailbox), 0)) + 1 AS id) AS n"
     " WHERE NOT EXISTS (SELECT 1 FROM mailbox WHERE message_id = ?2 AND user_id = ?1)"
     " RETURNING id";
 static const char entry_sql_pg[] =

@@ -675,6 +675,32 @@ static void test_uidl_unique_and_never_reused(void **state)
     free(all);
 }
 
+/* On SQLite a new entry's id is the larger of the AUTOINCREMENT counter and the largest id
+ * present, plus one: with the counter's row gone, a delivery still gets a free id (not 1 again,
+ * which the first entry holds) and a UIDL that names it. PostgreSQL takes its sequence's next. */
+static void test_entry_id_survives_a_missing_counter(void **state)
+{
+    struct fixture *f = *state;
+    unsigned char body[16];
+    memset(body, 'y', sizeof(body));
+    int64_t local = f->uid[0];
+    deliver_ok(f->s, body, sizeof(body), &local, 1, NULL, 0, 1700000000000);
+    deliver_ok(f->s, body, sizeof(body), &local, 1, NULL, 0, 1700000000001);
+    if (!store_test_on_pg)
+        assert_int_equal(
+            store_test_exec(f->s, "DELETE FROM sqlite_sequence WHERE name = 'mailbox'"), STORE_OK);
+    deliver_ok(f->s, body, sizeof(body), &local, 1, NULL, 0, 1700000000002);
+    size_t n = 0;
+    struct store_mail_entry *e = snapshot_ok(f->rd, f->uid[0], &n);
+    assert_int_equal(n, 3);
+    assert_true(e[2].id > e[1].id);
+    char tag[64], want[128];
+    read_tag(f->path, tag, sizeof(tag));
+    snprintf(want, sizeof(want), "%s.%lld.1700000000002", tag, (long long)e[2].id);
+    assert_string_equal(e[2].uidl, want);
+    free(e);
+}
+
 /* A database recreated from scratch numbers entries from 1 again, with the same received time
  * even: the UIDL still differs, through the per-database tag. */
 static void test_uidl_differs_in_recreated_database(void **state)
@@ -1000,6 +1026,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_entry_deleted_meanwhile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_order_and_sizes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uidl_unique_and_never_reused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_entry_id_survives_a_missing_counter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uidl_differs_in_recreated_database, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrated_database_gets_tag, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_10000, setup, teardown),
