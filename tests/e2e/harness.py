@@ -73,6 +73,19 @@ def _port_candidates():
         yield rng.randint(_PORT_LOW, high)
 
 
+
+def wait_for(pred, timeout=20.0, what="condition"):
+    """Polls pred every 50 ms until it returns something true, and returns that; fails the test
+    after timeout seconds, saying what it waited for."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
 def free_ports(n, host="127.0.0.1"):
     """n distinct ports that are free right now on host, chosen outside the ephemeral range;
     all are held open while choosing, so none is handed out twice."""

@@ -6,24 +6,14 @@ POSTERN_TEST_PG names a server (harness.py), and skips, saying why, without one.
 is in the database go through self.sql, which reads either backend. Every wait is bounded."""
 import poplib
 import smtplib
-import time
 
-from harness import PosternTest, on_postgresql
+from harness import PosternTest, on_postgresql, wait_for
 from outbound_fakes import DnsResponder, SmtpSink
 
 ALICE = "alice@example.test"
 PASSWORD = "alice secret 1"
 CONFIG = "[pop3]\nplaintext_auth = yes\n"
 
-
-def wait_for(pred, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class ServeTest(PosternTest):

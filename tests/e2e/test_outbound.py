@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 import time
 
-from harness import BIN, PosternTest, free_port
+from harness import BIN, PosternTest, free_port, wait_for
 from outbound_fakes import DnsResponder, SmtpSink
 
 SENDER = "alice@sender.test"
@@ -27,15 +27,6 @@ BODY = (b"Return-Path: <alice@sender.test>\r\n"
         b"\r\nlast line\r\n")
 SENT = BODY[BODY.index(b"\r\n") + 2:]
 
-
-def wait_for(pred, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class OutboundTest(PosternTest):

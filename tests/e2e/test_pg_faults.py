@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 
-from harness import BIN, PG_BINDIR, PosternTest, psql
+from harness import BIN, PG_BINDIR, PosternTest, psql, wait_for
 
 ALICE = "alice@example.test"
 PASSWORD = "alice secret 1"
@@ -29,15 +29,6 @@ SCRIPTS_PG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 # backoff tops out at 5 s (storage/postgres/pg_conn.h), so this is generous.
 RECOVER_S = 30.0
 
-
-def wait_for(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class PrivatePg:
