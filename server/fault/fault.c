@@ -284,21 +284,23 @@ static void on_delay_done(uv_timer_t *t)
     free(line);
 }
 
-static enum fault_verdict delay(struct fault_conn *f, enum fault_point p, uint32_t ms,
-                                const char *line, size_t len)
+/* Copies line (NULL: none) for keeping while p is held: 0, or -1 when out of memory. */
+static int copy_line(const char *line, size_t len, char **out)
 {
-    char *copy = NULL;
-    if (line != NULL) {
-        copy = malloc(len + 1);
-        if (copy == NULL)
-            return FAULT_PASS;
-        memcpy(copy, line, len);
-        copy[len] = '\0';
-    }
-    if (!f->timer_open || uv_timer_start(&f->timer, on_delay_done, ms, 0) != 0) {
-        free(copy);
-        return FAULT_PASS;
-    }
+    *out = NULL;
+    if (line == NULL)
+        return 0;
+    *out = malloc(len + 1);
+    if (*out == NULL)
+        return -1;
+    memcpy(*out, line, len);
+    (*out)[len] = '\0';
+    return 0;
+}
+
+/* Keeps p and its copied line (owned from here on) and stops reading until it is let go. */
+static enum fault_verdict hold(struct fault_conn *f, enum fault_point p, char *copy, size_t len)
+{
     free(f->held);
     f->held = copy;
     f->held_len = len;
@@ -307,25 +309,28 @@ static enum fault_verdict delay(struct fault_conn *f, enum fault_point p, uint32
     return FAULT_HELD;
 }
 
+static enum fault_verdict delay(struct fault_conn *f, enum fault_point p, uint32_t ms,
+                                const char *line, size_t len)
+{
+    char *copy;
+    if (copy_line(line, len, &copy) != 0)
+        return FAULT_PASS;
+    if (!f->timer_open || uv_timer_start(&f->timer, on_delay_done, ms, 0) != 0) {
+        free(copy);
+        return FAULT_PASS;
+    }
+    return hold(f, p, copy, len);
+}
+
 /* Keeps p (and its line) until the start's reload is back (forced_reload_back). */
 static enum fault_verdict hold_for_load(struct fault_conn *f, enum fault_point p, const char *line,
                                         size_t len)
 {
-    char *copy = NULL;
-    if (line != NULL) {
-        copy = malloc(len + 1);
-        if (copy == NULL)
-            return FAULT_PASS;
-        memcpy(copy, line, len);
-        copy[len] = '\0';
-    }
-    free(f->held);
-    f->held = copy;
-    f->held_len = len;
-    f->held_point = p;
+    char *copy;
+    if (copy_line(line, len, &copy) != 0)
+        return FAULT_PASS;
     f->held_for_load = true;
-    conn_pause_reading(f->c);
-    return FAULT_HELD;
+    return hold(f, p, copy, len);
 }
 
 /* Decides at p and carries out what fired. */
